@@ -1,0 +1,139 @@
+"""The one home of prune-snr's checkpoint format.
+
+A checkpoint is a dict of plain types and tensors, written atomically and read back with
+``torch.load(weights_only=True)`` so that loading a file can never run code::
+
+    {"format_version": 1, "kind": "train" | "pruned",
+     "model": state_dict, "config": {...plain types...},
+     "optimizer": ..., "scheduler": ..., "epoch": int, "rng": {...},
+     "pruning": torch-pruning pruning_history (pruned models only)}
+
+``config["model"]`` holds what :func:`prune_snr.models.build_model` needs to rebuild the
+architecture (name, num_classes, width_mult, in_chans, input_size); a pruned model is rebuilt
+by replaying its torch-pruning history on that architecture before loading the weights.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, PruneSnrError
+
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Write through a temp file in the same folder, fsync, then ``os.replace``.
+
+    The target is never deleted first, so a crash leaves either the old file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise PruneSnrError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose another --out") from exc
+        raise
+    return path
+
+
+def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def atomic_save_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_save_bytes(path, text.encode())
+
+
+def atomic_save_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_save_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Save ``payload`` (plain types and tensors only) atomically, stamping the format version."""
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_save_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a prune-snr checkpoint with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupt, holds pickled objects, or was
+            not written by prune-snr.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the model.pt or pruned.pt that prune-snr wrote")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data and was refused "
+            "(weights_only=True); re-save it as a state_dict"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-run the step that wrote it") from exc
+    if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
+        raise CheckpointError(f"{path} is not a prune-snr checkpoint (no format_version/model keys); pass a file written by prune-snr train or prune")
+    if payload["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {payload['format_version']}, newer than this prune-snr ({FORMAT_VERSION}); upgrade prune-snr")
+    return payload
+
+
+def build_from_checkpoint(payload: dict) -> torch.nn.Module:
+    """Rebuild the architecture recorded in a loaded checkpoint and load its weights."""
+    from .models import build_model, example_input
+
+    spec = payload.get("config", {}).get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError("checkpoint has no config['model'] spec; it was not written by prune-snr train or prune")
+    spec = dict(spec)
+    model = build_model(spec.pop("name"), **spec)
+    history = payload.get("pruning")
+    if history:
+        import torch_pruning as tp
+
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+        dg.load_pruning_history(history)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint weights do not fit the recorded architecture ({first}); the file is damaged or was edited") from exc
+    return model.eval()
+
+
+def load(path: str | os.PathLike) -> torch.nn.Module:
+    """Rebuild any model prune-snr saved (trained or pruned), on CPU, in eval mode.
+
+    Example:
+        >>> import prune_snr
+        >>> model = prune_snr.load("runs/fmnist/model.pt")  # doctest: +SKIP
+        >>> model(torch.randn(1, 3, 32, 32)).shape  # doctest: +SKIP
+        torch.Size([1, 10])
+
+    Raises:
+        CheckpointError: see :func:`load_checkpoint`.
+    """
+    return build_from_checkpoint(load_checkpoint(path))

@@ -1,0 +1,194 @@
+"""Options as data: defaults -> ``--recipe FILE`` (YAML) -> flags given on the command line.
+
+Each command has one dataclass of options. A recipe is one flat YAML mapping that may hold
+the options of several commands (a paper setting: model, dataset, epochs, pool, ...); each
+command takes the keys it knows. A key no command knows, or a value of the wrong type, is a
+:class:`ConfigError` naming the file and the key. The resolved options are written into every
+run folder as ``config.yaml``.
+
+Example:
+    >>> cfg = resolve(TrainConfig, overrides={"epochs": 3})
+    >>> cfg.epochs, cfg.model
+    (3, 'vgg16')
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+_CONFIGS: list[type] = []
+
+
+def config(cls):
+    """Declare an options dataclass whose keys recipes may use."""
+    cls = dataclasses.dataclass(cls)
+    _CONFIGS.append(cls)
+    return cls
+
+
+@config
+class TrainConfig:
+    model: str = "vgg16"
+    dataset: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    width_mult: Optional[float] = None
+    labels: Optional[int] = None
+    input_size: Optional[int] = None
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = True
+    workers: int = 0
+    out: Optional[str] = None
+
+    def validate(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr")
+        _in(self, "schedule", ("onecycle", "cosine", "constant"))
+        if self.width_mult is not None and not 0 < self.width_mult <= 4:
+            raise ConfigError(f"width_mult={self.width_mult}: use a value in (0, 4]")
+        if self.workers < 0:
+            raise ConfigError(f"workers={self.workers}: use 0 or more")
+
+
+@config
+class MeasureConfig:
+    dataset: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    points: str = "all"
+    pool: int = 2
+    threshold: float = 0.3
+    head_epochs: int = 30
+    head_lr: float = 1e-3
+    head_batch_size: int = 1024
+    label_sweep: Optional[list[int]] = None
+    label_seed: Optional[int] = None
+    expanded: bool = False
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    out: Optional[str] = None
+
+    def validate(self) -> None:
+        _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size")
+        if not 0 <= self.threshold < 1:
+            raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
+        if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):
+            raise ConfigError(f"labels={self.label_sweep}: every label count must be >= 2")
+
+
+def _positive(cfg, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name}={value}: must be a positive number")
+
+
+def _in(cfg, name: str, choices) -> None:
+    if getattr(cfg, name) not in choices:
+        raise ConfigError(f"{name}={getattr(cfg, name)!r}: choose one of {', '.join(choices)}")
+
+
+def known_keys() -> set[str]:
+    return {f.name for cls in _CONFIGS for f in dataclasses.fields(cls)} | {"recipe"}
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe, checking every key against the options of all commands."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} does not exist; see recipes/ for examples") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of option: value, got a {type(data).__name__}")
+    recipe = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(recipe) - known_keys())
+    if unknown:
+        raise ConfigError(f"recipe {path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known_keys()))}")
+    return recipe
+
+
+def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(name, value, args[0], where)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(name, v, item, where) for v in value]
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+    return value
+
+
+def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """Build ``cls`` from its defaults, then the recipe's keys, then non-``None`` overrides."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    if recipe:
+        for key, value in load_recipe(recipe).items():
+            if key in hints:
+                values[key] = _coerce(key, value, hints[key], f"recipe {recipe}")
+    for key, value in (overrides or {}).items():
+        if key not in hints:
+            raise ConfigError(f"option {key!r} does not apply to this command")
+        if value is not None:
+            values[key] = _coerce(key, value, hints[key], "command line")
+    cfg = cls(**values)
+    cfg.validate()
+    return cfg
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,31 @@
+"""User-facing errors.
+
+Every problem a user can fix (a missing file, a bad name, a bad value) is raised as a
+subclass of :class:`PruneSnrError` with a one-line message that says what is wrong, where,
+and what to do. The CLI prints that line and exits with code 2; nothing else in the package
+prints or exits.
+"""
+
+
+class PruneSnrError(Exception):
+    """Root of every error the user can act on."""
+
+
+class ConfigError(PruneSnrError):
+    """A recipe or option has an unknown key or an invalid value."""
+
+
+class DataError(PruneSnrError):
+    """A dataset is unknown, missing, empty or unusable."""
+
+
+class ModelError(PruneSnrError):
+    """A model name is unknown or the model does not fit the data."""
+
+
+class CheckpointError(PruneSnrError):
+    """A checkpoint is missing, corrupt, truncated or not written by prune-snr."""
+
+
+class TrainingError(PruneSnrError):
+    """Training diverged (NaN/inf loss) or cannot continue."""

@@ -1,0 +1,110 @@
+"""One entry point for every architecture: ``build_model(name, num_classes=..., ...)``.
+
+Bare names are prune-snr's own registered constructors; ``timm:NAME`` goes to
+``timm.create_model`` and ``torchvision:NAME`` to ``torchvision.models.get_model``. Any other
+prefix is an error. Every built model carries ``model.spec``: the plain-data arguments that
+rebuild it, which checkpoints store.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+PREFIXES = ("timm", "torchvision")
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its function name, as timm's ``@register_model`` does."""
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    input_size: int = 32,
+    width_mult: float | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """Build a classifier by name.
+
+    Args:
+        name: ``vgg16``, ``efficientnet_b0``, ``timm:NAME`` or ``torchvision:NAME``.
+        num_classes: output labels.
+        in_chans: input channels.
+        input_size: side of the square input the model will see (used for tracing/MACs).
+        width_mult: scale every conv width (prune-snr's own models only; ``None`` = 1).
+        pretrained: load hub weights (timm/torchvision only; needs network access).
+
+    Returns:
+        The model, with ``model.spec`` set so that ``build_model(**spec)`` rebuilds it.
+
+    Raises:
+        ModelError: unknown name or prefix, or an option the model does not take.
+
+    Example:
+        >>> from prune_snr.models import build_model
+        >>> build_model("vgg16", num_classes=10, width_mult=0.25)(torch.zeros(1, 3, 32, 32)).shape
+        torch.Size([1, 10])
+    """
+    if num_classes < 2:
+        raise ModelError(f"num_classes={num_classes}: a classifier needs at least 2 labels")
+    prefix, _, rest = name.partition(":")
+    if rest:
+        if prefix not in PREFIXES:
+            raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare name ({', '.join(list_models())})")
+        if width_mult not in (None, 1, 1.0):
+            raise ModelError(f"--width-mult applies to prune-snr's own models ({', '.join(list_models())}), not to {name}")
+        model = _external(prefix, rest, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained)
+    else:
+        if name not in _MODELS:
+            raise ModelError(f"unknown model {name!r}; choose one of {', '.join(list_models())}, timm:NAME or torchvision:NAME")
+        model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained)
+    model.spec = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "input_size": input_size,
+        "width_mult": width_mult,
+        "pretrained": False,  # weights come from the checkpoint on rebuild, never from a hub
+    }
+    return model
+
+
+def _external(prefix: str, name: str, *, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    if prefix == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            raise ModelError(f"timm has no model {name!r}; see timm.list_models()")
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise ModelError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")
+    if in_chans != 3:
+        raise ModelError(f"torchvision:{name} takes 3-channel input; build the dataset with channels=3")
+    weights = "DEFAULT" if pretrained else None
+    try:
+        return torchvision.models.get_model(name, weights=weights, num_classes=num_classes)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"torchvision:{name} cannot be built with num_classes={num_classes}: {exc}") from exc
+
+
+def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
+    """A zero batch of the shape ``model`` was built for (for tracing, MACs, export)."""
+    spec = getattr(model, "spec", None) or {}
+    size = spec.get("input_size", 32)
+    param = next(model.parameters())
+    return torch.zeros(batch_size, spec.get("in_chans", 3), size, size, device=param.device)

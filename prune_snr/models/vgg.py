@@ -1,0 +1,69 @@
+"""VGG-16 in the CIFAR style: 13 conv3x3+BN+ReLU, 5 max-pools, one linear classifier."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from .registry import register_model
+
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class ConvBNReLU(nn.Module):
+    """One measurement point: its output is the activated feature map the paper measures."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class VGG(nn.Module):
+    """``features`` holds ``conv1..convN`` and ``pool1..pool5``; ``classifier`` is one linear layer.
+
+    Global average pooling before the classifier is a no-op at 32x32 (the map is 1x1 after
+    five pools) and lets the same network take larger inputs.
+    """
+
+    def __init__(self, cfg=VGG16_CFG, *, num_classes: int = 10, in_chans: int = 3, width_mult: float = 1.0):
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        channels, n_conv, n_pool = in_chans, 0, 0
+        for item in cfg:
+            if item == "M":
+                n_pool += 1
+                layers[f"pool{n_pool}"] = nn.MaxPool2d(2)
+            else:
+                n_conv += 1
+                width = max(1, int(round(item * width_mult)))
+                layers[f"conv{n_conv}"] = ConvBNReLU(channels, width)
+                channels = width
+        self.features = nn.Sequential(layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def measurement_points(self) -> list[str]:
+        return [f"features.{name}" for name, m in self.features.named_children() if isinstance(m, ConvBNReLU)]
+
+    def forward_features(self, x):
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(self, x):
+        return self.classifier(self.forward_features(x))
+
+
+@register_model
+def vgg16(*, num_classes: int, in_chans: int = 3, width_mult: float | None = None, pretrained: bool = False) -> VGG:
+    if pretrained:
+        from ..errors import ModelError
+
+        raise ModelError("vgg16 (CIFAR style) has no pretrained weights; train it with prune-snr train")
+    return VGG(VGG16_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult or 1.0)

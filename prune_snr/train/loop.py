@@ -1,0 +1,199 @@
+"""Training and fine-tuning: SGD + momentum, OneCycle/cosine, per-epoch atomic checkpoints.
+
+``fit`` is shared by ``prune-snr train`` and the fine-tuning step of ``prune-snr prune``.
+Every epoch reseeds the shuffle and augmentation RNGs from ``(seed, epoch)``, so a run
+resumed from its last checkpoint replays exactly the epochs it had left.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import CheckpointError, TrainingError
+from ..progress import describe, track
+from ..runtime import resolve_device, rng_state, set_rng_state
+
+LOSS_CHECK_EVERY = 20
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        drop_last=drop_last and len(dataset) > batch_size,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
+             channels_last: bool = False, workers: int = 0, progress=None) -> dict:
+    """Loss and top-1 accuracy of ``model`` on ``dataset``."""
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
+    for x, y in track(progress, loader, "evaluate"):
+        x, y = _to(x, device, channels_last), y.to(device)
+        with autocast(device, amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    model.train(was_training)
+    return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+
+def _scheduler(name: str, optimizer, *, lr: float, epochs: int, steps_per_epoch: int):
+    total = epochs * steps_per_epoch
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.25)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def fit(
+    model: nn.Module,
+    train_set,
+    test_set,
+    opts,
+    *,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_extra: dict | None = None,
+    resume: bool = False,
+    teacher: nn.Module | None = None,
+    distill_temperature: float = 4.0,
+    distill_alpha: float = 0.5,
+    progress=None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` in place for ``opts.epochs``; return one record per epoch.
+
+    Args:
+        opts: any object with ``epochs, batch_size, lr, momentum, weight_decay, schedule,
+            label_smoothing, seed, device, amp, channels_last, workers`` (e.g. ``TrainConfig``).
+        checkpoint_path: where to write ``{'model', 'optimizer', 'scheduler', 'epoch', 'rng',
+            'history', **checkpoint_extra}`` after every epoch (atomically).
+        resume: continue from ``checkpoint_path`` if it exists.
+        teacher: if given, distill from it (KL at ``distill_temperature``, weight ``distill_alpha``).
+        on_epoch: called with each epoch's record after its checkpoint is written.
+
+    Raises:
+        TrainingError: the loss became NaN/inf; the last good checkpoint is kept.
+    """
+    device = resolve_device(opts.device)
+    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    if teacher is not None:
+        teacher.to(device, memory_format=memory_format).eval()
+    params_decay = [p for p in model.parameters() if p.ndim > 1]
+    params_no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": params_decay, "weight_decay": opts.weight_decay}, {"params": params_no_decay, "weight_decay": 0.0}],
+        lr=opts.lr, momentum=opts.momentum, nesterov=opts.momentum > 0,
+    )
+    steps = len(make_loader(train_set, batch_size=opts.batch_size, shuffle=True, drop_last=True))
+    scheduler = _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
+    history: list[dict] = []
+    start = 0
+    if resume and checkpoint_path and Path(checkpoint_path).is_file():
+        state = load_checkpoint(checkpoint_path)
+        for key in ("optimizer", "scheduler", "epoch"):
+            if key not in state:
+                raise CheckpointError(f"{checkpoint_path} has no {key!r}: it is a final model, not a resumable checkpoint")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = state["epoch"], list(state.get("history", []))
+        set_rng_state(state["rng"])
+
+    for epoch in range(start, opts.epochs):
+        # Reseed per epoch: a resumed run sees the same shuffles and augmentations.
+        torch.manual_seed(opts.seed * 100_003 + epoch)
+        loader = make_loader(train_set, batch_size=opts.batch_size, shuffle=True, workers=opts.workers,
+                             seed=opts.seed * 100_003 + epoch, drop_last=True)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for step, (x, y) in enumerate(track(progress, loader, f"epoch {epoch + 1}/{opts.epochs}"), 1):
+            x, y = _to(x, device, opts.channels_last), y.to(device, non_blocking=True)
+            with autocast(device, opts.amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(x).float() / distill_temperature, dim=1)
+                    kd = F.kl_div(F.log_softmax(logits.float() / distill_temperature, dim=1), soft, reduction="batchmean")
+                    loss = (1 - distill_alpha) * loss + distill_alpha * distill_temperature**2 * kd
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if step % LOSS_CHECK_EVERY == 0 or step == len(loader):
+                mean_loss = loss_sum.item() / seen
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"loss became {mean_loss} in epoch {epoch + 1}, step {step}; lower --lr"
+                        + (f" (last good checkpoint kept: {checkpoint_path})" if checkpoint_path and Path(checkpoint_path).exists() else "")
+                    )
+                rate = seen / (time.perf_counter() - t0)
+                describe(progress, f"epoch {epoch + 1}/{opts.epochs} loss {mean_loss:.3f} acc {correct.item() / seen:.3f} {rate:.0f} img/s")
+        seconds = time.perf_counter() - t0
+        test = evaluate(model, test_set, batch_size=max(256, opts.batch_size), device=device, amp=opts.amp,
+                        channels_last=opts.channels_last, workers=opts.workers, progress=progress)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / seen,
+            "train_accuracy": correct.item() / seen,
+            "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+            "seconds": seconds,
+            "images_per_second": seen / seconds,
+        }
+        history.append(record)
+        if checkpoint_path:
+            save_checkpoint(checkpoint_path, {
+                **(checkpoint_extra or {}),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "rng": rng_state(),
+                "history": history,
+            })
+        if on_epoch:
+            on_epoch(record)
+    model.to(memory_format=torch.contiguous_format)
+    return history

@@ -1,0 +1,95 @@
+"""``prune-snr train``: a run folder with per-epoch checkpoints, final model and metrics."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, save_checkpoint
+from ..config import TrainConfig, dump_yaml, to_dict
+from ..data import build_dataset
+from ..errors import ConfigError
+from ..models import build_model, example_input
+from ..runtime import seed_everything
+from .loop import evaluate, fit
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+METRICS = "metrics.json"
+# Options that change the result: a resumed run must match the interrupted one on these.
+_RESULT_KEYS = ("model", "dataset", "width_mult", "labels", "input_size", "epochs", "batch_size", "lr", "momentum",
+                "weight_decay", "schedule", "label_smoothing", "seed")
+
+
+def count_macs_params(model: torch.nn.Module) -> tuple[int, int]:
+    """MACs of one forward pass at the model's input size, and parameters (torch-pruning's counter)."""
+    import torch_pruning as tp
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, example_input(model).to(device))
+    model.train(was_training)
+    return int(macs), int(params)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=None) -> dict:
+    """Train ``cfg.model`` on ``cfg.dataset`` into the run folder ``cfg.out``.
+
+    Writes ``config.yaml``, ``checkpoint.pt`` after every epoch, and at the end ``model.pt``
+    and ``metrics.json`` (test accuracy, params, MACs, per-epoch history).
+
+    Returns:
+        The metrics dict written to ``metrics.json``.
+
+    Raises:
+        ConfigError: the run folder already holds a run (without ``resume``), or a resumed run's
+            options differ from the interrupted one's.
+        DataError, ModelError, CheckpointError, TrainingError: see the stages.
+
+    Example:
+        >>> cfg = resolve(TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"})  # doctest: +SKIP
+        >>> train(cfg)["test_accuracy"]  # doctest: +SKIP
+    """
+    if not cfg.out:
+        raise ConfigError("train needs --out RUN_DIR")
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        if not resume:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        previous = load_checkpoint(ckpt_path).get("config", {}).get("train", {})
+        changed = [k for k in _RESULT_KEYS if k in previous and previous[k] != getattr(cfg, k)]
+        if changed:
+            k = changed[0]
+            raise ConfigError(f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or another --out")
+    seed_everything(cfg.seed)
+    common = dict(labels=cfg.labels, input_size=cfg.input_size)
+    train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, **common)
+    test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, **common)
+    model = build_model(cfg.model, num_classes=len(train_set.classes), input_size=train_set.input_size, width_mult=cfg.width_mult)
+    config = {"model": model.spec, "train": to_dict(cfg), "classes": list(train_set.classes)}
+    atomic_save_text(out / "config.yaml", dump_yaml(cfg))  # only once data and model are known good
+
+    t0 = time.perf_counter()
+    history = fit(model, train_set, test_set, cfg, checkpoint_path=ckpt_path, checkpoint_extra={"kind": "train", "config": config},
+                  resume=resume, progress=progress, on_epoch=on_epoch)
+    model.eval()
+    final = history[-1] if history else evaluate(model, test_set, device=next(model.parameters()).device)
+    macs, params = count_macs_params(model)
+    metrics = {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "split": "test",
+        "test_accuracy": final.get("test_accuracy", final.get("accuracy")),
+        "params": params,
+        "macs": macs,
+        "epochs": history,
+        "seconds_this_session": time.perf_counter() - t0,
+        "device": str(next(model.parameters()).device),
+    }
+    save_checkpoint(out / MODEL, {"kind": "train", "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config})
+    atomic_save_json(out / METRICS, metrics)
+    return metrics

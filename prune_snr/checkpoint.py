@@ -28,6 +28,8 @@ import torch
 from .errors import CheckpointError, PruneSnrError
 
 FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _atomic_write(path: Path, write) -> Path:
@@ -43,6 +45,7 @@ def _atomic_write(path: Path, write) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual mode
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -88,6 +91,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not an object being refused: the bytes are not a pickle at all
+            raise CheckpointError(f"checkpoint {path} is corrupt or truncated (not a torch file); re-run the step that wrote it") from exc
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
             "(weights_only=True); re-save it as a state_dict"

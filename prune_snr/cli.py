@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import PruneSnrError
+from .errors import ConfigError, PruneSnrError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
@@ -103,6 +103,70 @@ def train(
             table.add_column(col)
         table.add_row(f"{metrics['test_accuracy']:.4f}", f"{metrics['params']:,}", f"{metrics['macs']:,}", str(cfg.out))
         console.print(table)
+
+
+@app.command()
+def measure(
+    checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
+    recipe: Recipe = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    points: Annotated[Optional[str], typer.Option("--points", help="all, or comma-separated module names.")] = None,
+    pool: Annotated[Optional[int], typer.Option("--pool", help="Adaptive average pooling p (head sees C*p*p features).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
+    head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head.")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
+    label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
+    fields_split: Annotated[Optional[str], typer.Option("--fields-split", help="Split for the class means: test or train.")] = None,
+    expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
+    batch_size: BatchSize = None,
+    seed: Seed = None,
+    device: Device = None,
+    amp: Amp = None,
+    out: Out = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
+) -> None:
+    """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
+    from .checkpoint import load
+    from .config import MeasureConfig, resolve
+    from .measure import measure as run_measure
+    from .measure.plots import save_plots
+
+    with user_errors():
+        cfg = resolve(MeasureConfig, recipe, dict(dataset=dataset, data_dir=data_dir, points=points, pool=pool, threshold=threshold,
+                                                  head_epochs=head_epochs, label_sweep=labels, label_seed=label_seed, fields_split=fields_split,
+                                                  expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp, out=_str(out)))
+        if not cfg.out:
+            raise ConfigError("measure needs --out DIR")
+        model = load(checkpoint)
+        with progress_bar() as progress:
+            result = run_measure(model, cfg.dataset, data_dir=cfg.data_dir, points=cfg.points, pool=cfg.pool, threshold=cfg.threshold,
+                                 head_epochs=cfg.head_epochs, head_lr=cfg.head_lr, head_batch_size=cfg.head_batch_size,
+                                 label_sweep=cfg.label_sweep, label_seed=cfg.label_seed, fields_split=cfg.fields_split,
+                                 expanded=cfg.expanded, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
+                                 progress=progress)
+        result.save(cfg.out)
+        if plots:
+            save_plots(result, cfg.out)
+        from .config import dump_yaml
+        from .checkpoint import atomic_save_text
+
+        atomic_save_text(Path(cfg.out) / "config.yaml", dump_yaml(cfg))
+        console.print(points_table(result))
+        t = result.meta["timings"]
+        console.print(f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
+                      f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {cfg.out}")
+
+
+def points_table(result) -> Table:
+    table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (test split, seed {result.meta['seed']})")
+    table.add_column("point", no_wrap=True)
+    for col in ("filters", "acc", "SNR", "noise/f", "clust/f", "clust size", "dead"):
+        table.add_column(col, justify="right")
+    for p in result.points:
+        table.add_row(p["name"], str(p["n_filters"]), f"{p['accuracy']:.4f}", f"{p['snr']:.3f}", f"{p['noise_per_filter']:.2f}",
+                      f"{p['clusters_per_filter']:.2f}", f"{p['cluster_size']:.2f}", f"{p['dead_fraction']:.2f}")
+    return table
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr")
+        _device(self)
         _in(self, "schedule", ("onecycle", "cosine", "constant"))
         if self.width_mult is not None and not 0 < self.width_mult <= 4:
             raise ConfigError(f"width_mult={self.width_mult}: use a value in (0, 4]")
@@ -77,6 +78,7 @@ class MeasureConfig:
     head_batch_size: int = 1024
     label_sweep: Optional[list[int]] = None
     label_seed: Optional[int] = None
+    fields_split: str = "test"
     expanded: bool = False
     batch_size: int = 256
     seed: int = 0
@@ -86,6 +88,8 @@ class MeasureConfig:
 
     def validate(self) -> None:
         _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size")
+        _device(self)
+        _in(self, "fields_split", ("test", "train"))
         if not 0 <= self.threshold < 1:
             raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
         if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):
@@ -97,6 +101,11 @@ def _positive(cfg, *names: str) -> None:
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ConfigError(f"{name}={value}: must be a positive number")
+
+
+def _device(cfg) -> None:
+    if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
+        raise ConfigError(f"--device {cfg.device!r}: use auto, cpu or cuda[:N]")
 
 
 def _in(cfg, name: str, choices) -> None:

@@ -1,0 +1,104 @@
+"""Phase 2, step 1: one backbone pass per split captures the pooled output of every point.
+
+Forward hooks are installed in a context manager that removes them in ``finally``; each
+point's output is adaptive-average-pooled to ``p x p`` and stored as ``N x C x p*p`` float32.
+Features go straight into ``.npy`` files in a cache folder (memory-mapped, so a dataset larger
+than RAM streams to disk); a ``done.json`` written last marks a complete cache, and a rerun with
+the same key reuses it.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..checkpoint import atomic_save_json
+from ..progress import track
+from ..train.loop import autocast, make_loader
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, points: list[str], pool: int):
+    """Yield a dict that each forward pass fills with ``{point: N x C x p*p}`` pooled outputs."""
+    modules = dict(model.named_modules())
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def hook(name):
+        def fn(_module, _inputs, output):
+            store[name] = F.adaptive_avg_pool2d(output.float(), pool).flatten(2)
+        return fn
+
+    try:
+        for name in points:
+            handles.append(modules[name].register_forward_hook(hook(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int) -> str:
+    """Hash of everything the features depend on: the weights, the data and the points."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([dataset_id, points, pool]).encode())
+    return h.hexdigest()[:16]
+
+
+def load_cached(folder: Path, points: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    if not (folder / "done.json").is_file():
+        return None
+    feats = {p: np.load(folder / f"{i}.npy", mmap_mode="r") for i, p in enumerate(points)}
+    return feats, np.load(folder / "targets.npy")
+
+
+@torch.no_grad()
+def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: Path, batch_size: int = 256,
+            device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False, workers: int = 0,
+            progress=None, description: str = "features") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Run ``model`` once over ``dataset`` and return ``({point: N x C x p*p}, targets)``.
+
+    The arrays are memory-mapped ``.npy`` files in ``folder``; an existing complete cache there
+    is returned as it is.
+    """
+    cached = load_cached(folder, points)
+    if cached is not None:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "done.json").unlink(missing_ok=True)
+    model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    n = len(dataset)
+    arrays: dict[str, np.ndarray] = {}
+    targets = np.empty(n, dtype=np.int64)
+    offset = 0
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
+    with capture(model, points, pool) as store:
+        for x, y in track(progress, loader, description):
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                model(x)
+            for i, name in enumerate(points):
+                out = store[name]
+                if name not in arrays:
+                    arrays[name] = np.lib.format.open_memmap(folder / f"{i}.npy", mode="w+", dtype=np.float32, shape=(n, *out.shape[1:]))
+                arrays[name][offset:offset + len(y)] = out.cpu().numpy()
+            targets[offset:offset + len(y)] = y.numpy()
+            offset += len(y)
+    for arr in arrays.values():
+        arr.flush()
+    np.save(folder / "targets.npy", targets)
+    atomic_save_json(folder / "done.json", {"points": points, "pool": pool, "n": n})
+    return load_cached(folder, points)

@@ -1,0 +1,88 @@
+"""PNG figures of a measurement (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import atomic_save_bytes
+from .result import Measurement
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return atomic_save_bytes(path, buf.getvalue())
+
+
+def _short(name: str) -> str:
+    return name.replace("features.", "").replace("blocks.", "b")
+
+
+def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, max_layers: int = 8) -> list[Path]:
+    """Write ``layers.png`` (accuracy & SNR), ``noise.png`` (noise & cluster size),
+    ``filters.png`` (normalised matrices of the highest-SNR filters) and, with a label sweep,
+    ``label_sweep.png``. Returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    names = [_short(p["name"]) for p in m.points]
+    x = np.arange(len(names))
+    written = []
+
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 3.5))
+    ax.plot(x, [p["accuracy"] for p in m.points], "o-", color="tab:blue")
+    ax.set_ylabel("head test accuracy", color="tab:blue")
+    ax2 = ax.twinx()
+    snr = [p["snr"] if math.isfinite(p["snr"]) else np.nan for p in m.points]
+    ax2.plot(x, snr, "s--", color="tab:red")
+    ax2.set_ylabel("layer SNR", color="tab:red")
+    ax.set_xticks(x, names, rotation=60, fontsize=7)
+    ax.set_title(f"{m.meta['model']} on {m.meta['dataset']}: accuracy and SNR by layer")
+    written.append(_save(fig, out / "layers.png"))
+
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 3.5))
+    ax.plot(x, [p["noise_per_filter"] for p in m.points], "o-", color="tab:purple")
+    ax.set_ylabel("noise elements per filter", color="tab:purple")
+    ax2 = ax.twinx()
+    ax2.plot(x, [p["cluster_size"] for p in m.points], "s--", color="tab:green")
+    ax2.set_ylabel("mean cluster size", color="tab:green")
+    ax.set_xticks(x, names, rotation=60, fontsize=7)
+    ax.set_title("noise and cluster size by layer")
+    written.append(_save(fig, out / "noise.png"))
+
+    step = max(1, math.ceil(len(m.points) / max_layers))
+    shown = m.points[::step]
+    fig, axes = plt.subplots(len(shown), filters_per_layer, figsize=(filters_per_layer * 1.6, len(shown) * 1.6), squeeze=False)
+    for row, p in zip(axes, shown):
+        M = m.fields[p["name"]]
+        order = np.argsort(-m.snr(p["name"]))[:filters_per_layer]
+        for ax, f in zip(row, order):
+            peak = M[f].max()
+            ax.imshow(M[f] / peak if peak > 0 else M[f], vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks([]), ax.set_yticks([])
+        row[0].set_ylabel(_short(p["name"]), fontsize=7)
+        for ax in row[len(order):]:
+            ax.axis("off")
+    fig.suptitle(f"normalised field matrices (top-SNR filters, threshold {m.threshold})", fontsize=9)
+    written.append(_save(fig, out / "filters.png"))
+
+    if m.label_sweep:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ks = [s["labels"] for s in m.label_sweep]
+        for idx in sorted({0, len(m.points) // 2, len(m.points) - 1}):
+            ax.plot(ks, [s["points"][idx]["error_rate"] for s in m.label_sweep], "o-", label=_short(m.points[idx]["name"]))
+        ax.set_xlabel("number of labels")
+        ax.set_ylabel("head test error rate")
+        ax.legend(fontsize=7)
+        ax.set_title("label sweep")
+        written.append(_save(fig, out / "label_sweep.png"))
+    return written

@@ -1,0 +1,167 @@
+"""``measure``: phases 2 and 3 of METHOD.md for every point of a model, plus the label sweep."""
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import build_dataset, choose_labels
+from ..errors import DataError, ModelError
+from ..models import resolve_points
+from ..runtime import resolve_device, seed_everything
+from .features import cache_key, extract
+from .fields import field_matrices
+from .heads import class_means, train_heads
+from .result import Measurement, point_record
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("PRUNE_SNR_CACHE", Path.home() / ".cache" / "prune-snr")) / "features"
+
+
+def measure(
+    model: nn.Module,
+    dataset: str | tuple,
+    *,
+    data_dir: str | None = None,
+    points: str | Sequence[str] | None = "all",
+    pool: int = 2,
+    threshold: float = 0.3,
+    head_epochs: int = 30,
+    head_lr: float = 1e-3,
+    head_batch_size: int = 1024,
+    label_sweep: Sequence[int] | None = None,
+    label_seed: int | None = None,
+    fields_split: str = "test",
+    expanded: bool = False,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    amp: bool = False,
+    cache_dir: str | Path | None = None,
+    progress=None,
+) -> Measurement:
+    """Measure layer-wise accuracy and per-filter clusters, noise and SNR (METHOD.md).
+
+    One backbone pass per split caches the ``p x p``-pooled features of every point; linear
+    heads for all points train on the cache; each layer's field matrices are one einsum of
+    class-mean features with the head weights.
+
+    Args:
+        model: a trained classifier (e.g. ``prune_snr.load("runs/x/model.pt")``).
+        dataset: a dataset name for :func:`prune_snr.build_dataset`, or ``(train_set, test_set)``.
+        points: ``"all"`` (the model's measurement points), ``"a,b"`` or a list of module names.
+        pool: ``p``; heads see ``C * p * p`` features per point.
+        threshold: θ for clusters/noise.
+        head_epochs, head_lr, head_batch_size: Adam training of the heads.
+        label_sweep: label counts K to re-measure on the first K labels (or K labels drawn
+            with ``label_seed``), reusing the cached features.
+        fields_split: split whose class means give the field matrices (``test`` per METHOD).
+        expanded: EfficientNet: also measure each MBConv's depthwise output.
+        cache_dir: where features are cached (default ``~/.cache/prune-snr/features``).
+
+    Returns:
+        A :class:`Measurement`; ``.save(DIR)`` writes ``measurement.json``, ``fields.npz``, ``heads.pt``.
+
+    Raises:
+        DataError / ModelError: unknown dataset, or the model's class count does not match it.
+
+    Example:
+        >>> from prune_snr import build_model
+        >>> m = measure(build_model("vgg16", num_classes=10, width_mult=0.125), "synthetic", head_epochs=2)  # doctest: +SKIP
+        >>> [p["accuracy"] for p in m.points]  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    if fields_split not in ("test", "train"):
+        raise DataError(f"fields_split={fields_split!r}: use test or train")
+    device_t = resolve_device(device)
+    if isinstance(dataset, str):
+        size = (getattr(model, "spec", None) or {}).get("input_size")
+        train_set = build_dataset(dataset, "train", data_dir, augment=False, input_size=size)
+        test_set = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
+        dataset_id = f"{dataset}|{data_dir}|{size}"
+    else:
+        train_set, test_set = dataset
+        dataset_id = f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{hash(train_set.targets.numpy().tobytes())}"
+    num_classes = len(train_set.classes)
+    out_features = _num_outputs(model)
+    if out_features is not None and out_features != num_classes:
+        raise ModelError(f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
+                         f"has {num_classes} labels; measure it on the dataset it was trained on")
+    names = resolve_points(model, points, expanded=expanded)
+    seed_everything(seed)
+    cache_root = Path(cache_dir) if cache_dir else _default_cache()
+    key = cache_key(model, dataset_id, names, pool)
+    timings = {}
+    feats = {}
+    for split, ds in (("train", train_set), ("test", test_set)):
+        t0 = time.perf_counter()
+        feats[split] = extract(model, ds, names, pool=pool, folder=cache_root / key / split, batch_size=batch_size,
+                               device=device_t, amp=amp, progress=progress, description=f"features ({split})")
+        timings[f"features_{split}_s"] = time.perf_counter() - t0
+    (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
+
+    def run(labels: list[int] | None, description: str):
+        """Heads and field matrices on a label subset (None = all labels)."""
+        L = num_classes if labels is None else len(labels)
+        remap = np.arange(num_classes) if labels is None else np.full(num_classes, -1)
+        if labels is not None:
+            remap[labels] = np.arange(L)
+        tr_idx = np.flatnonzero(remap[train_y] >= 0)
+        te_idx = np.flatnonzero(remap[test_y] >= 0)
+        tr_t, te_t = torch.from_numpy(remap[train_y[tr_idx]]), torch.from_numpy(remap[test_y[te_idx]])
+        heads = train_heads(train_x, tr_idx, tr_t, test_x, te_idx, te_t, num_classes=L, epochs=head_epochs, lr=head_lr,
+                            batch_size=head_batch_size, seed=seed, device=device_t, progress=progress, description=description)
+        f_x, f_idx, f_t = (test_x, te_idx, te_t) if fields_split == "test" else (train_x, tr_idx, tr_t)
+        records, fields = [], {}
+        for n in names:
+            mu = class_means(f_x[n], f_idx, f_t, L)
+            M = field_matrices(mu, heads[n].weight)
+            fields[n] = M.numpy()
+            records.append(point_record(n, M, heads[n].accuracy, threshold, heads[n].train_accuracy))
+        return heads, records, fields
+
+    t0 = time.perf_counter()
+    heads, records, fields = run(None, "heads")
+    timings["heads_and_fields_s"] = time.perf_counter() - t0
+    sweep = []
+    for K in label_sweep or []:
+        if K > num_classes:
+            raise DataError(f"--labels {K}: the dataset has only {num_classes} labels")
+        labels = choose_labels(num_classes, K, label_seed)
+        _, recs, _ = run(labels, f"heads (K={K})")
+        sweep.append({"labels": K, "label_ids": labels, "points": [
+            {"name": r["name"], "accuracy": r["accuracy"], "error_rate": 1 - r["accuracy"], "snr": r["snr"],
+             "cluster_size": r["cluster_size"], "clusters_per_filter": r["clusters_per_filter"],
+             "noise_per_filter": r["noise_per_filter"]} for r in recs]})
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    spec = getattr(model, "spec", None) or {}
+    meta = {
+        "model": spec.get("name", type(model).__name__),
+        "dataset": dataset if isinstance(dataset, str) else dataset_id,
+        "num_classes": num_classes,
+        "split_sizes": {"train": int(len(train_y)), "test": int(len(test_y))},
+        "seed": seed,
+        "device": str(device_t),
+        "options": {"points": names, "pool": pool, "threshold": threshold, "head_epochs": head_epochs, "head_lr": head_lr,
+                    "head_batch_size": head_batch_size, "fields_split": fields_split, "label_seed": label_seed,
+                    "head_bias_in_fields": False},
+        "timings": timings,
+        "feature_cache": str(cache_root / key),
+    }
+    return Measurement(meta=meta, points=records, fields=fields, label_sweep=sweep,
+                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()})
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    spec = getattr(model, "spec", None)
+    if spec and "num_classes" in spec:
+        return spec["num_classes"]
+    return getattr(model, "num_classes", None)

@@ -1,0 +1,151 @@
+"""Naive measurement vs prune-snr's, side by side in one run, on a reduced setting.
+
+Naive = what a direct reading of METHOD.md does: for every point, train its head by re-running
+the backbone over the training images every head epoch, then get each filter's field matrix by
+silencing all other filters' head weights and re-running the backbone over the test images.
+prune-snr = one hooked backbone pass per split, all heads on cached features, one einsum per
+layer. Both train the heads identically (zero init, Adam, cosine, same batches), so their
+accuracies should agree; the script prints the speed ratio and the accuracy/field differences.
+
+    python benchmarks/measure_speed.py runs/demo/model.pt --dataset fashion-mnist
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Subset
+
+import prune_snr
+from prune_snr.data import build_dataset
+from prune_snr.measure import measure
+
+
+def subset(ds, n, seed):
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    sub = Subset(ds, idx.tolist())
+    sub.classes, sub.targets = ds.classes, ds.targets[idx]
+    return sub
+
+
+def pooled(model, loader, point, pool):
+    """Generator over (pooled features N x C*p*p, labels): one full backbone pass."""
+    store = {}
+    handle = dict(model.named_modules())[point].register_forward_hook(lambda m, i, o: store.update(x=o))
+    try:
+        with torch.no_grad():
+            for x, y in loader:
+                model(x)
+                yield F.adaptive_avg_pool2d(store["x"].float(), pool).flatten(1), y
+    finally:
+        handle.remove()
+
+
+def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, seed, num_classes):
+    results = {}
+    train_loader_eval = torch.utils.data.DataLoader(train_set, batch_size=1024)
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=1024)
+    for point in points:
+        # standardisation statistics: one pass
+        s = s2 = None
+        n = 0
+        for x, _ in pooled(model, train_loader_eval, point, pool):
+            x = x.double()
+            s = x.sum(0) if s is None else s + x.sum(0)
+            s2 = (x * x).sum(0) if s2 is None else s2 + (x * x).sum(0)
+            n += len(x)
+        mean = (s / n).float()
+        std = (s2 / n - (s / n) ** 2).clamp(min=0).sqrt().float().clamp(min=1e-6)
+        w = torch.zeros(num_classes, len(mean), requires_grad=True)
+        b = torch.zeros(num_classes, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=lr)
+        steps = max(1, len(train_set) // batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):  # the backbone runs again every head epoch
+            perm = torch.randperm(len(train_set), generator=g)
+            order = Subset(train_set, perm[: steps * batch_size].tolist())
+            loader = torch.utils.data.DataLoader(order, batch_size=batch_size)
+            for x, y in pooled(model, loader, point, pool):
+                opt.zero_grad()
+                F.cross_entropy(torch.addmm(b, (x - mean) / std, w.t()), y).backward()
+                opt.step()
+                sched.step()
+        with torch.no_grad():
+            w_raw, b_raw = w / std, b - (w / std) @ mean
+            correct = sum((torch.addmm(b_raw, x, w_raw.t()).argmax(1) == y).sum().item() for x, y in pooled(model, test_loader, point, pool))
+            C = w_raw.shape[1] // (pool * pool)
+            w3 = w_raw.view(num_classes, C, pool * pool)
+            fields = []
+            for f in range(C):  # the backbone runs again for every filter
+                silenced = torch.zeros_like(w3)
+                silenced[:, f] = w3[:, f]
+                sums = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+                counts = torch.zeros(num_classes)
+                for x, y in pooled(model, test_loader, point, pool):
+                    sums.index_add_(0, y, (x @ silenced.flatten(1).t()).double())
+                    counts += torch.bincount(y, minlength=num_classes)
+                fields.append((sums / counts[:, None]).float())
+        results[point] = {"accuracy": correct / len(test_set), "M": torch.stack(fields).numpy()}
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--train-size", type=int, default=4000)
+    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument("--points", default="features.conv1,features.conv4,features.conv7,features.conv10")
+    parser.add_argument("--head-epochs", type=int, default=5)
+    parser.add_argument("--pool", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    model = prune_snr.load(args.checkpoint)
+    size = model.spec["input_size"]
+    train_set = subset(build_dataset(args.dataset, "train", args.data_dir, augment=False, input_size=size), args.train_size, args.seed)
+    test_set = subset(build_dataset(args.dataset, "test", args.data_dir, augment=False, input_size=size), args.test_size, args.seed)
+    points = args.points.split(",")
+    num_classes = len(train_set.classes)
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        fast = measure(model, (train_set, test_set), points=points, pool=args.pool, head_epochs=args.head_epochs,
+                       head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = naive(model, train_set, test_set, points, pool=args.pool, epochs=args.head_epochs, lr=1e-3, batch_size=256,
+                 seed=args.seed, num_classes=num_classes)
+    t_naive = time.perf_counter() - t0
+
+    print(f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), points {points}, "
+          f"p={args.pool}, {args.head_epochs} head epochs, {torch.get_num_threads()} CPU threads")
+    print(f"{'point':18} {'filters':>7} {'acc naive':>9} {'acc fast':>9} {'diff (pts)':>10} {'max |dM|/max|M|':>16}")
+    rows = []
+    for p in fast.points:
+        s = slow[p["name"]]
+        rel = float(np.abs(fast.fields[p["name"]] - s["M"]).max() / np.abs(s["M"]).max())
+        diff = 100 * (p["accuracy"] - s["accuracy"])
+        rows.append({"point": p["name"], "filters": p["n_filters"], "acc_naive": s["accuracy"], "acc_fast": p["accuracy"],
+                     "diff_points": diff, "field_rel_diff": rel})
+        print(f"{p['name']:18} {p['n_filters']:>7} {s['accuracy']:>9.4f} {p['accuracy']:>9.4f} {diff:>10.2f} {rel:>16.2e}")
+    ratio = t_naive / t_fast
+    print(f"naive {t_naive:.1f} s, prune-snr {t_fast:.1f} s: speed ratio {ratio:.1f}x; "
+          f"max head-accuracy difference {max(abs(r['diff_points']) for r in rows):.2f} points")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"naive_s": t_naive, "fast_s": t_fast, "ratio": ratio, "rows": rows, "args": vars(args)}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Specs of measure(): the fast path against a slow reference, artifacts, cache, label sweep."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+import prune_snr
+from prune_snr.data import build_dataset
+from prune_snr.errors import ModelError
+from prune_snr.measure import Measurement, filter_stats, layer_summary, measure
+
+POINTS = "features.conv2,features.conv7,features.conv13"
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_run, tmp_path_factory):
+    out, _ = tiny_run
+    model = prune_snr.load(out / "model.pt")
+    cache = tmp_path_factory.mktemp("features")
+    result = measure(model, "synthetic", points=POINTS, head_epochs=15, label_sweep=[3, 5], device="cpu", cache_dir=cache)
+    folder = result.save(tmp_path_factory.mktemp("measurement"))
+    return model, result, folder, cache
+
+
+def slow_field_matrix(model, head, point, f, num_classes, pool=2):
+    """The definition, done the slow way: silence every head weight except filter f's, run the
+    head on each test input's pooled features (a fresh backbone pass), average per true label."""
+    test = build_dataset("synthetic", "test", augment=False)
+    store = {}
+    handle = dict(model.named_modules())[point].register_forward_hook(lambda m, i, o: store.update(x=o))
+    weight = torch.zeros_like(head["weight"])
+    weight[:, f] = head["weight"][:, f]
+    sums, counts = torch.zeros(num_classes, num_classes, dtype=torch.float64), torch.zeros(num_classes)
+    try:
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(test, batch_size=64):
+                model(x)
+                features = F.adaptive_avg_pool2d(store["x"], pool).flatten(1)
+                h = features.double() @ weight.flatten(1).double().t()  # bias excluded
+                sums.index_add_(0, y, h)
+                counts += torch.bincount(y, minlength=num_classes)
+    finally:
+        handle.remove()
+    return sums / counts[:, None]
+
+
+def test_einsum_fields_agree_with_silencing_all_other_filters(measured):
+    model, result, _, _ = measured
+    for point in ("features.conv2", "features.conv13"):
+        for f in (0, 3):
+            slow = slow_field_matrix(model, result.heads[point], point, f, 10)
+            assert np.allclose(result.fields[point][f], slow.numpy(), atol=1e-5), point
+
+
+def test_head_accuracy_is_far_above_chance_and_rises_to_the_last_layer(measured):
+    _, result, _, _ = measured
+    accuracies = [p["accuracy"] for p in result.points]
+    assert all(a > 0.3 for a in accuracies) and accuracies[-1] >= accuracies[0]
+
+
+def test_every_json_figure_is_recomputable_from_fields_npz(measured):
+    _, _, folder, _ = measured
+    data = json.loads((folder / "measurement.json").read_text())
+    npz = np.load(folder / "fields.npz")
+    theta = data["options"]["threshold"]
+    for point in data["points"]:
+        M = npz[f"{point['name']}/M"]
+        assert M.dtype == np.float32 and M.shape == (point["n_filters"], 10, 10)
+        stats = filter_stats(torch.from_numpy(M), threshold=theta)
+        summary = layer_summary(stats)
+        for key in ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction"):
+            assert summary[key] == pytest.approx(point[key], rel=1e-5), key
+        assert np.allclose(npz[f"{point['name']}/snr"], stats.snr.numpy())
+
+
+def test_measurement_json_has_the_documented_keys(measured):
+    _, _, folder, _ = measured
+    data = json.loads((folder / "measurement.json").read_text())
+    assert {"model", "dataset", "split_sizes", "seed", "options", "points", "label_sweep"} <= set(data)
+    assert data["split_sizes"] == {"train": 640, "test": 320}
+    assert [p["name"] for p in data["points"]] == POINTS.split(",")
+    assert {"name", "n_filters", "accuracy", "snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction"} <= set(data["points"][0])
+
+
+def test_label_sweep_reports_each_label_count_per_point(measured):
+    _, result, _, _ = measured
+    assert [s["labels"] for s in result.label_sweep] == [3, 5]
+    for sweep in result.label_sweep:
+        assert len(sweep["points"]) == 3
+        assert all(p["error_rate"] == pytest.approx(1 - p["accuracy"]) for p in sweep["points"])
+
+
+def test_saved_measurement_loads_back_with_heads(measured):
+    _, result, folder, _ = measured
+    loaded = Measurement.load(folder)
+    assert loaded.points == json.loads(json.dumps(result.points))
+    assert torch.equal(loaded.heads["features.conv13"]["weight"], result.heads["features.conv13"]["weight"])
+    assert np.array_equal(loaded.fields["features.conv7"], result.fields["features.conv7"])
+
+
+def test_a_rerun_reuses_cached_features_and_gives_the_same_result(measured):
+    model, result, _, cache = measured
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    again = measure(model, "synthetic", points=POINTS, head_epochs=15, device="cpu", cache_dir=cache)
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == before
+    assert again.points == result.points
+
+
+def test_model_and_dataset_with_different_label_counts_are_refused(measured):
+    model, _, _, _ = measured
+    with pytest.raises(ModelError, match="10 outputs"):
+        measure(model, "synthetic:4", head_epochs=1)

@@ -59,12 +59,10 @@ def class_means(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, 
     return (sums / counts.view(-1, *([1] * (sums.ndim - 1)))).float()
 
 
-def _accuracy(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, w: torch.Tensor, b: torch.Tensor, device) -> float:
-    correct = 0
-    for start in range(0, len(index), ROWS_PER_CHUNK):
-        x = _rows(features, index[start:start + ROWS_PER_CHUNK]).flatten(1).to(device)
-        correct += (torch.addmm(b, x, w.t()).argmax(1).cpu() == targets[start:start + ROWS_PER_CHUNK]).sum().item()
-    return correct / len(index)
+def _standardized(features: dict[str, np.ndarray], index: np.ndarray, stats: dict) -> torch.Tensor:
+    """All points' features of ``index`` rows side by side, standardized: ``N x sum(C*K)``."""
+    blocks = [(_rows(features[n], index).flatten(1) - stats[n][0].flatten()) / stats[n][1].flatten() for n in features]
+    return torch.cat(blocks, dim=1)
 
 
 def train_heads(
@@ -86,6 +84,9 @@ def train_heads(
 ) -> dict[str, Head]:
     """Train one linear head per point on ``features[point][index]`` -> ``targets``.
 
+    The standardized features of all points are gathered once into one in-memory matrix
+    (on ``device``), so each step is one row gather plus one small matmul per point.
+
     Args:
         train_features / eval_features: ``{point: N x C x K}`` arrays (memory-mapped is fine).
         train_index / eval_index: the rows to use (a label subset, or all rows).
@@ -97,45 +98,45 @@ def train_heads(
     names = list(train_features)
     g = torch.Generator().manual_seed(seed)
     stats = {n: feature_stats(train_features[n], train_index) for n in names}
-    params = {}
-    for n in names:
-        dim = int(np.prod(train_features[n].shape[1:]))
-        layer = torch.nn.Linear(dim, num_classes)
-        torch.nn.init.zeros_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
-        params[n] = (layer.weight.to(device).requires_grad_(), layer.bias.to(device).requires_grad_())
-    optimizer = torch.optim.Adam([p for pair in params.values() for p in pair], lr=lr)
+    dims = [int(np.prod(train_features[n].shape[1:])) for n in names]
+    offsets = np.concatenate([[0], np.cumsum(dims)])
+    x_train = _standardized(train_features, train_index, stats).to(device)
+    y_train = train_targets.to(device)
+    weights = [torch.zeros(num_classes, d, device=device, requires_grad=True) for d in dims]
+    biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in dims]
+    optimizer = torch.optim.Adam(weights + biases, lr=lr)
     steps_per_epoch = max(1, len(train_index) // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    moments = {n: (m.flatten().to(device), s.flatten().to(device)) for n, (m, s) in stats.items()}
-    y_all = train_targets
     for _ in track(progress, range(epochs), description, total=epochs):
         perm = torch.randperm(len(train_index), generator=g)
         for step in range(steps_per_epoch):
-            sel = perm[step * batch_size:(step + 1) * batch_size].numpy()
-            y = y_all[sel].to(device)
+            sel = perm[step * batch_size:(step + 1) * batch_size].to(device)
+            x, y = x_train.index_select(0, sel), y_train.index_select(0, sel)
             optimizer.zero_grad(set_to_none=True)
-            loss = 0.0
-            for n in names:
-                mean, std = moments[n]
-                x = (_rows(train_features[n], train_index[sel]).flatten(1).to(device) - mean) / std
-                w, b = params[n]
-                loss = loss + F.cross_entropy(torch.addmm(b, x, w.t()), y)
+            loss = sum(F.cross_entropy(torch.addmm(b, x[:, lo:hi], w.t()), y)
+                       for w, b, lo, hi in zip(weights, biases, offsets[:-1], offsets[1:]))
             loss.backward()
             optimizer.step()
             scheduler.step()
+    del x_train
     heads = {}
     with torch.no_grad():
-        for n in names:
-            mean, std = moments[n]
-            w, b = params[n]
-            w_raw = w / std
+        x_eval = _standardized(eval_features, eval_index, stats).to(device)
+        for n, w, b, lo, hi in zip(names, weights, biases, offsets[:-1], offsets[1:]):
+            train_acc = _accuracy_std(train_features[n], train_index, train_targets, stats[n], w, b, device)
+            eval_acc = (torch.addmm(b, x_eval[:, lo:hi], w.t()).argmax(1).cpu() == eval_targets).float().mean().item()
+            mean, std = stats[n][0].flatten().to(device), stats[n][1].flatten().to(device)
+            w_raw = w / std  # fold the standardization back: raw-scale head, same logits
             b_raw = b - w_raw @ mean
-            shape = (num_classes, *train_features[n].shape[1:])
-            heads[n] = Head(
-                weight=w_raw.reshape(shape).cpu(),
-                bias=b_raw.cpu(),
-                accuracy=_accuracy(eval_features[n], eval_index, eval_targets, w_raw, b_raw, device),
-                train_accuracy=_accuracy(train_features[n], train_index, train_targets, w_raw, b_raw, device),
-            )
+            heads[n] = Head(weight=w_raw.reshape(num_classes, *train_features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
+                            accuracy=eval_acc, train_accuracy=train_acc)
     return heads
+
+
+def _accuracy_std(features, index, targets, stats, w, b, device) -> float:
+    correct = 0
+    mean, std = stats[0].flatten(), stats[1].flatten()
+    for start in range(0, len(index), ROWS_PER_CHUNK):
+        x = ((_rows(features, index[start:start + ROWS_PER_CHUNK]).flatten(1) - mean) / std).to(device)
+        correct += (torch.addmm(b, x, w.t()).argmax(1).cpu() == targets[start:start + ROWS_PER_CHUNK]).sum().item()
+    return correct / len(index)

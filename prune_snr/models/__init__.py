@@ -1,6 +1,6 @@
 """Models: ``build_model`` (registry) and ``resolve_points`` (measurement points)."""
 from . import efficientnet, vgg  # noqa: F401  (registers the built-in models)
-from .points import default_points, resolve_points
+from .points import classifier_name, default_points, resolve_points
 from .registry import build_model, example_input, list_models, register_model
 
-__all__ = ["build_model", "default_points", "example_input", "list_models", "register_model", "resolve_points"]
+__all__ = ["build_model", "classifier_name", "default_points", "example_input", "list_models", "register_model", "resolve_points"]

@@ -53,3 +53,11 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
         raise ModelError(f"--points: no module named {unknown[0]!r} in this model; valid names include {hint}, ...")
     order = {name: i for i, name in enumerate(modules)}
     return sorted(dict.fromkeys(wanted), key=order.__getitem__)
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The final linear classifier (never pruned on its output side): the last ``nn.Linear``."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ModelError(f"{type(model).__name__} has no nn.Linear classifier; prune-snr needs one to keep the label count")
+    return names[-1]

@@ -36,6 +36,7 @@ def build_model(
     input_size: int = 32,
     width_mult: float | None = None,
     pretrained: bool = False,
+    **arch,
 ) -> nn.Module:
     """Build a classifier by name.
 
@@ -46,6 +47,8 @@ def build_model(
         input_size: side of the square input the model will see (used for tracing/MACs).
         width_mult: scale every conv width (prune-snr's own models only; ``None`` = 1).
         pretrained: load hub weights (timm/torchvision only; needs network access).
+        **arch: architecture edits of prune-snr's own models (e.g. VGG ``cut``/``head_pool``
+            after truncation); recorded in ``spec``.
 
     Returns:
         The model, with ``model.spec`` set so that ``build_model(**spec)`` rebuilds it.
@@ -64,13 +67,18 @@ def build_model(
     if rest:
         if prefix not in PREFIXES:
             raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare name ({', '.join(list_models())})")
+        if arch:
+            raise ModelError(f"{name}: options {sorted(arch)} apply to prune-snr's own models only")
         if width_mult not in (None, 1, 1.0):
             raise ModelError(f"--width-mult applies to prune-snr's own models ({', '.join(list_models())}), not to {name}")
         model = _external(prefix, rest, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained)
     else:
         if name not in _MODELS:
             raise ModelError(f"unknown model {name!r}; choose one of {', '.join(list_models())}, timm:NAME or torchvision:NAME")
-        model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained)
+        try:
+            model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained, **arch)
+        except TypeError as exc:
+            raise ModelError(f"{name}: unsupported option ({exc})") from exc
     model.spec = {
         "name": name,
         "num_classes": num_classes,
@@ -78,6 +86,7 @@ def build_model(
         "input_size": input_size,
         "width_mult": width_mult,
         "pretrained": False,  # weights come from the checkpoint on rebuild, never from a hub
+        **arch,
     }
     return model
 

@@ -30,11 +30,16 @@ class VGG(nn.Module):
     five pools) and lets the same network take larger inputs.
     """
 
-    def __init__(self, cfg=VGG16_CFG, *, num_classes: int = 10, in_chans: int = 3, width_mult: float = 1.0):
+    def __init__(self, cfg=VGG16_CFG, *, num_classes: int = 10, in_chans: int = 3, width_mult: float = 1.0,
+                 cut: int | None = None, head_pool: int = 1):
+        """``cut=k`` keeps only the first k conv blocks (and the pools before them); the classifier
+        then sees the last block's output pooled to ``head_pool x head_pool`` (truncation)."""
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels, n_conv, n_pool = in_chans, 0, 0
         for item in cfg:
+            if cut is not None and n_conv == cut:
+                break
             if item == "M":
                 n_pool += 1
                 layers[f"pool{n_pool}"] = nn.MaxPool2d(2)
@@ -44,8 +49,8 @@ class VGG(nn.Module):
                 layers[f"conv{n_conv}"] = ConvBNReLU(channels, width)
                 channels = width
         self.features = nn.Sequential(layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.pool = nn.AdaptiveAvgPool2d(head_pool)
+        self.classifier = nn.Linear(channels * head_pool * head_pool, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -61,9 +66,10 @@ class VGG(nn.Module):
 
 
 @register_model
-def vgg16(*, num_classes: int, in_chans: int = 3, width_mult: float | None = None, pretrained: bool = False) -> VGG:
+def vgg16(*, num_classes: int, in_chans: int = 3, width_mult: float | None = None, pretrained: bool = False,
+          cut: int | None = None, head_pool: int = 1) -> VGG:
     if pretrained:
         from ..errors import ModelError
 
         raise ModelError("vgg16 (CIFAR style) has no pretrained weights; train it with prune-snr train")
-    return VGG(VGG16_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult or 1.0)
+    return VGG(VGG16_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult or 1.0, cut=cut, head_pool=head_pool)

@@ -1,0 +1,61 @@
+"""AFCC on the classifier (METHOD.md, scope *head*): keep only filter→label weights inside
+the filter's clusters.
+
+The clusters are those of the model's *own* classifier as the linear head: its field matrices
+``M[f, i, j] = sum_k mu[i, f, k] W[j, f, k]`` use the class means of the features the classifier
+sees (the last conv block, pooled as the model pools it). The mask zeroes weights in place.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..measure.fields import field_matrices, filter_stats
+from ..models import classifier_name
+from ..train.loop import make_loader
+
+
+@torch.no_grad()
+def classifier_class_means(model: nn.Module, dataset, num_classes: int, batch_size: int = 256) -> torch.Tensor:
+    """Mean classifier input per label: ``L x D``."""
+    head = dict(model.named_modules())[classifier_name(model)]
+    store = {}
+    handle = head.register_forward_hook(lambda m, inputs, out: store.update(x=inputs[0].detach().flatten(1)))
+    sums, counts = None, torch.zeros(num_classes)
+    model.eval()
+    try:
+        for x, y in make_loader(dataset, batch_size=batch_size, shuffle=False):
+            model(x)
+            feats = store["x"].double()
+            sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64) if sums is None else sums
+            sums.index_add_(0, y, feats)
+            counts += torch.bincount(y, minlength=num_classes)
+    finally:
+        handle.remove()
+    return (sums / counts.clamp(min=1)[:, None]).float()
+
+
+@torch.no_grad()
+def apply_afcc(model: nn.Module, dataset, *, threshold: float = 0.3) -> dict:
+    """Zero the classifier weights outside each filter's clusters; returns weight counts."""
+    head = dict(model.named_modules())[classifier_name(model)]
+    L, D = head.weight.shape
+    mu = classifier_class_means(model, dataset, L)
+    n_filters = _filters_feeding(model, D)
+    K = D // n_filters
+    W = head.weight.view(L, n_filters, K)
+    M = field_matrices(mu.view(L, n_filters, K), W)
+    stats = filter_stats(M, threshold=threshold)
+    in_cluster = stats.component < L  # F x L: label is in one of the filter's clusters
+    mask = in_cluster.t()[:, :, None].expand(L, n_filters, K).reshape(L, D).to(head.weight.dtype)
+    before = int((head.weight != 0).sum())
+    head.weight.mul_(mask)
+    return {"weights_before": before, "weights_after": int((head.weight != 0).sum()), "filters": n_filters}
+
+
+def _filters_feeding(model: nn.Module, features: int) -> int:
+    """Channels of the last conv (the classifier sees them, each pooled to K values)."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    channels = convs[-1].out_channels
+    return channels if features % channels == 0 else features

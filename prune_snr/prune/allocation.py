@@ -1,0 +1,33 @@
+"""Where to prune: per-layer ratios from the measured layer accuracy (METHOD.md, allocation).
+
+Each measured layer gets ``r_l = r_max * (1 - u_l)`` where ``g_l`` is its marginal head
+accuracy (``A_l - A_{l-1}``, chance before the first point) clipped at 0,
+``u_l = min(1, g_l / max_{l'>=2} g_l')`` and ``u_1 = 1``. Layers that add accuracy keep their
+filters; layers that add none give up the most. ``r_max`` is found by the target search.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+ALLOCATIONS = ("uniform", "measured", "global")
+
+
+def marginal_gains(accuracies: list[float], num_classes: int) -> np.ndarray:
+    previous = np.concatenate([[1.0 / num_classes], accuracies[:-1]])
+    return np.clip(np.asarray(accuracies) - previous, 0, None)
+
+
+def keep_weights(accuracies: list[float], num_classes: int) -> np.ndarray:
+    """``u_l`` in [0, 1] for each point (1 = keep all its filters)."""
+    gains = marginal_gains(accuracies, num_classes)
+    u = np.ones(len(gains))
+    rest = gains[1:]
+    if len(rest) and rest.max() > 0:
+        u[1:] = np.minimum(1.0, rest / rest.max())
+    elif len(rest):
+        u[1:] = 0.0  # no later layer adds accuracy: all give up the same
+    return u
+
+
+def layer_ratios(accuracies: list[float], num_classes: int, r_max: float) -> np.ndarray:
+    return r_max * (1.0 - keep_weights(accuracies, num_classes))

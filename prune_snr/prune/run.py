@@ -1,0 +1,162 @@
+"""``prune``: measurement-driven structural pruning, truncation, AFCC and fine-tuning."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint, save_checkpoint
+from ..data import build_dataset
+from ..errors import ConfigError
+from ..measure import Measurement, measure
+from ..models.points import _is_timm_efficientnet
+from ..models.vgg import VGG
+from ..train.loop import evaluate, fit, make_loader
+from .afcc import apply_afcc
+from .importance import NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
+from .search import Allocation, count, prune_to_target
+from .truncate import candidates, choose_cut, truncate
+
+PRUNED = "pruned.pt"
+FINETUNE = "finetune.pt"
+REPORT = "report.json"
+
+
+def _kept_channels(model: nn.Module) -> dict[str, int]:
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def prune(
+    model: nn.Module,
+    dataset: str,
+    *,
+    data_dir: str | None = None,
+    target: float = 0.5,
+    metric: str = "params",
+    criterion: str = "snr",
+    allocation: str = "uniform",
+    group_reduction: str = "mean",
+    round_to: int | None = None,
+    iterative_steps: int = 1,
+    truncate_layers: bool = False,
+    delta: float = 0.005,
+    afcc: bool = False,
+    finetune_epochs: int = 1,
+    finetune_lr: float = 0.01,
+    distill: bool = False,
+    measurement: Measurement | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    amp: bool = False,
+    out: str | Path | None = None,
+    resume: bool = False,
+    config: dict | None = None,
+    progress=None,
+) -> tuple[nn.Module, dict]:
+    """Prune ``model`` to remove ``target`` of its prunable params/MACs, then fine-tune.
+
+    Args:
+        model: a trained classifier (``prune_snr.load(...)``).
+        dataset: the dataset it was trained on (name for :func:`prune_snr.build_dataset`).
+        target: fraction of the prunable ``metric`` to remove, in (0, 1).
+        metric: ``params`` or ``macs``.
+        criterion: a key of :data:`prune_snr.prune.importance.CRITERIA` (``snr`` or a baseline).
+        allocation: ``uniform`` (one ratio per layer), ``measured`` (METHOD's per-layer ratios
+            from marginal head accuracy) or ``global`` (torch-pruning's global ranking).
+        truncate_layers: cut the network where later layers add less than ``delta`` accuracy.
+        afcc: keep only classifier weights inside each filter's clusters (after fine-tuning).
+        finetune_epochs / finetune_lr / distill: fine-tuning (0 epochs = none); distillation
+            from the unpruned model.
+        measurement: reuse a measurement of ``model``; measured here when needed and not given.
+        out: folder for ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
+
+    Returns:
+        ``(pruned model, report dict)``.
+
+    Raises:
+        ConfigError: bad target/metric/criterion/allocation, or an unreachable target.
+
+    Example:
+        >>> pruned, report = prune(prune_snr.load("runs/fm/model.pt"), "fashion-mnist", target=0.5)  # doctest: +SKIP
+        >>> report["after"]["accuracy"]  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    size = model.spec.get("input_size")
+    train_set = build_dataset(dataset, "train", data_dir, input_size=size)
+    test_set = build_dataset(dataset, "test", data_dir, input_size=size)
+    plain_train = build_dataset(dataset, "train", data_dir, input_size=size, augment=False)
+    if len(train_set.classes) != model.spec["num_classes"]:
+        raise ConfigError(f"the model has {model.spec['num_classes']} outputs but {dataset} has {len(train_set.classes)} labels")
+    opts = SimpleNamespace(epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr, momentum=0.9, weight_decay=5e-4,
+                           schedule="cosine", label_smoothing=0.0, seed=seed, device=device, amp=amp, channels_last=True, workers=0)
+    out = Path(out) if out else None
+    ckpt = out / FINETUNE if out else None
+    original = model.cpu().eval()
+    report: dict = {"dataset": dataset, "split": "test", "seed": seed, "target": target, "metric": metric, "criterion": criterion,
+                    "allocation": allocation, "truncate": truncate_layers, "afcc": afcc, "finetune_epochs": finetune_epochs}
+
+    if resume and ckpt and ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        pruned = build_from_checkpoint(state)
+        report.update(state["config"]["report"])
+        history = state["pruning"]
+    else:
+        before = {**count(original), "accuracy": evaluate(original, test_set, device=device)["accuracy"]}
+        report["before"] = before
+        report["channels_before"] = _kept_channels(original)
+        needs_measurement = criterion in NEEDS_MEASUREMENT or allocation == "measured" or truncate_layers
+        if measurement is None and needs_measurement:
+            measurement = measure(original, dataset, data_dir=data_dir, expanded=_is_timm_efficientnet(original), seed=seed,
+                                  device=device, progress=progress)
+        base = original
+        if truncate_layers:
+            rows = candidates(measurement, before["accuracy"], delta)
+            cut = choose_cut(rows) if isinstance(original, VGG) else None
+            report["truncation"] = {"delta": delta, "candidates": rows, "cut_after": cut,
+                                    "note": None if isinstance(original, VGG) else "truncation is implemented for VGG; nothing cut"}
+            if cut:
+                base = truncate(original, measurement, cut)
+                kept = set(base.measurement_points())
+                measurement = Measurement(meta=measurement.meta, points=[p for p in measurement.points if p["name"] in kept],
+                                          fields={k: v for k, v in measurement.fields.items() if k in kept}, heads=measurement.heads)
+                report["truncation"]["accuracy_after_cut"] = evaluate(base, test_set, device=device)["accuracy"]
+        alloc = Allocation(allocation, [p["name"] for p in measurement.points] if measurement else None,
+                           [p["accuracy"] for p in measurement.points] if measurement else None, len(train_set.classes))
+        gradient_batches = None
+        if criterion in NEEDS_GRADIENTS:
+            loader = make_loader(plain_train, batch_size=64, shuffle=True, seed=seed)
+            gradient_batches = [batch for batch, _ in zip(loader, range(4))]
+        outcome = prune_to_target(
+            base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed,
+                                             **({"group_reduction": group_reduction} if criterion in NEEDS_MEASUREMENT else {})),
+            target=target, metric=metric, allocation=alloc, round_to=round_to, iterative_steps=iterative_steps,
+            gradient_batches=gradient_batches, progress=progress)
+        pruned, history = outcome.model, outcome.history
+        report["search"] = {"ratio": outcome.ratio, "removed": outcome.removed, "trials": outcome.trials,
+                            "fallback_groups": outcome.fallback_groups}
+        report["pruned_before_finetune"] = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
+        config = {"model": pruned.spec, "report": report, **(config or {})}
+    config = {"model": pruned.spec, "report": report, **(config or {})}
+    if finetune_epochs > 0:
+        fit(pruned, train_set, test_set, opts, checkpoint_path=ckpt,
+            checkpoint_extra={"kind": "pruned", "config": config, "pruning": history}, resume=resume,
+            teacher=original if distill else None, progress=progress)
+    pruned = pruned.cpu().eval()
+    after = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
+    if afcc:
+        stats = apply_afcc(pruned, plain_train, threshold=measurement.threshold if measurement else 0.3)
+        report["afcc"] = {**stats, "accuracy_before": after["accuracy"],
+                          "accuracy_after": evaluate(pruned, test_set, device=device)["accuracy"]}
+        after["accuracy"] = report["afcc"]["accuracy_after"]
+    report["after"] = after
+    report["channels_after"] = _kept_channels(pruned)
+    report["seconds"] = time.perf_counter() - t0
+    if out:
+        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": pruned.state_dict(), "pruning": history,
+                                       "config": {"model": pruned.spec, "report": report, **(config or {})}})
+        atomic_save_json(out / REPORT, report)
+    return pruned, report

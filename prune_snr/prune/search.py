@@ -1,0 +1,139 @@
+"""Structural pruning to a target: torch-pruning's MetaPruner, with the ratio found by bisection.
+
+``--target 0.5`` removes 50 % of the prunable part of the metric (params or MACs; the final
+classifier keeps its label outputs and is not counted). One scalar is searched: the
+uniform/global ratio, or ``r_max`` of the measured allocation.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch_pruning as tp
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError
+from ..models import classifier_name, example_input
+from .allocation import ALLOCATIONS, layer_ratios
+from .importance import point_conv
+
+TOLERANCE = 0.02
+MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
+METRICS = ("params", "macs")
+
+
+def count(model: nn.Module) -> dict[str, int]:
+    """MACs of one forward pass and parameter count (torch-pruning's counter)."""
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, example_input(model))
+    model.train(was_training)
+    return {"macs": int(macs), "params": int(params)}
+
+
+def prunable_base(model: nn.Module, metric: str) -> int:
+    """The metric of everything but the classifier."""
+    head = dict(model.named_modules())[classifier_name(model)]
+    extra = head.bias.numel() if metric == "params" and head.bias is not None else 0
+    return count(model)[metric] - head.weight.numel() - extra
+
+
+@dataclass
+class Allocation:
+    """How the pruning budget is spread over layers."""
+
+    kind: str = "uniform"                 # uniform | measured | global
+    points: list[str] | None = None       # measured: the points, input to output
+    accuracies: list[float] | None = None  # measured: their head accuracies
+    num_classes: int = 10
+
+    def __post_init__(self):
+        if self.kind not in ALLOCATIONS:
+            raise ConfigError(f"--allocation {self.kind!r}: choose one of {', '.join(ALLOCATIONS)}")
+        if self.kind == "measured" and not self.points:
+            raise ConfigError("--allocation measured needs a measurement (per-layer head accuracy)")
+
+    def pruner_kwargs(self, model: nn.Module, ratio: float) -> dict:
+        if self.kind != "measured":
+            return {"pruning_ratio": ratio, "global_pruning": self.kind == "global"}
+        ratios = layer_ratios(self.accuracies, self.num_classes, ratio)
+        return {"pruning_ratio": 0.0,
+                "pruning_ratio_dict": {point_conv(model, p): float(min(r, MAX_RATIO)) for p, r in zip(self.points, ratios)}}
+
+
+@dataclass
+class PruneOutcome:
+    model: nn.Module
+    ratio: float            # the searched scalar (uniform/global ratio or r_max)
+    removed: float          # fraction of the prunable metric removed
+    history: list           # torch-pruning pruning_history()
+    fallback_groups: list[str]
+    trials: int
+
+
+def prune_at(model: nn.Module, importance_factory: Callable[[nn.Module], object], ratio: float, allocation: Allocation, *,
+             round_to: int | None = None, iterative_steps: int = 1, gradient_batches: list | None = None):
+    """Prune a deep copy of ``model`` at ``ratio``; returns (pruned copy, history, fallback groups)."""
+    m = copy.deepcopy(model).cpu().eval()
+    importance = importance_factory(m)
+    pruner = tp.pruner.MetaPruner(
+        m, example_input(m), importance=importance, max_pruning_ratio=1.0, round_to=round_to,
+        ignored_layers=[dict(m.named_modules())[classifier_name(m)]], iterative_steps=iterative_steps,
+        **allocation.pruner_kwargs(m, ratio),
+    )
+    for _ in range(iterative_steps):
+        if gradient_batches is not None:  # gradient-based criteria (taylor) read .grad
+            m.zero_grad()
+            for x, y in gradient_batches:
+                F.cross_entropy(m(x), y).backward()
+        pruner.step()
+    m.zero_grad(set_to_none=True)
+    return m, pruner.pruning_history(), list(getattr(importance, "fallback_groups", []))
+
+
+def prune_to_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
+                    allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
+                    gradient_batches: list | None = None, progress=None) -> PruneOutcome:
+    """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points).
+
+    Raises:
+        ConfigError: the target is outside (0, 1) or cannot be reached.
+    """
+    if not (isinstance(target, (int, float)) and 0 < target < 1):
+        raise ConfigError(f"--target {target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    allocation = allocation or Allocation()
+    total, base = count(model)[metric], prunable_base(model, metric)
+
+    def attempt(r: float):
+        m, history, fallback = prune_at(model, importance_factory, r, allocation, round_to=round_to,
+                                        iterative_steps=iterative_steps, gradient_batches=gradient_batches)
+        return m, history, fallback, (total - count(m)[metric]) / base, r
+
+    lo, hi = 0.0, (1.0 if allocation.kind == "measured" else MAX_RATIO)
+    task = progress.add_task(f"target search ({metric})", total=None) if progress is not None else None
+    best = attempt(hi)
+    trials = 1
+    if best[3] < target - TOLERANCE:
+        raise ConfigError(f"--target {target}: at most {best[3]:.1%} of the prunable {metric} can be removed with "
+                          f"--allocation {allocation.kind}; lower --target")
+    for _ in range(20):
+        if abs(best[3] - target) <= TOLERANCE / 4 or hi - lo < 1e-3:
+            break
+        mid = (lo + hi) / 2
+        result = attempt(mid)
+        trials += 1
+        if progress is not None:
+            progress.update(task, description=f"target search ({metric}): ratio {mid:.3f} removes {result[3]:.1%}")
+        if abs(result[3] - target) < abs(best[3] - target):
+            best = result
+        lo, hi = (mid, hi) if result[3] < target else (lo, mid)
+    if progress is not None:
+        progress.remove_task(task)
+    m, history, fallback, removed, ratio = best
+    if abs(removed - target) > TOLERANCE:
+        raise ConfigError(f"--target {target}: the closest reachable is {removed:.1%} of {metric}; try --round-to 1 or another target")
+    return PruneOutcome(model=m, ratio=ratio, removed=removed, history=history, fallback_groups=sorted(set(fallback)), trials=trials)

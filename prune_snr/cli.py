@@ -158,6 +158,86 @@ def measure(
                       f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {cfg.out}")
 
 
+@app.command()
+def prune(
+    checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
+    recipe: Recipe = None,
+    target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="params or macs.")] = None,
+    criterion: Annotated[Optional[str], typer.Option("--criterion", help="snr, snr-strength, l1, l2, bn, lamp, taylor, fpgm, random.")] = None,
+    allocation: Annotated[Optional[str], typer.Option("--allocation", help="uniform, measured (per-layer ratios from head accuracy) or global.")] = None,
+    global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
+    group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help="Aggregate coupled layers' SNR: mean, max, sum.")] = None,
+    iterative_steps: Annotated[Optional[int], typer.Option("--iterative-steps")] = None,
+    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this.")] = None,
+    truncate: Annotated[Optional[bool], typer.Option("--truncate/--no-truncate", help="Cut layers that add < delta accuracy.")] = None,
+    delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
+    afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
+    finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
+    finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
+    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
+    measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    batch_size: BatchSize = None,
+    seed: Seed = None,
+    device: Device = None,
+    amp: Amp = None,
+    out: Out = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
+) -> None:
+    """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
+    from .checkpoint import load_checkpoint, build_from_checkpoint
+    from .config import PruneConfig, resolve, to_dict
+    from .measure import Measurement
+    from .prune import prune as run_prune
+    from .prune.plots import save_kept_channels
+
+    with user_errors():
+        if global_ is not None and allocation is None:
+            allocation = "global" if global_ else "uniform"
+        cfg = resolve(PruneConfig, recipe, dict(target=target, metric=metric, criterion=criterion, allocation=allocation,
+                                                group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to,
+                                                truncate=truncate, delta=delta, afcc=afcc, finetune_epochs=finetune_epochs,
+                                                finetune_lr=finetune_lr, distill=distill, measurement=_str(measurement), dataset=dataset,
+                                                data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp, out=_str(out)))
+        if not cfg.out:
+            raise ConfigError("prune needs --out DIR")
+        payload = load_checkpoint(checkpoint)
+        trained = payload.get("config", {}).get("train", {})
+        dataset_name = cfg.dataset or trained.get("dataset")
+        if not dataset_name:
+            raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+        model = build_from_checkpoint(payload)
+        result = Measurement.load(cfg.measurement) if cfg.measurement else None
+        with progress_bar() as progress:
+            pruned, report = run_prune(
+                model, dataset_name, data_dir=cfg.data_dir or trained.get("data_dir"), target=cfg.target, metric=cfg.metric,
+                criterion=cfg.criterion, allocation=cfg.allocation, group_reduction=cfg.group_reduction, round_to=cfg.round_to,
+                iterative_steps=cfg.iterative_steps, truncate_layers=cfg.truncate, delta=cfg.delta, afcc=cfg.afcc,
+                finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, distill=cfg.distill, measurement=result,
+                batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp, out=cfg.out, resume=resume,
+                config={"prune": to_dict(cfg), "source": str(checkpoint)}, progress=progress)
+        save_kept_channels(report, Path(cfg.out) / "kept_channels.png")
+        console.print(prune_table(report))
+
+
+def prune_table(report: dict) -> Table:
+    before, after = report["before"], report["after"]
+    table = Table(title=f"prune --target {report['target']} ({report['metric']}), criterion {report['criterion']}, "
+                        f"allocation {report['allocation']} on {report['dataset']} (test split, seed {report['seed']})")
+    for col in ("", "accuracy", "params", "MACs"):
+        table.add_column(col, justify="right")
+    table.add_row("before", f"{before['accuracy']:.4f}", f"{before['params']:,}", f"{before['macs']:,}")
+    mid = report.get("pruned_before_finetune")
+    if mid:
+        table.add_row("pruned, no fine-tune", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")
+    table.add_row("after", f"{after['accuracy']:.4f}", f"{after['params']:,}", f"{after['macs']:,}")
+    table.add_row("change", f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts",
+                  f"-{1 - after['params'] / before['params']:.1%}", f"-{1 - after['macs'] / before['macs']:.1%}")
+    return table
+
+
 def points_table(result) -> Table:
     table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (test split, seed {result.meta['seed']})")
     table.add_column("point", no_wrap=True)

@@ -96,6 +96,46 @@ class MeasureConfig:
             raise ConfigError(f"labels={self.label_sweep}: every label count must be >= 2")
 
 
+@config
+class PruneConfig:
+    dataset: Optional[str] = None  # default: the dataset the checkpoint was trained on
+    data_dir: Optional[str] = None
+    target: float = 0.5
+    metric: str = "params"
+    criterion: str = "snr"
+    allocation: str = "uniform"
+    group_reduction: str = "mean"
+    iterative_steps: int = 1
+    round_to: Optional[int] = None
+    truncate: bool = False
+    delta: float = 0.005
+    afcc: bool = False
+    finetune_epochs: int = 1
+    finetune_lr: float = 0.01
+    distill: bool = False
+    measurement: Optional[str] = None
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    out: Optional[str] = None
+
+    def validate(self) -> None:
+        import math as _math
+
+        if not (isinstance(self.target, float) and _math.isfinite(self.target) and 0 < self.target < 1):
+            raise ConfigError(f"--target {self.target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
+        _in(self, "metric", ("params", "macs"))
+        _in(self, "allocation", ("uniform", "measured", "global"))
+        _in(self, "group_reduction", ("mean", "max", "sum"))
+        _positive(self, "iterative_steps", "batch_size", "finetune_lr")
+        if self.finetune_epochs < 0:
+            raise ConfigError(f"finetune_epochs={self.finetune_epochs}: use 0 or more")
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"round_to={self.round_to}: use 1 or more")
+        _device(self)
+
+
 def _positive(cfg, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)

@@ -100,7 +100,8 @@ class SNRImportance(tp.importance.Importance):
         total = torch.full((n,), -torch.inf) if self.group_reduction == "max" else torch.zeros(n)
         count = torch.zeros(n)
         for i, (dep, idxs) in enumerate(group):
-            if dep.pruning_fn != tp.prune_conv_out_channels or id(dep.layer) not in self.by_module:
+            # depthwise convs have their own pruner class: match any out-channel pruning of a measured conv
+            if getattr(dep.pruning_fn, "__name__", "") != "prune_out_channels" or id(dep.layer) not in self.by_module:
                 continue
             root = torch.as_tensor(group[i].root_idxs)
             values = self.by_module[id(dep.layer)][torch.as_tensor(idxs)]

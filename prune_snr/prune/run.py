@@ -16,7 +16,7 @@ from ..models.points import _is_timm_efficientnet
 from ..models.vgg import VGG
 from ..train.loop import evaluate, fit, make_loader
 from .afcc import apply_afcc
-from .importance import NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
+from .importance import CRITERIA, NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
 from .search import Allocation, count, prune_to_target
 from .truncate import candidates, choose_cut, truncate
 
@@ -85,6 +85,8 @@ def prune(
         >>> report["after"]["accuracy"]  # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    if criterion not in CRITERIA:
+        raise ConfigError(f"--criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
     size = model.spec.get("input_size")
     train_set = build_dataset(dataset, "train", data_dir, input_size=size)
     test_set = build_dataset(dataset, "test", data_dir, input_size=size)

@@ -54,7 +54,8 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
              channels_last: bool = False, workers: int = 0, progress=None) -> dict:
     """Loss and top-1 accuracy of ``model`` on ``dataset``."""
-    device = torch.device(device) if not isinstance(device, torch.device) else device
+    device = resolve_device(device) if isinstance(device, str) else device
+    model.to(device)
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0

@@ -1,0 +1,97 @@
+"""Specs of SNRImportance: one score per channel for every kind of torch-pruning group."""
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from prune_snr.measure import measure
+from prune_snr.models import classifier_name, example_input
+from prune_snr.prune import CRITERIA, SNRImportance, build_importance, filter_scores, point_conv
+from prune_snr.errors import ConfigError
+
+
+def groups_of(model):
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+    head = dict(model.named_modules())[classifier_name(model)]
+    return list(dg.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d]))
+
+
+def kinds(group):
+    layers = [dep.layer for dep, _ in group if isinstance(dep.layer, nn.Conv2d) and dep.pruning_fn.__name__ == "prune_out_channels"]
+    found = set()
+    for layer in layers:
+        if layer.groups > 1:
+            found.add("depthwise")
+        if layer.kernel_size == (1, 1) and layer.in_channels != layer.out_channels:
+            found.add("pointwise")
+    names = " ".join(str(dep.target) for dep, _ in group)
+    if "se.conv_reduce" in names:
+        found.add("se")
+    if len([l for l in layers if "conv_pwl" in str(l)]) or "conv_pwl" in names:
+        found.add("residual")
+    return found
+
+
+def test_vgg_groups_get_one_snr_score_per_channel_equal_to_the_measured_snr(vgg_measured):
+    model, result = vgg_measured
+    imp = SNRImportance(model, result)
+    for group in groups_of(model):
+        scores = imp(group)
+        assert scores.shape == (len(group[0].idxs),) and torch.isfinite(scores).all()
+    conv = point_conv(model, "features.conv5")
+    group = tp.DependencyGraph().build_dependency(model, example_input(model)).get_pruning_group(
+        conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+    assert torch.allclose(imp(group), torch.from_numpy(result.snr("features.conv5")).float())
+    assert imp.fallback_groups == []
+
+
+def test_efficientnet_every_group_kind_is_scored_from_the_measurement(effnet_measured):
+    model, result = effnet_measured
+    imp = SNRImportance(model, result)
+    seen = set()
+    for group in groups_of(model):
+        scores = imp(group)
+        assert scores.shape == (len(group[0].idxs),) and torch.isfinite(scores).all()
+        seen |= kinds(group)
+    assert {"depthwise", "se", "residual"} <= seen
+    # SE bottlenecks (se.conv_reduce) are not measurement points: they fall back to magnitude, and say so
+    assert imp.fallback_groups and all("se.conv_reduce" in name for name in imp.fallback_groups)
+
+
+def test_unmeasured_groups_fall_back_to_magnitude_and_are_reported(tiny_run, tmp_path):
+    import prune_snr
+
+    model = prune_snr.load(tiny_run[0] / "model.pt")
+    partial = measure(model, "synthetic", points="features.conv13", head_epochs=2, device="cpu", cache_dir=tmp_path)
+    imp = SNRImportance(model, partial)
+    for group in groups_of(model):
+        imp(group)
+    assert len(imp.fallback_groups) == 12 and not any("conv13" in g for g in imp.fallback_groups)
+
+
+def test_snr_strength_rescales_snr_by_relative_filter_strength(vgg_measured):
+    _, result = vgg_measured
+    snr, strong = filter_scores(result, "snr"), filter_scores(result, "snr-strength")
+    stats = result.stats("features.conv3")
+    expected = snr["features.conv3"] * stats.strength.numpy() / stats.strength.numpy().mean()
+    assert strong["features.conv3"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CRITERIA))
+def test_every_criterion_builds_a_torch_pruning_importance(vgg_measured, name):
+    model, result = vgg_measured
+    assert isinstance(build_importance(name, model=model, measurement=result), tp.importance.Importance)
+
+
+def test_unknown_criterion_lists_the_choices(vgg_measured):
+    model, _ = vgg_measured
+    with pytest.raises(ConfigError, match="snr, snr-strength, l1"):
+        build_importance("magic", model=model)
+
+
+def test_measurement_of_another_width_is_refused(vgg_measured):
+    from prune_snr.models import build_model
+
+    _, result = vgg_measured
+    with pytest.raises(ConfigError, match="re-measure"):
+        SNRImportance(build_model("vgg16", num_classes=10, width_mult=0.25), result)

@@ -1,0 +1,107 @@
+"""Specs of structural pruning: targets, reload, truncation, AFCC, allocation."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import prune_snr
+from prune_snr.checkpoint import save_checkpoint
+from prune_snr.errors import ConfigError
+from prune_snr.models import build_model, example_input
+from prune_snr.prune import Allocation, build_importance, count, keep_weights, layer_ratios, prune_to_target
+from prune_snr.prune.search import prunable_base
+
+
+def removed(before, after, metric):
+    return (count(before)[metric] - count(after)[metric]) / prunable_base(before, metric)
+
+
+@pytest.mark.parametrize("metric", ["params", "macs"])
+def test_vgg_snr_pruning_lands_within_two_points_of_the_target(vgg_measured, metric):
+    model, result = vgg_measured
+    out = prune_to_target(model, lambda m: build_importance("snr", model=m, measurement=result), target=0.4, metric=metric)
+    assert abs(removed(model, out.model, metric) - 0.4) <= 0.02
+    assert out.model(example_input(out.model, 2)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("metric", ["params", "macs"])
+def test_efficientnet_pruning_lands_within_two_points_of_the_target(effnet_measured, metric):
+    model, result = effnet_measured
+    out = prune_to_target(model, lambda m: build_importance("snr", model=m, measurement=result), target=0.5, metric=metric)
+    assert abs(out.removed - 0.5) <= 0.02 and abs(removed(model, out.model, metric) - 0.5) <= 0.02
+    assert out.model(example_input(out.model, 2)).shape == (2, 10)
+
+
+def test_generic_timm_model_prunes_to_target():
+    model = build_model("timm:resnet18", num_classes=10).eval()
+    out = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.5, metric="params")
+    assert abs(removed(model, out.model, "params") - 0.5) <= 0.02
+
+
+@pytest.mark.parametrize("name", ["vgg16", "efficientnet_b0"])
+def test_pruned_models_reload_through_their_pruning_history(tmp_path, name):
+    model = build_model(name, num_classes=10, **({"width_mult": 0.25} if name == "vgg16" else {})).eval()
+    out = prune_to_target(model, lambda m: build_importance("l2", model=m), target=0.3)
+    save_checkpoint(tmp_path / "pruned.pt", {"kind": "pruned", "model": out.model.state_dict(), "pruning": out.history,
+                                             "config": {"model": out.model.spec}})
+    reloaded = prune_snr.load(tmp_path / "pruned.pt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(reloaded(x), out.model.eval()(x), atol=1e-5)
+    assert count(reloaded) == count(out.model)
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0, -1.0, 1.5, math.nan])
+def test_targets_outside_zero_one_are_refused(vgg_measured, target):
+    model, _ = vgg_measured
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        prune_to_target(model, lambda m: build_importance("l1", model=m), target=target)
+
+
+def test_allocation_keeps_layers_that_add_accuracy():
+    accuracies = [0.6, 0.8, 0.81, 0.9, 0.9]  # gains: first=chance-relative, 0.2, 0.01, 0.09, 0
+    u = keep_weights(accuracies, num_classes=10)
+    assert u[0] == 1 and u[1] == 1 and u[2] == pytest.approx(0.05) and u[3] == pytest.approx(0.45) and u[4] == 0
+    assert layer_ratios(accuracies, 10, 0.6).tolist() == pytest.approx([0, 0, 0.57, 0.33, 0.6])
+
+
+def test_measured_allocation_meets_the_target_with_unequal_layer_ratios(vgg_measured):
+    model, result = vgg_measured
+    alloc = Allocation("measured", [p["name"] for p in result.points], [p["accuracy"] for p in result.points], 10)
+    out = prune_to_target(model, lambda m: build_importance("snr", model=m, measurement=result), target=0.4, allocation=alloc)
+    assert abs(out.removed - 0.4) <= 0.02
+    kept = [m.out_channels for m in out.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    full = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len({k / f for k, f in zip(kept, full)}) > 1
+
+
+def test_truncated_vgg_computes_exactly_the_measured_head(vgg_measured):
+    from prune_snr.prune.truncate import truncate
+    from torch.nn import functional as F
+
+    model, result = vgg_measured
+    cut = truncate(model, result, "features.conv7").eval()
+    assert len(cut.measurement_points()) == 7 and cut.spec["cut"] == 7
+    x = torch.randn(4, 3, 32, 32)
+    store = {}
+    handle = model.features.conv7.register_forward_hook(lambda m, i, o: store.update(x=o))
+    model(x)
+    handle.remove()
+    head = result.heads["features.conv7"]
+    expected = F.adaptive_avg_pool2d(store["x"], 2).flatten(1) @ head["weight"].flatten(1).t() + head["bias"]
+    assert torch.allclose(cut(x), expected, atol=1e-4)
+
+
+def test_afcc_zeroes_exactly_the_weights_outside_filter_clusters(vgg_measured):
+    import copy
+
+    from prune_snr.data import build_dataset
+    from prune_snr.prune.afcc import apply_afcc
+
+    model, _ = vgg_measured
+    m = copy.deepcopy(model)
+    stats = apply_afcc(m, build_dataset("synthetic", "test", augment=False))
+    assert stats["weights_before"] == m.classifier.weight.numel()
+    assert 0 < stats["weights_after"] < stats["weights_before"]
+    assert int((m.classifier.weight != 0).sum()) == stats["weights_after"]

@@ -217,9 +217,61 @@ def prune(
                 iterative_steps=cfg.iterative_steps, truncate_layers=cfg.truncate, delta=cfg.delta, afcc=cfg.afcc,
                 finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, distill=cfg.distill, measurement=result,
                 batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp, out=cfg.out, resume=resume,
-                config={"prune": to_dict(cfg), "source": str(checkpoint)}, progress=progress)
+                config={"prune": to_dict(cfg), "source": str(Path(checkpoint).resolve())}, progress=progress)
         save_kept_channels(report, Path(cfg.out) / "kept_channels.png")
         console.print(prune_table(report))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
+    out: Annotated[Path, typer.Option("--out", help="The .onnx file to write.")],
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's).")] = None,
+    batch: Annotated[str, typer.Option("--batch", help="dynamic, or a fixed batch size.")] = "dynamic",
+    input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W (default: the model's).")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Unpruned checkpoint to compare latency with (default: the one a pruned.pt came from).")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats (median reported).")] = 30,
+) -> None:
+    """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed."""
+    import json
+    import tempfile
+
+    from .checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint
+    from .export import export_onnx, latency, verify_onnx
+
+    with user_errors():
+        if batch != "dynamic" and not batch.isdigit():
+            raise ConfigError(f"--batch {batch!r}: use dynamic or a positive integer")
+        payload = load_checkpoint(checkpoint)
+        model = build_from_checkpoint(payload)
+        size = tuple(input_size) if input_size else None
+        path = export_onnx(model, out, input_size=size, batch=batch, opset=opset)
+        batches = (1, 8) if batch == "dynamic" else (int(batch),)
+        report = {"onnx": str(path), "bytes": path.stat().st_size, **verify_onnx(model, path, batch_sizes=batches, input_size=size)}
+        source = baseline or payload.get("config", {}).get("source")
+        shape = (model.spec.get("in_chans", 3), *(size or (model.spec["input_size"],) * 2))
+        timing_batches = (1, 32) if batch == "dynamic" else (int(batch),)
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {"slimmed": path}
+            if source and Path(source).is_file():
+                original = build_from_checkpoint(load_checkpoint(source))
+                paths["original"] = export_onnx(original, Path(tmp) / "baseline.onnx", input_size=size, batch=batch, opset=opset)
+                report["baseline"] = {"checkpoint": str(source)}
+            timed = {n: latency(paths, batch=n, input_shape=shape, repeats=repeats) for n in timing_batches}
+        report["latency_s"] = {f"batch_{n}": t["slimmed"] for n, t in timed.items()}
+        if "baseline" in report:
+            report["baseline"]["latency_s"] = {f"batch_{n}": t["original"] for n, t in timed.items()}
+            report["speedup"] = {f"batch_{n}": t["original"] / t["slimmed"] for n, t in timed.items()}
+        atomic_save_json(Path(str(path) + ".json"), report)
+        table = Table(title=f"ONNX export of {checkpoint} (onnxruntime CPU, median of {repeats})")
+        for col in ("batch", "slimmed ms", "original ms", "speedup"):
+            table.add_column(col, justify="right")
+        for key, t in report["latency_s"].items():
+            base = report.get("baseline", {}).get("latency_s", {}).get(key)
+            table.add_row(key.removeprefix("batch_"), f"{t * 1e3:.2f}", f"{base * 1e3:.2f}" if base else "-", f"{base / t:.2f}x" if base else "-")
+        console.print(table)
+        diffs = ", ".join(f"{k}: {v:.1e}" for k, v in report.items() if k.endswith("max_abs_diff"))
+        console.print(f"{path} ({report['bytes'] / 1e6:.2f} MB): onnx.checker OK; onnxruntime vs PyTorch max abs diff {diffs}")
 
 
 def prune_table(report: dict) -> Table:

@@ -123,7 +123,7 @@ def measure(
     seed: Seed = None,
     device: Device = None,
     amp: Amp = None,
-    out: Out = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")] = ...,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
@@ -135,9 +135,7 @@ def measure(
     with user_errors():
         cfg = resolve(MeasureConfig, recipe, dict(dataset=dataset, data_dir=data_dir, points=points, pool=pool, threshold=threshold,
                                                   head_epochs=head_epochs, label_sweep=labels, label_seed=label_seed, fields_split=fields_split,
-                                                  expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp, out=_str(out)))
-        if not cfg.out:
-            raise ConfigError("measure needs --out DIR")
+                                                  expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp))
         model = load(checkpoint)
         with progress_bar() as progress:
             result = run_measure(model, cfg.dataset, data_dir=cfg.data_dir, points=cfg.points, pool=cfg.pool, threshold=cfg.threshold,
@@ -145,17 +143,17 @@ def measure(
                                  label_sweep=cfg.label_sweep, label_seed=cfg.label_seed, fields_split=cfg.fields_split,
                                  expanded=cfg.expanded, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
                                  progress=progress)
-        result.save(cfg.out)
+        result.save(out)
         if plots:
-            save_plots(result, cfg.out)
+            save_plots(result, out)
         from .config import dump_yaml
         from .checkpoint import atomic_save_text
 
-        atomic_save_text(Path(cfg.out) / "config.yaml", dump_yaml(cfg))
+        atomic_save_text(out / "config.yaml", dump_yaml(cfg))
         console.print(points_table(result))
         t = result.meta["timings"]
         console.print(f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
-                      f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {cfg.out}")
+                      f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {out}")
 
 
 @app.command()
@@ -183,7 +181,7 @@ def prune(
     seed: Seed = None,
     device: Device = None,
     amp: Amp = None,
-    out: Out = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")] = ...,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
 ) -> None:
     """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
@@ -200,9 +198,7 @@ def prune(
                                                 group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to,
                                                 truncate=truncate, delta=delta, afcc=afcc, finetune_epochs=finetune_epochs,
                                                 finetune_lr=finetune_lr, distill=distill, measurement=_str(measurement), dataset=dataset,
-                                                data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp, out=_str(out)))
-        if not cfg.out:
-            raise ConfigError("prune needs --out DIR")
+                                                data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp))
         payload = load_checkpoint(checkpoint)
         trained = payload.get("config", {}).get("train", {})
         dataset_name = cfg.dataset or trained.get("dataset")
@@ -216,9 +212,9 @@ def prune(
                 criterion=cfg.criterion, allocation=cfg.allocation, group_reduction=cfg.group_reduction, round_to=cfg.round_to,
                 iterative_steps=cfg.iterative_steps, truncate_layers=cfg.truncate, delta=cfg.delta, afcc=cfg.afcc,
                 finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, distill=cfg.distill, measurement=result,
-                batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp, out=cfg.out, resume=resume,
+                batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp, out=out, resume=resume,
                 config={"prune": to_dict(cfg), "source": str(Path(checkpoint).resolve())}, progress=progress)
-        save_kept_channels(report, Path(cfg.out) / "kept_channels.png")
+        save_kept_channels(report, out / "kept_channels.png")
         console.print(prune_table(report))
 
 

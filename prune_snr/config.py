@@ -84,7 +84,6 @@ class MeasureConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    out: Optional[str] = None
 
     def validate(self) -> None:
         _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size")
@@ -118,7 +117,6 @@ class PruneConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    out: Optional[str] = None
 
     def validate(self) -> None:
         import math as _math

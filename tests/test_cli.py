@@ -56,3 +56,47 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     result = invoke("measure", bad, "--dataset", "synthetic", "--out", tmp_path / "m")
     assert result.exit_code == 2 and "corrupt or truncated" in result.output
+
+
+@pytest.fixture(scope="module")
+def measured_run(tiny_run, tmp_path_factory):
+    out, _ = tiny_run
+    folder = tmp_path_factory.mktemp("measured")
+    result = invoke("measure", out / "model.pt", "--dataset", "synthetic", "--head-epochs", "3", "--device", "cpu",
+                    "--labels", "3", "--out", folder)
+    assert result.exit_code == 0, result.output
+    return out, folder
+
+
+def test_measure_writes_every_artifact_and_prints_the_layer_table(measured_run):
+    _, folder = measured_run
+    names = {p.name for p in folder.iterdir()}
+    assert {"measurement.json", "fields.npz", "heads.pt", "layers.png", "noise.png", "filters.png", "label_sweep.png", "config.yaml"} <= names
+
+
+def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run, tmp_path):
+    import prune_snr
+
+    out, folder = measured_run
+    result = invoke("prune", out / "model.pt", "--target", "0.4", "--measurement", folder, "--finetune-epochs", "1",
+                    "--device", "cpu", "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert abs(report["search"]["removed"] - 0.4) <= 0.02 and report["criterion"] == "snr"
+    assert {"before", "after", "channels_before", "channels_after"} <= set(report)
+    model = prune_snr.load(tmp_path / "p" / "pruned.pt")
+    assert sum(p.numel() for p in model.parameters()) == report["after"]["params"]
+    assert (tmp_path / "p" / "kept_channels.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("target", ["0", "1", "-1", "1.5", "nan"])
+def test_prune_targets_outside_zero_one_are_one_line_errors(measured_run, tmp_path, target):
+    out, _ = measured_run
+    result = invoke("prune", out / "model.pt", f"--target={target}", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "between 0 and 1" in result.output and not (tmp_path / "p").exists()
+
+
+def test_prune_unknown_criterion_lists_choices(measured_run, tmp_path):
+    out, _ = measured_run
+    result = invoke("prune", out / "model.pt", "--criterion", "magic", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "snr, snr-strength, l1" in result.output

@@ -1,0 +1,70 @@
+"""Specs of ONNX export: checker, onnxruntime agreement, latency, CLI."""
+import json
+
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from prune_snr.checkpoint import save_checkpoint
+from prune_snr.cli import app
+from prune_snr.export import ExportError, export_onnx, latency, verify_onnx
+from prune_snr.models import build_model
+from prune_snr.prune import build_importance, prune_to_target
+
+
+@pytest.fixture(scope="module")
+def pruned_models():
+    models = {}
+    for name, kw in (("vgg16", {"width_mult": 0.25}), ("efficientnet_b0", {})):
+        model = build_model(name, num_classes=10, **kw).eval()
+        with torch.no_grad():  # non-trivial BN statistics, so a wrong graph would show
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.5, 2)
+        models[name] = (model, prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.5))
+    return models
+
+
+@pytest.mark.parametrize("name", ["vgg16", "efficientnet_b0"])
+def test_pruned_model_exports_and_onnxruntime_matches_pytorch(pruned_models, tmp_path, name):
+    _, outcome = pruned_models[name]
+    path = export_onnx(outcome.model, tmp_path / f"{name}.onnx")
+    onnx.checker.check_model(str(path))
+    report = verify_onnx(outcome.model, path, batch_sizes=(1, 5))
+    assert report["batch_1_max_abs_diff"] < 1e-4 and report["batch_5_max_abs_diff"] < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == [f"{name}.onnx"]  # one self-contained file, no temp left
+
+
+def test_a_graph_that_disagrees_with_pytorch_is_refused(pruned_models, tmp_path):
+    model, outcome = pruned_models["vgg16"]
+    path = export_onnx(outcome.model, tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        verify_onnx(model, path)  # same input/output shapes, different weights
+
+
+def test_fixed_batch_export_rejects_other_batch_sizes(pruned_models, tmp_path):
+    _, outcome = pruned_models["vgg16"]
+    path = export_onnx(outcome.model, tmp_path / "m.onnx", batch=4)
+    assert verify_onnx(outcome.model, path, batch_sizes=(4,))["batch_4_max_abs_diff"] < 1e-4
+    with pytest.raises(Exception):
+        verify_onnx(outcome.model, path, batch_sizes=(3,))
+
+
+def test_latency_times_every_model_at_the_batch(pruned_models, tmp_path):
+    model, outcome = pruned_models["vgg16"]
+    paths = {"slim": export_onnx(outcome.model, tmp_path / "s.onnx"), "full": export_onnx(model, tmp_path / "f.onnx")}
+    times = latency(paths, batch=2, input_shape=(3, 32, 32), repeats=3, warmup=1)
+    assert set(times) == {"slim", "full"} and all(t > 0 for t in times.values())
+
+
+def test_export_cli_writes_onnx_and_a_report_with_speedup(pruned_models, tmp_path):
+    model, outcome = pruned_models["vgg16"]
+    save_checkpoint(tmp_path / "model.pt", {"model": model.state_dict(), "config": {"model": model.spec}})
+    save_checkpoint(tmp_path / "pruned.pt", {"model": outcome.model.state_dict(), "pruning": outcome.history,
+                                             "config": {"model": outcome.model.spec, "source": str(tmp_path / "model.pt")}})
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "pruned.pt"), "--out", str(tmp_path / "p.onnx"), "--repeats", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "p.onnx.json").read_text())
+    assert set(report["speedup"]) == {"batch_1", "batch_32"} and report["batch_8_max_abs_diff"] < 1e-4

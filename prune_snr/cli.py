@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -268,6 +269,101 @@ def export(
         console.print(table)
         diffs = ", ".join(f"{k}: {v:.1e}" for k, v in report.items() if k.endswith("max_abs_diff"))
         console.print(f"{path} ({report['bytes'] / 1e6:.2f} MB): onnx.checker OK; onnxruntime vs PyTorch max abs diff {diffs}")
+
+
+@app.command()
+def search(
+    checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
+    out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")],
+    trials: Annotated[int, typer.Option("--trials", help="Finished trials the study should hold (a rerun resumes).")] = 20,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, or a .log JournalStorage file.")] = None,
+    study_name: Annotated[str, typer.Option("--study-name")] = "prune-snr",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel trials in this process.")] = 1,
+    metric: Annotated[str, typer.Option("--metric", help="Size objective: params or macs.")] = "params",
+    max_finetune_epochs: Annotated[int, typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy).")] = 2,
+    measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
+    fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
+    pick_rule: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+) -> None:
+    """Multi-objective Optuna search (accuracy vs params/MACs) over pruning configurations."""
+    from .measure import Measurement
+    from .search import pareto_rows, run_search, save_pareto_plot
+
+    with user_errors():
+        result = Measurement.load(measurement) if measurement else None
+        fixed = {}
+        for item in filter(None, (p.strip() for p in (fix or "").split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--fix {item!r}: write NAME=VALUE")
+            fixed[key.strip()] = yaml.safe_load(value)
+        with progress_bar() as progress:
+            study = run_search(checkpoint, fixed=fixed, trials=trials, out=out, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
+                               metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=result, dataset=dataset,
+                               data_dir=data_dir, seed=seed or 0, device=device or "auto", progress=progress)
+        _show_pareto(study, out)
+        if storage is None:
+            console.print(f"dashboard: optuna-dashboard sqlite:///{(out / 'study.db').resolve()}  (binds 127.0.0.1:8080)")
+        if pick_rule:
+            _pick(study, pick_rule, out)
+
+
+@app.command("pick")
+def pick_cmd(
+    out: Annotated[Path, typer.Argument(help="Study folder written by prune-snr search.")],
+    rule: Annotated[str, typer.Option("--pick", help='Conditions, e.g. "params<=0.5,accuracy>=0.9".')],
+    storage: Annotated[Optional[str], typer.Option("--storage")] = None,
+    study_name: Annotated[str, typer.Option("--study-name")] = "prune-snr",
+) -> None:
+    """Write the most accurate Pareto trial meeting --pick to OUT/pruned.pt."""
+    import optuna
+
+    from .search import make_storage
+
+    with user_errors():
+        if storage is None and not (out / "study.db").is_file():
+            raise ConfigError(f"{out} holds no study.db; run prune-snr search --out {out} first (or pass --storage)")
+        try:
+            study = optuna.load_study(study_name=study_name, storage=make_storage(storage, out))
+        except KeyError:
+            raise ConfigError(f"no study named {study_name!r} in the storage; check --study-name") from None
+        _pick(study, rule, out)
+
+
+def _show_pareto(study, out: Path) -> None:
+    from .search import pareto_rows, save_pareto_plot
+
+    rows = pareto_rows(study)
+    table = Table(title=f"Pareto front of {study.study_name} ({len(study.trials)} trials)")
+    for col in ("#", "acc", "kept", "criterion", "alloc", "target", "θ", "ft", "trunc", "afcc"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(str(r["trial"]), f"{r['accuracy']:.4f}", f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
+                      f"{r['threshold']}", str(r["finetune_epochs"]), "y" if r.get("truncate") else "n", "y" if r["afcc"] else "n")
+    console.print(table)
+    if rows:
+        console.print(f"Pareto plot: {save_pareto_plot(study, out / 'pareto.png')}")
+
+
+def _pick(study, rule: str, out: Path) -> None:
+    import shutil
+
+    from .search import pick
+
+    trial = pick(study, rule)
+    source = Path(trial.user_attrs["artifacts"]) / "pruned.pt"
+    if not source.is_file():
+        raise ConfigError(f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here")
+    target = out / "pruned.pt"
+    tmp = target.with_name(".pruned.pt.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+    console.print(f"picked trial {trial.number} (accuracy {trial.values[0]:.4f}, kept {trial.values[1]:.3f}) -> {target}")
 
 
 def prune_table(report: dict) -> Table:

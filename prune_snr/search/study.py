@@ -1,0 +1,235 @@
+"""Optuna search of the accuracy-vs-size trade-off over pruning configurations.
+
+Two objectives: maximize test accuracy, minimize the kept fraction of params (or MACs). The
+space covers the target, the criterion, the allocation, METHOD options (threshold,
+aggregation), truncation, AFCC, fine-tuning epochs and learning rate. Each trial writes its
+``pruned.pt`` and ``report.json`` under ``OUT/trials/NNNN`` and records its figures as user
+attributes. A failed or NaN trial is recorded as failed and the study goes on.
+
+Storage: ``sqlite:///OUT/study.db`` by default; any Optuna RDB URL (``postgresql://...``) to
+share one study between machines; a path ending in ``.log`` (or ``journal:PATH``) for a
+JournalStorage file shared by processes on one machine. Re-running the same command resumes:
+finished trials are never redone. Optuna's own pruners (early stopping of trials) are not used.
+
+Example:
+    >>> study = run_search("runs/fm/model.pt", trials=20, out="runs/fm/search")  # doctest: +SKIP
+    >>> [t.values for t in study.best_trials]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+
+import optuna
+
+from ..checkpoint import build_from_checkpoint, load_checkpoint
+from ..errors import ConfigError, PruneSnrError
+from ..measure import Measurement, measure
+from ..models.points import _is_timm_efficientnet
+from ..prune import count, prune
+
+SPACE = {
+    "target": (0.2, 0.8),
+    "criterion": ("snr", "snr-strength", "l1", "lamp", "taylor", "random"),
+    "allocation": ("uniform", "measured", "global"),
+    "threshold": (0.2, 0.3, 0.4),
+    "group_reduction": ("mean", "max"),
+    "finetune_lr": (1e-3, 5e-2),
+}
+
+
+def make_storage(storage: str | None, out: Path):
+    """An Optuna storage from a URL, a ``.log`` journal path, or the default SQLite file in ``out``."""
+    if storage is None:
+        out.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    if storage.startswith("journal:") or storage.endswith(".log"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = storage.removeprefix("journal:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    try:
+        # Heartbeats let a resumed study fail the trials a killed process left running.
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+    except Exception as exc:  # sqlalchemy raises its own types for bad URLs/drivers
+        raise ConfigError(f"--storage {storage!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
+    """The same field matrices read at another θ (fields do not depend on θ; SNR does)."""
+    meta = {**measurement.meta, "options": {**measurement.meta["options"], "threshold": threshold}}
+    return dataclasses.replace(measurement, meta=meta)
+
+
+def run_search(
+    checkpoint: str | Path,
+    *,
+    trials: int,
+    out: str | Path,
+    storage: str | None = None,
+    study_name: str = "prune-snr",
+    timeout: float | None = None,
+    n_jobs: int = 1,
+    metric: str = "params",
+    max_finetune_epochs: int = 2,
+    measurement: Measurement | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    fixed: dict | None = None,
+    progress=None,
+) -> optuna.Study:
+    """Run (or resume) the study until it holds ``trials`` finished trials; return it.
+
+    ``fixed`` pins parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``.
+    """
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - {"target", "criterion", "allocation", "group_reduction", "truncate", "afcc", "finetune_epochs",
+                            "finetune_lr", "threshold"}
+    if unknown:
+        raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r}")
+    if trials < 1:
+        raise ConfigError(f"--trials {trials}: use 1 or more")
+    if metric not in ("params", "macs"):
+        raise ConfigError(f"--metric {metric!r}: choose params or macs")
+    out = Path(out)
+    payload = load_checkpoint(checkpoint)
+    trained = payload.get("config", {}).get("train", {})
+    dataset = dataset or trained.get("dataset")
+    data_dir = data_dir or trained.get("data_dir")
+    if not dataset:
+        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    model = build_from_checkpoint(payload)
+    if measurement is None:
+        measurement = measure(model, dataset, data_dir=data_dir, expanded=_is_timm_efficientnet(model), seed=seed, device=device,
+                              progress=progress)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage_obj = make_storage(storage, out)
+    existing = 0
+    if study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
+        existing = len(optuna.load_study(study_name=study_name, storage=storage_obj).trials)
+    # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters.
+    study = optuna.create_study(study_name=study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.NSGAIISampler(seed=seed + existing))
+    study.set_metric_names(["accuracy", f"{metric}_kept"])
+    study.set_user_attr("base", count(model))
+    is_vgg = hasattr(model, "measurement_points")
+
+    def suggest(trial, name, make):
+        if name in fixed:
+            trial.set_user_attr(f"fixed_{name}", fixed[name])
+            return fixed[name]
+        return make()
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        opts = {
+            "target": suggest(trial, "target", lambda: trial.suggest_float("target", *SPACE["target"])),
+            "criterion": suggest(trial, "criterion", lambda: trial.suggest_categorical("criterion", SPACE["criterion"])),
+            "allocation": suggest(trial, "allocation", lambda: trial.suggest_categorical("allocation", SPACE["allocation"])),
+            "group_reduction": suggest(trial, "group_reduction", lambda: trial.suggest_categorical("group_reduction", SPACE["group_reduction"])),
+            "truncate_layers": suggest(trial, "truncate", lambda: trial.suggest_categorical("truncate", [False, True]) if is_vgg else False),
+            "afcc": suggest(trial, "afcc", lambda: trial.suggest_categorical("afcc", [False, True])),
+            "finetune_epochs": suggest(trial, "finetune_epochs", lambda: trial.suggest_int("finetune_epochs", 0, max_finetune_epochs)),
+            "finetune_lr": suggest(trial, "finetune_lr", lambda: trial.suggest_float("finetune_lr", *SPACE["finetune_lr"], log=True)),
+        }
+        theta = suggest(trial, "threshold", lambda: trial.suggest_categorical("threshold", SPACE["threshold"]))
+        folder = out / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("artifacts", str(folder))
+        try:
+            pruned, report = prune(build_from_checkpoint(payload), dataset, data_dir=data_dir, metric=metric,
+                               measurement=with_threshold(measurement, theta), seed=seed + trial.number, device=device, out=folder,
+                                   config={"source": str(Path(checkpoint).resolve()), "trial": trial.number}, **opts)
+        except PruneSnrError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        accuracy = report["after"]["accuracy"]
+        kept = report["after"][metric] / report["before"][metric]
+        for key in ("accuracy", "params", "macs"):
+            trial.set_user_attr(key, report["after"][key])
+        trial.set_user_attr("accuracy_before_finetune", report["pruned_before_finetune"]["accuracy"])
+        trial.set_user_attr("removed", report["search"]["removed"])
+        if not math.isfinite(accuracy):
+            return float("nan"), float("nan")  # recorded by Optuna as a failed trial
+        return accuracy, kept
+
+    finished = [t for t in study.trials if t.state.is_finished()]
+    remaining = max(0, trials - len(finished))
+    if remaining:
+        task = progress.add_task(f"search ({remaining} trials)", total=remaining) if progress is not None else None
+
+        def advance(_study, trial):
+            if progress is not None:
+                state = "failed: " + str(trial.user_attrs.get("error", "")) if trial.state.name == "FAIL" else f"{trial.values[0]:.4f}"
+                progress.update(task, advance=1, description=f"search: trial {trial.number} {state}"[:100])
+
+        study.optimize(objective, n_trials=remaining, timeout=timeout, n_jobs=n_jobs, callbacks=[advance],
+                       catch=(PruneSnrError, RuntimeError, ValueError))
+        if progress is not None:
+            progress.remove_task(task)
+    return study
+
+
+def pareto_rows(study: optuna.Study) -> list[dict]:
+    rows = []
+    for t in sorted(study.best_trials, key=lambda t: t.values[1]):
+        fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}
+        rows.append({"trial": t.number, "accuracy": t.values[0], "kept": t.values[1], **fixed, **t.params,
+                     "params": t.user_attrs.get("params"), "macs": t.user_attrs.get("macs"), "artifacts": t.user_attrs.get("artifacts")})
+    return rows
+
+
+def save_pareto_plot(study: optuna.Study, path: Path) -> Path:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_pareto_front
+
+    from ..checkpoint import atomic_save_bytes
+
+    ax = plot_pareto_front(study, target_names=study.metric_names or ["accuracy", "kept"])
+    buf = io.BytesIO()
+    ax.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(ax.figure)
+    return atomic_save_bytes(path, buf.getvalue())
+
+
+def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
+    """The most accurate Pareto trial meeting every condition of ``rule``.
+
+    ``rule`` is comma-separated ``KEY OP VALUE`` with KEY in ``accuracy``, ``params``, ``macs``
+    (params/macs: the kept fraction when ≤ 1, an absolute count otherwise) and OP in ``<=, >=, <, >``.
+    Example: ``"params<=0.5,accuracy>=0.9"``.
+    """
+    import operator
+    import re
+
+    ops = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+    conditions = []
+    for part in filter(None, (p.strip() for p in rule.split(","))):
+        m = re.fullmatch(r"(accuracy|params|macs)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)", part)
+        if not m:
+            raise ConfigError(f"--pick {part!r}: write KEY OP VALUE with KEY accuracy|params|macs, e.g. params<=0.5")
+        conditions.append((m.group(1), ops[m.group(2)], float(m.group(3))))
+    base = study.user_attrs.get("base", {})
+
+    def value(t, key, limit):
+        if key == "accuracy":
+            return t.values[0]
+        absolute = t.user_attrs.get(key)
+        return absolute if limit > 1 else absolute / base[key]
+
+    def ok(t):
+        return all(op(value(t, key, limit), limit) for key, op, limit in conditions)
+
+    candidates = [t for t in study.best_trials if ok(t)]
+    if not candidates:
+        raise ConfigError(f"--pick {rule!r}: no Pareto trial meets it; see the Pareto table and relax the rule")
+    return max(candidates, key=lambda t: t.values[0])

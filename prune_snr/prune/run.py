@@ -37,7 +37,7 @@ def prune(
     target: float = 0.5,
     metric: str = "params",
     criterion: str = "snr",
-    allocation: str = "uniform",
+    allocation: str = "measured",
     group_reduction: str = "mean",
     round_to: int | None = None,
     iterative_steps: int = 1,

@@ -1,6 +1,7 @@
 """``measure``: phases 2 and 3 of METHOD.md for every point of a model, plus the label sweep."""
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import time
@@ -88,7 +89,8 @@ def measure(
         dataset_id = f"{dataset}|{data_dir}|{size}"
     else:
         train_set, test_set = dataset
-        dataset_id = f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{hash(train_set.targets.numpy().tobytes())}"
+        digest = hashlib.sha256(train_set.targets.numpy().tobytes() + test_set.targets.numpy().tobytes()).hexdigest()[:16]
+        dataset_id = f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}"
     num_classes = len(train_set.classes)
     out_features = _num_outputs(model)
     if out_features is not None and out_features != num_classes:

@@ -141,7 +141,6 @@ def prune(
         report["search"] = {"ratio": outcome.ratio, "removed": outcome.removed, "trials": outcome.trials,
                             "fallback_groups": outcome.fallback_groups}
         report["pruned_before_finetune"] = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
-        config = {"model": pruned.spec, "report": report, **(config or {})}
     config = {"model": pruned.spec, "report": report, **(config or {})}
     if finetune_epochs > 0:
         fit(pruned, train_set, test_set, opts, checkpoint_path=ckpt,
@@ -158,7 +157,6 @@ def prune(
     report["channels_after"] = _kept_channels(pruned)
     report["seconds"] = time.perf_counter() - t0
     if out:
-        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": pruned.state_dict(), "pruning": history,
-                                       "config": {"model": pruned.spec, "report": report, **(config or {})}})
+        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": pruned.state_dict(), "pruning": history, "config": config})
         atomic_save_json(out / REPORT, report)
     return pruned, report

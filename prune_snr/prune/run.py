@@ -101,6 +101,8 @@ def prune(
     report: dict = {"dataset": dataset, "split": "test", "seed": seed, "target": target, "metric": metric, "criterion": criterion,
                     "allocation": allocation, "truncate": truncate_layers, "afcc": afcc, "finetune_epochs": finetune_epochs}
 
+    if ckpt and ckpt.is_file() and not resume:
+        raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
     if resume and ckpt and ckpt.is_file():
         state = load_checkpoint(ckpt)
         pruned = build_from_checkpoint(state)

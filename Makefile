@@ -4,7 +4,7 @@ RUN ?= runs/demo
 .PHONY: install data demo test test-slow
 
 install:
-	$(PYTHON) -m pip install -e ".[dev]"
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -e ".[dev]"
 
 # Debian ships Fashion-MNIST; install it when missing (needs root, as on the project machines).
 data:

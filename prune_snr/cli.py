@@ -163,7 +163,7 @@ def prune(
     recipe: Recipe = None,
     target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="params or macs.")] = None,
-    criterion: Annotated[Optional[str], typer.Option("--criterion", help="snr, snr-strength, l1, l2, bn, lamp, taylor, fpgm, random.")] = None,
+    criterion: Annotated[Optional[str], typer.Option("--criterion", help="snr, snr-strength, snr-x-l1, l1, l2, bn, lamp, taylor, fpgm, random.")] = None,
     allocation: Annotated[Optional[str], typer.Option("--allocation", help="uniform, measured (per-layer ratios from head accuracy) or global.")] = None,
     global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
     group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help="Aggregate coupled layers' SNR: mean, max, sum.")] = None,

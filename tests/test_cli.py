@@ -106,4 +106,4 @@ def test_prune_targets_outside_zero_one_are_one_line_errors(measured_run, tmp_pa
 def test_prune_unknown_criterion_lists_choices(measured_run, tmp_path):
     out, _ = measured_run
     result = invoke("prune", out / "model.pt", "--criterion", "magic", "--out", tmp_path / "p")
-    assert result.exit_code == 2 and "snr, snr-strength, l1" in result.output
+    assert result.exit_code == 2 and "snr, snr-strength, snr-x-l1, l1" in result.output

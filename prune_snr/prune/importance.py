@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..measure.result import Measurement
 
-SALIENCIES = ("snr", "snr-strength")
+SALIENCIES = ("snr", "snr-strength", "snr-x-l1")
 
 
 def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
@@ -47,11 +47,18 @@ def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
     return previous
 
 
-def filter_scores(measurement: Measurement, saliency: str = "snr") -> dict[str, np.ndarray]:
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    """Within-layer ranks scaled to (0, 1]: the weakest filter gets 1/F, the strongest 1."""
+    order = torch.argsort(torch.argsort(values, stable=True), stable=True)
+    return (order.double() + 1) / len(values)
+
+
+def filter_scores(measurement: Measurement, saliency: str = "snr", model: nn.Module | None = None) -> dict[str, np.ndarray]:
     """Per-filter saliency of every measured point (higher = keep).
 
     ``snr``: METHOD's SNR_f. ``snr-strength``: SNR_f x max(M_f) / mean_f' max(M_f'), which gives
-    back the filter strength that normalizing by max(M_f) hides.
+    back the filter strength that normalizing by max(M_f) hides. ``snr-x-l1``: the product of
+    the filter's within-layer rank by SNR and by the L1 norm of its conv kernel (needs ``model``).
     """
     if saliency not in SALIENCIES:
         raise ConfigError(f"saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
@@ -62,6 +69,11 @@ def filter_scores(measurement: Measurement, saliency: str = "snr") -> dict[str, 
         if saliency == "snr-strength":
             strength = stats.strength.double()
             score = score * strength / strength.mean().clamp(min=1e-12)
+        elif saliency == "snr-x-l1":
+            if model is None:
+                raise ConfigError("saliency snr-x-l1 needs the model (for the kernels' L1 norms)")
+            l1 = point_conv(model, point["name"]).weight.detach().abs().flatten(1).sum(1).double()
+            score = _ranks(score) * _ranks(l1)
         scores[point["name"]] = score.numpy()
     return scores
 
@@ -80,7 +92,7 @@ class SNRImportance(tp.importance.Importance):
                  fallback: tp.importance.Importance | None = None):
         if group_reduction not in ("mean", "max", "sum"):
             raise ConfigError(f"group_reduction {group_reduction!r}: use mean, max or sum")
-        scores = filter_scores(measurement, saliency)
+        scores = filter_scores(measurement, saliency, model)
         self.by_module: dict[int, torch.Tensor] = {}
         self.names: dict[int, str] = {}
         for point, score in scores.items():
@@ -138,6 +150,7 @@ def _random(seed: int = 0) -> tp.importance.Importance:
 CRITERIA: dict[str, Callable[..., tp.importance.Importance]] = {
     "snr": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr", **kw),
     "snr-strength": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-strength", **kw),
+    "snr-x-l1": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-x-l1", **kw),
     "l1": lambda model, measurement, seed=0, **kw: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda model, measurement, seed=0, **kw: tp.importance.GroupMagnitudeImportance(p=2),
     "bn": lambda model, measurement, seed=0, **kw: tp.importance.BNScaleImportance(),
@@ -146,7 +159,7 @@ CRITERIA: dict[str, Callable[..., tp.importance.Importance]] = {
     "fpgm": lambda model, measurement, seed=0, **kw: tp.importance.FPGMImportance(),
     "random": lambda model, measurement, seed=0, **kw: _random(seed),
 }
-NEEDS_MEASUREMENT = ("snr", "snr-strength")
+NEEDS_MEASUREMENT = ("snr", "snr-strength", "snr-x-l1")
 NEEDS_GRADIENTS = ("taylor",)
 
 

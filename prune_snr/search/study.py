@@ -32,7 +32,7 @@ from ..prune import count, prune
 
 SPACE = {
     "target": (0.2, 0.8),
-    "criterion": ("snr", "snr-strength", "l1", "lamp", "taylor", "random"),
+    "criterion": ("snr", "snr-strength", "snr-x-l1", "l1", "lamp", "taylor", "random"),
     "allocation": ("uniform", "measured", "global"),
     "threshold": (0.2, 0.3, 0.4),
     "group_reduction": ("mean", "max"),

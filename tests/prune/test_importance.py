@@ -1,4 +1,5 @@
 """Specs of SNRImportance: one score per channel for every kind of torch-pruning group."""
+import numpy as np
 import pytest
 import torch
 import torch_pruning as tp
@@ -85,7 +86,7 @@ def test_every_criterion_builds_a_torch_pruning_importance(vgg_measured, name):
 
 def test_unknown_criterion_lists_the_choices(vgg_measured):
     model, _ = vgg_measured
-    with pytest.raises(ConfigError, match="snr, snr-strength, l1"):
+    with pytest.raises(ConfigError, match="snr, snr-strength, snr-x-l1, l1"):
         build_importance("magic", model=model)
 
 
@@ -95,3 +96,14 @@ def test_measurement_of_another_width_is_refused(vgg_measured):
     _, result = vgg_measured
     with pytest.raises(ConfigError, match="re-measure"):
         SNRImportance(build_model("vgg16", num_classes=10, width_mult=0.25), result)
+
+
+def test_snr_x_l1_is_the_product_of_within_layer_ranks(vgg_measured):
+    model, result = vgg_measured
+    scores = filter_scores(result, "snr-x-l1", model)["features.conv4"]
+    snr = result.snr("features.conv4")
+    l1 = point_conv(model, "features.conv4").weight.detach().abs().flatten(1).sum(1).numpy()
+    F = len(snr)
+    rank = lambda v: (np.argsort(np.argsort(v, kind="stable"), kind="stable") + 1) / F
+    assert scores == pytest.approx(rank(snr) * rank(l1))
+    assert scores.max() <= 1 and scores.min() >= 1 / F**2

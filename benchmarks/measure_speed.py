@@ -39,10 +39,11 @@ def pooled(model, loader, point, pool):
     store = {}
     handle = dict(model.named_modules())[point].register_forward_hook(lambda m, i, o: store.update(x=o))
     try:
-        with torch.no_grad():
-            for x, y in loader:
+        for x, y in loader:
+            with torch.no_grad():  # only the backbone: the caller may train a head on what is yielded
                 model(x)
-                yield F.adaptive_avg_pool2d(store["x"].float(), pool).flatten(1), y
+                features = F.adaptive_avg_pool2d(store["x"].float(), pool).flatten(1)
+            yield features, y
     finally:
         handle.remove()
 

@@ -70,7 +70,22 @@ def section(folder: Path, readme: Path) -> str:
         out.append("")
     table = folder / "saliency" / "table.md"
     if table.exists():
-        out += ["### Saliency criteria and allocation (`benchmarks/saliency_compare.py`)", table.read_text().strip(), "",
+        rows = load(folder / "saliency" / "results.json")["rows"]
+        summary = []
+        for budget in sorted({r["budget"] for r in rows}):
+            cells = {}
+            for r in rows:
+                if r["budget"] == budget:
+                    cells.setdefault((r["allocation"], r["criterion"]), []).append(r["after"])
+            mean = {k: sum(v) / len(v) for k, v in cells.items()}
+            best = max(mean, key=mean.get)
+            snr = max((v, k) for k, v in mean.items() if k[1].startswith("snr"))
+            base = max((v, k) for k, v in mean.items() if not k[1].startswith("snr") and k[1] != "random" and k[0] != "measured")
+            summary.append(f"at {budget:.0%} MACs removed the best cell is {best[1]}/{best[0]} ({mean[best]:.4f}); best SNR variant "
+                           f"{snr[1][1]}/{snr[1][0]} {snr[0]:.4f} vs best torch-pruning baseline (uniform) {base[1][1]} {base[0]:.4f} "
+                           f"({100 * (snr[0] - base[0]):+.2f} pts)")
+        out += ["### Saliency criteria and allocation (`benchmarks/saliency_compare.py`)", "Computed from the rows: " + "; ".join(summary) + ".", "",
+                table.read_text().strip(), "",
                 f"![accuracy vs MACs kept]({rel}/saliency/accuracy_vs_kept.png)", ""]
     for path in sorted(folder.glob("export_*.json")):
         x = load(path)

@@ -78,8 +78,8 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
     import prune_snr
 
     out, folder = measured_run
-    result = invoke("prune", out / "model.pt", "--target", "0.4", "--measurement", folder, "--finetune-epochs", "1",
-                    "--device", "cpu", "--out", tmp_path / "p")
+    result = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder,
+                    "--finetune-epochs", "1", "--device", "cpu", "--out", tmp_path / "p")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert abs(report["search"]["removed"] - 0.4) <= 0.02 and report["criterion"] == "snr"
@@ -87,10 +87,10 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
     model = prune_snr.load(tmp_path / "p" / "pruned.pt")
     assert sum(p.numel() for p in model.parameters()) == report["after"]["params"]
     assert (tmp_path / "p" / "kept_channels.png").stat().st_size > 0
-    again = invoke("prune", out / "model.pt", "--target", "0.4", "--measurement", folder, "--finetune-epochs", "1",
+    again = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder, "--finetune-epochs", "1",
                    "--device", "cpu", "--out", tmp_path / "p")
     assert again.exit_code == 2 and "--resume" in again.output
-    resumed = invoke("prune", out / "model.pt", "--target", "0.4", "--measurement", folder, "--finetune-epochs", "1",
+    resumed = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder, "--finetune-epochs", "1",
                      "--device", "cpu", "--out", tmp_path / "p", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((tmp_path / "p" / "report.json").read_text())["after"] == report["after"]

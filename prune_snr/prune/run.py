@@ -36,7 +36,7 @@ def prune(
     data_dir: str | None = None,
     target: float = 0.5,
     metric: str = "params",
-    criterion: str = "snr",
+    criterion: str = "l1",
     allocation: str = "measured",
     group_reduction: str = "mean",
     round_to: int | None = None,

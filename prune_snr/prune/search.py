@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..models import classifier_name, example_input
+from ..train import count_macs_params
 from .allocation import ALLOCATIONS, layer_ratios
 from .importance import point_conv
 
@@ -26,11 +27,8 @@ METRICS = ("params", "macs")
 
 def count(model: nn.Module) -> dict[str, int]:
     """MACs of one forward pass and parameter count (torch-pruning's counter)."""
-    was_training = model.training
-    model.eval()
-    macs, params = tp.utils.count_ops_and_params(model, example_input(model))
-    model.train(was_training)
-    return {"macs": int(macs), "params": int(params)}
+    macs, params = count_macs_params(model)
+    return {"macs": macs, "params": params}
 
 
 def prunable_base(model: nn.Module, metric: str) -> int:

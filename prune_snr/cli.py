@@ -230,7 +230,6 @@ def export(
     repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats (median reported).")] = 30,
 ) -> None:
     """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed."""
-    import json
     import tempfile
 
     from .checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint
@@ -292,7 +291,7 @@ def search(
 ) -> None:
     """Multi-objective Optuna search (accuracy vs params/MACs) over pruning configurations."""
     from .measure import Measurement
-    from .search import pareto_rows, run_search, save_pareto_plot
+    from .search import run_search
 
     with user_errors():
         result = Measurement.load(measurement) if measurement else None

@@ -11,7 +11,8 @@ from ..checkpoint import atomic_save_bytes
 from .result import Measurement
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it (shared by every stage's plots)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -47,7 +48,7 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
     ax2.set_ylabel("layer SNR", color="tab:red")
     ax.set_xticks(x, names, rotation=60, fontsize=7)
     ax.set_title(f"{m.meta['model']} on {m.meta['dataset']}: accuracy and SNR by layer")
-    written.append(_save(fig, out / "layers.png"))
+    written.append(save_figure(fig, out / "layers.png"))
 
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 3.5))
     ax.plot(x, [p["noise_per_filter"] for p in m.points], "o-", color="tab:purple")
@@ -57,7 +58,7 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
     ax2.set_ylabel("mean cluster size", color="tab:green")
     ax.set_xticks(x, names, rotation=60, fontsize=7)
     ax.set_title("noise and cluster size by layer")
-    written.append(_save(fig, out / "noise.png"))
+    written.append(save_figure(fig, out / "noise.png"))
 
     step = max(1, math.ceil(len(m.points) / max_layers))
     shown = m.points[::step]
@@ -73,7 +74,7 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
         for ax in row[len(order):]:
             ax.axis("off")
     fig.suptitle(f"normalised field matrices (top-SNR filters, threshold {m.threshold})", fontsize=9)
-    written.append(_save(fig, out / "filters.png"))
+    written.append(save_figure(fig, out / "filters.png"))
 
     if m.label_sweep:
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -84,5 +85,5 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
         ax.set_ylabel("head test error rate")
         ax.legend(fontsize=7)
         ax.set_title("label sweep")
-        written.append(_save(fig, out / "label_sweep.png"))
+        written.append(save_figure(fig, out / "label_sweep.png"))
     return written

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..measure.fields import field_matrices, filter_stats
 from ..models import classifier_name

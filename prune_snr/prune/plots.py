@@ -1,10 +1,9 @@
 """PNG of kept channels per conv layer, before -> after."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from ..checkpoint import atomic_save_bytes
+from ..measure.plots import save_figure
 
 
 def save_kept_channels(report: dict, path: str | Path) -> Path:
@@ -23,7 +22,4 @@ def save_kept_channels(report: dict, path: str | Path) -> Path:
     ax.set_ylabel("output channels")
     ax.set_title(f"kept channels ({report['criterion']}, {report['allocation']}, target {report['target']} {report['metric']})")
     ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_save_bytes(path, buf.getvalue())
+    return save_figure(fig, Path(path))

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
 from torch import nn
 
 from ..checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint, save_checkpoint

@@ -184,21 +184,15 @@ def pareto_rows(study: optuna.Study) -> list[dict]:
 
 
 def save_pareto_plot(study: optuna.Study, path: Path) -> Path:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization.matplotlib import plot_pareto_front
 
-    from ..checkpoint import atomic_save_bytes
+    from ..measure.plots import save_figure
 
     ax = plot_pareto_front(study, target_names=study.metric_names or ["accuracy", "kept"])
-    buf = io.BytesIO()
-    ax.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(ax.figure)
-    return atomic_save_bytes(path, buf.getvalue())
+    return save_figure(ax.figure, path)
 
 
 def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:

@@ -1,8 +1,6 @@
 """Specs of structural pruning: targets, reload, truncation, AFCC, allocation."""
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -10,7 +10,6 @@ import urllib.request
 
 import optuna
 import pytest
-import torch
 
 import prune_snr
 from prune_snr.errors import ConfigError

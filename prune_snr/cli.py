@@ -282,6 +282,7 @@ def search(
     metric: Annotated[str, typer.Option("--metric", help="Size objective: params or macs.")] = "params",
     max_finetune_epochs: Annotated[int, typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy).")] = 2,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
+    proxy: Annotated[Optional[float], typer.Option("--proxy", help="Fine-tune trials on this fraction of the training set, then re-run the Pareto trials fully.")] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
     pick_rule: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
     dataset: Dataset = None,
@@ -303,7 +304,7 @@ def search(
             fixed[key.strip()] = yaml.safe_load(value)
         with progress_bar() as progress:
             study = run_search(checkpoint, fixed=fixed, trials=trials, out=out, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
-                               metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=result, dataset=dataset,
+                               proxy=proxy, metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=result, dataset=dataset,
                                data_dir=data_dir, seed=seed or 0, device=device or "auto", progress=progress)
         _show_pareto(study, out)
         if storage is None:
@@ -339,10 +340,13 @@ def _show_pareto(study, out: Path) -> None:
 
     rows = pareto_rows(study)
     table = Table(title=f"Pareto front of {study.study_name} ({len(study.trials)} trials)")
-    for col in ("#", "acc", "kept", "criterion", "alloc", "target", "θ", "ft", "trunc", "afcc"):
+    proxied = any(r["full_accuracy"] is not None for r in rows)
+    for col in ("#", "acc (proxy)" if proxied else "acc", *(["acc (full)"] if proxied else []), "kept", "criterion", "alloc", "target",
+                "θ", "ft", "trunc", "afcc"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(str(r["trial"]), f"{r['accuracy']:.4f}", f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
+        full = [f"{r['full_accuracy']:.4f}" if r["full_accuracy"] is not None else "-"] if proxied else []
+        table.add_row(str(r["trial"]), f"{r['accuracy']:.4f}", *full, f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
                       f"{r['threshold']}", str(r["finetune_epochs"]), "y" if r.get("truncate") else "n", "y" if r["afcc"] else "n")
     console.print(table)
     if rows:
@@ -352,17 +356,18 @@ def _show_pareto(study, out: Path) -> None:
 def _pick(study, rule: str, out: Path) -> None:
     import shutil
 
-    from .search import pick
+    from .search import full_result, pick
 
     trial = pick(study, rule)
-    source = Path(trial.user_attrs["artifacts"]) / "pruned.pt"
+    chosen = full_result(study, trial)
+    source = Path(chosen["artifacts"]) / "pruned.pt"
     if not source.is_file():
         raise ConfigError(f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here")
     target = out / "pruned.pt"
     tmp = target.with_name(".pruned.pt.tmp")
     shutil.copyfile(source, tmp)
     tmp.replace(target)
-    console.print(f"picked trial {trial.number} (accuracy {trial.values[0]:.4f}, kept {trial.values[1]:.3f}) -> {target}")
+    console.print(f"picked trial {trial.number} (accuracy {chosen['accuracy']:.4f}, kept {trial.values[1]:.3f}) -> {target}")
 
 
 def prune_table(report: dict) -> Table:

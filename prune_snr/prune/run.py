@@ -5,7 +5,9 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from ..checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint, save_checkpoint
 from ..data import build_dataset
@@ -45,6 +47,7 @@ def prune(
     afcc: bool = False,
     finetune_epochs: int = 1,
     finetune_lr: float = 0.01,
+    finetune_fraction: float = 1.0,
     distill: bool = False,
     measurement: Measurement | None = None,
     batch_size: int = 128,
@@ -70,6 +73,8 @@ def prune(
         afcc: keep only classifier weights inside each filter's clusters (after fine-tuning).
         finetune_epochs / finetune_lr / distill: fine-tuning (0 epochs = none); distillation
             from the unpruned model.
+        finetune_fraction: fine-tune on this seeded random fraction of the training set (a cheap
+            proxy for search trials; 1.0 = all of it).
         measurement: reuse a measurement of ``model``; measured here when needed and not given.
         out: folder for ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
 
@@ -92,13 +97,20 @@ def prune(
     plain_train = build_dataset(dataset, "train", data_dir, input_size=size, augment=False)
     if len(train_set.classes) != model.spec["num_classes"]:
         raise ConfigError(f"the model has {model.spec['num_classes']} outputs but {dataset} has {len(train_set.classes)} labels")
+    if not 0 < finetune_fraction <= 1:
+        raise ConfigError(f"finetune fraction {finetune_fraction}: use a fraction in (0, 1]")
+    finetune_set = train_set
+    if finetune_fraction < 1:
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+        finetune_set = Subset(train_set, order[: max(1, round(finetune_fraction * len(train_set)))].tolist())
     opts = SimpleNamespace(epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr, momentum=0.9, weight_decay=5e-4,
                            schedule="cosine", label_smoothing=0.0, seed=seed, device=device, amp=amp, channels_last=True, workers=0)
     out = Path(out) if out else None
     ckpt = out / FINETUNE if out else None
     original = model.cpu().eval()
     report: dict = {"dataset": dataset, "split": "test", "seed": seed, "target": target, "metric": metric, "criterion": criterion,
-                    "allocation": allocation, "truncate": truncate_layers, "afcc": afcc, "finetune_epochs": finetune_epochs}
+                    "allocation": allocation, "truncate": truncate_layers, "afcc": afcc, "finetune_epochs": finetune_epochs,
+                    "finetune_fraction": finetune_fraction}
 
     if ckpt and ckpt.is_file() and not resume:
         raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
@@ -144,7 +156,7 @@ def prune(
         report["pruned_before_finetune"] = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
     config = {"model": pruned.spec, "report": report, **(config or {})}
     if finetune_epochs > 0:
-        fit(pruned, train_set, test_set, opts, checkpoint_path=ckpt,
+        fit(pruned, finetune_set, test_set, opts, checkpoint_path=ckpt,
             checkpoint_extra={"kind": "pruned", "config": config, "pruning": history}, resume=resume,
             teacher=original if distill else None, progress=progress)
     pruned = pruned.cpu().eval()

@@ -6,6 +6,10 @@ aggregation), truncation, AFCC, fine-tuning epochs and learning rate. Each trial
 ``pruned.pt`` and ``report.json`` under ``OUT/trials/NNNN`` and records its figures as user
 attributes. A failed or NaN trial is recorded as failed and the study goes on.
 
+With ``proxy=F`` each trial fine-tunes on a seeded fraction F of the training set (cheap), and
+the Pareto trials are then re-run with the full fine-tuning set under ``trials/NNNN/full``; their
+full accuracy is stored as study user attribute ``full:NNNN`` and used by :func:`pick`.
+
 Storage: ``sqlite:///OUT/study.db`` by default; any Optuna RDB URL (``postgresql://...``) to
 share one study between machines; a path ending in ``.log`` (or ``journal:PATH``) for a
 JournalStorage file shared by processes on one machine. Re-running the same command resumes:
@@ -81,6 +85,7 @@ def run_search(
     seed: int = 0,
     device: str = "auto",
     fixed: dict | None = None,
+    proxy: float | None = None,
     progress=None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``trials`` finished trials; return it.
@@ -92,6 +97,8 @@ def run_search(
                             "finetune_lr", "threshold"}
     if unknown:
         raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r}")
+    if proxy is not None and not 0 < proxy <= 1:
+        raise ConfigError(f"--proxy {proxy}: use a fraction of the training set in (0, 1]")
     if trials < 1:
         raise ConfigError(f"--trials {trials}: use 1 or more")
     if metric not in ("params", "macs"):
@@ -126,6 +133,15 @@ def run_search(
             return fixed[name]
         return make()
 
+    def run_trial(number: int, opts: dict, folder: Path, finetune_fraction: float) -> dict:
+        opts = dict(opts)
+        theta = opts.pop("threshold")
+        _, report = prune(build_from_checkpoint(payload), dataset, data_dir=data_dir, metric=metric,
+                          measurement=with_threshold(measurement, theta), seed=seed + number, device=device, out=folder,
+                          finetune_fraction=finetune_fraction, config={"source": str(Path(checkpoint).resolve()), "trial": number},
+                          **opts)
+        return report
+
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         opts = {
             "target": suggest(trial, "target", lambda: trial.suggest_float("target", *SPACE["target"])),
@@ -137,13 +153,12 @@ def run_search(
             "finetune_epochs": suggest(trial, "finetune_epochs", lambda: trial.suggest_int("finetune_epochs", 0, max_finetune_epochs)),
             "finetune_lr": suggest(trial, "finetune_lr", lambda: trial.suggest_float("finetune_lr", *SPACE["finetune_lr"], log=True)),
         }
-        theta = suggest(trial, "threshold", lambda: trial.suggest_categorical("threshold", SPACE["threshold"]))
+        opts["threshold"] = suggest(trial, "threshold", lambda: trial.suggest_categorical("threshold", SPACE["threshold"]))
         folder = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("artifacts", str(folder))
+        trial.set_user_attr("options", opts)
         try:
-            pruned, report = prune(build_from_checkpoint(payload), dataset, data_dir=data_dir, metric=metric,
-                               measurement=with_threshold(measurement, theta), seed=seed + trial.number, device=device, out=folder,
-                                   config={"source": str(Path(checkpoint).resolve()), "trial": trial.number}, **opts)
+            report = run_trial(trial.number, opts, folder, finetune_fraction=proxy or 1.0)
         except PruneSnrError as exc:
             trial.set_user_attr("error", str(exc))
             raise
@@ -171,15 +186,40 @@ def run_search(
                        catch=(PruneSnrError, RuntimeError, ValueError))
         if progress is not None:
             progress.remove_task(task)
+    if proxy is not None and proxy < 1:
+        todo = [t for t in study.best_trials if f"full:{t.number:04d}" not in study.user_attrs and "options" in t.user_attrs]
+        task = progress.add_task(f"re-evaluating {len(todo)} Pareto trials fully", total=len(todo)) if progress and todo else None
+        for t in todo:
+            folder = Path(t.user_attrs["artifacts"]) / "full"
+            if (folder / "finetune.pt").exists():  # a re-evaluation killed half-way starts again
+                import shutil
+
+                shutil.rmtree(folder)
+            report = run_trial(t.number, t.user_attrs["options"], folder, finetune_fraction=1.0)
+            study.set_user_attr(f"full:{t.number:04d}", {"accuracy": report["after"]["accuracy"], "artifacts": str(folder)})
+            if task is not None:
+                progress.update(task, advance=1)
+        if task is not None:
+            progress.remove_task(task)
     return study
 
 
+def full_result(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+    """The trial's accuracy and artifacts folder: from its full re-evaluation when it has one."""
+    full = study.user_attrs.get(f"full:{trial.number:04d}")
+    return full or {"accuracy": trial.values[0], "artifacts": trial.user_attrs.get("artifacts")}
+
+
 def pareto_rows(study: optuna.Study) -> list[dict]:
+    """One dict per Pareto trial, smallest first: proxy and full accuracy, kept fraction, parameters."""
     rows = []
     for t in sorted(study.best_trials, key=lambda t: t.values[1]):
         fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}
+        full = study.user_attrs.get(f"full:{t.number:04d}")
         rows.append({"trial": t.number, "accuracy": t.values[0], "kept": t.values[1], **fixed, **t.params,
-                     "params": t.user_attrs.get("params"), "macs": t.user_attrs.get("macs"), "artifacts": t.user_attrs.get("artifacts")})
+                     "full_accuracy": full["accuracy"] if full else None,
+                     "params": t.user_attrs.get("params"), "macs": t.user_attrs.get("macs"),
+                     "artifacts": full["artifacts"] if full else t.user_attrs.get("artifacts")})
     return rows
 
 
@@ -197,6 +237,8 @@ def save_pareto_plot(study: optuna.Study, path: Path) -> Path:
 
 def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
     """The most accurate Pareto trial meeting every condition of ``rule``.
+
+    Accuracy is the full re-evaluation's where the study ran with a proxy.
 
     ``rule`` is comma-separated ``KEY OP VALUE`` with KEY in ``accuracy``, ``params``, ``macs``
     (params/macs: the kept fraction when ≤ 1, an absolute count otherwise) and OP in ``<=, >=, <, >``.
@@ -216,7 +258,7 @@ def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
 
     def value(t, key, limit):
         if key == "accuracy":
-            return t.values[0]
+            return full_result(study, t)["accuracy"]
         absolute = t.user_attrs.get(key)
         return absolute if limit > 1 else absolute / base[key]
 
@@ -226,4 +268,4 @@ def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
     candidates = [t for t in study.best_trials if ok(t)]
     if not candidates:
         raise ConfigError(f"--pick {rule!r}: no Pareto trial meets it; see the Pareto table and relax the rule")
-    return max(candidates, key=lambda t: t.values[0])
+    return max(candidates, key=lambda t: full_result(study, t)["accuracy"])

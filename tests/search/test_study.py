@@ -1,4 +1,5 @@
 """Specs of the Optuna search: real SQLite and JournalStorage files, resume, pick, dashboard."""
+import json
 import os
 import shutil
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import optuna
 import pytest
@@ -94,6 +96,20 @@ def test_pick_returns_the_most_accurate_pareto_trial_meeting_the_rule(study_inpu
         pick(study, "params<=0.0001")
     with pytest.raises(ConfigError, match="KEY OP VALUE"):
         pick(study, "size<5")
+
+
+def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(study_inputs, tmp_path):
+    checkpoint, result = study_inputs
+    fixed = {**FIXED, "finetune_epochs": 1}
+    study = run_search(checkpoint, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy=0.25)
+    proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
+    assert proxy_report["finetune_fraction"] == 0.25
+    for row in pareto_rows(study):
+        full = json.loads((Path(row["artifacts"]) / "report.json").read_text())
+        assert Path(row["artifacts"]).name == "full" and full["finetune_fraction"] == 1.0
+        assert row["full_accuracy"] == full["after"]["accuracy"]
+    chosen = pick(study, "params<=1.0")
+    assert study.user_attrs[f"full:{chosen.number:04d}"]["accuracy"] == max(r["full_accuracy"] for r in pareto_rows(study))
 
 
 def _free_port() -> int:

@@ -26,18 +26,23 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError, PruneSnrError
+from .runtime import is_main
 
 FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic_write(path: Path, write) -> Path:
+def _atomic_write(path: Path, write, all_ranks: bool = False) -> Path:
     """Write through a temp file in the same folder, fsync, then ``os.replace``.
 
     The target is never deleted first, so a crash leaves either the old file or the new one.
+    In a torchrun job only rank 0 writes (every rank holds the same result) unless ``all_ranks``
+    (caches each rank needs at once; concurrent replaces of identical files are safe).
     """
     path = Path(path)
+    if not (all_ranks or is_main()):
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -58,8 +63,8 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
-def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return _atomic_write(Path(path), lambda f: f.write(data))
+def atomic_save_bytes(path: str | os.PathLike, data: bytes, *, all_ranks: bool = False) -> Path:
+    return _atomic_write(Path(path), lambda f: f.write(data), all_ranks)
 
 
 def atomic_save_text(path: str | os.PathLike, text: str) -> Path:
@@ -104,6 +109,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if payload["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format_version {payload['format_version']}, newer than this prune-snr ({FORMAT_VERSION}); upgrade prune-snr")
     return payload
+
+
+def trained_on(payload: dict) -> tuple[str | None, str | None]:
+    """``(dataset, data_dir)`` a trained or pruned checkpoint was made with (``None`` if unrecorded)."""
+    config = payload.get("config", {})
+    train = config.get("train", {})
+    return train.get("dataset") or config.get("report", {}).get("dataset"), train.get("data_dir")
 
 
 def build_from_checkpoint(payload: dict) -> torch.nn.Module:

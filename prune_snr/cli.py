@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from .errors import ConfigError, PruneSnrError
+from .runtime import distributed, is_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
@@ -43,7 +44,15 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 
 def progress_bar() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=not is_main())
+
+
+@contextlib.contextmanager
+def torchrun(device: str | None):
+    """Join torchrun's process group for the command; only rank 0 prints tables."""
+    with distributed(device or "auto"):
+        console.quiet = not is_main()
+        yield
 
 
 @contextlib.contextmanager
@@ -80,6 +89,7 @@ def train(
     seed: Seed = None,
     device: Device = None,
     amp: Amp = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random crop + flip on the training set.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
     out: Out = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
@@ -91,13 +101,13 @@ def train(
     with user_errors():
         cfg = resolve(TrainConfig, recipe, dict(model=model, dataset=dataset, data_dir=data_dir, width_mult=width_mult, labels=labels,
                                                 epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
-                                                amp=amp, workers=workers, out=_str(out)))
+                                                amp=amp, augment=augment, workers=workers, out=_str(out)))
 
         def report(rec: dict) -> None:
             console.print(f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
                           f"test acc {rec['test_accuracy']:.4f} | {rec['seconds']:.1f} s ({rec['images_per_second']:.0f} img/s)")
 
-        with progress_bar() as progress:
+        with torchrun(cfg.device), progress_bar() as progress:
             metrics = run_train(cfg, resume=resume, progress=progress, on_epoch=report)
         table = Table(title=f"{cfg.model} on {cfg.dataset}")
         for col in ("test accuracy", "params", "MACs", "run folder"):
@@ -128,7 +138,7 @@ def measure(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
-    from .checkpoint import load
+    from .checkpoint import build_from_checkpoint, load_checkpoint, trained_on
     from .config import MeasureConfig, resolve
     from .measure import measure as run_measure
     from .measure.plots import save_plots
@@ -137,8 +147,13 @@ def measure(
         cfg = resolve(MeasureConfig, recipe, dict(dataset=dataset, data_dir=data_dir, points=points, pool=pool, threshold=threshold,
                                                   head_epochs=head_epochs, label_sweep=labels, label_seed=label_seed, fields_split=fields_split,
                                                   expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp))
-        model = load(checkpoint)
-        with progress_bar() as progress:
+        payload = load_checkpoint(checkpoint)
+        recorded, recorded_dir = trained_on(payload)
+        cfg.dataset, cfg.data_dir = cfg.dataset or recorded, cfg.data_dir or recorded_dir
+        if not cfg.dataset:
+            raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+        model = build_from_checkpoint(payload)
+        with torchrun(cfg.device), progress_bar() as progress:
             result = run_measure(model, cfg.dataset, data_dir=cfg.data_dir, points=cfg.points, pool=cfg.pool, threshold=cfg.threshold,
                                  head_epochs=cfg.head_epochs, head_lr=cfg.head_lr, head_batch_size=cfg.head_batch_size,
                                  label_sweep=cfg.label_sweep, label_seed=cfg.label_seed, fields_split=cfg.fields_split,
@@ -207,7 +222,7 @@ def prune(
             raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
         model = build_from_checkpoint(payload)
         result = Measurement.load(cfg.measurement) if cfg.measurement else None
-        with progress_bar() as progress:
+        with torchrun(cfg.device), progress_bar() as progress:
             pruned, report = run_prune(
                 model, dataset_name, data_dir=cfg.data_dir or trained.get("data_dir"), target=cfg.target, metric=cfg.metric,
                 criterion=cfg.criterion, allocation=cfg.allocation, group_reduction=cfg.group_reduction, round_to=cfg.round_to,

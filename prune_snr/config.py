@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     channels_last: bool = True
+    augment: bool = True
     workers: int = 0
     out: Optional[str] = None
 
@@ -68,7 +69,7 @@ class TrainConfig:
 
 @config
 class MeasureConfig:
-    dataset: str = "fashion-mnist"
+    dataset: Optional[str] = None  # default: the dataset the checkpoint was trained on
     data_dir: Optional[str] = None
     points: str = "all"
     pool: int = 2

@@ -1,18 +1,69 @@
-"""Device choice, seeding and RNG state capture shared by every stage."""
+"""Device choice, torchrun process groups, seeding and RNG state shared by every stage.
+
+Under ``torchrun`` every process runs the same code on its share of the data: training and
+fine-tuning through DistributedDataParallel (each rank takes ``batch_size / world`` of every
+global batch), evaluation and the measurement's feature pass on disjoint shards summed with
+all-reduce. Everything else (pruning, heads, field matrices) is deterministic and repeated on
+each rank, and only rank 0 writes artifacts.
+"""
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 
 import numpy as np
 import torch
+from torch import distributed as dist
 
 from .errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process; ``(0, 1)`` outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """True except on torchrun's ranks 1..N-1 (before, inside and after their process group)."""
+    return world()[0] == 0 and int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def distributed(device: str = "auto"):
+    """Join the process group that ``torchrun`` describes (NCCL on GPU, gloo on CPU) for the block.
+
+    Outside torchrun (``WORLD_SIZE`` unset or 1) this does nothing.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn ``auto|cpu|cuda[:N]`` into a device, refusing CUDA where none exists."""
+    """Turn ``auto|cpu|cuda[:N]`` into a device, refusing CUDA where none exists.
+
+    In a torchrun job ``auto``/``cuda`` mean this process's own GPU (``LOCAL_RANK``).
+    """
+    if name in ("auto", "cuda") and torch.cuda.is_available() and world()[1] > 1:
+        return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

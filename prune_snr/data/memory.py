@@ -72,7 +72,7 @@ def _fashion_mnist_root(data_dir: str | None) -> Path:
                     if not (cache_raw / f).is_file():
                         src = folder / f
                         data = src.read_bytes() if src.is_file() else gzip.decompress((folder / f"{f}.gz").read_bytes())
-                        atomic_save_bytes(cache_raw / f, data)
+                        atomic_save_bytes(cache_raw / f, data, all_ranks=True)
                 return _cache_dir()
     where = " or ".join(str(c) for c in candidates)
     raise DataError(

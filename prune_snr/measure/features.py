@@ -11,15 +11,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Subset
 
 from ..checkpoint import atomic_save_json
+from ..errors import DataError
 from ..progress import track
+from ..runtime import barrier, is_main, world
 from ..train.loop import autocast, make_loader
 
 
@@ -68,16 +72,38 @@ def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: 
     """Run ``model`` once over ``dataset`` and return ``({point: N x C x p*p}, targets)``.
 
     The arrays are memory-mapped ``.npy`` files in ``folder``; an existing complete cache there
-    is returned as it is.
+    is returned as it is. Under torchrun each rank passes over a contiguous shard and rank 0
+    joins the shards (the cache folder must then be on a filesystem every node sees).
     """
     cached = load_cached(folder, points)
     if cached is not None:
         return cached
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "done.json").unlink(missing_ok=True)
+    barrier()  # no rank may still be reading an older cache when done.json goes
+    if is_main():
+        (folder / "done.json").unlink(missing_ok=True)
     model.eval().to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    rank, size = world()
+    run = dict(pool=pool, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last, workers=workers,
+               progress=progress, description=description)
+    if size == 1:
+        _pass(model, dataset, points, folder, **run)
+    else:
+        n = len(dataset)
+        _pass(model, Subset(dataset, range(rank * n // size, (rank + 1) * n // size)), points, folder / f"part{rank}", **run)
+        barrier()
+        if is_main():
+            _join([folder / f"part{r}" for r in range(size)], folder, len(points))
+        barrier()
+    atomic_save_json(folder / "done.json", {"points": points, "pool": pool, "n": len(dataset)})
+    barrier()
+    return load_cached(folder, points)
+
+
+def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp, channels_last, workers, progress, description):
+    folder.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
     arrays: dict[str, np.ndarray] = {}
     targets = np.empty(n, dtype=np.int64)
@@ -100,5 +126,25 @@ def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: 
     for arr in arrays.values():
         arr.flush()
     np.save(folder / "targets.npy", targets)
-    atomic_save_json(folder / "done.json", {"points": points, "pool": pool, "n": n})
-    return load_cached(folder, points)
+
+
+def _join(parts: list[Path], folder: Path, n_points: int) -> None:
+    """Concatenate the ranks' feature shards into one cache, then drop the shards."""
+    missing = [p for p in parts if not (p / "targets.npy").is_file()]
+    if missing:
+        raise DataError(f"feature shard {missing[0]} is not visible from rank 0: put the cache (PRUNE_SNR_CACHE) on a filesystem "
+                        "shared by every node")
+    targets = [np.load(p / "targets.npy") for p in parts]
+    np.save(folder / "targets.npy", np.concatenate(targets))
+    total = sum(len(t) for t in targets)
+    for i in range(n_points):
+        pieces = [np.load(p / f"{i}.npy", mmap_mode="r") for p in parts]
+        joined = np.lib.format.open_memmap(folder / f"{i}.npy", mode="w+", dtype=np.float32, shape=(total, *pieces[0].shape[1:]))
+        offset = 0
+        for piece in pieces:
+            joined[offset:offset + len(piece)] = piece
+            offset += len(piece)
+        joined.flush()
+        del joined, pieces
+    for p in parts:
+        shutil.rmtree(p)

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..errors import CheckpointError, TrainingError
+from ..errors import CheckpointError, ConfigError, TrainingError
 from ..progress import describe, track
-from ..runtime import resolve_device, rng_state, set_rng_state
+from ..runtime import barrier, resolve_device, rng_state, set_rng_state, world
 
 LOSS_CHECK_EVERY = 20
 
@@ -39,6 +41,57 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int = 0, se
     )
 
 
+class GlobalBatchShards(Sampler[list[int]]):
+    """Rank ``rank``'s slice of every global batch of the single-process shuffled loader.
+
+    The global order is the one ``make_loader(..., shuffle=True, seed=seed)`` yields, so a torchrun
+    job sees the same batches as one process, split between the ranks.
+    """
+
+    def __init__(self, dataset, *, batch_size: int, seed: int, rank: int, world_size: int):
+        self.dataset, self.batch_size, self.seed, self.rank, self.world_size = dataset, batch_size, seed, rank, world_size
+
+    def __iter__(self):
+        # Shuffle indices through the very loader one process would use (same RNG draws).
+        indices = make_loader(range(len(self.dataset)), batch_size=self.batch_size, shuffle=True, seed=self.seed, drop_last=True)
+        share = self.batch_size // self.world_size
+        for batch in indices:
+            yield batch[self.rank * share: (self.rank + 1) * share].tolist()
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+
+def train_loader(dataset, *, batch_size: int, seed: int, workers: int = 0) -> DataLoader:
+    """Shuffled, drop-last batches; under torchrun each rank gets ``batch_size / world`` of every batch."""
+    rank, size = world()
+    if size == 1:
+        return make_loader(dataset, batch_size=batch_size, shuffle=True, workers=workers, seed=seed, drop_last=True)
+    if batch_size % size:
+        raise ConfigError(f"--batch-size {batch_size} is not divisible by the {size} torchrun processes; use a multiple of {size}")
+    if len(dataset) < batch_size:
+        raise ConfigError(f"the training set has {len(dataset)} images, fewer than --batch-size {batch_size}; lower --batch-size")
+    sampler = GlobalBatchShards(dataset, batch_size=batch_size, seed=seed, rank=rank, world_size=size)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available())
+
+
+def all_sum(*values: torch.Tensor) -> list[torch.Tensor]:
+    """Sum tensors over the torchrun processes (as they are outside a process group)."""
+    if world()[1] == 1:
+        return list(values)
+    packed = torch.stack([v.detach().double().cpu() for v in values])
+    if dist.get_backend() == "nccl":
+        packed = packed.cuda()
+    dist.all_reduce(packed)
+    return [p.cpu() for p in packed]
+
+
+def shard(dataset):
+    """This rank's share of ``dataset`` (every ``world``-th item from ``rank``)."""
+    rank, size = world()
+    return dataset if size == 1 else Subset(dataset, range(rank, len(dataset), size))
+
+
 def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
@@ -53,13 +106,13 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
              channels_last: bool = False, workers: int = 0, progress=None) -> dict:
-    """Loss and top-1 accuracy of ``model`` on ``dataset``."""
+    """Loss and top-1 accuracy of ``model`` on ``dataset`` (sharded over torchrun processes)."""
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)
     was_training = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
+    loader = make_loader(shard(dataset), batch_size=batch_size, shuffle=False, workers=workers)
     for x, y in track(progress, loader, "evaluate"):
         x, y = _to(x, device, channels_last), y.to(device)
         with autocast(device, amp):
@@ -68,7 +121,9 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | 
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
     model.train(was_training)
-    return {"loss": loss_sum / seen, "accuracy": correct / seen}
+    if world()[1] > 1:
+        loss_sum, correct, seen = (v.item() for v in all_sum(*map(torch.tensor, (loss_sum, correct, seen))))
+    return {"loss": loss_sum / seen, "accuracy": round(correct) / round(seen)}
 
 
 def _scheduler(name: str, optimizer, *, lr: float, epochs: int, steps_per_epoch: int):
@@ -114,13 +169,17 @@ def fit(
     model.to(device, memory_format=memory_format)
     if teacher is not None:
         teacher.to(device, memory_format=memory_format).eval()
+    rank, size = world()
+    net = model
+    if size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     params_decay = [p for p in model.parameters() if p.ndim > 1]
     params_no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD(
         [{"params": params_decay, "weight_decay": opts.weight_decay}, {"params": params_no_decay, "weight_decay": 0.0}],
         lr=opts.lr, momentum=opts.momentum, nesterov=opts.momentum > 0,
     )
-    steps = len(make_loader(train_set, batch_size=opts.batch_size, shuffle=True, drop_last=True))
+    steps = len(train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed))
     scheduler = _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
     history: list[dict] = []
     start = 0
@@ -137,9 +196,8 @@ def fit(
 
     for epoch in range(start, opts.epochs):
         # Reseed per epoch: a resumed run sees the same shuffles and augmentations.
-        torch.manual_seed(opts.seed * 100_003 + epoch)
-        loader = make_loader(train_set, batch_size=opts.batch_size, shuffle=True, workers=opts.workers,
-                             seed=opts.seed * 100_003 + epoch, drop_last=True)
+        torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * rank)
+        loader = train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers)
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -148,7 +206,7 @@ def fit(
         for step, (x, y) in enumerate(track(progress, loader, f"epoch {epoch + 1}/{opts.epochs}"), 1):
             x, y = _to(x, device, opts.channels_last), y.to(device, non_blocking=True)
             with autocast(device, opts.amp):
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
                 if teacher is not None:
                     with torch.no_grad():
@@ -172,6 +230,8 @@ def fit(
                 rate = seen / (time.perf_counter() - t0)
                 describe(progress, f"epoch {epoch + 1}/{opts.epochs} loss {mean_loss:.3f} acc {correct.item() / seen:.3f} {rate:.0f} img/s")
         seconds = time.perf_counter() - t0
+        loss_sum, correct, seen = all_sum(loss_sum, correct, torch.tensor(seen))
+        seen = round(seen.item())
         test = evaluate(model, test_set, batch_size=max(256, opts.batch_size), device=device, amp=opts.amp,
                         channels_last=opts.channels_last, workers=opts.workers, progress=progress)
         record = {
@@ -194,6 +254,7 @@ def fit(
                 "rng": rng_state(),
                 "history": history,
             })
+            barrier()  # every rank may read the checkpoint (resume) once it is complete
         if on_epoch:
             on_epoch(record)
     model.to(memory_format=torch.contiguous_format)

@@ -19,7 +19,7 @@ MODEL = "model.pt"
 METRICS = "metrics.json"
 # Options that change the result: a resumed run must match the interrupted one on these.
 _RESULT_KEYS = ("model", "dataset", "width_mult", "labels", "input_size", "epochs", "batch_size", "lr", "momentum",
-                "weight_decay", "schedule", "label_smoothing", "seed")
+                "weight_decay", "schedule", "label_smoothing", "seed", "augment")
 
 
 def count_macs_params(model: torch.nn.Module) -> tuple[int, int]:
@@ -66,7 +66,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
             raise ConfigError(f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or another --out")
     seed_everything(cfg.seed)
     common = dict(labels=cfg.labels, input_size=cfg.input_size)
-    train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, **common)
+    train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, augment=cfg.augment, **common)
     test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, **common)
     model = build_model(cfg.model, num_classes=len(train_set.classes), input_size=train_set.input_size, width_mult=cfg.width_mult)
     config = {"model": model.spec, "train": to_dict(cfg), "classes": list(train_set.classes)}

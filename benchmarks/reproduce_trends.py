@@ -1,0 +1,206 @@
+"""Does this data show the paper's mechanism? A Markdown report + PNGs, with numbers.
+
+For each trained checkpoint (VGG-16 and EfficientNet-B0 on Fashion-MNIST by default) the
+measurement is read from ``--measurement`` folders or made here (label sweep K = 2..10), then
+compared with the findings of Meir et al. (Sci. Rep. 2024) as restated in shared/METHOD.md:
+
+1. head accuracy rises with depth;
+2. layer SNR rises with depth;
+3. noise elements per filter fall with depth;
+4. the last layer's error rate grows ~linearly with the number of labels K (slope, R²);
+5. the last layer's cluster size and clusters per filter stay ~constant as K grows.
+
+Each finding gets a plain verdict ("constant" = within ±25 % from the smallest to the largest K). "Rises" is judged by Spearman's rank correlation with depth
+(ρ ≥ 0.6: yes, 0.2..0.6: weakly, below: no) and by last-vs-first.
+
+    python benchmarks/reproduce_trends.py runs/vgg/model.pt runs/effnet/model.pt \\
+        --measurement runs/vgg/measurement,runs/effnet/measurement --out benchmarks/results/trends
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import prune_snr
+from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, trained_on
+from prune_snr.measure import Measurement, measure
+from prune_snr.measure.plots import save_figure
+
+SWEEP = list(range(2, 11))
+
+
+def spearman(values) -> float:
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    if finite.sum() < 3:
+        return float("nan")
+    ranks = np.argsort(np.argsort(values[finite]))
+    depth = np.argsort(np.argsort(np.arange(len(values))[finite]))
+    return float(np.corrcoef(ranks, depth)[0, 1])
+
+
+def trend_verdict(rho: float, rising: bool) -> str:
+    rho = rho if rising else -rho
+    return "yes" if rho >= 0.6 else "weakly" if rho >= 0.2 else "no"
+
+
+def linear_fit(x, y) -> tuple[float, float, float]:
+    slope, intercept = np.polyfit(x, y, 1)
+    pred = slope * np.asarray(x) + intercept
+    ss_res = float(((np.asarray(y) - pred) ** 2).sum())
+    ss_tot = float(((np.asarray(y) - np.mean(y)) ** 2).sum())
+    return float(slope), float(intercept), 1 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def analyse(m: Measurement, label: str) -> dict:
+    points = m.points
+    acc = [p["accuracy"] for p in points]
+    snr = [p["snr"] for p in points]
+    noise = [p["noise_per_filter"] for p in points]
+    row = {"model": label, "points": len(points),
+           "accuracy": {"first": acc[0], "last": acc[-1], "rho": spearman(acc)},
+           "snr": {"first": snr[0], "last": snr[-1], "rho": spearman(snr)},
+           "noise": {"first": noise[0], "last": noise[-1], "rho": spearman(noise)}}
+    sweep = m.label_sweep or []
+    if len(sweep) >= 3:
+        ks = [s["labels"] for s in sweep]
+        err = [s["points"][-1]["error_rate"] for s in sweep]
+        size = [s["points"][-1]["cluster_size"] for s in sweep]
+        per = [s["points"][-1]["clusters_per_filter"] for s in sweep]
+        slope, intercept, r2 = linear_fit(ks, err)
+        row["sweep"] = {"labels": ks, "error_rate": err, "slope": slope, "intercept": intercept, "r2": r2,
+                        "cluster_size": size, "clusters_per_filter": per,
+                        "cluster_size_change": size[-1] / size[0] - 1, "clusters_per_filter_change": per[-1] / per[0] - 1}
+    return row
+
+
+def plot(results: list[tuple[str, Measurement]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for label, m in results:
+        depth = np.linspace(0, 1, len(m.points))
+        axes[0].plot(depth, [p["accuracy"] for p in m.points], marker="o", label=label)
+        axes[1].plot(depth, [p["snr"] for p in m.points], marker="o", label=label)
+        axes[2].plot(depth, [p["noise_per_filter"] for p in m.points], marker="o", label=label)
+    for ax, title in zip(axes, ("head accuracy", "layer SNR", "noise elements per filter")):
+        ax.set_xlabel("relative depth (first point = 0, last = 1)")
+        ax.set_title(title)
+        ax.legend()
+    axes[1].set_yscale("log")
+    depth_png = save_figure(fig, out / "trends_depth.png")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label, m in results:
+        sweep = m.label_sweep or []
+        if not sweep:
+            continue
+        ks = [s["labels"] for s in sweep]
+        err = [s["points"][-1]["error_rate"] for s in sweep]
+        slope, intercept, r2 = linear_fit(ks, err)
+        axes[0].plot(ks, err, marker="o", label=f"{label} (slope {slope:.4f}/label, R² {r2:.2f})")
+        axes[0].plot(ks, [slope * k + intercept for k in ks], linestyle="--", color=axes[0].lines[-1].get_color())
+        axes[1].plot(ks, [s["points"][-1]["cluster_size"] for s in sweep], marker="o", label=f"{label}: cluster size")
+        axes[1].plot(ks, [s["points"][-1]["clusters_per_filter"] for s in sweep], marker="s", linestyle=":",
+                     label=f"{label}: clusters / filter")
+    axes[0].set(xlabel="number of labels K", ylabel="last-layer error rate", title="error vs labels")
+    axes[1].set(xlabel="number of labels K", title="last layer: clusters")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    sweep_png = save_figure(fig, out / "trends_label_sweep.png")
+    return [depth_png, sweep_png]
+
+
+def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
+    lines = [f"# Does Fashion-MNIST show the paper's trends?", "",
+             f"Machine: {machine}. Test split, θ and pool as recorded in each measurement; label sweep = first K labels, same backbone.", "",
+             "| model | points | head accuracy first → last (ρ) | rises? | layer SNR first → last (ρ) | rises? | noise/filter first → last (ρ) | falls? |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        a, s, n = r["accuracy"], r["snr"], r["noise"]
+        lines.append(f"| {r['model']} | {r['points']} | {a['first']:.4f} → {a['last']:.4f} ({a['rho']:+.2f}) | {trend_verdict(a['rho'], True)} | "
+                     f"{s['first']:.2f} → {s['last']:.2f} ({s['rho']:+.2f}) | {trend_verdict(s['rho'], True)} | "
+                     f"{n['first']:.2f} → {n['last']:.2f} ({n['rho']:+.2f}) | {trend_verdict(n['rho'], False)} |")
+    lines += ["", "Label sweep at the last measured layer:", "",
+              "| model | K | error rate | linear fit: slope per label, R² | ~linear? | cluster size | clusters / filter | constant? |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        w = r.get("sweep")
+        if not w:
+            lines.append(f"| {r['model']} | – | no label sweep in the measurement | | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {w['labels'][0]}..{w['labels'][-1]} | " + ", ".join(f"{e:.3f}" for e in w["error_rate"]) +
+                     f" | {w['slope']:.4f}, R² {w['r2']:.2f} | {'yes' if w['r2'] >= 0.8 else 'roughly' if w['r2'] >= 0.5 else 'no'} | " +
+                     ", ".join(f"{c:.2f}" for c in w["cluster_size"]) + " | " + ", ".join(f"{c:.2f}" for c in w["clusters_per_filter"]) +
+                     f" | size {'yes' if abs(w['cluster_size_change']) <= 0.25 else 'no'} ({w['cluster_size_change']:+.0%}), "
+                     f"per filter {'yes' if abs(w['clusters_per_filter_change']) <= 0.25 else 'no'} ({w['clusters_per_filter_change']:+.0%}) |")
+    lines += ["", "## Where this data agrees and disagrees with the paper", ""]
+    for r in rows:
+        a, s, n, w = r["accuracy"], r["snr"], r["noise"], r.get("sweep")
+        agree, disagree = [], []
+        (agree if trend_verdict(a["rho"], True) != "no" else disagree).append(
+            f"head accuracy {'rises' if a['rho'] > 0 else 'does not rise'} with depth ({a['first']:.3f} → {a['last']:.3f}, ρ {a['rho']:+.2f})")
+        (agree if trend_verdict(s["rho"], True) != "no" else disagree).append(
+            f"layer SNR {'rises' if s['rho'] > 0 else 'does not rise'} with depth ({s['first']:.2f} → {s['last']:.2f}, ρ {s['rho']:+.2f})")
+        (agree if trend_verdict(n["rho"], False) != "no" else disagree).append(
+            f"noise per filter {'falls' if n['rho'] < 0 else 'does not fall'} with depth ({n['first']:.2f} → {n['last']:.2f}, ρ {n['rho']:+.2f})")
+        if w:
+            (agree if w["r2"] >= 0.5 else disagree).append(
+                f"last-layer error vs K: slope {w['slope']:.4f} per label, R² {w['r2']:.2f}")
+            for key, name in (("cluster_size", "last-layer cluster size"), ("clusters_per_filter", "last-layer clusters per filter")):
+                constant = abs(w[f"{key}_change"]) <= 0.25
+                (agree if constant else disagree).append(
+                    f"{name} {w[key][0]:.2f} → {w[key][-1]:.2f} from K={w['labels'][0]} to K={w['labels'][-1]}"
+                    + (" (nearly constant, within ±25 %)" if constant else " (not constant; the paper reports nearly constant)"))
+        lines.append(f"- **{r['model']}** agrees: " + "; ".join(agree) + "." + (f" **Disagrees:** " + "; ".join(disagree) + "." if disagree else ""))
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in pngs], ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", help="model.pt files written by prune-snr train")
+    parser.add_argument("--measurement", help="comma-separated prune-snr measure folders, one per checkpoint ('-' = measure here)")
+    parser.add_argument("--labels", default=",".join(map(str, SWEEP)), help="label sweep for measurements made here")
+    parser.add_argument("--head-epochs", type=int, default=30)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    folders = (args.measurement or "").split(",") if args.measurement else ["-"] * len(args.checkpoints)
+    if len(folders) != len(args.checkpoints):
+        parser.error("--measurement needs one folder (or '-') per checkpoint")
+    results = []
+    for checkpoint, folder in zip(args.checkpoints, folders):
+        payload = load_checkpoint(checkpoint)
+        label = f"{payload['config']['model']['name']}" + (f" w×{payload['config']['model'].get('width_mult')}"
+                                                           if payload["config"]["model"].get("width_mult") not in (None, 1, 1.0) else "")
+        if folder != "-":
+            m = Measurement.load(folder)
+        else:
+            dataset, data_dir = trained_on(payload)
+            m = measure(prune_snr.load(checkpoint), dataset, data_dir=data_dir, label_sweep=[int(k) for k in args.labels.split(",")],
+                        head_epochs=args.head_epochs, device=args.device)
+            m.save(out / f"measurement_{payload['config']['model']['name']}")
+        results.append((label, m))
+    rows = [analyse(m, label) for label, m in results]
+    machine = (f"{platform.node()} ({torch.get_num_threads()} CPU threads, "
+               f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})")
+    pngs = plot(results, out)
+    atomic_save_json(out / "trends.json", {"machine": machine, "checkpoints": args.checkpoints, "rows": rows})
+    text = report(rows, machine, pngs)
+    atomic_save_text(out / "trends.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

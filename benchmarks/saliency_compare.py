@@ -22,6 +22,7 @@ import torch
 
 import prune_snr
 from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint
+from prune_snr.errors import PruneSnrError
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
 
@@ -105,9 +106,13 @@ def main(argv=None) -> int:
                     torch.manual_seed(seed)
                     t0 = time.perf_counter()
                     model = prune_snr.load(args.checkpoint)
-                    _, report = prune(model, dataset, data_dir=args.data_dir, target=budget, metric=args.metric, criterion=criterion,
-                                      allocation=allocation, measurement=measurement, finetune_epochs=args.finetune_epochs,
-                                      finetune_lr=args.finetune_lr, seed=seed, device=args.device)
+                    try:
+                        _, report = prune(model, dataset, data_dir=args.data_dir, target=budget, metric=args.metric, criterion=criterion,
+                                          allocation=allocation, measurement=measurement, finetune_epochs=args.finetune_epochs,
+                                          finetune_lr=args.finetune_lr, seed=seed, device=args.device)
+                    except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on
+                        print(f"{criterion:>12} {allocation:>8} {budget:.0%} seed {seed}: skipped ({exc})", flush=True)
+                        continue
                     row = {"criterion": criterion, "allocation": allocation, "budget": budget, "seed": seed,
                            "removed": report["search"]["removed"], "kept": round(1 - budget, 2),
                            "before_finetune": report["pruned_before_finetune"]["accuracy"], "after": report["after"]["accuracy"],

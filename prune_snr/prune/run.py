@@ -18,7 +18,7 @@ from ..models.vgg import VGG
 from ..train.loop import evaluate, fit, make_loader
 from .afcc import apply_afcc
 from .importance import CRITERIA, NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
-from .search import Allocation, count, prune_to_target
+from .search import TOLERANCE, Allocation, count, prunable_base, prune_to_target
 from .truncate import candidates, choose_cut, truncate
 
 PRUNED = "pruned.pt"
@@ -69,7 +69,9 @@ def prune(
         criterion: a key of :data:`prune_snr.prune.importance.CRITERIA` (``snr`` or a baseline).
         allocation: ``uniform`` (one ratio per layer), ``measured`` (METHOD's per-layer ratios
             from marginal head accuracy) or ``global`` (torch-pruning's global ranking).
-        truncate_layers: cut the network where later layers add less than ``delta`` accuracy.
+        truncate_layers: cut the network where later layers add less than ``delta`` accuracy;
+            ``target`` still counts from the original model (channels are pruned only for what
+            the cut did not remove).
         afcc: keep only classifier weights inside each filter's clusters (after fine-tuning).
         finetune_epochs / finetune_lr / distill: fine-tuning (0 epochs = none); distillation
             from the unpruned model.
@@ -145,14 +147,24 @@ def prune(
         if criterion in NEEDS_GRADIENTS:
             loader = make_loader(plain_train, batch_size=64, shuffle=True, seed=seed)
             gradient_batches = [batch for batch, _ in zip(loader, range(4))]
-        outcome = prune_to_target(
-            base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed,
-                                             **({"group_reduction": group_reduction} if criterion in NEEDS_MEASUREMENT else {})),
-            target=target, metric=metric, allocation=alloc, round_to=round_to, iterative_steps=iterative_steps,
-            gradient_batches=gradient_batches, progress=progress)
-        pruned, history = outcome.model, outcome.history
-        report["search"] = {"ratio": outcome.ratio, "removed": outcome.removed, "trials": outcome.trials,
-                            "fallback_groups": outcome.fallback_groups}
+        # --target counts from the original model: what truncation removed is not removed twice.
+        base_target = 1 - (1 - target) * prunable_base(original, metric) / prunable_base(base, metric)
+        if base is not original:
+            report["truncation"]["target_left_for_channels"] = max(0.0, base_target)
+        if base_target <= TOLERANCE:
+            pruned, history = base, []
+            report["search"] = {"ratio": 0.0, "removed": 1 - prunable_base(base, metric) / prunable_base(original, metric), "trials": 0,
+                                "fallback_groups": [], "note": "truncation alone meets the target; no channel pruned"}
+        else:
+            outcome = prune_to_target(
+                base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed,
+                                                 **({"group_reduction": group_reduction} if criterion in NEEDS_MEASUREMENT else {})),
+                target=base_target, metric=metric, allocation=alloc, round_to=round_to, iterative_steps=iterative_steps,
+                gradient_batches=gradient_batches, progress=progress)
+            pruned, history = outcome.model, outcome.history
+            removed = 1 - (1 - outcome.removed) * prunable_base(base, metric) / prunable_base(original, metric)
+            report["search"] = {"ratio": outcome.ratio, "removed": removed, "trials": outcome.trials,
+                                "fallback_groups": outcome.fallback_groups}
         report["pruned_before_finetune"] = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
     config = {"model": pruned.spec, "report": report, **(config or {})}
     if finetune_epochs > 0:

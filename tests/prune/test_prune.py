@@ -103,3 +103,27 @@ def test_afcc_zeroes_exactly_the_weights_outside_filter_clusters(vgg_measured):
     assert stats["weights_before"] == m.classifier.weight.numel()
     assert 0 < stats["weights_after"] < stats["weights_before"]
     assert int((m.classifier.weight != 0).sum()) == stats["weights_after"]
+
+
+@pytest.mark.parametrize("useful_from", ["features.conv1", "features.conv12"])
+def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_measured, useful_from):
+    import copy
+    import dataclasses
+
+    from prune_snr.prune import prune
+
+    model, result = vgg_measured
+    # Heads before `useful_from` made useless: the cut lands there (conv1: the cut alone removes
+    # more than the target; conv12: channels must be pruned for the rest).
+    names = [p["name"] for p in result.points]
+    points = [{**p, "accuracy": p["accuracy"] if i >= names.index(useful_from) else 0.1} for i, p in enumerate(result.points)]
+    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate_layers=True,
+                           measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")
+    actually_removed = 1 - prunable_base(pruned, "params") / prunable_base(model, "params")
+    assert report["truncation"]["cut_after"] == useful_from
+    assert report["search"]["removed"] == pytest.approx(actually_removed, abs=1e-6)
+    if useful_from == "features.conv1":
+        assert "truncation alone" in report["search"]["note"] and actually_removed > 0.9
+    else:
+        assert 0 < report["truncation"]["target_left_for_channels"] < 0.5
+        assert actually_removed == pytest.approx(0.5, abs=0.02)

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset")
     parser.add_argument("--data-dir")
     parser.add_argument("--criteria", default="snr,l1,taylor,lamp,random")
-    parser.add_argument("--allocations", default="uniform")
+    parser.add_argument("--allocations", default="uniform",
+                        help="uniform, measured, global; NAME+truncate also cuts the layers that add < 0.5 points (VGG)")
     parser.add_argument("--budgets", default="0.3,0.5,0.7")
     parser.add_argument("--metric", default="macs")
     parser.add_argument("--seeds", default="0,1,2")
@@ -108,7 +109,8 @@ def main(argv=None) -> int:
                     model = prune_snr.load(args.checkpoint)
                     try:
                         _, report = prune(model, dataset, data_dir=args.data_dir, target=budget, metric=args.metric, criterion=criterion,
-                                          allocation=allocation, measurement=measurement, finetune_epochs=args.finetune_epochs,
+                                          allocation=allocation.removesuffix("+truncate"), truncate_layers=allocation.endswith("+truncate"),
+                                          measurement=measurement, finetune_epochs=args.finetune_epochs,
                                           finetune_lr=args.finetune_lr, seed=seed, device=args.device)
                     except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on
                         print(f"{criterion:>12} {allocation:>8} {budget:.0%} seed {seed}: skipped ({exc})", flush=True)

@@ -68,25 +68,23 @@ def section(folder: Path, readme: Path) -> str:
                        f"{r['pruned_before_finetune']['accuracy']:.4f} | {r['before']['params']:,} → {r['after']['params']:,} | "
                        f"{r['before']['macs']:,} → {r['after']['macs']:,} | {r['finetune_epochs']} epochs |")
         out.append("")
-    table = folder / "saliency" / "table.md"
-    if table.exists():
-        rows = load(folder / "saliency" / "results.json")["rows"]
-        summary = []
-        for budget in sorted({r["budget"] for r in rows}):
-            cells = {}
-            for r in rows:
-                if r["budget"] == budget:
-                    cells.setdefault((r["allocation"], r["criterion"]), []).append(r["after"])
-            mean = {k: sum(v) / len(v) for k, v in cells.items()}
-            best = max(mean, key=mean.get)
-            snr = max((v, k) for k, v in mean.items() if k[1].startswith("snr"))
-            base = max((v, k) for k, v in mean.items() if not k[1].startswith("snr") and k[1] != "random" and k[0] != "measured")
-            summary.append(f"at {budget:.0%} MACs removed the best cell is {best[1]}/{best[0]} ({mean[best]:.4f}); best SNR variant "
-                           f"{snr[1][1]}/{snr[1][0]} {snr[0]:.4f} vs best torch-pruning baseline (uniform) {base[1][1]} {base[0]:.4f} "
-                           f"({100 * (snr[0] - base[0]):+.2f} pts)")
-        out += ["### Saliency criteria and allocation (`benchmarks/saliency_compare.py`)", "Computed from the rows: " + "; ".join(summary) + ".", "",
-                table.read_text().strip(), "",
-                f"![accuracy vs MACs kept]({rel}/saliency/accuracy_vs_kept.png)", ""]
+    for name, title in (("saliency", "MACs removed, VGG-16 w/4"), ("saliency_params", "parameters removed, VGG-16 w/4"),
+                        ("saliency_eff", "MACs removed, EfficientNet-B0")):
+        out += saliency_section(folder / name, rel, title)
+    out += trends_section(folder / "trends", rel)
+    out += search_section(folder / "search", rel)
+    speed = load(folder / "onnx_speed.json")
+    if speed:
+        out += ["### ONNX Runtime latency of a 50 %-MACs model (`benchmarks/onnx_speed.py`)",
+                f"{speed['machine']}; criterion {speed['criterion']}, no fine-tuning (latency does not depend on it); "
+                f"original: {speed['original_latency_s']['batch_1'] * 1e3:.2f} ms at batch 1, {speed['original_latency_s']['batch_32'] * 1e3:.2f} ms "
+                "at batch 32. Target: speedup ≥ 0.8 × MAC ratio at batch 32.", "",
+                "| allocation | --round-to | MACs kept | speedup batch 1 | speedup batch 32 | MAC ratio | speedup / MAC ratio (batch 32) |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in speed["rows"]:
+            out.append(f"| {r['allocation']} | {r['round_to'] or '-'} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}× | "
+                       f"{r['speedup']['batch_32']:.2f}× | {r['mac_ratio']:.2f}× | {r['speedup_over_mac_ratio_batch_32']:.2f} |")
+        out.append("")
     for path in sorted(folder.glob("export_*.json")):
         x = load(path)
         if "speedup" in x:
@@ -95,6 +93,72 @@ def section(folder: Path, readme: Path) -> str:
                     ", ".join(f"batch {k.removeprefix('batch_')}: {x['latency_s'][k] * 1e3:.2f} / {x['baseline']['latency_s'][k] * 1e3:.2f} ms "
                               f"({x['speedup'][k]:.2f}×)" for k in x["speedup"]) + ".", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+MEASUREMENT_DRIVEN = ("measured", "measured+truncate")
+
+
+def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
+    """The study's table plus, per budget, the best measurement-driven cell vs the best torch-pruning baseline."""
+    results = load(folder / "results.json")
+    if not results:
+        return []
+    rows = results["rows"]
+    summary = []
+    for budget in sorted({r["budget"] for r in rows}):
+        cells: dict[tuple, list[float]] = {}
+        for r in rows:
+            if r["budget"] == budget:
+                cells.setdefault((r["allocation"], r["criterion"]), []).append(r["after"])
+        mean = {k: sum(v) / len(v) for k, v in cells.items()}
+        driven = [(v, k) for k, v in mean.items() if k[0] in MEASUREMENT_DRIVEN or k[1].startswith("snr")]
+        baseline = [(v, k) for k, v in mean.items() if k[0] in ("uniform", "global") and not k[1].startswith("snr") and k[1] != "random"]
+        if not driven or not baseline:
+            continue
+        (dv, dk), (bv, bk) = max(driven), max(baseline)
+        verdict = "goal met" if dv - bv >= 0.005 else "goal not met"
+        summary.append(f"{budget:.0%}: best measurement-driven {dk[1]}/{dk[0]} {dv:.4f} vs best torch-pruning baseline {bk[1]}/{bk[0]} "
+                       f"{bv:.4f} = **{100 * (dv - bv):+.2f} pts** ({verdict}: +0.50)")
+    table = (folder / "table.md").read_text().strip() if (folder / "table.md").exists() else ""
+    return [f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)",
+            "Computed from the rows (mean after fine-tuning): " + "; ".join(summary) + ".", "", table, "",
+            f"![accuracy vs kept]({rel}/{folder.name}/accuracy_vs_kept.png)", ""]
+
+
+def trends_section(folder: Path, rel: Path) -> list[str]:
+    if not (folder / "trends.md").exists():
+        return []
+    body = (folder / "trends.md").read_text().strip().splitlines()[1:]  # drop its own title
+    body = [line.replace("](trends_", f"]({rel}/trends/trends_") for line in body]
+    return ["### The paper's trends on this data (`benchmarks/reproduce_trends.py`)", *body, ""]
+
+
+def search_section(folder: Path, rel: Path) -> list[str]:
+    if not (folder / "study.db").exists():
+        return []
+    import optuna
+
+    from prune_snr.search import pareto_rows
+
+    study = optuna.load_study(study_name="prune-snr", storage=f"sqlite:///{folder / 'study.db'}")
+    done = [t for t in study.trials if t.datetime_complete]
+    wall = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    total = load(folder / "wall_time.json")
+    failed = sum(t.state.name == "FAIL" for t in study.trials)
+    metric = (study.metric_names or ["", "kept"])[1]
+    lines = ["### Optuna search (`prune-snr search --trials 20 --proxy 0.25`)",
+             f"{len(study.trials)} trials ({failed} failed and recorded as such) in {wall / 60:.1f} min"
+             + (f"; with the full re-evaluation of the Pareto trials {total['seconds'] / 60:.1f} min wall" if total else "")
+             + f". Objectives: accuracy (proxy: fine-tuning on 25 % of the training set) and {metric}.", "",
+             "| trial | proxy acc. | full acc. | " + metric + " | criterion | allocation | target | θ | ft epochs | truncate | AFCC |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in pareto_rows(study):
+        full = f"{r['full_accuracy']:.4f}" if r["full_accuracy"] is not None else "-"
+        lines.append(f"| {r['trial']} | {r['accuracy']:.4f} | {full} | {r['kept']:.3f} | {r['criterion']} | {r['allocation']} | "
+                     f"{r['target']:.2f} | {r['threshold']} | {r['finetune_epochs']} | {'y' if r.get('truncate') else 'n'} | "
+                     f"{'y' if r['afcc'] else 'n'} |")
+    lines += ["", f"![Pareto front]({rel}/search/pareto.png)", ""]
+    return lines
 
 
 def main(argv=None) -> int:

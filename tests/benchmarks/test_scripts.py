@@ -1,0 +1,56 @@
+"""The benchmark scripts run end to end on the tiny model and the README section is built from
+what they wrote (never typed by hand)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import prune_snr
+from prune_snr.measure import measure
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_run, tmp_path_factory):
+    out, _ = tiny_run
+    folder = tmp_path_factory.mktemp("bench") / "measurement"
+    measure(prune_snr.load(out / "model.pt"), "synthetic", head_epochs=3, label_sweep=[2, 3, 4, 5], device="cpu").save(folder)
+    return out / "model.pt", folder
+
+
+def test_reproduce_trends_writes_a_report_with_a_verdict_per_finding(measured, tmp_path):
+    checkpoint, folder = measured
+    assert script("reproduce_trends").main([str(checkpoint), "--measurement", str(folder), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "trends.md").read_text()
+    rows = json.loads((tmp_path / "trends.json").read_text())["rows"]
+    assert rows[0]["sweep"]["labels"] == [2, 3, 4, 5] and "r2" in rows[0]["sweep"]
+    assert "rises?" in text and "Where this data agrees and disagrees" in text
+    assert (tmp_path / "trends_depth.png").stat().st_size > 0 and (tmp_path / "trends_label_sweep.png").stat().st_size > 0
+
+
+def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured, tmp_path):
+    checkpoint, folder = measured
+    results = tmp_path / "results"
+    args = [str(checkpoint), "--measurement", str(folder), "--criteria", "l1,snr", "--allocations", "uniform,measured",
+            "--budgets", "0.3", "--seeds", "0", "--finetune-epochs", "0", "--device", "cpu"]
+    assert script("saliency_compare").main([*args, "--out", str(results / "saliency")]) == 0
+    rows = json.loads((results / "saliency" / "results.json").read_text())["rows"]
+    assert {(r["allocation"], r["criterion"]) for r in rows} == {("uniform", "l1"), ("uniform", "snr"), ("measured", "l1"),
+                                                                 ("measured", "snr")}
+    script("reproduce_trends").main([str(checkpoint), "--measurement", str(folder), "--out", str(results / "trends")])
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:start -->\nstale\n<!-- results:end -->\n")
+    assert script("readme_results").main([str(results), str(readme)]) == 0
+    text = readme.read_text()
+    assert "stale" not in text and "best measurement-driven" in text and "paper's trends" in text
+    best = max(r["after"] for r in rows)
+    assert f"{best:.4f}" in text

@@ -105,23 +105,27 @@ def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
         return []
     rows = results["rows"]
     summary = []
-    for budget in sorted({r["budget"] for r in rows}):
-        cells: dict[tuple, list[float]] = {}
-        for r in rows:
-            if r["budget"] == budget:
-                cells.setdefault((r["allocation"], r["criterion"]), []).append(r["after"])
-        mean = {k: sum(v) / len(v) for k, v in cells.items()}
-        driven = [(v, k) for k, v in mean.items() if k[0] in MEASUREMENT_DRIVEN or k[1].startswith("snr")]
-        baseline = [(v, k) for k, v in mean.items() if k[0] in ("uniform", "global") and not k[1].startswith("snr") and k[1] != "random"]
-        if not driven or not baseline:
-            continue
-        (dv, dk), (bv, bk) = max(driven), max(baseline)
-        verdict = "goal met" if dv - bv >= 0.005 else "goal not met"
-        summary.append(f"{budget:.0%}: best measurement-driven {dk[1]}/{dk[0]} {dv:.4f} vs best torch-pruning baseline {bk[1]}/{bk[0]} "
-                       f"{bv:.4f} = **{100 * (dv - bv):+.2f} pts** ({verdict}: +0.50)")
+    for key, when in (("after", "after fine-tuning"), ("before_finetune", "before fine-tuning")):
+        parts = []
+        for budget in sorted({r["budget"] for r in rows}):
+            cells: dict[tuple, list[float]] = {}
+            for r in rows:
+                if r["budget"] == budget:
+                    cells.setdefault((r["allocation"], r["criterion"]), []).append(r[key])
+            mean = {k: sum(v) / len(v) for k, v in cells.items()}
+            driven = [(v, k) for k, v in mean.items() if k[0] in MEASUREMENT_DRIVEN or k[1].startswith("snr")]
+            baseline = [(v, k) for k, v in mean.items() if k[0] in ("uniform", "global") and not k[1].startswith("snr") and k[1] != "random"]
+            if not driven or not baseline:
+                continue
+            (dv, dk), (bv, bk) = max(driven), max(baseline)
+            verdict = f"goal +0.50 {'met' if dv - bv >= 0.005 else 'not met'}" if key == "after" else ""
+            parts.append(f"{budget:.0%}: measurement-driven {dk[1]}/{dk[0]} {dv:.4f} vs torch-pruning {bk[1]}/{bk[0]} {bv:.4f} = "
+                         f"**{100 * (dv - bv):+.2f} pts**" + (f" ({verdict})" if verdict else ""))
+        if parts:
+            summary.append(f"- {when} (best cell of each kind, mean over seeds): " + "; ".join(parts) + ".")
     table = (folder / "table.md").read_text().strip() if (folder / "table.md").exists() else ""
     return [f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)",
-            "Computed from the rows (mean after fine-tuning): " + "; ".join(summary) + ".", "", table, "",
+            "Computed from the rows:", *summary, "", table, "",
             f"![accuracy vs kept]({rel}/{folder.name}/accuracy_vs_kept.png)", ""]
 
 

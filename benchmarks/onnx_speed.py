@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     result = {"checkpoint": args.checkpoint, "target_macs_removed": args.target, "criterion": args.criterion, "machine": machine,
               "original_latency_s": {f"batch_{b}": timings[b]["original"] for b in timings}, "rows": rows}
     atomic_save_json(args.out, result)
-    print(f"| allocation | round_to | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup / MAC ratio (b32) |\n|---|---|---|---|---|---|---|")
+    print("| allocation | round_to | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup / MAC ratio (b32) |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['allocation']} | {r['round_to']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | {r['speedup']['batch_32']:.2f}x | "
               f"{r['mac_ratio']:.2f}x | {r['speedup_over_mac_ratio_batch_32']:.2f} |")

@@ -119,7 +119,7 @@ def plot(results: list[tuple[str, Measurement]], out: Path) -> list[Path]:
 
 
 def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
-    lines = [f"# Does Fashion-MNIST show the paper's trends?", "",
+    lines = ["# Does Fashion-MNIST show the paper's trends?", "",
              f"Machine: {machine}. Test split, θ and pool as recorded in each measurement; label sweep = first K labels, same backbone.", "",
              "| model | points | head accuracy first → last (ρ) | rises? | layer SNR first → last (ρ) | rises? | noise/filter first → last (ρ) | falls? |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -159,7 +159,7 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
                 (agree if constant else disagree).append(
                     f"{name} {w[key][0]:.2f} → {w[key][-1]:.2f} from K={w['labels'][0]} to K={w['labels'][-1]}"
                     + (" (nearly constant, within ±25 %)" if constant else " (not constant; the paper reports nearly constant)"))
-        lines.append(f"- **{r['model']}** agrees: " + "; ".join(agree) + "." + (f" **Disagrees:** " + "; ".join(disagree) + "." if disagree else ""))
+        lines.append(f"- **{r['model']}** agrees: " + "; ".join(agree) + "." + (" **Disagrees:** " + "; ".join(disagree) + "." if disagree else ""))
     lines += ["", *[f"![{p.stem}]({p.name})" for p in pngs], ""]
     return "\n".join(lines)
 

@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
+    parser.add_argument("--finetune-fraction", type=float, default=1.0,
+                        help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -111,7 +113,8 @@ def main(argv=None) -> int:
                         _, report = prune(model, dataset, data_dir=args.data_dir, target=budget, metric=args.metric, criterion=criterion,
                                           allocation=allocation.removesuffix("+truncate"), truncate_layers=allocation.endswith("+truncate"),
                                           measurement=measurement, finetune_epochs=args.finetune_epochs,
-                                          finetune_lr=args.finetune_lr, seed=seed, device=args.device)
+                                          finetune_lr=args.finetune_lr, finetune_fraction=args.finetune_fraction,
+                                          seed=seed, device=args.device)
                     except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on
                         print(f"{criterion:>12} {allocation:>8} {budget:.0%} seed {seed}: skipped ({exc})", flush=True)
                         continue
@@ -125,8 +128,9 @@ def main(argv=None) -> int:
                     print(f"{criterion:>12} {allocation:>8} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "
                           f"after ft {row['after']:.4f} ({row['seconds']:.0f} s)", flush=True)
     table = summarise(rows, args.metric)
+    fraction = f" on {args.finetune_fraction:.0%} of the training split" if args.finetune_fraction < 1 else ""
     header = (f"Model {args.checkpoint} ({dataset}, test split, baseline accuracy {rows[0]['baseline']:.4f}); "
-              f"fine-tuning: {args.finetune_epochs} epoch(s), SGD lr {args.finetune_lr} cosine, batch 128; seeds {args.seeds}; "
+              f"fine-tuning: {args.finetune_epochs} epoch(s){fraction}, SGD lr {args.finetune_lr} cosine, batch 128; seeds {args.seeds}; "
               f"machine: {machine}.\n\n")
     atomic_save_text(out / "table.md", header + table + "\n")
     plot(rows, out / "accuracy_vs_kept.png", args.metric)

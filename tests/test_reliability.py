@@ -124,6 +124,27 @@ def test_a_measurement_killed_mid_run_reruns_to_the_uninterrupted_result(tiny_ru
     assert measurement_without_timings(tmp_path / "killed") == measurement_without_timings(tmp_path / "straight")
 
 
+def test_training_killed_by_sigkill_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "prune_snr.cli", "train", "--dataset", "synthetic", "--width-mult", "0.125", "--epochs", "3",
+           "--batch-size", "64", "--device", "cpu", "--out"]
+    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and not checkpoint.exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # after epoch 1 is saved, before the run ends
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists(), "the run was meant to be killed before it finished"
+    resumed = subprocess.run([*cmd, str(tmp_path / "killed"), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    straight = subprocess.run([*cmd, str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:] + straight.stderr[-2000:]
+    a = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_same_seed_on_the_same_device_gives_an_identical_measurement(tiny_run, tmp_path, monkeypatch):
     out, _ = tiny_run
     for run in ("a", "b"):

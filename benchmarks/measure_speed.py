@@ -25,6 +25,7 @@ from torch.utils.data import Subset
 import prune_snr
 from prune_snr.data import build_dataset
 from prune_snr.measure import measure
+from prune_snr.errors import run_script
 
 
 def subset(ds, n, seed):
@@ -149,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -20,7 +20,7 @@ import onnxruntime
 import torch
 
 import prune_snr
-from prune_snr.errors import ConfigError
+from prune_snr.errors import ConfigError, run_script
 from prune_snr.checkpoint import atomic_save_json, load_checkpoint
 from prune_snr.export.onnx import export_onnx, latency
 from prune_snr.measure import Measurement
@@ -85,4 +85,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -30,6 +30,7 @@ import prune_snr
 from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, trained_on
 from prune_snr.measure import Measurement, measure
 from prune_snr.measure.plots import save_figure
+from prune_snr.errors import run_script
 
 SWEEP = list(range(2, 11))
 
@@ -203,4 +204,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

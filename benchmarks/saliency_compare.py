@@ -22,7 +22,7 @@ import torch
 
 import prune_snr
 from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint
-from prune_snr.errors import PruneSnrError
+from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
 
@@ -139,4 +139,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

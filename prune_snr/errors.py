@@ -29,3 +29,18 @@ class CheckpointError(PruneSnrError):
 
 class TrainingError(PruneSnrError):
     """Training diverged (NaN/inf loss) or cannot continue."""
+
+
+def run_script(main) -> int:
+    """Run a benchmark script's ``main``: a :class:`PruneSnrError` becomes one line on stderr and exit code 2.
+
+        >>> if __name__ == "__main__":  # doctest: +SKIP
+        ...     sys.exit(run_script(main))
+    """
+    import sys
+
+    try:
+        return main()
+    except PruneSnrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

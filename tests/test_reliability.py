@@ -37,6 +37,16 @@ def measurement_without_timings(folder):
     return result
 
 
+def kill_when(cmd, env, ready, timeout):
+    """Start ``cmd`` in its own session and SIGKILL it, children included, once ``ready()`` holds."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_truncated_checkpoint_is_one_line(tiny_run, tmp_path):
     out, _ = tiny_run
     data = (out / "model.pt").read_bytes()
@@ -110,13 +120,8 @@ def test_a_measurement_killed_mid_run_reruns_to_the_uninterrupted_result(tiny_ru
     env = {**os.environ, "PRUNE_SNR_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "prune_snr.cli", "measure", str(out / "model.pt"), "--head-epochs", "20", "--labels", "3,5",
            "--device", "cpu", "--no-plots", "--out"]
-    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "cache").rglob("*.npy")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # inside the feature pass or the head training
-    proc.wait()
+    # killed inside the feature pass or the head training
+    kill_when([*cmd, str(tmp_path / "killed")], env, lambda: list((tmp_path / "cache").rglob("*.npy")), timeout=120)
     assert not (tmp_path / "killed" / "measurement.json").exists(), "the run was meant to be killed before it finished"
     for folder in ("killed", "straight"):
         done = subprocess.run([*cmd, str(tmp_path / folder)], env=env, capture_output=True, text=True, timeout=300)
@@ -128,14 +133,8 @@ def test_training_killed_by_sigkill_resumes_to_the_weights_of_an_uninterrupted_r
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "prune_snr.cli", "train", "--dataset", "synthetic", "--width-mult", "0.125", "--epochs", "3",
            "--batch-size", "64", "--device", "cpu", "--out"]
-    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    checkpoint = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not checkpoint.exists():
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # after epoch 1 is saved, before the run ends
-    proc.wait()
+    # killed once epoch 1 is saved, before the run ends
+    kill_when([*cmd, str(tmp_path / "killed")], env, (tmp_path / "killed" / "checkpoint.pt").exists, timeout=180)
     assert not (tmp_path / "killed" / "model.pt").exists(), "the run was meant to be killed before it finished"
     resumed = subprocess.run([*cmd, str(tmp_path / "killed"), "--resume"], env=env, capture_output=True, text=True, timeout=300)
     straight = subprocess.run([*cmd, str(tmp_path / "straight")], env=env, capture_output=True, text=True, timeout=300)

@@ -2,9 +2,10 @@
 
 Every problem a user can fix (a missing file, a bad name, a bad value) is raised as a
 subclass of :class:`PruneSnrError` with a one-line message that says what is wrong, where,
-and what to do. The CLI prints that line and exits with code 2; nothing else in the package
-prints or exits.
+and what to do. The CLI (and :func:`run_script` for the benchmark scripts) prints that line and
+exits with code 2; nothing else in the package prints or exits.
 """
+import sys
 
 
 class PruneSnrError(Exception):
@@ -37,8 +38,6 @@ def run_script(main) -> int:
         >>> if __name__ == "__main__":  # doctest: +SKIP
         ...     sys.exit(run_script(main))
     """
-    import sys
-
     try:
         return main()
     except PruneSnrError as exc:

@@ -30,6 +30,7 @@ import prune_snr
 from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, trained_on
 from prune_snr.measure import Measurement, measure
 from prune_snr.measure.plots import save_figure
+from prune_snr.measure.result import paper_accuracy
 from prune_snr.errors import run_script
 
 SWEEP = list(range(2, 11))
@@ -60,7 +61,7 @@ def linear_fit(x, y) -> tuple[float, float, float]:
 
 def analyse(m: Measurement, label: str) -> dict:
     points = m.points
-    acc = [p["accuracy"] for p in points]
+    acc = [paper_accuracy(p) for p in points]
     snr = [p["snr"] for p in points]
     noise = [p["noise_per_filter"] for p in points]
     row = {"model": label, "points": len(points),
@@ -89,7 +90,7 @@ def plot(results: list[tuple[str, Measurement]], out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for label, m in results:
         depth = np.linspace(0, 1, len(m.points))
-        axes[0].plot(depth, [p["accuracy"] for p in m.points], marker="o", label=label)
+        axes[0].plot(depth, [paper_accuracy(p) for p in m.points], marker="o", label=label)
         axes[1].plot(depth, [p["snr"] for p in m.points], marker="o", label=label)
         axes[2].plot(depth, [p["noise_per_filter"] for p in m.points], marker="o", label=label)
     for ax, title in zip(axes, ("head accuracy", "layer SNR", "noise elements per filter")):

@@ -35,6 +35,7 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
+ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held out for decisions (default 0.1).")]
 
 
 @app.callback()
@@ -91,6 +92,7 @@ def train(
     amp: Amp = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random crop + flip on the training set.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
+    val_fraction: ValFraction = None,
     out: Out = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
 ) -> None:
@@ -101,7 +103,7 @@ def train(
     with user_errors():
         cfg = resolve(TrainConfig, recipe, dict(model=model, dataset=dataset, data_dir=data_dir, width_mult=width_mult, labels=labels,
                                                 epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
-                                                amp=amp, augment=augment, workers=workers, out=_str(out)))
+                                                amp=amp, augment=augment, workers=workers, val_fraction=val_fraction, out=_str(out)))
 
         def report(rec: dict) -> None:
             console.print(f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
@@ -128,7 +130,10 @@ def measure(
     head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head.")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
     label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
-    fields_split: Annotated[Optional[str], typer.Option("--fields-split", help="Split for the class means: test or train.")] = None,
+    fields_split: Annotated[Optional[str], typer.Option("--fields-split", help="Split for the class means: val (decisions), test (the paper's figure) or train.")] = None,
+    val_fraction: ValFraction = None,
+    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads may hold at once (default: a quarter of the RAM).")] = None,
+    cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help="float32 or float16 feature cache (half the disk and reads).")] = None,
     expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
     batch_size: BatchSize = None,
     seed: Seed = None,
@@ -146,10 +151,14 @@ def measure(
     with user_errors():
         cfg = resolve(MeasureConfig, recipe, dict(dataset=dataset, data_dir=data_dir, points=points, pool=pool, threshold=threshold,
                                                   head_epochs=head_epochs, label_sweep=labels, label_seed=label_seed, fields_split=fields_split,
+                                                  val_fraction=val_fraction, memory_budget=memory_budget, cache_dtype=cache_dtype,
                                                   expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp))
         payload = load_checkpoint(checkpoint)
         recorded, recorded_dir = trained_on(payload)
         cfg.dataset, cfg.data_dir = cfg.dataset or recorded, cfg.data_dir or recorded_dir
+        trained_val = payload.get("config", {}).get("train", {}).get("val_fraction")
+        if val_fraction is None and trained_val:  # decide on the very images the training held out
+            cfg.val_fraction = trained_val
         if not cfg.dataset:
             raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
         model = build_from_checkpoint(payload)
@@ -157,6 +166,7 @@ def measure(
             result = run_measure(model, cfg.dataset, data_dir=cfg.data_dir, points=cfg.points, pool=cfg.pool, threshold=cfg.threshold,
                                  head_epochs=cfg.head_epochs, head_lr=cfg.head_lr, head_batch_size=cfg.head_batch_size,
                                  label_sweep=cfg.label_sweep, label_seed=cfg.label_seed, fields_split=cfg.fields_split,
+                                 val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget, cache_dtype=cfg.cache_dtype,
                                  expanded=cfg.expanded, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
                                  progress=progress)
         result.save(out)
@@ -191,6 +201,7 @@ def prune(
     finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
     distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
+    val_fraction: ValFraction = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     batch_size: BatchSize = None,
@@ -213,7 +224,7 @@ def prune(
         cfg = resolve(PruneConfig, recipe, dict(target=target, metric=metric, criterion=criterion, allocation=allocation,
                                                 group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to,
                                                 truncate=truncate, delta=delta, afcc=afcc, finetune_epochs=finetune_epochs,
-                                                finetune_lr=finetune_lr, distill=distill, measurement=_str(measurement), dataset=dataset,
+                                                finetune_lr=finetune_lr, distill=distill, measurement=_str(measurement), val_fraction=val_fraction, dataset=dataset,
                                                 data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp))
         payload = load_checkpoint(checkpoint)
         trained = payload.get("config", {}).get("train", {})
@@ -228,6 +239,7 @@ def prune(
                 criterion=cfg.criterion, allocation=cfg.allocation, group_reduction=cfg.group_reduction, round_to=cfg.round_to,
                 iterative_steps=cfg.iterative_steps, truncate_layers=cfg.truncate, delta=cfg.delta, afcc=cfg.afcc,
                 finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, distill=cfg.distill, measurement=result,
+                measure_options=cfg.measure_options(), val_fraction=cfg.val_fraction,
                 batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp, out=out, resume=resume,
                 config={"prune": to_dict(cfg), "source": str(Path(checkpoint).resolve())}, progress=progress)
         save_kept_channels(report, out / "kept_channels.png")
@@ -360,14 +372,18 @@ def _show_pareto(study, out: Path) -> None:
     from .search import pareto_rows, save_pareto_plot
 
     rows = pareto_rows(study)
-    table = Table(title=f"Pareto front of {study.study_name} ({len(study.trials)} trials)")
+    table = Table(title=f"Pareto front of {study.study_name} ({len(study.trials)} trials; val decides, test grades)")
     proxied = any(r["full_accuracy"] is not None for r in rows)
-    for col in ("#", "acc (proxy)" if proxied else "acc", *(["acc (full)"] if proxied else []), "kept", "criterion", "alloc", "target",
-                "θ", "ft", "trunc", "afcc"):
+    for col in ("#", "val (proxy)" if proxied else "val", "test (proxy)" if proxied else "test",
+                *(["val (full)", "test (full)"] if proxied else []), "kept", "criterion", "alloc", "target", "θ", "ft", "trunc", "afcc"):
         table.add_column(col, justify="right", no_wrap=True)
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.4f}"
+
     for r in rows:
-        full = [f"{r['full_accuracy']:.4f}" if r["full_accuracy"] is not None else "-"] if proxied else []
-        table.add_row(str(r["trial"]), f"{r['accuracy']:.4f}", *full, f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
+        full = [fmt(r["full_val_accuracy"]), fmt(r["full_accuracy"])] if proxied else []
+        table.add_row(str(r["trial"]), fmt(r["val_accuracy"]), fmt(r["accuracy"]), *full, f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
                       f"{r['threshold']}", str(r["finetune_epochs"]), "y" if r.get("truncate") else "n", "y" if r["afcc"] else "n")
     console.print(table)
     if rows:
@@ -388,7 +404,8 @@ def _pick(study, rule: str, out: Path) -> None:
     tmp = target.with_name(".pruned.pt.tmp")
     shutil.copyfile(source, tmp)
     tmp.replace(target)
-    console.print(f"picked trial {trial.number} (accuracy {chosen['accuracy']:.4f}, kept {trial.values[1]:.3f}) -> {target}")
+    console.print(f"picked trial {trial.number} (val accuracy {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}, "
+                  f"kept {trial.values[1]:.3f}) -> {target}")
 
 
 def prune_table(report: dict) -> Table:
@@ -408,12 +425,18 @@ def prune_table(report: dict) -> Table:
 
 
 def points_table(result) -> Table:
-    table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (test split, seed {result.meta['seed']})")
+    from .measure.result import paper_accuracy
+
+    split = result.meta["options"].get("fields_split", "test")
+    table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "
+                        f"split; seed {result.meta['seed']})")
     table.add_column("point", no_wrap=True)
-    for col in ("filters", "acc", "SNR", "noise/f", "clust/f", "clust size", "dead"):
+    for col in ("filters", "val acc", "test acc", "SNR", "noise/f", "clust/f", "clust size", "dead"):
         table.add_column(col, justify="right")
     for p in result.points:
-        table.add_row(p["name"], str(p["n_filters"]), f"{p['accuracy']:.4f}", f"{p['snr']:.3f}", f"{p['noise_per_filter']:.2f}",
+        val = p.get("val_accuracy")
+        table.add_row(p["name"], str(p["n_filters"]), "-" if val is None else f"{val:.4f}", f"{paper_accuracy(p):.4f}",
+                      f"{p['snr']:.3f}", f"{p['noise_per_filter']:.2f}",
                       f"{p['clusters_per_filter']:.2f}", f"{p['cluster_size']:.2f}", f"{p['dead_fraction']:.2f}")
     return table
 

@@ -55,10 +55,12 @@ class TrainConfig:
     channels_last: bool = True
     augment: bool = True
     workers: int = 0
+    val_fraction: float = 0.1  # held out of training, so the decisions that read it see unseen images
     out: Optional[str] = None
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr")
+        _fraction(self, "val_fraction", allow_zero=True)
         _device(self)
         _in(self, "schedule", ("onecycle", "cosine", "constant"))
         if self.width_mult is not None and not 0 < self.width_mult <= 4:
@@ -79,7 +81,10 @@ class MeasureConfig:
     head_batch_size: int = 1024
     label_sweep: Optional[list[int]] = None
     label_seed: Optional[int] = None
-    fields_split: str = "test"
+    fields_split: str = "val"
+    val_fraction: float = 0.1
+    cache_dtype: str = "float32"
+    memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
     expanded: bool = False
     batch_size: int = 256
     seed: int = 0
@@ -89,7 +94,11 @@ class MeasureConfig:
     def validate(self) -> None:
         _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size")
         _device(self)
-        _in(self, "fields_split", ("test", "train"))
+        _in(self, "fields_split", ("val", "test", "train"))
+        _in(self, "cache_dtype", ("float32", "float16"))
+        _fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
+        if self.memory_budget is not None and not self.memory_budget > 0:
+            raise ConfigError(f"memory_budget={self.memory_budget}: give GiB > 0")
         if not 0 <= self.threshold < 1:
             raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
         if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):
@@ -114,13 +123,27 @@ class PruneConfig:
     finetune_lr: float = 0.01
     distill: bool = False
     measurement: Optional[str] = None
+    val_fraction: Optional[float] = None  # default: the measurement's (0.1)
+    # the measurement prune makes for itself when --measurement is not given
+    pool: int = 2
+    threshold: float = 0.3
+    head_epochs: int = 30
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
     amp: bool = False
 
+    def measure_options(self) -> dict:
+        return {"pool": self.pool, "threshold": self.threshold, "head_epochs": self.head_epochs}
+
     def validate(self) -> None:
         import math as _math
+
+        if self.val_fraction is not None:
+            _fraction(self, "val_fraction", allow_zero=False)
+        _positive(self, "pool", "head_epochs")
+        if not 0 <= self.threshold < 1:
+            raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
 
         if not (isinstance(self.target, float) and _math.isfinite(self.target) and 0 < self.target < 1):
             raise ConfigError(f"--target {self.target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
@@ -140,6 +163,13 @@ def _positive(cfg, *names: str) -> None:
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ConfigError(f"{name}={value}: must be a positive number")
+
+
+def _fraction(cfg, name: str, *, allow_zero: bool) -> None:
+    value = getattr(cfg, name)
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low_ok and value < 1):
+        raise ConfigError(f"{name}={value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) (0.1 = 10 % of the training split)")
 
 
 def _device(cfg) -> None:

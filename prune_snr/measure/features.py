@@ -1,7 +1,8 @@
 """Phase 2, step 1: one backbone pass per split captures the pooled output of every point.
 
 Forward hooks are installed in a context manager that removes them in ``finally``; each
-point's output is adaptive-average-pooled to ``p x p`` and stored as ``N x C x p*p`` float32.
+point's output is adaptive-average-pooled to ``p x p`` and stored as ``N x C x p*p`` float32 (or
+float16 with ``cache_dtype="float16"``: half the disk and the reads).
 Features go straight into ``.npy`` files in a cache folder (memory-mapped, so a dataset larger
 than RAM streams to disk); a ``done.json`` written last marks a complete cache, and a rerun with
 the same key reuses it.
@@ -48,13 +49,16 @@ def capture(model: nn.Module, points: list[str], pool: int):
             h.remove()
 
 
-def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int) -> str:
+CACHE_DTYPES = ("float32", "float16")
+
+
+def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, dtype: str = "float32") -> str:
     """Hash of everything the features depend on: the weights, the data and the points."""
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([dataset_id, points, pool]).encode())
+    h.update(json.dumps([dataset_id, points, pool] + ([dtype] if dtype != "float32" else [])).encode())
     return h.hexdigest()[:16]
 
 
@@ -68,7 +72,7 @@ def load_cached(folder: Path, points: list[str]) -> tuple[dict[str, np.ndarray],
 @torch.no_grad()
 def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: Path, batch_size: int = 256,
             device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False, workers: int = 0,
-            progress=None, description: str = "features") -> tuple[dict[str, np.ndarray], np.ndarray]:
+            dtype: str = "float32", progress=None, description: str = "features") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Run ``model`` once over ``dataset`` and return ``({point: N x C x p*p}, targets)``.
 
     The arrays are memory-mapped ``.npy`` files in ``folder``; an existing complete cache there
@@ -87,7 +91,7 @@ def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: 
         model.to(memory_format=torch.channels_last)
     rank, size = world()
     run = dict(pool=pool, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last, workers=workers,
-               progress=progress, description=description)
+               dtype=np.dtype(dtype), progress=progress, description=description)
     if size == 1:
         _pass(model, dataset, points, folder, **run)
     else:
@@ -102,7 +106,7 @@ def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: 
     return load_cached(folder, points)
 
 
-def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp, channels_last, workers, progress, description):
+def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp, channels_last, workers, dtype, progress, description):
     folder.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
     arrays: dict[str, np.ndarray] = {}
@@ -119,7 +123,7 @@ def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp
             for i, name in enumerate(points):
                 out = store[name]
                 if name not in arrays:
-                    arrays[name] = np.lib.format.open_memmap(folder / f"{i}.npy", mode="w+", dtype=np.float32, shape=(n, *out.shape[1:]))
+                    arrays[name] = np.lib.format.open_memmap(folder / f"{i}.npy", mode="w+", dtype=dtype, shape=(n, *out.shape[1:]))
                 arrays[name][offset:offset + len(y)] = out.cpu().numpy()
             targets[offset:offset + len(y)] = y.numpy()
             offset += len(y)
@@ -139,7 +143,7 @@ def _join(parts: list[Path], folder: Path, n_points: int) -> None:
     total = sum(len(t) for t in targets)
     for i in range(n_points):
         pieces = [np.load(p / f"{i}.npy", mmap_mode="r") for p in parts]
-        joined = np.lib.format.open_memmap(folder / f"{i}.npy", mode="w+", dtype=np.float32, shape=(total, *pieces[0].shape[1:]))
+        joined = np.lib.format.open_memmap(folder / f"{i}.npy", mode="w+", dtype=pieces[0].dtype, shape=(total, *pieces[0].shape[1:]))
         offset = 0
         for piece in pieces:
             joined[offset:offset + len(piece)] = piece

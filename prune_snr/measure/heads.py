@@ -1,14 +1,22 @@
-"""Phase 2, step 2: linear heads for every point, trained together on cached features.
+"""Phase 2, step 2: linear heads for every point, trained on cached features that stream from disk.
 
 Heads see standardized features (better conditioned, Adam converges in a few epochs) and are
 folded back to the raw feature scale afterwards, ``W_raw = W / sigma``, because the field
-matrices must be computed on raw, un-centered class means (METHOD.md). All heads share the
-mini-batch indices and one optimizer; their losses are independent, so this is the same as
-training each alone, at a fraction of the overhead.
+matrices must be computed on raw, un-centered class means (METHOD.md).
+
+Memory stays bounded whatever the number of rows: each epoch walks one random permutation of
+the training rows in chunks; a chunk's rows are read from the memory-mapped cache (sorted, so
+the file is read forward; the mapping is dropped after each chunk so its pages leave the
+process), standardized, and cut into the mini-batches of that stretch of the permutation.
+Points whose rows are too wide to share one chunk under ``memory_budget`` are trained in
+groups, one pass over the data per group. Heads are independent (own loss, own Adam state) and
+every group walks the same permutation, so grouping and chunking change nothing in the result:
+it equals training all heads together on one in-memory matrix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,21 +25,46 @@ from torch.nn import functional as F
 from ..progress import track
 
 ROWS_PER_CHUNK = 8192
+#: Bytes held per feature value of a chunk: the float32 gather plus its standardized copy.
+BYTES_PER_VALUE = 8
+
+
+def default_memory_budget() -> int:
+    """A quarter of the machine's RAM, in bytes."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+@dataclass
+class Rows:
+    """Some rows of a feature cache: ``features[point][index]`` with labels ``targets`` (0..L-1)."""
+
+    features: dict[str, np.ndarray]  # point -> N x C x K (memory-mapped is fine)
+    index: np.ndarray
+    targets: torch.Tensor
 
 
 @dataclass
 class Head:
     weight: torch.Tensor  # L x C x K, raw feature scale
     bias: torch.Tensor    # L, raw feature scale
-    accuracy: float       # on the evaluation rows
     train_accuracy: float
+    accuracies: dict[str, float] = field(default_factory=dict)  # evaluation set name -> accuracy
 
 
 def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
-    """Gather rows (sorted, so a memory-mapped array reads forward) as a float32 tensor."""
+    """Gather rows (sorted, so a memory-mapped array reads forward) as a float32 tensor.
+
+    A memory-mapped array is mapped afresh and unmapped after the gather, so the pages read
+    do not stay in the process's resident memory.
+    """
+    source = np.load(features.filename, mmap_mode="r") if isinstance(features, np.memmap) and features.filename else features
     order = np.argsort(index, kind="stable")
-    out = np.empty((len(index), *features.shape[1:]), dtype=np.float32)
-    out[order] = features[index[order]]
+    out = np.empty((len(index), *source.shape[1:]), dtype=np.float32)
+    out[order] = source[index[order]]
+    del source
     return torch.from_numpy(out)
 
 
@@ -59,19 +92,39 @@ def class_means(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, 
     return (sums / counts.view(-1, *([1] * (sums.ndim - 1)))).float()
 
 
-def _standardized(features: dict[str, np.ndarray], index: np.ndarray, stats: dict) -> torch.Tensor:
-    """All points' features of ``index`` rows side by side, standardized: ``N x sum(C*K)``."""
-    blocks = [(_rows(features[n], index).flatten(1) - stats[n][0].flatten()) / stats[n][1].flatten() for n in features]
-    return torch.cat(blocks, dim=1)
+def plan_groups(dims: dict[str, int], *, batch_size: int, memory_budget: int) -> list[list[str]]:
+    """Points in order, grouped so that one mini-batch of a group's rows fits ``memory_budget``.
+
+    Example:
+        >>> plan_groups({"a": 100, "b": 100, "c": 100}, batch_size=10, memory_budget=2 * 100 * 10 * BYTES_PER_VALUE)
+        [['a', 'b'], ['c']]
+    """
+    cap = memory_budget // (BYTES_PER_VALUE * batch_size)
+    groups: list[list[str]] = [[]]
+    width = 0
+    for name, d in dims.items():
+        if groups[-1] and width + d > cap:
+            groups.append([])
+            width = 0
+        groups[-1].append(name)
+        width += d
+    return groups
+
+
+def _standardized(rows: Rows, names: list[str], stats: dict, positions: np.ndarray | slice = slice(None)) -> torch.Tensor:
+    """Rows ``rows.index[positions]`` of the points ``names``, standardized side by side: ``n x sum(C*K)``."""
+    index = rows.index[positions]
+    blocks = []
+    for n in names:
+        x = _rows(rows.features[n], index).flatten(1)
+        x.sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
+        blocks.append(x)
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
 
 def train_heads(
-    train_features: dict[str, np.ndarray],
-    train_index: np.ndarray,
-    train_targets: torch.Tensor,
-    eval_features: dict[str, np.ndarray],
-    eval_index: np.ndarray,
-    eval_targets: torch.Tensor,
+    train: Rows,
+    evaluate: dict[str, Rows],
     *,
     num_classes: int,
     epochs: int = 30,
@@ -79,64 +132,74 @@ def train_heads(
     batch_size: int = 1024,
     seed: int = 0,
     device: torch.device = torch.device("cpu"),
+    memory_budget: int | None = None,
     progress=None,
     description: str = "heads",
 ) -> dict[str, Head]:
-    """Train one linear head per point on ``features[point][index]`` -> ``targets``.
-
-    The standardized features of all points are gathered once into one in-memory matrix
-    (on ``device``), so each step is one row gather plus one small matmul per point.
+    """Train one linear head per point on ``train`` rows and score it on every ``evaluate`` set.
 
     Args:
-        train_features / eval_features: ``{point: N x C x K}`` arrays (memory-mapped is fine).
-        train_index / eval_index: the rows to use (a label subset, or all rows).
-        train_targets / eval_targets: labels of those rows, already in ``0..num_classes-1``.
+        train: the training rows (features of every point, row index, labels in 0..L-1).
+        evaluate: named evaluation rows, e.g. ``{"val": ..., "test": ...}``.
+        memory_budget: bytes one chunk of standardized rows may take (default: a quarter of RAM).
 
     Returns:
-        ``{point: Head}`` with raw-scale weights ``L x C x K`` and test accuracy.
+        ``{point: Head}`` with raw-scale weights ``L x C x K`` and one accuracy per evaluation set.
+
+    Example:
+        >>> feats = {"p": np.random.default_rng(0).standard_normal((40, 2, 1)).astype(np.float32)}
+        >>> y = torch.tensor([0, 1] * 20); feats["p"][:, 0, 0] += 3 * y.numpy()
+        >>> rows = Rows(feats, np.arange(40), y)
+        >>> train_heads(rows, {"val": rows}, num_classes=2, epochs=20, lr=0.1, batch_size=8)["p"].accuracies["val"] > 0.9
+        True
     """
-    names = list(train_features)
-    g = torch.Generator().manual_seed(seed)
-    stats = {n: feature_stats(train_features[n], train_index) for n in names}
-    dims = [int(np.prod(train_features[n].shape[1:])) for n in names]
-    offsets = np.concatenate([[0], np.cumsum(dims)])
-    x_train = _standardized(train_features, train_index, stats).to(device)
-    y_train = train_targets.to(device)
-    weights = [torch.zeros(num_classes, d, device=device, requires_grad=True) for d in dims]
-    biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in dims]
-    optimizer = torch.optim.Adam(weights + biases, lr=lr)
-    steps_per_epoch = max(1, len(train_index) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    for _ in track(progress, range(epochs), description, total=epochs):
-        perm = torch.randperm(len(train_index), generator=g)
-        for step in range(steps_per_epoch):
-            sel = perm[step * batch_size:(step + 1) * batch_size].to(device)
-            x, y = x_train.index_select(0, sel), y_train.index_select(0, sel)
-            optimizer.zero_grad(set_to_none=True)
-            loss = sum(F.cross_entropy(torch.addmm(b, x[:, lo:hi], w.t()), y)
-                       for w, b, lo, hi in zip(weights, biases, offsets[:-1], offsets[1:]))
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    del x_train
-    heads = {}
-    with torch.no_grad():
-        x_eval = _standardized(eval_features, eval_index, stats).to(device)
-        for n, w, b, lo, hi in zip(names, weights, biases, offsets[:-1], offsets[1:]):
-            train_acc = _accuracy_std(train_features[n], train_index, train_targets, stats[n], w, b, device)
-            eval_acc = (torch.addmm(b, x_eval[:, lo:hi], w.t()).argmax(1).cpu() == eval_targets).float().mean().item()
-            mean, std = stats[n][0].flatten().to(device), stats[n][1].flatten().to(device)
-            w_raw = w / std  # fold the standardization back: raw-scale head, same logits
-            b_raw = b - w_raw @ mean
-            heads[n] = Head(weight=w_raw.reshape(num_classes, *train_features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
-                            accuracy=eval_acc, train_accuracy=train_acc)
-    return heads
-
-
-def _accuracy_std(features, index, targets, stats, w, b, device) -> float:
-    correct = 0
-    mean, std = stats[0].flatten(), stats[1].flatten()
-    for start in range(0, len(index), ROWS_PER_CHUNK):
-        x = ((_rows(features, index[start:start + ROWS_PER_CHUNK]).flatten(1) - mean) / std).to(device)
-        correct += (torch.addmm(b, x, w.t()).argmax(1).cpu() == targets[start:start + ROWS_PER_CHUNK]).sum().item()
-    return correct / len(index)
+    names = list(train.features)
+    budget = memory_budget or default_memory_budget()
+    stats = {n: feature_stats(train.features[n], train.index) for n in names}
+    dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
+    steps_per_epoch = max(1, len(train.index) // batch_size)
+    used = min(len(train.index), steps_per_epoch * batch_size)
+    heads: dict[str, Head] = {}
+    for group in plan_groups(dims, batch_size=batch_size, memory_budget=budget):
+        width = sum(dims[n] for n in group)
+        chunk = max(batch_size, budget // (BYTES_PER_VALUE * width) // batch_size * batch_size)
+        offsets = np.concatenate([[0], np.cumsum([dims[n] for n in group])])
+        weights = [torch.zeros(num_classes, dims[n], device=device, requires_grad=True) for n in group]
+        biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in group]
+        optimizer = torch.optim.Adam(weights + biases, lr=lr)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+        g = torch.Generator().manual_seed(seed)  # every group walks the same permutations
+        label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
+        for _ in track(progress, range(epochs), label, total=epochs):
+            perm = torch.randperm(len(train.index), generator=g)[:used].numpy()
+            for start in range(0, used, chunk):
+                positions = perm[start:start + chunk]
+                x_chunk = _standardized(train, group, stats, positions).to(device)
+                y_chunk = train.targets[positions].to(device)
+                for b in range(0, len(positions), batch_size):
+                    x, y = x_chunk[b:b + batch_size], y_chunk[b:b + batch_size]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = sum(F.cross_entropy(torch.addmm(bias, x[:, lo:hi], w.t()), y)
+                               for w, bias, lo, hi in zip(weights, biases, offsets[:-1], offsets[1:]))
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                del x_chunk
+        with torch.no_grad():
+            scored = {"train": train, **evaluate}
+            correct = {key: [0] * len(group) for key in scored}
+            for key, rows in scored.items():
+                for start in range(0, len(rows.index), ROWS_PER_CHUNK):
+                    positions = slice(start, start + ROWS_PER_CHUNK)
+                    x = _standardized(rows, group, stats, positions).to(device)
+                    y = rows.targets[positions]
+                    for i, (w, bias, lo, hi) in enumerate(zip(weights, biases, offsets[:-1], offsets[1:])):
+                        correct[key][i] += (torch.addmm(bias, x[:, lo:hi], w.t()).argmax(1).cpu() == y).sum().item()
+            for i, (n, w, bias) in enumerate(zip(group, weights, biases)):
+                mean, std = stats[n][0].flatten().to(device), stats[n][1].flatten().to(device)
+                w_raw = w / std  # fold the standardization back: raw-scale head, same logits
+                b_raw = bias - w_raw @ mean
+                acc = {key: correct[key][i] / max(1, len(rows.index)) for key, rows in scored.items()}
+                heads[n] = Head(weight=w_raw.reshape(num_classes, *train.features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
+                                train_accuracy=acc.pop("train"), accuracies=acc)
+    return {n: heads[n] for n in names}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_save_bytes
-from .result import Measurement
+from .result import Measurement, paper_accuracy
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -40,7 +40,7 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
     written = []
 
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 3.5))
-    ax.plot(x, [p["accuracy"] for p in m.points], "o-", color="tab:blue")
+    ax.plot(x, [paper_accuracy(p) for p in m.points], "o-", color="tab:blue")
     ax.set_ylabel("head test accuracy", color="tab:blue")
     ax2 = ax.twinx()
     snr = [p["snr"] if math.isfinite(p["snr"]) else np.nan for p in m.points]

@@ -2,8 +2,10 @@
 
 Artifacts (all written atomically):
 - ``measurement.json``: model, dataset, split sizes, seed, options, per-point figures
-  (``name, n_filters, accuracy, snr, noise_per_filter, clusters_per_filter, cluster_size,
-  dead_fraction``) and ``label_sweep``.
+  (``name, n_filters, val_accuracy, test_accuracy, snr, noise_per_filter, clusters_per_filter,
+  cluster_size, dead_fraction``; the field figures on ``options.fields_split``, the test
+  split's under ``test``) and ``label_sweep``. ``val_accuracy`` drives decisions;
+  ``test_accuracy`` is the paper's figure and never feeds one.
 - ``fields.npz``: ``NAME/M`` (F x L x L float32, un-normalised mean fields) and ``NAME/snr``
   (F float32) for every point; every figure in the JSON is recomputable from these.
 - ``heads.pt``: each point's linear head on the raw feature scale (``weight`` L x C x p*p,
@@ -39,6 +41,18 @@ class Measurement:
     @property
     def threshold(self) -> float:
         return self.meta["options"]["threshold"]
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the points carry validation figures (measurements made before the split did not)."""
+        return bool(self.points) and all(p.get("val_accuracy") is not None for p in self.points)
+
+    def val_accuracies(self) -> list[float]:
+        """Each point's validation head accuracy, input to output: what decisions read."""
+        if not self.has_validation:
+            raise CheckpointError("this measurement has no validation figures (it predates --val-fraction); re-measure with "
+                                  "prune-snr measure CHECKPOINT --out DIR and pass that folder")
+        return [p["val_accuracy"] for p in self.points]
 
     def point(self, name: str) -> dict:
         return next(p for p in self.points if p["name"] == name)
@@ -85,12 +99,26 @@ class Measurement:
         return cls(meta=data, points=points, fields=fields, heads=heads, label_sweep=sweep)
 
 
-def point_record(name: str, M: torch.Tensor, accuracy: float, threshold: float, train_accuracy: float | None = None) -> dict:
-    """The per-point entry of ``measurement.json``."""
-    stats = filter_stats(M, threshold=threshold)
-    summary = layer_summary(stats)
-    record = {"name": name, "n_filters": int(M.shape[0]), "accuracy": accuracy}
-    record.update({k: summary[k] for k in ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction")})
+FIGURES = ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction")
+
+
+def test_figures(M: torch.Tensor, threshold: float) -> dict:
+    """The field figures of one point on another split's class means."""
+    summary = layer_summary(filter_stats(M, threshold=threshold))
+    return {k: summary[k] for k in FIGURES}
+
+
+def point_record(name: str, M: torch.Tensor, accuracies: dict[str, float], threshold: float,
+                 train_accuracy: float | None = None) -> dict:
+    """The per-point entry of ``measurement.json``: ``val_accuracy``, ``test_accuracy`` and the field figures of ``M``."""
+    record = {"name": name, "n_filters": int(M.shape[0]), "val_accuracy": accuracies.get("val"),
+              "test_accuracy": accuracies.get("test")}
+    record.update(test_figures(M, threshold))
     if train_accuracy is not None:
         record["train_accuracy"] = train_accuracy
     return record
+
+
+def paper_accuracy(point: dict) -> float:
+    """A point's test-split head accuracy (the paper's figure), also from measurements made before the split."""
+    return point["test_accuracy"] if "test_accuracy" in point else point["accuracy"]

@@ -12,14 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import build_dataset, choose_labels
+from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, validation_split
 from ..errors import DataError, ModelError
 from ..models import resolve_points
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, extract
 from .fields import field_matrices
-from .heads import class_means, train_heads
-from .result import Measurement, point_record
+from .heads import Rows, class_means, train_heads
+from .result import Measurement, point_record, test_figures
+
+FIELDS_SPLITS = ("val", "test", "train")
 
 
 def _default_cache() -> Path:
@@ -39,20 +41,28 @@ def measure(
     head_batch_size: int = 1024,
     label_sweep: Sequence[int] | None = None,
     label_seed: int | None = None,
-    fields_split: str = "test",
+    fields_split: str = "val",
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     expanded: bool = False,
     batch_size: int = 256,
     seed: int = 0,
     device: str = "auto",
     amp: bool = False,
     cache_dir: str | Path | None = None,
+    cache_dtype: str = "float32",
+    memory_budget: float | None = None,
     progress=None,
 ) -> Measurement:
     """Measure layer-wise accuracy and per-filter clusters, noise and SNR (METHOD.md).
 
     One backbone pass per split caches the ``p x p``-pooled features of every point; linear
-    heads for all points train on the cache; each layer's field matrices are one einsum of
-    class-mean features with the head weights.
+    heads for all points train on the cache (the training split less its validation part);
+    each layer's field matrices are one einsum of class-mean features with the head weights.
+
+    Every point records ``val_accuracy`` (its head on the validation split: what decisions read)
+    beside ``test_accuracy`` (the paper's figure; grading only), and the field figures (SNR,
+    noise, clusters) on ``fields_split`` (validation by default) with the test split's under
+    ``test``.
 
     Args:
         model: a trained classifier (e.g. ``prune_snr.load("runs/x/model.pt")``).
@@ -63,7 +73,12 @@ def measure(
         head_epochs, head_lr, head_batch_size: Adam training of the heads.
         label_sweep: label counts K to re-measure on the first K labels (or K labels drawn
             with ``label_seed``), reusing the cached features.
-        fields_split: split whose class means give the field matrices (``test`` per METHOD).
+        fields_split: split whose class means give the field matrices: ``val`` (default; what
+            pruning reads), ``test`` (the paper's figure) or ``train``.
+        val_fraction: seeded, label-stratified fraction of the training split held out of the
+            heads for decisions (:func:`prune_snr.data.validation_split`).
+        cache_dtype: ``float32`` or ``float16`` features on disk.
+        memory_budget: GiB the heads may hold at once (default: a quarter of the RAM).
         expanded: EfficientNet: also measure each MBConv's depthwise output.
         cache_dir: where features are cached (default ``~/.cache/prune-snr/features``).
 
@@ -76,11 +91,13 @@ def measure(
     Example:
         >>> from prune_snr import build_model
         >>> m = measure(build_model("vgg16", num_classes=10, width_mult=0.125), "synthetic", head_epochs=2)  # doctest: +SKIP
-        >>> [p["accuracy"] for p in m.points]  # doctest: +SKIP
+        >>> [p["val_accuracy"] for p in m.points]  # doctest: +SKIP
     """
     t_start = time.perf_counter()
-    if fields_split not in ("test", "train"):
-        raise DataError(f"fields_split={fields_split!r}: use test or train")
+    if fields_split not in FIELDS_SPLITS:
+        raise DataError(f"fields_split={fields_split!r}: use one of {', '.join(FIELDS_SPLITS)}")
+    if fields_split == "val" and not val_fraction:
+        raise DataError("--fields-split val needs --val-fraction > 0")
     device_t = resolve_device(device)
     if isinstance(dataset, str):
         size = (getattr(model, "spec", None) or {}).get("input_size")
@@ -99,15 +116,18 @@ def measure(
     names = resolve_points(model, points, expanded=expanded)
     seed_everything(seed)
     cache_root = Path(cache_dir) if cache_dir else _default_cache()
-    key = cache_key(model, dataset_id, names, pool)
+    key = cache_key(model, dataset_id, names, pool, cache_dtype)
     timings = {}
     feats = {}
     for split, ds in (("train", train_set), ("test", test_set)):
         t0 = time.perf_counter()
         feats[split] = extract(model, ds, names, pool=pool, folder=cache_root / key / split, batch_size=batch_size,
-                               device=device_t, amp=amp, progress=progress, description=f"features ({split})")
+                               device=device_t, amp=amp, dtype=cache_dtype, progress=progress, description=f"features ({split})")
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
+
+    rest_rows, val_rows = validation_split(train_y, val_fraction)
+    budget = int(memory_budget * 2**30) if memory_budget else None
 
     def run(labels: list[int] | None, description: str):
         """Heads and field matrices on a label subset (None = all labels)."""
@@ -115,18 +135,28 @@ def measure(
         remap = np.arange(num_classes) if labels is None else np.full(num_classes, -1)
         if labels is not None:
             remap[labels] = np.arange(L)
-        tr_idx = np.flatnonzero(remap[train_y] >= 0)
-        te_idx = np.flatnonzero(remap[test_y] >= 0)
-        tr_t, te_t = torch.from_numpy(remap[train_y[tr_idx]]), torch.from_numpy(remap[test_y[te_idx]])
-        heads = train_heads(train_x, tr_idx, tr_t, test_x, te_idx, te_t, num_classes=L, epochs=head_epochs, lr=head_lr,
-                            batch_size=head_batch_size, seed=seed, device=device_t, progress=progress, description=description)
-        f_x, f_idx, f_t = (test_x, te_idx, te_t) if fields_split == "test" else (train_x, tr_idx, tr_t)
+
+        def rows(x, y, candidates):
+            keep = candidates[remap[y[candidates]] >= 0]
+            return Rows(x, keep, torch.from_numpy(remap[y[keep]]))
+
+        train_rows = rows(train_x, train_y, rest_rows)
+        scored = {"test": rows(test_x, test_y, np.arange(len(test_y)))}
+        if len(val_rows):
+            scored["val"] = rows(train_x, train_y, val_rows)
+        heads = train_heads(train_rows, scored, num_classes=L, epochs=head_epochs, lr=head_lr, batch_size=head_batch_size,
+                            seed=seed, device=device_t, memory_budget=budget, progress=progress, description=description)
+        fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
         records, fields = [], {}
         for n in names:
-            mu = class_means(f_x[n], f_idx, f_t, L)
-            M = field_matrices(mu, heads[n].weight)
+            M = field_matrices(class_means(fields_rows.features[n], fields_rows.index, fields_rows.targets, L), heads[n].weight)
             fields[n] = M.numpy()
-            records.append(point_record(n, M, heads[n].accuracy, threshold, heads[n].train_accuracy))
+            record = point_record(n, M, heads[n].accuracies, threshold, heads[n].train_accuracy)
+            if fields_split != "test":
+                test = scored["test"]
+                record["test"] = test_figures(field_matrices(class_means(test.features[n], test.index, test.targets, L),
+                                                             heads[n].weight), threshold)
+            records.append(record)
         return heads, records, fields
 
     t0 = time.perf_counter()
@@ -139,9 +169,9 @@ def measure(
         labels = choose_labels(num_classes, K, label_seed)
         _, recs, _ = run(labels, f"heads (K={K})")
         sweep.append({"labels": K, "label_ids": labels, "points": [
-            {"name": r["name"], "accuracy": r["accuracy"], "error_rate": 1 - r["accuracy"], "snr": r["snr"],
-             "cluster_size": r["cluster_size"], "clusters_per_filter": r["clusters_per_filter"],
-             "noise_per_filter": r["noise_per_filter"]} for r in recs]})
+            {"name": r["name"], "val_accuracy": r.get("val_accuracy"), "test_accuracy": r["test_accuracy"],
+             "error_rate": 1 - r["test_accuracy"], "snr": r["snr"], "cluster_size": r["cluster_size"],
+             "clusters_per_filter": r["clusters_per_filter"], "noise_per_filter": r["noise_per_filter"]} for r in recs]})
     timings["total_s"] = time.perf_counter() - t_start
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     spec = getattr(model, "spec", None) or {}
@@ -149,11 +179,12 @@ def measure(
         "model": spec.get("name", type(model).__name__),
         "dataset": dataset if isinstance(dataset, str) else dataset_id,
         "num_classes": num_classes,
-        "split_sizes": {"train": int(len(train_y)), "test": int(len(test_y))},
+        "split_sizes": {"train": int(len(rest_rows)), "val": int(len(val_rows)), "test": int(len(test_y))},
         "seed": seed,
         "device": str(device_t),
         "options": {"points": names, "pool": pool, "threshold": threshold, "head_epochs": head_epochs, "head_lr": head_lr,
                     "head_batch_size": head_batch_size, "fields_split": fields_split, "label_seed": label_seed,
+                    "val_fraction": val_fraction, "cache_dtype": cache_dtype, "memory_budget_gib": memory_budget,
                     "head_bias_in_fields": False},
         "timings": timings,
         "feature_cache": str(cache_root / key),

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ..checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint, save_checkpoint
-from ..data import build_dataset
+from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..measure import Measurement, measure
 from ..models.points import _is_timm_efficientnet
@@ -50,6 +50,8 @@ def prune(
     finetune_fraction: float = 1.0,
     distill: bool = False,
     measurement: Measurement | None = None,
+    measure_options: dict | None = None,
+    val_fraction: float | None = None,
     batch_size: int = 128,
     seed: int = 0,
     device: str = "auto",
@@ -77,7 +79,10 @@ def prune(
             from the unpruned model.
         finetune_fraction: fine-tune on this seeded random fraction of the training set (a cheap
             proxy for search trials; 1.0 = all of it).
-        measurement: reuse a measurement of ``model``; measured here when needed and not given.
+        measurement: reuse a measurement of ``model``; measured here when needed and not given
+            (with ``measure_options``, e.g. ``{"pool": 2, "threshold": 0.3, "head_epochs": 30}``).
+        val_fraction: the validation split every decision reads (default: the measurement's,
+            else 0.1); fine-tuning uses the rest of the training split, the test split grades.
         out: folder for ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
 
     Returns:
@@ -93,12 +98,26 @@ def prune(
     t0 = time.perf_counter()
     if criterion not in CRITERIA:
         raise ConfigError(f"--criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    if measurement is not None:
+        measurement.val_accuracies()  # a measurement without validation figures cannot drive decisions
+    if val_fraction is None:
+        recorded = measurement.meta["options"].get("val_fraction") if measurement is not None else None
+        val_fraction = DEFAULT_VAL_FRACTION if recorded is None else recorded
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction {val_fraction}: prune decides on a validation split; use a fraction in (0, 1)")
     size = model.spec.get("input_size")
     train_set = build_dataset(dataset, "train", data_dir, input_size=size)
     test_set = build_dataset(dataset, "test", data_dir, input_size=size)
     plain_train = build_dataset(dataset, "train", data_dir, input_size=size, augment=False)
     if len(train_set.classes) != model.spec["num_classes"]:
         raise ConfigError(f"the model has {model.spec['num_classes']} outputs but {dataset} has {len(train_set.classes)} labels")
+    train_set, _ = hold_out(train_set, val_fraction)
+    plain_train, val_set = hold_out(plain_train, val_fraction)
+
+    def grade(m: nn.Module) -> dict:
+        """Test accuracy (the grade) and validation accuracy (what a search decides on)."""
+        return {"accuracy": evaluate(m, test_set, device=device)["accuracy"],
+                "val_accuracy": evaluate(m, val_set, device=device)["accuracy"]}
     if not 0 < finetune_fraction <= 1:
         raise ConfigError(f"finetune fraction {finetune_fraction}: use a fraction in (0, 1]")
     finetune_set = train_set
@@ -110,7 +129,7 @@ def prune(
     out = Path(out) if out else None
     ckpt = out / FINETUNE if out else None
     original = model.cpu().eval()
-    report: dict = {"dataset": dataset, "split": "test", "seed": seed, "target": target, "metric": metric, "criterion": criterion,
+    report: dict = {"dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": seed, "target": target, "metric": metric, "criterion": criterion,
                     "allocation": allocation, "truncate": truncate_layers, "afcc": afcc, "finetune_epochs": finetune_epochs,
                     "finetune_fraction": finetune_fraction}
 
@@ -122,16 +141,18 @@ def prune(
         report.update(state["config"]["report"])
         history = state["pruning"]
     else:
-        before = {**count(original), "accuracy": evaluate(original, test_set, device=device)["accuracy"]}
+        before = {**count(original), **grade(original)}
         report["before"] = before
         report["channels_before"] = _kept_channels(original)
         needs_measurement = criterion in NEEDS_MEASUREMENT or allocation == "measured" or truncate_layers
         if measurement is None and needs_measurement:
-            measurement = measure(original, dataset, data_dir=data_dir, expanded=_is_timm_efficientnet(original), seed=seed,
-                                  device=device, progress=progress)
+            options = {"expanded": _is_timm_efficientnet(original), **(measure_options or {})}
+            measurement = measure(original, dataset, data_dir=data_dir, val_fraction=val_fraction, seed=seed, device=device,
+                                  progress=progress, **options)
+            report["measurement"] = {"made_here": True, "options": measurement.meta["options"]}
         base = original
         if truncate_layers:
-            rows = candidates(measurement, before["accuracy"], delta)
+            rows = candidates(measurement, before["val_accuracy"], delta)
             cut = choose_cut(rows) if isinstance(original, VGG) else None
             report["truncation"] = {"delta": delta, "candidates": rows, "cut_after": cut,
                                     "note": None if isinstance(original, VGG) else "truncation is implemented for VGG; nothing cut"}
@@ -140,9 +161,11 @@ def prune(
                 kept = set(base.measurement_points())
                 measurement = Measurement(meta=measurement.meta, points=[p for p in measurement.points if p["name"] in kept],
                                           fields={k: v for k, v in measurement.fields.items() if k in kept}, heads=measurement.heads)
-                report["truncation"]["accuracy_after_cut"] = evaluate(base, test_set, device=device)["accuracy"]
+                cut_grades = grade(base)
+                report["truncation"]["accuracy_after_cut"] = cut_grades["accuracy"]
+                report["truncation"]["val_accuracy_after_cut"] = cut_grades["val_accuracy"]
         alloc = Allocation(allocation, [p["name"] for p in measurement.points] if measurement else None,
-                           [p["accuracy"] for p in measurement.points] if measurement else None, len(train_set.classes))
+                           measurement.val_accuracies() if measurement else None, len(train_set.classes))
         gradient_batches = None
         if criterion in NEEDS_GRADIENTS:
             loader = make_loader(plain_train, batch_size=64, shuffle=True, seed=seed)
@@ -165,19 +188,19 @@ def prune(
             removed = 1 - (1 - outcome.removed) * prunable_base(base, metric) / prunable_base(original, metric)
             report["search"] = {"ratio": outcome.ratio, "removed": removed, "trials": outcome.trials,
                                 "fallback_groups": outcome.fallback_groups}
-        report["pruned_before_finetune"] = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
+        report["pruned_before_finetune"] = {**count(pruned), **grade(pruned)}
     config = {"model": pruned.spec, "report": report, **(config or {})}
     if finetune_epochs > 0:
         fit(pruned, finetune_set, test_set, opts, checkpoint_path=ckpt,
             checkpoint_extra={"kind": "pruned", "config": config, "pruning": history}, resume=resume,
             teacher=original if distill else None, progress=progress)
     pruned = pruned.cpu().eval()
-    after = {**count(pruned), "accuracy": evaluate(pruned, test_set, device=device)["accuracy"]}
+    after = {**count(pruned), **grade(pruned)}
     if afcc:
         stats = apply_afcc(pruned, plain_train, threshold=measurement.threshold if measurement else 0.3)
-        report["afcc"] = {**stats, "accuracy_before": after["accuracy"],
-                          "accuracy_after": evaluate(pruned, test_set, device=device)["accuracy"]}
-        after["accuracy"] = report["afcc"]["accuracy_after"]
+        graded = grade(pruned)
+        report["afcc"] = {**stats, "accuracy_before": after["accuracy"], "accuracy_after": graded["accuracy"]}
+        after.update(graded)
     report["after"] = after
     report["channels_after"] = _kept_channels(pruned)
     report["seconds"] = time.perf_counter() - t0

@@ -13,12 +13,15 @@ from ..models.vgg import VGG
 from ..measure.result import Measurement
 
 
-def candidates(measurement: Measurement, full_accuracy: float, delta: float) -> list[dict]:
-    """Every cut point with its accuracy and what the rest of the network adds after it."""
+def candidates(measurement: Measurement, full_val_accuracy: float, delta: float) -> list[dict]:
+    """Every cut point with its validation accuracy and what the rest of the network adds after it.
+
+    Decisions read the validation split only; each row also shows the test accuracy (grading).
+    """
     rows = []
-    for p in measurement.points:
-        rows.append({"point": p["name"], "accuracy": p["accuracy"], "adds_after": full_accuracy - p["accuracy"],
-                     "eligible": full_accuracy - p["accuracy"] < delta})
+    for p, val in zip(measurement.points, measurement.val_accuracies()):
+        rows.append({"point": p["name"], "val_accuracy": val, "test_accuracy": p.get("test_accuracy"),
+                     "adds_after": full_val_accuracy - val, "eligible": full_val_accuracy - val < delta})
     return rows
 
 

@@ -1,6 +1,8 @@
 """Optuna search of the accuracy-vs-size trade-off over pruning configurations.
 
-Two objectives: maximize test accuracy, minimize the kept fraction of params (or MACs). The
+Two objectives: maximize validation accuracy (a seeded part of the training split that neither
+the heads nor the fine-tuning see), minimize the kept fraction of params (or MACs). The test
+accuracy of every trial is recorded (user attribute ``accuracy``) to grade, never to decide. The
 space covers the target, the criterion, the allocation, METHOD options (threshold,
 aggregation), truncation, AFCC, fine-tuning epochs and learning rate. Each trial writes its
 ``pruned.pt`` and ``report.json`` under ``OUT/trials/NNNN`` and records its figures as user
@@ -60,6 +62,17 @@ def make_storage(storage: str | None, out: Path):
         return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
     except Exception as exc:  # sqlalchemy raises its own types for bad URLs/drivers
         raise ConfigError(f"--storage {storage!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count towards ``--trials``: completed ones, and ones that failed with an error.
+
+    A trial left RUNNING by a killed process (or failed later by Optuna's heartbeat check, with no
+    error of its own) does not count, so a resumed study ends with exactly the requested number
+    whatever the moment of the kill.
+    """
+    return [t for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs)]
 
 
 def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
@@ -123,7 +136,7 @@ def run_search(
     # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters.
     study = optuna.create_study(study_name=study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.NSGAIISampler(seed=seed + existing))
-    study.set_metric_names(["accuracy", f"{metric}_kept"])
+    study.set_metric_names(["val_accuracy", f"{metric}_kept"])
     study.set_user_attr("base", count(model))
     is_vgg = hasattr(model, "measurement_points")
 
@@ -159,21 +172,23 @@ def run_search(
         trial.set_user_attr("options", opts)
         try:
             report = run_trial(trial.number, opts, folder, finetune_fraction=proxy or 1.0)
-        except PruneSnrError as exc:
-            trial.set_user_attr("error", str(exc))
+        except Exception as exc:
+            trial.set_user_attr("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
-        accuracy = report["after"]["accuracy"]
+        accuracy = report["after"]["val_accuracy"]
         kept = report["after"][metric] / report["before"][metric]
-        for key in ("accuracy", "params", "macs"):
+        for key in ("accuracy", "val_accuracy", "params", "macs"):
             trial.set_user_attr(key, report["after"][key])
         trial.set_user_attr("accuracy_before_finetune", report["pruned_before_finetune"]["accuracy"])
         trial.set_user_attr("removed", report["search"]["removed"])
         if not math.isfinite(accuracy):
+            trial.set_user_attr("error", "accuracy is not finite")
             return float("nan"), float("nan")  # recorded by Optuna as a failed trial
         return accuracy, kept
 
-    finished = [t for t in study.trials if t.state.is_finished()]
-    remaining = max(0, trials - len(finished))
+    if getattr(storage_obj, "is_heartbeat_enabled", lambda: False)():
+        optuna.storages.fail_stale_trials(study)  # a killed run's RUNNING trial: failed, and not counted
+    remaining = max(0, trials - len(counted_trials(study)))
     if remaining:
         task = progress.add_task(f"search ({remaining} trials)", total=remaining) if progress is not None else None
 
@@ -196,7 +211,8 @@ def run_search(
 
                 shutil.rmtree(folder)
             report = run_trial(t.number, t.user_attrs["options"], folder, finetune_fraction=1.0)
-            study.set_user_attr(f"full:{t.number:04d}", {"accuracy": report["after"]["accuracy"], "artifacts": str(folder)})
+            study.set_user_attr(f"full:{t.number:04d}", {"accuracy": report["after"]["accuracy"],
+                                                         "val_accuracy": report["after"]["val_accuracy"], "artifacts": str(folder)})
             if task is not None:
                 progress.update(task, advance=1)
         if task is not None:
@@ -205,9 +221,11 @@ def run_search(
 
 
 def full_result(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
-    """The trial's accuracy and artifacts folder: from its full re-evaluation when it has one."""
+    """The trial's ``val_accuracy`` (decides), ``accuracy`` (test: grades) and artifacts folder,
+    from its full re-evaluation when it has one."""
     full = study.user_attrs.get(f"full:{trial.number:04d}")
-    return full or {"accuracy": trial.values[0], "artifacts": trial.user_attrs.get("artifacts")}
+    return full or {"val_accuracy": trial.values[0], "accuracy": trial.user_attrs.get("accuracy"),
+                    "artifacts": trial.user_attrs.get("artifacts")}
 
 
 def pareto_rows(study: optuna.Study) -> list[dict]:
@@ -216,7 +234,9 @@ def pareto_rows(study: optuna.Study) -> list[dict]:
     for t in sorted(study.best_trials, key=lambda t: t.values[1]):
         fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}
         full = study.user_attrs.get(f"full:{t.number:04d}")
-        rows.append({"trial": t.number, "accuracy": t.values[0], "kept": t.values[1], **fixed, **t.params,
+        rows.append({"trial": t.number, "val_accuracy": t.values[0], "accuracy": t.user_attrs.get("accuracy"), "kept": t.values[1],
+                     **fixed, **t.params,
+                     "full_val_accuracy": full.get("val_accuracy") if full else None,
                      "full_accuracy": full["accuracy"] if full else None,
                      "params": t.user_attrs.get("params"), "macs": t.user_attrs.get("macs"),
                      "artifacts": full["artifacts"] if full else t.user_attrs.get("artifacts")})
@@ -236,9 +256,10 @@ def save_pareto_plot(study: optuna.Study, path: Path) -> Path:
 
 
 def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
-    """The most accurate Pareto trial meeting every condition of ``rule``.
+    """The Pareto trial of highest validation accuracy meeting every condition of ``rule``.
 
-    Accuracy is the full re-evaluation's where the study ran with a proxy.
+    ``accuracy`` in a rule is the validation accuracy (a decision never reads the test split);
+    it is the full re-evaluation's where the study ran with a proxy.
 
     ``rule`` is comma-separated ``KEY OP VALUE`` with KEY in ``accuracy``, ``params``, ``macs``
     (params/macs: the kept fraction when ≤ 1, an absolute count otherwise) and OP in ``<=, >=, <, >``.
@@ -258,7 +279,7 @@ def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
 
     def value(t, key, limit):
         if key == "accuracy":
-            return full_result(study, t)["accuracy"]
+            return full_result(study, t)["val_accuracy"]
         absolute = t.user_attrs.get(key)
         return absolute if limit > 1 else absolute / base[key]
 
@@ -268,4 +289,4 @@ def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
     candidates = [t for t in study.best_trials if ok(t)]
     if not candidates:
         raise ConfigError(f"--pick {rule!r}: no Pareto trial meets it; see the Pareto table and relax the rule")
-    return max(candidates, key=lambda t: full_result(study, t)["accuracy"])
+    return max(candidates, key=lambda t: full_result(study, t)["val_accuracy"])

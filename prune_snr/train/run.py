@@ -8,7 +8,7 @@ import torch
 
 from ..checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, save_checkpoint
 from ..config import TrainConfig, dump_yaml, to_dict
-from ..data import build_dataset
+from ..data import build_dataset, hold_out
 from ..errors import ConfigError
 from ..models import build_model, example_input
 from ..runtime import seed_everything
@@ -19,7 +19,7 @@ MODEL = "model.pt"
 METRICS = "metrics.json"
 # Options that change the result: a resumed run must match the interrupted one on these.
 _RESULT_KEYS = ("model", "dataset", "width_mult", "labels", "input_size", "epochs", "batch_size", "lr", "momentum",
-                "weight_decay", "schedule", "label_smoothing", "seed", "augment")
+                "weight_decay", "schedule", "label_smoothing", "seed", "augment", "val_fraction")
 
 
 def count_macs_params(model: torch.nn.Module) -> tuple[int, int]:
@@ -67,9 +67,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
     seed_everything(cfg.seed)
     common = dict(labels=cfg.labels, input_size=cfg.input_size)
     train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, augment=cfg.augment, **common)
+    classes = train_set.classes
+    train_set, _ = hold_out(train_set, cfg.val_fraction)  # the validation split is for decisions, never for training
     test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, **common)
-    model = build_model(cfg.model, num_classes=len(train_set.classes), input_size=train_set.input_size, width_mult=cfg.width_mult)
-    config = {"model": model.spec, "train": to_dict(cfg), "classes": list(train_set.classes)}
+    model = build_model(cfg.model, num_classes=len(classes), input_size=test_set.input_size, width_mult=cfg.width_mult)
+    config = {"model": model.spec, "train": to_dict(cfg), "classes": list(classes)}
     atomic_save_text(out / "config.yaml", dump_yaml(cfg))  # only once data and model are known good
 
     t0 = time.perf_counter()

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 import prune_snr
-from prune_snr.data import build_dataset
+from prune_snr.data import IndexSubset, build_dataset, validation_split
 from prune_snr.errors import ModelError
 from prune_snr.measure import Measurement, filter_stats, layer_summary, measure
 
@@ -24,10 +24,16 @@ def measured(tiny_run, tmp_path_factory):
     return model, result, folder, cache
 
 
-def slow_field_matrix(model, head, point, f, num_classes, pool=2):
+def validation_images():
+    train = build_dataset("synthetic", "train", augment=False)
+    return IndexSubset(train, validation_split(train.targets, 0.1)[1])
+
+
+def slow_field_matrix(model, head, point, f, num_classes, pool=2, images=None):
     """The definition, done the slow way: silence every head weight except filter f's, run the
-    head on each test input's pooled features (a fresh backbone pass), average per true label."""
-    test = build_dataset("synthetic", "test", augment=False)
+    head on each input's pooled features (a fresh backbone pass), average per true label.
+    The inputs are the validation split's (the default ``fields_split``)."""
+    test = images if images is not None else validation_images()
     store = {}
     handle = dict(model.named_modules())[point].register_forward_hook(lambda m, i, o: store.update(x=o))
     weight = torch.zeros_like(head["weight"])
@@ -54,10 +60,26 @@ def test_einsum_fields_agree_with_silencing_all_other_filters(measured):
             assert np.allclose(result.fields[point][f], slow.numpy(), atol=1e-5), point
 
 
+def test_fields_on_the_test_split_are_the_papers_figure(measured, tmp_path):
+    model, _, _, cache = measured
+    on_test = measure(model, "synthetic", points="features.conv7", head_epochs=15, fields_split="test", device="cpu", cache_dir=cache)
+    slow = slow_field_matrix(model, on_test.heads["features.conv7"], "features.conv7", 1, 10,
+                             images=build_dataset("synthetic", "test", augment=False))
+    assert np.allclose(on_test.fields["features.conv7"][1], slow.numpy(), atol=1e-5)
+    assert "test" not in on_test.points[0], "the test figures are the main ones then"
+
+
 def test_head_accuracy_is_far_above_chance_and_rises_to_the_last_layer(measured):
     _, result, _, _ = measured
-    accuracies = [p["accuracy"] for p in result.points]
-    assert all(a > 0.3 for a in accuracies) and accuracies[-1] >= accuracies[0]
+    for key in ("val_accuracy", "test_accuracy"):
+        accuracies = [p[key] for p in result.points]
+        assert all(a > 0.3 for a in accuracies) and accuracies[-1] >= accuracies[0], key
+
+
+def test_heads_train_on_the_training_split_less_its_validation_part(measured):
+    _, result, _, _ = measured
+    # 10 % of each label's 64 training images (6) are held out: 60 validation rows, 580 for the heads
+    assert result.meta["split_sizes"] == {"train": 580, "val": 60, "test": 320}
 
 
 def test_every_json_figure_is_recomputable_from_fields_npz(measured):
@@ -79,9 +101,12 @@ def test_measurement_json_has_the_documented_keys(measured):
     _, _, folder, _ = measured
     data = json.loads((folder / "measurement.json").read_text())
     assert {"model", "dataset", "split_sizes", "seed", "options", "points", "label_sweep"} <= set(data)
-    assert data["split_sizes"] == {"train": 640, "test": 320}
+    assert data["split_sizes"] == {"train": 580, "val": 60, "test": 320}
+    assert data["options"]["fields_split"] == "val" and data["options"]["val_fraction"] == 0.1
     assert [p["name"] for p in data["points"]] == POINTS.split(",")
-    assert {"name", "n_filters", "accuracy", "snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction"} <= set(data["points"][0])
+    assert {"name", "n_filters", "val_accuracy", "test_accuracy", "snr", "noise_per_filter", "clusters_per_filter", "cluster_size",
+            "dead_fraction", "test"} <= set(data["points"][0])
+    assert set(data["points"][0]["test"]) == {"snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction"}
 
 
 def test_label_sweep_reports_each_label_count_per_point(measured):
@@ -89,7 +114,8 @@ def test_label_sweep_reports_each_label_count_per_point(measured):
     assert [s["labels"] for s in result.label_sweep] == [3, 5]
     for sweep in result.label_sweep:
         assert len(sweep["points"]) == 3
-        assert all(p["error_rate"] == pytest.approx(1 - p["accuracy"]) for p in sweep["points"])
+        assert all(p["error_rate"] == pytest.approx(1 - p["test_accuracy"]) for p in sweep["points"])
+        assert all(0 <= p["val_accuracy"] <= 1 for p in sweep["points"])
 
 
 def test_saved_measurement_loads_back_with_heads(measured):

@@ -16,7 +16,7 @@ import pytest
 import prune_snr
 from prune_snr.errors import ConfigError
 from prune_snr.measure import measure
-from prune_snr.search import pareto_rows, pick, run_search
+from prune_snr.search import counted_trials, pareto_rows, pick, run_search
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +79,15 @@ def test_a_killed_search_resumes_to_the_requested_trial_count(study_inputs, tmp_
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    done_before = len(finished(optuna.load_study(study_name="prune-snr", storage=storage)))
-    assert 1 <= done_before
+    done_before = {(t.number, tuple(t.values)) for t in finished(optuna.load_study(study_name="prune-snr", storage=storage))
+                   if t.state.name == "COMPLETE"}
+    assert len(done_before) >= 1
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert len(finished(optuna.load_study(study_name="prune-snr", storage=storage))) == 3
+    study = optuna.load_study(study_name="prune-snr", storage=storage)
+    # The trial the kill interrupted never counts (RUNNING, or failed without an error of its own).
+    assert len(counted_trials(study)) == 3
+    assert done_before <= {(t.number, tuple(t.values)) for t in study.trials if t.state.name == "COMPLETE"}, "no finished trial is redone"
 
 
 def test_pick_returns_the_most_accurate_pareto_trial_meeting_the_rule(study_inputs, tmp_path):
@@ -109,7 +113,7 @@ def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(stud
         assert Path(row["artifacts"]).name == "full" and full["finetune_fraction"] == 1.0
         assert row["full_accuracy"] == full["after"]["accuracy"]
     chosen = pick(study, "params<=1.0")
-    assert study.user_attrs[f"full:{chosen.number:04d}"]["accuracy"] == max(r["full_accuracy"] for r in pareto_rows(study))
+    assert study.user_attrs[f"full:{chosen.number:04d}"]["val_accuracy"] == max(r["full_val_accuracy"] for r in pareto_rows(study))
 
 
 def _free_port() -> int:

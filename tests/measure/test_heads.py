@@ -1,0 +1,60 @@
+"""Specs of the streaming heads: chunking and grouping under a memory budget change nothing."""
+import numpy as np
+import pytest
+import torch
+
+from prune_snr.measure.fields import field_matrices
+from prune_snr.measure.heads import BYTES_PER_VALUE, Rows, class_means, plan_groups, train_heads
+
+
+def cached_features(tmp_path, n=600, dtype=np.float32):
+    """Three points of a memory-mapped cache whose features carry the label."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, n)
+    features = {}
+    for i, channels in enumerate((4, 8, 6)):
+        x = rng.standard_normal((n, channels, 4)).astype(np.float32)
+        x[np.arange(n), y % channels, :] += 1.5 + i  # one filter per label lights up
+        path = tmp_path / f"{i}.npy"
+        np.save(path, x.astype(dtype))
+        features[f"p{i}"] = np.load(path, mmap_mode="r")
+    return features, y
+
+
+def run(features, y, budget, epochs=4):
+    rows = np.arange(len(y))
+    train = Rows(features, rows[: len(y) * 3 // 4], torch.from_numpy(y[: len(y) * 3 // 4]))
+    held = Rows(features, rows[len(y) * 3 // 4:], torch.from_numpy(y[len(y) * 3 // 4:]))
+    return train_heads(train, {"val": held}, num_classes=5, epochs=epochs, lr=0.05, batch_size=32, memory_budget=budget)
+
+
+def test_a_small_memory_budget_gives_the_heads_of_the_in_memory_path(tmp_path):
+    features, y = cached_features(tmp_path)
+    whole = run(features, y, budget=1 << 30)                     # one chunk holds every row
+    chunked = run(features, y, budget=32 * 18 * BYTES_PER_VALUE * 4 * 3)  # 3 mini-batches per chunk
+    grouped = run(features, y, budget=32 * 16 * BYTES_PER_VALUE * 4)     # one point per group
+    for name in features:
+        for other in (chunked, grouped):
+            assert torch.allclose(whole[name].weight, other[name].weight, rtol=1e-5, atol=1e-6), name
+            assert whole[name].accuracies == other[name].accuracies
+    assert min(h.accuracies["val"] for h in whole.values()) > 0.5
+
+
+def test_memory_budget_splits_points_into_groups_that_fit():
+    dims = {"a": 400, "b": 300, "c": 500}
+    assert plan_groups(dims, batch_size=10, memory_budget=10 * 1000 * BYTES_PER_VALUE) == [["a", "b"], ["c"]]
+    assert plan_groups(dims, batch_size=10, memory_budget=1 << 30) == [["a", "b", "c"]]
+    assert plan_groups(dims, batch_size=10, memory_budget=1) == [["a"], ["b"], ["c"]], "a point wider than the budget still gets a group"
+
+
+def test_a_float16_cache_gives_fields_within_a_thousandth(tmp_path):
+    (tmp_path / "32").mkdir(), (tmp_path / "16").mkdir()
+    full, y = cached_features(tmp_path / "32")
+    half, _ = cached_features(tmp_path / "16", dtype=np.float16)
+    a, b = run(full, y, 1 << 30), run(half, y, 1 << 30)
+    rows, targets = np.arange(len(y)), torch.from_numpy(y)
+    for name in full:
+        Ma = field_matrices(class_means(full[name], rows, targets, 5), a[name].weight)
+        Mb = field_matrices(class_means(half[name], rows, targets, 5), b[name].weight)
+        assert torch.allclose(Ma, Mb, rtol=1e-3, atol=1e-3 * Ma.abs().max().item()), name
+        assert a[name].accuracies["val"] == pytest.approx(b[name].accuracies["val"], abs=0.02)

@@ -80,8 +80,8 @@ analyse_model() {  # analyse_model NAME MEASURE_FLAGS...: measure, one inference
 # KEEP=DIR copies each trained model.pt and metrics.json there as soon as it exists.
 train_model efficientnet_b0 --recipe recipes/fashion_mnist_efficientnet_b0.yaml --epochs "$EFF_EPOCHS"
 train_model vgg16 --model vgg16 --epochs "$VGG_EPOCHS" --batch-size 256 --lr 0.05
-analyse_model vgg16 --pool 2
-analyse_model efficientnet_b0 --expanded --pool 2
+analyse_model vgg16 --pool 2 || echo "vgg16: an analysis phase failed"
+analyse_model efficientnet_b0 --expanded --pool 2 || echo "efficientnet_b0: an analysis phase failed"
 
 python3 - "$RUN" <<'PY'
 import csv, json, sys
@@ -93,6 +93,9 @@ for model, phase, seconds in rows:
     out.setdefault(model, {})[phase + "_s"] = float(seconds)
 for model, t in out.items():
     d = run / model
+    if not (d / "pruned" / "report.json").is_file() or "export_s" not in t:
+        print(f"{model}: incomplete, phases {sorted(t)}")
+        continue
     metrics = json.loads((d / "metrics.json").read_text())
     report = json.loads((d / "pruned" / "report.json").read_text())
     meas = json.loads((d / "measurement" / "measurement.json").read_text())

@@ -73,7 +73,8 @@ def test_torchrun_measurement_matches_the_single_process_run(runs, tmp_path):
     single, ddp = (json.loads((tmp_path / k / "measurement.json").read_text()) for k in ("single", "ddp"))
     for p, q in zip(single["points"], ddp["points"], strict=True):
         assert p["name"] == q["name"]
-        assert p["accuracy"] == pytest.approx(q["accuracy"], abs=1e-9)
+        assert p["val_accuracy"] == pytest.approx(q["val_accuracy"], abs=1e-9)
+        assert p["test_accuracy"] == pytest.approx(q["test_accuracy"], abs=1e-9)
         assert p["snr"] == pytest.approx(q["snr"], rel=1e-4, abs=1e-6)
     f, g = (np.load(tmp_path / k / "fields.npz") for k in ("single", "ddp"))
     for key in f.files:

@@ -66,7 +66,7 @@ def test_allocation_keeps_layers_that_add_accuracy():
 
 def test_measured_allocation_meets_the_target_with_unequal_layer_ratios(vgg_measured):
     model, result = vgg_measured
-    alloc = Allocation("measured", [p["name"] for p in result.points], [p["accuracy"] for p in result.points], 10)
+    alloc = Allocation("measured", [p["name"] for p in result.points], [p["val_accuracy"] for p in result.points], 10)
     out = prune_to_target(model, lambda m: build_importance("snr", model=m, measurement=result), target=0.4, allocation=alloc)
     assert abs(out.removed - 0.4) <= 0.02
     kept = [m.out_channels for m in out.model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -116,7 +116,7 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
     # Heads before `useful_from` made useless: the cut lands there (conv1: the cut alone removes
     # more than the target; conv12: channels must be pruned for the rest).
     names = [p["name"] for p in result.points]
-    points = [{**p, "accuracy": p["accuracy"] if i >= names.index(useful_from) else 0.1} for i, p in enumerate(result.points)]
+    points = [{**p, "val_accuracy": p["val_accuracy"] if i >= names.index(useful_from) else 0.1} for i, p in enumerate(result.points)]
     pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate_layers=True,
                            measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")
     actually_removed = 1 - prunable_base(pruned, "params") / prunable_base(model, "params")

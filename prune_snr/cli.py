@@ -22,8 +22,9 @@ from .runtime import distributed, is_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
-console = Console()
-err_console = Console(stderr=True)
+# Not a terminal (CI logs, `| tee`): wide tables instead of rich's 80-column squeeze.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
 
 # Options shared by several commands, declared once.
@@ -43,7 +44,12 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _state["debug"] = debug
 
 
-def progress_bar() -> Progress:
+def progress_bar():
+    """A live rich bar on a terminal; elsewhere one plain line per finished epoch or phase."""
+    if not err_console.is_terminal:
+        from .progress import PlainProgress
+
+        return PlainProgress(lambda line: err_console.print(line, highlight=False, markup=False) if is_main() else None)
     return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=not is_main())
 
@@ -83,6 +89,7 @@ def train(
     data_dir: DataDir = None,
     width_mult: Annotated[Optional[float], typer.Option("--width-mult", help="Scale every conv width (vgg16).")] = None,
     labels: Annotated[Optional[int], typer.Option("--labels", help="Keep only the first K labels.")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 32; ImageNet 224; an image folder's own size).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: BatchSize = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -102,6 +109,7 @@ def train(
 
     with user_errors():
         cfg = resolve(TrainConfig, recipe, dict(model=model, dataset=dataset, data_dir=data_dir, width_mult=width_mult, labels=labels,
+                                                input_size=input_size,
                                                 epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
                                                 amp=amp, augment=augment, workers=workers, val_fraction=val_fraction, out=_str(out)))
 
@@ -187,13 +195,14 @@ def prune(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
     recipe: Recipe = None,
     target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="params or macs.")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="params, macs, or latency (ONNX Runtime on this machine).")] = None,
+    latency_batch: Annotated[Optional[int], typer.Option("--latency-batch", help="Batch size that --metric latency times.")] = None,
     criterion: Annotated[Optional[str], typer.Option("--criterion", help="snr, snr-strength, snr-x-l1, l1, l2, bn, lamp, taylor, fpgm, random.")] = None,
     allocation: Annotated[Optional[str], typer.Option("--allocation", help="uniform, measured (per-layer ratios from head accuracy) or global.")] = None,
     global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
     group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help="Aggregate coupled layers' SNR: mean, max, sum.")] = None,
     iterative_steps: Annotated[Optional[int], typer.Option("--iterative-steps")] = None,
-    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this.")] = None,
+    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (default 8: ONNX Runtime's fast CPU convolutions; 1 = off).")] = None,
     truncate: Annotated[Optional[bool], typer.Option("--truncate/--no-truncate", help="Cut layers that add < delta accuracy.")] = None,
     delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
     afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
@@ -222,7 +231,7 @@ def prune(
         if global_ is not None and allocation is None:
             allocation = "global" if global_ else "uniform"
         cfg = resolve(PruneConfig, recipe, dict(target=target, metric=metric, criterion=criterion, allocation=allocation,
-                                                group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to,
+                                                group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to, latency_batch=latency_batch,
                                                 truncate=truncate, delta=delta, afcc=afcc, finetune_epochs=finetune_epochs,
                                                 finetune_lr=finetune_lr, distill=distill, measurement=_str(measurement), val_fraction=val_fraction, dataset=dataset,
                                                 data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp))
@@ -237,6 +246,7 @@ def prune(
             pruned, report = run_prune(
                 model, dataset_name, data_dir=cfg.data_dir or trained.get("data_dir"), target=cfg.target, metric=cfg.metric,
                 criterion=cfg.criterion, allocation=cfg.allocation, group_reduction=cfg.group_reduction, round_to=cfg.round_to,
+                latency_batch=cfg.latency_batch,
                 iterative_steps=cfg.iterative_steps, truncate_layers=cfg.truncate, delta=cfg.delta, afcc=cfg.afcc,
                 finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, distill=cfg.distill, measurement=result,
                 measure_options=cfg.measure_options(), val_fraction=cfg.val_fraction,
@@ -255,8 +265,12 @@ def export(
     input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W (default: the model's).")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Unpruned checkpoint to compare latency with (default: the one a pruned.pt came from).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats (median reported).")] = 30,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write OUT.int8.onnx: static QDQ quantization calibrated on training images; reports its test accuracy and latency.")] = False,
+    calibration_size: Annotated[int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate --int8.")] = 512,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
 ) -> None:
-    """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed."""
+    """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed (and int8)."""
     import tempfile
 
     import torch
@@ -278,12 +292,18 @@ def export(
         timing_batches = (1, 32) if batch == "dynamic" else (int(batch),)
         with tempfile.TemporaryDirectory() as tmp:
             paths = {"slimmed": path}
+            if int8:
+                report["int8"] = _quantize(path, payload, source, dataset, data_dir, calibration_size, size)
+                paths["int8"] = Path(report["int8"]["onnx"])
             if source and Path(source).is_file():
                 original = build_from_checkpoint(load_checkpoint(source))
                 paths["original"] = export_onnx(original, Path(tmp) / "baseline.onnx", input_size=size, batch=batch, opset=opset)
                 report["baseline"] = {"checkpoint": str(source)}
             timed = {n: latency(paths, batch=n, input_shape=shape, repeats=repeats) for n in timing_batches}
         report["latency_s"] = {f"batch_{n}": t["slimmed"] for n, t in timed.items()}
+        if int8:
+            report["int8"]["latency_s"] = {f"batch_{n}": t["int8"] for n, t in timed.items()}
+            report["int8"]["speedup_over_fp32"] = {f"batch_{n}": t["slimmed"] / t["int8"] for n, t in timed.items()}
         if "baseline" in report:
             report["baseline"]["latency_s"] = {f"batch_{n}": t["original"] for n, t in timed.items()}
             report["speedup"] = {f"batch_{n}": t["original"] / t["slimmed"] for n, t in timed.items()}
@@ -295,6 +315,12 @@ def export(
             base = report.get("baseline", {}).get("latency_s", {}).get(key)
             table.add_row(key.removeprefix("batch_"), f"{t * 1e3:.2f}", f"{base * 1e3:.2f}" if base else "-", f"{base / t:.2f}x" if base else "-")
         console.print(table)
+        if int8:
+            q = report["int8"]
+            console.print(f"int8 {q['onnx']}: test accuracy {q['accuracy']:.4f} (fp32 {q['fp32_accuracy']:.4f}, "
+                          f"{100 * (q['accuracy'] - q['fp32_accuracy']):+.2f} pts); "
+                          + ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.2f} ms ({q['speedup_over_fp32'][k]:.2f}x fp32)"
+                                      for k, v in q["latency_s"].items()))
         diffs = ", ".join(f"{k}: {v:.1e}" for k, v in report.items() if k.endswith("max_abs_diff"))
         console.print(f"{path} ({report['bytes'] / 1e6:.2f} MB): onnx.checker OK; onnxruntime vs PyTorch max abs diff {diffs}")
         odd = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.out_channels % 8]
@@ -312,7 +338,7 @@ def search(
     study_name: Annotated[str, typer.Option("--study-name")] = "prune-snr",
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel trials in this process.")] = 1,
-    metric: Annotated[str, typer.Option("--metric", help="Size objective: params or macs.")] = "params",
+    metric: Annotated[str, typer.Option("--metric", help="Size objective: params, macs or latency (ONNX Runtime, batch 1).")] = "params",
     max_finetune_epochs: Annotated[int, typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy).")] = 2,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
     proxy: Annotated[Optional[float], typer.Option("--proxy", help="Fine-tune trials on this fraction of the training set, then re-run the Pareto trials fully.")] = None,
@@ -368,6 +394,26 @@ def pick_cmd(
         _pick(study, rule, out)
 
 
+def _quantize(path: Path, payload: dict, source, dataset: str | None, data_dir: str | None, calibration_size: int, size) -> dict:
+    """int8 twin of ``path``, calibrated on the training split, graded on the test split."""
+    from .checkpoint import load_checkpoint, trained_on
+    from .data import build_dataset
+    from .export.int8 import calibration_images, onnx_accuracy, quantize_int8
+
+    recorded, recorded_dir = trained_on(payload)
+    if not recorded and source and Path(source).is_file():
+        recorded, recorded_dir = trained_on(load_checkpoint(source))
+    dataset = dataset or recorded
+    if not dataset:
+        raise ConfigError("--int8 needs calibration images: pass --dataset (the checkpoint does not record one)")
+    side = size[0] if size else payload["config"]["model"].get("input_size")
+    train = build_dataset(dataset, "train", data_dir or recorded_dir, augment=False, input_size=side)
+    test = build_dataset(dataset, "test", data_dir or recorded_dir, augment=False, input_size=side)
+    quantized = quantize_int8(path, path.with_suffix(".int8.onnx"), calibration_images(train, size=calibration_size))
+    return {"onnx": str(quantized), "bytes": quantized.stat().st_size, "calibration": {"split": "train", "images": calibration_size, "seed": 0},
+            "accuracy": onnx_accuracy(quantized, test), "fp32_accuracy": onnx_accuracy(path, test), "split": "test"}
+
+
 def _show_pareto(study, out: Path) -> None:
     from .search import pareto_rows, save_pareto_plot
 
@@ -421,6 +467,9 @@ def prune_table(report: dict) -> Table:
     table.add_row("after", f"{after['accuracy']:.4f}", f"{after['params']:,}", f"{after['macs']:,}")
     table.add_row("change", f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts",
                   f"-{1 - after['params'] / before['params']:.1%}", f"-{1 - after['macs'] / before['macs']:.1%}")
+    for key, t in report.get("latency", {}).items():
+        table.add_row(f"latency {key.replace('_', ' ')}", f"{t['original_s'] * 1e3:.2f} -> {t['pruned_s'] * 1e3:.2f} ms",
+                      f"{t['fraction']:.2f} of original", "")
     return table
 
 

@@ -115,7 +115,8 @@ class PruneConfig:
     allocation: str = "measured"  # won the Fashion-MNIST comparison (see README results)
     group_reduction: str = "mean"
     iterative_steps: int = 1
-    round_to: Optional[int] = None
+    round_to: int = 8  # ONNX Runtime's CPU convolutions want multiples of 8 (prune/search.py DEFAULT_ROUND_TO); 1 = off
+    latency_batch: int = 1
     truncate: bool = False
     delta: float = 0.005
     afcc: bool = False
@@ -147,13 +148,14 @@ class PruneConfig:
 
         if not (isinstance(self.target, float) and _math.isfinite(self.target) and 0 < self.target < 1):
             raise ConfigError(f"--target {self.target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
-        _in(self, "metric", ("params", "macs"))
+        _in(self, "metric", ("params", "macs", "latency"))
         _in(self, "allocation", ("uniform", "measured", "global"))
         _in(self, "group_reduction", ("mean", "max", "sum"))
         _positive(self, "iterative_steps", "batch_size", "finetune_lr")
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs={self.finetune_epochs}: use 0 or more")
-        if self.round_to is not None and self.round_to < 1:
+        _positive(self, "latency_batch")
+        if self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
         _device(self)
 

@@ -5,9 +5,55 @@ display is given (library use, tests).
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, TypeVar
+import time
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+
+
+class PlainProgress:
+    """What the CLI hands in when stderr is no terminal (CI logs, ``| tee``): instead of a live
+    bar, one plain line per finished task (an epoch, a feature pass, the heads, a search step)
+    with its last description, its count and its time.
+
+    Example:
+        >>> with PlainProgress(print) as p:
+        ...     for _ in track(p, range(3), "heads"):
+        ...         pass  # doctest: +ELLIPSIS
+        heads: 3/3 in ... s
+    """
+
+    def __init__(self, write: Callable[[str], None]):
+        self.write = write
+        self.task_ids: list[int] = []
+        self._tasks: dict[int, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **_) -> int:
+        task = len(self._tasks)
+        self._tasks[task] = {"description": description, "total": total, "done": 0, "start": time.perf_counter()}
+        self.task_ids.append(task)
+        return task
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self._tasks[task]["done"] += advance
+
+    def update(self, task: int, *, description: str | None = None, advance: float | None = None, **_) -> None:
+        if description is not None:
+            self._tasks[task]["description"] = description
+        if advance:
+            self.advance(task, advance)
+
+    def remove_task(self, task: int) -> None:
+        t = self._tasks.pop(task)
+        self.task_ids.remove(task)
+        count = f"{t['done']:g}/{t['total']:g}" if t["total"] else f"{t['done']:g}"
+        self.write(f"{t['description']}: {count} in {time.perf_counter() - t['start']:.1f} s")
 
 
 def track(progress, iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

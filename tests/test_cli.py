@@ -107,3 +107,13 @@ def test_prune_unknown_criterion_lists_choices(measured_run, tmp_path):
     out, _ = measured_run
     result = invoke("prune", out / "model.pt", "--criterion", "magic", "--out", tmp_path / "p")
     assert result.exit_code == 2 and "snr, snr-strength, snr-x-l1, l1" in result.output
+
+
+def test_a_recipes_measurement_keys_reach_the_measurement_prune_makes_itself(tiny_run, tmp_path):
+    out, _ = tiny_run
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("threshold: 0.4\npool: 1\nhead_epochs: 2\nfinetune_epochs: 0\ndevice: cpu\n")
+    result = invoke("prune", out / "model.pt", "--recipe", recipe, "--target", "0.3", "--round-to", "1", "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    options = json.loads((tmp_path / "p" / "report.json").read_text())["measurement"]["options"]
+    assert (options["threshold"], options["pool"], options["head_epochs"]) == (0.4, 1, 2)

@@ -36,7 +36,8 @@ def build_dataset(
         labels: keep the first K labels (int) or these labels (list), renumbered 0..K-1.
         label_seed: with an int ``labels``, draw the K labels at random with this seed.
         channels: 3 replicates grey images; 1 turns RGB to grey.
-        input_size: side of the square images; default 32 (224 for ImageNet/ImageFolder).
+        input_size: side of the square images; default 32 (224 for ImageNet; an ImageFolder's own
+            size when its training images are square and share one, else 224).
         augment: standard augmentation (see ``data/transforms.py``); default: on for train.
 
     Returns:
@@ -55,7 +56,7 @@ def build_dataset(
     if split not in SPLITS:
         raise DataError(f"split {split!r}: use one of {', '.join(SPLITS)}")
     family, _, arg = name.partition(":")
-    size = input_size or DEFAULT_SIZE.get(family, 32)
+    size = input_size or (folder.native_size(arg) if family == "imagefolder" and arg else None) or DEFAULT_SIZE.get(family, 32)
     train_aug = (split == "train") if augment is None else augment
     if family == "fashion-mnist" and not arg:
         ds = memory.fashion_mnist(split, root, channels=channels, size=size, train_aug=train_aug)

@@ -104,3 +104,43 @@ def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int,
             s.run(None, feeds[key])
             times[key].append(time.perf_counter() - t0)
     return {key: statistics.median(t) for key, t in times.items()}
+
+
+class LatencyMeter:
+    """Latency of models relative to a reference, on this machine (onnxruntime CPU provider).
+
+    Each call exports the candidate to ONNX and times it interleaved with the reference (median of
+    ``repeats`` runs each), so that load from elsewhere hits both alike: the ratio is what counts.
+
+    Example:
+        >>> meter = LatencyMeter(model, batch=1)  # doctest: +SKIP
+        >>> meter.fraction(pruned)               # doctest: +SKIP
+        0.51
+    """
+
+    def __init__(self, reference: nn.Module, *, batch: int = 1, repeats: int = 40):
+        self.batch, self.repeats = batch, repeats
+        self._tmp = tempfile.TemporaryDirectory()
+        self._reference = export_onnx(reference, Path(self._tmp.name) / "reference.onnx")
+        spec = getattr(reference, "spec", {}) or {}
+        self.shape = (spec.get("in_chans", 3), *(spec.get("input_size", 32),) * 2)
+        self._count = 0
+
+    def seconds(self, model: nn.Module, *, batch: int | None = None) -> dict[str, float]:
+        """Median seconds of ``model`` and of the reference, timed interleaved: ``{"model", "reference"}``."""
+        self._count += 1
+        path = export_onnx(model, Path(self._tmp.name) / f"candidate{self._count}.onnx")
+        try:
+            return {("model" if k == "candidate" else k): v for k, v in latency(
+                {"reference": self._reference, "candidate": path}, batch=batch or self.batch, input_shape=self.shape,
+                repeats=self.repeats).items()}
+        finally:
+            path.unlink(missing_ok=True)
+
+    def fraction(self, model: nn.Module, *, batch: int | None = None) -> float:
+        """``model``'s latency as a fraction of the reference's."""
+        t = self.seconds(model, batch=batch)
+        return t["model"] / t["reference"]
+
+    def close(self) -> None:
+        self._tmp.cleanup()

@@ -18,7 +18,8 @@ from ..models.vgg import VGG
 from ..train.loop import evaluate, fit, make_loader
 from .afcc import apply_afcc
 from .importance import CRITERIA, NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
-from .search import TOLERANCE, Allocation, count, prunable_base, prune_to_target
+from ..export import LatencyMeter
+from .search import DEFAULT_ROUND_TO, TOLERANCE, Allocation, count, prunable_base, prune_to_target
 from .truncate import candidates, choose_cut, truncate
 
 PRUNED = "pruned.pt"
@@ -40,7 +41,8 @@ def prune(
     criterion: str = "l1",
     allocation: str = "measured",
     group_reduction: str = "mean",
-    round_to: int | None = None,
+    round_to: int | None = DEFAULT_ROUND_TO,
+    latency_batch: int = 1,
     iterative_steps: int = 1,
     truncate_layers: bool = False,
     delta: float = 0.005,
@@ -67,7 +69,10 @@ def prune(
         model: a trained classifier (``prune_snr.load(...)``).
         dataset: the dataset it was trained on (name for :func:`prune_snr.build_dataset`).
         target: fraction of the prunable ``metric`` to remove, in (0, 1).
-        metric: ``params`` or ``macs``.
+        metric: ``params``, ``macs`` or ``latency`` (of the exported model in ONNX Runtime on this
+            machine at ``latency_batch``, relative to the unpruned model).
+        round_to: keep channel counts multiples of this (default 8, the alignment ONNX Runtime's
+            CPU convolutions run fast on; 1 or None = no rounding).
         criterion: a key of :data:`prune_snr.prune.importance.CRITERIA` (``snr`` or a baseline).
         allocation: ``uniform`` (one ratio per layer), ``measured`` (METHOD's per-layer ratios
             from marginal head accuracy) or ``global`` (torch-pruning's global ranking).
@@ -129,7 +134,8 @@ def prune(
     out = Path(out) if out else None
     ckpt = out / FINETUNE if out else None
     original = model.cpu().eval()
-    report: dict = {"dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": seed, "target": target, "metric": metric, "criterion": criterion,
+    report: dict = {"dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": seed,
+                    "round_to": round_to, **({"latency_batch": latency_batch} if metric == "latency" else {}), "target": target, "metric": metric, "criterion": criterion,
                     "allocation": allocation, "truncate": truncate_layers, "afcc": afcc, "finetune_epochs": finetune_epochs,
                     "finetune_fraction": finetune_fraction}
 
@@ -171,21 +177,25 @@ def prune(
             loader = make_loader(plain_train, batch_size=64, shuffle=True, seed=seed)
             gradient_batches = [batch for batch, _ in zip(loader, range(4))]
         # --target counts from the original model: what truncation removed is not removed twice.
-        base_target = 1 - (1 - target) * prunable_base(original, metric) / prunable_base(base, metric)
+        meter = LatencyMeter(original, batch=latency_batch) if metric == "latency" else None
+        cut_kept = (meter.fraction(base) if meter and base is not original else 1.0) if meter else \
+            prunable_base(base, metric) / prunable_base(original, metric)
+        base_target = 1 - (1 - target) / cut_kept
         if base is not original:
             report["truncation"]["target_left_for_channels"] = max(0.0, base_target)
         if base_target <= TOLERANCE:
             pruned, history = base, []
-            report["search"] = {"ratio": 0.0, "removed": 1 - prunable_base(base, metric) / prunable_base(original, metric), "trials": 0,
+            report["search"] = {"ratio": 0.0, "removed": 1 - cut_kept, "trials": 0,
                                 "fallback_groups": [], "note": "truncation alone meets the target; no channel pruned"}
         else:
             outcome = prune_to_target(
                 base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed,
                                                  **({"group_reduction": group_reduction} if criterion in NEEDS_MEASUREMENT else {})),
-                target=base_target, metric=metric, allocation=alloc, round_to=round_to, iterative_steps=iterative_steps,
-                gradient_batches=gradient_batches, progress=progress)
+                target=base_target, metric=metric, allocation=alloc, round_to=None if round_to == 1 else round_to,
+                iterative_steps=iterative_steps, gradient_batches=gradient_batches,
+                latency=LatencyMeter(base, batch=latency_batch) if meter and base is not original else meter, progress=progress)
             pruned, history = outcome.model, outcome.history
-            removed = 1 - (1 - outcome.removed) * prunable_base(base, metric) / prunable_base(original, metric)
+            removed = 1 - (1 - outcome.removed) * cut_kept
             report["search"] = {"ratio": outcome.ratio, "removed": removed, "trials": outcome.trials,
                                 "fallback_groups": outcome.fallback_groups}
         report["pruned_before_finetune"] = {**count(pruned), **grade(pruned)}
@@ -196,6 +206,14 @@ def prune(
             teacher=original if distill else None, progress=progress)
     pruned = pruned.cpu().eval()
     after = {**count(pruned), **grade(pruned)}
+    if metric == "latency":
+        meter = LatencyMeter(original, batch=latency_batch)
+        report["latency"] = {}
+        for b in sorted({1, 32, latency_batch}):
+            t = meter.seconds(pruned, batch=b)
+            report["latency"][f"batch_{b}"] = {"pruned_s": t["model"], "original_s": t["reference"],
+                                               "fraction": t["model"] / t["reference"]}
+        meter.close()
     if afcc:
         stats = apply_afcc(pruned, plain_train, threshold=measurement.threshold if measurement else 0.3)
         graded = grade(pruned)

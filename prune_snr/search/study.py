@@ -114,8 +114,8 @@ def run_search(
         raise ConfigError(f"--proxy {proxy}: use a fraction of the training set in (0, 1]")
     if trials < 1:
         raise ConfigError(f"--trials {trials}: use 1 or more")
-    if metric not in ("params", "macs"):
-        raise ConfigError(f"--metric {metric!r}: choose params or macs")
+    if metric not in ("params", "macs", "latency"):
+        raise ConfigError(f"--metric {metric!r}: choose params, macs or latency")
     out = Path(out)
     payload = load_checkpoint(checkpoint)
     trained = payload.get("config", {}).get("train", {})
@@ -176,7 +176,7 @@ def run_search(
             trial.set_user_attr("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
         accuracy = report["after"]["val_accuracy"]
-        kept = report["after"][metric] / report["before"][metric]
+        kept = report["latency"]["batch_1"]["fraction"] if metric == "latency" else report["after"][metric] / report["before"][metric]
         for key in ("accuracy", "val_accuracy", "params", "macs"):
             trial.set_user_attr(key, report["after"][key])
         trial.set_user_attr("accuracy_before_finetune", report["pruned_before_finetune"]["accuracy"])

@@ -98,14 +98,25 @@ def test_cifar_missing_says_which_folder_layout_is_expected(tmp_path, name, fold
         build_dataset(name, "test", str(tmp_path))
 
 
-def _write_image_folder(root, splits=("train", "val")):
+def _write_image_folder(root, splits=("train", "val"), shape=(40, 50)):
     from PIL import Image
 
     for split in splits:
         for cls in ("cat", "dog", "fox"):
             (root / split / cls).mkdir(parents=True)
             for i in range(2):
-                Image.fromarray(np.full((40, 50, 3), 40 * i + 60, dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+                Image.fromarray(np.full((*shape, 3), 40 * i + 60, dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+
+
+def test_an_image_folder_of_one_square_size_is_read_at_that_size(tmp_path):
+    _write_image_folder(tmp_path, shape=(24, 24))
+    assert build_dataset(f"imagefolder:{tmp_path}", "train").input_size == 24
+    assert build_dataset(f"imagefolder:{tmp_path}", "test")[0][0].shape == (3, 24, 24)
+
+
+def test_an_image_folder_of_mixed_or_oblong_sizes_defaults_to_224(tmp_path):
+    _write_image_folder(tmp_path)  # 40 x 50
+    assert build_dataset(f"imagefolder:{tmp_path}", "train").input_size == 224
 
 
 def test_imagefolder_reads_train_and_val_folders(tmp_path):

@@ -1,0 +1,72 @@
+"""Accuracy cost of channel alignment (``--round-to``): the same prune + fine-tune with and without it.
+
+Every cell prunes the same checkpoint to remove ``--target`` of its MACs with prune's defaults
+(criterion, allocation, measurement), differing only in ``round_to``, then fine-tunes for
+``--finetune-epochs`` with each seed (the same seeds in every cell). Prints test accuracy
+(mean ± std), params, MACs and the difference, called significant only beyond twice the pooled
+seed std. Resumable: finished cells are read back from ``--out``.
+
+    python benchmarks/round_to_cost.py runs/fm/model.pt --measurement runs/fm/measurement \\
+        --out benchmarks/results/fmnist_vgg16_w025/round_to_cost.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import prune_snr
+from prune_snr.checkpoint import atomic_save_json, load_checkpoint
+from prune_snr.errors import run_script
+from prune_snr.measure import Measurement
+from prune_snr.prune import prune
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--measurement", required=True)
+    parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--round-to", default="1,8")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {"cells": {}}
+    dataset = load_checkpoint(args.checkpoint)["config"]["train"]["dataset"]
+    measurement = Measurement.load(args.measurement)
+    for value in args.round_to.split(","):
+        for seed in args.seeds.split(","):
+            key = f"round_to={value}|seed={seed}"
+            if key in results["cells"]:
+                continue
+            _, report = prune(prune_snr.load(args.checkpoint), dataset, target=args.target, metric="macs", round_to=int(value),
+                              measurement=measurement, finetune_epochs=args.finetune_epochs, seed=int(seed), device="cpu")
+            results["cells"][key] = {k: report[k] for k in ("after", "pruned_before_finetune", "before", "channels_after")}
+            atomic_save_json(out, {**results, "target_macs_removed": args.target, "finetune_epochs": args.finetune_epochs,
+                                   "checkpoint": args.checkpoint, "split": "test"})
+            print(f"{key}: test accuracy {report['after']['accuracy']:.4f}", flush=True)
+    rows = {}
+    for key, cell in results["cells"].items():
+        rows.setdefault(key.split("|")[0], []).append(cell)
+    print("| round_to | seeds | test accuracy | params | MACs |\n|---|---|---|---|---|")
+    stats = {}
+    for value, cells in rows.items():
+        accs = [c["after"]["accuracy"] for c in cells]
+        stats[value] = (statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0, len(accs))
+        print(f"| {value.split('=')[1]} | {len(accs)} | {stats[value][0]:.4f} ± {stats[value][1]:.4f} | "
+              f"{cells[0]['after']['params']:,} | {cells[0]['after']['macs']:,} |")
+    if len(stats) == 2:
+        (a, sa, _), (b, sb, _) = stats.values()
+        pooled = ((sa ** 2 + sb ** 2) / 2) ** 0.5
+        verdict = "significant" if abs(b - a) > 2 * pooled else "no significant difference"
+        print(f"difference {100 * (b - a):+.2f} points (2 x pooled std = {200 * pooled:.2f}): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main))

@@ -1,12 +1,16 @@
 """ONNX Runtime (CPU) latency of pruned models vs the original, side by side in one run.
 
 Prunes a trained checkpoint to remove ``--target`` of its MACs with each ``--round-to`` value
-(channel counts kept multiples of it; ONNX Runtime's blocked NCHWc convolutions want multiples of
-8 with AVX2 and 16 with AVX-512), exports every model to ONNX and times them interleaved (median
-of repeats) at batch 1 and batch 32. Latency does not depend on fine-tuning, so none is done.
+(``default`` = prune's default alignment, 8; ``1`` = none), optionally to ``--latency-target`` of
+its latency (``prune --metric latency``), adds already pruned (e.g. fine-tuned) checkpoints given
+with ``--pruned``, exports every model to ONNX, quantizes each to int8 (``--int8``: static QDQ,
+calibrated on training images; test accuracy of fp32 vs int8), and times them all interleaved
+(median of repeats) at batch 1 and 32. Every figure is a ratio to the original measured in the
+same run. Latency does not depend on fine-tuning, so the pruned-here models get none.
 
-    python benchmarks/onnx_speed.py runs/demo/model.pt --measurement runs/demo/measurement \\
-        --round-to none,8,16 --out benchmarks/results/fmnist_vgg16_w025/onnx_speed.json
+    python benchmarks/onnx_speed.py runs/fm/model.pt --measurement runs/fm/measurement \\
+        --round-to 1,default,16 --latency-target 0.5 --int8 \\
+        --out benchmarks/results/fmnist_vgg16_w025/onnx_speed.json
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ import onnxruntime
 import torch
 
 import prune_snr
+from prune_snr.checkpoint import atomic_save_json, load_checkpoint, trained_on
+from prune_snr.data import build_dataset
 from prune_snr.errors import ConfigError, run_script
-from prune_snr.checkpoint import atomic_save_json, load_checkpoint
-from prune_snr.export.onnx import export_onnx, latency
+from prune_snr.export import calibration_images, export_onnx, latency, onnx_accuracy, quantize_int8
 from prune_snr.measure import Measurement
 from prune_snr.prune import count, prune
+from prune_snr.prune.search import DEFAULT_ROUND_TO
 
 
 def main(argv=None) -> int:
@@ -33,54 +39,85 @@ def main(argv=None) -> int:
     parser.add_argument("--measurement", required=True)
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--criterion", default="l1")
-    parser.add_argument("--allocation", default="measured,uniform")
-    parser.add_argument("--round-to", default="none,8,16")
+    parser.add_argument("--allocation", default="measured")
+    parser.add_argument("--round-to", default="1,default")
+    parser.add_argument("--latency-target", type=float, help="also prune with --metric latency to this target")
+    parser.add_argument("--pruned", action="append", default=[], help="NAME=PRUNED.pt: time an already pruned model too")
+    parser.add_argument("--int8", action="store_true", help="quantize every model to int8 and time and grade it too")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
     payload = load_checkpoint(args.checkpoint)
-    dataset = payload["config"]["train"]["dataset"]
+    dataset, data_dir = trained_on(payload)
     measurement = Measurement.load(args.measurement)
     original = prune_snr.load(args.checkpoint)
     size = original.spec.get("input_size") or 32
     shape = (original.spec.get("in_chans", 3), size, size)
     base = count(original)
+    test = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
+    calibration = calibration_images(build_dataset(dataset, "train", data_dir, augment=False, input_size=size)) if args.int8 else None
+    models = {}
+    for allocation, value in [(a, v) for a in args.allocation.split(",") for v in args.round_to.split(",")]:
+        round_to = DEFAULT_ROUND_TO if value == "default" else int(value)
+        try:
+            models[f"{allocation}, macs {args.target}, round_to={round_to}"] = prune(
+                prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.target, metric="macs",
+                criterion=args.criterion, allocation=allocation, measurement=measurement, round_to=round_to, finetune_epochs=0,
+                device="cpu")
+        except ConfigError as exc:
+            print(f"{allocation}, round_to={value}: skipped ({exc})")
+    if args.latency_target:
+        models[f"{args.allocation.split(',')[0]}, latency {args.latency_target}, round_to={DEFAULT_ROUND_TO}"] = prune(
+            prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.latency_target, metric="latency",
+            criterion=args.criterion, allocation=args.allocation.split(",")[0], measurement=measurement, finetune_epochs=0, device="cpu")
+    for item in args.pruned:
+        name, _, path = item.partition("=")
+        models[name] = (prune_snr.load(path), load_checkpoint(path)["config"]["report"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {"original": Path(tmp) / "original.onnx"}
-        export_onnx(original, paths["original"])
-        for allocation, value in [(a, v) for a in args.allocation.split(",") for v in args.round_to.split(",")]:
-            round_to = None if value == "none" else int(value)
-            try:
-                pruned, report = prune(prune_snr.load(args.checkpoint), dataset, target=args.target, metric="macs",
-                                       criterion=args.criterion, allocation=allocation, measurement=measurement, round_to=round_to,
-                                       finetune_epochs=0, device="cpu")
-            except ConfigError as exc:
-                print(f"{allocation}, round_to={value}: skipped ({exc})")
-                continue
-            key = f"{allocation}, round_to={value}"
-            paths[key] = Path(tmp) / f"{value}.onnx"
-            export_onnx(pruned, paths[key])
-            size_now = count(pruned)
-            rows.append({"key": key, "allocation": allocation, "round_to": round_to, "macs_kept": size_now["macs"] / base["macs"], "params_kept": size_now["params"] / base["params"],
-                         "accuracy_before_finetune": report["after"]["accuracy"], "channels": report["channels_after"]})
+        paths = {"original": export_onnx(original, Path(tmp) / "original.onnx")}
+        original_accuracy = onnx_accuracy(paths["original"], test)
+        for i, (key, (model, report)) in enumerate(models.items()):
+            paths[key] = export_onnx(model, Path(tmp) / f"m{i}.onnx")
+            now = count(model)
+            row = {"key": key, "round_to": report.get("round_to"), "metric": report["metric"], "target": report["target"],
+                   "macs_kept": now["macs"] / base["macs"], "params_kept": now["params"] / base["params"],
+                   "fp32_accuracy": onnx_accuracy(paths[key], test), "finetune_epochs": report.get("finetune_epochs", 0),
+                   "channels": report["channels_after"]}
+            if args.int8:
+                paths[f"{key} int8"] = quantize_int8(paths[key], Path(tmp) / f"m{i}.int8.onnx", calibration)
+                row["int8_accuracy"] = onnx_accuracy(paths[f"{key} int8"], test)
+            rows.append(row)
+        if args.int8:
+            paths["original int8"] = quantize_int8(paths["original"], Path(tmp) / "original.int8.onnx", calibration)
         timings = {b: latency(paths, batch=b, input_shape=shape, repeats=args.repeats) for b in (1, 32)}
     for row in rows:
         key = row["key"]
         row["latency_s"] = {f"batch_{b}": timings[b][key] for b in timings}
         row["speedup"] = {f"batch_{b}": timings[b]["original"] / timings[b][key] for b in timings}
         row["mac_ratio"] = 1 / row["macs_kept"]
-        row["speedup_over_mac_ratio_batch_32"] = row["speedup"]["batch_32"] / row["mac_ratio"]
+        row["speedup_over_mac_ratio"] = {k: v / row["mac_ratio"] for k, v in row["speedup"].items()}
+        row["latency_fraction"] = {k: 1 / v for k, v in row["speedup"].items()}
+        if args.int8:
+            row["int8_speedup_over_fp32"] = {f"batch_{b}": timings[b][key] / timings[b][f"{key} int8"] for b in timings}
     machine = (f"{platform.node()} ({torch.get_num_threads()} CPU threads, {platform.processor() or platform.machine()}), "
                f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider")
-    result = {"checkpoint": args.checkpoint, "target_macs_removed": args.target, "criterion": args.criterion, "machine": machine,
-              "original_latency_s": {f"batch_{b}": timings[b]["original"] for b in timings}, "rows": rows}
+    result = {"checkpoint": args.checkpoint, "criterion": args.criterion, "machine": machine, "split": "test",
+              "original_latency_s": {f"batch_{b}": timings[b]["original"] for b in timings},
+              "original_fp32_accuracy": original_accuracy, "rows": rows}
     atomic_save_json(args.out, result)
-    print("| allocation | round_to | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup / MAC ratio (b32) |\n|---|---|---|---|---|---|---|")
+    print("| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup/MAC b1 | speedup/MAC b32 | latency kept b1 |"
+          + (" int8 vs fp32 b1 | int8 vs fp32 b32 | fp32 acc | int8 acc |" if args.int8 else "")
+          + "\n|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if args.int8 else ""))
     for r in rows:
-        print(f"| {r['allocation']} | {r['round_to']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | {r['speedup']['batch_32']:.2f}x | "
-              f"{r['mac_ratio']:.2f}x | {r['speedup_over_mac_ratio_batch_32']:.2f} |")
+        line = (f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | {r['speedup']['batch_32']:.2f}x | "
+                f"{r['mac_ratio']:.2f}x | {r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
+                f"{r['latency_fraction']['batch_1']:.3f} |")
+        if args.int8:
+            line += (f" {r['int8_speedup_over_fp32']['batch_1']:.2f}x | {r['int8_speedup_over_fp32']['batch_32']:.2f}x | "
+                     f"{r['fp32_accuracy']:.4f} | {r['int8_accuracy']:.4f} |")
+        print(line)
     return 0
 
 

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--round-to", default="1,8")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--keep", help="folder for each cell's pruned.pt and report.json")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
             if key in results["cells"]:
                 continue
             _, report = prune(prune_snr.load(args.checkpoint), dataset, target=args.target, metric="macs", round_to=int(value),
-                              measurement=measurement, finetune_epochs=args.finetune_epochs, seed=int(seed), device="cpu")
+                              measurement=measurement, finetune_epochs=args.finetune_epochs, seed=int(seed), device="cpu",
+                              out=Path(args.keep) / f"round_to_{value}_seed_{seed}" if args.keep else None, resume=True)
             results["cells"][key] = {k: report[k] for k in ("after", "pruned_before_finetune", "before", "channels_after")}
             atomic_save_json(out, {**results, "target_macs_removed": args.target, "finetune_epochs": args.finetune_epochs,
                                    "checkpoint": args.checkpoint, "split": "test"})

@@ -25,6 +25,7 @@ from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkp
 from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
+from prune_snr.prune.search import DEFAULT_ROUND_TO
 
 
 def summarise(rows: list[dict], metric: str) -> str:
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-lr", type=float, default=0.01)
     parser.add_argument("--finetune-fraction", type=float, default=1.0,
                         help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)")
+    parser.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO, help="channel alignment of every cell (prune's default; 1 = off)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
                                           allocation=allocation.removesuffix("+truncate"), truncate_layers=allocation.endswith("+truncate"),
                                           measurement=measurement, finetune_epochs=args.finetune_epochs,
                                           finetune_lr=args.finetune_lr, finetune_fraction=args.finetune_fraction,
-                                          seed=seed, device=args.device)
+                                          round_to=args.round_to, seed=seed, device=args.device)
                     except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on
                         print(f"{criterion:>12} {allocation:>8} {budget:.0%} seed {seed}: skipped ({exc})", flush=True)
                         continue

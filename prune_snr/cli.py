@@ -343,6 +343,7 @@ def search(
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
     proxy: Annotated[Optional[float], typer.Option("--proxy", help="Fine-tune trials on this fraction of the training set, then re-run the Pareto trials fully.")] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
+    round_to: Annotated[int, typer.Option("--round-to", help="Channel alignment of every trial (1 = off).")] = 8,
     pick_rule: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
@@ -363,7 +364,7 @@ def search(
             fixed[key.strip()] = yaml.safe_load(value)
         with progress_bar() as progress:
             study = run_search(checkpoint, fixed=fixed, trials=trials, out=out, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
-                               proxy=proxy, metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=result, dataset=dataset,
+                               proxy=proxy, round_to=round_to, metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=result, dataset=dataset,
                                data_dir=data_dir, seed=seed or 0, device=device or "auto", progress=progress)
         _show_pareto(study, out)
         if storage is None:

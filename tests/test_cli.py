@@ -79,7 +79,7 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
 
     out, folder = measured_run
     result = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder,
-                    "--finetune-epochs", "1", "--device", "cpu", "--out", tmp_path / "p")
+                    "--finetune-epochs", "1", "--round-to", "1", "--device", "cpu", "--out", tmp_path / "p")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert abs(report["search"]["removed"] - 0.4) <= 0.02 and report["criterion"] == "snr"
@@ -88,10 +88,10 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
     assert sum(p.numel() for p in model.parameters()) == report["after"]["params"]
     assert (tmp_path / "p" / "kept_channels.png").stat().st_size > 0
     again = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder, "--finetune-epochs", "1",
-                   "--device", "cpu", "--out", tmp_path / "p")
+                   "--round-to", "1", "--device", "cpu", "--out", tmp_path / "p")
     assert again.exit_code == 2 and "--resume" in again.output
     resumed = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder, "--finetune-epochs", "1",
-                     "--device", "cpu", "--out", tmp_path / "p", "--resume")
+                     "--round-to", "1", "--device", "cpu", "--out", tmp_path / "p", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((tmp_path / "p" / "report.json").read_text())["after"] == report["after"]
 

@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 import prune_snr
+
+pytestmark = pytest.mark.slow  # torchrun processes: minutes; .ci/run runs them after the fast set
 from prune_snr.train.loop import GlobalBatchShards, make_loader
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
@@ -42,7 +44,7 @@ def runs(tmp_path_factory):
         run([*TRAIN, "--out", folder / "train"], tmp, processes)
         run(["measure", folder / "train" / "model.pt", "--head-epochs", "3", "--device", "cpu", "--out", folder / "measure"], tmp, processes)
         run(["prune", folder / "train" / "model.pt", "--target", "0.4", "--criterion", "l1", "--allocation", "uniform",
-             "--finetune-epochs", "1", "--batch-size", "32", "--device", "cpu", "--out", folder / "prune"], tmp, processes)
+             "--finetune-epochs", "1", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp, processes)
     return tmp / "p1", tmp / "p2"
 
 

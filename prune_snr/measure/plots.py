@@ -62,18 +62,38 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
 
     step = max(1, math.ceil(len(m.points) / max_layers))
     shown = m.points[::step]
-    fig, axes = plt.subplots(len(shown), filters_per_layer, figsize=(filters_per_layer * 1.6, len(shown) * 1.6), squeeze=False)
-    for row, p in zip(axes, shown):
+    L = next(iter(m.fields.values())).shape[-1]
+    names = [str(c)[:10] for c in m.meta.get("classes", range(L))]
+    side = max(1.8, 0.22 * L)
+    fig, axes = plt.subplots(len(shown), filters_per_layer, figsize=(filters_per_layer * side + 1.2, len(shown) * side),
+                             squeeze=False, constrained_layout=True)
+    image = None
+    for r, (row, p) in enumerate(zip(axes, shown)):
         M = m.fields[p["name"]]
-        order = np.argsort(-m.snr(p["name"]))[:filters_per_layer]
+        stats = m.stats(p["name"])
+        order = np.argsort(-stats.snr.numpy())[:filters_per_layer]
         for ax, f in zip(row, order):
             peak = M[f].max()
-            ax.imshow(M[f] / peak if peak > 0 else M[f], vmin=0, vmax=1, cmap="viridis")
-            ax.set_xticks([]), ax.set_yticks([])
-        row[0].set_ylabel(_short(p["name"]), fontsize=7)
+            image = ax.imshow(M[f] / peak if peak > 0 else M[f], vmin=0, vmax=1, cmap="viridis")
+            ticks = range(L) if L <= 20 else []
+            ax.set_xticks(ticks, [names[i] for i in ticks] if r == len(shown) - 1 else [], rotation=90, fontsize=5)
+            ax.set_yticks(ticks, [names[i] for i in ticks] if ax is row[0] else [], fontsize=5)
+            # a cluster's cells (signal elements) get a red outline: labels the filter confuses among each other only
+            for labels in stats.clusters(int(f)) if peak > 0 else []:
+                for i in labels:
+                    for j in labels:
+                        if M[f][i, j] / peak > m.threshold:
+                            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=0.8))
+            ax.set_title(f"filter {int(f)}, SNR {stats.snr[f]:.1f}", fontsize=6)
+        row[0].set_ylabel(f"{_short(p['name'])}\ninput label", fontsize=7)
         for ax in row[len(order):]:
             ax.axis("off")
-    fig.suptitle(f"normalised field matrices (top-SNR filters, threshold {m.threshold})", fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("output unit", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="field / max field")
+    fig.suptitle(f"normalised field matrices of the top-SNR filters (θ = {m.threshold}; red: cluster cells; "
+                 f"fields on the {m.meta['options'].get('fields_split', 'test')} split)", fontsize=8)
     written.append(save_figure(fig, out / "filters.png"))
 
     if m.label_sweep:

@@ -179,6 +179,7 @@ def measure(
         "model": spec.get("name", type(model).__name__),
         "dataset": dataset if isinstance(dataset, str) else dataset_id,
         "num_classes": num_classes,
+        "classes": [str(c) for c in train_set.classes],
         "split_sizes": {"train": int(len(rest_rows)), "val": int(len(val_rows)), "test": int(len(test_y))},
         "seed": seed,
         "device": str(device_t),

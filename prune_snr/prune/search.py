@@ -103,7 +103,7 @@ def tolerance(metric: str, target: float) -> float:
 
 
 def prune_to_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
-                    allocation: Allocation | None = None, round_to: int | None = DEFAULT_ROUND_TO, iterative_steps: int = 1,
+                    allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
                     gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None) -> PruneOutcome:
     """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points;
     for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 1).

@@ -35,6 +35,7 @@ from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement, measure
 from ..models.points import _is_timm_efficientnet
 from ..prune import count, prune
+from ..prune.search import DEFAULT_ROUND_TO
 
 SPACE = {
     "target": (0.2, 0.8),
@@ -99,6 +100,7 @@ def run_search(
     device: str = "auto",
     fixed: dict | None = None,
     proxy: float | None = None,
+    round_to: int = DEFAULT_ROUND_TO,
     progress=None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``trials`` finished trials; return it.
@@ -150,7 +152,7 @@ def run_search(
         opts = dict(opts)
         theta = opts.pop("threshold")
         _, report = prune(build_from_checkpoint(payload), dataset, data_dir=data_dir, metric=metric,
-                          measurement=with_threshold(measurement, theta), seed=seed + number, device=device, out=folder,
+                          measurement=with_threshold(measurement, theta), seed=seed + number, device=device, out=folder, round_to=round_to,
                           finetune_fraction=finetune_fraction, config={"source": str(Path(checkpoint).resolve()), "trial": number},
                           **opts)
         return report

@@ -41,7 +41,7 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     checkpoint, folder = measured
     results = tmp_path / "results"
     args = [str(checkpoint), "--measurement", str(folder), "--criteria", "l1,snr", "--allocations", "uniform,measured",
-            "--budgets", "0.3", "--seeds", "0", "--finetune-epochs", "0", "--device", "cpu"]
+            "--budgets", "0.3", "--seeds", "0", "--finetune-epochs", "0", "--round-to", "1", "--device", "cpu"]
     assert script("saliency_compare").main([*args, "--out", str(results / "saliency")]) == 0
     rows = json.loads((results / "saliency" / "results.json").read_text())["rows"]
     assert {(r["allocation"], r["criterion"]) for r in rows} == {("uniform", "l1"), ("uniform", "snr"), ("measured", "l1"),

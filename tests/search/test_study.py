@@ -38,10 +38,10 @@ def finished(study):
 
 def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    first = run_search(checkpoint, trials=2, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    first = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
     before = [(t.number, t.state, t.values, t.params) for t in finished(first)]
     assert (tmp_path / "study.db").is_file() and len(before) == 2
-    again = run_search(checkpoint, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    again = run_search(checkpoint, round_to=1, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
     after = [(t.number, t.state, t.values, t.params) for t in finished(again)]
     assert len(after) == 3 and after[:2] == before
     assert pareto_rows(again), "the Pareto set is never empty once a trial completed"
@@ -49,7 +49,7 @@ def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_
 
 def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    study = run_search(checkpoint, trials=2, out=tmp_path, storage=str(tmp_path / "study.log"), measurement=result,
+    study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, storage=str(tmp_path / "study.log"), measurement=result,
                        max_finetune_epochs=0, device="cpu", fixed=FIXED)
     assert (tmp_path / "study.log").stat().st_size > 0 and len(finished(study)) == 2
     for trial in study.trials:
@@ -58,11 +58,12 @@ def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):
             assert (tmp_path / "trials" / f"{trial.number:04d}" / "pruned.pt").is_file()
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_to_the_requested_trial_count(study_inputs, tmp_path):
     checkpoint, result = study_inputs
     result.save(tmp_path / "measurement")
     cmd = [sys.executable, "-m", "prune_snr.cli", "search", str(checkpoint), "--trials", "3", "--max-finetune-epochs", "0",
-           "--fix", "truncate=false,target=0.4", "--measurement", str(tmp_path / "measurement"), "--device", "cpu",
+           "--fix", "truncate=false,target=0.4", "--round-to", "1", "--measurement", str(tmp_path / "measurement"), "--device", "cpu",
            "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -92,7 +93,7 @@ def test_a_killed_search_resumes_to_the_requested_trial_count(study_inputs, tmp_
 
 def test_pick_returns_the_most_accurate_pareto_trial_meeting_the_rule(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    study = run_search(checkpoint, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    study = run_search(checkpoint, round_to=1, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
     chosen = pick(study, "params<=1.0")
     assert chosen in study.best_trials
     assert chosen.values[0] == max(t.values[0] for t in study.best_trials)
@@ -105,7 +106,7 @@ def test_pick_returns_the_most_accurate_pareto_trial_meeting_the_rule(study_inpu
 def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(study_inputs, tmp_path):
     checkpoint, result = study_inputs
     fixed = {**FIXED, "finetune_epochs": 1}
-    study = run_search(checkpoint, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy=0.25)
+    study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy=0.25)
     proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
     assert proxy_report["finetune_fraction"] == 0.25
     for row in pareto_rows(study):
@@ -122,9 +123,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_serves_the_study_on_loopback(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    run_search(checkpoint, trials=1, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    run_search(checkpoint, round_to=1, trials=1, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
     port = _free_port()
     exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or shutil.which("optuna-dashboard")
     assert exe, "optuna-dashboard is a dev dependency (pyproject [dev])"

@@ -37,7 +37,7 @@ inference_pass() {  # seconds of one no-grad forward pass over train + test, as 
 import sys, time, torch
 import prune_snr
 from prune_snr.data import build_dataset
-from prune_snr.train.loop import autocast, make_loader
+from prune_snr.runtime import autocast, make_loader
 dev = torch.device(sys.argv[4])
 model = prune_snr.load(sys.argv[1]).to(dev).eval()
 sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

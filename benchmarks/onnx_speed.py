@@ -24,13 +24,14 @@ import onnxruntime
 import torch
 
 import prune_snr
-from prune_snr.checkpoint import atomic_save_json, load_checkpoint, trained_on
+from prune_snr.atomic import atomic_save_json
+from prune_snr.checkpoint import load_checkpoint, trained_on
 from prune_snr.data import build_dataset
 from prune_snr.errors import ConfigError, run_script
 from prune_snr.export import calibration_images, export_onnx, latency, onnx_accuracy, quantize_int8
 from prune_snr.measure import Measurement
 from prune_snr.prune import count, prune
-from prune_snr.prune.search import DEFAULT_ROUND_TO
+from prune_snr.prune.target import DEFAULT_ROUND_TO
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 import prune_snr
-from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, trained_on
+from prune_snr.atomic import atomic_save_json, atomic_save_text
+from prune_snr.checkpoint import load_checkpoint, trained_on
 from prune_snr.measure import Measurement, measure
 from prune_snr.measure.plots import save_figure
 from prune_snr.measure.result import paper_accuracy

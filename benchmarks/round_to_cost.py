@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 import prune_snr
-from prune_snr.checkpoint import atomic_save_json, load_checkpoint
+from prune_snr.atomic import atomic_save_json
+from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 import prune_snr
-from prune_snr.checkpoint import atomic_save_json, atomic_save_text, load_checkpoint
+from prune_snr.atomic import atomic_save_json, atomic_save_text
+from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
-from prune_snr.prune.search import DEFAULT_ROUND_TO
+from prune_snr.prune.target import DEFAULT_ROUND_TO
 
 
 def summarise(rows: list[dict], metric: str) -> str:

@@ -181,7 +181,7 @@ def measure(
         if plots:
             save_plots(result, out)
         from .config import dump_yaml
-        from .checkpoint import atomic_save_text
+        from .atomic import atomic_save_text
 
         atomic_save_text(out / "config.yaml", dump_yaml(cfg))
         console.print(points_table(result))
@@ -275,7 +275,9 @@ def export(
 
     import torch
 
-    from .checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint
+    from .atomic import atomic_save_json
+
+    from .checkpoint import build_from_checkpoint, load_checkpoint
     from .export import export_onnx, latency, verify_onnx
 
     with user_errors():

@@ -1,4 +1,4 @@
-"""Device choice, torchrun process groups, seeding and RNG state shared by every stage.
+"""Device choice, torchrun process groups, seeding, RNG state, data loaders and autocast: shared by every stage.
 
 Under ``torchrun`` every process runs the same code on its share of the data: training and
 fine-tuning through DistributedDataParallel (each rank takes ``batch_size / world`` of every
@@ -15,6 +15,7 @@ import random
 import numpy as np
 import torch
 from torch import distributed as dist
+from torch.utils.data import DataLoader
 
 from .errors import ConfigError
 
@@ -102,3 +103,23 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        drop_last=drop_last and len(dataset) > batch_size,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import prune_snr
-from prune_snr.checkpoint import atomic_save_bytes, load_checkpoint, save_checkpoint
+from prune_snr.atomic import atomic_save_bytes
+from prune_snr.checkpoint import load_checkpoint, save_checkpoint
 from prune_snr.errors import CheckpointError, PruneSnrError
 from prune_snr.models import build_model
 

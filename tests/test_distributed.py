@@ -20,7 +20,8 @@ from torch.utils.data import TensorDataset
 import prune_snr
 
 pytestmark = pytest.mark.slow  # torchrun processes: minutes; .ci/run runs them after the fast set
-from prune_snr.train.loop import GlobalBatchShards, make_loader
+from prune_snr.runtime import make_loader
+from prune_snr.train.loop import GlobalBatchShards
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
 TRAIN = ["train", "--dataset", "synthetic", "--width-mult", "0.125", "--epochs", "2", "--batch-size", "32", "--lr", "0.01",

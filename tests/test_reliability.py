@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from prune_snr.checkpoint import atomic_save_json
+from prune_snr.atomic import atomic_save_json
 from prune_snr.cli import app
 from prune_snr.errors import PruneSnrError
 

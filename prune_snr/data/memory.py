@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from ..checkpoint import atomic_save_bytes
+from ..atomic import atomic_save_bytes
 from ..errors import DataError
 from .transforms import tensor_transform
 

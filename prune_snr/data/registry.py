@@ -1,7 +1,7 @@
 """One entry point for every dataset: ``build_dataset(name, split, root, ...)``."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from torch.utils.data import Dataset
 
@@ -58,26 +58,10 @@ def build_dataset(
     family, _, arg = name.partition(":")
     size = input_size or (folder.native_size(arg) if family == "imagefolder" and arg else None) or DEFAULT_SIZE.get(family, 32)
     train_aug = (split == "train") if augment is None else augment
-    if family == "fashion-mnist" and not arg:
-        ds = memory.fashion_mnist(split, root, channels=channels, size=size, train_aug=train_aug)
-    elif family in ("cifar10", "cifar100") and not arg:
-        ds = memory.cifar(family, split, root, channels=channels, size=size, train_aug=train_aug)
-    elif family == "synthetic":
-        try:
-            num_classes = int(arg) if arg else 10
-        except ValueError:
-            raise DataError(f"dataset {name!r}: synthetic:K needs an integer K") from None
-        if num_classes < 2:
-            raise DataError(f"dataset {name!r}: synthetic needs K >= 2 classes")
-        ds = memory.synthetic(split, num_classes=num_classes, channels=channels, size=size, train_aug=train_aug)
-    elif family == "imagenet" and not arg:
-        if not root:
-            raise DataError("imagenet needs --data-dir pointing at a folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG")
-        ds = folder.image_folder(root, split, family="imagenet", channels=channels, size=size, train_aug=train_aug)
-    elif family == "imagefolder" and arg:
-        ds = folder.image_folder(arg, split, family="imagefolder", channels=channels, size=size, train_aug=train_aug)
-    else:
+    entry = FAMILIES.get(family)
+    if entry is None or (entry.arg == "required" and not arg) or (entry.arg == "none" and arg):
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    ds = entry.build(name=name, family=family, arg=arg, split=split, root=root, channels=channels, size=size, train_aug=train_aug)
     if labels is not None:
         ds = LabelSubset(ds, choose_labels(len(ds.classes), labels, label_seed))
     if len(ds) == 0:
@@ -86,3 +70,47 @@ def build_dataset(
         raise DataError(f"dataset {name!r} ({split}) holds a single label; a classifier needs at least 2")
     ds.input_size = size
     return ds
+
+
+def _fashion_mnist(*, split, root, channels, size, train_aug, **_):
+    return memory.fashion_mnist(split, root, channels=channels, size=size, train_aug=train_aug)
+
+
+def _cifar(*, family, split, root, channels, size, train_aug, **_):
+    return memory.cifar(family, split, root, channels=channels, size=size, train_aug=train_aug)
+
+
+def _synthetic(*, name, arg, split, channels, size, train_aug, **_):
+    try:
+        num_classes = int(arg) if arg else 10
+    except ValueError:
+        raise DataError(f"dataset {name!r}: synthetic:K needs an integer K") from None
+    if num_classes < 2:
+        raise DataError(f"dataset {name!r}: synthetic needs K >= 2 classes")
+    return memory.synthetic(split, num_classes=num_classes, channels=channels, size=size, train_aug=train_aug)
+
+
+def _imagenet(*, split, root, channels, size, train_aug, **_):
+    if not root:
+        raise DataError("imagenet needs --data-dir pointing at a folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG")
+    return folder.image_folder(root, split, family="imagenet", channels=channels, size=size, train_aug=train_aug)
+
+
+def _imagefolder(*, arg, split, channels, size, train_aug, **_):
+    return folder.image_folder(arg, split, family="imagefolder", channels=channels, size=size, train_aug=train_aug)
+
+
+class Family(NamedTuple):
+    build: Callable[..., Dataset]
+    arg: str = "none"  # what may follow "name:": none, optional (synthetic:K) or required (imagefolder:PATH)
+
+
+#: The one table of dataset families: the name before ":" picks the builder.
+FAMILIES = {
+    "fashion-mnist": Family(_fashion_mnist),
+    "cifar10": Family(_cifar),
+    "cifar100": Family(_cifar),
+    "synthetic": Family(_synthetic, arg="optional"),
+    "imagenet": Family(_imagenet),
+    "imagefolder": Family(_imagefolder, arg="required"),
+}

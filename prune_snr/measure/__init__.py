@@ -1,6 +1,6 @@
 """Measurement: features (one hooked pass, cached) -> heads -> fields (clusters, noise, SNR)."""
 from .fields import FilterStats, field_matrices, filter_stats, layer_summary
 from .result import Measurement
-from .run import measure
+from .pipeline import measure
 
 __all__ = ["FilterStats", "Measurement", "field_matrices", "filter_stats", "layer_summary", "measure"]

@@ -21,11 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Subset
 
-from ..checkpoint import atomic_save_json
+from ..atomic import atomic_save_json
 from ..errors import DataError
 from ..progress import track
-from ..runtime import barrier, is_main, world
-from ..train.loop import autocast, make_loader
+from ..runtime import autocast, barrier, is_main, make_loader, world
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_save_bytes
+from ..atomic import atomic_save_bytes
 from .result import Measurement, paper_accuracy
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_save_bytes, atomic_save_json, save_checkpoint, load_checkpoint
+from ..atomic import atomic_save_bytes, atomic_save_json
+
+from ..checkpoint import save_checkpoint, load_checkpoint
 from ..errors import CheckpointError
 from .fields import filter_stats, layer_summary
 

@@ -48,7 +48,8 @@ def build_model(
         width_mult: scale every conv width (prune-snr's own models only; ``None`` = 1).
         pretrained: load hub weights (timm/torchvision only; needs network access).
         **arch: architecture edits of prune-snr's own models (e.g. VGG ``cut``/``head_pool``
-            after truncation); recorded in ``spec``.
+            after truncation), or ``cut_after=POINT, head_pool=p`` for any model whose feature
+            path is a chain of stages (:mod:`prune_snr.models.truncation`); recorded in ``spec``.
 
     Returns:
         The model, with ``model.spec`` set so that ``build_model(**spec)`` rebuilds it.
@@ -64,6 +65,7 @@ def build_model(
     if num_classes < 2:
         raise ModelError(f"num_classes={num_classes}: a classifier needs at least 2 labels")
     prefix, _, rest = name.partition(":")
+    cut = {k: arch.pop(k) for k in ("cut_after", "head_pool") if k in arch and "cut" not in arch}
     if rest:
         if prefix not in PREFIXES:
             raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare name ({', '.join(list_models())})")
@@ -79,6 +81,12 @@ def build_model(
             model = _MODELS[name](num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained, **arch)
         except TypeError as exc:
             raise ModelError(f"{name}: unsupported option ({exc})") from exc
+    if cut.get("cut_after"):
+        from .truncation import cut_after
+
+        model = cut_after(model, cut["cut_after"], head_pool=cut.get("head_pool", 1), num_classes=num_classes, in_chans=in_chans,
+                          input_size=input_size)
+    arch.update(cut)
     model.spec = {
         "name": name,
         "num_classes": num_classes,

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..measure.fields import field_matrices, filter_stats
 from ..models import classifier_name
-from ..train.loop import make_loader
+from ..runtime import make_loader
 
 
 @torch.no_grad()

@@ -1,14 +1,17 @@
 """Layer truncation (METHOD.md): cut the network where later layers add less than δ.
 
-VGG: cut after the earliest point whose head accuracy is within δ of the full model's; the
-point's phase-2 head (pool p) becomes the classifier, so the cut model computes exactly what
-the head was measured on. Other architectures are reported as not truncatable here.
+Cut after the earliest point whose validation head accuracy is within δ of the full model's;
+the point's phase-2 head (pool p) becomes the classifier, so the cut model computes exactly
+what the head was measured on. VGG cuts after any conv block; any other model after a point at
+a stage boundary of its feature path (EfficientNet-B0: the stem or an MBConv block; ResNets: a
+residual block), see :mod:`prune_snr.models.truncation`.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from ..models import build_model
+from ..models import build_model, classifier_name
+from ..models.truncation import can_cut
 from ..models.vgg import VGG
 from ..measure.result import Measurement
 
@@ -25,28 +28,35 @@ def candidates(measurement: Measurement, full_val_accuracy: float, delta: float)
     return rows
 
 
-def choose_cut(rows: list[dict]) -> str | None:
-    """The earliest eligible point that is not the last one (cutting there removes layers)."""
+def cuttable(model: nn.Module, point: str) -> bool:
+    """Whether ``model`` can be cut after ``point``."""
+    return point in model.measurement_points() if isinstance(model, VGG) else can_cut(model, point)
+
+
+def choose_cut(rows: list[dict], model: nn.Module | None = None) -> str | None:
+    """The earliest eligible point (that ``model`` can be cut after) other than the last one."""
     for row in rows[:-1]:
-        if row["eligible"]:
+        if row["eligible"] and (model is None or cuttable(model, row["point"])):
             return row["point"]
     return None
 
 
 def truncate(model: nn.Module, measurement: Measurement, point: str) -> nn.Module:
-    """A VGG cut after ``point`` with that point's measured head as classifier."""
-    if not isinstance(model, VGG):
-        raise TypeError("truncation is implemented for VGG")
-    kept = model.measurement_points().index(point) + 1
+    """``model`` cut after ``point`` with that point's measured head as classifier."""
     pool = measurement.meta["options"]["pool"]
     spec = {k: v for k, v in model.spec.items() if k != "name"}
-    spec.update(cut=kept, head_pool=pool)
+    if isinstance(model, VGG):
+        spec.update(cut=model.measurement_points().index(point) + 1, head_pool=pool)
+    else:
+        spec.update(cut_after=point, head_pool=pool)
     cut = build_model(model.spec["name"], **spec)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    classifier = classifier_name(cut)
+    wanted = cut.state_dict()
+    state = {k: v for k, v in model.state_dict().items() if k in wanted and not k.startswith(classifier + ".")}
     head = measurement.heads[point]
-    state["classifier.weight"] = head["weight"].flatten(1)
-    state["classifier.bias"] = head["bias"]
-    missing, unexpected = cut.load_state_dict(state, strict=False)
+    state[f"{classifier}.weight"] = head["weight"].flatten(1)
+    state[f"{classifier}.bias"] = head["bias"]
+    missing, _ = cut.load_state_dict(state, strict=False)
     if missing:
         raise RuntimeError(f"truncated model misses weights {missing[:3]}")
     return cut

@@ -34,17 +34,34 @@ from ..checkpoint import build_from_checkpoint, load_checkpoint
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement, measure
 from ..models.points import _is_timm_efficientnet
-from ..prune import count, prune
-from ..prune.search import DEFAULT_ROUND_TO
+from ..prune import ALLOCATIONS, count, prune
+from ..prune.target import DEFAULT_ROUND_TO
 
-SPACE = {
-    "target": (0.2, 0.8),
-    "criterion": ("snr", "snr-strength", "snr-x-l1", "l1", "lamp", "taylor", "random"),
-    "allocation": ("uniform", "measured", "global"),
-    "threshold": (0.2, 0.3, 0.4),
-    "group_reduction": ("mean", "max"),
-    "finetune_lr": (1e-3, 5e-2),
+#: The search space, one row per parameter: how Optuna draws it, and the ``prune()`` keyword it sets
+#: (None: handled here). ``--fix NAME=VALUE`` takes these names; ``None`` as an int upper bound means
+#: ``max_finetune_epochs``.
+PARAMETERS = {
+    "target": ("float", (0.2, 0.8), "target"),
+    "criterion": ("categorical", ("snr", "snr-strength", "snr-x-l1", "l1", "lamp", "taylor", "random"), "criterion"),
+    "allocation": ("categorical", ALLOCATIONS, "allocation"),
+    "threshold": ("categorical", (0.2, 0.3, 0.4), None),
+    "group_reduction": ("categorical", ("mean", "max"), "group_reduction"),
+    "truncate": ("categorical", (False, True), "truncate_layers"),
+    "afcc": ("categorical", (False, True), "afcc"),
+    "finetune_epochs": ("int", (0, None), "finetune_epochs"),
+    "finetune_lr": ("log-float", (1e-3, 5e-2), "finetune_lr"),
 }
+
+
+def suggest(trial: optuna.Trial, name: str, fixed: dict, max_finetune_epochs: int):
+    """Draw parameter ``name`` (a fixed value comes through the sampler, see :func:`run_search`)."""
+    kind, space, _ = PARAMETERS[name]
+    if kind == "categorical":
+        choices = tuple(space) + ((fixed[name],) if name in fixed and fixed[name] not in space else ())
+        return trial.suggest_categorical(name, choices)
+    if kind == "int":
+        return trial.suggest_int(name, space[0], max_finetune_epochs if space[1] is None else space[1])
+    return trial.suggest_float(name, *space, log=kind == "log-float")
 
 
 def make_storage(storage: str | None, out: Path):
@@ -108,10 +125,9 @@ def run_search(
     ``fixed`` pins parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``.
     """
     fixed = dict(fixed or {})
-    unknown = set(fixed) - {"target", "criterion", "allocation", "group_reduction", "truncate", "afcc", "finetune_epochs",
-                            "finetune_lr", "threshold"}
+    unknown = set(fixed) - set(PARAMETERS)
     if unknown:
-        raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r}")
+        raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r}; choose from {', '.join(PARAMETERS)}")
     if proxy is not None and not 0 < proxy <= 1:
         raise ConfigError(f"--proxy {proxy}: use a fraction of the training set in (0, 1]")
     if trials < 1:
@@ -137,16 +153,9 @@ def run_search(
         existing = len(optuna.load_study(study_name=study_name, storage=storage_obj).trials)
     # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters.
     study = optuna.create_study(study_name=study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.NSGAIISampler(seed=seed + existing))
+                                sampler=optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.NSGAIISampler(seed=seed + existing)))
     study.set_metric_names(["val_accuracy", f"{metric}_kept"])
     study.set_user_attr("base", count(model))
-    is_vgg = hasattr(model, "measurement_points")
-
-    def suggest(trial, name, make):
-        if name in fixed:
-            trial.set_user_attr(f"fixed_{name}", fixed[name])
-            return fixed[name]
-        return make()
 
     def run_trial(number: int, opts: dict, folder: Path, finetune_fraction: float) -> dict:
         opts = dict(opts)
@@ -158,17 +167,9 @@ def run_search(
         return report
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        opts = {
-            "target": suggest(trial, "target", lambda: trial.suggest_float("target", *SPACE["target"])),
-            "criterion": suggest(trial, "criterion", lambda: trial.suggest_categorical("criterion", SPACE["criterion"])),
-            "allocation": suggest(trial, "allocation", lambda: trial.suggest_categorical("allocation", SPACE["allocation"])),
-            "group_reduction": suggest(trial, "group_reduction", lambda: trial.suggest_categorical("group_reduction", SPACE["group_reduction"])),
-            "truncate_layers": suggest(trial, "truncate", lambda: trial.suggest_categorical("truncate", [False, True]) if is_vgg else False),
-            "afcc": suggest(trial, "afcc", lambda: trial.suggest_categorical("afcc", [False, True])),
-            "finetune_epochs": suggest(trial, "finetune_epochs", lambda: trial.suggest_int("finetune_epochs", 0, max_finetune_epochs)),
-            "finetune_lr": suggest(trial, "finetune_lr", lambda: trial.suggest_float("finetune_lr", *SPACE["finetune_lr"], log=True)),
-        }
-        opts["threshold"] = suggest(trial, "threshold", lambda: trial.suggest_categorical("threshold", SPACE["threshold"]))
+        drawn = {name: suggest(trial, name, fixed, max_finetune_epochs) for name in PARAMETERS}
+        opts = {keyword: drawn[name] for name, (_, _, keyword) in PARAMETERS.items() if keyword}
+        opts["threshold"] = drawn["threshold"]
         folder = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("artifacts", str(folder))
         trial.set_user_attr("options", opts)
@@ -234,7 +235,7 @@ def pareto_rows(study: optuna.Study) -> list[dict]:
     """One dict per Pareto trial, smallest first: proxy and full accuracy, kept fraction, parameters."""
     rows = []
     for t in sorted(study.best_trials, key=lambda t: t.values[1]):
-        fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}
+        fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}  # studies before PartialFixedSampler
         full = study.user_attrs.get(f"full:{t.number:04d}")
         rows.append({"trial": t.number, "val_accuracy": t.values[0], "accuracy": t.user_attrs.get("accuracy"), "kept": t.values[1],
                      **fixed, **t.params,

@@ -1,5 +1,5 @@
 """Training: ``train`` (a run folder) and ``fit``/``evaluate`` (the loop, reused by fine-tuning)."""
-from .loop import evaluate, fit, make_loader
-from .run import count_macs_params, train
+from .loop import evaluate, fit
+from .run_folder import train
 
-__all__ = ["count_macs_params", "evaluate", "fit", "make_loader", "train"]
+__all__ = ["evaluate", "fit", "train"]

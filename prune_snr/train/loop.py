@@ -6,13 +6,13 @@ resumed from its last checkpoint replays exactly the epochs it had left.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from timm.optim import param_groups_weight_decay
 from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
@@ -22,23 +22,9 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..progress import describe, track
-from ..runtime import barrier, resolve_device, rng_state, set_rng_state, world
+from ..runtime import autocast, barrier, make_loader, resolve_device, rng_state, set_rng_state, world
 
 LOSS_CHECK_EVERY = 20
-
-
-def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, drop_last: bool = False) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        generator=generator,
-        drop_last=drop_last and len(dataset) > batch_size,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
 
 
 class GlobalBatchShards(Sampler[list[int]]):
@@ -90,12 +76,6 @@ def shard(dataset):
     """This rank's share of ``dataset`` (every ``world``-th item from ``rank``)."""
     rank, size = world()
     return dataset if size == 1 else Subset(dataset, range(rank, len(dataset), size))
-
-
-def autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -173,12 +153,9 @@ def fit(
     net = model
     if size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    params_decay = [p for p in model.parameters() if p.ndim > 1]
-    params_no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": params_decay, "weight_decay": opts.weight_decay}, {"params": params_no_decay, "weight_decay": 0.0}],
-        lr=opts.lr, momentum=opts.momentum, nesterov=opts.momentum > 0,
-    )
+    # no weight decay on biases and norm parameters (timm's grouping)
+    optimizer = torch.optim.SGD(param_groups_weight_decay(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
+                                nesterov=opts.momentum > 0)
     steps = len(train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed))
     scheduler = _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
     history: list[dict] = []

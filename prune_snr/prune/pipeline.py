@@ -9,18 +9,20 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from ..checkpoint import atomic_save_json, build_from_checkpoint, load_checkpoint, save_checkpoint
+from ..atomic import atomic_save_json
+
+from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..measure import Measurement, measure
 from ..models.points import _is_timm_efficientnet
-from ..models.vgg import VGG
-from ..train.loop import evaluate, fit, make_loader
+from ..runtime import make_loader
+from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
 from .importance import CRITERIA, NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
 from ..export import LatencyMeter
-from .search import DEFAULT_ROUND_TO, TOLERANCE, Allocation, count, prunable_base, prune_to_target
-from .truncate import candidates, choose_cut, truncate
+from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, count, prunable_base, prune_to_target
+from .truncate import candidates, choose_cut, cuttable, truncate
 
 PRUNED = "pruned.pt"
 FINETUNE = "finetune.pt"
@@ -159,12 +161,16 @@ def prune(
         base = original
         if truncate_layers:
             rows = candidates(measurement, before["val_accuracy"], delta)
-            cut = choose_cut(rows) if isinstance(original, VGG) else None
-            report["truncation"] = {"delta": delta, "candidates": rows, "cut_after": cut,
-                                    "note": None if isinstance(original, VGG) else "truncation is implemented for VGG; nothing cut"}
+            for row in rows:  # every candidate with the size it would leave
+                row["cuttable"] = cuttable(original, row["point"])
+                if row["cuttable"]:
+                    row.update(count(truncate(original, measurement, row["point"])))
+            cut = choose_cut(rows, original)
+            report["truncation"] = {"delta": delta, "candidates": rows, "cut_after": cut}
             if cut:
                 base = truncate(original, measurement, cut)
-                kept = set(base.measurement_points())
+                names = [p["name"] for p in measurement.points]
+                kept = set(names[: names.index(cut) + 1])
                 measurement = Measurement(meta=measurement.meta, points=[p for p in measurement.points if p["name"] in kept],
                                           fields={k: v for k, v in measurement.fields.items() if k in kept}, heads=measurement.heads)
                 cut_grades = grade(base)

@@ -18,8 +18,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..export import LatencyMeter
-from ..models import classifier_name, example_input
-from ..train import count_macs_params
+from ..models import classifier_name, count_macs_params, example_input
 from .allocation import ALLOCATIONS, layer_ratios
 from .importance import point_conv
 

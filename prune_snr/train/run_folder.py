@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 
-from ..checkpoint import atomic_save_json, atomic_save_text, load_checkpoint, save_checkpoint
+from ..atomic import atomic_save_json, atomic_save_text
+
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainConfig, dump_yaml, to_dict
 from ..data import build_dataset, hold_out
 from ..errors import ConfigError
-from ..models import build_model, example_input
+from ..models import build_model, count_macs_params
 from ..runtime import seed_everything
 from .loop import evaluate, fit
 
@@ -20,18 +21,6 @@ METRICS = "metrics.json"
 # Options that change the result: a resumed run must match the interrupted one on these.
 _RESULT_KEYS = ("model", "dataset", "width_mult", "labels", "input_size", "epochs", "batch_size", "lr", "momentum",
                 "weight_decay", "schedule", "label_smoothing", "seed", "augment", "val_fraction")
-
-
-def count_macs_params(model: torch.nn.Module) -> tuple[int, int]:
-    """MACs of one forward pass at the model's input size, and parameters (torch-pruning's counter)."""
-    import torch_pruning as tp
-
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    macs, params = tp.utils.count_ops_and_params(model, example_input(model).to(device))
-    model.train(was_training)
-    return int(macs), int(params)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=None) -> dict:

@@ -59,3 +59,11 @@ def atomic_save_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_save_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_save_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
+
+
+def atomic_copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``path`` through a synced temp file: ``path`` is the old file or the whole new one."""
+    import shutil
+
+    with open(source, "rb") as src:
+        return _atomic_write(Path(path), lambda f: shutil.copyfileobj(src, f))

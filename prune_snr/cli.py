@@ -271,45 +271,13 @@ def export(
     data_dir: DataDir = None,
 ) -> None:
     """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed (and int8)."""
-    import tempfile
-
-    import torch
-
-    from .atomic import atomic_save_json
-
-    from .checkpoint import build_from_checkpoint, load_checkpoint
-    from .export import export_onnx, latency, verify_onnx
+    from .export import export_checkpoint
 
     with user_errors():
-        if batch != "dynamic" and not batch.isdigit():
-            raise ConfigError(f"--batch {batch!r}: use dynamic or a positive integer")
-        payload = load_checkpoint(checkpoint)
-        model = build_from_checkpoint(payload)
-        size = tuple(input_size) if input_size else None
-        path = export_onnx(model, out, input_size=size, batch=batch, opset=opset)
-        batches = (1, 8) if batch == "dynamic" else (int(batch),)
-        report = {"onnx": str(path), "bytes": path.stat().st_size, **verify_onnx(model, path, batch_sizes=batches, input_size=size)}
-        source = baseline or payload.get("config", {}).get("source")
-        shape = (model.spec.get("in_chans", 3), *(size or (model.spec["input_size"],) * 2))
-        timing_batches = (1, 32) if batch == "dynamic" else (int(batch),)
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = {"slimmed": path}
-            if int8:
-                report["int8"] = _quantize(path, payload, source, dataset, data_dir, calibration_size, size)
-                paths["int8"] = Path(report["int8"]["onnx"])
-            if source and Path(source).is_file():
-                original = build_from_checkpoint(load_checkpoint(source))
-                paths["original"] = export_onnx(original, Path(tmp) / "baseline.onnx", input_size=size, batch=batch, opset=opset)
-                report["baseline"] = {"checkpoint": str(source)}
-            timed = {n: latency(paths, batch=n, input_shape=shape, repeats=repeats) for n in timing_batches}
-        report["latency_s"] = {f"batch_{n}": t["slimmed"] for n, t in timed.items()}
-        if int8:
-            report["int8"]["latency_s"] = {f"batch_{n}": t["int8"] for n, t in timed.items()}
-            report["int8"]["speedup_over_fp32"] = {f"batch_{n}": t["slimmed"] / t["int8"] for n, t in timed.items()}
-        if "baseline" in report:
-            report["baseline"]["latency_s"] = {f"batch_{n}": t["original"] for n, t in timed.items()}
-            report["speedup"] = {f"batch_{n}": t["original"] / t["slimmed"] for n, t in timed.items()}
-        atomic_save_json(Path(str(path) + ".json"), report)
+        report = export_checkpoint(checkpoint, out, opset=opset, batch=batch, input_size=tuple(input_size) if input_size else None,
+                                   baseline=baseline, repeats=repeats, int8=int8, calibration_size=calibration_size, dataset=dataset,
+                                   data_dir=data_dir)
+        path = Path(report["onnx"])
         table = Table(title=f"ONNX export of {checkpoint} (onnxruntime CPU, median of {repeats})")
         for col in ("batch", "slimmed ms", "original ms", "speedup"):
             table.add_column(col, justify="right")
@@ -325,10 +293,10 @@ def export(
                                       for k, v in q["latency_s"].items()))
         diffs = ", ".join(f"{k}: {v:.1e}" for k, v in report.items() if k.endswith("max_abs_diff"))
         console.print(f"{path} ({report['bytes'] / 1e6:.2f} MB): onnx.checker OK; onnxruntime vs PyTorch max abs diff {diffs}")
-        odd = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.out_channels % 8]
-        if odd and payload.get("kind") == "pruned":
+        odd = report["unaligned_conv_channels"]
+        if odd:
             console.print(f"note: {len(odd)} convolutions have channel counts that are not multiples of 8 (e.g. {odd[0]}); onnxruntime "
-                          "runs them on a slower CPU path. Prune with --round-to 8 (16 on AVX-512 CPUs) for speed.")
+                          "runs them on a slower CPU path. Prune with --round-to 8 (the default; 16 on AVX-512 CPUs) for speed.")
 
 
 @app.command()
@@ -397,26 +365,6 @@ def pick_cmd(
         _pick(study, rule, out)
 
 
-def _quantize(path: Path, payload: dict, source, dataset: str | None, data_dir: str | None, calibration_size: int, size) -> dict:
-    """int8 twin of ``path``, calibrated on the training split, graded on the test split."""
-    from .checkpoint import load_checkpoint, trained_on
-    from .data import build_dataset
-    from .export.int8 import calibration_images, onnx_accuracy, quantize_int8
-
-    recorded, recorded_dir = trained_on(payload)
-    if not recorded and source and Path(source).is_file():
-        recorded, recorded_dir = trained_on(load_checkpoint(source))
-    dataset = dataset or recorded
-    if not dataset:
-        raise ConfigError("--int8 needs calibration images: pass --dataset (the checkpoint does not record one)")
-    side = size[0] if size else payload["config"]["model"].get("input_size")
-    train = build_dataset(dataset, "train", data_dir or recorded_dir, augment=False, input_size=side)
-    test = build_dataset(dataset, "test", data_dir or recorded_dir, augment=False, input_size=side)
-    quantized = quantize_int8(path, path.with_suffix(".int8.onnx"), calibration_images(train, size=calibration_size))
-    return {"onnx": str(quantized), "bytes": quantized.stat().st_size, "calibration": {"split": "train", "images": calibration_size, "seed": 0},
-            "accuracy": onnx_accuracy(quantized, test), "fp32_accuracy": onnx_accuracy(path, test), "split": "test"}
-
-
 def _show_pareto(study, out: Path) -> None:
     from .search import pareto_rows, save_pareto_plot
 
@@ -440,8 +388,7 @@ def _show_pareto(study, out: Path) -> None:
 
 
 def _pick(study, rule: str, out: Path) -> None:
-    import shutil
-
+    from .atomic import atomic_copy
     from .search import full_result, pick
 
     trial = pick(study, rule)
@@ -449,10 +396,7 @@ def _pick(study, rule: str, out: Path) -> None:
     source = Path(chosen["artifacts"]) / "pruned.pt"
     if not source.is_file():
         raise ConfigError(f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here")
-    target = out / "pruned.pt"
-    tmp = target.with_name(".pruned.pt.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
+    target = atomic_copy(source, out / "pruned.pt")
     console.print(f"picked trial {trial.number} (val accuracy {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}, "
                   f"kept {trial.values[1]:.3f}) -> {target}")
 

@@ -118,7 +118,7 @@ class LatencyMeter:
         0.51
     """
 
-    def __init__(self, reference: nn.Module, *, batch: int = 1, repeats: int = 40):
+    def __init__(self, reference: nn.Module, *, batch: int = 1, repeats: int = 200):
         self.batch, self.repeats = batch, repeats
         self._tmp = tempfile.TemporaryDirectory()
         self._reference = export_onnx(reference, Path(self._tmp.name) / "reference.onnx")

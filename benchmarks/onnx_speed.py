@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--allocation", default="measured")
     parser.add_argument("--round-to", default="1,default")
     parser.add_argument("--latency-target", type=float, help="also prune with --metric latency to this target")
+    parser.add_argument("--latency-batch", type=int, default=32, help="the batch --metric latency times")
     parser.add_argument("--pruned", action="append", default=[], help="NAME=PRUNED.pt: time an already pruned model too")
     parser.add_argument("--int8", action="store_true", help="quantize every model to int8 and time and grade it too")
     parser.add_argument("--repeats", type=int, default=50)
@@ -69,9 +70,13 @@ def main(argv=None) -> int:
         except ConfigError as exc:
             print(f"{allocation}, round_to={value}: skipped ({exc})")
     if args.latency_target:
-        models[f"{args.allocation.split(',')[0]}, latency {args.latency_target}, round_to={DEFAULT_ROUND_TO}"] = prune(
-            prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.latency_target, metric="latency",
-            criterion=args.criterion, allocation=args.allocation.split(",")[0], measurement=measurement, finetune_epochs=0, device="cpu")
+        key = f"{args.allocation.split(',')[0]}, latency {args.latency_target} at batch {args.latency_batch}, round_to={DEFAULT_ROUND_TO}"
+        try:
+            models[key] = prune(prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.latency_target, metric="latency",
+                                latency_batch=args.latency_batch, criterion=args.criterion, allocation=args.allocation.split(",")[0],
+                                measurement=measurement, finetune_epochs=0, device="cpu")
+        except ConfigError as exc:
+            print(f"{key}: skipped ({exc})")
     for item in args.pruned:
         name, _, path = item.partition("=")
         models[name] = (prune_snr.load(path), load_checkpoint(path)["config"]["report"])
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
             row = {"key": key, "round_to": report.get("round_to"), "metric": report["metric"], "target": report["target"],
                    "macs_kept": now["macs"] / base["macs"], "params_kept": now["params"] / base["params"],
                    "fp32_accuracy": onnx_accuracy(paths[key], test), "finetune_epochs": report.get("finetune_epochs", 0),
-                   "channels": report["channels_after"]}
+                   "channels": report["channels_after"], "prune_latency_report": report.get("latency")}
             if args.int8:
                 paths[f"{key} int8"] = quantize_int8(paths[key], Path(tmp) / f"m{i}.int8.onnx", calibration)
                 row["int8_accuracy"] = onnx_accuracy(paths[f"{key} int8"], test)

@@ -33,15 +33,19 @@ def section(folder: Path, readme: Path) -> str:
     m = load(folder / "measurement.json")
     if m:
         t = m["timings"]
+        sizes = m["split_sizes"]
+        fields_on = m["options"].get("fields_split", "test")
         out += ["### Measurement (`prune-snr measure`)",
-                f"{m['model']} on {m['dataset']} (train {m['split_sizes']['train']:,} / test {m['split_sizes']['test']:,} images, seed {m['seed']}, "
-                f"p={m['options']['pool']}, θ={m['options']['threshold']}, {m['options']['head_epochs']} head epochs): "
-                f"heads+fields {t['heads_and_fields_s']:.0f} s, peak RSS {t['peak_rss_mb']:.0f} MB.", "",
-                "| point | filters | head accuracy | layer SNR | noise / filter | clusters / filter | cluster size | dead |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                f"{m['model']} on {m['dataset']} (heads trained on {sizes['train']:,} images"
+                + (f", validation {sizes['val']:,} (decides)" if sizes.get("val") else "") + f", test {sizes['test']:,} (grades); seed {m['seed']}, "
+                f"p={m['options']['pool']}, θ={m['options']['threshold']}, {m['options']['head_epochs']} head epochs; field figures on the "
+                f"{fields_on} split): heads+fields {t['heads_and_fields_s']:.0f} s, peak RSS {t['peak_rss_mb']:.0f} MB.", "",
+                "| point | filters | val accuracy | test accuracy | layer SNR | noise / filter | clusters / filter | cluster size | dead |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in m["points"]:
-            out.append(f"| {p['name']} | {p['n_filters']} | {p['accuracy']:.4f} | {p['snr']:.3f} | {p['noise_per_filter']:.2f} | "
-                       f"{p['clusters_per_filter']:.2f} | {p['cluster_size']:.2f} | {p['dead_fraction']:.2f} |")
+            val = p.get("val_accuracy")
+            out.append(f"| {p['name']} | {p['n_filters']} | {'-' if val is None else f'{val:.4f}'} | {p.get('test_accuracy', p.get('accuracy')):.4f} | "
+                       f"{p['snr']:.3f} | {p['noise_per_filter']:.2f} | {p['clusters_per_filter']:.2f} | {p['cluster_size']:.2f} | {p['dead_fraction']:.2f} |")
         if m.get("label_sweep"):
             out += ["", "Label sweep (first K labels, same backbone): last-point error rate " +
                     ", ".join(f"K={s['labels']}: {s['points'][-1]['error_rate']:.3f}" for s in m["label_sweep"]) + "; last-point cluster size " +

@@ -116,7 +116,7 @@ class PruneConfig:
     group_reduction: str = "mean"
     iterative_steps: int = 1
     round_to: int = 8  # ONNX Runtime's CPU convolutions want multiples of 8 (prune/search.py DEFAULT_ROUND_TO); 1 = off
-    latency_batch: int = 1
+    latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
     truncate: bool = False
     delta: float = 0.005
     afcc: bool = False

@@ -91,7 +91,7 @@ def prune(
     allocation: str = "measured",
     group_reduction: str = "mean",
     round_to: int | None = DEFAULT_ROUND_TO,
-    latency_batch: int = 1,
+    latency_batch: int = 32,
     iterative_steps: int = 1,
     truncate_layers: bool = False,
     delta: float = 0.005,

@@ -105,7 +105,7 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
                     allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
                     gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None) -> PruneOutcome:
     """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points;
-    for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 1).
+    for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 32).
 
     Raises:
         ConfigError: the target is outside (0, 1) or cannot be reached.

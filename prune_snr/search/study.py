@@ -179,7 +179,7 @@ def run_search(
             trial.set_user_attr("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
         accuracy = report["after"]["val_accuracy"]
-        kept = report["latency"]["batch_1"]["fraction"] if metric == "latency" else report["after"][metric] / report["before"][metric]
+        kept = report["latency"]["batch_32"]["fraction"] if metric == "latency" else report["after"][metric] / report["before"][metric]
         for key in ("accuracy", "val_accuracy", "params", "macs"):
             trial.set_user_attr(key, report["after"][key])
         trial.set_user_attr("accuracy_before_finetune", report["pruned_before_finetune"]["accuracy"])

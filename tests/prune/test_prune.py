@@ -127,3 +127,15 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
     else:
         assert 0 < report["truncation"]["target_left_for_channels"] < 0.5
         assert actually_removed == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.slow
+def test_a_latency_target_is_met_by_onnx_runtime_timings():
+    from prune_snr.prune import prune
+
+    model = build_model("vgg16", num_classes=10, width_mult=0.25).eval()
+    _, report = prune(model, "synthetic", target=0.4, metric="latency", criterion="l1", allocation="uniform", finetune_epochs=0,
+                      device="cpu")
+    assert abs(report["search"]["removed"] - 0.4) <= 0.05 * 0.4, "the search accepts timings within 5 % of the target"
+    assert set(report["latency"]) == {"batch_1", "batch_32"}
+    assert abs(report["latency"]["batch_32"]["fraction"] - 0.6) < 0.15, "a fresh timing agrees, within a shared machine's noise"

@@ -85,11 +85,13 @@ def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input
 
 
 def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
-            warmup: int = 5) -> dict[str, float]:
+            warmup: int = 5, block: int = 3) -> dict[str, float]:
     """Median seconds of one onnxruntime CPU run at ``batch`` for each model.
 
-    Runs are interleaved (a, b, a, b, ...) so that load from elsewhere on the machine hits every
-    model alike and the ratio stays fair.
+    Models take turns (a, b, a, b, ...) so that load from elsewhere on the machine hits every model
+    alike and the ratio stays fair. Each turn is one untimed run (the caches now hold this model,
+    not the previous one) then ``block`` timed runs whose mean is the turn's figure: the steady-state
+    latency a deployed model sees, whatever the number of models compared.
     """
     sessions = {key: _session(Path(p)) for key, p in paths.items()}
     x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
@@ -100,9 +102,11 @@ def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int,
     times: dict[str, list[float]] = {key: [] for key in sessions}
     for _ in range(repeats):
         for key, s in sessions.items():
-            t0 = time.perf_counter()
             s.run(None, feeds[key])
-            times[key].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for _ in range(block):
+                s.run(None, feeds[key])
+            times[key].append((time.perf_counter() - t0) / block)
     return {key: statistics.median(t) for key, t in times.items()}
 
 
@@ -134,7 +138,7 @@ class LatencyMeter:
         try:
             return {("model" if k == "candidate" else k): v for k, v in latency(
                 {"reference": self._reference, "candidate": path}, batch=batch or self.batch, input_shape=self.shape,
-                repeats=self.repeats or (200 if (batch or self.batch) == 1 else 40)).items()}
+                repeats=self.repeats or (100 if (batch or self.batch) == 1 else 30)).items()}
         finally:
             path.unlink(missing_ok=True)
 

@@ -6,7 +6,7 @@ its latency (``prune --metric latency``), adds already pruned (e.g. fine-tuned) 
 with ``--pruned``, exports every model to ONNX, quantizes each to int8 (``--int8``: static QDQ,
 calibrated on training images; test accuracy of fp32 vs int8), and times them all interleaved
 (median of repeats) at batch 1 and 32. Every figure is a ratio to the original measured in the
-same run. Latency does not depend on fine-tuning, so the pruned-here models get none.
+same run (median over rounds of the ratio within a round, so a drift of the machine speed cancels). Latency does not depend on fine-tuning, so the pruned-here models get none.
 
     python benchmarks/onnx_speed.py runs/fm/model.pt --measurement runs/fm/measurement \\
         --round-to 1,default,16 --latency-target 0.5 --int8 \\
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,8 @@ from prune_snr.atomic import atomic_save_json
 from prune_snr.checkpoint import load_checkpoint, trained_on
 from prune_snr.data import build_dataset
 from prune_snr.errors import ConfigError, run_script
-from prune_snr.export import calibration_images, export_onnx, latency, onnx_accuracy, quantize_int8
+from prune_snr.export import calibration_images, export_onnx, onnx_accuracy, quantize_int8
+from prune_snr.export.onnx import latency_rounds, ratio
 from prune_snr.measure import Measurement
 from prune_snr.prune import count, prune
 from prune_snr.prune.target import DEFAULT_ROUND_TO
@@ -97,16 +99,17 @@ def main(argv=None) -> int:
             rows.append(row)
         if args.int8:
             paths["original int8"] = quantize_int8(paths["original"], Path(tmp) / "original.int8.onnx", calibration)
-        timings = {b: latency(paths, batch=b, input_shape=shape, repeats=args.repeats) for b in (1, 32)}
+        rounds = {b: latency_rounds(paths, batch=b, input_shape=shape, repeats=args.repeats) for b in (1, 32)}
+        timings = {b: {k: statistics.median(v) for k, v in r.items()} for b, r in rounds.items()}
     for row in rows:
         key = row["key"]
         row["latency_s"] = {f"batch_{b}": timings[b][key] for b in timings}
-        row["speedup"] = {f"batch_{b}": timings[b]["original"] / timings[b][key] for b in timings}
+        row["speedup"] = {f"batch_{b}": 1 / ratio(rounds[b], key, "original") for b in timings}
         row["mac_ratio"] = 1 / row["macs_kept"]
         row["speedup_over_mac_ratio"] = {k: v / row["mac_ratio"] for k, v in row["speedup"].items()}
         row["latency_fraction"] = {k: 1 / v for k, v in row["speedup"].items()}
         if args.int8:
-            row["int8_speedup_over_fp32"] = {f"batch_{b}": timings[b][key] / timings[b][f"{key} int8"] for b in timings}
+            row["int8_speedup_over_fp32"] = {f"batch_{b}": 1 / ratio(rounds[b], f"{key} int8", key) for b in timings}
     machine = (f"{platform.node()} ({torch.get_num_threads()} CPU threads, {platform.processor() or platform.machine()}), "
                f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider")
     result = {"checkpoint": args.checkpoint, "criterion": args.criterion, "machine": machine, "split": "test",

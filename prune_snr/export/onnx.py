@@ -86,7 +86,23 @@ def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input
 
 def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
             warmup: int = 5, block: int = 3) -> dict[str, float]:
-    """Median seconds of one onnxruntime CPU run at ``batch`` for each model.
+    """Median seconds of one onnxruntime CPU run at ``batch`` for each model (see :func:`latency_rounds`)."""
+    return {key: statistics.median(t) for key, t in latency_rounds(paths, batch=batch, input_shape=input_shape, repeats=repeats,
+                                                                     warmup=warmup, block=block).items()}
+
+
+def ratio(rounds: dict[str, list[float]], key: str, reference: str) -> float:
+    """Median over rounds of ``key``'s time divided by ``reference``'s in the same round.
+
+    Both were timed seconds apart, so a slow drift of the machine's speed (other tenants, clock
+    changes) cancels out; a ratio of overall medians would keep it.
+    """
+    return statistics.median(a / b for a, b in zip(rounds[key], rounds[reference]))
+
+
+def latency_rounds(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
+                   warmup: int = 5, block: int = 3) -> dict[str, list[float]]:
+    """Seconds of one onnxruntime CPU run at ``batch`` for each model, one figure per round.
 
     Models take turns (a, b, a, b, ...) so that load from elsewhere on the machine hits every model
     alike and the ratio stays fair. Each turn is one untimed run (the caches now hold this model,
@@ -107,7 +123,7 @@ def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int,
             for _ in range(block):
                 s.run(None, feeds[key])
             times[key].append((time.perf_counter() - t0) / block)
-    return {key: statistics.median(t) for key, t in times.items()}
+    return times
 
 
 class LatencyMeter:
@@ -132,20 +148,21 @@ class LatencyMeter:
         self._count = 0
 
     def seconds(self, model: nn.Module, *, batch: int | None = None) -> dict[str, float]:
-        """Median seconds of ``model`` and of the reference, timed interleaved: ``{"model", "reference"}``."""
+        """Median seconds of ``model`` and of the reference, and their paired ratio: ``{"model", "reference", "fraction"}``."""
         self._count += 1
         path = export_onnx(model, Path(self._tmp.name) / f"candidate{self._count}.onnx")
+        batch = batch or self.batch
         try:
-            return {("model" if k == "candidate" else k): v for k, v in latency(
-                {"reference": self._reference, "candidate": path}, batch=batch or self.batch, input_shape=self.shape,
-                repeats=self.repeats or (100 if (batch or self.batch) == 1 else 30)).items()}
+            rounds = latency_rounds({"reference": self._reference, "model": path}, batch=batch, input_shape=self.shape,
+                                    repeats=self.repeats or (100 if batch == 1 else 30))
         finally:
             path.unlink(missing_ok=True)
+        return {"model": statistics.median(rounds["model"]), "reference": statistics.median(rounds["reference"]),
+                "fraction": ratio(rounds, "model", "reference")}
 
     def fraction(self, model: nn.Module, *, batch: int | None = None) -> float:
-        """``model``'s latency as a fraction of the reference's."""
-        t = self.seconds(model, batch=batch)
-        return t["model"] / t["reference"]
+        """``model``'s latency as a fraction of the reference's (median of per-round ratios)."""
+        return self.seconds(model, batch=batch)["fraction"]
 
     def close(self) -> None:
         self._tmp.cleanup()

@@ -327,7 +327,7 @@ def latency_report(original: nn.Module, pruned: nn.Module, *, batch: int) -> dic
         report = {}
         for b in sorted({1, 32, batch}):
             t = meter.seconds(pruned, batch=b)
-            report[f"batch_{b}"] = {"pruned_s": t["model"], "original_s": t["reference"], "fraction": t["model"] / t["reference"]}
+            report[f"batch_{b}"] = {"pruned_s": t["model"], "original_s": t["reference"], "fraction": t["fraction"]}
         return report
     finally:
         meter.close()

@@ -115,11 +115,14 @@ def section(folder: Path, readme: Path) -> str:
             std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
             stats[value] = (mean, std)
             out.append(f"| {value} | {len(accs)} | {mean:.4f} ± {std:.4f} | {cells[0]['after']['params']:,} | {cells[0]['after']['macs']:,} |")
-        if len(stats) == 2:
-            (a, sa), (b, sb) = stats.values()
-            pooled = ((sa ** 2 + sb ** 2) / 2) ** 0.5
-            verdict = "a significant difference" if abs(b - a) > 2 * pooled else "no significant difference"
-            out += ["", f"Difference {100 * (b - a):+.2f} points; twice the pooled seed std is {200 * pooled:.2f} points: {verdict}."]
+        base = stats.get("1")
+        for value, (b, sb) in stats.items():
+            if base and value != "1":
+                a, sa = base
+                pooled = ((sa ** 2 + sb ** 2) / 2) ** 0.5
+                verdict = "a significant difference" if abs(b - a) > 2 * pooled else "no significant difference"
+                out += ["", f"--round-to {value} vs 1: {100 * (b - a):+.2f} points; twice the pooled seed std is {200 * pooled:.2f} "
+                        f"points: {verdict}."]
         out.append("")
     for path in sorted(folder.glob("export_*.json")):
         x = load(path)

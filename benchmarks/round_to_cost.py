@@ -23,6 +23,7 @@ from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
+from prune_snr.prune.target import DEFAULT_ROUND_TO
 
 
 def main(argv=None) -> int:
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--measurement", required=True)
     parser.add_argument("--target", type=float, default=0.5)
-    parser.add_argument("--round-to", default="1,8")
+    parser.add_argument("--round-to", default="1,default", help="values to compare; default = prune's default on this machine")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--keep", help="folder for each cell's pruned.pt and report.json")
@@ -43,12 +44,14 @@ def main(argv=None) -> int:
     measurement = Measurement.load(args.measurement)
     for value in args.round_to.split(","):
         for seed in args.seeds.split(","):
-            key = f"round_to={value}|seed={seed}"
+            key = f"round_to={DEFAULT_ROUND_TO if value == 'default' else value}|seed={seed}"
             if key in results["cells"]:
                 continue
-            _, report = prune(prune_snr.load(args.checkpoint), dataset, target=args.target, metric="macs", round_to=int(value),
+            _, report = prune(prune_snr.load(args.checkpoint), dataset, target=args.target, metric="macs",
+                              round_to=DEFAULT_ROUND_TO if value == "default" else int(value),
                               measurement=measurement, finetune_epochs=args.finetune_epochs, seed=int(seed), device="cpu",
-                              out=Path(args.keep) / f"round_to_{value}_seed_{seed}" if args.keep else None, resume=True)
+                              out=Path(args.keep) / f"round_to_{key.split('|')[0].split('=')[1]}_seed_{seed}" if args.keep else None,
+                              resume=True)
             results["cells"][key] = {k: report[k] for k in ("after", "pruned_before_finetune", "before", "channels_after")}
             atomic_save_json(out, {**results, "target_macs_removed": args.target, "finetune_epochs": args.finetune_epochs,
                                    "checkpoint": args.checkpoint, "split": "test"})
@@ -63,11 +66,13 @@ def main(argv=None) -> int:
         stats[value] = (statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0, len(accs))
         print(f"| {value.split('=')[1]} | {len(accs)} | {stats[value][0]:.4f} ± {stats[value][1]:.4f} | "
               f"{cells[0]['after']['params']:,} | {cells[0]['after']['macs']:,} |")
-    if len(stats) == 2:
-        (a, sa, _), (b, sb, _) = stats.values()
-        pooled = ((sa ** 2 + sb ** 2) / 2) ** 0.5
-        verdict = "significant" if abs(b - a) > 2 * pooled else "no significant difference"
-        print(f"difference {100 * (b - a):+.2f} points (2 x pooled std = {200 * pooled:.2f}): {verdict}")
+    base = stats.get("round_to=1")
+    for value, (b, sb, _) in stats.items():
+        if base and value != "round_to=1":
+            a, sa, _ = base
+            pooled = ((sa ** 2 + sb ** 2) / 2) ** 0.5
+            verdict = "significant" if abs(b - a) > 2 * pooled else "no significant difference"
+            print(f"{value} vs round_to=1: {100 * (b - a):+.2f} points (2 x pooled std = {200 * pooled:.2f}): {verdict}")
     return 0
 
 

@@ -26,7 +26,6 @@ from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
-from prune_snr.prune.target import DEFAULT_ROUND_TO
 
 
 def summarise(rows: list[dict], metric: str) -> str:
@@ -90,7 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-lr", type=float, default=0.01)
     parser.add_argument("--finetune-fraction", type=float, default=1.0,
                         help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)")
-    parser.add_argument("--round-to", type=int, default=DEFAULT_ROUND_TO, help="channel alignment of every cell (prune's default; 1 = off)")
+    parser.add_argument("--round-to", type=int, default=None, help="channel alignment of every cell (default: prune's; 1 = off)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

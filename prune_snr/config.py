@@ -115,7 +115,7 @@ class PruneConfig:
     allocation: str = "measured"  # won the Fashion-MNIST comparison (see README results)
     group_reduction: str = "mean"
     iterative_steps: int = 1
-    round_to: int = 8  # ONNX Runtime's CPU convolutions want multiples of 8 (prune/search.py DEFAULT_ROUND_TO); 1 = off
+    round_to: Optional[int] = None  # None: ONNX Runtime's CPU alignment here (prune/target.py machine_round_to); 1 = off
     latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
     truncate: bool = False
     delta: float = 0.005
@@ -155,7 +155,7 @@ class PruneConfig:
         if self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs={self.finetune_epochs}: use 0 or more")
         _positive(self, "latency_batch")
-        if self.round_to < 1:
+        if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
         _device(self)
 

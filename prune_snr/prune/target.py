@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch_pruning as tp
@@ -26,9 +27,24 @@ TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
 METRICS = ("params", "macs", "latency")
-#: ONNX Runtime's CPU convolutions run blocked (NCHWc) kernels on channel counts that are multiples of 8:
-#: unaligned counts fall back to a slower path, so a pruned model keeps multiples of this by default.
-DEFAULT_ROUND_TO = 8
+def machine_round_to(cpuinfo: str | None = None) -> int:
+    """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
+    work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.
+
+    Example:
+        >>> machine_round_to("flags : fpu sse avx2 avx512f"), machine_round_to("flags : fpu sse avx2")
+        (16, 8)
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return 8
+    return 16 if "avx512f" in cpuinfo.split() else 8
+
+
+#: What ``--round-to`` defaults to on this machine (``prune --round-to 1`` switches alignment off).
+DEFAULT_ROUND_TO = machine_round_to()
 
 
 def count(model: nn.Module) -> dict[str, int]:

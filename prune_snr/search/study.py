@@ -35,7 +35,6 @@ from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement, measure
 from ..models.points import _is_timm_efficientnet
 from ..prune import ALLOCATIONS, count, prune
-from ..prune.target import DEFAULT_ROUND_TO
 
 #: The search space, one row per parameter: how Optuna draws it, and the ``prune()`` keyword it sets
 #: (None: handled here). ``--fix NAME=VALUE`` takes these names; ``None`` as an int upper bound means
@@ -117,7 +116,7 @@ def run_search(
     device: str = "auto",
     fixed: dict | None = None,
     proxy: float | None = None,
-    round_to: int = DEFAULT_ROUND_TO,
+    round_to: int | None = None,
     progress=None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``trials`` finished trials; return it.

@@ -15,6 +15,7 @@ same run (median over rounds of the ratio within a round, so a drift of the mach
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
             print(f"{key}: skipped ({exc})")
     for item in args.pruned:
         name, _, path = item.partition("=")
-        models[name] = (prune_snr.load(path), load_checkpoint(path)["config"]["report"])
+        report_file = Path(path).with_name("report.json")
+        models[name] = (prune_snr.load(path), json.loads(report_file.read_text()) if report_file.is_file()
+                        else load_checkpoint(path)["config"]["report"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"original": export_onnx(original, Path(tmp) / "original.onnx")}

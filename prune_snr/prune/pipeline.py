@@ -213,6 +213,7 @@ def prune(
     report.channels_after = _kept_channels(pruned)
     report.seconds = time.perf_counter() - t0
     result = report.to_json()
+    config["report"] = result  # pruned.pt carries the final report (finetune.pt the one before fine-tuning)
     if out:
         save_checkpoint(out / PRUNED, {"kind": "pruned", "model": pruned.state_dict(), "pruning": history, "config": config})
         atomic_save_json(out / REPORT, result)

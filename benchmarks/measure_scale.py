@@ -59,7 +59,16 @@ def worker(folder: Path, points: list[str], budget_gib: float, epochs: int, batc
     t_fields = time.perf_counter() - t0
     return {"rows": len(targets), "heads_s": t_heads, "fields_s": t_fields,
             "val_accuracy": {p: h.accuracies["val"] for p, h in heads.items()},
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory (VmHWM). ``ru_maxrss`` would not do: Linux carries it
+    over ``execve`` from the parent, whose resident size here includes the cache it just wrote."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def tile_cache(source: Path, target: Path, n_points: int, rows: int) -> None:

@@ -5,9 +5,10 @@ folded back to the raw feature scale afterwards, ``W_raw = W / sigma``, because 
 matrices must be computed on raw, un-centered class means (METHOD.md).
 
 Memory stays bounded whatever the number of rows: each epoch walks one random permutation of
-the training rows in chunks; a chunk's rows are read from the memory-mapped cache (sorted, so
-the file is read forward; the mapping is dropped after each chunk so its pages leave the
-process), standardized, and cut into the mini-batches of that stretch of the permutation.
+the training rows in chunks; a chunk's rows are read from the cache file (sorted, so the file
+is read forward, with ``preadv`` rather than through the mapping, whose page faults would pull
+the whole file into the process), standardized, and cut into the mini-batches of that stretch of
+the permutation.
 Points whose rows are too wide to share one chunk under ``memory_budget`` are trained in
 groups, one pass over the data per group. Heads are independent (own loss, own Adam state) and
 every group walks the same permutation, so grouping and chunking change nothing in the result:
@@ -55,17 +56,37 @@ class Head:
 
 
 def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
-    """Gather rows (sorted, so a memory-mapped array reads forward) as a float32 tensor.
+    """Gather rows as a float32 tensor, in the order of ``index``.
 
-    A memory-mapped array is mapped afresh and unmapped after the gather, so the pages read
-    do not stay in the process's resident memory.
+    From a memory-mapped cache the rows are read with ``preadv`` into the result (sorted, so the
+    file is read forward, one call per run of adjacent rows) instead of through the mapping:
+    touching scattered rows of a mapping faults whole neighbourhoods of pages into the process,
+    so its resident memory would grow to the size of the cache.
     """
-    source = np.load(features.filename, mmap_mode="r") if isinstance(features, np.memmap) and features.filename else features
     order = np.argsort(index, kind="stable")
-    out = np.empty((len(index), *source.shape[1:]), dtype=np.float32)
-    out[order] = source[index[order]]
-    del source
+    wanted = index[order]
+    if isinstance(features, np.memmap) and features.filename:
+        rows = _read_rows(features, wanted)
+    else:
+        rows = np.asarray(features[wanted])
+    out = np.empty((len(index), *features.shape[1:]), dtype=np.float32)
+    out[order] = rows
     return torch.from_numpy(out)
+
+
+def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
+    """Rows ``wanted`` (ascending) of a memory-mapped ``.npy``, read from its file."""
+    row_bytes = int(np.prod(features.shape[1:])) * features.dtype.itemsize
+    rows = np.empty((len(wanted), *features.shape[1:]), dtype=features.dtype)
+    raw = rows.reshape(len(wanted), -1).view(np.uint8)
+    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+    starts, ends = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(wanted)]])
+    with open(features.filename, "rb", buffering=0) as f:
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            position = features.offset + int(wanted[s]) * row_bytes
+            if os.preadv(f.fileno(), [raw[s:e]], position) != (e - s) * row_bytes:
+                raise OSError(f"{features.filename}: short read; the feature cache is damaged, delete it and re-measure")
+    return rows
 
 
 def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

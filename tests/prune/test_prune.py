@@ -134,8 +134,14 @@ def test_a_latency_target_is_met_by_onnx_runtime_timings():
     from prune_snr.prune import prune
 
     model = build_model("vgg16", num_classes=10, width_mult=0.25).eval()
-    _, report = prune(model, "synthetic", target=0.4, metric="latency", criterion="l1", allocation="uniform", finetune_epochs=0,
-                      device="cpu")
+    for attempt in range(2):  # real timings on a shared 2-core machine: one burst of load may spoil a whole search
+        try:
+            _, report = prune(model, "synthetic", target=0.4, metric="latency", criterion="l1", allocation="uniform", round_to=1,
+                              finetune_epochs=0, device="cpu")
+            break
+        except ConfigError:
+            if attempt:
+                raise
     assert abs(report["search"]["removed"] - 0.4) <= 0.05 * 0.4, "the search accepts timings within 5 % of the target"
     assert set(report["latency"]) == {"batch_1", "batch_32"}
     assert abs(report["latency"]["batch_32"]["fraction"] - 0.6) < 0.15, "a fresh timing agrees, within a shared machine's noise"

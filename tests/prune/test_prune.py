@@ -130,18 +130,18 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
 
 
 @pytest.mark.slow
-def test_a_latency_target_is_met_by_onnx_runtime_timings():
-    from prune_snr.prune import prune
+def test_the_latency_meter_times_a_pruned_model_against_the_original():
+    """The mechanism behind --metric latency. Whether a target lands within 5 % is a timing claim,
+    checked by benchmarks/onnx_speed.py --latency-target (not by a unit test on a shared machine)."""
+    from prune_snr.export import LatencyMeter
 
-    model = build_model("vgg16", num_classes=10, width_mult=0.25).eval()
-    for attempt in range(2):  # real timings on a shared 2-core machine: one burst of load may spoil a whole search
-        try:
-            _, report = prune(model, "synthetic", target=0.4, metric="latency", criterion="l1", allocation="uniform", round_to=1,
-                              finetune_epochs=0, device="cpu")
-            break
-        except ConfigError:
-            if attempt:
-                raise
-    assert abs(report["search"]["removed"] - 0.4) <= 0.05 * 0.4, "the search accepts timings within 5 % of the target"
-    assert set(report["latency"]) == {"batch_1", "batch_32"}
-    assert abs(report["latency"]["batch_32"]["fraction"] - 0.6) < 0.15, "a fresh timing agrees, within a shared machine's noise"
+    model = build_model("vgg16", num_classes=10, width_mult=0.5).eval()  # wide enough to halve with 16-channel steps
+    # channel counts aligned for ONNX Runtime's blocked kernels: unaligned ones can run no faster at all
+    slim = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=16).model
+    meter = LatencyMeter(model, batch=32)
+    try:
+        same, smaller = meter.seconds(model), meter.seconds(slim)
+    finally:
+        meter.close()
+    assert same["model"] > 0 and same["reference"] > 0 and 0.5 < same["fraction"] < 2
+    assert smaller["fraction"] < 0.85 * same["fraction"], "half the MACs, aligned, must show in ONNX Runtime's timings"

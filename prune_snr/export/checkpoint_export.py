@@ -6,6 +6,7 @@ Example:
 """
 from __future__ import annotations
 
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch import nn
 from ..atomic import atomic_save_json
 from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
 from ..errors import ConfigError
-from .onnx import export_onnx, latency, verify_onnx
+from .onnx import export_onnx, latency_rounds, ratio, verify_onnx
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | None = None, batch: str = "dynamic",
@@ -48,14 +49,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | N
             original = build_from_checkpoint(load_checkpoint(source))
             paths["original"] = export_onnx(original, Path(tmp) / "baseline.onnx", input_size=input_size, batch=batch, opset=opset)
             report["baseline"] = {"checkpoint": str(source)}
-        timed = {n: latency(paths, batch=n, input_shape=shape, repeats=repeats) for n in timing_batches}
+        rounds = {n: latency_rounds(paths, batch=n, input_shape=shape, repeats=repeats) for n in timing_batches}
+    timed = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in rounds.items()}
     report["latency_s"] = {f"batch_{n}": t["slimmed"] for n, t in timed.items()}
     if int8:
         report["int8"]["latency_s"] = {f"batch_{n}": t["int8"] for n, t in timed.items()}
-        report["int8"]["speedup_over_fp32"] = {f"batch_{n}": t["slimmed"] / t["int8"] for n, t in timed.items()}
+        report["int8"]["speedup_over_fp32"] = {f"batch_{n}": 1 / ratio(r, "int8", "slimmed") for n, r in rounds.items()}
     if "baseline" in report:
         report["baseline"]["latency_s"] = {f"batch_{n}": t["original"] for n, t in timed.items()}
-        report["speedup"] = {f"batch_{n}": t["original"] / t["slimmed"] for n, t in timed.items()}
+        report["speedup"] = {f"batch_{n}": 1 / ratio(r, "slimmed", "original") for n, r in rounds.items()}
     report["unaligned_conv_channels"] = ([m.out_channels for m in model.modules()
                                           if isinstance(m, nn.Conv2d) and m.groups == 1 and m.out_channels % 8]
                                          if payload.get("kind") == "pruned" else [])

@@ -249,15 +249,17 @@ def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accur
                    device: str) -> tuple[nn.Module, Measurement, dict]:
     """Cut after the earliest cuttable point within ``delta`` of the full model on validation; report every candidate."""
     rows = candidates(measurement, full_val_accuracy, delta)
+    cuts = {}
     for row in rows:  # every candidate with the size it would leave
         row["cuttable"] = cuttable(model, row["point"])
         if row["cuttable"]:
-            row.update(count(truncate(model, measurement, row["point"])))
+            cuts[row["point"]] = truncate(model, measurement, row["point"])
+            row.update(count(cuts[row["point"]]))
     cut = choose_cut(rows, model)
     report = {"delta": delta, "candidates": rows, "cut_after": cut}
     if not cut:
         return model, measurement, report
-    base = truncate(model, measurement, cut)
+    base = cuts[cut]
     names = [p["name"] for p in measurement.points]
     kept = set(names[: names.index(cut) + 1])
     measurement = Measurement(meta=measurement.meta, points=[p for p in measurement.points if p["name"] in kept],

@@ -157,3 +157,14 @@ def test_the_same_seed_on_the_same_device_gives_an_identical_measurement(tiny_ru
     assert measurement_without_timings(tmp_path / "a") == measurement_without_timings(tmp_path / "b")
     a, b = (torch.load(tmp_path / r / "heads.pt", weights_only=True) for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+def test_plain_progress_says_where_a_long_task_is_at_each_interval():
+    from prune_snr.progress import PlainProgress, track
+
+    lines = []
+    with PlainProgress(lines.append, interval=0.0) as p:
+        for _ in track(p, range(3), "epoch 1/8"):
+            pass
+    assert [line.split(" after ")[0] for line in lines[:-1]] == ["epoch 1/8: 1/3", "epoch 1/8: 2/3", "epoch 1/8: 3/3"]
+    assert lines[-1].startswith("epoch 1/8: 3/3 in ")

@@ -166,7 +166,11 @@ def fit(
             if key not in state:
                 raise CheckpointError(f"{checkpoint_path} has no {key!r}: it is a final model, not a resumable checkpoint")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:  # parameter groups changed between prune-snr versions
+            raise CheckpointError(f"{checkpoint_path}: its optimizer state does not fit this version's parameter "
+                                  f"groups ({err}); start the run again in a new --out") from None
         scheduler.load_state_dict(state["scheduler"])
         start, history = state["epoch"], list(state.get("history", []))
         set_rng_state(state["rng"])

@@ -58,15 +58,44 @@ def test_resume_with_different_options_is_refused(tmp_path):
         train(config(tmp_path / "r", lr=0.5), resume=True)
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    def poison(record):
-        if record["epoch"] == 1:
-            raise Crash
+def test_a_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    from prune_snr.data import build_dataset
+    from prune_snr.models import build_model
+    from prune_snr.train.loop import fit
+
+    ckpt = tmp_path / "checkpoint.pt"
+    data = build_dataset("synthetic", "train"), build_dataset("synthetic", "test")
+    model = build_model("vgg16", num_classes=10, width_mult=0.125)
+    fit(model, *data, config(tmp_path, epochs=1), checkpoint_path=ckpt)
+    good = ckpt.read_bytes()
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(ckpt)["model"].values() if v.is_floating_point())
+
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("inf"))  # the next epoch's loss is not finite
+    with pytest.raises(TrainingError, match="lower --lr.*last good checkpoint kept"):
+        fit(model, *data, config(tmp_path, epochs=1), checkpoint_path=ckpt)
+    assert ckpt.read_bytes() == good
+
+
+def test_a_learning_rate_that_diverges_from_the_start_leaves_no_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match="lower --lr"):
+        train(config(tmp_path / "r", lr=1e6, epochs=1))
+    assert not (tmp_path / "r" / "checkpoint.pt").exists() and not (tmp_path / "r" / "model.pt").exists()
+
+
+def test_a_checkpoint_whose_optimizer_groups_do_not_fit_is_refused_with_one_line(tmp_path):
+    from prune_snr.checkpoint import save_checkpoint
+    from prune_snr.errors import CheckpointError
+
+    def crash(record):
+        raise Crash
 
     with pytest.raises(Crash):
-        train(config(tmp_path / "r"), on_epoch=poison)
-    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
-    with pytest.raises(TrainingError, match="lower --lr"):
-        train(config(tmp_path / "r2", lr=1e6, epochs=1))
-    assert not (tmp_path / "r2" / "checkpoint.pt").exists()
-    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+        train(config(tmp_path / "r"), on_epoch=crash)
+    state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    groups = state["optimizer"]["param_groups"]
+    groups[0]["params"] = groups[0]["params"] + groups[1]["params"]  # the grouping of an older version: one group
+    del groups[1:]
+    save_checkpoint(tmp_path / "r" / "checkpoint.pt", state)
+    with pytest.raises(CheckpointError, match="new --out"):
+        train(config(tmp_path / "r"), resume=True)

@@ -91,6 +91,11 @@ METRICS = Choices("--metric", {
     "latency": "ONNX Runtime CPU latency here",
 }, default="params", searched=("params", "macs"))
 
+CUTS = Choices("--cut", {
+    "measured": "after the earliest point whose validation head accuracy is within --delta of the full model's",
+    "budget": "after the deepest point whose cut alone meets --target, reading no accuracy (the depth baseline)",
+}, default="measured")
+
 GROUP_REDUCTIONS = Choices("--group-reduction", {"mean": "", "max": "", "sum": ""}, default="mean", searched=("mean", "max"))
 SCHEDULES = Choices("--schedule", {"onecycle": "", "cosine": "", "constant": ""}, default="onecycle")
 FIELDS_SPLITS = Choices("--fields-split", {

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -29,7 +29,7 @@ _state = {"debug": False}
 
 # Options shared by several commands, declared once.
 Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; flags given here override its keys.")]
-Dataset = Annotated[Optional[str], typer.Option("--dataset", help="cifar10, cifar100, imagenet, fashion-mnist, synthetic[:K], imagefolder:PATH.")]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", help=DATASETS.help())]
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the dataset files.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda[:N].")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
@@ -84,7 +84,7 @@ def _str(value):
 @app.command()
 def train(
     recipe: Recipe = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="vgg16, efficientnet_b0, timm:NAME or torchvision:NAME.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help=MODELS.help())] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     width_mult: Annotated[Optional[float], typer.Option("--width-mult", help="Scale every conv width (vgg16).")] = None,
@@ -93,7 +93,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: BatchSize = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
-    schedule: Annotated[Optional[str], typer.Option("--schedule", help="onecycle, cosine or constant.")] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help=SCHEDULES.help("Learning-rate schedule:"))] = None,
     seed: Seed = None,
     device: Device = None,
     amp: Amp = None,
@@ -138,10 +138,10 @@ def measure(
     head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head.")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
     label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
-    fields_split: Annotated[Optional[str], typer.Option("--fields-split", help="Split for the class means: val (decisions), test (the paper's figure) or train.")] = None,
+    fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
     val_fraction: ValFraction = None,
     memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads may hold at once (default: a quarter of the RAM).")] = None,
-    cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help="float32 or float16 feature cache (half the disk and reads).")] = None,
+    cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
     expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
     batch_size: BatchSize = None,
     seed: Seed = None,
@@ -151,39 +151,16 @@ def measure(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
-    from .checkpoint import build_from_checkpoint, load_checkpoint, trained_on
     from .config import MeasureConfig, resolve
-    from .measure import measure as run_measure
-    from .measure.plots import save_plots
+    from .measure import measure_checkpoint
 
     with user_errors():
         cfg = resolve(MeasureConfig, recipe, dict(dataset=dataset, data_dir=data_dir, points=points, pool=pool, threshold=threshold,
                                                   head_epochs=head_epochs, label_sweep=labels, label_seed=label_seed, fields_split=fields_split,
                                                   val_fraction=val_fraction, memory_budget=memory_budget, cache_dtype=cache_dtype,
                                                   expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp))
-        payload = load_checkpoint(checkpoint)
-        recorded, recorded_dir = trained_on(payload)
-        cfg.dataset, cfg.data_dir = cfg.dataset or recorded, cfg.data_dir or recorded_dir
-        trained_val = payload.get("config", {}).get("train", {}).get("val_fraction")
-        if val_fraction is None and trained_val:  # decide on the very images the training held out
-            cfg.val_fraction = trained_val
-        if not cfg.dataset:
-            raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
-        model = build_from_checkpoint(payload)
         with torchrun(cfg.device), progress_bar() as progress:
-            result = run_measure(model, cfg.dataset, data_dir=cfg.data_dir, points=cfg.points, pool=cfg.pool, threshold=cfg.threshold,
-                                 head_epochs=cfg.head_epochs, head_lr=cfg.head_lr, head_batch_size=cfg.head_batch_size,
-                                 label_sweep=cfg.label_sweep, label_seed=cfg.label_seed, fields_split=cfg.fields_split,
-                                 val_fraction=cfg.val_fraction, memory_budget=cfg.memory_budget, cache_dtype=cfg.cache_dtype,
-                                 expanded=cfg.expanded, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
-                                 progress=progress)
-        result.save(out)
-        if plots:
-            save_plots(result, out)
-        from .config import dump_yaml
-        from .atomic import atomic_save_text
-
-        atomic_save_text(out / "config.yaml", dump_yaml(cfg))
+            result = measure_checkpoint(checkpoint, cfg, out=out, plots=plots, progress=progress)
         console.print(points_table(result))
         t = result.meta["timings"]
         console.print(f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
@@ -195,15 +172,16 @@ def prune(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
     recipe: Recipe = None,
     target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="params, macs, or latency (ONNX Runtime on this machine).")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("What --target counts:"))] = None,
     latency_batch: Annotated[Optional[int], typer.Option("--latency-batch", help="Batch size that --metric latency times (default 32; the report gives 1 and 32).")] = None,
-    criterion: Annotated[Optional[str], typer.Option("--criterion", help="snr, snr-strength, snr-x-l1, l1, l2, bn, lamp, taylor, fpgm, random.")] = None,
-    allocation: Annotated[Optional[str], typer.Option("--allocation", help="uniform, measured (per-layer ratios from head accuracy) or global.")] = None,
+    criterion: Annotated[Optional[str], typer.Option("--criterion", help=CRITERIA.help("Filter ranking inside a layer:"))] = None,
+    allocation: Annotated[Optional[str], typer.Option("--allocation", help=ALLOCATIONS.help("How the budget is spread over layers:"))] = None,
     global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
-    group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help="Aggregate coupled layers' SNR: mean, max, sum.")] = None,
+    group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help=GROUP_REDUCTIONS.help("Aggregate coupled layers' SNR:"))] = None,
     iterative_steps: Annotated[Optional[int], typer.Option("--iterative-steps")] = None,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (default: ONNX Runtime's CPU alignment here, 16 with AVX-512 else 8; 1 = off).")] = None,
     truncate: Annotated[Optional[bool], typer.Option("--truncate/--no-truncate", help="Cut layers that add < delta accuracy.")] = None,
+    cut: Annotated[Optional[str], typer.Option("--cut", help=CUTS.help("Where --truncate cuts:"))] = None,
     delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
     afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
@@ -221,38 +199,20 @@ def prune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
 ) -> None:
     """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
-    from .checkpoint import load_checkpoint, build_from_checkpoint
-    from .config import PruneConfig, resolve, to_dict
-    from .measure import Measurement
-    from .prune import prune as run_prune
-    from .prune.plots import save_kept_channels
+    from .config import PruneConfig, resolve
+    from .prune import prune_checkpoint
 
     with user_errors():
         if global_ is not None and allocation is None:
             allocation = "global" if global_ else "uniform"
         cfg = resolve(PruneConfig, recipe, dict(target=target, metric=metric, criterion=criterion, allocation=allocation,
-                                                group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to, latency_batch=latency_batch,
-                                                truncate=truncate, delta=delta, afcc=afcc, finetune_epochs=finetune_epochs,
-                                                finetune_lr=finetune_lr, distill=distill, measurement=_str(measurement), val_fraction=val_fraction, dataset=dataset,
+                                                group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to,
+                                                latency_batch=latency_batch, truncate=truncate, cut=cut, delta=delta, afcc=afcc,
+                                                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill,
+                                                measurement=_str(measurement), val_fraction=val_fraction, dataset=dataset,
                                                 data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp))
-        payload = load_checkpoint(checkpoint)
-        trained = payload.get("config", {}).get("train", {})
-        dataset_name = cfg.dataset or trained.get("dataset")
-        if not dataset_name:
-            raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
-        model = build_from_checkpoint(payload)
-        result = Measurement.load(cfg.measurement) if cfg.measurement else None
         with torchrun(cfg.device), progress_bar() as progress:
-            pruned, report = run_prune(
-                model, dataset_name, data_dir=cfg.data_dir or trained.get("data_dir"), target=cfg.target, metric=cfg.metric,
-                criterion=cfg.criterion, allocation=cfg.allocation, group_reduction=cfg.group_reduction, round_to=cfg.round_to,
-                latency_batch=cfg.latency_batch,
-                iterative_steps=cfg.iterative_steps, truncate_layers=cfg.truncate, delta=cfg.delta, afcc=cfg.afcc,
-                finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, distill=cfg.distill, measurement=result,
-                measure_options=cfg.measure_options(), val_fraction=cfg.val_fraction,
-                batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp, out=out, resume=resume,
-                config={"prune": to_dict(cfg), "source": str(Path(checkpoint).resolve())}, progress=progress)
-        save_kept_channels(report, out / "kept_channels.png")
+            _, report = prune_checkpoint(checkpoint, cfg, out=out, resume=resume, progress=progress)
         console.print(prune_table(report))
 
 
@@ -303,13 +263,14 @@ def export(
 def search(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
     out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")],
-    trials: Annotated[int, typer.Option("--trials", help="Finished trials the study should hold (a rerun resumes).")] = 20,
+    recipe: Recipe = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Finished trials the study should hold (a rerun resumes). Default 20.")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, or a .log JournalStorage file.")] = None,
-    study_name: Annotated[str, typer.Option("--study-name")] = "prune-snr",
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default prune-snr.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Parallel trials in this process.")] = 1,
-    metric: Annotated[str, typer.Option("--metric", help="Size objective: params, macs or latency (ONNX Runtime, batch 32).")] = "params",
-    max_finetune_epochs: Annotated[int, typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy).")] = 2,
+    n_jobs: Annotated[Optional[int], typer.Option("--n-jobs", help="Parallel trials in this process.")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("Size objective:"))] = None,
+    max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy). Default 2.")] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
     proxy: Annotated[Optional[float], typer.Option("--proxy", help="Fine-tune trials on this fraction of the training set, then re-run the Pareto trials fully.")] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
@@ -317,30 +278,25 @@ def search(
     pick_rule: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
-    seed: Seed = 0,
-    device: Device = "auto",
+    seed: Seed = None,
+    device: Device = None,
 ) -> None:
-    """Multi-objective Optuna search (accuracy vs params/MACs) over pruning configurations."""
-    from .measure import Measurement
+    """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
+    from .config import SearchConfig, resolve
     from .search import run_search
 
     with user_errors():
-        result = Measurement.load(measurement) if measurement else None
-        fixed = {}
-        for item in filter(None, (p.strip() for p in (fix or "").split(","))):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--fix {item!r}: write NAME=VALUE")
-            fixed[key.strip()] = yaml.safe_load(value)
+        cfg = resolve(SearchConfig, recipe, dict(trials=trials, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
+                                                 metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=_str(measurement),
+                                                 proxy=proxy, fix=fix, round_to=round_to, pick=pick_rule, dataset=dataset,
+                                                 data_dir=data_dir, seed=seed, device=device))
         with progress_bar() as progress:
-            study = run_search(checkpoint, fixed=fixed, trials=trials, out=out, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
-                               proxy=proxy, round_to=round_to, metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=result, dataset=dataset,
-                               data_dir=data_dir, seed=seed or 0, device=device or "auto", progress=progress)
+            study = run_search(checkpoint, cfg, out=out, progress=progress)
         _show_pareto(study, out)
-        if storage is None:
+        if cfg.storage is None:
             console.print(f"dashboard: optuna-dashboard sqlite:///{(out / 'study.db').resolve()}  (binds 127.0.0.1:8080)")
-        if pick_rule:
-            _pick(study, pick_rule, out)
+        if cfg.pick:
+            _pick(study, cfg.pick, out)
 
 
 @app.command("pick")
@@ -351,18 +307,10 @@ def pick_cmd(
     study_name: Annotated[str, typer.Option("--study-name")] = "prune-snr",
 ) -> None:
     """Write the most accurate Pareto trial meeting --pick to OUT/pruned.pt."""
-    import optuna
-
-    from .search import make_storage
+    from .search import load_study
 
     with user_errors():
-        if storage is None and not (out / "study.db").is_file():
-            raise ConfigError(f"{out} holds no study.db; run prune-snr search --out {out} first (or pass --storage)")
-        try:
-            study = optuna.load_study(study_name=study_name, storage=make_storage(storage, out))
-        except KeyError:
-            raise ConfigError(f"no study named {study_name!r} in the storage; check --study-name") from None
-        _pick(study, rule, out)
+        _pick(load_study(out, storage, study_name), rule, out)
 
 
 def _show_pareto(study, out: Path) -> None:
@@ -388,15 +336,9 @@ def _show_pareto(study, out: Path) -> None:
 
 
 def _pick(study, rule: str, out: Path) -> None:
-    from .atomic import atomic_copy
-    from .search import full_result, pick
+    from .search import write_pick
 
-    trial = pick(study, rule)
-    chosen = full_result(study, trial)
-    source = Path(chosen["artifacts"]) / "pruned.pt"
-    if not source.is_file():
-        raise ConfigError(f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here")
-    target = atomic_copy(source, out / "pruned.pt")
+    trial, chosen, target = write_pick(study, rule, out)
     console.print(f"picked trial {trial.number} (val accuracy {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}, "
                   f"kept {trial.values[1]:.3f}) -> {target}")
 

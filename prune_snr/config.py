@@ -1,15 +1,19 @@
 """Options as data: defaults -> ``--recipe FILE`` (YAML) -> flags given on the command line.
 
-Each command has one dataclass of options. A recipe is one flat YAML mapping that may hold
-the options of several commands (a paper setting: model, dataset, epochs, pool, ...); each
-command takes the keys it knows. A key no command knows, or a value of the wrong type, is a
-:class:`ConfigError` naming the file and the key. The resolved options are written into every
-run folder as ``config.yaml``.
+Each stage has one frozen dataclass of options (:class:`TrainConfig`, :class:`MeasureConfig`,
+:class:`PruneConfig` with its nested :class:`FineTuneConfig` and the :class:`MeasureConfig` of
+the measurement it makes for itself, :class:`SearchConfig` around a :class:`PruneConfig`),
+built once by :func:`resolve` and handed to the library function of that stage. A recipe is one
+flat YAML mapping that may hold the options of several stages (a paper setting: model, dataset,
+epochs, pool, ...); every (nested) config takes the keys it knows, so a recipe's ``threshold``
+reaches the measurement that ``prune`` or ``search`` makes. A key no stage knows, or a value of
+the wrong type, is a :class:`ConfigError` naming the file and the key. The resolved options are
+written into every run folder as ``config.yaml``.
 
 Example:
-    >>> cfg = resolve(TrainConfig, overrides={"epochs": 3})
-    >>> cfg.epochs, cfg.model
-    (3, 'vgg16')
+    >>> cfg = resolve(PruneConfig, overrides={"target": 0.3, "finetune_epochs": 3, "threshold": 0.4})
+    >>> cfg.target, cfg.finetune.epochs, cfg.measure.threshold
+    (0.3, 3, 0.4)
 """
 from __future__ import annotations
 
@@ -17,26 +21,33 @@ import dataclasses
 import math
 import types
 import typing
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
+from . import choices
 from .errors import ConfigError
 
 _CONFIGS: list[type] = []
 
 
 def config(cls):
-    """Declare an options dataclass whose keys recipes may use."""
-    cls = dataclasses.dataclass(cls)
+    """Declare a frozen options dataclass whose keys recipes may use."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
     _CONFIGS.append(cls)
     return cls
 
 
+def key(name: str) -> dict:
+    """Field metadata: the flat recipe key / flag name of a nested config's field (``finetune_lr``)."""
+    return {"key": name}
+
+
 @config
 class TrainConfig:
-    model: str = "vgg16"
+    model: str = choices.MODELS.default
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     width_mult: Optional[float] = None
@@ -47,7 +58,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"
+    schedule: str = choices.SCHEDULES.default
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -62,7 +73,7 @@ class TrainConfig:
         _positive(self, "epochs", "batch_size", "lr")
         _fraction(self, "val_fraction", allow_zero=True)
         _device(self)
-        _in(self, "schedule", ("onecycle", "cosine", "constant"))
+        choices.SCHEDULES.check(self.schedule)
         if self.width_mult is not None and not 0 < self.width_mult <= 4:
             raise ConfigError(f"width_mult={self.width_mult}: use a value in (0, 4]")
         if self.workers < 0:
@@ -74,18 +85,18 @@ class MeasureConfig:
     dataset: Optional[str] = None  # default: the dataset the checkpoint was trained on
     data_dir: Optional[str] = None
     points: str = "all"
-    pool: int = 2
-    threshold: float = 0.3
-    head_epochs: int = 30
+    pool: int = choices.POOL
+    threshold: float = choices.THRESHOLD
+    head_epochs: int = choices.HEAD_EPOCHS
     head_lr: float = 1e-3
     head_batch_size: int = 1024
     label_sweep: Optional[list[int]] = None
     label_seed: Optional[int] = None
-    fields_split: str = "val"
-    val_fraction: float = 0.1
-    cache_dtype: str = "float32"
+    fields_split: str = choices.FIELDS_SPLITS.default
+    val_fraction: Optional[float] = None  # default: what the checkpoint's training held out, else 0.1
+    cache_dtype: str = choices.CACHE_DTYPES.default
     memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
-    expanded: bool = False
+    expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
     batch_size: int = 256
     seed: int = 0
     device: str = "auto"
@@ -94,9 +105,10 @@ class MeasureConfig:
     def validate(self) -> None:
         _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size")
         _device(self)
-        _in(self, "fields_split", ("val", "test", "train"))
-        _in(self, "cache_dtype", ("float32", "float16"))
-        _fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
+        choices.FIELDS_SPLITS.check(self.fields_split)
+        choices.CACHE_DTYPES.check(self.cache_dtype)
+        if self.val_fraction is not None:
+            _fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
         if self.memory_budget is not None and not self.memory_budget > 0:
             raise ConfigError(f"memory_budget={self.memory_budget}: give GiB > 0")
         if not 0 <= self.threshold < 1:
@@ -105,59 +117,96 @@ class MeasureConfig:
             raise ConfigError(f"labels={self.label_sweep}: every label count must be >= 2")
 
 
+@dataclasses.dataclass(frozen=True)
+class FineTuneConfig:
+    """Fine-tuning after pruning (SGD + cosine on the training split less its validation part)."""
+
+    epochs: int = field(default=1, metadata=key("finetune_epochs"))
+    lr: float = field(default=0.01, metadata=key("finetune_lr"))
+    fraction: float = field(default=1.0, metadata=key("finetune_fraction"))  # < 1: a cheap proxy for search trials
+    distill: bool = False
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"finetune_epochs={self.epochs}: use 0 or more")
+        _positive(self, "lr")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"finetune_fraction={self.fraction}: use a fraction in (0, 1]")
+
+
 @config
 class PruneConfig:
     dataset: Optional[str] = None  # default: the dataset the checkpoint was trained on
     data_dir: Optional[str] = None
     target: float = 0.5
-    metric: str = "params"
-    criterion: str = "l1"  # won the saliency study at equal MACs (README results); snr, snr-strength, snr-x-l1 stay options
-    allocation: str = "measured"  # won the Fashion-MNIST comparison (see README results)
-    group_reduction: str = "mean"
+    metric: str = choices.METRICS.default
+    criterion: str = choices.CRITERIA.default
+    allocation: str = choices.ALLOCATIONS.default
+    group_reduction: str = choices.GROUP_REDUCTIONS.default
     iterative_steps: int = 1
     round_to: Optional[int] = None  # None: ONNX Runtime's CPU alignment here (prune/target.py machine_round_to); 1 = off
     latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
     truncate: bool = False
+    cut: str = choices.CUTS.default  # where --truncate cuts
     delta: float = 0.005
     afcc: bool = False
-    finetune_epochs: int = 1
-    finetune_lr: float = 0.01
-    distill: bool = False
     measurement: Optional[str] = None
     val_fraction: Optional[float] = None  # default: the measurement's (0.1)
-    # the measurement prune makes for itself when --measurement is not given
-    pool: int = 2
-    threshold: float = 0.3
-    head_epochs: int = 30
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-
-    def measure_options(self) -> dict:
-        return {"pool": self.pool, "threshold": self.threshold, "head_epochs": self.head_epochs}
+    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    # the measurement prune makes when --measurement is not given (on prune's dataset, split, seed, device)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     def validate(self) -> None:
-        import math as _math
-
         if self.val_fraction is not None:
             _fraction(self, "val_fraction", allow_zero=False)
-        _positive(self, "pool", "head_epochs")
-        if not 0 <= self.threshold < 1:
-            raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
-
-        if not (isinstance(self.target, float) and _math.isfinite(self.target) and 0 < self.target < 1):
-            raise ConfigError(f"--target {self.target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
-        _in(self, "metric", ("params", "macs", "latency"))
-        _in(self, "allocation", ("uniform", "measured", "global"))
-        _in(self, "group_reduction", ("mean", "max", "sum"))
-        _positive(self, "iterative_steps", "batch_size", "finetune_lr")
-        if self.finetune_epochs < 0:
-            raise ConfigError(f"finetune_epochs={self.finetune_epochs}: use 0 or more")
-        _positive(self, "latency_batch")
+        check_target(self.target)
+        choices.METRICS.check(self.metric)
+        choices.CRITERIA.check(self.criterion)
+        choices.ALLOCATIONS.check(self.allocation)
+        choices.GROUP_REDUCTIONS.check(self.group_reduction)
+        choices.CUTS.check(self.cut)
+        if self.truncate and self.cut == "budget" and self.metric == "latency":
+            raise ConfigError("--cut budget counts params or MACs; use --metric params or macs with it")
+        _positive(self, "iterative_steps", "batch_size", "latency_batch")
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
         _device(self)
+
+
+@config
+class SearchConfig:
+    trials: int = 20
+    storage: Optional[str] = None
+    study_name: str = "prune-snr"
+    timeout: Optional[float] = None
+    n_jobs: int = 1
+    max_finetune_epochs: int = 2
+    proxy: Optional[float] = None
+    fix: Optional[str] = None  # "truncate=false,target=0.5"
+    pick: Optional[str] = None
+    # every trial starts from these options; the drawn parameters replace theirs
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def validate(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials {self.trials}: use 1 or more")
+        if self.proxy is not None and not 0 < self.proxy <= 1:
+            raise ConfigError(f"--proxy {self.proxy}: use a fraction of the training set in (0, 1]")
+        if self.n_jobs < 1:
+            raise ConfigError(f"--n-jobs {self.n_jobs}: use 1 or more")
+        if self.max_finetune_epochs < 0:
+            raise ConfigError(f"--max-finetune-epochs {self.max_finetune_epochs}: use 0 or more")
+        if self.prune.metric == "latency" and self.n_jobs > 1:
+            raise ConfigError("--metric latency times trials on this machine: use --n-jobs 1 so they do not disturb each other")
+
+
+def check_target(target) -> None:
+    if not (isinstance(target, (int, float)) and not isinstance(target, bool) and math.isfinite(target) and 0 < target < 1):
+        raise ConfigError(f"--target {target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
 
 
 def _positive(cfg, *names: str) -> None:
@@ -184,8 +233,21 @@ def _in(cfg, name: str, choices) -> None:
         raise ConfigError(f"{name}={getattr(cfg, name)!r}: choose one of {', '.join(choices)}")
 
 
+def _nested(hint) -> bool:
+    return dataclasses.is_dataclass(hint)
+
+
+def flat_keys(cls) -> set[str]:
+    """The recipe keys / flag names a config (with its nested configs) understands."""
+    hints = typing.get_type_hints(cls)
+    keys: set[str] = set()
+    for f in dataclasses.fields(cls):
+        keys |= flat_keys(hints[f.name]) if _nested(hints[f.name]) else {f.metadata.get("key", f.name)}
+    return keys
+
+
 def known_keys() -> set[str]:
-    return {f.name for cls in _CONFIGS for f in dataclasses.fields(cls)} | {"recipe"}
+    return set().union(*(flat_keys(cls) for cls in _CONFIGS)) | {"recipe"}
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -248,20 +310,32 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | None = None):
-    """Build ``cls`` from its defaults, then the recipe's keys, then non-``None`` overrides."""
+def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | None = None, *, base=None):
+    """Build ``cls`` from ``base`` (default: its defaults), then the recipe's keys, then non-``None`` overrides.
+
+    Keys are flat (``finetune_lr``, ``threshold``): each reaches every nested config that has it.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - flat_keys(cls))
+    if unknown:
+        raise ConfigError(f"option {unknown[0]!r} does not apply to this command")
+    values = load_recipe(recipe) if recipe else {}
+    return _build(cls, base, [(values, f"recipe {recipe}"), (overrides, "command line")])
+
+
+def _build(cls, base, sources: list[tuple[dict, str]]):
     hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    if recipe:
-        for key, value in load_recipe(recipe).items():
-            if key in hints:
-                values[key] = _coerce(key, value, hints[key], f"recipe {recipe}")
-    for key, value in (overrides or {}).items():
-        if key not in hints:
-            raise ConfigError(f"option {key!r} does not apply to this command")
-        if value is not None:
-            values[key] = _coerce(key, value, hints[key], "command line")
-    cfg = cls(**values)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if _nested(hint):
+            changes[f.name] = _build(hint, getattr(base, f.name) if base is not None else None, sources)
+            continue
+        name = f.metadata.get("key", f.name)
+        for values, where in sources:
+            if name in values:
+                changes[f.name] = _coerce(name, values[name], hint, where)
+    cfg = dataclasses.replace(base, **changes) if base is not None else cls(**changes)
     cfg.validate()
     return cfg
 

@@ -17,8 +17,15 @@ def test_train_writes_model_and_metrics(tmp_path):
     result = invoke("train", "--dataset", "synthetic:3", "--width-mult", "0.125", "--epochs", "1", "--batch-size", "32",
                     "--device", "cpu", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
+    import prune_snr
+    from prune_snr.train.loop import evaluate
+
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["params"] > 0 and 0 <= metrics["test_accuracy"] <= 1
+    model = prune_snr.load(tmp_path / "run" / "model.pt")
+    graded = evaluate(model, prune_snr.build_dataset("synthetic:3", "test"), device="cpu")["accuracy"]
+    assert metrics["test_accuracy"] == pytest.approx(graded, abs=1e-6), "metrics.json grades the saved model"
+    assert metrics["params"] == sum(p.numel() for p in model.parameters())
+    assert f"{metrics['test_accuracy']:.4f}" in result.output and f"{metrics['params']:,}" in result.output
 
 
 def test_recipe_keys_are_used_and_flags_win(tmp_path):
@@ -65,13 +72,25 @@ def measured_run(tiny_run, tmp_path_factory):
     result = invoke("measure", out / "model.pt", "--dataset", "synthetic", "--head-epochs", "3", "--device", "cpu",
                     "--labels", "3", "--out", folder)
     assert result.exit_code == 0, result.output
+    MEASURE_OUTPUT[:] = [result.output]
     return out, folder
+
+
+MEASURE_OUTPUT: list[str] = []  # what `measure` printed, for the table spec
 
 
 def test_measure_writes_every_artifact_and_prints_the_layer_table(measured_run):
     _, folder = measured_run
     names = {p.name for p in folder.iterdir()}
     assert {"measurement.json", "fields.npz", "heads.pt", "layers.png", "noise.png", "filters.png", "label_sweep.png", "config.yaml"} <= names
+    data = json.loads((folder / "measurement.json").read_text())
+    cells = [line.replace("│", " ").split() for line in MEASURE_OUTPUT[0].splitlines()]
+    rows = {c[0]: c for c in cells if c and c[0].startswith("features.")}
+    assert list(rows) == [p["name"] for p in data["points"]], "one table row per measured point, in order"
+    for point in data["points"]:
+        row = rows[point["name"]]
+        assert row[1:5] == [str(point["n_filters"]), f"{point['val_accuracy']:.4f}", f"{point['test_accuracy']:.4f}",
+                            f"{point['snr']:.3f}"]
 
 
 def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run, tmp_path):
@@ -106,7 +125,9 @@ def test_prune_targets_outside_zero_one_are_one_line_errors(measured_run, tmp_pa
 def test_prune_unknown_criterion_lists_choices(measured_run, tmp_path):
     out, _ = measured_run
     result = invoke("prune", out / "model.pt", "--criterion", "magic", "--out", tmp_path / "p")
-    assert result.exit_code == 2 and "snr, snr-strength, snr-x-l1, l1" in result.output
+    from prune_snr.choices import CRITERIA
+
+    assert result.exit_code == 2 and ", ".join(CRITERIA) in result.output
 
 
 def test_a_recipes_measurement_keys_reach_the_measurement_prune_makes_itself(tiny_run, tmp_path):

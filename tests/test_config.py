@@ -3,7 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from prune_snr.config import MeasureConfig, TrainConfig, load_recipe, resolve
+import dataclasses
+
+from prune_snr import choices
+from prune_snr.config import MeasureConfig, PruneConfig, SearchConfig, TrainConfig, known_keys, load_recipe, resolve
 from prune_snr.errors import ConfigError
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
@@ -44,5 +47,56 @@ def test_label_sweep_accepts_a_comma_list():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_every_shipped_recipe_resolves_for_every_command(recipe):
-    assert resolve(TrainConfig, recipe).model
-    assert resolve(MeasureConfig, recipe).pool >= 1
+    keys = load_recipe(recipe)
+    train, measure = resolve(TrainConfig, recipe), resolve(MeasureConfig, recipe)
+    prune, search = resolve(PruneConfig, recipe), resolve(SearchConfig, recipe)
+    assert train.model == keys["model"] and train.epochs == keys["epochs"]
+    for cfg in (measure, prune.measure, search.prune.measure):
+        assert (cfg.pool, cfg.threshold) == (keys.get("pool", choices.POOL), keys.get("threshold", choices.THRESHOLD))
+    for cfg in (prune, search.prune):
+        assert cfg.target == keys.get("target", 0.5)
+        assert cfg.finetune.epochs == keys.get("finetune_epochs", 1) and cfg.finetune.lr == keys.get("finetune_lr", 0.01)
+
+
+def test_a_recipe_key_reaches_every_nested_config_that_has_it_and_flags_win(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("threshold: 0.4\nfinetune_lr: 0.002\nlr: 0.3\nseed: 5\ntrials: 7\n")
+    cfg = resolve(SearchConfig, recipe, {"seed": 6, "finetune_epochs": 3})
+    assert cfg.trials == 7 and cfg.prune.measure.threshold == 0.4
+    assert (cfg.prune.finetune.lr, cfg.prune.finetune.epochs) == (0.002, 3), "training's lr is not fine-tuning's"
+    assert cfg.prune.seed == cfg.prune.measure.seed == 6
+
+
+def test_configs_are_frozen_and_changed_only_by_replace():
+    cfg = resolve(PruneConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.target = 0.9
+    assert dataclasses.replace(cfg, target=0.9).target == 0.9 and cfg.target == 0.5
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("criterion", "magic", ", ".join(choices.CRITERIA)), ("allocation", "knapsack", ", ".join(choices.ALLOCATIONS)),
+    ("metric", "flops", ", ".join(choices.METRICS)), ("cut", "middle", ", ".join(choices.CUTS)),
+    ("target", 1.5, "between 0 and 1"), ("finetune_fraction", 0.0, "finetune_fraction"),
+])
+def test_a_bad_prune_option_is_one_error_listing_the_choices(key, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        resolve(PruneConfig, overrides={key: value})
+
+
+def test_every_choice_table_row_is_accepted_and_every_default_is_a_row():
+    for table, key in ((choices.CRITERIA, "criterion"), (choices.ALLOCATIONS, "allocation"), (choices.METRICS, "metric"),
+                       (choices.CUTS, "cut"), (choices.GROUP_REDUCTIONS, "group_reduction")):
+        assert table.default in table
+        for name in table:
+            assert getattr(resolve(PruneConfig, overrides={key: name}), key) == name
+        assert set(table.searched) <= set(table)
+
+
+def test_every_option_of_every_stage_is_a_recipe_key():
+    from prune_snr.config import flat_keys
+
+    for cls in (TrainConfig, MeasureConfig, PruneConfig, SearchConfig):
+        assert flat_keys(cls) <= known_keys()
+    assert {"finetune_epochs", "finetune_lr", "finetune_fraction", "distill", "cut", "threshold", "pool"} <= flat_keys(PruneConfig)
+    assert {"trials", "fix", "pick"} <= flat_keys(SearchConfig) and "trials" not in flat_keys(PruneConfig)

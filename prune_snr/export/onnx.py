@@ -76,7 +76,11 @@ def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input
         x = torch.randn(n, spec.get("in_chans", 3), h, w, generator=g)
         with torch.no_grad():
             expected = model(x).numpy()
-        got = session.run(None, {name: x.numpy()})[0]
+        try:
+            got = session.run(None, {name: x.numpy()})[0]
+        except Exception as exc:  # onnxruntime's own error types (e.g. InvalidArgument for a fixed batch)
+            raise ExportError(f"{path}: onnxruntime cannot run batch {n} ({str(exc).splitlines()[0][:160]}); "
+                              "export with --batch dynamic or that batch size") from None
         diff = float(np.abs(got - expected).max())
         report[f"batch_{n}_max_abs_diff"] = diff
         if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..choices import THRESHOLD
+
 #: Filters per chunk in the connected-components pass (bounds memory at F x L x L).
 CHUNK = 256
 
@@ -68,7 +70,7 @@ def _components(adjacency: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     return comp
 
 
-def filter_stats(M: torch.Tensor, *, threshold: float = 0.3) -> FilterStats:
+def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD) -> FilterStats:
     """Clusters, signal, noise and SNR of every filter of a layer (METHOD.md, phase 3).
 
     Args:

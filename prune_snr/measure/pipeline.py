@@ -1,6 +1,7 @@
 """``measure``: phases 2 and 3 of METHOD.md for every point of a model, plus the label sweep."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import resource
@@ -12,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import MeasureConfig, resolve
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, validation_split
-from ..errors import DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError
 from ..models import resolve_points
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, extract
@@ -21,37 +23,18 @@ from .fields import field_matrices
 from .heads import Rows, class_means, train_heads
 from .result import Measurement, point_record, test_figures
 
-FIELDS_SPLITS = ("val", "test", "train")
-
-
 def _default_cache() -> Path:
     return Path(os.environ.get("PRUNE_SNR_CACHE", Path.home() / ".cache" / "prune-snr")) / "features"
 
 
 def measure(
     model: nn.Module,
-    dataset: str | tuple,
+    dataset: str | tuple | None = None,
+    cfg: MeasureConfig | None = None,
     *,
-    data_dir: str | None = None,
-    points: str | Sequence[str] | None = "all",
-    pool: int = 2,
-    threshold: float = 0.3,
-    head_epochs: int = 30,
-    head_lr: float = 1e-3,
-    head_batch_size: int = 1024,
-    label_sweep: Sequence[int] | None = None,
-    label_seed: int | None = None,
-    fields_split: str = "val",
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    expanded: bool = False,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: str = "auto",
-    amp: bool = False,
     cache_dir: str | Path | None = None,
-    cache_dtype: str = "float32",
-    memory_budget: float | None = None,
     progress=None,
+    **options,
 ) -> Measurement:
     """Measure layer-wise accuracy and per-filter clusters, noise and SNR (METHOD.md).
 
@@ -66,7 +49,10 @@ def measure(
 
     Args:
         model: a trained classifier (e.g. ``prune_snr.load("runs/x/model.pt")``).
-        dataset: a dataset name for :func:`prune_snr.build_dataset`, or ``(train_set, test_set)``.
+        dataset: a dataset name for :func:`prune_snr.build_dataset`, or ``(train_set, test_set)``
+            (default: ``cfg.dataset``).
+        cfg: the options (:class:`prune_snr.config.MeasureConfig`); keyword ``options`` (its
+            field names) override it, as a convenience. They are:
         points: ``"all"`` (the model's measurement points), ``"a,b"`` or a list of module names.
         pool: ``p``; heads see ``C * p * p`` features per point.
         threshold: θ for clusters/noise.
@@ -94,11 +80,15 @@ def measure(
         >>> [p["val_accuracy"] for p in m.points]  # doctest: +SKIP
     """
     t_start = time.perf_counter()
-    if fields_split not in FIELDS_SPLITS:
-        raise DataError(f"fields_split={fields_split!r}: use one of {', '.join(FIELDS_SPLITS)}")
-    if fields_split == "val" and not val_fraction:
-        raise DataError("--fields-split val needs --val-fraction > 0")
-    device_t = resolve_device(device)
+    if isinstance(options.get("points"), (list, tuple)):
+        options["points"] = ",".join(options["points"])
+    cfg = resolve(MeasureConfig, overrides=options, base=cfg)
+    dataset = cfg.dataset if dataset is None else dataset
+    if dataset is None:
+        raise DataError("measure needs a dataset: pass one (a name or (train_set, test_set)) or set MeasureConfig.dataset")
+    data_dir, fields_split, threshold, seed = cfg.data_dir, cfg.fields_split, cfg.threshold, cfg.seed
+    val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
+    device_t = resolve_device(cfg.device)
     if isinstance(dataset, str):
         size = (getattr(model, "spec", None) or {}).get("input_size")
         train_set = build_dataset(dataset, "train", data_dir, augment=False, input_size=size)
@@ -113,21 +103,21 @@ def measure(
     if out_features is not None and out_features != num_classes:
         raise ModelError(f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
                          f"has {num_classes} labels; measure it on the dataset it was trained on")
-    names = resolve_points(model, points, expanded=expanded)
+    names = resolve_points(model, cfg.points, expanded=bool(cfg.expanded))
     seed_everything(seed)
     cache_root = Path(cache_dir) if cache_dir else _default_cache()
-    key = cache_key(model, dataset_id, names, pool, cache_dtype)
+    key = cache_key(model, dataset_id, names, cfg.pool, cfg.cache_dtype)
     timings = {}
     feats = {}
     for split, ds in (("train", train_set), ("test", test_set)):
         t0 = time.perf_counter()
-        feats[split] = extract(model, ds, names, pool=pool, folder=cache_root / key / split, batch_size=batch_size,
-                               device=device_t, amp=amp, dtype=cache_dtype, progress=progress, description=f"features ({split})")
+        feats[split] = extract(model, ds, names, pool=cfg.pool, folder=cache_root / key / split, batch_size=cfg.batch_size,
+                               device=device_t, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress, description=f"features ({split})")
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
 
     rest_rows, val_rows = validation_split(train_y, val_fraction)
-    budget = int(memory_budget * 2**30) if memory_budget else None
+    budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else None
 
     def run(labels: list[int] | None, description: str):
         """Heads and field matrices on a label subset (None = all labels)."""
@@ -144,7 +134,7 @@ def measure(
         scored = {"test": rows(test_x, test_y, np.arange(len(test_y)))}
         if len(val_rows):
             scored["val"] = rows(train_x, train_y, val_rows)
-        heads = train_heads(train_rows, scored, num_classes=L, epochs=head_epochs, lr=head_lr, batch_size=head_batch_size,
+        heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
                             seed=seed, device=device_t, memory_budget=budget, progress=progress, description=description)
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
         records, fields = [], {}
@@ -163,10 +153,10 @@ def measure(
     heads, records, fields = run(None, "heads")
     timings["heads_and_fields_s"] = time.perf_counter() - t0
     sweep = []
-    for K in label_sweep or []:
+    for K in cfg.label_sweep or []:
         if K > num_classes:
             raise DataError(f"--labels {K}: the dataset has only {num_classes} labels")
-        labels = choose_labels(num_classes, K, label_seed)
+        labels = choose_labels(num_classes, K, cfg.label_seed)
         _, recs, _ = run(labels, f"heads (K={K})")
         sweep.append({"labels": K, "label_ids": labels, "points": [
             {"name": r["name"], "val_accuracy": r.get("val_accuracy"), "test_accuracy": r["test_accuracy"],
@@ -183,15 +173,43 @@ def measure(
         "split_sizes": {"train": int(len(rest_rows)), "val": int(len(val_rows)), "test": int(len(test_y))},
         "seed": seed,
         "device": str(device_t),
-        "options": {"points": names, "pool": pool, "threshold": threshold, "head_epochs": head_epochs, "head_lr": head_lr,
-                    "head_batch_size": head_batch_size, "fields_split": fields_split, "label_seed": label_seed,
-                    "val_fraction": val_fraction, "cache_dtype": cache_dtype, "memory_budget_gib": memory_budget,
+        "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
+                    "head_batch_size": cfg.head_batch_size, "fields_split": fields_split, "label_seed": cfg.label_seed,
+                    "val_fraction": val_fraction, "cache_dtype": cfg.cache_dtype, "memory_budget_gib": cfg.memory_budget,
                     "head_bias_in_fields": False},
         "timings": timings,
         "feature_cache": str(cache_root / key),
     }
     return Measurement(meta=meta, points=records, fields=fields, label_sweep=sweep,
                        heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()})
+
+
+def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str | Path, plots: bool = True,
+                       progress=None) -> Measurement:
+    """``prune-snr measure``: measure a checkpoint on the data it was trained on (unless ``cfg`` says
+    otherwise) and write ``measurement.json``, ``fields.npz``, ``heads.pt``, ``config.yaml`` and the PNGs to ``out``.
+
+    The validation split defaults to the very images the training held out.
+    """
+    from ..atomic import atomic_save_text
+    from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
+    from ..config import dump_yaml
+    from .plots import save_plots
+
+    payload = load_checkpoint(checkpoint)
+    recorded, recorded_dir = trained_on(payload)
+    trained_val = payload.get("config", {}).get("train", {}).get("val_fraction")
+    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded, data_dir=cfg.data_dir or recorded_dir,
+                              val_fraction=cfg.val_fraction if cfg.val_fraction is not None else trained_val or None)
+    if not cfg.dataset:
+        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    result = measure(build_from_checkpoint(payload), cfg=cfg, progress=progress)
+    out = Path(out)
+    result.save(out)
+    if plots:
+        save_plots(result, out)
+    atomic_save_text(out / "config.yaml", dump_yaml(cfg))
+    return result
 
 
 def _num_outputs(model: nn.Module) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..choices import THRESHOLD
 from ..measure.fields import field_matrices, filter_stats
 from ..models import classifier_name
 from ..runtime import make_loader
@@ -36,7 +37,7 @@ def classifier_class_means(model: nn.Module, dataset, num_classes: int, batch_si
 
 
 @torch.no_grad()
-def apply_afcc(model: nn.Module, dataset, *, threshold: float = 0.3) -> dict:
+def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD) -> dict:
     """Zero the classifier weights outside each filter's clusters; returns weight counts."""
     head = dict(model.named_modules())[classifier_name(model)]
     L, D = head.weight.shape

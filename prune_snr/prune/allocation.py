@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-ALLOCATIONS = ("uniform", "measured", "global")
+from ..choices import ALLOCATIONS as ALLOCATION_CHOICES
+
+ALLOCATIONS = ALLOCATION_CHOICES.names
 
 
 def marginal_gains(accuracies: list[float], num_classes: int) -> np.ndarray:

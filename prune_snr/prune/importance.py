@@ -1,7 +1,8 @@
 """Channel importance for torch-pruning: per-filter SNR from a measurement, plus baselines.
 
-``CRITERIA`` is the one table behind ``--criterion``: every entry builds a
-``torch_pruning.importance.Importance``, so SNR and the baselines run through the same pruner.
+``CRITERIA`` maps each row of :data:`prune_snr.choices.CRITERIA` (the one table behind
+``--criterion``) to a builder of a ``torch_pruning.importance.Importance``, so SNR and the
+baselines run through the same pruner.
 
 Example:
     >>> imp = build_importance("snr", model=model, measurement=measurement)  # doctest: +SKIP
@@ -16,10 +17,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from ..choices import CRITERIA as CRITERION_CHOICES, MEASURED_CRITERIA
 from ..errors import ConfigError
 from ..measure.result import Measurement
 
-SALIENCIES = ("snr", "snr-strength", "snr-x-l1")
+SALIENCIES = MEASURED_CRITERIA
 
 
 def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
@@ -135,6 +137,24 @@ def _group_name(group) -> str:
     return getattr(target, "name", None) or str(target)
 
 
+class WithFallback(tp.importance.Importance):
+    """A torch-pruning criterion that scores groups it has no score for (``None``, e.g. ``bn`` on
+    an SE bottleneck with no BatchNorm) by L1 magnitude instead of leaving them unpruned; those
+    groups are listed in ``fallback_groups`` like SNR's."""
+
+    def __init__(self, primary: tp.importance.Importance):
+        self.primary = primary
+        self.fallback = tp.importance.GroupMagnitudeImportance(p=1)
+        self.fallback_groups: list[str] = []
+
+    def __call__(self, group) -> torch.Tensor:
+        scores = self.primary(group)
+        if scores is None:
+            self.fallback_groups.append(_group_name(group))
+            return self.fallback(group)
+        return scores
+
+
 def _random(seed: int = 0) -> tp.importance.Importance:
     class SeededRandom(tp.importance.Importance):
         def __init__(self):
@@ -153,20 +173,19 @@ CRITERIA: dict[str, Callable[..., tp.importance.Importance]] = {
     "snr-x-l1": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-x-l1", **kw),
     "l1": lambda model, measurement, seed=0, **kw: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda model, measurement, seed=0, **kw: tp.importance.GroupMagnitudeImportance(p=2),
-    "bn": lambda model, measurement, seed=0, **kw: tp.importance.BNScaleImportance(),
+    "bn": lambda model, measurement, seed=0, **kw: WithFallback(tp.importance.BNScaleImportance()),
     "lamp": lambda model, measurement, seed=0, **kw: tp.importance.LAMPImportance(p=2),
     "taylor": lambda model, measurement, seed=0, **kw: tp.importance.GroupTaylorImportance(),
     "fpgm": lambda model, measurement, seed=0, **kw: tp.importance.FPGMImportance(),
     "random": lambda model, measurement, seed=0, **kw: _random(seed),
 }
-NEEDS_MEASUREMENT = ("snr", "snr-strength", "snr-x-l1")
+assert set(CRITERIA) == set(CRITERION_CHOICES), "a --criterion row without a builder (or the reverse)"
 NEEDS_GRADIENTS = ("taylor",)
 
 
 def build_importance(name: str, *, model: nn.Module, measurement: Measurement | None = None, seed: int = 0, **kwargs):
     """The importance for ``--criterion name``; unknown names are an error listing the choices."""
-    if name not in CRITERIA:
-        raise ConfigError(f"--criterion {name!r}: choose one of {', '.join(CRITERIA)}")
-    if name in NEEDS_MEASUREMENT and measurement is None:
+    CRITERION_CHOICES.check(name)
+    if name in MEASURED_CRITERIA and measurement is None:
         raise ConfigError(f"--criterion {name} needs a measurement (--measurement DIR, or let prune measure first)")
     return CRITERIA[name](model, measurement, seed=seed, **kwargs)

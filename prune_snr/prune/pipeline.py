@@ -4,6 +4,8 @@ One function per stage, in the order :func:`prune` runs them::
 
     load_splits -> measure_if_needed -> truncate_stage -> prune_stage -> fine_tune -> afcc/latency -> report
 
+:func:`prune` takes a :class:`prune_snr.config.PruneConfig`; :func:`prune_checkpoint` is ``prune-snr prune``.
+
 Every stage takes a few typed arguments and returns what the next needs plus its part of the
 :class:`PruneReport`, which is written once, at the end, as ``report.json``.
 """
@@ -20,7 +22,9 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_save_json
-from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint, trained_on
+from ..choices import MEASURED_CRITERIA
+from ..config import FineTuneConfig, MeasureConfig, PruneConfig, resolve, to_dict
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..export import LatencyMeter
@@ -29,7 +33,7 @@ from ..models.points import _is_timm_efficientnet
 from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
-from .importance import CRITERIA, NEEDS_GRADIENTS, NEEDS_MEASUREMENT, build_importance
+from .importance import NEEDS_GRADIENTS, build_importance
 from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, count, prunable_base, prune_to_target
 from .truncate import candidates, choose_cut, cuttable, truncate
 
@@ -82,65 +86,47 @@ def _kept_channels(model: nn.Module) -> dict[str, int]:
 
 def prune(
     model: nn.Module,
-    dataset: str,
+    dataset: str | None = None,
+    cfg: PruneConfig | None = None,
     *,
-    data_dir: str | None = None,
-    target: float = 0.5,
-    metric: str = "params",
-    criterion: str = "l1",
-    allocation: str = "measured",
-    group_reduction: str = "mean",
-    round_to: int | None = None,
-    latency_batch: int = 32,
-    iterative_steps: int = 1,
-    truncate_layers: bool = False,
-    delta: float = 0.005,
-    afcc: bool = False,
-    finetune_epochs: int = 1,
-    finetune_lr: float = 0.01,
-    finetune_fraction: float = 1.0,
-    distill: bool = False,
     measurement: Measurement | None = None,
-    measure_options: dict | None = None,
-    val_fraction: float | None = None,
-    batch_size: int = 128,
-    seed: int = 0,
-    device: str = "auto",
-    amp: bool = False,
     out: str | Path | None = None,
     resume: bool = False,
     config: dict | None = None,
     progress=None,
+    **options,
 ) -> tuple[nn.Module, dict]:
-    """Prune ``model`` to remove ``target`` of its prunable params/MACs, then fine-tune.
+    """Prune ``model`` to remove ``cfg.target`` of its prunable params/MACs/latency, then fine-tune.
 
     Args:
         model: a trained classifier (``prune_snr.load(...)``).
-        dataset: the dataset it was trained on (name for :func:`prune_snr.build_dataset`).
-        target: fraction of the prunable ``metric`` to remove, in (0, 1).
-        metric: ``params``, ``macs`` or ``latency`` (of the exported model in ONNX Runtime on this
-            machine at ``latency_batch``, relative to the unpruned model).
-        round_to: keep channel counts multiples of this (default ``None``: the alignment ONNX
-            Runtime's CPU convolutions run fast on here, 16 with AVX-512 else 8; 1 = no rounding).
-        criterion: a key of :data:`prune_snr.prune.importance.CRITERIA` (``snr`` or a baseline).
-        allocation: ``uniform`` (one ratio per layer), ``measured`` (METHOD's per-layer ratios
-            from marginal head accuracy) or ``global`` (torch-pruning's global ranking).
-        truncate_layers: cut the network where later layers add less than ``delta`` accuracy;
-            ``target`` still counts from the original model (channels are pruned only for what
-            the cut did not remove).
-        afcc: keep only classifier weights inside each filter's clusters (after fine-tuning).
-        finetune_epochs / finetune_lr / distill: fine-tuning (0 epochs = none); distillation
-            from the unpruned model.
-        finetune_fraction: fine-tune on this seeded random fraction of the training set (a cheap
-            proxy for search trials; 1.0 = all of it).
-        measurement: reuse a measurement of ``model``; measured here when needed and not given
-            (with ``measure_options``, e.g. ``{"pool": 2, "threshold": 0.3, "head_epochs": 30}``).
-        val_fraction: the validation split every decision reads (default: the measurement's,
-            else 0.1); fine-tuning uses the rest of the training split, the test split grades.
+        dataset: the dataset it was trained on (name for :func:`prune_snr.build_dataset`; default
+            ``cfg.dataset``).
+        cfg: the options (:class:`prune_snr.config.PruneConfig`); keyword ``options`` (its flat
+            keys: ``target``, ``criterion``, ``allocation``, ``truncate``, ``finetune_epochs``,
+            ``threshold``, ...) override it, as a convenience. The main ones:
+
+            - ``target``: fraction of the prunable ``metric`` to remove, in (0, 1);
+            - ``metric``: ``params``, ``macs`` or ``latency`` (of the exported model in ONNX Runtime
+              on this machine at ``latency_batch``, relative to the unpruned model);
+            - ``criterion`` / ``allocation``: rows of :data:`prune_snr.choices.CRITERIA` /
+              :data:`prune_snr.choices.ALLOCATIONS`;
+            - ``round_to``: keep channel counts multiples of this (default: the alignment ONNX
+              Runtime's CPU convolutions run fast on here, 16 with AVX-512 else 8; 1 = off);
+            - ``truncate``: cut the network where later layers add less than ``delta`` validation
+              accuracy; ``target`` still counts from the original model;
+            - ``afcc``: keep only classifier weights inside each filter's clusters (after fine-tuning);
+            - ``cfg.finetune``: epochs (0 = none), lr, fraction (a seeded part of the training split:
+              a cheap proxy for search trials), distill (from the unpruned model);
+            - ``cfg.measure``: the options of the measurement made here when one is needed and
+              ``measurement`` is not given.
+        measurement: reuse a measurement of ``model`` (default: ``cfg.measurement``'s folder, else
+            measured here when a stage needs one).
         out: folder for ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
 
     Returns:
-        ``(pruned model, report dict)``.
+        ``(pruned model, report dict)``; the decisions read the validation split (the measurement's
+        ``val_fraction``, else 0.1), fine-tuning the rest of the training split, and the test split grades.
 
     Raises:
         ConfigError: bad target/metric/criterion/allocation, or an unreachable target.
@@ -150,19 +136,22 @@ def prune(
         >>> report["after"]["accuracy"]  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
-    if criterion not in CRITERIA:
-        raise ConfigError(f"--criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
-    if not 0 < finetune_fraction <= 1:
-        raise ConfigError(f"finetune fraction {finetune_fraction}: use a fraction in (0, 1]")
+    cfg = resolve(PruneConfig, overrides=options, base=cfg)
+    dataset = cfg.dataset if dataset is None else dataset
+    if dataset is None:
+        raise ConfigError("prune needs the dataset the model was trained on: pass one or set PruneConfig.dataset")
+    if measurement is None and cfg.measurement:
+        measurement = Measurement.load(cfg.measurement)
     if measurement is not None:
         measurement.val_accuracies()  # a measurement without validation figures cannot drive decisions
+    val_fraction = cfg.val_fraction
     if val_fraction is None:
         recorded = measurement.meta["options"].get("val_fraction") if measurement is not None else None
         val_fraction = DEFAULT_VAL_FRACTION if recorded is None else recorded
     if not 0 < val_fraction < 1:
         raise ConfigError(f"--val-fraction {val_fraction}: prune decides on a validation split; use a fraction in (0, 1)")
-    splits = load_splits(dataset, data_dir, input_size=model.spec.get("input_size"), val_fraction=val_fraction,
+    round_to = DEFAULT_ROUND_TO if cfg.round_to is None else cfg.round_to
+    splits = load_splits(dataset, cfg.data_dir, input_size=model.spec.get("input_size"), val_fraction=val_fraction,
                          num_classes=model.spec["num_classes"])
     out = Path(out) if out else None
     ckpt = out / FINETUNE if out else None
@@ -170,44 +159,47 @@ def prune(
         raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
     original = model.cpu().eval()
     report = PruneReport(options={
-        "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": seed, "round_to": round_to,
-        **({"latency_batch": latency_batch} if metric == "latency" else {}), "target": target, "metric": metric,
-        "criterion": criterion, "allocation": allocation, "truncate": truncate_layers, "afcc": afcc,
-        "finetune_epochs": finetune_epochs, "finetune_fraction": finetune_fraction})
+        "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": cfg.seed, "round_to": round_to,
+        **({"latency_batch": cfg.latency_batch} if cfg.metric == "latency" else {}), "target": cfg.target, "metric": cfg.metric,
+        "criterion": cfg.criterion, "allocation": cfg.allocation, "truncate": cfg.truncate,
+        **({"cut": cfg.cut} if cfg.truncate else {}), "afcc": cfg.afcc,
+        "finetune_epochs": cfg.finetune.epochs, "finetune_fraction": cfg.finetune.fraction})
 
     if resume and ckpt and ckpt.is_file():
         state = load_checkpoint(ckpt)
         pruned, history = build_from_checkpoint(state), state["pruning"]
         report = PruneReport.from_json({**report.to_json(), **state["config"]["report"]})
     else:
-        report.before = {**count(original), **grade(original, splits, device)}
+        report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
-        needed = criterion in NEEDS_MEASUREMENT or allocation == "measured" or truncate_layers
+        needed = cfg.criterion in MEASURED_CRITERIA or cfg.allocation == "measured" or cfg.truncate
         measurement, report.measurement = measure_if_needed(
-            original, measurement, needed=needed, dataset=dataset, data_dir=data_dir, val_fraction=val_fraction, seed=seed,
-            device=device, options=measure_options, progress=progress)
+            original, measurement, needed=needed, dataset=dataset,
+            options=dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed, device=cfg.device),
+            progress=progress)
         base = original
-        if truncate_layers:
+        if cfg.truncate:
             base, measurement, report.truncation = truncate_stage(original, measurement, full_val_accuracy=report.before["val_accuracy"],
-                                                                  delta=delta, splits=splits, device=device)
+                                                                  delta=cfg.delta, splits=splits, device=cfg.device, cut=cfg.cut,
+                                                                  target=cfg.target, metric=cfg.metric)
         pruned, history, report.search, left = prune_stage(
-            original, base, measurement, target=target, metric=metric, criterion=criterion, allocation=allocation,
-            group_reduction=group_reduction, round_to=round_to, iterative_steps=iterative_steps, latency_batch=latency_batch,
-            splits=splits, seed=seed, progress=progress)
+            original, base, measurement, target=cfg.target, metric=cfg.metric, criterion=cfg.criterion, allocation=cfg.allocation,
+            group_reduction=cfg.group_reduction, round_to=round_to, iterative_steps=cfg.iterative_steps,
+            latency_batch=cfg.latency_batch, splits=splits, seed=cfg.seed, progress=progress)
         if base is not original:
             report.truncation["target_left_for_channels"] = max(0.0, left)
-        report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, device)}
+        report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
     config = {"model": pruned.spec, "report": report.to_json(), **(config or {})}
-    fine_tune(pruned, splits, epochs=finetune_epochs, lr=finetune_lr, fraction=finetune_fraction, batch_size=batch_size, seed=seed,
-              device=device, amp=amp, checkpoint=ckpt, checkpoint_extra={"kind": "pruned", "config": config, "pruning": history},
-              resume=resume, teacher=original if distill else None, progress=progress)
+    fine_tune(pruned, splits, cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
+              checkpoint=ckpt, checkpoint_extra={"kind": "pruned", "config": config, "pruning": history}, resume=resume,
+              teacher=original if cfg.finetune.distill else None, progress=progress)
     pruned = pruned.cpu().eval()
-    report.after = {**count(pruned), **grade(pruned, splits, device)}
-    if metric == "latency":
-        report.latency = latency_report(original, pruned, batch=latency_batch)
-    if afcc:
-        stats = apply_afcc(pruned, splits.plain, threshold=measurement.threshold if measurement else 0.3)
-        graded = grade(pruned, splits, device)
+    report.after = {**count(pruned), **grade(pruned, splits, cfg.device)}
+    if cfg.metric == "latency":
+        report.latency = latency_report(original, pruned, batch=cfg.latency_batch)
+    if cfg.afcc:
+        stats = apply_afcc(pruned, splits.plain, threshold=measurement.threshold if measurement else cfg.measure.threshold)
+        graded = grade(pruned, splits, cfg.device)
         report.afcc = {**stats, "accuracy_before": report.after["accuracy"], "accuracy_after": graded["accuracy"]}
         report.after.update(graded)
     report.channels_after = _kept_channels(pruned)
@@ -218,6 +210,23 @@ def prune(
         save_checkpoint(out / PRUNED, {"kind": "pruned", "model": pruned.state_dict(), "pruning": history, "config": config})
         atomic_save_json(out / REPORT, result)
     return pruned, result
+
+
+def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Path, resume: bool = False,
+                     progress=None) -> tuple[nn.Module, dict]:
+    """``prune-snr prune``: prune a checkpoint on the data it was trained on (unless ``cfg`` says
+    otherwise); writes ``pruned.pt``, ``report.json`` and ``kept_channels.png`` to ``out``."""
+    from .plots import save_kept_channels
+
+    payload = load_checkpoint(checkpoint)
+    recorded, recorded_dir = trained_on(payload)
+    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded, data_dir=cfg.data_dir or recorded_dir)
+    if not cfg.dataset:
+        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    pruned, report = prune(build_from_checkpoint(payload), cfg=cfg, out=out, resume=resume, progress=progress,
+                           config={"prune": to_dict(cfg), "source": str(Path(checkpoint).resolve())})
+    save_kept_channels(report, Path(out) / "kept_channels.png")
+    return pruned, report
 
 
 def load_splits(dataset: str, data_dir: str | None, *, input_size: int | None, val_fraction: float, num_classes: int) -> Splits:
@@ -235,19 +244,24 @@ def grade(model: nn.Module, splits: Splits, device: str) -> dict:
             "val_accuracy": evaluate(model, splits.val, device=device)["accuracy"]}
 
 
-def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, needed: bool, dataset: str, data_dir: str | None,
-                      val_fraction: float, seed: int, device: str, options: dict | None, progress=None) -> tuple[Measurement | None, dict | None]:
-    """The given measurement, or one made here with the recipe's options when a stage needs it."""
+def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, needed: bool, dataset: str, options: MeasureConfig,
+                      progress=None) -> tuple[Measurement | None, dict | None]:
+    """The given measurement, or one made here with the recipe's options when a stage needs it
+    (no label sweep; EfficientNet's depthwise points too unless ``expanded`` says otherwise)."""
     if measurement is not None or not needed:
         return measurement, None
-    options = {"expanded": _is_timm_efficientnet(model), **(options or {})}
-    made = measure(model, dataset, data_dir=data_dir, val_fraction=val_fraction, seed=seed, device=device, progress=progress, **options)
+    expanded = _is_timm_efficientnet(model) if options.expanded is None else options.expanded
+    made = measure(model, dataset, dataclasses.replace(options, label_sweep=None, expanded=expanded), progress=progress)
     return made, {"made_here": True, "options": made.meta["options"]}
 
 
 def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accuracy: float, delta: float, splits: Splits,
-                   device: str) -> tuple[nn.Module, Measurement, dict]:
-    """Cut after the earliest cuttable point within ``delta`` of the full model on validation; report every candidate."""
+                   device: str, cut: str = "measured", target: float | None = None, metric: str = "params",
+                   ) -> tuple[nn.Module, Measurement, dict]:
+    """Cut ``model`` and report every candidate: with ``cut="measured"`` after the earliest cuttable point
+    within ``delta`` of the full model on validation; with ``cut="budget"`` after the deepest cuttable
+    point whose cut alone removes ``target`` of ``metric`` (no accuracy read: the depth baseline).
+    Either way the cut point's measured head is the classifier."""
     rows = candidates(measurement, full_val_accuracy, delta)
     cuts = {}
     for row in rows:  # every candidate with the size it would leave
@@ -255,8 +269,10 @@ def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accur
         if row["cuttable"]:
             cuts[row["point"]] = truncate(model, measurement, row["point"])
             row.update(count(cuts[row["point"]]))
-    cut = choose_cut(rows, model)
-    report = {"delta": delta, "candidates": rows, "cut_after": cut}
+            row["kept"] = prunable_base(cuts[row["point"]], metric) / prunable_base(model, metric)
+    report = {"delta": delta, "cut": cut, "candidates": rows}
+    cut = choose_cut(rows, model) if cut == "measured" else budget_cut(rows, target, metric)
+    report["cut_after"] = cut
     if not cut:
         return model, measurement, report
     base = cuts[cut]
@@ -267,6 +283,12 @@ def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accur
     grades = grade(base, splits, device)
     report.update(accuracy_after_cut=grades["accuracy"], val_accuracy_after_cut=grades["val_accuracy"])
     return base, measurement, report
+
+
+def budget_cut(rows: list[dict], target: float, metric: str) -> str | None:
+    """The deepest cuttable point (not the last) whose cut alone meets ``target`` of ``metric``."""
+    meeting = [r["point"] for r in rows[:-1] if r["cuttable"] and 1 - (1 - target) / r["kept"] <= TOLERANCE]
+    return meeting[-1] if meeting else None
 
 
 def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement | None, *, target: float, metric: str, criterion: str,
@@ -296,7 +318,7 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
         if base_target <= TOLERANCE:
             return base, [], {"ratio": 0.0, "removed": 1 - cut_kept, "trials": 0, "fallback_groups": [],
                               "note": "truncation alone meets the target; no channel pruned"}, base_target
-        reduction = {"group_reduction": group_reduction} if criterion in NEEDS_MEASUREMENT else {}
+        reduction = {"group_reduction": group_reduction} if criterion in MEASURED_CRITERIA else {}
         outcome = prune_to_target(
             base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed, **reduction),
             target=base_target, metric=metric, allocation=alloc, round_to=None if round_to == 1 else round_to,
@@ -309,16 +331,16 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
     return outcome.model, outcome.history, search, base_target
 
 
-def fine_tune(model: nn.Module, splits: Splits, *, epochs: int, lr: float, fraction: float, batch_size: int, seed: int, device: str,
-              amp: bool, checkpoint: Path | None, checkpoint_extra: dict, resume: bool, teacher: nn.Module | None, progress=None) -> None:
-    """SGD + cosine on the training split less its validation part (a seeded ``fraction`` of it for cheap search trials)."""
-    if epochs <= 0:
+def fine_tune(model: nn.Module, splits: Splits, cfg: FineTuneConfig, *, batch_size: int, seed: int, device: str, amp: bool,
+              checkpoint: Path | None, checkpoint_extra: dict, resume: bool, teacher: nn.Module | None, progress=None) -> None:
+    """SGD + cosine on the training split less its validation part (a seeded ``cfg.fraction`` of it for cheap search trials)."""
+    if cfg.epochs <= 0:
         return
     train = splits.train
-    if fraction < 1:
+    if cfg.fraction < 1:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        train = Subset(train, order[: max(1, round(fraction * len(train)))].tolist())
-    opts = SimpleNamespace(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=5e-4, schedule="cosine",
+        train = Subset(train, order[: max(1, round(cfg.fraction * len(train)))].tolist())
+    opts = SimpleNamespace(epochs=cfg.epochs, batch_size=batch_size, lr=cfg.lr, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                            label_smoothing=0.0, seed=seed, device=device, amp=amp, channels_last=True, workers=0)
     fit(model, train, splits.test, opts, checkpoint_path=checkpoint, checkpoint_extra=checkpoint_extra, resume=resume,
         teacher=teacher, progress=progress)

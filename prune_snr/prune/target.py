@@ -17,16 +17,18 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
+from ..choices import ALLOCATIONS as ALLOCATION_CHOICES, METRICS as METRIC_CHOICES
+from ..config import check_target
 from ..errors import ConfigError
 from ..export import LatencyMeter
 from ..models import classifier_name, count_macs_params, example_input
-from .allocation import ALLOCATIONS, layer_ratios
+from .allocation import layer_ratios
 from .importance import point_conv
 
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
-METRICS = ("params", "macs", "latency")
+METRICS = METRIC_CHOICES.names
 def machine_round_to(cpuinfo: str | None = None) -> int:
     """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
     work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.
@@ -70,8 +72,7 @@ class Allocation:
     num_classes: int = 10
 
     def __post_init__(self):
-        if self.kind not in ALLOCATIONS:
-            raise ConfigError(f"--allocation {self.kind!r}: choose one of {', '.join(ALLOCATIONS)}")
+        ALLOCATION_CHOICES.check(self.kind)
         if self.kind == "measured" and not self.points:
             raise ConfigError("--allocation measured needs a measurement (per-layer head accuracy)")
 
@@ -126,10 +127,8 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
     Raises:
         ConfigError: the target is outside (0, 1) or cannot be reached.
     """
-    if not (isinstance(target, (int, float)) and 0 < target < 1):
-        raise ConfigError(f"--target {target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
-    if metric not in METRICS:
-        raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    check_target(target)
+    METRIC_CHOICES.check(metric)
     allocation = allocation or Allocation()
     tol = tolerance(metric, target)
     if metric == "latency":

@@ -1,4 +1,6 @@
 """Search: a multi-objective Optuna study over pruning configurations, and picking from it."""
-from .study import counted_trials, full_result, make_storage, pareto_rows, pick, run_search, save_pareto_plot
+from .study import (PARAMETERS, counted_trials, full_result, load_study, make_storage, pareto_rows, parse_fix, pick, run_search,
+                    save_pareto_plot, write_pick)
 
-__all__ = ["counted_trials", "full_result", "make_storage", "pareto_rows", "pick", "run_search", "save_pareto_plot"]
+__all__ = ["PARAMETERS", "counted_trials", "full_result", "load_study", "make_storage", "pareto_rows", "parse_fix", "pick", "run_search",
+           "save_pareto_plot", "write_pick"]

@@ -30,37 +30,52 @@ from pathlib import Path
 
 import optuna
 
-from ..checkpoint import build_from_checkpoint, load_checkpoint
-from ..errors import ConfigError, PruneSnrError
-from ..measure import Measurement, measure
-from ..models.points import _is_timm_efficientnet
-from ..prune import ALLOCATIONS, count, prune
+import yaml
 
-#: The search space, one row per parameter: how Optuna draws it, and the ``prune()`` keyword it sets
-#: (None: handled here). ``--fix NAME=VALUE`` takes these names; ``None`` as an int upper bound means
-#: ``max_finetune_epochs``.
+from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
+from ..choices import ALLOCATIONS, CRITERIA, GROUP_REDUCTIONS, THRESHOLD
+from ..config import SearchConfig, resolve
+from ..errors import ConfigError, PruneSnrError
+from ..measure import Measurement
+from ..prune import count, prune
+from ..prune.pipeline import measure_if_needed
+
+#: The search space, one row per parameter: how Optuna draws it. Every name is a key of
+#: :class:`prune_snr.config.PruneConfig` and a ``--fix NAME=VALUE`` key; categorical rows come from
+#: the tables of :mod:`prune_snr.choices`; ``None`` as an int upper bound means ``max_finetune_epochs``.
 PARAMETERS = {
-    "target": ("float", (0.2, 0.8), "target"),
-    "criterion": ("categorical", ("snr", "snr-strength", "snr-x-l1", "l1", "lamp", "taylor", "random"), "criterion"),
-    "allocation": ("categorical", ALLOCATIONS, "allocation"),
-    "threshold": ("categorical", (0.2, 0.3, 0.4), None),
-    "group_reduction": ("categorical", ("mean", "max"), "group_reduction"),
-    "truncate": ("categorical", (False, True), "truncate_layers"),
-    "afcc": ("categorical", (False, True), "afcc"),
-    "finetune_epochs": ("int", (0, None), "finetune_epochs"),
-    "finetune_lr": ("log-float", (1e-3, 5e-2), "finetune_lr"),
+    "target": ("float", (0.2, 0.8)),
+    "criterion": ("categorical", CRITERIA.searched),
+    "allocation": ("categorical", ALLOCATIONS.searched),
+    "threshold": ("categorical", (0.2, THRESHOLD, 0.4)),
+    "group_reduction": ("categorical", GROUP_REDUCTIONS.searched),
+    "truncate": ("categorical", (False, True)),
+    "afcc": ("categorical", (False, True)),
+    "finetune_epochs": ("int", (0, None)),
+    "finetune_lr": ("log-float", (1e-3, 5e-2)),
 }
 
 
 def suggest(trial: optuna.Trial, name: str, fixed: dict, max_finetune_epochs: int):
     """Draw parameter ``name`` (a fixed value comes through the sampler, see :func:`run_search`)."""
-    kind, space, _ = PARAMETERS[name]
+    kind, space = PARAMETERS[name]
     if kind == "categorical":
         choices = tuple(space) + ((fixed[name],) if name in fixed and fixed[name] not in space else ())
         return trial.suggest_categorical(name, choices)
     if kind == "int":
         return trial.suggest_int(name, space[0], max_finetune_epochs if space[1] is None else space[1])
     return trial.suggest_float(name, *space, log=kind == "log-float")
+
+
+def parse_fix(text: str | None) -> dict:
+    """``"truncate=false,target=0.5"`` -> ``{"truncate": False, "target": 0.5}`` (values read as YAML)."""
+    fixed = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--fix {item!r}: write NAME=VALUE")
+        fixed[name.strip()] = yaml.safe_load(value)
+    return fixed
 
 
 def make_storage(storage: str | None, out: Path):
@@ -100,75 +115,68 @@ def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
 
 def run_search(
     checkpoint: str | Path,
+    cfg: SearchConfig | None = None,
     *,
-    trials: int,
     out: str | Path,
-    storage: str | None = None,
-    study_name: str = "prune-snr",
-    timeout: float | None = None,
-    n_jobs: int = 1,
-    metric: str = "params",
-    max_finetune_epochs: int = 2,
     measurement: Measurement | None = None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
     fixed: dict | None = None,
-    proxy: float | None = None,
-    round_to: int | None = None,
     progress=None,
+    **options,
 ) -> optuna.Study:
-    """Run (or resume) the study until it holds ``trials`` finished trials; return it.
+    """Run (or resume) the study until it holds ``cfg.trials`` finished trials; return it.
 
-    ``fixed`` pins parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``.
+    Args:
+        checkpoint: the trained model (``model.pt``).
+        cfg: the options (:class:`prune_snr.config.SearchConfig`; ``cfg.prune`` is where every trial
+            starts, the drawn parameters replace its values). Keyword ``options`` (flat keys:
+            ``trials``, ``metric``, ``round_to``, ``seed``, ``finetune_lr``, ...) override it.
+        out: the study folder (``study.db``, ``trials/NNNN``).
+        measurement: reuse a measurement of the checkpoint (default: ``cfg.prune.measurement``'s
+            folder, else measured here once with ``cfg.prune.measure``).
+        fixed: pin parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``
+            (added to ``cfg.fix``).
     """
-    fixed = dict(fixed or {})
+    cfg = resolve(SearchConfig, overrides=options, base=cfg)
+    fixed = {**parse_fix(cfg.fix), **(fixed or {})}
     unknown = set(fixed) - set(PARAMETERS)
     if unknown:
         raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r}; choose from {', '.join(PARAMETERS)}")
-    if proxy is not None and not 0 < proxy <= 1:
-        raise ConfigError(f"--proxy {proxy}: use a fraction of the training set in (0, 1]")
-    if trials < 1:
-        raise ConfigError(f"--trials {trials}: use 1 or more")
-    if metric not in ("params", "macs", "latency"):
-        raise ConfigError(f"--metric {metric!r}: choose params, macs or latency")
+    base_cfg, proxy, metric, seed = cfg.prune, cfg.proxy, cfg.prune.metric, cfg.prune.seed
     out = Path(out)
     payload = load_checkpoint(checkpoint)
-    trained = payload.get("config", {}).get("train", {})
-    dataset = dataset or trained.get("dataset")
-    data_dir = data_dir or trained.get("data_dir")
-    if not dataset:
+    recorded, recorded_dir = trained_on(payload)
+    base_cfg = dataclasses.replace(base_cfg, dataset=base_cfg.dataset or recorded, data_dir=base_cfg.data_dir or recorded_dir)
+    if not base_cfg.dataset:
         raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
     model = build_from_checkpoint(payload)
-    if measurement is None:
-        measurement = measure(model, dataset, data_dir=data_dir, expanded=_is_timm_efficientnet(model), seed=seed, device=device,
-                              progress=progress)
+    if measurement is None and base_cfg.measurement:
+        measurement = Measurement.load(base_cfg.measurement)
+    measurement, _ = measure_if_needed(model, measurement, needed=True, dataset=base_cfg.dataset, progress=progress,
+                                       options=dataclasses.replace(base_cfg.measure, data_dir=base_cfg.data_dir, seed=seed,
+                                                                   device=base_cfg.device))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage_obj = make_storage(storage, out)
+    storage_obj = make_storage(cfg.storage, out)
     existing = 0
-    if study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
-        existing = len(optuna.load_study(study_name=study_name, storage=storage_obj).trials)
+    if cfg.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
+        existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage_obj).trials)
     # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters.
-    study = optuna.create_study(study_name=study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
+    study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.NSGAIISampler(seed=seed + existing)))
     study.set_metric_names(["val_accuracy", f"{metric}_kept"])
     study.set_user_attr("base", count(model))
 
     def run_trial(number: int, opts: dict, folder: Path, finetune_fraction: float) -> dict:
         opts = dict(opts)
-        theta = opts.pop("threshold")
-        _, report = prune(build_from_checkpoint(payload), dataset, data_dir=data_dir, metric=metric,
-                          measurement=with_threshold(measurement, theta), seed=seed + number, device=device, out=folder, round_to=round_to,
-                          finetune_fraction=finetune_fraction, config={"source": str(Path(checkpoint).resolve()), "trial": number},
-                          **opts)
+        if "truncate_layers" in opts:  # a study from before PruneConfig named it so
+            opts["truncate"] = opts.pop("truncate_layers")
+        _, report = prune(build_from_checkpoint(payload), cfg=base_cfg, measurement=with_threshold(measurement, opts["threshold"]),
+                          seed=seed + number, out=folder, finetune_fraction=finetune_fraction,
+                          config={"source": str(Path(checkpoint).resolve()), "trial": number}, **opts)
         return report
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        drawn = {name: suggest(trial, name, fixed, max_finetune_epochs) for name in PARAMETERS}
-        opts = {keyword: drawn[name] for name, (_, _, keyword) in PARAMETERS.items() if keyword}
-        opts["threshold"] = drawn["threshold"]
+        opts = {name: suggest(trial, name, fixed, cfg.max_finetune_epochs) for name in PARAMETERS}
         folder = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("artifacts", str(folder))
         trial.set_user_attr("options", opts)
@@ -190,7 +198,7 @@ def run_search(
 
     if getattr(storage_obj, "is_heartbeat_enabled", lambda: False)():
         optuna.storages.fail_stale_trials(study)  # a killed run's RUNNING trial: failed, and not counted
-    remaining = max(0, trials - len(counted_trials(study)))
+    remaining = max(0, cfg.trials - len(counted_trials(study)))
     if remaining:
         task = progress.add_task(f"search ({remaining} trials)", total=remaining) if progress is not None else None
 
@@ -199,7 +207,7 @@ def run_search(
                 state = "failed: " + str(trial.user_attrs.get("error", "")) if trial.state.name == "FAIL" else f"{trial.values[0]:.4f}"
                 progress.update(task, advance=1, description=f"search: trial {trial.number} {state}"[:100])
 
-        study.optimize(objective, n_trials=remaining, timeout=timeout, n_jobs=n_jobs, callbacks=[advance],
+        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout, n_jobs=cfg.n_jobs, callbacks=[advance],
                        catch=(PruneSnrError, RuntimeError, ValueError))
         if progress is not None:
             progress.remove_task(task)
@@ -292,3 +300,29 @@ def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
     if not candidates:
         raise ConfigError(f"--pick {rule!r}: no Pareto trial meets it; see the Pareto table and relax the rule")
     return max(candidates, key=lambda t: full_result(study, t)["val_accuracy"])
+
+
+def write_pick(study: optuna.Study, rule: str, out: str | Path) -> tuple[optuna.trial.FrozenTrial, dict, Path]:
+    """Copy the :func:`pick` of ``rule`` (its full re-evaluation where there is one) to ``OUT/pruned.pt``, atomically.
+
+    Returns ``(trial, its full_result, the path written)``.
+    """
+    from ..atomic import atomic_copy
+
+    trial = pick(study, rule)
+    chosen = full_result(study, trial)
+    source = Path(chosen["artifacts"]) / "pruned.pt"
+    if not source.is_file():
+        raise ConfigError(f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here")
+    return trial, chosen, atomic_copy(source, Path(out) / "pruned.pt")
+
+
+def load_study(out: str | Path, storage: str | None = None, study_name: str = "prune-snr") -> optuna.Study:
+    """The study a ``prune-snr search --out OUT`` wrote (or the one in ``storage``)."""
+    out = Path(out)
+    if storage is None and not (out / "study.db").is_file():
+        raise ConfigError(f"{out} holds no study.db; run prune-snr search --out {out} first (or pass --storage)")
+    try:
+        return optuna.load_study(study_name=study_name, storage=make_storage(storage, out))
+    except KeyError:
+        raise ConfigError(f"no study named {study_name!r} in the storage; check --study-name") from None

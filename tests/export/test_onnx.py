@@ -48,7 +48,7 @@ def test_fixed_batch_export_rejects_other_batch_sizes(pruned_models, tmp_path):
     _, outcome = pruned_models["vgg16"]
     path = export_onnx(outcome.model, tmp_path / "m.onnx", batch=4)
     assert verify_onnx(outcome.model, path, batch_sizes=(4,))["batch_4_max_abs_diff"] < 1e-4
-    with pytest.raises(Exception):
+    with pytest.raises(ExportError, match="batch 3"):
         verify_onnx(outcome.model, path, batch_sizes=(3,))
 
 

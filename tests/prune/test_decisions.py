@@ -40,7 +40,7 @@ def both_runs(tiny_run, tmp_path_factory):
         model = prune_snr.load(out / "model.pt")
         dataset = f"imagefolder:{root / 'data'}"
         measured = measure(model, dataset, head_epochs=3, device="cpu", cache_dir=root / "cache")
-        _, report = prune(model, dataset, target=0.4, criterion="snr", allocation="measured", truncate_layers=True, delta=0.3,
+        _, report = prune(model, dataset, target=0.4, criterion="snr", allocation="measured", truncate=True, delta=0.3,
                           finetune_epochs=0, measurement=measured, round_to=1, device="cpu", out=root / "pruned")
         runs[shuffled] = measured, report, root
     yield runs

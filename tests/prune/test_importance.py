@@ -78,15 +78,36 @@ def test_snr_strength_rescales_snr_by_relative_filter_strength(vgg_measured):
     assert strong["features.conv3"] == pytest.approx(expected, rel=1e-5)
 
 
+_GROUPS: dict[int, list] = {}  # building EfficientNet's dependency graph once, not once per criterion
+
+
+@pytest.mark.parametrize("model_name", ["vgg16", "efficientnet_b0"])
 @pytest.mark.parametrize("name", sorted(CRITERIA))
-def test_every_criterion_builds_a_torch_pruning_importance(vgg_measured, name):
-    model, result = vgg_measured
-    assert isinstance(build_importance(name, model=model, measurement=result), tp.importance.Importance)
+def test_every_criterion_gives_every_group_of_every_registered_model_one_finite_score_per_channel(
+        vgg_measured, effnet_measured, model_name, name):
+    from prune_snr.models import list_models
+
+    assert set(list_models()) == {"vgg16", "efficientnet_b0"}, "a newly registered model belongs in this spec"
+    model, result = vgg_measured if model_name == "vgg16" else effnet_measured
+    model.zero_grad()
+    x = example_input(model, batch_size=4).normal_()
+    nn.functional.cross_entropy(model(x), torch.arange(4) % 10).backward()  # taylor reads gradients
+    imp = build_importance(name, model=model, measurement=result)
+    assert isinstance(imp, tp.importance.Importance)
+    if id(model) not in _GROUPS:
+        _GROUPS[id(model)] = groups_of(model)
+    for group in _GROUPS[id(model)]:
+        scores = imp(group)
+        assert scores is not None and scores.shape == (len(group[0].idxs),), group[0].dep
+        assert torch.isfinite(scores).all(), f"{name}: {group[0].dep}"
+    model.zero_grad(set_to_none=True)
 
 
 def test_unknown_criterion_lists_the_choices(vgg_measured):
+    from prune_snr.choices import CRITERIA as TABLE
+
     model, _ = vgg_measured
-    with pytest.raises(ConfigError, match="snr, snr-strength, snr-x-l1, l1"):
+    with pytest.raises(ConfigError, match=", ".join(TABLE.names)):
         build_importance("magic", model=model)
 
 

@@ -117,7 +117,7 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
     # more than the target; conv12: channels must be pruned for the rest).
     names = [p["name"] for p in result.points]
     points = [{**p, "val_accuracy": p["val_accuracy"] if i >= names.index(useful_from) else 0.1} for i, p in enumerate(result.points)]
-    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate_layers=True, round_to=1,
+    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate=True, round_to=1,
                            measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")
     actually_removed = 1 - prunable_base(pruned, "params") / prunable_base(model, "params")
     assert report["truncation"]["cut_after"] == useful_from
@@ -127,6 +127,36 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
     else:
         assert 0 < report["truncation"]["target_left_for_channels"] < 0.5
         assert actually_removed == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("metric", ["params", "macs"])
+def test_the_depth_baseline_cuts_as_deep_as_the_budget_allows_and_reads_no_accuracy(vgg_measured, metric):
+    import copy
+    import dataclasses
+
+    from prune_snr.prune import prune
+
+    model, result = vgg_measured
+    shuffled = [{**p, "val_accuracy": a} for p, a in zip(result.points, reversed(result.val_accuracies()))]
+    runs = [prune(copy.deepcopy(model), "synthetic", target=0.6, metric=metric, truncate=True, cut="budget", round_to=1,
+                  measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")[1]
+            for points in (result.points, shuffled)]
+    report = runs[0]
+    assert runs[1]["truncation"]["cut_after"] == report["truncation"]["cut_after"], "accuracy does not move the budget cut"
+    rows = [r for r in report["truncation"]["candidates"][:-1] if r["cuttable"]]
+    meeting = [r["point"] for r in rows if r["kept"] <= 0.4 / 0.98]
+    assert report["truncation"]["cut_after"] == meeting[-1] and report["cut"] == "budget"
+    deeper = rows[[r["point"] for r in rows].index(meeting[-1]) + 1]
+    assert deeper["kept"] > 0.4 / 0.98, "the next deeper cut would not meet the budget"
+    assert "truncation alone" in report["search"]["note"]
+
+
+def test_the_depth_baseline_refuses_a_latency_budget():
+    from prune_snr.config import PruneConfig, resolve
+    from prune_snr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--cut budget"):
+        resolve(PruneConfig, overrides={"truncate": True, "cut": "budget", "metric": "latency"})
 
 
 @pytest.mark.slow

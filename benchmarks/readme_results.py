@@ -13,6 +13,8 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # saliency_compare's verdict rule
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -84,8 +86,11 @@ def section(folder: Path, readme: Path) -> str:
                        f"{r['pruned_before_finetune']['accuracy']:.4f} | {r['before']['params']:,} → {r['after']['params']:,} | "
                        f"{r['before']['macs']:,} → {r['after']['macs']:,} | {r['finetune_epochs']} epochs |")
         out.append("")
-    for name, title in (("saliency", "MACs removed, VGG-16 w/4"), ("saliency_params", "parameters removed, VGG-16 w/4"),
-                        ("saliency_eff", "MACs removed, EfficientNet-B0")):
+    for name, title in (("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
+                        ("fair_macs_5ep", "fair cells with 5 fine-tuning epochs"),
+                        ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),
+                        ("saliency_params", "parameters removed, VGG-16 w/4 (before the validation split)"),
+                        ("saliency_eff", "MACs removed, EfficientNet-B0 (before the validation split)")):
         out += saliency_section(folder / name, rel, title)
     out += trends_section(folder / "trends", rel)
     out += search_section(folder / "search", rel)
@@ -153,38 +158,19 @@ def section(folder: Path, readme: Path) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-MEASUREMENT_DRIVEN = ("measured", "measured+truncate")
-
-
 def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
-    """The study's table plus, per budget, the best measurement-driven cell vs the best torch-pruning baseline."""
+    """The study's table plus, per budget, the best measurement-driven cell vs the best torch-pruning
+    baseline, judged by the 2 × pooled seed std rule (saliency_compare.compare)."""
+    from saliency_compare import verdict_lines
+
     results = load(folder / "results.json")
     if not results:
         return []
-    rows = results["rows"]
-    summary = []
-    for key, when in (("after", "after fine-tuning"), ("before_finetune", "before fine-tuning")):
-        parts = []
-        for budget in sorted({r["budget"] for r in rows}):
-            cells: dict[tuple, list[float]] = {}
-            for r in rows:
-                if r["budget"] == budget:
-                    cells.setdefault((r["allocation"], r["criterion"]), []).append(r[key])
-            mean = {k: sum(v) / len(v) for k, v in cells.items()}
-            driven = [(v, k) for k, v in mean.items() if k[0] in MEASUREMENT_DRIVEN or k[1].startswith("snr")]
-            baseline = [(v, k) for k, v in mean.items() if k[0] in ("uniform", "global") and not k[1].startswith("snr") and k[1] != "random"]
-            if not driven or not baseline:
-                continue
-            (dv, dk), (bv, bk) = max(driven), max(baseline)
-            verdict = f"goal +0.50 {'met' if dv - bv >= 0.005 else 'not met'}" if key == "after" else ""
-            parts.append(f"{budget:.0%}: measurement-driven {dk[1]}/{dk[0]} {dv:.4f} vs torch-pruning {bk[1]}/{bk[0]} {bv:.4f} = "
-                         f"**{100 * (dv - bv):+.2f} pts**" + (f" ({verdict})" if verdict else ""))
-        if parts:
-            summary.append(f"- {when} (best cell of each kind, mean over seeds): " + "; ".join(parts) + ".")
     table = (folder / "table.md").read_text().strip() if (folder / "table.md").exists() else ""
+    table = table.split("\n\n- ")[0]  # the script's own verdict lines are recomputed below
     return [f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)",
-            "Computed from the rows:", *summary, "", table, "",
-            f"![accuracy vs kept]({rel}/{folder.name}/accuracy_vs_kept.png)", ""]
+            "Computed from the rows (a win or a loss only beyond twice the pooled seed std):", *verdict_lines(results["rows"]), "",
+            table, "", f"![accuracy vs kept]({rel}/{folder.name}/accuracy_vs_kept.png)", ""]
 
 
 def trends_section(folder: Path, rel: Path) -> list[str]:

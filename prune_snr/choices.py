@@ -96,6 +96,12 @@ CUTS = Choices("--cut", {
     "budget": "after the deepest point whose cut alone meets --target, reading no accuracy (the depth baseline)",
 }, default="measured")
 
+SPACES = Choices("--space", {
+    "full": "every criterion, allocation, θ, truncation and AFCC",
+    "torch-pruning": "torch-pruning's own options only: criteria l1, l2, bn, lamp, taylor, fpgm, random; allocation uniform or global; "
+                     "no truncation, no AFCC, no measurement",
+}, default="full")
+
 GROUP_REDUCTIONS = Choices("--group-reduction", {"mean": "", "max": "", "sum": ""}, default="mean", searched=("mean", "max"))
 SCHEDULES = Choices("--schedule", {"onecycle": "", "cosine": "", "constant": ""}, default="onecycle")
 FIELDS_SPLITS = Choices("--fields-split", {

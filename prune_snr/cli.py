@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -273,6 +273,7 @@ def search(
     max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy). Default 2.")] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
     proxy: Annotated[Optional[float], typer.Option("--proxy", help="Fine-tune trials on this fraction of the training set, then re-run the Pareto trials fully.")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help=SPACES.help("Search space:"))] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 = off).")] = None,
     pick_rule: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
@@ -288,7 +289,7 @@ def search(
     with user_errors():
         cfg = resolve(SearchConfig, recipe, dict(trials=trials, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
                                                  metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=_str(measurement),
-                                                 proxy=proxy, fix=fix, round_to=round_to, pick=pick_rule, dataset=dataset,
+                                                 proxy=proxy, space=space, fix=fix, round_to=round_to, pick=pick_rule, dataset=dataset,
                                                  data_dir=data_dir, seed=seed, device=device))
         with progress_bar() as progress:
             study = run_search(checkpoint, cfg, out=out, progress=progress)
@@ -329,7 +330,7 @@ def _show_pareto(study, out: Path) -> None:
     for r in rows:
         full = [fmt(r["full_val_accuracy"]), fmt(r["full_accuracy"])] if proxied else []
         table.add_row(str(r["trial"]), fmt(r["val_accuracy"]), fmt(r["accuracy"]), *full, f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
-                      f"{r['threshold']}", str(r["finetune_epochs"]), "y" if r.get("truncate") else "n", "y" if r["afcc"] else "n")
+                      str(r.get("threshold", "-")), str(r["finetune_epochs"]), "y" if r.get("truncate") else "n", "y" if r.get("afcc") else "n")
     console.print(table)
     if rows:
         console.print(f"Pareto plot: {save_pareto_plot(study, out / 'pareto.png')}")

@@ -186,12 +186,14 @@ class SearchConfig:
     n_jobs: int = 1
     max_finetune_epochs: int = 2
     proxy: Optional[float] = None
+    space: str = choices.SPACES.default
     fix: Optional[str] = None  # "truncate=false,target=0.5"
     pick: Optional[str] = None
     # every trial starts from these options; the drawn parameters replace theirs
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def validate(self) -> None:
+        choices.SPACES.check(self.space)
         if self.trials < 1:
             raise ConfigError(f"--trials {self.trials}: use 1 or more")
         if self.proxy is not None and not 0 < self.proxy <= 1:

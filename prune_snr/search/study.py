@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import optuna
 import yaml
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
-from ..choices import ALLOCATIONS, CRITERIA, GROUP_REDUCTIONS, THRESHOLD
+from ..choices import ALLOCATIONS, BASELINE_CRITERIA, CRITERIA, GROUP_REDUCTIONS, THRESHOLD
 from ..config import SearchConfig, resolve
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
@@ -56,9 +57,28 @@ PARAMETERS = {
 }
 
 
-def suggest(trial: optuna.Trial, name: str, fixed: dict, max_finetune_epochs: int):
+#: ``--space``: the rows each restricted space changes (a 1-tuple pins a parameter; absent rows are not drawn).
+SPACES = {
+    "full": {},
+    "torch-pruning": {"criterion": BASELINE_CRITERIA, "allocation": ("uniform", "global"), "truncate": (False,), "afcc": (False,),
+                      "threshold": None, "group_reduction": None},
+}
+
+
+def space_of(name: str) -> dict:
+    """The parameters a ``--space`` draws: name -> (kind, choices or range)."""
+    rows = dict(PARAMETERS)
+    for key, values in SPACES[name].items():
+        if values is None:
+            del rows[key]
+        else:
+            rows[key] = ("categorical", values)
+    return rows
+
+
+def suggest(trial: optuna.Trial, name: str, fixed: dict, max_finetune_epochs: int, parameters: dict | None = None):
     """Draw parameter ``name`` (a fixed value comes through the sampler, see :func:`run_search`)."""
-    kind, space = PARAMETERS[name]
+    kind, space = (parameters or PARAMETERS)[name]
     if kind == "categorical":
         choices = tuple(space) + ((fixed[name],) if name in fixed and fixed[name] not in space else ())
         return trial.suggest_categorical(name, choices)
@@ -138,9 +158,10 @@ def run_search(
     """
     cfg = resolve(SearchConfig, overrides=options, base=cfg)
     fixed = {**parse_fix(cfg.fix), **(fixed or {})}
-    unknown = set(fixed) - set(PARAMETERS)
+    parameters = space_of(cfg.space)
+    unknown = set(fixed) - set(parameters)
     if unknown:
-        raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r}; choose from {', '.join(PARAMETERS)}")
+        raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from {', '.join(parameters)}")
     base_cfg, proxy, metric, seed = cfg.prune, cfg.proxy, cfg.prune.metric, cfg.prune.seed
     out = Path(out)
     payload = load_checkpoint(checkpoint)
@@ -151,9 +172,11 @@ def run_search(
     model = build_from_checkpoint(payload)
     if measurement is None and base_cfg.measurement:
         measurement = Measurement.load(base_cfg.measurement)
-    measurement, _ = measure_if_needed(model, measurement, needed=True, dataset=base_cfg.dataset, progress=progress,
+    t_measure = time.perf_counter()
+    measurement, _ = measure_if_needed(model, measurement, needed="threshold" in parameters, dataset=base_cfg.dataset, progress=progress,
                                        options=dataclasses.replace(base_cfg.measure, data_dir=base_cfg.data_dir, seed=seed,
                                                                    device=base_cfg.device))
+    measure_seconds = time.perf_counter() - t_measure
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage_obj = make_storage(cfg.storage, out)
@@ -165,18 +188,24 @@ def run_search(
                                 sampler=optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.NSGAIISampler(seed=seed + existing)))
     study.set_metric_names(["val_accuracy", f"{metric}_kept"])
     study.set_user_attr("base", count(model))
+    study.set_user_attr("space", cfg.space)
+    if measurement is not None and "measurement_seconds" not in study.user_attrs:  # the measurement's cost, part of this arm's
+        recorded = measurement.meta.get("timings", {}).get("total_s")
+        study.set_user_attr("measurement_seconds", recorded if recorded is not None else measure_seconds)
 
     def run_trial(number: int, opts: dict, folder: Path, finetune_fraction: float) -> dict:
         opts = dict(opts)
         if "truncate_layers" in opts:  # a study from before PruneConfig named it so
             opts["truncate"] = opts.pop("truncate_layers")
-        _, report = prune(build_from_checkpoint(payload), cfg=base_cfg, measurement=with_threshold(measurement, opts["threshold"]),
+        theta = opts.get("threshold", THRESHOLD)
+        _, report = prune(build_from_checkpoint(payload), cfg=base_cfg,
+                          measurement=with_threshold(measurement, theta) if measurement is not None else None,
                           seed=seed + number, out=folder, finetune_fraction=finetune_fraction,
                           config={"source": str(Path(checkpoint).resolve()), "trial": number}, **opts)
         return report
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        opts = {name: suggest(trial, name, fixed, cfg.max_finetune_epochs) for name in PARAMETERS}
+        opts = {name: suggest(trial, name, fixed, cfg.max_finetune_epochs, parameters) for name in parameters}
         folder = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("artifacts", str(folder))
         trial.set_user_attr("options", opts)

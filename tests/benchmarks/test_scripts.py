@@ -54,3 +54,19 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     assert "stale" not in text and "measurement-driven" in text and "before fine-tuning" in text and "paper's trends" in text
     best = max(r["after"] for r in rows)
     assert f"{best:.4f}" in text
+
+
+def test_search_compare_scores_both_arms_fronts_by_hypervolume(measured, tmp_path):
+    checkpoint, folder = measured
+    args = [str(checkpoint), "--measurement", str(folder), "--trials", "2", "--proxy", "0.5", "--max-finetune-epochs", "0",
+            "--seeds", "0,1", "--round-to", "1", "--device", "cpu", "--reference", "0.0,1.0", "--out", str(tmp_path)]
+    assert script("search_compare").main(args) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("full", 0), ("full", 1), ("torch-pruning", 0), ("torch-pruning", 1)]
+    for r in rows:  # one Pareto point of accuracy a and kept k spans a * (1 - k) against the (0, 1) reference
+        if len(r["pareto"]) == 1:
+            (p,) = r["pareto"]
+            assert r["hv_macs"] == pytest.approx(p["accuracy"] * (1 - p["macs_kept"]))
+        assert 0 < r["hv_macs"] <= 1 and 0 < r["hv_params"] <= 1
+    assert "full − torch-pruning" in (tmp_path / "table.md").read_text() and (tmp_path / "fronts.png").stat().st_size > 0
+    assert rows[0]["measurement_seconds"] > 0 and rows[-1]["measurement_seconds"] == 0

@@ -1,0 +1,135 @@
+"""Front against front: ``prune-snr search`` over the full space vs torch-pruning's own options.
+
+Both arms run the same number of trials with the same proxy, fine-tuning bound, size metric and
+sampler seeds; trial objectives are validation accuracy and the kept fraction; every Pareto
+trial is graded on the test split (its full re-evaluation when the study used a proxy). Per
+study, the hypervolume of (test accuracy, MACs kept) and of (test accuracy, params kept)
+against a fixed reference point; per arm, mean ± std over sampler seeds; one PNG with both
+arms' fronts. The full arm's measurement time is part of its cost and is stated beside it.
+Every study is resumable (a rerun continues where it stopped).
+
+    python benchmarks/search_compare.py runs/fmv/model.pt --measurement runs/fmv/measurement \\
+        --trials 12 --proxy 0.1 --seeds 0,1,2 --out benchmarks/results/fmnist_vgg16_w025/search_compare
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from optuna._hypervolume import compute_hypervolume  # Optuna's own (used by its hypervolume plots)
+
+from prune_snr.atomic import atomic_save_json, atomic_save_text
+from prune_snr.errors import run_script
+from prune_snr.measure import Measurement
+from prune_snr.search import full_result, run_search
+
+ARMS = ("full", "torch-pruning")
+
+
+def front(study) -> list[dict]:
+    """The study's Pareto trials (decided on validation) with their test accuracy and kept fractions."""
+    base = study.user_attrs["base"]
+    rows = []
+    for t in study.best_trials:
+        graded = full_result(study, t)
+        rows.append({"trial": t.number, "accuracy": graded["accuracy"], "val_accuracy": graded["val_accuracy"],
+                     "macs_kept": t.user_attrs["macs"] / base["macs"], "params_kept": t.user_attrs["params"] / base["params"]})
+    return rows
+
+
+def hypervolume(rows: list[dict], size: str, reference: tuple[float, float]) -> float:
+    """Area dominated by (test accuracy up, ``size`` kept down) above the reference (accuracy, kept)."""
+    points = np.array([[-r["accuracy"], r[size]] for r in rows if r["accuracy"] > reference[0] and r[size] < reference[1]])
+    if not len(points):
+        return 0.0
+    return float(compute_hypervolume(points, np.array([-reference[0], reference[1]])))
+
+
+def plot(fronts: dict[str, list[list[dict]]], path: Path) -> None:
+    """Both arms' fronts (one line per sampler seed), against MACs and against params kept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, size in zip(axes, ("macs_kept", "params_kept")):
+        for (arm, studies), color in zip(fronts.items(), ("tab:red", "tab:blue")):
+            for i, rows in enumerate(studies):
+                rows = sorted(rows, key=lambda r: r[size])
+                ax.step([r[size] for r in rows], [r["accuracy"] for r in rows], where="post", color=color, alpha=0.7,
+                        marker="o", label=arm if i == 0 else None)
+        ax.set_xlabel(f"fraction of {size.removesuffix('_kept')} kept")
+    axes[0].set_ylabel("test accuracy (Pareto trials, decided on validation)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--measurement", help="prune-snr measure folder of this checkpoint (the full arm; else measured once)")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--proxy", type=float, default=0.1)
+    parser.add_argument("--max-finetune-epochs", type=int, default=1)
+    parser.add_argument("--metric", default="macs")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--reference", default="0.8,1.0", help="reference point: test accuracy, kept fraction")
+    parser.add_argument("--round-to", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    out = Path(args.out)
+    reference = tuple(float(v) for v in args.reference.split(","))
+    measurement = Measurement.load(args.measurement) if args.measurement else None
+    fronts: dict[str, list[list[dict]]] = {}
+    rows = []
+    for arm in args.arms.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            study = run_search(args.checkpoint, out=out / arm / f"seed{seed}", space=arm, trials=args.trials, proxy=args.proxy,
+                               max_finetune_epochs=args.max_finetune_epochs, metric=args.metric, seed=seed, round_to=args.round_to,
+                               device=args.device, measurement=measurement if arm == "full" else None)
+            pareto = front(study)
+            fronts.setdefault(arm, []).append(pareto)
+            seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials if t.datetime_complete)
+            rows.append({"arm": arm, "seed": seed, "trials": len(study.trials), "pareto": pareto, "trial_seconds": seconds,
+                         "measurement_seconds": study.user_attrs.get("measurement_seconds", 0.0),
+                         "hv_macs": hypervolume(pareto, "macs_kept", reference), "hv_params": hypervolume(pareto, "params_kept", reference)})
+            print(f"{arm:>14} seed {seed}: {len(pareto)} Pareto trials, HV(acc, MACs) {rows[-1]['hv_macs']:.4f}, "
+                  f"HV(acc, params) {rows[-1]['hv_params']:.4f}", flush=True)
+    lines = [f"Reference point: test accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, proxy "
+             f"{args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective {args.metric}; sampler seeds {args.seeds}.", "",
+             "| arm | studies | HV (test acc, MACs kept) | HV (test acc, params kept) | trial time | measurement time |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    summary = {}
+    for arm in fronts:
+        mine = [r for r in rows if r["arm"] == arm]
+        hv = {k: (float(np.mean([r[k] for r in mine])), float(np.std([r[k] for r in mine], ddof=1)) if len(mine) > 1 else math.nan)
+              for k in ("hv_macs", "hv_params")}
+        summary[arm] = hv
+        lines.append(f"| {arm} | {len(mine)} | {hv['hv_macs'][0]:.4f} ± {hv['hv_macs'][1]:.4f} | {hv['hv_params'][0]:.4f} ± "
+                     f"{hv['hv_params'][1]:.4f} | {np.mean([r['trial_seconds'] for r in mine]):.0f} s | "
+                     f"{np.mean([r['measurement_seconds'] for r in mine]):.0f} s |")
+    if set(ARMS) <= set(summary):
+        for key, name in (("hv_macs", "MACs"), ("hv_params", "params")):
+            (a, sa), (b, sb) = summary["full"][key], summary["torch-pruning"][key]
+            pooled = math.sqrt((sa**2 + sb**2) / 2)
+            verdict = "win" if a - b > 2 * pooled else "loss" if a - b < -2 * pooled else "no significant difference"
+            lines.append(f"\n- HV (test acc, {name} kept): full − torch-pruning = {a - b:+.4f}, 2× pooled std {2 * pooled:.4f} -> **{verdict}**")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save_json(out / "results.json", {"args": vars(args), "rows": rows})
+    atomic_save_text(out / "table.md", "\n".join(lines) + "\n")
+    plot(fronts, out / "fronts.png")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main))

@@ -8,6 +8,7 @@ cut, SNR) read the validation split only. Arms (``--allocations``):
 
 - ``uniform``, ``global``: torch-pruning's own allocations;
 - ``measured``: METHOD's per-layer ratios from the measured validation head accuracy;
+  ``gain-per-mac``: from that accuracy gain per MAC of the layer; ``snr``: from the layer SNR;
 - ``NAME+truncate``: cut where later layers add < ``--delta`` validation accuracy, then prune
   what remains with allocation NAME;
 - ``NAME+depth``: the depth baseline: cut after the deepest point whose cut alone meets the
@@ -43,7 +44,7 @@ from prune_snr.measure import Measurement
 from prune_snr.prune import prune
 
 ARM_SUFFIXES = {"+truncate": "measured", "+depth": "budget"}
-MEASUREMENT_DRIVEN_ALLOCATIONS = ("measured",)
+from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCATIONS
 
 
 def split_arm(arm: str) -> tuple[str, str | None]:

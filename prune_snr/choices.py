@@ -83,7 +83,11 @@ ALLOCATIONS = Choices("--allocation", {
     "uniform": "one ratio for every layer",
     "measured": "per-layer ratios from the marginal validation head accuracy (METHOD.md)",
     "global": "torch-pruning's global ranking",
+    "gain-per-mac": "per-layer ratios from the marginal validation head accuracy per MAC of the layer (HALP-like)",
+    "snr": "per-layer ratios from the measured layer SNR",
 }, default="measured", searched=("uniform", "measured", "global"))
+#: allocations that read a measurement
+MEASURED_ALLOCATIONS = ("measured", "gain-per-mac", "snr")
 
 METRICS = Choices("--metric", {
     "params": "prunable parameters",

@@ -77,8 +77,10 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
-def _str(value):
-    return None if value is None else str(value)
+def _flags(given: dict, *not_options: str) -> dict:
+    """A command's parameters (its ``locals()`` on entry) as config overrides: every flag is written
+    once, in the signature, under its config key; paths become strings."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k not in ("recipe", *not_options)}
 
 
 @app.command()
@@ -104,14 +106,11 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt every epoch, then OUT/model.pt and OUT/metrics.json."""
+    flags = _flags(locals(), "resume")
     from .config import TrainConfig, resolve
     from .train import train as run_train
-
     with user_errors():
-        cfg = resolve(TrainConfig, recipe, dict(model=model, dataset=dataset, data_dir=data_dir, width_mult=width_mult, labels=labels,
-                                                input_size=input_size,
-                                                epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, device=device,
-                                                amp=amp, augment=augment, workers=workers, val_fraction=val_fraction, out=_str(out)))
+        cfg = resolve(TrainConfig, recipe, flags)
 
         def report(rec: dict) -> None:
             console.print(f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
@@ -136,7 +135,7 @@ def measure(
     pool: Annotated[Optional[int], typer.Option("--pool", help="Adaptive average pooling p (head sees C*p*p features).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
     head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head.")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
+    label_sweep: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
     label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
     fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
     val_fraction: ValFraction = None,
@@ -151,14 +150,11 @@ def measure(
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
+    flags = _flags(locals(), "checkpoint", "out", "plots")
     from .config import MeasureConfig, resolve
     from .measure import measure_checkpoint
-
     with user_errors():
-        cfg = resolve(MeasureConfig, recipe, dict(dataset=dataset, data_dir=data_dir, points=points, pool=pool, threshold=threshold,
-                                                  head_epochs=head_epochs, label_sweep=labels, label_seed=label_seed, fields_split=fields_split,
-                                                  val_fraction=val_fraction, memory_budget=memory_budget, cache_dtype=cache_dtype,
-                                                  expanded=expanded, batch_size=batch_size, seed=seed, device=device, amp=amp))
+        cfg = resolve(MeasureConfig, recipe, flags)
         with torchrun(cfg.device), progress_bar() as progress:
             result = measure_checkpoint(checkpoint, cfg, out=out, plots=plots, progress=progress)
         console.print(points_table(result))
@@ -199,18 +195,13 @@ def prune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
 ) -> None:
     """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
+    if global_ is not None and allocation is None:
+        allocation = "global" if global_ else "uniform"
+    flags = _flags(locals(), "checkpoint", "out", "resume", "global_")
     from .config import PruneConfig, resolve
     from .prune import prune_checkpoint
-
     with user_errors():
-        if global_ is not None and allocation is None:
-            allocation = "global" if global_ else "uniform"
-        cfg = resolve(PruneConfig, recipe, dict(target=target, metric=metric, criterion=criterion, allocation=allocation,
-                                                group_reduction=group_reduction, iterative_steps=iterative_steps, round_to=round_to,
-                                                latency_batch=latency_batch, truncate=truncate, cut=cut, delta=delta, afcc=afcc,
-                                                finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, distill=distill,
-                                                measurement=_str(measurement), val_fraction=val_fraction, dataset=dataset,
-                                                data_dir=data_dir, batch_size=batch_size, seed=seed, device=device, amp=amp))
+        cfg = resolve(PruneConfig, recipe, flags)
         with torchrun(cfg.device), progress_bar() as progress:
             _, report = prune_checkpoint(checkpoint, cfg, out=out, resume=resume, progress=progress)
         console.print(prune_table(report))
@@ -276,21 +267,18 @@ def search(
     space: Annotated[Optional[str], typer.Option("--space", help=SPACES.help("Search space:"))] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 = off).")] = None,
-    pick_rule: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
+    pick: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     seed: Seed = None,
     device: Device = None,
 ) -> None:
     """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
+    flags = _flags(locals(), "checkpoint", "out")
     from .config import SearchConfig, resolve
     from .search import run_search
-
     with user_errors():
-        cfg = resolve(SearchConfig, recipe, dict(trials=trials, storage=storage, study_name=study_name, timeout=timeout, n_jobs=n_jobs,
-                                                 metric=metric, max_finetune_epochs=max_finetune_epochs, measurement=_str(measurement),
-                                                 proxy=proxy, space=space, fix=fix, round_to=round_to, pick=pick_rule, dataset=dataset,
-                                                 data_dir=data_dir, seed=seed, device=device))
+        cfg = resolve(SearchConfig, recipe, flags)
         with progress_bar() as progress:
             study = run_search(checkpoint, cfg, out=out, progress=progress)
         _show_pareto(study, out)

@@ -31,5 +31,26 @@ def keep_weights(accuracies: list[float], num_classes: int) -> np.ndarray:
     return u
 
 
+def gain_per_mac_keep_weights(accuracies: list[float], macs: list[float], num_classes: int) -> np.ndarray:
+    """``u_l`` from the marginal accuracy per MAC: a layer that adds much for little compute keeps its
+    filters, an expensive layer that adds little gives up the most (the first point keeps all)."""
+    gains = marginal_gains(accuracies, num_classes) / np.maximum(np.asarray(macs, dtype=float), 1.0)
+    u = np.ones(len(gains))
+    rest = gains[1:]
+    if len(rest) and rest.max() > 0:
+        u[1:] = np.minimum(1.0, rest / rest.max())
+    elif len(rest):
+        u[1:] = 0.0
+    return u
+
+
+def snr_keep_weights(snrs: list[float]) -> np.ndarray:
+    """``u_l`` = layer SNR / the largest layer SNR (an infinite SNR counts as the largest finite one)."""
+    s = np.asarray(snrs, dtype=float)
+    finite = s[np.isfinite(s)]
+    top = finite.max() if len(finite) and finite.max() > 0 else 1.0
+    return np.clip(np.where(np.isfinite(s), s, top) / top, 0.0, 1.0)
+
+
 def layer_ratios(accuracies: list[float], num_classes: int, r_max: float) -> np.ndarray:
     return r_max * (1.0 - keep_weights(accuracies, num_classes))

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_save_json
 from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint, trained_on
-from ..choices import MEASURED_CRITERIA
+from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA
 from ..config import FineTuneConfig, MeasureConfig, PruneConfig, resolve, to_dict
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
@@ -172,7 +172,7 @@ def prune(
     else:
         report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
-        needed = cfg.criterion in MEASURED_CRITERIA or cfg.allocation == "measured" or cfg.truncate
+        needed = cfg.criterion in MEASURED_CRITERIA or cfg.allocation in MEASURED_ALLOCATIONS or cfg.truncate
         measurement, report.measurement = measure_if_needed(
             original, measurement, needed=needed, dataset=dataset,
             options=dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed, device=cfg.device),
@@ -299,7 +299,8 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
     Returns ``(pruned, pruning history, search report, what the cut left for channels)``.
     """
     alloc = Allocation(allocation, [p["name"] for p in measurement.points] if measurement else None,
-                       measurement.val_accuracies() if measurement else None, splits.num_classes)
+                       measurement.val_accuracies() if measurement else None, splits.num_classes,
+                       snrs=[p["snr"] for p in measurement.points] if measurement else None)
     gradient_batches = None
     if criterion in NEEDS_GRADIENTS:
         loader = make_loader(splits.plain, batch_size=64, shuffle=True, seed=seed)

@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
 import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
-from ..choices import ALLOCATIONS as ALLOCATION_CHOICES, METRICS as METRIC_CHOICES
+from ..choices import ALLOCATIONS as ALLOCATION_CHOICES, MEASURED_ALLOCATIONS, METRICS as METRIC_CHOICES
 from ..config import check_target
 from ..errors import ConfigError
 from ..export import LatencyMeter
 from ..models import classifier_name, count_macs_params, example_input
-from .allocation import layer_ratios
+from .allocation import gain_per_mac_keep_weights, keep_weights, snr_keep_weights
 from .importance import point_conv
 
 TOLERANCE = 0.02
@@ -66,22 +68,50 @@ def prunable_base(model: nn.Module, metric: str) -> int:
 class Allocation:
     """How the pruning budget is spread over layers."""
 
-    kind: str = "uniform"                 # uniform | measured | global
-    points: list[str] | None = None       # measured: the points, input to output
-    accuracies: list[float] | None = None  # measured: their head accuracies
+    kind: str = "uniform"                 # a row of prune_snr.choices.ALLOCATIONS
+    points: list[str] | None = None       # measured kinds: the points, input to output
+    accuracies: list[float] | None = None  # measured kinds: their validation head accuracies
     num_classes: int = 10
+    snrs: list[float] | None = None       # snr: the layer SNRs
 
     def __post_init__(self):
         ALLOCATION_CHOICES.check(self.kind)
-        if self.kind == "measured" and not self.points:
-            raise ConfigError("--allocation measured needs a measurement (per-layer head accuracy)")
+        if self.kind in MEASURED_ALLOCATIONS and not self.points:
+            raise ConfigError(f"--allocation {self.kind} needs a measurement (per-layer head accuracy and SNR)")
+
+    def keep_weights(self, model: nn.Module) -> np.ndarray:
+        """``u_l`` per point (1 = keep all its filters)."""
+        if self.kind == "snr":
+            return snr_keep_weights(self.snrs)
+        if self.kind == "gain-per-mac":
+            return gain_per_mac_keep_weights(self.accuracies, point_macs(model, self.points), self.num_classes)
+        return keep_weights(self.accuracies, self.num_classes)
 
     def pruner_kwargs(self, model: nn.Module, ratio: float) -> dict:
-        if self.kind != "measured":
+        if self.kind not in MEASURED_ALLOCATIONS:
             return {"pruning_ratio": ratio, "global_pruning": self.kind == "global"}
-        ratios = layer_ratios(self.accuracies, self.num_classes, ratio)
+        ratios = ratio * (1.0 - self.keep_weights(model))
         return {"pruning_ratio": 0.0,
                 "pruning_ratio_dict": {point_conv(model, p): float(min(r, MAX_RATIO)) for p, r in zip(self.points, ratios)}}
+
+
+def point_macs(model: nn.Module, points: list[str]) -> list[float]:
+    """MACs of one image in the conv behind each measurement point (one forward pass with hooks)."""
+    convs = {id(point_conv(model, p)): p for p in points}
+    macs: dict[str, float] = {}
+
+    def hook(module, _inputs, output):
+        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        macs[convs[id(module)]] = float(output[0].numel() * k)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if id(m) in convs]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input(model))
+    finally:
+        for h in handles:
+            h.remove()
+    return [macs[p] for p in points]
 
 
 @dataclass

@@ -13,6 +13,12 @@ from torch import nn
 from ..errors import ModelError
 
 
+def expanded_by_default(model: nn.Module) -> bool:
+    """Whether a measurement made for pruning should include the depthwise points (``--expanded``):
+    EfficientNet's MBConv widths live there, so its SNR must reach them (METHOD.md)."""
+    return _is_timm_efficientnet(model)
+
+
 def _is_timm_efficientnet(model: nn.Module) -> bool:
     try:
         from timm.models.efficientnet import EfficientNet

@@ -39,6 +39,23 @@ def _head_names(model: nn.Module) -> tuple[str | None, str]:
     return (pools[-1] if pools else None), classifier
 
 
+def cuttable(model: nn.Module, point: str) -> bool:
+    """Whether ``model`` can be cut after measurement point ``point`` (VGG: any conv block)."""
+    from .vgg import VGG
+
+    return point in model.measurement_points() if isinstance(model, VGG) else can_cut(model, point)
+
+
+def cut_spec(model: nn.Module, point: str, head_pool: int) -> dict:
+    """The ``build_model`` keyword arguments of ``model`` cut after ``point`` with a ``p x p`` linear head."""
+    from .vgg import VGG
+
+    spec = {k: v for k, v in model.spec.items() if k != "name"}
+    if isinstance(model, VGG):
+        return {**spec, "cut": model.measurement_points().index(point) + 1, "head_pool": head_pool}
+    return {**spec, "cut_after": point, "head_pool": head_pool}
+
+
 def can_cut(model: nn.Module, point: str) -> bool:
     """Whether ``point`` lies on the feature path at a sequential boundary (so the prefix is a model)."""
     parts = point.split(".")

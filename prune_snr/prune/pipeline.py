@@ -29,7 +29,7 @@ from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..export import LatencyMeter
 from ..measure import Measurement, measure
-from ..models.points import _is_timm_efficientnet
+from ..models import expanded_by_default
 from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
@@ -250,7 +250,7 @@ def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, need
     (no label sweep; EfficientNet's depthwise points too unless ``expanded`` says otherwise)."""
     if measurement is not None or not needed:
         return measurement, None
-    expanded = _is_timm_efficientnet(model) if options.expanded is None else options.expanded
+    expanded = expanded_by_default(model) if options.expanded is None else options.expanded
     made = measure(model, dataset, dataclasses.replace(options, label_sweep=None, expanded=expanded), progress=progress)
     return made, {"made_here": True, "options": made.meta["options"]}
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..models import build_model, classifier_name
-from ..models.truncation import can_cut
-from ..models.vgg import VGG
+from ..models import build_model, classifier_name, cut_spec, cuttable
 from ..measure.result import Measurement
 
 
@@ -28,11 +26,6 @@ def candidates(measurement: Measurement, full_val_accuracy: float, delta: float)
     return rows
 
 
-def cuttable(model: nn.Module, point: str) -> bool:
-    """Whether ``model`` can be cut after ``point``."""
-    return point in model.measurement_points() if isinstance(model, VGG) else can_cut(model, point)
-
-
 def choose_cut(rows: list[dict], model: nn.Module | None = None) -> str | None:
     """The earliest eligible point (that ``model`` can be cut after) other than the last one."""
     for row in rows[:-1]:
@@ -43,13 +36,7 @@ def choose_cut(rows: list[dict], model: nn.Module | None = None) -> str | None:
 
 def truncate(model: nn.Module, measurement: Measurement, point: str) -> nn.Module:
     """``model`` cut after ``point`` with that point's measured head as classifier."""
-    pool = measurement.meta["options"]["pool"]
-    spec = {k: v for k, v in model.spec.items() if k != "name"}
-    if isinstance(model, VGG):
-        spec.update(cut=model.measurement_points().index(point) + 1, head_pool=pool)
-    else:
-        spec.update(cut_after=point, head_pool=pool)
-    cut = build_model(model.spec["name"], **spec)
+    cut = build_model(model.spec["name"], **cut_spec(model, point, measurement.meta["options"]["pool"]))
     classifier = classifier_name(cut)
     wanted = cut.state_dict()
     state = {k: v for k, v in model.state_dict().items() if k in wanted and not k.startswith(classifier + ".")}

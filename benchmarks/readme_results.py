@@ -88,10 +88,12 @@ def section(folder: Path, readme: Path) -> str:
         out.append("")
     for name, title in (("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
                         ("fair_macs_5ep", "fair cells with 5 fine-tuning epochs"),
+                        ("fair_macs_eff", "fair cells, MACs removed, EfficientNet-B0 (8-epoch recipe)"),
                         ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),
                         ("saliency_params", "parameters removed, VGG-16 w/4 (before the validation split)"),
                         ("saliency_eff", "MACs removed, EfficientNet-B0 (before the validation split)")):
         out += saliency_section(folder / name, rel, title)
+    out += truncation_section(folder)
     out += trends_section(folder / "trends", rel)
     out += search_section(folder / "search", rel)
     speed = load(folder / "onnx_speed.json")
@@ -171,6 +173,32 @@ def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
     return [f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)",
             "Computed from the rows (a win or a loss only beyond twice the pooled seed std):", *verdict_lines(results["rows"]), "",
             table, "", f"![accuracy vs kept]({rel}/{folder.name}/accuracy_vs_kept.png)", ""]
+
+
+def truncation_section(folder: Path) -> list[str]:
+    """Every candidate cut of ``truncation_*.json`` (prune reports made with --truncate), with the chosen
+    cut's accuracy right after the cut, after channel pruning and after fine-tuning."""
+    out = []
+    for path in sorted(folder.glob("truncation_*.json")):
+        r = load(path)
+        t = r["truncation"]
+        out += [f"### Truncation candidates: {path.stem.removeprefix('truncation_')} (`prune-snr prune --truncate --cut {t.get('cut', 'measured')} "
+                f"--target {r['target']} --metric {r['metric']}`)",
+                f"Full model: test {r['before']['accuracy']:.4f}, validation {r['before']['val_accuracy']:.4f}, {r['before']['params']:,} params, "
+                f"{r['before']['macs']:,} MACs; δ = {t['delta']}. Cut after **{t['cut_after']}**: test accuracy right after the cut "
+                f"{t.get('accuracy_after_cut', float('nan')):.4f}, after pruning the rest's channels {r['pruned_before_finetune']['accuracy']:.4f}, "
+                f"after {r['finetune_epochs']} fine-tuning epoch(s) **{r['after']['accuracy']:.4f}** ({r['after']['params']:,} params, "
+                f"{r['after']['macs']:,} MACs).", "",
+                "| cut after | head val acc | head test acc | adds after (val) | within δ | cuttable | params | MACs |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for c in t["candidates"]:
+            out.append(f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | {100 * c['adds_after']:+.2f} pts | "
+                       f"{'yes' if c['eligible'] else 'no'} | {'yes' if c['cuttable'] else 'no'} | "
+                       f"{c['params']:,} | {c['macs']:,} |" if c.get("cuttable") else
+                       f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | {100 * c['adds_after']:+.2f} pts | "
+                       f"{'yes' if c['eligible'] else 'no'} | no | - | - |")
+        out.append("")
+    return out
 
 
 def trends_section(folder: Path, rel: Path) -> list[str]:

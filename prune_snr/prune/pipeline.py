@@ -189,7 +189,7 @@ def prune(
         if base is not original:
             report.truncation["target_left_for_channels"] = max(0.0, left)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
-    config = {"model": pruned.spec, "report": report.to_json(), **(config or {})}
+    config = {"model": pruned.spec, "report": report.to_json(), "prune": to_dict(cfg), **(config or {})}
     fine_tune(pruned, splits, cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
               checkpoint=ckpt, checkpoint_extra={"kind": "pruned", "config": config, "pruning": history}, resume=resume,
               teacher=original if cfg.finetune.distill else None, progress=progress)
@@ -224,7 +224,7 @@ def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Pat
     if not cfg.dataset:
         raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
     pruned, report = prune(build_from_checkpoint(payload), cfg=cfg, out=out, resume=resume, progress=progress,
-                           config={"prune": to_dict(cfg), "source": str(Path(checkpoint).resolve())})
+                           config={"source": str(Path(checkpoint).resolve())})
     save_kept_channels(report, Path(out) / "kept_channels.png")
     return pruned, report
 

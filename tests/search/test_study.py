@@ -159,3 +159,19 @@ def test_the_torch_pruning_space_draws_only_torch_prunings_options_and_measures_
     assert not list(tmp_path.glob("trials/*/measurement*")), "no measurement was made"
     with pytest.raises(ConfigError, match="threshold"):
         run_search(checkpoint, space="torch-pruning", trials=1, out=tmp_path / "x", device="cpu", fixed={"threshold": 0.3})
+
+
+def test_search_takes_a_recipe_whose_keys_reach_every_trial(study_inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from prune_snr.checkpoint import load_checkpoint
+    from prune_snr.cli import app
+
+    checkpoint, _ = study_inputs
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("batch_size: 32\nhead_epochs: 2\nround_to: 1\ndevice: cpu\nmax_finetune_epochs: 0\ntrials: 1\n")
+    result = CliRunner().invoke(app, ["search", str(checkpoint), "--recipe", str(recipe), "--space", "torch-pruning",
+                                      "--fix", "target=0.4", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    trial = load_checkpoint(tmp_path / "s" / "trials" / "0000" / "pruned.pt")["config"]["prune"]
+    assert trial["batch_size"] == 32 and trial["round_to"] == 1 and trial["measure"]["head_epochs"] == 2

@@ -10,6 +10,12 @@ compared with the findings of Meir et al. (Sci. Rep. 2024) as restated in shared
 4. the last layer's error rate grows ~linearly with the number of labels K (slope, R²);
 5. the last layer's cluster size and clusters per filter stay ~constant as K grows.
 
+With ``--label-seeds 0,1,2`` the sweep is repeated on K labels drawn at random (one draw per
+seed, K = 3..10 by default; at K = 2 every cluster is a singleton by construction, METHOD.md) at
+the last measured point only, each draw saved as it finishes (a rerun skips finished draws); the
+cluster-size verdicts then read the range over K (max/min of the per-K means, with the spread
+over draws) and cluster size as a fraction of K, since with K ≤ 10 a cluster can hold at most K labels.
+
 Each finding gets a plain verdict ("constant" = within ±25 % from the smallest to the largest K). "Rises" is judged by Spearman's rank correlation with depth
 (ρ ≥ 0.6: yes, 0.2..0.6: weakly, below: no) and by last-vs-first.
 
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 
 import prune_snr
+import prune_snr.models
 from prune_snr.atomic import atomic_save_json, atomic_save_text
 from prune_snr.checkpoint import load_checkpoint, trained_on
 from prune_snr.measure import Measurement, measure
@@ -34,7 +41,7 @@ from prune_snr.measure.plots import save_figure
 from prune_snr.measure.result import paper_accuracy
 from prune_snr.errors import run_script
 
-SWEEP = list(range(2, 11))
+SWEEP = list(range(3, 11))  # K = 2 gives singleton clusters by construction (METHOD.md)
 
 
 def spearman(values) -> float:
@@ -80,6 +87,44 @@ def analyse(m: Measurement, label: str) -> dict:
                         "cluster_size": size, "clusters_per_filter": per,
                         "cluster_size_change": size[-1] / size[0] - 1, "clusters_per_filter_change": per[-1] / per[0] - 1}
     return row
+
+
+def draw_sweeps(checkpoint: str, ks: list[int], seeds: list[int], head_epochs: int, device: str, out: Path) -> list[dict]:
+    """The label sweep at the last point, once per random label draw; each draw saved as it finishes."""
+    import json
+
+    payload = load_checkpoint(checkpoint)
+    model = prune_snr.load(checkpoint)
+    dataset, data_dir = trained_on(payload)
+    last = prune_snr.models.resolve_points(model, "all")[-1]
+    draws = []
+    for seed in seeds:
+        path = out / f"draw_{payload['config']['model']['name']}_{seed}.json"
+        if not path.exists():
+            m = measure(model, dataset, data_dir=data_dir, points=last, label_sweep=ks, label_seed=seed, head_epochs=head_epochs,
+                        device=device)
+            atomic_save_json(path, {"seed": seed, "point": last, "sweep": m.label_sweep})
+        draws.append(json.loads(path.read_text()))
+    return draws
+
+
+def analyse_draws(draws: list[dict]) -> dict:
+    """Per K: mean and std over draws of the last point's error rate, cluster size (also / K) and clusters per filter;
+    the range over K (max/min of the means) of each."""
+    ks = [s["labels"] for s in draws[0]["sweep"]]
+    figures = {}
+    for key in ("error_rate", "cluster_size", "clusters_per_filter"):
+        values = np.array([[s["points"][-1][key] for s in d["sweep"]] for d in draws])  # draws x K
+        figures[key] = {"mean": values.mean(0).tolist(), "std": values.std(0, ddof=1).tolist() if len(draws) > 1 else [0.0] * len(ks)}
+    figures["cluster_size_over_k"] = {"mean": (np.array(figures["cluster_size"]["mean"]) / np.array(ks)).tolist()}
+    slope, intercept, r2 = linear_fit(ks, figures["error_rate"]["mean"])
+    out = {"labels": ks, "draws": len(draws), "label_ids": [[s["label_ids"] for s in d["sweep"]] for d in draws],
+           "slope": slope, "intercept": intercept, "r2": r2, **figures}
+    for key in ("cluster_size", "clusters_per_filter"):
+        mean, std = np.array(figures[key]["mean"]), np.array(figures[key]["std"])
+        out[f"{key}_range"] = float(mean.max() / mean.min()) if mean.min() > 0 else float("inf")
+        out[f"{key}_spread"] = float(std.mean())
+    return out
 
 
 def plot(results: list[tuple[str, Measurement]], out: Path) -> list[Path]:
@@ -144,6 +189,23 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
                      ", ".join(f"{c:.2f}" for c in w["cluster_size"]) + " | " + ", ".join(f"{c:.2f}" for c in w["clusters_per_filter"]) +
                      f" | size {'yes' if abs(w['cluster_size_change']) <= 0.25 else 'no'} ({w['cluster_size_change']:+.0%}), "
                      f"per filter {'yes' if abs(w['clusters_per_filter_change']) <= 0.25 else 'no'} ({w['clusters_per_filter_change']:+.0%}) |")
+    drawn = [r for r in rows if r.get("draws")]
+    if drawn:
+        lines += ["", "Label sweep over random label draws at the last measured point (mean ± std over draws per K; range = "
+                  "max/min over K of the means; 'constant' = range ≤ 1.25):", "",
+                  "| model | draws | K | error rate | slope, R² | cluster size | cluster size / K | clusters / filter | size range | per-filter range |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in drawn:
+            d = r["draws"]
+            fmt = lambda key: ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(d[key]["mean"], d[key]["std"]))
+            lines.append(f"| {r['model']} | {d['draws']} | {d['labels'][0]}..{d['labels'][-1]} | "
+                         + ", ".join(f"{m:.3f}" for m in d["error_rate"]["mean"]) + f" | {d['slope']:.4f}, R² {d['r2']:.2f} | "
+                         f"{fmt('cluster_size')} | " + ", ".join(f"{v:.2f}" for v in d["cluster_size_over_k"]["mean"]) + f" | "
+                         f"{fmt('clusters_per_filter')} | {d['cluster_size_range']:.2f} (spread {d['cluster_size_spread']:.2f}) | "
+                         f"{d['clusters_per_filter_range']:.2f} (spread {d['clusters_per_filter_spread']:.2f}) |")
+        lines += ["", "What K ≤ 10 cannot decide: a cluster holds at most K labels, so a cluster size that is constant for "
+                  "large K (the paper's claim, up to K = 100 or 1000) and one that grows slowly look alike here; a range within "
+                  "the spread over draws is no evidence either way."]
     lines += ["", "## Where this data agrees and disagrees with the paper", ""]
     for r in rows:
         a, s, n, w = r["accuracy"], r["snr"], r["noise"], r.get("sweep")
@@ -154,6 +216,14 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
             f"layer SNR {'rises' if s['rho'] > 0 else 'does not rise'} with depth ({s['first']:.2f} → {s['last']:.2f}, ρ {s['rho']:+.2f})")
         (agree if trend_verdict(n["rho"], False) != "no" else disagree).append(
             f"noise per filter {'falls' if n['rho'] < 0 else 'does not fall'} with depth ({n['first']:.2f} → {n['last']:.2f}, ρ {n['rho']:+.2f})")
+        d = r.get("draws")
+        if d:
+            for key, name in (("cluster_size", "last-layer cluster size"), ("clusters_per_filter", "last-layer clusters per filter")):
+                constant = d[f"{key}_range"] <= 1.25
+                (agree if constant else disagree).append(
+                    f"{name} over K={d['labels'][0]}..{d['labels'][-1]}, {d['draws']} random label draws: range {d[f'{key}_range']:.2f} "
+                    f"(spread over draws {d[f'{key}_spread']:.2f})" + (" — nearly constant" if constant else " — not constant within K ≤ 10"))
+            w = None  # the first-K sweep is superseded by the draws
         if w:
             (agree if w["r2"] >= 0.5 else disagree).append(
                 f"last-layer error vs K: slope {w['slope']:.4f} per label, R² {w['r2']:.2f}")
@@ -172,6 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoints", nargs="+", help="model.pt files written by prune-snr train")
     parser.add_argument("--measurement", help="comma-separated prune-snr measure folders, one per checkpoint ('-' = measure here)")
     parser.add_argument("--labels", default=",".join(map(str, SWEEP)), help="label sweep for measurements made here")
+    parser.add_argument("--label-seeds", help="comma-separated seeds: repeat the sweep on K labels drawn at random (last point only)")
     parser.add_argument("--head-epochs", type=int, default=30)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True)
@@ -195,6 +266,11 @@ def main(argv=None) -> int:
             m.save(out / f"measurement_{payload['config']['model']['name']}")
         results.append((label, m))
     rows = [analyse(m, label) for label, m in results]
+    if args.label_seeds:
+        ks = [int(k) for k in args.labels.split(",")]
+        for row, checkpoint in zip(rows, args.checkpoints):
+            row["draws"] = analyse_draws(draw_sweeps(checkpoint, ks, [int(s) for s in args.label_seeds.split(",")],
+                                                     args.head_epochs, args.device, out))
     machine = (f"{platform.node()} ({torch.get_num_threads()} CPU threads, "
                f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})")
     pngs = plot(results, out)

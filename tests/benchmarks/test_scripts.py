@@ -70,3 +70,20 @@ def test_search_compare_scores_both_arms_fronts_by_hypervolume(measured, tmp_pat
         assert 0 < r["hv_macs"] <= 1 and 0 < r["hv_params"] <= 1
     assert "full − torch-pruning" in (tmp_path / "table.md").read_text() and (tmp_path / "fronts.png").stat().st_size > 0
     assert rows[0]["measurement_seconds"] > 0 and rows[-1]["measurement_seconds"] == 0
+
+
+def test_reproduce_trends_repeats_the_sweep_over_random_label_draws(measured, tmp_path):
+    checkpoint, folder = measured
+    args = [str(checkpoint), "--measurement", str(folder), "--labels", "3,4", "--label-seeds", "0,1", "--head-epochs", "2",
+            "--device", "cpu", "--out", str(tmp_path)]
+    assert script("reproduce_trends").main(args) == 0
+    draws = json.loads((tmp_path / "trends.json").read_text())["rows"][0]["draws"]
+    assert draws["labels"] == [3, 4] and draws["draws"] == 2
+    assert draws["label_ids"][0] != draws["label_ids"][1], "each seed draws its own labels"
+    assert draws["cluster_size_over_k"]["mean"] == pytest.approx([s / k for s, k in zip(draws["cluster_size"]["mean"], [3, 4])])
+    assert draws["cluster_size_range"] >= 1 and "What K ≤ 10 cannot decide" in (tmp_path / "trends.md").read_text()
+    saved = sorted(p.name for p in tmp_path.glob("draw_*.json"))
+    assert len(saved) == 2
+    stamp = [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("draw_*.json"))]
+    assert script("reproduce_trends").main(args) == 0
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("draw_*.json"))] == stamp, "a rerun reuses finished draws"

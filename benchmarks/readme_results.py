@@ -94,8 +94,12 @@ def section(folder: Path, readme: Path) -> str:
                         ("saliency_eff", "MACs removed, EfficientNet-B0 (before the validation split)")):
         out += saliency_section(folder / name, rel, title)
     out += truncation_section(folder)
-    out += trends_section(folder / "trends", rel)
+    out += trends_section(folder / "trends_draws" if (folder / "trends_draws" / "trends.md").exists() else folder / "trends", rel)
     out += search_section(folder / "search", rel)
+    if (folder / "search_compare" / "table.md").exists():
+        out += ["### Front against front: the full search space vs torch-pruning's own (`benchmarks/search_compare.py`)",
+                (folder / "search_compare" / "table.md").read_text().strip(), "",
+                f"![both fronts]({rel}/search_compare/fronts.png)", ""]
     speed = load(folder / "onnx_speed.json")
     if speed and "key" in (speed["rows"] or [{}])[0]:
         int8 = "int8_accuracy" in speed["rows"][0]
@@ -205,7 +209,7 @@ def trends_section(folder: Path, rel: Path) -> list[str]:
     if not (folder / "trends.md").exists():
         return []
     body = (folder / "trends.md").read_text().strip().splitlines()[1:]  # drop its own title
-    body = [line.replace("](trends_", f"]({rel}/trends/trends_") for line in body]
+    body = [line.replace("](trends_", f"]({rel}/{folder.name}/trends_") for line in body]
     return ["### The paper's trends on this data (`benchmarks/reproduce_trends.py`)", *body, ""]
 
 

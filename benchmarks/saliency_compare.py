@@ -41,6 +41,7 @@ from prune_snr.atomic import atomic_save_json, atomic_save_text
 from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.measure import Measurement
+from prune_snr.measure.plots import save_figure
 from prune_snr.prune import prune
 
 ARM_SUFFIXES = {"+truncate": "measured", "+depth": "budget"}
@@ -147,9 +148,7 @@ def plot(rows: list[dict], path: Path, metric: str) -> None:
         ax.set_ylabel("test accuracy")
         ax.set_title(title)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)  # atomic, closes the figure
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ from optuna._hypervolume import compute_hypervolume  # Optuna's own (used by its
 from prune_snr.atomic import atomic_save_json, atomic_save_text
 from prune_snr.errors import run_script
 from prune_snr.measure import Measurement
+from prune_snr.measure.plots import save_figure
 from prune_snr.search import full_result, run_search
 
 ARMS = ("full", "torch-pruning")
@@ -65,9 +66,7 @@ def plot(fronts: dict[str, list[list[dict]]], path: Path) -> None:
         ax.set_xlabel(f"fraction of {size.removesuffix('_kept')} kept")
     axes[0].set_ylabel("test accuracy (Pareto trials, decided on validation)")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)  # atomic, closes the figure
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_save_bytes
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 
@@ -69,6 +69,18 @@ def trained_on(payload: dict) -> tuple[str | None, str | None]:
     config = payload.get("config", {})
     train = config.get("train", {})
     return train.get("dataset") or config.get("report", {}).get("dataset"), train.get("data_dir")
+
+
+def with_trained_data(cfg, payload: dict, checkpoint):
+    """``cfg`` (a frozen config with ``dataset``/``data_dir``) completed with what ``payload`` was trained
+    on where the config leaves them unset; no dataset either way is a one-line error."""
+    import dataclasses
+
+    recorded, recorded_dir = trained_on(payload)
+    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded, data_dir=cfg.data_dir or recorded_dir)
+    if not cfg.dataset:
+        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    return cfg
 
 
 def build_from_checkpoint(payload: dict) -> torch.nn.Module:

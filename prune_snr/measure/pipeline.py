@@ -7,7 +7,6 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ from torch import nn
 
 from ..config import MeasureConfig, resolve
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, validation_split
-from ..errors import ConfigError, DataError, ModelError
+from ..errors import DataError, ModelError
 from ..models import resolve_points
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, extract
@@ -192,17 +191,14 @@ def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str |
     The validation split defaults to the very images the training held out.
     """
     from ..atomic import atomic_save_text
-    from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
+    from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
     from ..config import dump_yaml
     from .plots import save_plots
 
     payload = load_checkpoint(checkpoint)
-    recorded, recorded_dir = trained_on(payload)
     trained_val = payload.get("config", {}).get("train", {}).get("val_fraction")
-    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded, data_dir=cfg.data_dir or recorded_dir,
+    cfg = dataclasses.replace(with_trained_data(cfg, payload, checkpoint),
                               val_fraction=cfg.val_fraction if cfg.val_fraction is not None else trained_val or None)
-    if not cfg.dataset:
-        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
     result = measure(build_from_checkpoint(payload), cfg=cfg, progress=progress)
     out = Path(out)
     result.save(out)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_save_json
-from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint, trained_on
+from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint, with_trained_data
 from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA
 from ..config import FineTuneConfig, MeasureConfig, PruneConfig, resolve, to_dict
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
@@ -219,10 +219,7 @@ def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Pat
     from .plots import save_kept_channels
 
     payload = load_checkpoint(checkpoint)
-    recorded, recorded_dir = trained_on(payload)
-    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded, data_dir=cfg.data_dir or recorded_dir)
-    if not cfg.dataset:
-        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    cfg = with_trained_data(cfg, payload, checkpoint)
     pruned, report = prune(build_from_checkpoint(payload), cfg=cfg, out=out, resume=resume, progress=progress,
                            config={"source": str(Path(checkpoint).resolve())})
     save_kept_channels(report, Path(out) / "kept_channels.png")

@@ -33,7 +33,7 @@ import optuna
 
 import yaml
 
-from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
+from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..choices import ALLOCATIONS, BASELINE_CRITERIA, CRITERIA, GROUP_REDUCTIONS, THRESHOLD
 from ..config import SearchConfig, resolve
 from ..errors import ConfigError, PruneSnrError
@@ -165,10 +165,7 @@ def run_search(
     base_cfg, proxy, metric, seed = cfg.prune, cfg.proxy, cfg.prune.metric, cfg.prune.seed
     out = Path(out)
     payload = load_checkpoint(checkpoint)
-    recorded, recorded_dir = trained_on(payload)
-    base_cfg = dataclasses.replace(base_cfg, dataset=base_cfg.dataset or recorded, data_dir=base_cfg.data_dir or recorded_dir)
-    if not base_cfg.dataset:
-        raise ConfigError(f"{checkpoint} does not record its dataset; pass --dataset")
+    base_cfg = with_trained_data(base_cfg, payload, checkpoint)
     model = build_from_checkpoint(payload)
     if measurement is None and base_cfg.measurement:
         measurement = Measurement.load(base_cfg.measurement)

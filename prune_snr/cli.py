@@ -178,6 +178,7 @@ def prune(
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (default: ONNX Runtime's CPU alignment here, 16 with AVX-512 else 8; 1 = off).")] = None,
     truncate: Annotated[Optional[bool], typer.Option("--truncate/--no-truncate", help="Cut layers that add < delta accuracy.")] = None,
     cut: Annotated[Optional[str], typer.Option("--cut", help=CUTS.help("Where --truncate cuts:"))] = None,
+    drop_blocks: Annotated[Optional[bool], typer.Option("--drop-blocks/--no-drop-blocks", help="Drop residual blocks (identity shortcut) while validation accuracy stays within delta.")] = None,
     delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
     afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
@@ -339,6 +340,12 @@ def prune_table(report: dict) -> Table:
     for col in ("", "accuracy", "params", "MACs"):
         table.add_column(col, justify="right")
     table.add_row("before", f"{before['accuracy']:.4f}", f"{before['params']:,}", f"{before['macs']:,}")
+    cut, blocks = report.get("truncation") or {}, report.get("blocks") or {}
+    if cut.get("cut_after"):
+        table.add_row(f"cut after {cut['cut_after']}", f"{cut['accuracy_after_cut']:.4f}", "", "")
+    if blocks.get("dropped"):
+        table.add_row(f"dropped {', '.join(blocks['dropped'])}", f"{blocks['accuracy_after_drop']:.4f}",
+                      f"{blocks['params']:,}", f"{blocks['macs']:,}")
     mid = report.get("pruned_before_finetune")
     if mid:
         table.add_row("pruned, no fine-tune", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")

@@ -148,6 +148,7 @@ class PruneConfig:
     latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
     truncate: bool = False
     cut: str = choices.CUTS.default  # where --truncate cuts
+    drop_blocks: bool = False  # drop residual blocks that cost < delta validation accuracy
     delta: float = 0.005
     afcc: bool = False
     measurement: Optional[str] = None

@@ -56,6 +56,11 @@ class Measurement:
                                   "prune-snr measure CHECKPOINT --out DIR and pass that folder")
         return [p["val_accuracy"] for p in self.points]
 
+    def restricted(self, keep) -> "Measurement":
+        """This measurement with only the points for which ``keep(name)`` holds (the model lost the others)."""
+        return Measurement(meta=self.meta, points=[p for p in self.points if keep(p["name"])],
+                           fields={k: v for k, v in self.fields.items() if keep(k)}, heads=self.heads)
+
     def point(self, name: str) -> dict:
         return next(p for p in self.points if p["name"] == name)
 

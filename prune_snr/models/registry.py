@@ -49,7 +49,8 @@ def build_model(
         pretrained: load hub weights (timm/torchvision only; needs network access).
         **arch: architecture edits of prune-snr's own models (e.g. VGG ``cut``/``head_pool``
             after truncation), or ``cut_after=POINT, head_pool=p`` for any model whose feature
-            path is a chain of stages (:mod:`prune_snr.models.truncation`); recorded in ``spec``.
+            path is a chain of stages (:mod:`prune_snr.models.truncation`), or ``dropped=[BLOCK, ...]``
+            for residual blocks replaced by identity (:mod:`prune_snr.models.blocks`); recorded in ``spec``.
 
     Returns:
         The model, with ``model.spec`` set so that ``build_model(**spec)`` rebuilds it.
@@ -66,6 +67,7 @@ def build_model(
         raise ModelError(f"num_classes={num_classes}: a classifier needs at least 2 labels")
     prefix, _, rest = name.partition(":")
     cut = {k: arch.pop(k) for k in ("cut_after", "head_pool") if k in arch and "cut" not in arch}
+    dropped = list(arch.pop("dropped", None) or [])
     if rest:
         if prefix not in PREFIXES:
             raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare name ({', '.join(list_models())})")
@@ -86,6 +88,11 @@ def build_model(
 
         model = cut_after(model, cut["cut_after"], head_pool=cut.get("head_pool", 1), num_classes=num_classes, in_chans=in_chans,
                           input_size=input_size)
+    if dropped:
+        from .blocks import drop_blocks
+
+        drop_blocks(model, dropped)
+        arch["dropped"] = dropped
     arch.update(cut)
     model.spec = {
         "name": name,

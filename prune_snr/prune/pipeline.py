@@ -2,7 +2,7 @@
 
 One function per stage, in the order :func:`prune` runs them::
 
-    load_splits -> measure_if_needed -> truncate_stage -> prune_stage -> fine_tune -> afcc/latency -> report
+    load_splits -> measure_if_needed -> truncate_stage -> drop_stage -> prune_stage -> fine_tune -> afcc/latency -> report
 
 :func:`prune` takes a :class:`prune_snr.config.PruneConfig`; :func:`prune_checkpoint` is ``prune-snr prune``.
 
@@ -11,6 +11,7 @@ Every stage takes a few typed arguments and returns what the next needs plus its
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..export import LatencyMeter
 from ..measure import Measurement, measure
-from ..models import expanded_by_default
+from ..models import drop_blocks, droppable_blocks, expanded_by_default
+from ..models.blocks import inside
 from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
@@ -62,6 +64,7 @@ class PruneReport:
     channels_before: dict | None = None
     measurement: dict | None = None
     truncation: dict | None = None
+    blocks: dict | None = None
     search: dict | None = None
     pruned_before_finetune: dict | None = None
     latency: dict | None = None
@@ -115,6 +118,8 @@ def prune(
               Runtime's CPU convolutions run fast on here, 16 with AVX-512 else 8; 1 = off);
             - ``truncate``: cut the network where later layers add less than ``delta`` validation
               accuracy; ``target`` still counts from the original model;
+            - ``drop_blocks``: drop single residual blocks (identity shortcut) while the model stays
+              within ``delta`` of the full model's validation accuracy (after any cut);
             - ``afcc``: keep only classifier weights inside each filter's clusters (after fine-tuning);
             - ``cfg.finetune``: epochs (0 = none), lr, fraction (a seeded part of the training split:
               a cheap proxy for search trials), distill (from the unpruned model);
@@ -162,7 +167,7 @@ def prune(
         "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": cfg.seed, "round_to": round_to,
         **({"latency_batch": cfg.latency_batch} if cfg.metric == "latency" else {}), "target": cfg.target, "metric": cfg.metric,
         "criterion": cfg.criterion, "allocation": cfg.allocation, "truncate": cfg.truncate,
-        **({"cut": cfg.cut} if cfg.truncate else {}), "afcc": cfg.afcc,
+        **({"cut": cfg.cut} if cfg.truncate else {}), **({"drop_blocks": True} if cfg.drop_blocks else {}), "afcc": cfg.afcc,
         "finetune_epochs": cfg.finetune.epochs, "finetune_fraction": cfg.finetune.fraction})
 
     if resume and ckpt and ckpt.is_file():
@@ -182,11 +187,15 @@ def prune(
             base, measurement, report.truncation = truncate_stage(original, measurement, full_val_accuracy=report.before["val_accuracy"],
                                                                   delta=cfg.delta, splits=splits, device=cfg.device, cut=cfg.cut,
                                                                   target=cfg.target, metric=cfg.metric)
+        if cfg.drop_blocks:
+            base, measurement, report.blocks = drop_stage(base, measurement, original=original,
+                                                          full_val_accuracy=report.before["val_accuracy"], delta=cfg.delta,
+                                                          splits=splits, device=cfg.device, metric=cfg.metric)
         pruned, history, report.search, left = prune_stage(
             original, base, measurement, target=cfg.target, metric=cfg.metric, criterion=cfg.criterion, allocation=cfg.allocation,
             group_reduction=cfg.group_reduction, round_to=round_to, iterative_steps=cfg.iterative_steps,
             latency_batch=cfg.latency_batch, splits=splits, seed=cfg.seed, progress=progress)
-        if base is not original:
+        if report.truncation and base is not original:
             report.truncation["target_left_for_channels"] = max(0.0, left)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
     config = {"model": pruned.spec, "report": report.to_json(), "prune": to_dict(cfg), **(config or {})}
@@ -260,26 +269,67 @@ def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accur
     point whose cut alone removes ``target`` of ``metric`` (no accuracy read: the depth baseline).
     Either way the cut point's measured head is the classifier."""
     rows = candidates(measurement, full_val_accuracy, delta)
+    sized = size_metric(metric)
     cuts = {}
     for row in rows:  # every candidate with the size it would leave
         row["cuttable"] = cuttable(model, row["point"])
         if row["cuttable"]:
             cuts[row["point"]] = truncate(model, measurement, row["point"])
             row.update(count(cuts[row["point"]]))
-            row["kept"] = prunable_base(cuts[row["point"]], metric) / prunable_base(model, metric)
-    report = {"delta": delta, "cut": cut, "candidates": rows}
+            row["kept"] = prunable_base(cuts[row["point"]], sized) / prunable_base(model, sized)
+    report = {"delta": delta, "cut": cut, "kept_of": sized, "candidates": rows}
     cut = choose_cut(rows, model) if cut == "measured" else budget_cut(rows, target, metric)
     report["cut_after"] = cut
     if not cut:
         return model, measurement, report
     base = cuts[cut]
     names = [p["name"] for p in measurement.points]
-    kept = set(names[: names.index(cut) + 1])
-    measurement = Measurement(meta=measurement.meta, points=[p for p in measurement.points if p["name"] in kept],
-                              fields={k: v for k, v in measurement.fields.items() if k in kept}, heads=measurement.heads)
+    measurement = measurement.restricted(set(names[: names.index(cut) + 1]).__contains__)
     grades = grade(base, splits, device)
     report.update(accuracy_after_cut=grades["accuracy"], val_accuracy_after_cut=grades["val_accuracy"])
     return base, measurement, report
+
+
+def drop_stage(model: nn.Module, measurement: Measurement | None, *, original: nn.Module, full_val_accuracy: float, delta: float,
+               splits: Splits, device: str, metric: str) -> tuple[nn.Module, Measurement | None, dict]:
+    """Drop residual blocks of ``model`` while it stays within ``delta`` of the full model on validation.
+
+    Every droppable block is graded alone (validation decides, test is shown); then, the least
+    harmful first, each joins the dropped set if the model without the whole set stays within
+    ``delta``. Every candidate is reported with its accuracies, params, MACs and what it keeps
+    of ``original``'s prunable ``metric``.
+    """
+    names = droppable_blocks(model)
+    if not names:
+        raise ConfigError(f"--drop-blocks: {model.spec['name']} has no residual block with an identity shortcut to drop; "
+                          "leave --drop-blocks off for this model")
+    rows, sized = [], size_metric(metric)
+    for name in names:
+        alone = drop_blocks(copy.deepcopy(model), [name])
+        rows.append({"block": name, **grade(alone, splits, device), **count(alone),
+                     "kept": prunable_base(alone, sized) / prunable_base(original, sized)})
+    dropped, result = [], None
+    for row in sorted(rows, key=lambda r: -r["val_accuracy"]):
+        if full_val_accuracy - row["val_accuracy"] >= delta:
+            break
+        trial = drop_blocks(copy.deepcopy(model), [*dropped, row["block"]])
+        grades = grade(trial, splits, device)
+        if full_val_accuracy - grades["val_accuracy"] < delta:
+            dropped.append(row["block"])
+            result = (trial, grades)
+    report = {"delta": delta, "kept_of": sized, "candidates": rows, "dropped": dropped}
+    if not dropped:
+        return model, measurement, report
+    base, grades = result
+    report.update(accuracy_after_drop=grades["accuracy"], val_accuracy_after_drop=grades["val_accuracy"], **count(base))
+    if measurement is not None:
+        measurement = measurement.restricted(lambda point: not inside(point, dropped))
+    return base, measurement, report
+
+
+def size_metric(metric: str) -> str:
+    """What a candidate's ``kept`` counts: the budget's metric, or MACs for a latency budget (timing every candidate costs too much)."""
+    return "macs" if metric == "latency" else metric
 
 
 def budget_cut(rows: list[dict], target: float, metric: str) -> str | None:
@@ -315,7 +365,7 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
         base_target = 1 - (1 - target) / cut_kept
         if base_target <= TOLERANCE:
             return base, [], {"ratio": 0.0, "removed": 1 - cut_kept, "trials": 0, "fallback_groups": [],
-                              "note": "truncation alone meets the target; no channel pruned"}, base_target
+                              "note": "truncation alone (or with dropped blocks) meets the target; no channel pruned"}, base_target
         reduction = {"group_reduction": group_reduction} if criterion in MEASURED_CRITERIA else {}
         outcome = prune_to_target(
             base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed, **reduction),

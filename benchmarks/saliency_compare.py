@@ -12,7 +12,10 @@ cut, SNR) read the validation split only. Arms (``--allocations``):
 - ``NAME+truncate``: cut where later layers add < ``--delta`` validation accuracy, then prune
   what remains with allocation NAME;
 - ``NAME+depth``: the depth baseline: cut after the deepest point whose cut alone meets the
-  budget (reads no accuracy).
+  budget (reads no accuracy);
+- ``NAME+remeasure``: prune in 2 equal steps, measuring the pruned model anew between them
+  (its measurement time is in the cell's seconds);
+- ``NAME+drop``: drop residual blocks that cost < ``--delta`` validation accuracy first.
 
 A cut model's classifier is the measured linear head of its cut point (``head_epochs`` epochs on
 frozen features, part of the measurement every measured arm shares); the depth baseline uses the
@@ -44,21 +47,31 @@ from prune_snr.measure import Measurement
 from prune_snr.measure.plots import save_figure
 from prune_snr.prune import prune
 
-ARM_SUFFIXES = {"+truncate": "measured", "+depth": "budget"}
 from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCATIONS
 
+#: arm suffix -> the prune options it adds
+ARM_SUFFIXES = {"+truncate": {"truncate": True, "cut": "measured"}, "+depth": {"truncate": True, "cut": "budget"},
+                "+remeasure": {"iterative_steps": 2, "remeasure": True}, "+drop": {"drop_blocks": True}}
 
-def split_arm(arm: str) -> tuple[str, str | None]:
-    """``"uniform+depth"`` -> ``("uniform", "budget")``; ``"measured"`` -> ``("measured", None)``."""
-    for suffix, cut in ARM_SUFFIXES.items():
-        if arm.endswith(suffix):
-            return arm.removesuffix(suffix), cut
-    return arm, None
+
+def split_arm(arm: str) -> tuple[str, dict]:
+    """``"uniform+depth"`` -> ``("uniform", {"truncate": True, "cut": "budget"})``; ``"measured"`` -> ``("measured", {})``.
+
+    Suffixes combine: ``"measured+truncate+remeasure"``.
+    """
+    options, found = {}, True
+    while found:
+        found = False
+        for suffix, extra in ARM_SUFFIXES.items():
+            if arm.endswith(suffix):
+                arm, found = arm.removesuffix(suffix), True
+                options.update(extra)
+    return arm, options
 
 
 def measurement_driven(allocation: str, criterion: str) -> bool:
-    base, cut = split_arm(allocation)
-    return base in MEASUREMENT_DRIVEN_ALLOCATIONS or cut == "measured" or criterion.startswith("snr")
+    base, options = split_arm(allocation)
+    return base in MEASUREMENT_DRIVEN_ALLOCATIONS or options.get("cut") == "measured" or criterion.startswith("snr")
 
 
 def baseline(allocation: str, criterion: str) -> bool:
@@ -105,7 +118,7 @@ def summarise(rows: list[dict], metric: str) -> str:
             rs = cells[k]
             pre, post = mean_std([r["before_finetune"] for r in rs]), mean_std([r["after"] for r in rs])
             lat = [r["latency_b32_kept"] for r in rs if r.get("latency_b32_kept") is not None]
-            cut = sorted({str(r.get("cut_after") or "-") for r in rs})
+            cut = sorted({str(r.get("cut_after") or "-") + (f" -{len(r['dropped'])} blocks" if r.get("dropped") else "") for r in rs})
             after = f"{post[0]:.4f} ± {post[1]:.4f}"
             lines.append(f"| {budget:.0%} | {k[1]} | {k[2]} | {len(rs)} ({','.join(str(r['seed']) for r in rs)}) | "
                          f"{np.mean([r['params_kept'] for r in rs]):.3f} | {np.mean([r['macs_kept'] for r in rs]):.3f} | "
@@ -191,7 +204,7 @@ def main(argv=None) -> int:
     try:
         for budget in [float(b) for b in args.budgets.split(",")]:
             for arm in args.allocations.split(","):
-                allocation, cut = split_arm(arm)
+                allocation, arm_options = split_arm(arm)
                 for criterion in args.criteria.split(","):
                     for seed in [int(s) for s in args.seeds.split(",")]:
                         if (criterion, arm, budget, seed) in done:
@@ -200,8 +213,8 @@ def main(argv=None) -> int:
                         t0 = time.perf_counter()
                         try:
                             pruned, report = prune(prune_snr.load(args.checkpoint), dataset, data_dir=args.data_dir, target=budget,
-                                                   metric=args.metric, criterion=criterion, allocation=allocation, truncate=cut is not None,
-                                                   cut=cut, delta=args.delta, measurement=measurement,
+                                                   metric=args.metric, criterion=criterion, allocation=allocation, delta=args.delta,
+                                                   measurement=measurement, **arm_options,
                                                    finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
                                                    finetune_fraction=args.finetune_fraction, round_to=args.round_to, seed=seed,
                                                    device=args.device)
@@ -217,7 +230,8 @@ def main(argv=None) -> int:
                                "params": after["params"], "macs": after["macs"],
                                "params_kept": after["params"] / before["params"], "macs_kept": after["macs"] / before["macs"],
                                "latency_b32_kept": meter.fraction(pruned) if meter else None,
-                               "cut_after": (report.get("truncation") or {}).get("cut_after"), "seconds": seconds}
+                               "cut_after": (report.get("truncation") or {}).get("cut_after"),
+                               "dropped": (report.get("blocks") or {}).get("dropped"), "seconds": seconds}
                         rows.append(row)
                         atomic_save_json(results_path, {"machine": machine, "args": vars(args), "rows": rows})
                         print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "

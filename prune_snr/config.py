@@ -144,6 +144,7 @@ class PruneConfig:
     allocation: str = choices.ALLOCATIONS.default
     group_reduction: str = choices.GROUP_REDUCTIONS.default
     iterative_steps: int = 1
+    remeasure: bool = False  # with iterative_steps > 1: measure the pruned model anew between steps
     round_to: Optional[int] = None  # None: ONNX Runtime's CPU alignment here (prune/target.py machine_round_to); 1 = off
     latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
     truncate: bool = False
@@ -173,6 +174,15 @@ class PruneConfig:
         if self.truncate and self.cut == "budget" and self.metric == "latency":
             raise ConfigError("--cut budget counts params or MACs; use --metric params or macs with it")
         _positive(self, "iterative_steps", "batch_size", "latency_batch")
+        if self.remeasure:
+            if self.iterative_steps < 2:
+                raise ConfigError("--remeasure re-measures between pruning steps; add --iterative-steps 2 or more")
+            if self.criterion not in choices.MEASURED_CRITERIA and self.allocation not in choices.MEASURED_ALLOCATIONS:
+                raise ConfigError(f"--remeasure: --criterion {self.criterion} with --allocation {self.allocation} reads no measurement; "
+                                  f"use a measured criterion ({', '.join(choices.MEASURED_CRITERIA)}) or allocation "
+                                  f"({', '.join(choices.MEASURED_ALLOCATIONS)})")
+            if self.metric == "latency":
+                raise ConfigError("--remeasure splits a params or MACs budget into steps; use --metric params or macs with it")
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
         _device(self)

@@ -36,7 +36,7 @@ from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
 from .importance import NEEDS_GRADIENTS, build_importance
-from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, count, prunable_base, prune_to_target
+from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, PruneOutcome, count, prunable_base, prune_to_target
 from .truncate import candidates, choose_cut, cuttable, truncate
 
 PRUNED = "pruned.pt"
@@ -118,6 +118,8 @@ def prune(
               Runtime's CPU convolutions run fast on here, 16 with AVX-512 else 8; 1 = off);
             - ``truncate``: cut the network where later layers add less than ``delta`` validation
               accuracy; ``target`` still counts from the original model;
+            - ``iterative_steps`` with ``remeasure``: prune in that many equal steps and measure the
+              pruned model anew between them (needs a measured criterion or allocation);
             - ``drop_blocks``: drop single residual blocks (identity shortcut) while the model stays
               within ``delta`` of the full model's validation accuracy (after any cut);
             - ``afcc``: keep only classifier weights inside each filter's clusters (after fine-tuning);
@@ -167,7 +169,8 @@ def prune(
         "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": cfg.seed, "round_to": round_to,
         **({"latency_batch": cfg.latency_batch} if cfg.metric == "latency" else {}), "target": cfg.target, "metric": cfg.metric,
         "criterion": cfg.criterion, "allocation": cfg.allocation, "truncate": cfg.truncate,
-        **({"cut": cfg.cut} if cfg.truncate else {}), **({"drop_blocks": True} if cfg.drop_blocks else {}), "afcc": cfg.afcc,
+        **({"cut": cfg.cut} if cfg.truncate else {}), **({"drop_blocks": True} if cfg.drop_blocks else {}),
+        **({"iterative_steps": cfg.iterative_steps, "remeasure": True} if cfg.remeasure else {}), "afcc": cfg.afcc,
         "finetune_epochs": cfg.finetune.epochs, "finetune_fraction": cfg.finetune.fraction})
 
     if resume and ckpt and ckpt.is_file():
@@ -178,10 +181,10 @@ def prune(
         report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
         needed = cfg.criterion in MEASURED_CRITERIA or cfg.allocation in MEASURED_ALLOCATIONS or cfg.truncate
-        measurement, report.measurement = measure_if_needed(
-            original, measurement, needed=needed, dataset=dataset,
-            options=dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed, device=cfg.device),
-            progress=progress)
+        measure_options = dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed,
+                                              device=cfg.device)
+        measurement, report.measurement = measure_if_needed(original, measurement, needed=needed, dataset=dataset,
+                                                            options=measure_options, progress=progress)
         base = original
         if cfg.truncate:
             base, measurement, report.truncation = truncate_stage(original, measurement, full_val_accuracy=report.before["val_accuracy"],
@@ -191,10 +194,14 @@ def prune(
             base, measurement, report.blocks = drop_stage(base, measurement, original=original,
                                                           full_val_accuracy=report.before["val_accuracy"], delta=cfg.delta,
                                                           splits=splits, device=cfg.device, metric=cfg.metric)
+        remeasure = None
+        if cfg.remeasure:
+            def remeasure(model, previous):
+                return measure(model, dataset, remeasure_options(previous, measure_options), progress=progress)
         pruned, history, report.search, left = prune_stage(
             original, base, measurement, target=cfg.target, metric=cfg.metric, criterion=cfg.criterion, allocation=cfg.allocation,
             group_reduction=cfg.group_reduction, round_to=round_to, iterative_steps=cfg.iterative_steps,
-            latency_batch=cfg.latency_batch, splits=splits, seed=cfg.seed, progress=progress)
+            latency_batch=cfg.latency_batch, splits=splits, seed=cfg.seed, remeasure=remeasure, progress=progress)
         if report.truncation and base is not original:
             report.truncation["target_left_for_channels"] = max(0.0, left)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
@@ -259,6 +266,14 @@ def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, need
     expanded = expanded_by_default(model) if options.expanded is None else options.expanded
     made = measure(model, dataset, dataclasses.replace(options, label_sweep=None, expanded=expanded), progress=progress)
     return made, {"made_here": True, "options": made.meta["options"]}
+
+
+def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureConfig:
+    """The options of ``previous`` (its points, pool, θ, heads), on prune's data, split and seed: a re-measurement like it."""
+    o = previous.meta["options"]
+    return dataclasses.replace(options, points=",".join(p["name"] for p in previous.points), pool=o["pool"], threshold=o["threshold"],
+                               head_epochs=o["head_epochs"], head_lr=o["head_lr"], head_batch_size=o["head_batch_size"],
+                               fields_split=o["fields_split"], label_sweep=None, label_seed=None, expanded=None)
 
 
 def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accuracy: float, delta: float, splits: Splits,
@@ -340,18 +355,30 @@ def budget_cut(rows: list[dict], target: float, metric: str) -> str | None:
 
 def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement | None, *, target: float, metric: str, criterion: str,
                 allocation: str, group_reduction: str, round_to: int | None, iterative_steps: int, latency_batch: int,
-                splits: Splits, seed: int, progress=None) -> tuple[nn.Module, list, dict, float]:
+                splits: Splits, seed: int, remeasure=None, progress=None) -> tuple[nn.Module, list, dict, float]:
     """Prune ``base`` so that ``target`` counts from ``original`` (what a cut removed is not removed twice).
+
+    With ``remeasure`` (a function ``(model, measurement) -> Measurement``) the ``iterative_steps``
+    each remove an equal share; between steps the pruned model is measured anew and the next step's
+    allocation and scores read that measurement. Otherwise torch-pruning's own iterative steps run
+    on the one measurement.
 
     Returns ``(pruned, pruning history, search report, what the cut left for channels)``.
     """
-    alloc = Allocation(allocation, [p["name"] for p in measurement.points] if measurement else None,
-                       measurement.val_accuracies() if measurement else None, splits.num_classes,
-                       snrs=[p["snr"] for p in measurement.points] if measurement else None)
     gradient_batches = None
     if criterion in NEEDS_GRADIENTS:
         loader = make_loader(splits.plain, batch_size=64, shuffle=True, seed=seed)
         gradient_batches = [batch for batch, _ in zip(loader, range(4))]
+    reduction = {"group_reduction": group_reduction} if criterion in MEASURED_CRITERIA else {}
+
+    def to_target(model: nn.Module, m: Measurement | None, step_target: float, steps: int, meter=None):
+        alloc = Allocation(allocation, [p["name"] for p in m.points] if m else None, m.val_accuracies() if m else None,
+                           splits.num_classes, snrs=[p["snr"] for p in m.points] if m else None)
+        return prune_to_target(
+            model, lambda pm: build_importance(criterion, model=pm, measurement=m, seed=seed, **reduction),
+            target=step_target, metric=metric, allocation=alloc, round_to=None if round_to == 1 else round_to,
+            iterative_steps=steps, gradient_batches=gradient_batches, latency=meter, progress=progress)
+
     meter = LatencyMeter(base, batch=latency_batch) if metric == "latency" else None
     try:
         if meter and base is not original:
@@ -366,17 +393,40 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
         if base_target <= TOLERANCE:
             return base, [], {"ratio": 0.0, "removed": 1 - cut_kept, "trials": 0, "fallback_groups": [],
                               "note": "truncation alone (or with dropped blocks) meets the target; no channel pruned"}, base_target
-        reduction = {"group_reduction": group_reduction} if criterion in MEASURED_CRITERIA else {}
-        outcome = prune_to_target(
-            base, lambda m: build_importance(criterion, model=m, measurement=measurement, seed=seed, **reduction),
-            target=base_target, metric=metric, allocation=alloc, round_to=None if round_to == 1 else round_to,
-            iterative_steps=iterative_steps, gradient_batches=gradient_batches, latency=meter, progress=progress)
+        if remeasure is None:
+            outcome = to_target(base, measurement, base_target, iterative_steps, meter)
+            steps = None
+        else:
+            outcome, steps = remeasured_steps(base, measurement, to_target, remeasure, base_target=base_target, metric=metric,
+                                              steps=iterative_steps)
     finally:
         if meter:
             meter.close()
     search = {"ratio": outcome.ratio, "removed": 1 - (1 - outcome.removed) * cut_kept, "trials": outcome.trials,
-              "fallback_groups": outcome.fallback_groups}
+              "fallback_groups": outcome.fallback_groups, **({"remeasured_steps": steps} if steps else {})}
     return outcome.model, outcome.history, search, base_target
+
+
+def remeasured_steps(base: nn.Module, measurement: Measurement, to_target, remeasure, *, base_target: float, metric: str,
+                     steps: int) -> tuple[PruneOutcome, list[dict]]:
+    """``steps`` prunings of ``base``, each to ``base_target * step / steps`` of its prunable ``metric``, re-measuring between them."""
+    total = prunable_base(base, metric)
+    model, history, fallback, trials, rows = base, [], set(), 0, []
+    for step in range(1, steps + 1):
+        if step > 1:
+            t0 = time.perf_counter()
+            measurement = remeasure(model, measurement)
+            rows[-1]["remeasure_s"] = time.perf_counter() - t0
+        goal = 1 - base_target * step / steps  # kept fraction of base after this step
+        outcome = to_target(model, measurement, 1 - goal * total / prunable_base(model, metric), 1)
+        model, trials = outcome.model, trials + outcome.trials
+        history += outcome.history
+        fallback.update(outcome.fallback_groups)
+        rows.append({"step": step, "ratio": outcome.ratio, "removed": 1 - prunable_base(model, metric) / total,
+                     "filters": [p["n_filters"] for p in measurement.points], "val_accuracies": measurement.val_accuracies()})
+    removed = 1 - prunable_base(model, metric) / total
+    return PruneOutcome(model=model, ratio=outcome.ratio, removed=removed, history=history, fallback_groups=sorted(fallback),
+                        trials=trials), rows
 
 
 def fine_tune(model: nn.Module, splits: Splits, cfg: FineTuneConfig, *, batch_size: int, seed: int, device: str, amp: bool,

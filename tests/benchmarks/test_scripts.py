@@ -87,3 +87,12 @@ def test_reproduce_trends_repeats_the_sweep_over_random_label_draws(measured, tm
     stamp = [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("draw_*.json"))]
     assert script("reproduce_trends").main(args) == 0
     assert [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("draw_*.json"))] == stamp, "a rerun reuses finished draws"
+
+
+def test_arm_suffixes_combine_into_prune_options():
+    split_arm = script("saliency_compare").split_arm
+    assert split_arm("uniform") == ("uniform", {})
+    assert split_arm("uniform+depth") == ("uniform", {"truncate": True, "cut": "budget"})
+    assert split_arm("measured+truncate+remeasure") == ("measured", {"truncate": True, "cut": "measured", "iterative_steps": 2,
+                                                                     "remeasure": True})
+    assert split_arm("gain-per-mac+drop") == ("gain-per-mac", {"drop_blocks": True})

@@ -94,6 +94,7 @@ def section(folder: Path, readme: Path) -> str:
                         ("saliency_eff", "MACs removed, EfficientNet-B0 (before the validation split)")):
         out += saliency_section(folder / name, rel, title)
     out += truncation_section(folder)
+    out += blocks_section(folder)
     out += trends_section(folder / "trends_draws" if (folder / "trends_draws" / "trends.md").exists() else folder / "trends", rel)
     out += search_section(folder / "search", rel)
     if (folder / "search_compare" / "table.md").exists():
@@ -201,6 +202,30 @@ def truncation_section(folder: Path) -> list[str]:
                        f"{c['params']:,} | {c['macs']:,} |" if c.get("cuttable") else
                        f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | {100 * c['adds_after']:+.2f} pts | "
                        f"{'yes' if c['eligible'] else 'no'} | no | - | - |")
+        out.append("")
+    return out
+
+
+def blocks_section(folder: Path) -> list[str]:
+    """Every droppable residual block of ``blocks_*.json`` (prune reports made with --drop-blocks), graded alone,
+    and the dropped set's accuracy right after dropping, after pruning the channels and after fine-tuning."""
+    out = []
+    for path in sorted(folder.glob("blocks_*.json")):
+        r = load(path)
+        b, before = r["blocks"], r["before"]
+        dropped = ", ".join(b["dropped"]) or "none"
+        after_drop = (f"test accuracy right after dropping {b['accuracy_after_drop']:.4f} ({b['params']:,} params, {b['macs']:,} MACs), "
+                      if b["dropped"] else "")
+        out += [f"### Dropping residual blocks: {path.stem.removeprefix('blocks_')} (`prune-snr prune --drop-blocks --target {r['target']} "
+                f"--metric {r['metric']} --criterion {r['criterion']} --allocation {r['allocation']}`)",
+                f"Full model: test {before['accuracy']:.4f}, validation {before['val_accuracy']:.4f}, {before['params']:,} params, "
+                f"{before['macs']:,} MACs; δ = {b['delta']}. Dropped: **{dropped}**; {after_drop}after pruning the channels "
+                f"{r['pruned_before_finetune']['accuracy']:.4f}, after {r['finetune_epochs']} fine-tuning epoch(s) **{r['after']['accuracy']:.4f}** "
+                f"({r['after']['params']:,} params, {r['after']['macs']:,} MACs).", "",
+                "| block dropped alone | val acc | test acc | costs (val) | params | MACs | dropped |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for c in b["candidates"]:
+            out.append(f"| {c['block']} | {c['val_accuracy']:.4f} | {c['accuracy']:.4f} | {100 * (before['val_accuracy'] - c['val_accuracy']):+.2f} pts | "
+                       f"{c['params']:,} | {c['macs']:,} | {'yes' if c['block'] in b['dropped'] else 'no'} |")
         out.append("")
     return out
 

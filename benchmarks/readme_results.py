@@ -87,6 +87,8 @@ def section(folder: Path, readme: Path) -> str:
                        f"{r['before']['macs']:,} → {r['after']['macs']:,} | {r['finetune_epochs']} epochs |")
         out.append("")
     for name, title in (("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
+                        ("fair_macs_3070", "fair cells, 30 % and 70 % of MACs removed, VGG-16 w/4"),
+                        ("fair_params", "fair cells, parameters removed, VGG-16 w/4"),
                         ("fair_macs_5ep", "fair cells with 5 fine-tuning epochs"),
                         ("fair_macs_eff", "fair cells, MACs removed, EfficientNet-B0 (8-epoch recipe)"),
                         ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),

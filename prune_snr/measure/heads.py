@@ -25,9 +25,12 @@ from torch.nn import functional as F
 
 from ..progress import track
 
-ROWS_PER_CHUNK = 8192
-#: Bytes held per feature value of a chunk: the float32 gather plus its standardized copy.
-BYTES_PER_VALUE = 8
+ROWS_PER_CHUNK = 8192  # rows per read of one point (statistics, class means)
+#: Bytes per feature value of a chunk: the float32 matrix the rows are standardized in, in place.
+BYTES_PER_VALUE = 4
+#: Bytes per value of the widest point, read before it is copied in (its rows as cached, then as float32).
+BYTES_PER_READ_VALUE = 8
+MIN_CHUNK_BYTES = 64 << 20
 
 
 def default_memory_budget() -> int:
@@ -36,6 +39,32 @@ def default_memory_budget() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (ValueError, OSError, AttributeError):
         return 4 << 30
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc/self/statm``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def chunk_budget(process_budget: int) -> int:
+    """Bytes a chunk may take so that the process stays within ``process_budget``: what it does not already hold."""
+    return max(process_budget - resident_bytes(), MIN_CHUNK_BYTES)
+
+
+def chunk_rows(widths: list[int], *, batch_size: int, budget: int) -> int:
+    """Rows per chunk so that the chunk (all ``widths`` side by side) and the read of its widest point fit ``budget``:
+    a whole number of mini-batches, at least one.
+
+    Example:
+        >>> chunk_rows([100, 300], batch_size=10, budget=100 * (400 * BYTES_PER_VALUE + 300 * BYTES_PER_READ_VALUE))
+        100
+    """
+    per_row = sum(widths) * BYTES_PER_VALUE + max(widths) * BYTES_PER_READ_VALUE
+    return max(batch_size, budget // per_row // batch_size * batch_size)
 
 
 @dataclass
@@ -55,13 +84,14 @@ class Head:
     accuracies: dict[str, float] = field(default_factory=dict)  # evaluation set name -> accuracy
 
 
-def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
-    """Gather rows as a float32 tensor, in the order of ``index``.
+def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> None:
+    """Copy rows ``index`` of ``features`` (flattened) into the float32 matrix ``out``, in the order of ``index``.
 
-    From a memory-mapped cache the rows are read with ``preadv`` into the result (sorted, so the
-    file is read forward, one call per run of adjacent rows) instead of through the mapping:
-    touching scattered rows of a mapping faults whole neighbourhoods of pages into the process,
-    so its resident memory would grow to the size of the cache.
+    From a memory-mapped cache the rows are read with ``preadv`` (sorted, so the file is read
+    forward, one call per run of adjacent rows) instead of through the mapping: touching scattered
+    rows of a mapping faults whole neighbourhoods of pages into the process, so its resident memory
+    would grow to the size of the cache. ``out`` may be a column block of a wider matrix: the rows
+    land in place, with no second copy of the chunk.
     """
     order = np.argsort(index, kind="stable")
     wanted = index[order]
@@ -69,9 +99,14 @@ def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
         rows = _read_rows(features, wanted)
     else:
         rows = np.asarray(features[wanted])
-    out = np.empty((len(index), *features.shape[1:]), dtype=np.float32)
-    out[order] = rows
-    return torch.from_numpy(out)
+    out.index_copy_(0, torch.from_numpy(order), torch.from_numpy(rows.reshape(len(wanted), -1)).float())
+
+
+def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    """Rows ``index`` of ``features`` as a float32 tensor of their cached shape."""
+    out = torch.empty(len(index), int(np.prod(features.shape[1:])))
+    _gather_into(out, features, index)
+    return out.view(len(index), *features.shape[1:])
 
 
 def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
@@ -133,14 +168,18 @@ def plan_groups(dims: dict[str, int], *, batch_size: int, memory_budget: int) ->
 
 
 def _standardized(rows: Rows, names: list[str], stats: dict, positions: np.ndarray | slice = slice(None)) -> torch.Tensor:
-    """Rows ``rows.index[positions]`` of the points ``names``, standardized side by side: ``n x sum(C*K)``."""
+    """Rows ``rows.index[positions]`` of the points ``names``, standardized side by side: ``n x sum(C*K)``,
+    filled in place one point at a time (one float32 matrix, no concatenated copy)."""
     index = rows.index[positions]
-    blocks = []
-    for n in names:
-        x = _rows(rows.features[n], index).flatten(1)
-        x.sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
-        blocks.append(x)
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+    widths = [int(np.prod(rows.features[n].shape[1:])) for n in names]
+    out = torch.empty(len(index), sum(widths))
+    lo = 0
+    for n, d in zip(names, widths):
+        block = out[:, lo:lo + d]
+        _gather_into(block, rows.features[n], index)
+        block.sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
+        lo += d
+    return out
 
 
 def train_heads(
@@ -162,7 +201,8 @@ def train_heads(
     Args:
         train: the training rows (features of every point, row index, labels in 0..L-1).
         evaluate: named evaluation rows, e.g. ``{"val": ..., "test": ...}``.
-        memory_budget: bytes one chunk of standardized rows may take (default: a quarter of RAM).
+        memory_budget: bytes one chunk of rows may take, read and standardized (default: a quarter
+            of RAM less what the process already holds; :func:`chunk_budget`).
 
     Returns:
         ``{point: Head}`` with raw-scale weights ``L x C x K`` and one accuracy per evaluation set.
@@ -175,15 +215,14 @@ def train_heads(
         True
     """
     names = list(train.features)
-    budget = memory_budget or default_memory_budget()
     stats = {n: feature_stats(train.features[n], train.index) for n in names}
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
     steps_per_epoch = max(1, len(train.index) // batch_size)
     used = min(len(train.index), steps_per_epoch * batch_size)
     heads: dict[str, Head] = {}
+    budget = memory_budget or chunk_budget(default_memory_budget())
     for group in plan_groups(dims, batch_size=batch_size, memory_budget=budget):
-        width = sum(dims[n] for n in group)
-        chunk = max(batch_size, budget // (BYTES_PER_VALUE * width) // batch_size * batch_size)
+        chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
         offsets = np.concatenate([[0], np.cumsum([dims[n] for n in group])])
         weights = [torch.zeros(num_classes, dims[n], device=device, requires_grad=True) for n in group]
         biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in group]
@@ -210,8 +249,8 @@ def train_heads(
             scored = {"train": train, **evaluate}
             correct = {key: [0] * len(group) for key in scored}
             for key, rows in scored.items():
-                for start in range(0, len(rows.index), ROWS_PER_CHUNK):
-                    positions = slice(start, start + ROWS_PER_CHUNK)
+                for start in range(0, len(rows.index), chunk):
+                    positions = slice(start, start + chunk)
                     x = _standardized(rows, group, stats, positions).to(device)
                     y = rows.targets[positions]
                     for i, (w, bias, lo, hi) in enumerate(zip(weights, biases, offsets[:-1], offsets[1:])):

@@ -19,7 +19,7 @@ from ..models import resolve_points
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, extract
 from .fields import field_matrices
-from .heads import Rows, class_means, train_heads
+from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
 from .result import Measurement, point_record, test_figures
 
 def _default_cache() -> Path:
@@ -63,7 +63,8 @@ def measure(
         val_fraction: seeded, label-stratified fraction of the training split held out of the
             heads for decisions (:func:`prune_snr.data.validation_split`).
         cache_dtype: ``float32`` or ``float16`` features on disk.
-        memory_budget: GiB the heads may hold at once (default: a quarter of the RAM).
+        memory_budget: GiB the process may hold while the heads train (default: a quarter of the
+            RAM); their chunks of rows get what it does not already hold.
         expanded: EfficientNet: also measure each MBConv's depthwise output.
         cache_dir: where features are cached (default ``~/.cache/prune-snr/features``).
 
@@ -116,7 +117,7 @@ def measure(
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
 
     rest_rows, val_rows = validation_split(train_y, val_fraction)
-    budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else None
+    process_budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
 
     def run(labels: list[int] | None, description: str):
         """Heads and field matrices on a label subset (None = all labels)."""
@@ -134,7 +135,7 @@ def measure(
         if len(val_rows):
             scored["val"] = rows(train_x, train_y, val_rows)
         heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
-                            seed=seed, device=device_t, memory_budget=budget, progress=progress, description=description)
+                            seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress, description=description)
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
         records, fields = [], {}
         for n in names:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prune_snr.measure.fields import field_matrices
-from prune_snr.measure.heads import BYTES_PER_VALUE, Rows, class_means, plan_groups, train_heads
+from prune_snr.measure.heads import BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Rows, chunk_rows, class_means, plan_groups, train_heads
 
 
 def cached_features(tmp_path, n=600, dtype=np.float32):
@@ -31,8 +31,11 @@ def run(features, y, budget, epochs=4):
 def test_a_small_memory_budget_gives_the_heads_of_the_in_memory_path(tmp_path):
     features, y = cached_features(tmp_path)
     whole = run(features, y, budget=1 << 30)                     # one chunk holds every row
-    chunked = run(features, y, budget=32 * 18 * BYTES_PER_VALUE * 4 * 3)  # 3 mini-batches per chunk
-    grouped = run(features, y, budget=32 * 16 * BYTES_PER_VALUE * 4)     # one point per group
+    small, tiny = 3 * 32 * (72 * BYTES_PER_VALUE + 32 * BYTES_PER_READ_VALUE), 32 * 40 * BYTES_PER_VALUE
+    widths = {"p0": 16, "p1": 32, "p2": 24}
+    assert chunk_rows(list(widths.values()), batch_size=32, budget=small) == 96  # 3 mini-batches per chunk
+    assert plan_groups(widths, batch_size=32, memory_budget=tiny) == [["p0"], ["p1"], ["p2"]]  # one point per group
+    chunked, grouped = run(features, y, budget=small), run(features, y, budget=tiny)
     for name in features:
         for other in (chunked, grouped):
             assert torch.allclose(whole[name].weight, other[name].weight, rtol=1e-5, atol=1e-6), name

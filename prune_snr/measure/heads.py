@@ -234,6 +234,7 @@ def train_heads(
             perm = torch.randperm(len(train.index), generator=g)[:used].numpy()
             for start in range(0, used, chunk):
                 positions = perm[start:start + chunk]
+                x_chunk = x = None  # a mini-batch view keeps its whole chunk alive: free it before the next is read
                 x_chunk = _standardized(train, group, stats, positions).to(device)
                 y_chunk = train.targets[positions].to(device)
                 for b in range(0, len(positions), batch_size):
@@ -244,13 +245,14 @@ def train_heads(
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
-                del x_chunk
+            x_chunk = x = None
         with torch.no_grad():
             scored = {"train": train, **evaluate}
             correct = {key: [0] * len(group) for key in scored}
             for key, rows in scored.items():
                 for start in range(0, len(rows.index), chunk):
                     positions = slice(start, start + chunk)
+                    x = None
                     x = _standardized(rows, group, stats, positions).to(device)
                     y = rows.targets[positions]
                     for i, (w, bias, lo, hi) in enumerate(zip(weights, biases, offsets[:-1], offsets[1:])):

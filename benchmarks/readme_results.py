@@ -74,6 +74,17 @@ def section(folder: Path, readme: Path) -> str:
             out.append(f"| {r['rows']:,} | {r['cache_bytes'] / 2**30:.2f} GiB | {r['peak_rss_mb']:.0f} MB | {r['heads_s']:.1f} s | "
                        f"{r['us_per_row_per_epoch']:.2f} | {r['fields_s']:.1f} s | {r['sequential_read_s']:.2f} s | {r['heads_over_read']:.1f} |")
         out.append("")
+    for path in sorted(folder.glob("measure_run_*.json")):  # a whole measurement's own figures: wall time, peak RSS vs budget
+        r = load(path)
+        t, o, sizes = r["timings"], r["options"], r["split_sizes"]
+        budget = o.get("memory_budget_gib")
+        value_bytes = 2 if o.get("cache_dtype") == "float16" else 4
+        cache_gib = sum(p["n_filters"] for p in r["points"]) * o["pool"] ** 2 * value_bytes * sum(sizes.values()) / 2**30
+        out += [f"### Measurement run: {path.stem.removeprefix('measure_run_')} (`prune-snr measure`, fresh feature cache)",
+                f"{r['model']} on {r['dataset']}, {len(o['points'])} points, p = {o['pool']}, {o['head_epochs']} head epoch(s), "
+                f"{sizes['train'] + sizes['val'] + sizes['test']:,} images: wall {t['total_s']:.0f} s (features {t['features_train_s'] + t['features_test_s']:.0f} s, "
+                f"heads + fields {t['heads_and_fields_s']:.0f} s), **peak RSS {t['peak_rss_mb']:,.0f} MB** against a memory budget of "
+                + (f"{budget} GiB" if budget else "a quarter of the RAM (default)") + f"; feature cache {cache_gib:.1f} GiB.", ""]
     reports = sorted(folder.glob("prune_*.json"))
     if reports:
         out += ["### Pruning to 50 % of the parameters (`prune-snr prune --target 0.5`)",

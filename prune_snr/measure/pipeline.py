@@ -175,7 +175,7 @@ def measure(
         "device": str(device_t),
         "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "fields_split": fields_split, "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "cache_dtype": cfg.cache_dtype, "memory_budget_gib": cfg.memory_budget,
+                    "val_fraction": val_fraction, "cache_dtype": cfg.cache_dtype, "memory_budget_gib": round(process_budget / 2**30, 3),
                     "head_bias_in_fields": False},
         "timings": timings,
         "feature_cache": str(cache_root / key),

@@ -47,6 +47,8 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     assert {(r["allocation"], r["criterion"]) for r in rows} == {("uniform", "l1"), ("uniform", "snr"), ("measured", "l1"),
                                                                  ("measured", "snr")}
     script("reproduce_trends").main([str(checkpoint), "--measurement", str(folder), "--out", str(results / "trends")])
+    run = json.loads((folder / "measurement.json").read_text())
+    (results / "measure_run_tiny.json").write_text(json.dumps(run))
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- results:start -->\nstale\n<!-- results:end -->\n")
     assert script("readme_results").main([str(results), str(readme)]) == 0
@@ -54,6 +56,7 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     assert "stale" not in text and "measurement-driven" in text and "before fine-tuning" in text and "paper's trends" in text
     best = max(r["after"] for r in rows)
     assert f"{best:.4f}" in text
+    assert f"**peak RSS {run['timings']['peak_rss_mb']:,.0f} MB** against a memory budget of {run['options']['memory_budget_gib']} GiB" in text
 
 
 def test_search_compare_scores_both_arms_fronts_by_hypervolume(measured, tmp_path):

@@ -219,3 +219,16 @@ def test_remeasure_without_steps_or_without_a_measured_choice_is_one_line(overri
 
     with pytest.raises(ConfigError, match=message):
         resolve(PruneConfig, overrides=overrides)
+
+
+def test_truncation_under_a_latency_budget_sizes_its_candidates_by_macs(vgg_measured):
+    import copy
+
+    from prune_snr.prune import prune
+
+    model, result = vgg_measured
+    _, report = prune(copy.deepcopy(model), "synthetic", target=0.3, metric="latency", criterion="l1", truncate=True, round_to=1,
+                      measurement=result, finetune_epochs=0, device="cpu")
+    t = report["truncation"]
+    assert t["kept_of"] == "macs" and all(0 < c["kept"] <= 1 for c in t["candidates"] if c["cuttable"])
+    assert report["latency"]["batch_32"]["fraction"] < 1

@@ -17,6 +17,7 @@ it equals training all heads together on one in-memory matrix.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,8 +52,14 @@ def resident_bytes() -> int:
 
 
 def chunk_budget(process_budget: int) -> int:
-    """Bytes a chunk may take so that the process stays within ``process_budget``: what it does not already hold."""
-    return max(process_budget - resident_bytes(), MIN_CHUNK_BYTES)
+    """Bytes a chunk may take so that the process stays within ``process_budget``: what it does not already hold
+    (at least ``MIN_CHUNK_BYTES``, with a warning when the process already holds the whole budget)."""
+    held = resident_bytes()
+    if process_budget - held < MIN_CHUNK_BYTES:
+        warnings.warn(f"--memory-budget {process_budget / 2**30:.2f} GiB: this process already holds {held / 2**30:.2f} GiB; "
+                      f"the heads read {MIN_CHUNK_BYTES >> 20} MiB chunks and the peak will exceed the budget. Give a larger budget.",
+                      stacklevel=2)
+    return max(process_budget - held, MIN_CHUNK_BYTES)
 
 
 def chunk_rows(widths: list[int], *, batch_size: int, budget: int) -> int:

@@ -61,3 +61,12 @@ def test_a_float16_cache_gives_fields_within_a_thousandth(tmp_path):
         Mb = field_matrices(class_means(half[name], rows, targets, 5), b[name].weight)
         assert torch.allclose(Ma, Mb, rtol=1e-3, atol=1e-3 * Ma.abs().max().item()), name
         assert a[name].accuracies["val"] == pytest.approx(b[name].accuracies["val"], abs=0.02)
+
+
+def test_a_budget_the_process_already_exceeds_warns_and_still_reads_bounded_chunks():
+    from prune_snr.measure.heads import MIN_CHUNK_BYTES, chunk_budget, resident_bytes
+
+    assert resident_bytes() > 0
+    with pytest.warns(UserWarning, match="already holds"):
+        assert chunk_budget(1 << 20) == MIN_CHUNK_BYTES
+    assert chunk_budget(resident_bytes() + (1 << 33)) > (1 << 32)

@@ -13,6 +13,7 @@ cut, SNR) read the validation split only. Arms (``--allocations``):
   what remains with allocation NAME;
 - ``NAME+depth``: the depth baseline: cut after the deepest point whose cut alone meets the
   budget (reads no accuracy);
+- ``NAME+deeper``: the deeper of the measured and the budget-only cut;
 - ``NAME+remeasure``: prune in 2 equal steps, measuring the pruned model anew between them
   (its measurement time is in the cell's seconds);
 - ``NAME+drop``: drop residual blocks that cost < ``--delta`` validation accuracy first.
@@ -51,6 +52,7 @@ from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCAT
 
 #: arm suffix -> the prune options it adds
 ARM_SUFFIXES = {"+truncate": {"truncate": True, "cut": "measured"}, "+depth": {"truncate": True, "cut": "budget"},
+                "+deeper": {"truncate": True, "cut": "deeper"},
                 "+remeasure": {"iterative_steps": 2, "remeasure": True}, "+drop": {"drop_blocks": True}}
 
 
@@ -71,7 +73,7 @@ def split_arm(arm: str) -> tuple[str, dict]:
 
 def measurement_driven(allocation: str, criterion: str) -> bool:
     base, options = split_arm(allocation)
-    return base in MEASUREMENT_DRIVEN_ALLOCATIONS or options.get("cut") == "measured" or criterion.startswith("snr")
+    return base in MEASUREMENT_DRIVEN_ALLOCATIONS or options.get("cut") in ("measured", "deeper") or criterion.startswith("snr")
 
 
 def baseline(allocation: str, criterion: str) -> bool:

@@ -281,8 +281,9 @@ def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accur
                    ) -> tuple[nn.Module, Measurement, dict]:
     """Cut ``model`` and report every candidate: with ``cut="measured"`` after the earliest cuttable point
     within ``delta`` of the full model on validation; with ``cut="budget"`` after the deepest cuttable
-    point whose cut alone removes ``target`` of ``metric`` (no accuracy read: the depth baseline).
-    Either way the cut point's measured head is the classifier."""
+    point whose cut alone removes ``target`` of ``metric`` (no accuracy read: the depth baseline);
+    with ``cut="deeper"`` the deeper of the two (:func:`pick_cut`). The cut point's measured head is
+    the classifier."""
     rows = candidates(measurement, full_val_accuracy, delta)
     sized = size_metric(metric)
     cuts = {}
@@ -293,7 +294,7 @@ def truncate_stage(model: nn.Module, measurement: Measurement, *, full_val_accur
             row.update(count(cuts[row["point"]]))
             row["kept"] = prunable_base(cuts[row["point"]], sized) / prunable_base(model, sized)
     report = {"delta": delta, "cut": cut, "kept_of": sized, "candidates": rows}
-    cut = choose_cut(rows, model) if cut == "measured" else budget_cut(rows, target, metric)
+    cut = pick_cut(rows, model, cut, target=target, metric=metric)
     report["cut_after"] = cut
     if not cut:
         return model, measurement, report
@@ -345,6 +346,23 @@ def drop_stage(model: nn.Module, measurement: Measurement | None, *, original: n
 def size_metric(metric: str) -> str:
     """What a candidate's ``kept`` counts: the budget's metric, or MACs for a latency budget (timing every candidate costs too much)."""
     return "macs" if metric == "latency" else metric
+
+
+def pick_cut(rows: list[dict], model: nn.Module, rule: str, *, target: float | None, metric: str) -> str | None:
+    """The cut point of ``rule`` (a row of :data:`prune_snr.choices.CUTS`), or None for no cut.
+
+    ``deeper`` takes the measured cut unless the budget's own cut lies deeper: cutting shallower
+    than the budget needs drops layers the budget could have kept (under a latency target, whose
+    cuts are not counted, it is the measured cut).
+    """
+    measured = choose_cut(rows, model) if rule in ("measured", "deeper") else None
+    if rule == "measured" or (rule == "deeper" and (metric == "latency" or measured is None)):
+        return measured
+    budget = budget_cut(rows, target, metric)
+    if rule == "budget" or budget is None:
+        return budget if rule == "budget" else measured
+    order = [r["point"] for r in rows]
+    return max(measured, budget, key=order.index)
 
 
 def budget_cut(rows: list[dict], target: float, metric: str) -> str | None:

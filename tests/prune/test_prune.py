@@ -232,3 +232,15 @@ def test_truncation_under_a_latency_budget_sizes_its_candidates_by_macs(vgg_meas
     t = report["truncation"]
     assert t["kept_of"] == "macs" and all(0 < c["kept"] <= 1 for c in t["candidates"] if c["cuttable"])
     assert report["latency"]["batch_32"]["fraction"] < 1
+
+
+@pytest.mark.parametrize("eligible_from,expected", [(1, "p3"), (4, "p4"), (6, None)])
+def test_the_deeper_cut_is_the_measured_one_unless_the_budget_allows_a_deeper_one(eligible_from, expected):
+    from prune_snr.prune.pipeline import pick_cut
+
+    kept = [0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0]  # what a cut after each point keeps; p3 is the deepest meeting a 50 % target
+    rows = [{"point": f"p{i}", "eligible": i >= eligible_from, "cuttable": True, "kept": k} for i, k in enumerate(kept)]
+    assert pick_cut(rows, None, "budget", target=0.5, metric="macs") == "p3"
+    assert pick_cut(rows, None, "measured", target=0.5, metric="macs") == (f"p{eligible_from}" if eligible_from < 6 else None)
+    assert pick_cut(rows, None, "deeper", target=0.5, metric="macs") == expected
+    assert pick_cut(rows, None, "deeper", target=0.5, metric="latency") == pick_cut(rows, None, "measured", target=0.5, metric="latency")

@@ -99,7 +99,7 @@ CUTS = Choices("--cut", {
     "measured": "after the earliest point whose validation head accuracy is within --delta of the full model's",
     "budget": "after the deepest point whose cut alone meets --target, reading no accuracy (the depth baseline)",
     "deeper": "the deeper of the two: the measured cut, but never shallower than the budget needs (a params/MACs target)",
-}, default="measured")
+}, default="deeper")
 
 SPACES = Choices("--space", {
     "full": "every criterion, allocation, θ, truncation and AFCC",

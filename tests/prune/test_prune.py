@@ -129,7 +129,7 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
     # more than the target; conv12: channels must be pruned for the rest).
     names = [p["name"] for p in result.points]
     points = [{**p, "val_accuracy": p["val_accuracy"] if i >= names.index(useful_from) else 0.1} for i, p in enumerate(result.points)]
-    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate=True, round_to=1,
+    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate=True, cut="measured", round_to=1,
                            measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")
     actually_removed = 1 - prunable_base(pruned, "params") / prunable_base(model, "params")
     assert report["truncation"]["cut_after"] == useful_from

@@ -79,10 +79,11 @@ def section(folder: Path, readme: Path) -> str:
         t, o, sizes = r["timings"], r["options"], r["split_sizes"]
         budget = o.get("memory_budget_gib")
         value_bytes = 2 if o.get("cache_dtype") == "float16" else 4
-        cache_gib = sum(p["n_filters"] for p in r["points"]) * o["pool"] ** 2 * value_bytes * sum(sizes.values()) / 2**30
+        images = sum(sizes.values())
+        cache_gib = sum(p["n_filters"] for p in r["points"]) * o["pool"] ** 2 * value_bytes * images / 2**30
         out += [f"### Measurement run: {path.stem.removeprefix('measure_run_')} (`prune-snr measure`, fresh feature cache)",
                 f"{r['model']} on {r['dataset']}, {len(o['points'])} points, p = {o['pool']}, {o['head_epochs']} head epoch(s), "
-                f"{sizes['train'] + sizes['val'] + sizes['test']:,} images: wall {t['total_s']:.0f} s (features {t['features_train_s'] + t['features_test_s']:.0f} s, "
+                f"{images:,} images: wall {t['total_s']:.0f} s (features {t['features_train_s'] + t['features_test_s']:.0f} s, "
                 f"heads + fields {t['heads_and_fields_s']:.0f} s), **peak RSS {t['peak_rss_mb']:,.0f} MB** against a memory budget of "
                 + (f"{budget} GiB" if budget else "a quarter of the RAM (default)") + f"; feature cache {cache_gib:.1f} GiB.", ""]
     reports = sorted(folder.glob("prune_*.json"))

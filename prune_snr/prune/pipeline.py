@@ -355,14 +355,14 @@ def pick_cut(rows: list[dict], model: nn.Module, rule: str, *, target: float | N
     than the budget needs drops layers the budget could have kept (under a latency target, whose
     cuts are not counted, it is the measured cut).
     """
-    measured = choose_cut(rows, model) if rule in ("measured", "deeper") else None
-    if rule == "measured" or (rule == "deeper" and (metric == "latency" or measured is None)):
+    if rule == "budget":
+        return budget_cut(rows, target, metric)
+    measured = choose_cut(rows, model)
+    if rule == "measured" or metric == "latency" or measured is None:  # None: no point is within delta, so no cut
         return measured
     budget = budget_cut(rows, target, metric)
-    if rule == "budget" or budget is None:
-        return budget if rule == "budget" else measured
     order = [r["point"] for r in rows]
-    return max(measured, budget, key=order.index)
+    return measured if budget is None else max(measured, budget, key=order.index)
 
 
 def budget_cut(rows: list[dict], target: float, metric: str) -> str | None:

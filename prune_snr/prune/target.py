@@ -182,8 +182,10 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
     best = attempt(hi)
     trials = 1
     if best[3] < target - tol:
+        aligned = f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)" \
+            if round_to and round_to > 1 else ""
         raise ConfigError(f"--target {target}: at most {best[3]:.1%} of the prunable {metric} can be removed with "
-                          f"--allocation {allocation.kind}; lower --target")
+                          f"--allocation {allocation.kind}{aligned}; lower --target")
     for _ in range(20):
         if abs(best[3] - target) <= tol / 4 or hi - lo < 1e-3:
             break

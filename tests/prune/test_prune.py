@@ -244,3 +244,11 @@ def test_the_deeper_cut_is_the_measured_one_unless_the_budget_allows_a_deeper_on
     assert pick_cut(rows, None, "measured", target=0.5, metric="macs") == (f"p{eligible_from}" if eligible_from < 6 else None)
     assert pick_cut(rows, None, "deeper", target=0.5, metric="macs") == expected
     assert pick_cut(rows, None, "deeper", target=0.5, metric="latency") == pick_cut(rows, None, "measured", target=0.5, metric="latency")
+
+
+def test_a_target_that_channel_alignment_blocks_names_round_to_in_its_error():
+    model = build_model("vgg16", num_classes=10, width_mult=0.25).eval()  # 16-channel layers: aligned to 16 they cannot shrink
+    l1 = lambda m: build_importance("l1", model=m)  # noqa: E731
+    with pytest.raises(ConfigError, match="--round-to 16 .*--round-to 1 frees them"):
+        prune_to_target(model, l1, target=0.6, metric="macs", round_to=16)
+    assert abs(prune_to_target(model, l1, target=0.6, metric="macs", round_to=1).removed - 0.6) <= 0.02

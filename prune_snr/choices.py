@@ -101,6 +101,11 @@ CUTS = Choices("--cut", {
     "deeper": "the deeper of the two: the measured cut, but never shallower than the budget needs (a params/MACs target)",
 }, default="deeper")
 
+FINETUNE_KEEP = Choices("--finetune-keep", {
+    "last": "the model after the last fine-tuning epoch",
+    "best": "the model after fine-tuning only if it raised validation accuracy, else the one before (a pure cut often loses by it)",
+}, default="last")
+
 SPACES = Choices("--space", {
     "full": "every criterion, allocation, θ, truncation and AFCC",
     "torch-pruning": "torch-pruning's own options only: criteria l1, l2, bn, lamp, taylor, fpgm, random; allocation uniform or global; "

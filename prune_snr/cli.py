@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -185,6 +185,7 @@ def prune(
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
     finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
     distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
+    finetune_keep: Annotated[Optional[str], typer.Option("--finetune-keep", help=FINETUNE_KEEP.help("Which model fine-tuning leaves:"))] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
     val_fraction: ValFraction = None,
     dataset: Dataset = None,

@@ -125,8 +125,10 @@ class FineTuneConfig:
     lr: float = field(default=0.01, metadata=key("finetune_lr"))
     fraction: float = field(default=1.0, metadata=key("finetune_fraction"))  # < 1: a cheap proxy for search trials
     distill: bool = False
+    keep: str = field(default=choices.FINETUNE_KEEP.default, metadata=key("finetune_keep"))
 
     def validate(self) -> None:
+        choices.FINETUNE_KEEP.check(self.keep)
         if self.epochs < 0:
             raise ConfigError(f"finetune_epochs={self.epochs}: use 0 or more")
         _positive(self, "lr")

@@ -78,6 +78,7 @@ def test_configs_are_frozen_and_changed_only_by_replace():
     ("criterion", "magic", ", ".join(choices.CRITERIA)), ("allocation", "knapsack", ", ".join(choices.ALLOCATIONS)),
     ("metric", "flops", ", ".join(choices.METRICS)), ("cut", "middle", ", ".join(choices.CUTS)),
     ("target", 1.5, "between 0 and 1"), ("finetune_fraction", 0.0, "finetune_fraction"),
+    ("finetune_keep", "first", ", ".join(choices.FINETUNE_KEEP)),
 ])
 def test_a_bad_prune_option_is_one_error_listing_the_choices(key, value, needle):
     with pytest.raises(ConfigError, match=needle):

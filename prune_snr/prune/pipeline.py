@@ -67,6 +67,7 @@ class PruneReport:
     blocks: dict | None = None
     search: dict | None = None
     pruned_before_finetune: dict | None = None
+    finetune: dict | None = None
     latency: dict | None = None
     afcc: dict | None = None
     after: dict | None = None
@@ -124,7 +125,8 @@ def prune(
               within ``delta`` of the full model's validation accuracy (after any cut);
             - ``afcc``: keep only classifier weights inside each filter's clusters (after fine-tuning);
             - ``cfg.finetune``: epochs (0 = none), lr, fraction (a seeded part of the training split:
-              a cheap proxy for search trials), distill (from the unpruned model);
+              a cheap proxy for search trials), distill (from the unpruned model), keep ("best": undo
+              fine-tuning that lowered validation accuracy; the report's ``finetune`` says which was kept);
             - ``cfg.measure``: the options of the measurement made here when one is needed and
               ``measurement`` is not given.
         measurement: reuse a measurement of ``model`` (default: ``cfg.measurement``'s folder, else
@@ -173,10 +175,12 @@ def prune(
         **({"iterative_steps": cfg.iterative_steps, "remeasure": True} if cfg.remeasure else {}), "afcc": cfg.afcc,
         "finetune_epochs": cfg.finetune.epochs, "finetune_fraction": cfg.finetune.fraction})
 
+    unfinetuned = None  # the pruned weights before fine-tuning, for --finetune-keep best
     if resume and ckpt and ckpt.is_file():
         state = load_checkpoint(ckpt)
         pruned, history = build_from_checkpoint(state), state["pruning"]
         report = PruneReport.from_json({**report.to_json(), **state["config"]["report"]})
+        unfinetuned = state.get("before_finetune")
     else:
         report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
@@ -206,11 +210,17 @@ def prune(
             report.truncation["target_left_for_channels"] = max(0.0, left)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
     config = {"model": pruned.spec, "report": report.to_json(), "prune": to_dict(cfg), **(config or {})}
+    keep_best = cfg.finetune.keep == "best" and cfg.finetune.epochs > 0
+    if keep_best and unfinetuned is None:
+        unfinetuned = {k: v.detach().clone() for k, v in pruned.state_dict().items()}
     fine_tune(pruned, splits, cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,
-              checkpoint=ckpt, checkpoint_extra={"kind": "pruned", "config": config, "pruning": history}, resume=resume,
+              checkpoint=ckpt, checkpoint_extra={"kind": "pruned", "config": config, "pruning": history,
+                                                 **({"before_finetune": unfinetuned} if keep_best else {})}, resume=resume,
               teacher=original if cfg.finetune.distill else None, progress=progress)
     pruned = pruned.cpu().eval()
     report.after = {**count(pruned), **grade(pruned, splits, cfg.device)}
+    if keep_best:
+        report.finetune = keep_better(pruned, unfinetuned, report)
     if cfg.metric == "latency":
         report.latency = latency_report(original, pruned, batch=cfg.latency_batch)
     if cfg.afcc:
@@ -249,6 +259,19 @@ def load_splits(dataset: str, data_dir: str | None, *, input_size: int | None, v
     plain, val = hold_out(build_dataset(dataset, "train", data_dir, input_size=input_size, augment=False), val_fraction)
     return Splits(train=hold_out(train, val_fraction)[0], plain=plain, val=val,
                   test=build_dataset(dataset, "test", data_dir, input_size=input_size), num_classes=num_classes)
+
+
+def keep_better(pruned: nn.Module, unfinetuned: dict, report: PruneReport) -> dict:
+    """``--finetune-keep best``: restore the weights before fine-tuning unless it raised validation
+    accuracy (a decision on validation; test is only reported). Returns the report's ``finetune`` part."""
+    before, after = report.pruned_before_finetune, report.after
+    kept = "after" if after["val_accuracy"] >= before["val_accuracy"] else "before"
+    part = {"keep": "best", "kept": kept, "val_accuracy_after_finetune": after["val_accuracy"],
+            "accuracy_after_finetune": after["accuracy"]}
+    if kept == "before":
+        pruned.load_state_dict(unfinetuned)
+        report.after = {**after, "accuracy": before["accuracy"], "val_accuracy": before["val_accuracy"]}
+    return part
 
 
 def grade(model: nn.Module, splits: Splits, device: str) -> dict:

@@ -252,3 +252,30 @@ def test_a_target_that_channel_alignment_blocks_names_round_to_in_its_error():
     with pytest.raises(ConfigError, match="--round-to 16 .*--round-to 1 frees them"):
         prune_to_target(model, l1, target=0.6, metric="macs", round_to=16)
     assert abs(prune_to_target(model, l1, target=0.6, metric="macs", round_to=1).removed - 0.6) <= 0.02
+
+
+@pytest.mark.parametrize("lr, expected", [(0.01, "after"), (3.0, "before")])  # lr 3.0 wrecks the model
+def test_finetune_keep_best_keeps_fine_tuning_only_when_it_raises_validation_accuracy(vgg_measured, tmp_path, lr, expected):
+    import copy
+
+    from prune_snr.prune import prune
+
+    model, result = vgg_measured
+    common = dict(target=0.3, criterion="l1", allocation="uniform", round_to=1, measurement=result, device="cpu", seed=0)
+    _, plain = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, **common)
+    pruned, report = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
+                           out=tmp_path / "best", **common)
+    before, finetuned = report["pruned_before_finetune"], plain["after"]
+    assert report["finetune"]["val_accuracy_after_finetune"] == finetuned["val_accuracy"]
+    kept = "after" if finetuned["val_accuracy"] >= before["val_accuracy"] else "before"
+    assert report["finetune"]["kept"] == kept == expected
+    assert report["after"]["val_accuracy"] == max(before["val_accuracy"], finetuned["val_accuracy"])
+    if kept == "before":  # the weights are the pruned ones, untouched by fine-tuning
+        unfinetuned, _ = prune(copy.deepcopy(model), "synthetic", finetune_epochs=0, **common)
+        assert all(torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), unfinetuned.state_dict().values()))
+    reloaded = prune_snr.load(tmp_path / "best" / "pruned.pt")
+    x = example_input(reloaded, 4)
+    assert torch.allclose(reloaded(x), pruned(x), atol=1e-5)
+    _, resumed = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
+                       out=tmp_path / "best", resume=True, **common)
+    assert resumed["finetune"] == report["finetune"] and resumed["after"] == report["after"]

@@ -49,8 +49,9 @@ def hypervolume(rows: list[dict], size: str, reference: tuple[float, float]) -> 
     return float(compute_hypervolume(points, np.array([-reference[0], reference[1]])))
 
 
-def plot(fronts: dict[str, list[list[dict]]], path: Path) -> None:
-    """Both arms' fronts (one line per sampler seed), against MACs and against params kept."""
+def plot(fronts: dict[str, list[list[dict]]], path: Path, floor: float = 0.0) -> None:
+    """Both arms' fronts (one line per sampler seed), against MACs and against params kept; the
+    accuracy axis starts at ``floor`` (the reference point: trials below it add no hypervolume)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +65,8 @@ def plot(fronts: dict[str, list[list[dict]]], path: Path) -> None:
                 ax.step([r[size] for r in rows], [r["accuracy"] for r in rows], where="post", color=color, alpha=0.7,
                         marker="o", label=arm if i == 0 else None)
         ax.set_xlabel(f"fraction of {size.removesuffix('_kept')} kept")
-    axes[0].set_ylabel("test accuracy (Pareto trials, decided on validation)")
+        ax.set_ylim(bottom=floor)
+    axes[0].set_ylabel(f"test accuracy (Pareto trials, decided on validation; axis from {floor})")
     axes[0].legend()
     save_figure(fig, path)  # atomic, closes the figure
 
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(out / "results.json", {"args": vars(args), "rows": rows})
     atomic_save_text(out / "table.md", "\n".join(lines) + "\n")
-    plot(fronts, out / "fronts.png")
+    plot(fronts, out / "fronts.png", floor=reference[0])
     print("\n".join(lines))
     return 0
 

@@ -175,12 +175,16 @@ def prune(
         **({"iterative_steps": cfg.iterative_steps, "remeasure": True} if cfg.remeasure else {}), "afcc": cfg.afcc,
         "finetune_epochs": cfg.finetune.epochs, "finetune_fraction": cfg.finetune.fraction})
 
+    keep_best = cfg.finetune.keep == "best" and cfg.finetune.epochs > 0
     unfinetuned = None  # the pruned weights before fine-tuning, for --finetune-keep best
     if resume and ckpt and ckpt.is_file():
         state = load_checkpoint(ckpt)
         pruned, history = build_from_checkpoint(state), state["pruning"]
         report = PruneReport.from_json({**report.to_json(), **state["config"]["report"]})
         unfinetuned = state.get("before_finetune")
+        if keep_best and unfinetuned is None:
+            raise ConfigError(f"{ckpt} was written without --finetune-keep best, so the weights before fine-tuning are gone; "
+                              "resume without it, or start again in another --out")
     else:
         report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
@@ -210,7 +214,6 @@ def prune(
             report.truncation["target_left_for_channels"] = max(0.0, left)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
     config = {"model": pruned.spec, "report": report.to_json(), "prune": to_dict(cfg), **(config or {})}
-    keep_best = cfg.finetune.keep == "best" and cfg.finetune.epochs > 0
     if keep_best and unfinetuned is None:
         unfinetuned = {k: v.detach().clone() for k, v in pruned.state_dict().items()}
     fine_tune(pruned, splits, cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp,

@@ -279,3 +279,8 @@ def test_finetune_keep_best_keeps_fine_tuning_only_when_it_raises_validation_acc
     _, resumed = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
                        out=tmp_path / "best", resume=True, **common)
     assert resumed["finetune"] == report["finetune"] and resumed["after"] == report["after"]
+    if expected == "after":  # a run fine-tuned without it cannot be resumed with it: its pre-fine-tuning weights are gone
+        prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, out=tmp_path / "last", **common)
+        with pytest.raises(ConfigError, match="without --finetune-keep best"):
+            prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
+                  out=tmp_path / "last", resume=True, **common)

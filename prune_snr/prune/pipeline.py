@@ -273,7 +273,7 @@ def keep_better(pruned: nn.Module, unfinetuned: dict, report: PruneReport) -> di
             "accuracy_after_finetune": after["accuracy"]}
     if kept == "before":
         pruned.load_state_dict(unfinetuned)
-        report.after = {**after, "accuracy": before["accuracy"], "val_accuracy": before["val_accuracy"]}
+        report.after = dict(before)  # the same model: counts and grades as measured before fine-tuning
     return part
 
 

@@ -65,10 +65,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def trained_on(payload: dict) -> tuple[str | None, str | None]:
-    """``(dataset, data_dir)`` a trained or pruned checkpoint was made with (``None`` if unrecorded)."""
+    """``(dataset, data_dir)`` a trained or pruned checkpoint was made with, or an imported one was graded
+    on (``None`` if unrecorded)."""
     config = payload.get("config", {})
-    train = config.get("train", {})
+    train = config.get("train") or config.get("import") or {}
     return train.get("dataset") or config.get("report", {}).get("dataset"), train.get("data_dir")
+
+
+def imported(payload: dict) -> bool:
+    """Whether the checkpoint's weights come from outside prune-snr (``prune-snr import``), directly or
+    through a prune of such a model: its training data is unknown."""
+    config = payload.get("config", {})
+    return payload.get("kind") == "import" or "import" in config or config.get("report", {}).get("val_source") == "test"
+
+
+def default_val_source(payload: dict) -> str:
+    """Where a checkpoint's validation split comes from unless the user says: ``test`` for imported
+    weights (their training split may hold any image), else ``train`` (the part its training held out)."""
+    return "test" if imported(payload) else "train"
 
 
 def with_trained_data(cfg, payload: dict, checkpoint):

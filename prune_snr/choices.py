@@ -119,6 +119,10 @@ FIELDS_SPLITS = Choices("--fields-split", {
     "test": "the paper's figure",
     "train": "the training split",
 }, default="val")
+VAL_SOURCES = Choices("--val-source", {
+    "train": "held out of the training split (a model prune-snr trained, which never saw it)",
+    "test": "carved from the test split, the rest grades (a model whose training data is unknown: imported or pretrained)",
+})  # no default: each checkpoint says which applies (train's keep train, imported ones test)
 CACHE_DTYPES = Choices("--cache-dtype", {"float32": "", "float16": "half the disk and reads"}, default="float32")
 
 DATASETS = Choices("--dataset", {

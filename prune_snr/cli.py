@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -26,6 +27,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
+_show_python_warning = warnings.showwarning
 
 # Options shared by several commands, declared once.
 Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; flags given here override its keys.")]
@@ -36,12 +38,21 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
+ValSource = Annotated[Optional[str], typer.Option("--val-source", help=VAL_SOURCES.help("Where the validation split comes from:") + " Default: test for an imported checkpoint, else train.")]
 ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held out for decisions (default 0.1).")]
 
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
     _state["debug"] = debug
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """prune-snr's own warnings as one yellow line (where and why); others as Python prints them."""
+    if not str(filename).startswith(str(Path(__file__).parent)) and category is not UserWarning:
+        return _show_python_warning(message, category, filename, lineno, file, line)
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def progress_bar():
@@ -125,6 +136,38 @@ def train(
         console.print(table)
 
 
+@app.command("import")
+def import_(
+    model: Annotated[str, typer.Argument(help="Architecture: " + MODELS.help())],
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Output labels of the model.")],
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Hub weights (timm/torchvision; their cache when offline).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict: .safetensors, or .pt/.pth read with weights_only=True.")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 224 for timm:/torchvision:, else 32).")] = None,
+    in_chans: Annotated[Optional[int], typer.Option("--in-chans", help="Input channels (default 3).")] = None,
+    reset_classifier: Annotated[Optional[bool], typer.Option("--reset-classifier", help="Start a new classifier when the weights' label count differs.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    device: Device = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for model.pt (+ metrics.json with --dataset).")] = ...,
+) -> None:
+    """Bring your own model: write a prune-snr checkpoint from hub or state_dict weights, for measure/prune/search/export."""
+    flags = _flags(locals())
+    from .config import ImportConfig, resolve
+    from .train.importing import import_model
+    with user_errors():
+        cfg = resolve(ImportConfig, None, flags)
+        report = import_model(cfg)
+        table = Table(title=f"import {cfg.model} ({report['source']})")
+        for col in ("params", "MACs", "input", *(["test accuracy"] if "test_accuracy" in report else []), "checkpoint"):
+            table.add_column(col)
+        table.add_row(f"{report['params']:,}", f"{report['macs']:,}", f"{report['input_size']} px",
+                      *([f"{report['test_accuracy']:.4f}"] if "test_accuracy" in report else []), str(out / "model.pt"))
+        console.print(table)
+        if report["reset_classifier"]:
+            console.print(f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or train it before measuring")
+        console.print("its training data is unknown: measure and prune carve their validation split from the test split (--val-source test)")
+
+
 @app.command()
 def measure(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
@@ -139,6 +182,7 @@ def measure(
     label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
     fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
     val_fraction: ValFraction = None,
+    val_source: ValSource = None,
     memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads may hold at once (default: a quarter of the RAM).")] = None,
     cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
     expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
@@ -188,6 +232,8 @@ def prune(
     finetune_keep: Annotated[Optional[str], typer.Option("--finetune-keep", help=FINETUNE_KEEP.help("Which model fine-tuning leaves:"))] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
     val_fraction: ValFraction = None,
+    val_source: ValSource = None,
+    exact_target: Annotated[Optional[bool], typer.Option("--exact-target/--closest-target", help="An unreachable --target is an error (default: prune to the closest reachable point, with a warning).")] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     batch_size: BatchSize = None,

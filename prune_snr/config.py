@@ -94,6 +94,7 @@ class MeasureConfig:
     label_seed: Optional[int] = None
     fields_split: str = choices.FIELDS_SPLITS.default
     val_fraction: Optional[float] = None  # default: what the checkpoint's training held out, else 0.1
+    val_source: Optional[str] = None  # default: "test" for an imported checkpoint, else "train"
     cache_dtype: str = choices.CACHE_DTYPES.default
     memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
     expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
@@ -107,6 +108,8 @@ class MeasureConfig:
         _device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
         choices.CACHE_DTYPES.check(self.cache_dtype)
+        if self.val_source is not None:
+            choices.VAL_SOURCES.check(self.val_source)
         if self.val_fraction is not None:
             _fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
         if self.memory_budget is not None and not self.memory_budget > 0:
@@ -156,6 +159,8 @@ class PruneConfig:
     afcc: bool = False
     measurement: Optional[str] = None
     val_fraction: Optional[float] = None  # default: the measurement's (0.1)
+    val_source: Optional[str] = None  # default: the measurement's, else "test" for an imported checkpoint, else "train"
+    exact_target: bool = False  # an unreachable --target is an error instead of the closest reachable point with a warning
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
@@ -168,6 +173,8 @@ class PruneConfig:
         if self.val_fraction is not None:
             _fraction(self, "val_fraction", allow_zero=False)
         check_target(self.target)
+        if self.val_source is not None:
+            choices.VAL_SOURCES.check(self.val_source)
         choices.METRICS.check(self.metric)
         choices.CRITERIA.check(self.criterion)
         choices.ALLOCATIONS.check(self.allocation)
@@ -187,6 +194,34 @@ class PruneConfig:
                 raise ConfigError("--remeasure splits a params or MACs budget into steps; use --metric params or macs with it")
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
+        _device(self)
+
+
+@config
+class ImportConfig:
+    """``prune-snr import``: an architecture with the user's or a hub's weights, as a prune-snr checkpoint."""
+
+    model: str = choices.MODELS.default
+    num_classes: Optional[int] = None
+    pretrained: bool = False
+    weights: Optional[str] = None
+    input_size: Optional[int] = None  # default: 224 for timm:/torchvision: models, 32 for prune-snr's own
+    in_chans: int = 3
+    reset_classifier: bool = False
+    dataset: Optional[str] = None  # given: the data the model will be measured on, graded into metrics.json
+    data_dir: Optional[str] = None
+    batch_size: int = 256
+    device: str = "auto"
+    out: Optional[str] = None
+
+    def validate(self) -> None:
+        if self.num_classes is None or self.num_classes < 2:
+            raise ConfigError(f"--num-classes {self.num_classes}: give the number of output labels (2 or more)")
+        if self.pretrained and self.weights:
+            raise ConfigError("--pretrained and --weights both give weights; pass one")
+        if self.input_size is not None and self.input_size < 1:
+            raise ConfigError(f"--input-size {self.input_size}: give the image side in pixels")
+        _positive(self, "batch_size", "in_chans")
         _device(self)
 
 

@@ -6,6 +6,7 @@ import hashlib
 import os
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,14 @@ def measure(
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
 
-    rest_rows, val_rows = validation_split(train_y, val_fraction)
+    val_source = cfg.val_source or "train"
+    if val_source == "test":  # the backbone's training data is unknown: decide on part of the test split, grade on the rest
+        rest_rows = np.arange(len(train_y))
+        test_rows, val_rows = validation_split(test_y, val_fraction)
+        val_x, val_y = test_x, test_y
+    else:
+        rest_rows, val_rows = validation_split(train_y, val_fraction)
+        test_rows, val_x, val_y = np.arange(len(test_y)), train_x, train_y
     process_budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
 
     def run(labels: list[int] | None, description: str):
@@ -131,9 +139,9 @@ def measure(
             return Rows(x, keep, torch.from_numpy(remap[y[keep]]))
 
         train_rows = rows(train_x, train_y, rest_rows)
-        scored = {"test": rows(test_x, test_y, np.arange(len(test_y)))}
+        scored = {"test": rows(test_x, test_y, test_rows)}
         if len(val_rows):
-            scored["val"] = rows(train_x, train_y, val_rows)
+            scored["val"] = rows(val_x, val_y, val_rows)
         heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
                             seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress, description=description)
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
@@ -170,12 +178,13 @@ def measure(
         "dataset": dataset if isinstance(dataset, str) else dataset_id,
         "num_classes": num_classes,
         "classes": [str(c) for c in train_set.classes],
-        "split_sizes": {"train": int(len(rest_rows)), "val": int(len(val_rows)), "test": int(len(test_y))},
+        "split_sizes": {"train": int(len(rest_rows)), "val": int(len(val_rows)), "test": int(len(test_rows))},
+        "val_source": val_source,
         "seed": seed,
         "device": str(device_t),
         "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "fields_split": fields_split, "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "cache_dtype": cfg.cache_dtype, "memory_budget_gib": round(process_budget / 2**30, 3),
+                    "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype, "memory_budget_gib": round(process_budget / 2**30, 3),
                     "head_bias_in_fields": False},
         "timings": timings,
         "feature_cache": str(cache_root / key),
@@ -197,16 +206,39 @@ def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str |
     from .plots import save_plots
 
     payload = load_checkpoint(checkpoint)
-    trained_val = payload.get("config", {}).get("train", {}).get("val_fraction")
-    cfg = dataclasses.replace(with_trained_data(cfg, payload, checkpoint),
-                              val_fraction=cfg.val_fraction if cfg.val_fraction is not None else trained_val or None)
+    cfg, saw_val = plan_validation(cfg, payload, checkpoint)
     result = measure(build_from_checkpoint(payload), cfg=cfg, progress=progress)
+    result.meta["backbone_saw_val"] = saw_val
     out = Path(out)
     result.save(out)
     if plots:
         save_plots(result, out)
     atomic_save_text(out / "config.yaml", dump_yaml(cfg))
     return result
+
+
+def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
+    """``cfg`` completed with the checkpoint's data and validation split, and whether the backbone may
+    have trained on that split (``backbone_saw_val``; a warning when it may).
+
+    The split defaults to what the checkpoint's training held out (its ``val_fraction``, from the
+    training split), or to part of the test split for imported weights, whose training data is unknown.
+    """
+    from ..checkpoint import default_val_source, imported, with_trained_data
+
+    cfg = with_trained_data(cfg, payload, checkpoint)
+    trained_val = (payload.get("config", {}).get("train") or {}).get("val_fraction")
+    source = cfg.val_source or default_val_source(payload)
+    fraction = cfg.val_fraction if cfg.val_fraction is not None else trained_val or None
+    cfg = dataclasses.replace(cfg, val_source=source, val_fraction=fraction)
+    used = DEFAULT_VAL_FRACTION if fraction is None else fraction
+    saw = source == "train" and (imported(payload) or not trained_val or used > trained_val)
+    if saw:
+        why = ("its weights were imported (training data unknown)" if imported(payload) else
+               f"its training held out {trained_val or 0:.0%} of the training split, less than the {used:.0%} validated on")
+        warnings.warn(f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
+                      "trained on it; use --val-source test for decisions on unseen images", stacklevel=2)
+    return cfg, saw
 
 
 def _num_outputs(model: nn.Module) -> int | None:

@@ -1,22 +1,34 @@
 """Measurement points: the one place that says which layer outputs prune-snr measures.
 
-A point is a module name whose forward output (N x C x H x W) is the measured feature map.
-See shared METHOD.md: VGG -> each conv after BN+ReLU; EfficientNet-B0 -> the stem, every
-MBConv block output and ``conv_head`` (after BN+act); anything else -> every ``nn.Conv2d``.
-``expanded=True`` adds, for EfficientNet, each MBConv's activated depthwise output
-(``blocks.i.j.bn2``), where most of its parameters live, so that pruning scores reach them.
+A point is a module name whose forward output (N x C x H x W) is the measured feature map,
+taken after the activation (METHOD.md):
+
+- prune-snr's VGG: each conv block after BN+ReLU (the model lists them itself);
+- EfficientNet-B0, timm's or torchvision's: the stem, every MBConv block output and the head
+  conv, each after BN+act; ``expanded=True`` adds each MBConv's activated depthwise output,
+  where most of its parameters live, so that pruning scores reach them;
+- any other model (torchvision's ``vgg16_bn``, ResNets, MobileNets, timm families): one forward
+  pass in eval mode traces the order modules run in; each conv that runs is measured at the
+  activation that follows it (past a norm of the same width), else at the module that wraps it
+  alone (a conv+norm block whose ``forward`` applies the activation), else at the conv itself.
+  Convs that never run in eval (GoogLeNet's auxiliary heads) are no points: :func:`unused_convs`
+  lists them.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..errors import ModelError
+
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
+PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Identity, nn.Dropout)
 
 
 def expanded_by_default(model: nn.Module) -> bool:
     """Whether a measurement made for pruning should include the depthwise points (``--expanded``):
     EfficientNet's MBConv widths live there, so its SNR must reach them (METHOD.md)."""
-    return _is_timm_efficientnet(model)
+    return _is_timm_efficientnet(model) or _is_torchvision_efficientnet(model)
 
 
 def _is_timm_efficientnet(model: nn.Module) -> bool:
@@ -27,20 +39,125 @@ def _is_timm_efficientnet(model: nn.Module) -> bool:
     return isinstance(model, EfficientNet)
 
 
+def _is_torchvision_efficientnet(model: nn.Module) -> bool:
+    from torchvision.models.efficientnet import EfficientNet
+
+    return isinstance(model, EfficientNet)
+
+
+def _timm_efficientnet_points(model: nn.Module, expanded: bool) -> list[str]:
+    points = ["bn1"]
+    for stage_idx, stage in enumerate(model.blocks):
+        for block_idx, block in enumerate(stage):
+            name = f"blocks.{stage_idx}.{block_idx}"
+            if expanded and hasattr(block, "conv_dw") and hasattr(block, "conv_pw"):
+                points.append(f"{name}.bn2")
+            points.append(name)
+    return points + ["bn2"]
+
+
+def _torchvision_efficientnet_points(model: nn.Module, expanded: bool) -> list[str]:
+    """``features.0`` (stem), each ``features.i.j`` MBConv output, ``features.8`` (head conv); with
+    ``expanded``, each MBConv's depthwise ``Conv2dNormActivation``."""
+    from torchvision.ops.misc import Conv2dNormActivation
+
+    points = []
+    for stage_name, stage in model.features.named_children():
+        if isinstance(stage, Conv2dNormActivation):
+            points.append(f"features.{stage_name}")
+            continue
+        for block_name, block in stage.named_children():
+            name = f"features.{stage_name}.{block_name}"
+            parts = [(n, m) for n, m in block.block.named_children() if isinstance(m, Conv2dNormActivation)]
+            if expanded and len(parts) >= 2:  # [expand,] depthwise, project: as timm's (its DepthwiseSeparable too)
+                points.append(f"{name}.block.{parts[-2][0]}")
+            points.append(name)
+    return points
+
+
+def _trace(model: nn.Module) -> tuple[list[str], dict[str, tuple], dict[str, int]]:
+    """One eval-mode forward: leaf modules in call order, their output shapes, and call counts."""
+    from .registry import example_input
+
+    order: list[str] = []
+    shapes: dict[str, tuple] = {}
+    calls: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules()}
+    handles = []
+
+    def hook(module, _inputs, output):
+        name = names[module]
+        order.append(name)
+        calls[name] = calls.get(name, 0) + 1
+        shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+
+    was_training = model.training
+    try:
+        for m in model.modules():
+            if not list(m.children()) or isinstance(m, nn.Conv2d):
+                handles.append(m.register_forward_hook(hook))
+        model.eval()
+        with torch.no_grad():
+            model(example_input(model))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return order, shapes, calls
+
+
+def _traced_points(model: nn.Module) -> list[str]:
+    order, shapes, calls = _trace(model)
+    modules = dict(model.named_modules())
+    points = []
+    for i, name in enumerate(order):
+        conv = modules[name]
+        if not isinstance(conv, nn.Conv2d) or calls[name] != 1:
+            continue
+        width = shapes[name][:2]
+        point = name
+        for follower in order[i + 1:]:
+            module = modules[follower]
+            if shapes.get(follower, ())[:2] != width or calls[follower] != 1:
+                break
+            if isinstance(module, ACTIVATIONS):
+                point = follower
+                break
+            if not isinstance(module, PASS_THROUGH):
+                break
+        if point == name:
+            parent = name.rpartition(".")[0]
+            if parent and calls.get(parent, 1) == 1 and sum(isinstance(m, nn.Conv2d) for m in modules[parent].modules()) == 1 \
+                    and not isinstance(modules[parent], nn.Sequential) or _is_conv_norm_act(modules.get(parent)):
+                point = parent
+        points.append(point)
+    return list(dict.fromkeys(points))
+
+
+def _is_conv_norm_act(module: nn.Module | None) -> bool:
+    """A ``Sequential`` of one conv, a norm and an activation (torchvision's ``Conv2dNormActivation``)."""
+    if not isinstance(module, nn.Sequential):
+        return False
+    kinds = [type(m) for m in module.children()]
+    return len(kinds) == 3 and issubclass(kinds[0], nn.Conv2d) and issubclass(kinds[2], ACTIVATIONS)
+
+
+def unused_convs(model: nn.Module) -> list[str]:
+    """Convolutions that an eval-mode forward never runs (auxiliary heads): never measurement points."""
+    order, _, _ = _trace(model)
+    ran = set(order)
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in ran]
+
+
 def default_points(model: nn.Module, *, expanded: bool = False) -> list[str]:
     """Ordered (input to output) module names to measure for ``model``."""
     if hasattr(model, "measurement_points"):
         return list(model.measurement_points())
     if _is_timm_efficientnet(model):
-        points = ["bn1"]
-        for stage_idx, stage in enumerate(model.blocks):
-            for block_idx, block in enumerate(stage):
-                name = f"blocks.{stage_idx}.{block_idx}"
-                if expanded and hasattr(block, "conv_dw") and hasattr(block, "conv_pw"):
-                    points.append(f"{name}.bn2")
-                points.append(name)
-        return points + ["bn2"]
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        return _timm_efficientnet_points(model, expanded)
+    if _is_torchvision_efficientnet(model):
+        return _torchvision_efficientnet_points(model, expanded)
+    return _traced_points(model)
 
 
 def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, expanded: bool = False) -> list[str]:
@@ -57,6 +174,9 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
     if unknown:
         hint = ", ".join(default_points(model)[:6])
         raise ModelError(f"--points: no module named {unknown[0]!r} in this model; valid names include {hint}, ...")
+    idle = [p for p in wanted if p in unused_convs(model)] if any(isinstance(modules[p], nn.Conv2d) for p in wanted) else []
+    if idle:
+        raise ModelError(f"--points: {idle[0]} never runs in eval mode (an auxiliary branch); measure another module")
     order = {name: i for i, name in enumerate(modules)}
     return sorted(dict.fromkeys(wanted), key=order.__getitem__)
 
@@ -65,5 +185,6 @@ def classifier_name(model: nn.Module) -> str:
     """The final linear classifier (never pruned on its output side): the last ``nn.Linear``."""
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise ModelError(f"{type(model).__name__} has no nn.Linear classifier; prune-snr needs one to keep the label count")
+        raise ModelError(f"{type(model).__name__}'s classifier is not an nn.Linear (e.g. SqueezeNet's final 1x1 conv); prune-snr "
+                         "needs a linear classifier, whose inputs are the last features it measures and prunes")
     return names[-1]

@@ -94,6 +94,8 @@ def build_model(
         drop_blocks(model, dropped)
         arch["dropped"] = dropped
     arch.update(cut)
+    if rest or cut.get("cut_after"):
+        check_input_size(model, name, in_chans=in_chans, input_size=input_size)
     model.spec = {
         "name": name,
         "num_classes": num_classes,
@@ -124,6 +126,42 @@ def _external(prefix: str, name: str, *, num_classes: int, in_chans: int, pretra
         return torchvision.models.get_model(name, weights=weights, num_classes=num_classes)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"torchvision:{name} cannot be built with num_classes={num_classes}: {exc}") from exc
+
+
+MAX_INPUT_SIZE = 512
+
+
+def _runs(model: nn.Module, in_chans: int, size: int) -> bool:
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, size, size, device=next(model.parameters()).device))
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        model.train(was_training)
+
+
+def check_input_size(model: nn.Module, name: str, *, in_chans: int, input_size: int) -> None:
+    """One forward pass at ``input_size``; a model that cannot take it is a one-line error naming the
+    smallest size that works (found by bisection: architectures shrink the input monotonically).
+
+    Raises:
+        ModelError: the input is too small for the architecture.
+    """
+    if _runs(model, in_chans, input_size):
+        return
+    lo, hi = input_size, MAX_INPUT_SIZE
+    if not _runs(model, in_chans, hi):
+        raise ModelError(f"{name} does not run on {in_chans}-channel inputs of {input_size} px (nor {hi} px); check --input-size "
+                         "and the dataset's channels")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _runs(model, in_chans, mid) else (mid, hi)
+    raise ModelError(f"{name}: inputs of {input_size} px are too small for this architecture (its feature maps shrink to "
+                     f"nothing); use --input-size {hi} or more")
 
 
 def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:

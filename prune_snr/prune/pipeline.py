@@ -30,6 +30,7 @@ from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..export import LatencyMeter
 from ..measure import Measurement, measure
+from ..measure.pipeline import plan_validation
 from ..models import drop_blocks, droppable_blocks, expanded_by_default
 from ..models.blocks import inside
 from ..runtime import make_loader
@@ -98,6 +99,7 @@ def prune(
     resume: bool = False,
     config: dict | None = None,
     progress=None,
+    backbone_saw_val: bool | None = None,
     **options,
 ) -> tuple[nn.Module, dict]:
     """Prune ``model`` to remove ``cfg.target`` of its prunable params/MACs/latency, then fine-tune.
@@ -159,16 +161,22 @@ def prune(
         val_fraction = DEFAULT_VAL_FRACTION if recorded is None else recorded
     if not 0 < val_fraction < 1:
         raise ConfigError(f"--val-fraction {val_fraction}: prune decides on a validation split; use a fraction in (0, 1)")
+    val_source = cfg.val_source or (measurement.meta.get("val_source") if measurement is not None else None) or "train"
+    if measurement is not None and measurement.meta.get("val_source", "train") != val_source:
+        raise ConfigError(f"--val-source {val_source} but the measurement decided on a validation split from the "
+                          f"{measurement.meta.get('val_source', 'train')} split; re-measure with --val-source {val_source}")
     round_to = DEFAULT_ROUND_TO if cfg.round_to is None else cfg.round_to
     splits = load_splits(dataset, cfg.data_dir, input_size=model.spec.get("input_size"), val_fraction=val_fraction,
-                         num_classes=model.spec["num_classes"])
+                         num_classes=model.spec["num_classes"], val_source=val_source)
     out = Path(out) if out else None
     ckpt = out / FINETUNE if out else None
     if ckpt and ckpt.is_file() and not resume:
         raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
     original = model.cpu().eval()
     report = PruneReport(options={
-        "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "seed": cfg.seed, "round_to": round_to,
+        "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "val_source": val_source,
+        "split_sizes": {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)},
+        **({"backbone_saw_val": backbone_saw_val} if backbone_saw_val is not None else {}), "seed": cfg.seed, "round_to": round_to,
         **({"latency_batch": cfg.latency_batch} if cfg.metric == "latency" else {}), "target": cfg.target, "metric": cfg.metric,
         "criterion": cfg.criterion, "allocation": cfg.allocation, "truncate": cfg.truncate,
         **({"cut": cfg.cut} if cfg.truncate else {}), **({"drop_blocks": True} if cfg.drop_blocks else {}),
@@ -189,8 +197,8 @@ def prune(
         report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
         needed = cfg.criterion in MEASURED_CRITERIA or cfg.allocation in MEASURED_ALLOCATIONS or cfg.truncate
-        measure_options = dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, seed=cfg.seed,
-                                              device=cfg.device)
+        measure_options = dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
+                                              seed=cfg.seed, device=cfg.device)
         measurement, report.measurement = measure_if_needed(original, measurement, needed=needed, dataset=dataset,
                                                             options=measure_options, progress=progress)
         base = original
@@ -209,7 +217,8 @@ def prune(
         pruned, history, report.search, left = prune_stage(
             original, base, measurement, target=cfg.target, metric=cfg.metric, criterion=cfg.criterion, allocation=cfg.allocation,
             group_reduction=cfg.group_reduction, round_to=round_to, iterative_steps=cfg.iterative_steps,
-            latency_batch=cfg.latency_batch, splits=splits, seed=cfg.seed, remeasure=remeasure, progress=progress)
+            latency_batch=cfg.latency_batch, splits=splits, seed=cfg.seed, remeasure=remeasure, progress=progress,
+            exact=cfg.exact_target)
         if report.truncation and base is not original:
             report.truncation["target_left_for_channels"] = max(0.0, left)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
@@ -248,20 +257,31 @@ def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Pat
     from .plots import save_kept_channels
 
     payload = load_checkpoint(checkpoint)
-    cfg = with_trained_data(cfg, payload, checkpoint)
+    if cfg.measurement is None:
+        cfg, saw_val = plan_validation(cfg, payload, checkpoint)
+    else:  # the measurement's split decides, and it says whether the backbone saw it
+        cfg = with_trained_data(cfg, payload, checkpoint)
+        saw_val = Measurement.load(cfg.measurement).meta.get("backbone_saw_val")
     pruned, report = prune(build_from_checkpoint(payload), cfg=cfg, out=out, resume=resume, progress=progress,
-                           config={"source": str(Path(checkpoint).resolve())})
+                           config={"source": str(Path(checkpoint).resolve())}, backbone_saw_val=saw_val)
     save_kept_channels(report, Path(out) / "kept_channels.png")
     return pruned, report
 
 
-def load_splits(dataset: str, data_dir: str | None, *, input_size: int | None, val_fraction: float, num_classes: int) -> Splits:
+def load_splits(dataset: str, data_dir: str | None, *, input_size: int | None, val_fraction: float, num_classes: int,
+                val_source: str = "train") -> Splits:
+    """The splits of a pruning run; the validation rows are held out of the training split, or with
+    ``val_source="test"`` (imported weights) carved from the test split, which then grades on the rest."""
     train = build_dataset(dataset, "train", data_dir, input_size=input_size)
     if len(train.classes) != num_classes:
         raise ConfigError(f"the model has {num_classes} outputs but {dataset} has {len(train.classes)} labels")
-    plain, val = hold_out(build_dataset(dataset, "train", data_dir, input_size=input_size, augment=False), val_fraction)
-    return Splits(train=hold_out(train, val_fraction)[0], plain=plain, val=val,
-                  test=build_dataset(dataset, "test", data_dir, input_size=input_size), num_classes=num_classes)
+    plain = build_dataset(dataset, "train", data_dir, input_size=input_size, augment=False)
+    test = build_dataset(dataset, "test", data_dir, input_size=input_size)
+    if val_source == "test":
+        test, val = hold_out(test, val_fraction)
+        return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)
+    plain, val = hold_out(plain, val_fraction)
+    return Splits(train=hold_out(train, val_fraction)[0], plain=plain, val=val, test=test, num_classes=num_classes)
 
 
 def keep_better(pruned: nn.Module, unfinetuned: dict, report: PruneReport) -> dict:
@@ -399,7 +419,7 @@ def budget_cut(rows: list[dict], target: float, metric: str) -> str | None:
 
 def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement | None, *, target: float, metric: str, criterion: str,
                 allocation: str, group_reduction: str, round_to: int | None, iterative_steps: int, latency_batch: int,
-                splits: Splits, seed: int, remeasure=None, progress=None) -> tuple[nn.Module, list, dict, float]:
+                splits: Splits, seed: int, remeasure=None, progress=None, exact: bool = False) -> tuple[nn.Module, list, dict, float]:
     """Prune ``base`` so that ``target`` counts from ``original`` (what a cut removed is not removed twice).
 
     With ``remeasure`` (a function ``(model, measurement) -> Measurement``) the ``iterative_steps``
@@ -421,7 +441,7 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
         return prune_to_target(
             model, lambda pm: build_importance(criterion, model=pm, measurement=m, seed=seed, **reduction),
             target=step_target, metric=metric, allocation=alloc, round_to=None if round_to == 1 else round_to,
-            iterative_steps=steps, gradient_batches=gradient_batches, latency=meter, progress=progress)
+            iterative_steps=steps, gradient_batches=gradient_batches, latency=meter, progress=progress, exact=exact)
 
     meter = LatencyMeter(base, batch=latency_batch) if metric == "latency" else None
     try:
@@ -447,7 +467,8 @@ def prune_stage(original: nn.Module, base: nn.Module, measurement: Measurement |
         if meter:
             meter.close()
     search = {"ratio": outcome.ratio, "removed": 1 - (1 - outcome.removed) * cut_kept, "trials": outcome.trials,
-              "fallback_groups": outcome.fallback_groups, **({"remeasured_steps": steps} if steps else {})}
+              "fallback_groups": outcome.fallback_groups, **({"remeasured_steps": steps} if steps else {}),
+              **({"unreached": outcome.unreached} if outcome.unreached else {})}
     return outcome.model, outcome.history, search, base_target
 
 

@@ -9,6 +9,7 @@ the uniform/global ratio, or ``r_max`` of the measured allocation.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -122,6 +123,7 @@ class PruneOutcome:
     history: list           # torch-pruning pruning_history()
     fallback_groups: list[str]
     trials: int
+    unreached: str | None = None  # why the target was not met, when the closest reachable point was taken instead
 
 
 def prune_at(model: nn.Module, importance_factory: Callable[[nn.Module], object], ratio: float, allocation: Allocation, *,
@@ -150,12 +152,17 @@ def tolerance(metric: str, target: float) -> float:
 
 def prune_to_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
                     allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
-                    gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None) -> PruneOutcome:
+                    gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None,
+                    exact: bool = False) -> PruneOutcome:
     """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points;
     for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 32).
 
+    A target that channel alignment or the architecture's coupling puts out of reach gives the
+    closest reachable point, with a one-line warning naming it (``outcome.unreached`` says why),
+    unless ``exact``.
+
     Raises:
-        ConfigError: the target is outside (0, 1) or cannot be reached.
+        ConfigError: the target is outside (0, 1), or ``exact`` and it cannot be reached.
     """
     check_target(target)
     METRIC_CHOICES.check(metric)
@@ -181,11 +188,15 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
     task = progress.add_task(f"target search ({metric})", total=None) if progress is not None else None
     best = attempt(hi)
     trials = 1
+    unreached = None
     if best[3] < target - tol:
         aligned = f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)" \
             if round_to and round_to > 1 else ""
-        raise ConfigError(f"--target {target}: at most {best[3]:.1%} of the prunable {metric} can be removed with "
-                          f"--allocation {allocation.kind}{aligned}; lower --target")
+        unreached = (f"--target {target}: at most {best[3]:.1%} of the prunable {metric} can be removed with "
+                     f"--allocation {allocation.kind}{aligned}")
+        if exact:
+            raise ConfigError(f"{unreached}; lower --target")
+        lo = hi  # the most that can be removed is the closest point: no search
     for _ in range(20):
         if abs(best[3] - target) <= tol / 4 or hi - lo < 1e-3:
             break
@@ -200,7 +211,12 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
     if progress is not None:
         progress.remove_task(task)
     m, history, fallback, removed, ratio = best
-    if abs(removed - target) > tol:
-        raise ConfigError(f"--target {target}: the closest reachable is {removed:.1%} of {metric}"
-                          + (f" with --round-to {round_to}; try --round-to 1" if round_to and round_to > 1 else "; try another target"))
-    return PruneOutcome(model=m, ratio=ratio, removed=removed, history=history, fallback_groups=sorted(set(fallback)), trials=trials)
+    if unreached is None and abs(removed - target) > tol:
+        unreached = f"--target {target}: the closest reachable is {removed:.1%} of {metric}" + (
+            f" with --round-to {round_to}; try --round-to 1" if round_to and round_to > 1 else "; try another target")
+        if exact:
+            raise ConfigError(unreached)
+    if unreached:
+        warnings.warn(f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)", stacklevel=2)
+    return PruneOutcome(model=m, ratio=ratio, removed=removed, history=history, fallback_groups=sorted(set(fallback)), trials=trials,
+                        unreached=unreached)

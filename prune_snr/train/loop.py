@@ -108,10 +108,11 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | 
 
 def _scheduler(name: str, optimizer, *, lr: float, epochs: int, steps_per_epoch: int):
     total = epochs * steps_per_epoch
-    if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.25)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if name == "onecycle" and total >= 3:
+        # a warm-up of at least 2 steps: OneCycleLR divides by (warm-up steps - 1), so tiny runs need a longer share
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=max(0.25, 2 / total))
+    if name in ("onecycle", "cosine"):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
@@ -157,6 +158,9 @@ def fit(
     optimizer = torch.optim.SGD(param_groups_weight_decay(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                                 nesterov=opts.momentum > 0)
     steps = len(train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed))
+    if steps == 0 and opts.epochs > 0:
+        raise ConfigError(f"the training set has {len(train_set)} images, fewer than one batch (--batch-size {opts.batch_size}); "
+                          "lower --batch-size")
     scheduler = _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
     history: list[dict] = []
     start = 0

@@ -6,10 +6,12 @@ RUN ?= runs/demo
 install:
 	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -e ".[dev]"
 
-# Debian ships Fashion-MNIST; install it when missing (needs root, as on the project machines).
+# Debian ships Fashion-MNIST: install it where we can (root with apt-get); elsewhere prune-snr downloads
+# it on first use into ~/.cache/prune-snr (torchvision's downloader, checksums verified).
 data:
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
-	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } || \
+	  echo "Debian's dataset-fashion-mnist is not installable here: prune-snr downloads Fashion-MNIST on first use"
 
 demo: install data
 	RUN=$(RUN) bash scripts/demo.sh

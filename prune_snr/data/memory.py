@@ -53,11 +53,12 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("PRUNE_SNR_CACHE", Path.home() / ".cache" / "prune-snr"))
 
 
-def _fashion_mnist_root(data_dir: str | None) -> Path:
+def _fashion_mnist_root(data_dir: str | None) -> Path | None:
     """A root that torchvision's FashionMNIST reader accepts (``ROOT/FashionMNIST/raw/<idx files>``).
 
     Uncompressed files in ``DATA_DIR/FashionMNIST/raw`` are used as they are; ``.gz`` files in
     DATA_DIR or Debian's /usr/share/datasets/fashion-mnist are decompressed once into the cache.
+    ``None`` when there are none (then the files are downloaded).
     """
     candidates = [Path(data_dir)] if data_dir else []
     candidates += FASHION_MNIST_DIRS
@@ -74,21 +75,27 @@ def _fashion_mnist_root(data_dir: str | None) -> Path:
                         data = src.read_bytes() if src.is_file() else gzip.decompress((folder / f"{f}.gz").read_bytes())
                         atomic_save_bytes(cache_raw / f, data, all_ranks=True)
                 return _cache_dir()
-    where = " or ".join(str(c) for c in candidates)
-    raise DataError(
-        f"Fashion-MNIST IDX files not found in {where}; install Debian's package "
-        "(apt-get install dataset-fashion-mnist) or put train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir"
-    )
+    return None
 
 
 def fashion_mnist(split: str, data_dir: str | None, *, channels: int, size: int, train_aug: bool) -> TensorImages:
     from torchvision.datasets import FashionMNIST
 
     root = _fashion_mnist_root(data_dir)
+    if root is None:  # nowhere on disk: torchvision's downloader, into the cache
+        where = " or ".join(str(c) for c in ([Path(data_dir)] if data_dir else []) + list(FASHION_MNIST_DIRS))
+        return _fashion_mnist_tensors(_download(FashionMNIST, _cache_dir(), split, lambda why: DataError(
+            f"Fashion-MNIST IDX files not found in {where} and not downloaded ({why}); install Debian's package "
+            "(apt-get install dataset-fashion-mnist) or put train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir")),
+            channels=channels, size=size, train_aug=train_aug)
     try:
         ds = FashionMNIST(str(root), train=(split == "train"), download=False)
     except RuntimeError as exc:
         raise DataError(f"Fashion-MNIST files under {root} are unreadable ({exc}); delete {_cache_dir()} and retry") from exc
+    return _fashion_mnist_tensors(ds, channels=channels, size=size, train_aug=train_aug)
+
+
+def _fashion_mnist_tensors(ds, *, channels: int, size: int, train_aug: bool) -> TensorImages:
     images = _to_chw(ds.data, channels, size)
     pad = 2 if size == 32 else 4
     return TensorImages(images, ds.targets, FASHION_MNIST_CLASSES, tensor_transform("fashion-mnist", channels, train=train_aug, size=size, pad=pad))
@@ -98,16 +105,28 @@ def cifar(name: str, split: str, data_dir: str | None, *, channels: int, size: i
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls, folder = (CIFAR10, "cifar-10-batches-py") if name == "cifar10" else (CIFAR100, "cifar-100-python")
-    root = Path(data_dir or ".")
+    root = Path(data_dir) if data_dir else _cache_dir() / "datasets"
     try:
         ds = cls(str(root), train=(split == "train"), download=False)
-    except RuntimeError as exc:
-        raise DataError(
-            f"{name} not found: expected {root / folder}/ as unpacked from the official python tarball "
-            f"({'data_batch_1..5, test_batch, batches.meta' if name == 'cifar10' else 'train, test, meta'}); pass its parent as --data-dir"
-        ) from exc
+    except RuntimeError:
+        ds = _download(cls, root, split, lambda why: DataError(
+            f"{name} not found in {root / folder}/ and not downloaded ({why}): fetch {cls.url} (md5 {cls.tgz_md5}) and unpack it "
+            f"in {root} ({'data_batch_1..5, test_batch, batches.meta' if name == 'cifar10' else 'train, test, meta'}), "
+            "or pass the folder holding it as --data-dir"))
     images = _to_chw(torch.from_numpy(ds.data).permute(0, 3, 1, 2), channels, size)
     return TensorImages(images, torch.tensor(ds.targets), ds.classes, tensor_transform(name, channels, train=train_aug, size=size))
+
+
+def _download(cls, root: Path, split: str, error):
+    """``cls`` (a torchvision dataset) downloaded into ``root`` by torchvision's own downloader, which
+    verifies the archive's checksum; ``error(reason)`` is raised when that fails (offline, a bad file)."""
+    import urllib.error
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(str(root), train=(split == "train"), download=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise error(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no network'}") from exc
 
 
 def synthetic(split: str, *, num_classes: int = 10, channels: int = 3, size: int = 32, per_class: int | None = None, train_aug: bool = False, seed: int = 0) -> TensorImages:

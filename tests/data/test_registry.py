@@ -56,7 +56,8 @@ def test_fashion_mnist_missing_files_names_the_folder_and_the_package(tmp_path, 
     from prune_snr.data import memory
 
     monkeypatch.setattr(memory, "FASHION_MNIST_DIRS", ())
-    with pytest.raises(DataError, match=r"dataset-fashion-mnist"):
+    monkeypatch.setenv("PRUNE_SNR_CACHE", str(tmp_path / "empty-cache"))  # nothing cached, no network: not downloaded
+    with pytest.raises(DataError, match=r"not downloaded .*dataset-fashion-mnist"):
         build_dataset("fashion-mnist", "train", str(tmp_path))
 
 
@@ -169,3 +170,48 @@ def test_unknown_or_malformed_dataset_names_are_refused(name):
 def test_unknown_split_is_refused():
     with pytest.raises(DataError, match="split"):
         build_dataset("synthetic", "validation")
+
+
+def _serve(folder):
+    """A throwaway HTTP server on 127.0.0.1 serving ``folder``; returns (base URL, server)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_missing_cifar_is_downloaded_into_the_cache_with_its_checksum_verified(tmp_path, monkeypatch, tamper):
+    import hashlib
+    import tarfile
+
+    from torchvision.datasets import CIFAR10
+
+    _write_cifar(tmp_path, "cifar10")
+    md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in (tmp_path / "cifar-10-batches-py").iterdir()}
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    url, server = _serve(served)
+    tgz_md5 = "0" * 32 if tamper else hashlib.md5((served / "cifar-10-python.tar.gz").read_bytes()).hexdigest()
+    monkeypatch.setattr(CIFAR10, "url", url + "cifar-10-python.tar.gz")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", tgz_md5)
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setitem(CIFAR10.meta, "md5", md5["batches.meta"])
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PRUNE_SNR_CACHE", str(cache))
+    try:
+        if tamper:
+            with pytest.raises(DataError, match=r"cifar10 not found .* not downloaded .*fetch http://127.0.0.1"):
+                build_dataset("cifar10", "test")
+        else:
+            assert len(build_dataset("cifar10", "test")) == 6
+            assert (cache / "datasets" / "cifar-10-batches-py" / "test_batch").is_file()
+    finally:
+        server.shutdown()

@@ -266,9 +266,8 @@ class _Source:
             yield [x.to(self.device) for x in xs], self.rows.targets[start:start + step].to(self.device)
 
 
-def _logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases) -> tuple[torch.Tensor, list[int]]:
-    """Logits of the active heads, ``P x n x L`` (one ``baddbmm`` per width class), and which heads they are."""
-    parts, which = [], []
+def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):
+    """Per width class with active heads: (its rows ``k x n x d``, logits ``k x n x L`` by one ``baddbmm``, which heads)."""
     for x, heads in zip(xs, layout):
         on = [j for j, i in enumerate(heads) if active[i]]
         if not on:
@@ -277,9 +276,31 @@ def _logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool],
             x = x[on]
         w = torch.stack([weights[heads[j]] for j in on])
         b = torch.stack([biases[heads[j]] for j in on]).unsqueeze(1)
-        parts.append(torch.baddbmm(b, x, w.transpose(1, 2)))
-        which += [heads[j] for j in on]
+        yield x, torch.baddbmm(b, x, w.transpose(1, 2)), [heads[j] for j in on]
+
+
+def _logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases) -> tuple[torch.Tensor, list[int]]:
+    """Logits of the active heads, ``P x n x L``, and which heads they are."""
+    parts, which = [], []
+    for _, logits, heads in _class_logits(xs, layout, active, weights, biases):
+        parts.append(logits)
+        which += heads
     return (parts[0] if len(parts) == 1 else torch.cat(parts)), which
+
+
+def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None:
+    """Gradients of the summed mean cross-entropies of the active heads, written into their ``.grad`` (inactive
+    heads get none, so Adam leaves them as they are). Written out rather than through autograd: the softmax
+    less the one-hot labels, then one ``bmm`` per width class (half the time of autograd's backward here)."""
+    with torch.no_grad():
+        for x, logits, heads in _class_logits(xs, layout, active, weights, biases):
+            g = torch.softmax(logits, dim=2)
+            g[:, torch.arange(len(y), device=y.device), y] -= 1
+            g /= len(y)
+            grad_w = torch.bmm(g.transpose(1, 2), x)
+            grad_b = g.sum(1)
+            for j, i in enumerate(heads):
+                weights[i].grad, biases[i].grad = grad_w[j], grad_b[j]
 
 
 def _scores(source: _Source, layout, active, weights, biases, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -395,9 +416,9 @@ def train_heads(
         if stop_rows is not None:
             source[stop_on] = _Source(stop_rows, classes, stats, chunk=chunk, device=device, held=stop_x)
         train_y = train.targets.to(device)
-        weights = [torch.zeros(num_classes, dims[n], device=device, requires_grad=True) for n in order]
-        biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in order]
-        optimizer = torch.optim.Adam(weights + biases, lr=lr)
+        weights = [torch.zeros(num_classes, dims[n], device=device) for n in order]
+        biases = [torch.zeros(num_classes, device=device) for _ in order]
+        optimizer = torch.optim.Adam(weights + biases, lr=lr, foreach=True)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
         active = [True] * len(order)
         epochs_used = [epochs] * len(order)
@@ -409,9 +430,7 @@ def train_heads(
 
         def step(xs, y):
             optimizer.zero_grad(set_to_none=True)
-            logits, _ = _logits(xs, layout, active, weights, biases)
-            P, n, L = logits.shape
-            (F.cross_entropy(logits.reshape(P * n, L), y.repeat(P), reduction="sum") / n).backward()
+            _set_gradients(xs, y, layout, active, weights, biases)
             optimizer.step()
             scheduler.step()
 

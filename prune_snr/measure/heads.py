@@ -1,18 +1,22 @@
-"""Phase 2, step 2: linear heads for every point, trained on cached features that stream from disk.
+"""Phase 2, step 2: linear heads for every point, trained on cached features.
 
 Heads see standardized features (better conditioned, Adam converges in a few epochs) and are
 folded back to the raw feature scale afterwards, ``W_raw = W / sigma``, because the field
 matrices must be computed on raw, un-centered class means (METHOD.md).
 
-Memory stays bounded whatever the number of rows: each epoch walks one random permutation of
-the training rows in chunks; a chunk's rows are read from the cache file (sorted, so the file
-is read forward, with ``preadv`` rather than through the mapping, whose page faults would pull
-the whole file into the process), standardized, and cut into the mini-batches of that stretch of
-the permutation.
-Points whose rows are too wide to share one chunk under ``memory_budget`` are trained in
-groups, one pass over the data per group. Heads are independent (own loss, own Adam state) and
-every group walks the same permutation, so grouping and chunking change nothing in the result:
-it equals training all heads together on one in-memory matrix.
+At memory speed where the budget allows: points are grouped so that a group's standardized
+training (and early-stopping) rows fit ``memory_budget``; such a group reads its rows from the
+cache once, computes its statistics on them, standardizes them in place and trains every epoch
+from memory. A point too wide for that streams: each epoch walks one random permutation of the
+training rows in chunks; a chunk's rows are read from the cache file (sorted, so the file is read
+forward, with ``preadv`` rather than through the mapping, whose page faults would pull the whole
+file into the process), standardized, and cut into the mini-batches of that stretch of the
+permutation; such points are grouped so that one mini-batch fits.
+Each mini-batch updates all heads of a group at once (one ``baddbmm`` and one ``bmm`` per
+feature width, one Adam). Heads are independent (own loss, element-wise Adam) and every group
+walks the same permutation, so grouping, chunking and memory vs stream change nothing in the
+result beyond float rounding: it equals training all heads together on one in-memory matrix.
+Early stopping (``patience``) reads only the validation rows; see :func:`train_heads`.
 """
 from __future__ import annotations
 

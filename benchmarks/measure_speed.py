@@ -8,6 +8,13 @@ layer. Both train the heads identically (zero init, Adam, cosine, same batches),
 accuracies should agree; the script prints the speed ratio and the accuracy/field differences.
 
     python benchmarks/measure_speed.py runs/demo/model.pt --dataset fashion-mnist
+
+``--stages`` prints instead, side by side in one run, what each stage of ``measure`` costs as a multiple of
+one plain inference pass over the same images (train + test): the feature pass, the heads (with the epochs
+they used), the fields and each label-sweep K, once with early stopping (``--head-patience``) and once with
+fixed epochs (patience 0) from the same feature cache.
+
+    python benchmarks/measure_speed.py runs/demo/model.pt --stages --head-epochs 30 --train-size 60000 --test-size 10000 --labels 3,5,10
 """
 from __future__ import annotations
 
@@ -98,6 +105,51 @@ def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, s
     return results
 
 
+def plain_pass(model, datasets, batch_size: int) -> float:
+    """Seconds of one inference pass over ``datasets`` (no hooks, no pooling)."""
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for ds in datasets:
+            for x, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
+                model(x)
+    return time.perf_counter() - t0
+
+
+def stages(model, train_set, test_set, args) -> dict:
+    """Each stage of ``measure`` as a multiple of one plain pass, with and without early stopping."""
+    plain = plain_pass(model, (train_set, test_set), 256)
+    print(f"plain inference pass (train + test): {plain:.1f} s = 1.00x")
+    labels = [int(k) for k in args.labels.split(",")] if args.labels else None
+    figures = {"plain_s": plain}
+    with tempfile.TemporaryDirectory() as cache:
+        for patience in (args.head_patience, 0):
+            m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
+                        head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels, seed=args.seed,
+                        device="cpu", cache_dir=cache)
+            t = m.meta["timings"]
+            used = [p["head_epochs_used"] for p in m.points]
+            rows = [("features (train+test)", t["features_train_s"] + t["features_test_s"], ""),
+                    ("heads", t["heads_s"], f"epochs used {min(used)}..{max(used)} of {args.head_epochs}"),
+                    ("fields", t["heads_and_fields_s"] - t["heads_s"], "")]
+            for run in m.label_sweep:
+                K, u = run["labels"], [p["head_epochs_used"] for p in run["points"]]
+                rows.append((f"sweep K={K} (heads+fields)", t[f"sweep_{K}_s"],
+                             f"heads {t[f'sweep_{K}_heads_s']:.1f} s, epochs used {min(u)}..{max(u)}"))
+            rows.append(("measure total", t["total_s"], "(features cached)" if patience == 0 else ""))
+            print(f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}):")
+            for name, seconds, note in rows:
+                print(f"   {name:28} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
+            figures[f"patience_{patience}"] = {"timings": t, "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
+                                               "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
+                                               "epochs_used": {p["name"]: p["head_epochs_used"] for p in m.points}}
+    a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
+    diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
+    print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
+          f"{100 * diff:.2f} points")
+    return figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -110,6 +162,10 @@ def main(argv=None):
     parser.add_argument("--pool", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--stages", action="store_true", help="stage costs as multiples of a plain pass instead of naive vs fast")
+    parser.add_argument("--labels", help="with --stages: label sweep, e.g. 3,5,10")
+    parser.add_argument("--head-patience", type=int, default=3)
+    parser.add_argument("--head-min-epochs", type=int, default=5)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     model = prune_snr.load(args.checkpoint)
@@ -118,6 +174,16 @@ def main(argv=None):
     test_set = subset(build_dataset(args.dataset, "test", args.data_dir, augment=False, input_size=size), args.test_size, args.seed)
     points = args.points.split(",")
     num_classes = len(train_set.classes)
+    if args.stages:
+        if args.points == parser.get_default("points"):
+            args.points = "all"
+        print(f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), "
+              f"points {args.points}, p={args.pool}, {torch.get_num_threads()} CPU threads")
+        figures = stages(model, train_set, test_set, args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"stages": figures, "args": vars(args)}, f, indent=2)
+        return 0
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:

@@ -23,8 +23,12 @@ from .errors import ConfigError
 THRESHOLD = 0.3
 #: Adaptive average pooling p of the measurement (heads see C x p x p features per point).
 POOL = 2
-#: Epochs of each linear head.
+#: Epochs of each linear head: the cap when early stopping is on.
 HEAD_EPOCHS = 30
+#: Early stopping of a head: epochs without a lower validation loss before it stops (0 = train HEAD_EPOCHS epochs).
+HEAD_PATIENCE = 3
+#: Epochs every head trains before early stopping may stop it.
+HEAD_MIN_EPOCHS = 5
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class MeasureConfig:
     head_epochs: int = choices.HEAD_EPOCHS
     head_lr: float = 1e-3
     head_batch_size: int = 1024
+    head_patience: int = choices.HEAD_PATIENCE  # epochs without a lower validation loss before a head stops; 0 = run head_epochs
+    head_min_epochs: int = choices.HEAD_MIN_EPOCHS  # epochs every head trains before it may stop
     label_sweep: Optional[list[int]] = None
     label_seed: Optional[int] = None
     fields_split: str = choices.FIELDS_SPLITS.default
@@ -104,7 +106,9 @@ class MeasureConfig:
     amp: bool = False
 
     def validate(self) -> None:
-        _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size")
+        _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size", "head_min_epochs")
+        if not (isinstance(self.head_patience, int) and not isinstance(self.head_patience, bool) and self.head_patience >= 0):
+            raise ConfigError(f"head_patience={self.head_patience}: use 0 (train every head head_epochs epochs) or more")
         _device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
         choices.CACHE_DTYPES.check(self.cache_dtype)

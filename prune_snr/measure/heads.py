@@ -1,18 +1,22 @@
-"""Phase 2, step 2: linear heads for every point, trained on cached features that stream from disk.
+"""Phase 2, step 2: linear heads for every point, trained on cached features.
 
 Heads see standardized features (better conditioned, Adam converges in a few epochs) and are
 folded back to the raw feature scale afterwards, ``W_raw = W / sigma``, because the field
 matrices must be computed on raw, un-centered class means (METHOD.md).
 
-Memory stays bounded whatever the number of rows: each epoch walks one random permutation of
-the training rows in chunks; a chunk's rows are read from the cache file (sorted, so the file
-is read forward, with ``preadv`` rather than through the mapping, whose page faults would pull
-the whole file into the process), standardized, and cut into the mini-batches of that stretch of
-the permutation.
-Points whose rows are too wide to share one chunk under ``memory_budget`` are trained in
-groups, one pass over the data per group. Heads are independent (own loss, own Adam state) and
-every group walks the same permutation, so grouping and chunking change nothing in the result:
-it equals training all heads together on one in-memory matrix.
+At memory speed where the budget allows: points are grouped so that a group's standardized
+training (and early-stopping) rows fit ``memory_budget``; such a group reads its rows from the
+cache once, computes its statistics on them, standardizes them in place and trains every epoch
+from memory. A point too wide for that streams: each epoch walks one random permutation of the
+training rows in chunks; a chunk's rows are read from the cache file (sorted, so the file is read
+forward, with ``preadv`` rather than through the mapping, whose page faults would pull the whole
+file into the process), standardized, and cut into the mini-batches of that stretch of the
+permutation; such points are grouped so that one mini-batch fits.
+Each mini-batch updates all heads of a group at once (one ``baddbmm`` and one ``bmm`` per
+feature width, one Adam). Heads are independent (own loss, element-wise Adam) and every group
+walks the same permutation, so grouping, chunking and memory vs stream change nothing in the
+result beyond float rounding: it equals training all heads together on one in-memory matrix.
+Early stopping (``patience``) reads only the validation rows; see :func:`train_heads`.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ BYTES_PER_VALUE = 4
 #: Bytes per value of the widest point, read before it is copied in (its rows as cached, then as float32).
 BYTES_PER_READ_VALUE = 8
 MIN_CHUNK_BYTES = 64 << 20
+#: Early stopping: a validation loss counts as an improvement when it is lower than the last one that counted by this fraction.
+REL_IMPROVEMENT = 1e-3
 
 
 def default_memory_budget() -> int:
@@ -89,6 +95,9 @@ class Head:
     bias: torch.Tensor    # L, raw feature scale
     train_accuracy: float
     accuracies: dict[str, float] = field(default_factory=dict)  # evaluation set name -> accuracy
+    epochs_used: int = 0  # epochs it trained: the cap, unless early stopping stopped it
+    best_epoch: int = 0  # the epoch whose weights it keeps (the last one without early stopping)
+    stop_loss: float | None = None  # its lowest mean cross-entropy on the early-stopping rows
 
 
 def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> None:
@@ -131,18 +140,34 @@ def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _accumulate_stats(x: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor) -> None:
+    x = x.double()
+    total += x.sum(0)
+    total_sq += (x * x).sum(0)
+
+
+def _finish_stats(total: torch.Tensor, total_sq: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = total / n
+    std = (total_sq / n - mean * mean).clamp(min=0).sqrt()
+    return mean.float(), std.float().clamp(min=1e-6)
+
+
 def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature mean and std over ``index`` rows, accumulated in float64 chunk by chunk."""
     total = torch.zeros(features.shape[1:], dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     for start in range(0, len(index), ROWS_PER_CHUNK):
-        x = _rows(features, index[start:start + ROWS_PER_CHUNK]).double()
-        total += x.sum(0)
-        total_sq += (x * x).sum(0)
-    n = len(index)
-    mean = total / n
-    std = (total_sq / n - mean * mean).clamp(min=0).sqrt()
-    return mean.float(), std.float().clamp(min=1e-6)
+        _accumulate_stats(_rows(features, index[start:start + ROWS_PER_CHUNK]), total, total_sq)
+    return _finish_stats(total, total_sq, len(index))
+
+
+def _tensor_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`feature_stats` of rows already in memory (``n x d``), with the same chunks: the same figures."""
+    total = torch.zeros(x.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for start in range(0, len(x), ROWS_PER_CHUNK):
+        _accumulate_stats(x[start:start + ROWS_PER_CHUNK], total, total_sq)
+    return _finish_stats(total, total_sq, len(x))
 
 
 def class_means(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -174,19 +199,134 @@ def plan_groups(dims: dict[str, int], *, batch_size: int, memory_budget: int) ->
     return groups
 
 
-def _standardized(rows: Rows, names: list[str], stats: dict, positions: np.ndarray | slice = slice(None)) -> torch.Tensor:
-    """Rows ``rows.index[positions]`` of the points ``names``, standardized side by side: ``n x sum(C*K)``,
-    filled in place one point at a time (one float32 matrix, no concatenated copy)."""
+def plan_memory(dims: dict[str, int], *, rows: int, budget: int) -> tuple[list[list[str]], list[str]]:
+    """Points in order, grouped so that a group's ``rows`` standardized rows stay in memory within ``budget``
+    (beside one evaluation chunk and one read of its widest point), and the points too wide to fit alone.
+
+    Example:
+        >>> plan_memory({"a": 10, "b": 10, "c": 10**6}, rows=1000, budget=(1000 + ROWS_PER_CHUNK) * 20 * BYTES_PER_VALUE
+        ...             + ROWS_PER_CHUNK * 10 * BYTES_PER_READ_VALUE)
+        ([['a', 'b']], ['c'])
+    """
+    def cost(widths):
+        return (rows + ROWS_PER_CHUNK) * sum(widths) * BYTES_PER_VALUE + ROWS_PER_CHUNK * max(widths) * BYTES_PER_READ_VALUE
+
+    groups: list[list[str]] = []
+    streamed: list[str] = []
+    for name, d in dims.items():
+        if cost([d]) > budget:
+            streamed.append(name)
+        elif groups and cost([dims[n] for n in groups[-1]] + [d]) <= budget:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups, streamed
+
+
+def _width_classes(names: list[str], dims: dict[str, int]) -> list[list[str]]:
+    """The points of a group by feature width: the heads of one class train as one batched matmul."""
+    classes: dict[int, list[str]] = {}
+    for n in names:
+        classes.setdefault(dims[n], []).append(n)
+    return list(classes.values())
+
+
+def _standardized(rows: Rows, classes: list[list[str]], stats: dict | None, positions: np.ndarray | slice = slice(None)
+                  ) -> tuple[list[torch.Tensor], dict]:
+    """Rows ``rows.index[positions]`` of the points of ``classes``, standardized: one ``k x n x d`` float32 tensor per
+    width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time). With ``stats=None`` the
+    statistics are computed here, on these very rows (the same figures as :func:`feature_stats`), and returned."""
     index = rows.index[positions]
-    widths = [int(np.prod(rows.features[n].shape[1:])) for n in names]
-    out = torch.empty(len(index), sum(widths))
-    lo = 0
-    for n, d in zip(names, widths):
-        block = out[:, lo:lo + d]
-        _gather_into(block, rows.features[n], index)
-        block.sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
-        lo += d
-    return out
+    stats = {} if stats is None else stats
+    out = []
+    for names in classes:
+        x = torch.empty(len(names), len(index), int(np.prod(rows.features[names[0]].shape[1:])))
+        for j, n in enumerate(names):
+            for s in range(0, len(index), ROWS_PER_CHUNK):
+                _gather_into(x[j, s:s + ROWS_PER_CHUNK], rows.features[n], index[s:s + ROWS_PER_CHUNK])
+            if n not in stats:
+                stats[n] = _tensor_stats(x[j])
+            x[j].sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
+        out.append(x)
+    return out, stats
+
+
+class _Source:
+    """The standardized rows of one set for one group of heads, in ``rows.index`` order: held in memory
+    (``held``, read once) or read from the cache chunk by chunk every time they are walked."""
+
+    def __init__(self, rows: Rows, classes, stats, *, chunk: int, device, held: list[torch.Tensor] | None = None):
+        self.rows, self.classes, self.stats, self.chunk, self.device, self.held = rows, classes, stats, chunk, device, held
+
+    def chunks(self):
+        n = len(self.rows.index)
+        step = min(self.chunk, ROWS_PER_CHUNK) if self.held is not None else self.chunk
+        for start in range(0, n, step):
+            if self.held is not None:
+                xs = [x[:, start:start + step] for x in self.held]
+            else:
+                xs = None  # free the previous chunk before the next is read
+                xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))[0]
+            yield [x.to(self.device) for x in xs], self.rows.targets[start:start + step].to(self.device)
+
+
+def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):
+    """Per width class with active heads: (its rows ``k x n x d``, logits ``k x n x L`` by one ``baddbmm``, which heads)."""
+    for x, heads in zip(xs, layout):
+        on = [j for j, i in enumerate(heads) if active[i]]
+        if not on:
+            continue
+        if len(on) < len(heads):
+            x = x[on]
+        w = torch.stack([weights[heads[j]] for j in on])
+        b = torch.stack([biases[heads[j]] for j in on]).unsqueeze(1)
+        yield x, torch.baddbmm(b, x, w.transpose(1, 2)), [heads[j] for j in on]
+
+
+def _logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases) -> tuple[torch.Tensor, list[int]]:
+    """Logits of the active heads, ``P x n x L``, and which heads they are."""
+    parts, which = [], []
+    for _, logits, heads in _class_logits(xs, layout, active, weights, biases):
+        parts.append(logits)
+        which += heads
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), which
+
+
+def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None:
+    """Gradients of the summed mean cross-entropies of the active heads, written into their ``.grad`` (inactive
+    heads get none, so Adam leaves them as they are). Written out rather than through autograd: the softmax
+    less the one-hot labels, then one ``bmm`` per width class (half the time of autograd's backward here)."""
+    with torch.no_grad():
+        for x, logits, heads in _class_logits(xs, layout, active, weights, biases):
+            g = torch.softmax(logits, dim=2)
+            g[:, torch.arange(len(y), device=y.device), y] -= 1
+            g /= len(y)
+            grad_w = torch.bmm(g.transpose(1, 2), x)
+            grad_b = g.sum(1)
+            for j, i in enumerate(heads):
+                weights[i].grad, biases[i].grad = grad_w[j], grad_b[j]
+
+
+def _scores(source: _Source, layout, active, weights, biases, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and correct predictions of every head over ``source`` (inactive heads: 0)."""
+    loss = torch.zeros(count, dtype=torch.float64)
+    correct = torch.zeros(count, dtype=torch.long)
+    with torch.no_grad():
+        for xs, y in source.chunks():
+            logits, which = _logits(xs, layout, active, weights, biases)
+            P, n, L = logits.shape
+            ce = F.cross_entropy(logits.reshape(P * n, L), y.repeat(P), reduction="none").view(P, n).sum(1)
+            hit = (logits.argmax(2) == y).sum(1)
+            loss[which] += ce.double().cpu()
+            correct[which] += hit.cpu()
+    return loss, correct
+
+
+def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return tensors_bytes < free // 2
 
 
 def train_heads(
@@ -202,17 +342,38 @@ def train_heads(
     memory_budget: int | None = None,
     progress=None,
     description: str = "heads",
+    patience: int = 0,
+    min_epochs: int = 1,
+    stop_on: str = "val",
+    in_memory: bool | None = None,
 ) -> dict[str, Head]:
     """Train one linear head per point on ``train`` rows and score it on every ``evaluate`` set.
+
+    A group of points whose standardized training rows (and ``stop_on`` rows) fit ``memory_budget`` is read and
+    standardized once and trains from memory; wider points stream their rows from the cache every epoch. Either
+    way each mini-batch updates all heads of a group at once: one batched matmul per feature width, one
+    cross-entropy over the stacked logits, one Adam over all heads (heads stay independent: own loss terms,
+    element-wise Adam), so the result is the same, up to float rounding, however the points are grouped.
+
+    Early stopping (``patience > 0`` and an ``evaluate[stop_on]`` set): after every epoch each head's mean
+    cross-entropy on the ``stop_on`` rows (only those; never a test set) is computed; a head stops updating once
+    ``patience`` epochs passed without its loss improving by more than ``REL_IMPROVEMENT`` of it (not before
+    ``min_epochs`` epochs), and keeps the weights of its lowest ``stop_on`` loss. ``epochs`` is the cap; a group
+    ends when all its heads stopped. Without a ``stop_on`` set, or with ``patience=0``, every head trains
+    ``epochs`` epochs and keeps its last weights (the fixed-epoch behaviour). The cosine schedule always spans
+    the cap.
 
     Args:
         train: the training rows (features of every point, row index, labels in 0..L-1).
         evaluate: named evaluation rows, e.g. ``{"val": ..., "test": ...}``.
-        memory_budget: bytes one chunk of rows may take, read and standardized (default: a quarter
-            of RAM less what the process already holds; :func:`chunk_budget`).
+        memory_budget: bytes the rows held or read at once may take (default: a quarter of RAM less what the
+            process already holds; :func:`chunk_budget`).
+        patience, min_epochs, stop_on: early stopping (above).
+        in_memory: ``None`` decides by the budget; ``False`` streams every group; ``True`` holds every point.
 
     Returns:
-        ``{point: Head}`` with raw-scale weights ``L x C x K`` and one accuracy per evaluation set.
+        ``{point: Head}`` with raw-scale weights ``L x C x K``, one accuracy per evaluation set and the epochs
+        each head trained (``epochs_used``) and whose weights it kept (``best_epoch``).
 
     Example:
         >>> feats = {"p": np.random.default_rng(0).standard_normal((40, 2, 1)).astype(np.float32)}
@@ -222,53 +383,114 @@ def train_heads(
         True
     """
     names = list(train.features)
-    stats = {n: feature_stats(train.features[n], train.index) for n in names}
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
     steps_per_epoch = max(1, len(train.index) // batch_size)
     used = min(len(train.index), steps_per_epoch * batch_size)
-    heads: dict[str, Head] = {}
+    stop_rows = evaluate.get(stop_on) if patience > 0 else None
+    if stop_rows is not None and not len(stop_rows.index):
+        stop_rows = None
     budget = memory_budget or chunk_budget(default_memory_budget())
-    for group in plan_groups(dims, batch_size=batch_size, memory_budget=budget):
+    held_rows = len(train.index) + (len(stop_rows.index) if stop_rows is not None else 0)
+    if in_memory is None:
+        memory_groups, streamed = plan_memory(dims, rows=held_rows, budget=budget)
+    else:
+        memory_groups, streamed = ([names], []) if in_memory else ([], names)
+    plan = [(g, True) for g in memory_groups]
+    plan += [(g, False) for g in plan_groups({n: dims[n] for n in streamed}, batch_size=batch_size, memory_budget=budget)
+             if streamed]
+    heads: dict[str, Head] = {}
+    for group, held in plan:
+        classes = _width_classes(group, dims)
+        order = [n for c in classes for n in c]  # the heads in width-class order
+        layout, i = [], 0
+        for c in classes:
+            layout.append(list(range(i, i + len(c))))
+            i += len(c)
         chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
-        offsets = np.concatenate([[0], np.cumsum([dims[n] for n in group])])
-        weights = [torch.zeros(num_classes, dims[n], device=device, requires_grad=True) for n in group]
-        biases = [torch.zeros(num_classes, device=device, requires_grad=True) for _ in group]
-        optimizer = torch.optim.Adam(weights + biases, lr=lr)
+        if held:
+            train_x, stats = _standardized(train, classes, None)
+            on_device = _fits_device(sum(x.numel() for x in train_x) * BYTES_PER_VALUE, device)
+            train_x = [x.to(device) for x in train_x] if on_device else train_x
+            stop_x = _standardized(stop_rows, classes, stats)[0] if stop_rows is not None else None
+        else:
+            stats = {n: feature_stats(train.features[n], train.index) for n in group}
+            train_x = stop_x = None
+        source = {key: _Source(rows, classes, stats, chunk=chunk, device=device, held=train_x if key == "train" else None)
+                  for key, rows in {"train": train, **evaluate}.items()}
+        if stop_rows is not None:
+            source[stop_on] = _Source(stop_rows, classes, stats, chunk=chunk, device=device, held=stop_x)
+        train_y = train.targets.to(device)
+        weights = [torch.zeros(num_classes, dims[n], device=device) for n in order]
+        biases = [torch.zeros(num_classes, device=device) for _ in order]
+        optimizer = torch.optim.Adam(weights + biases, lr=lr, foreach=True)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+        active = [True] * len(order)
+        epochs_used = [epochs] * len(order)
+        best_epoch = [epochs] * len(order)
+        best_loss = [float("inf")] * len(order)
+        reference = [float("inf")] * len(order)  # the loss at the last improvement by more than REL_IMPROVEMENT
+        stale = [0] * len(order)
+        best = [None] * len(order)
+
+        def step(xs, y):
+            optimizer.zero_grad(set_to_none=True)
+            _set_gradients(xs, y, layout, active, weights, biases)
+            optimizer.step()
+            scheduler.step()
+
         g = torch.Generator().manual_seed(seed)  # every group walks the same permutations
         label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
-        for _ in track(progress, range(epochs), label, total=epochs):
-            perm = torch.randperm(len(train.index), generator=g)[:used].numpy()
-            for start in range(0, used, chunk):
-                positions = perm[start:start + chunk]
-                x_chunk = x = None  # a mini-batch view keeps its whole chunk alive: free it before the next is read
-                x_chunk = _standardized(train, group, stats, positions).to(device)
-                y_chunk = train.targets[positions].to(device)
-                for b in range(0, len(positions), batch_size):
-                    x, y = x_chunk[b:b + batch_size], y_chunk[b:b + batch_size]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = sum(F.cross_entropy(torch.addmm(bias, x[:, lo:hi], w.t()), y)
-                               for w, bias, lo, hi in zip(weights, biases, offsets[:-1], offsets[1:]))
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-            x_chunk = x = None
-        with torch.no_grad():
-            scored = {"train": train, **evaluate}
-            correct = {key: [0] * len(group) for key in scored}
-            for key, rows in scored.items():
-                for start in range(0, len(rows.index), chunk):
-                    positions = slice(start, start + chunk)
-                    x = None
-                    x = _standardized(rows, group, stats, positions).to(device)
-                    y = rows.targets[positions]
-                    for i, (w, bias, lo, hi) in enumerate(zip(weights, biases, offsets[:-1], offsets[1:])):
-                        correct[key][i] += (torch.addmm(bias, x[:, lo:hi], w.t()).argmax(1).cpu() == y).sum().item()
-            for i, (n, w, bias) in enumerate(zip(group, weights, biases)):
-                mean, std = stats[n][0].flatten().to(device), stats[n][1].flatten().to(device)
-                w_raw = w / std  # fold the standardization back: raw-scale head, same logits
-                b_raw = bias - w_raw @ mean
-                acc = {key: correct[key][i] / max(1, len(rows.index)) for key, rows in scored.items()}
-                heads[n] = Head(weight=w_raw.reshape(num_classes, *train.features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
-                                train_accuracy=acc.pop("train"), accuracies=acc)
+        for epoch in track(progress, range(1, epochs + 1), label, total=epochs):
+            if not any(active):
+                continue
+            perm = torch.randperm(len(train.index), generator=g)[:used]
+            if held:
+                perm_d = perm.to(train_x[0].device)
+                for b in range(0, used, batch_size):
+                    idx = perm_d[b:b + batch_size]
+                    step([x.index_select(1, idx).to(device) for x in train_x], train_y[perm[b:b + batch_size].to(device)])
+            else:
+                perm = perm.numpy()
+                for start in range(0, used, chunk):
+                    positions = perm[start:start + chunk]
+                    x_chunk = x = None  # a mini-batch view keeps its whole chunk alive: free it before the next is read
+                    x_chunk = [x.to(device) for x in _standardized(train, classes, stats, positions)[0]]
+                    y_chunk = train.targets[positions].to(device)
+                    for b in range(0, len(positions), batch_size):
+                        step([x[:, b:b + batch_size] for x in x_chunk], y_chunk[b:b + batch_size])
+                x_chunk = x = None
+            if stop_rows is None:
+                continue
+            losses = _scores(source[stop_on], layout, active, weights, biases, len(order))[0] / len(stop_rows.index)
+            for i in range(len(order)):
+                if not active[i]:
+                    continue
+                loss = losses[i].item()
+                if loss < best_loss[i]:
+                    best_loss[i], best_epoch[i] = loss, epoch
+                    best[i] = (weights[i].detach().clone(), biases[i].detach().clone())
+                if loss < reference[i] * (1 - REL_IMPROVEMENT):
+                    reference[i], stale[i] = loss, 0
+                else:
+                    stale[i] += 1
+                if epoch >= min_epochs and stale[i] >= patience:
+                    active[i], epochs_used[i] = False, epoch
+        if stop_rows is not None:
+            with torch.no_grad():
+                for i, kept in enumerate(best):
+                    if kept is not None:
+                        weights[i].copy_(kept[0])
+                        biases[i].copy_(kept[1])
+        everyone = [True] * len(order)
+        correct = {key: _scores(source[key], layout, everyone, weights, biases, len(order))[1] for key in ("train", *evaluate)}
+        for i, n in enumerate(order):
+            mean, std = stats[n][0].flatten().to(device), stats[n][1].flatten().to(device)
+            w = weights[i].detach()
+            w_raw = w / std  # fold the standardization back: raw-scale head, same logits
+            b_raw = biases[i].detach() - w_raw @ mean
+            rows_of = {"train": train, **evaluate}
+            acc = {key: correct[key][i].item() / max(1, len(rows_of[key].index)) for key in correct}
+            heads[n] = Head(weight=w_raw.reshape(num_classes, *train.features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
+                            train_accuracy=acc.pop("train"), accuracies=acc, epochs_used=epochs_used[i], best_epoch=best_epoch[i],
+                            stop_loss=best_loss[i] if stop_rows is not None else None)
     return {n: heads[n] for n in names}

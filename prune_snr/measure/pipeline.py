@@ -56,7 +56,10 @@ def measure(
         points: ``"all"`` (the model's measurement points), ``"a,b"`` or a list of module names.
         pool: ``p``; heads see ``C * p * p`` features per point.
         threshold: θ for clusters/noise.
-        head_epochs, head_lr, head_batch_size: Adam training of the heads.
+        head_epochs, head_lr, head_batch_size: Adam training of the heads (``head_epochs`` is the cap).
+        head_patience, head_min_epochs: early stopping of each head on its validation loss (validation rows
+            only; without a validation split, or with ``head_patience=0``, every head trains ``head_epochs``).
+            Each point records ``head_epochs_used`` and ``head_best_epoch`` (the epoch whose weights it keeps).
         label_sweep: label counts K to re-measure on the first K labels (or K labels drawn
             with ``label_seed``), reusing the cached features.
         fields_split: split whose class means give the field matrices: ``val`` (default; what
@@ -142,8 +145,11 @@ def measure(
         scored = {"test": rows(test_x, test_y, test_rows)}
         if len(val_rows):
             scored["val"] = rows(val_x, val_y, val_rows)
+        t_heads = time.perf_counter()
         heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
-                            seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress, description=description)
+                            seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress, description=description,
+                            patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val")
+        head_seconds[description] = time.perf_counter() - t_heads
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
         records, fields = [], {}
         for n in names:
@@ -157,19 +163,27 @@ def measure(
             records.append(record)
         return heads, records, fields
 
+    head_seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     heads, records, fields = run(None, "heads")
     timings["heads_and_fields_s"] = time.perf_counter() - t0
+    timings["heads_s"] = head_seconds["heads"]
+    for r in records:
+        r.update(_epochs_used(heads[r["name"]]))
     sweep = []
     for K in cfg.label_sweep or []:
         if K > num_classes:
             raise DataError(f"--labels {K}: the dataset has only {num_classes} labels")
         labels = choose_labels(num_classes, K, cfg.label_seed)
-        _, recs, _ = run(labels, f"heads (K={K})")
+        t0 = time.perf_counter()
+        sweep_heads, recs, _ = run(labels, f"heads (K={K})")
+        timings[f"sweep_{K}_s"] = time.perf_counter() - t0
+        timings[f"sweep_{K}_heads_s"] = head_seconds[f"heads (K={K})"]
         sweep.append({"labels": K, "label_ids": labels, "points": [
             {"name": r["name"], "val_accuracy": r.get("val_accuracy"), "test_accuracy": r["test_accuracy"],
              "error_rate": 1 - r["test_accuracy"], "snr": r["snr"], "cluster_size": r["cluster_size"],
-             "clusters_per_filter": r["clusters_per_filter"], "noise_per_filter": r["noise_per_filter"]} for r in recs]})
+             "clusters_per_filter": r["clusters_per_filter"], "noise_per_filter": r["noise_per_filter"],
+             **_epochs_used(sweep_heads[r["name"]])} for r in recs]})
     timings["total_s"] = time.perf_counter() - t_start
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     spec = getattr(model, "spec", None) or {}
@@ -183,8 +197,10 @@ def measure(
         "seed": seed,
         "device": str(device_t),
         "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
-                    "head_batch_size": cfg.head_batch_size, "fields_split": fields_split, "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype, "memory_budget_gib": round(process_budget / 2**30, 3),
+                    "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
+                    "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
+                    "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype,
+                    "memory_budget_gib": round(process_budget / 2**30, 3),
                     "head_bias_in_fields": False},
         "timings": timings,
         "feature_cache": str(cache_root / key),
@@ -201,7 +217,7 @@ def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str |
     The validation split defaults to the very images the training held out.
     """
     from ..atomic import atomic_save_text
-    from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
+    from ..checkpoint import build_from_checkpoint, load_checkpoint
     from ..config import dump_yaml
     from .plots import save_plots
 
@@ -239,6 +255,11 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
         warnings.warn(f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
                       "trained on it; use --val-source test for decisions on unseen images", stacklevel=2)
     return cfg, saw
+
+
+def _epochs_used(head) -> dict:
+    """What a point record says of its head's training: the epochs it trained and the epoch whose weights it kept."""
+    return {"head_epochs_used": head.epochs_used, "head_best_epoch": head.best_epoch}
 
 
 def _num_outputs(model: nn.Module) -> int | None:

@@ -319,6 +319,7 @@ def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureC
     o = previous.meta["options"]
     return dataclasses.replace(options, points=",".join(p["name"] for p in previous.points), pool=o["pool"], threshold=o["threshold"],
                                head_epochs=o["head_epochs"], head_lr=o["head_lr"], head_batch_size=o["head_batch_size"],
+                               head_patience=o.get("head_patience", 0), head_min_epochs=o.get("head_min_epochs", options.head_min_epochs),
                                fields_split=o["fields_split"], label_sweep=None, label_seed=None, expanded=None)
 
 

@@ -25,6 +25,8 @@ THRESHOLD = 0.3
 POOL = 2
 #: Epochs of each linear head.
 HEAD_EPOCHS = 30
+#: Field matrices fields.npz keeps per point by default: the highest-SNR filters' (filters.png draws 4).
+SAVE_FIELDS = 16
 
 
 @dataclass(frozen=True)

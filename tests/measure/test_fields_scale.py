@@ -201,3 +201,19 @@ def test_label_sweep_up_to_1000_labels_is_accepted():
     from prune_snr.config import MeasureConfig, resolve
 
     assert resolve(MeasureConfig, overrides={"label_sweep": "3,10,100,1000"}).label_sweep == [3, 10, 100, 1000]
+
+
+def test_label_sweep_plot_uses_a_log_axis_above_100_labels(two_kept, tmp_path, monkeypatch):
+    import dataclasses
+
+    from prune_snr.measure import plots
+
+    _, result, _ = two_kept
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig.axes[0].get_xscale()) and path)
+    for ks, scale in (([3, 5, 10], "linear"), ([3, 10, 100, 1000], "log")):
+        point = lambda r: {"name": r["name"], "error_rate": 0.5}
+        sweep = [{"labels": k, "points": [point(r) for r in result.points]} for k in ks]
+        drawn.clear()
+        plots.save_plots(dataclasses.replace(result, label_sweep=sweep), tmp_path)
+        assert drawn["label_sweep.png"] == scale, ks

@@ -188,7 +188,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
         fast = measure(model, (train_set, test_set), points=points, pool=args.pool, head_epochs=args.head_epochs,
-                       head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0, fields_split="test")
+                       head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0, fields_split="test",
+                       save_fields="all")
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
     slow = naive(model, train_set, test_set, points, pool=args.pool, epochs=args.head_epochs, lr=1e-3, batch_size=256,

@@ -29,6 +29,8 @@ HEAD_EPOCHS = 30
 HEAD_PATIENCE = 3
 #: Epochs every head trains before early stopping may stop it.
 HEAD_MIN_EPOCHS = 5
+#: Field matrices fields.npz keeps per point by default: the highest-SNR filters' (filters.png draws 4).
+SAVE_FIELDS = 16
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,18 @@ def user_errors():
         raise typer.Exit(130) from None
 
 
+def _size(path: Path) -> str:
+    """A file's size for people (``3.2 MB``), or ``missing``."""
+    if not path.is_file():
+        return "missing"
+    size = float(path.stat().st_size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
 def _flags(given: dict, *not_options: str) -> dict:
     """A command's parameters (its ``locals()`` on entry) as config overrides: every flag is written
     once, in the signature, under its config key; paths become strings."""
@@ -185,9 +197,10 @@ def measure(
     fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
     val_fraction: ValFraction = None,
     val_source: ValSource = None,
-    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads may hold at once (default: a quarter of the RAM).")] = None,
+    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of filters) may hold at once (default: a quarter of the RAM).")] = None,
     cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
     expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
+    save_fields: Annotated[Optional[str], typer.Option("--save-fields", help="Field matrices fields.npz keeps per point: the N highest-SNR filters' (default 16), or all; every filter's statistics are kept.")] = None,
     batch_size: BatchSize = None,
     seed: Seed = None,
     device: Device = None,
@@ -206,7 +219,8 @@ def measure(
         console.print(points_table(result))
         t = result.meta["timings"]
         console.print(f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
-                      f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {out}")
+                      f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {out} "
+                      f"(fields.npz {_size(out / 'fields.npz')})")
 
 
 @app.command()

@@ -100,6 +100,7 @@ class MeasureConfig:
     cache_dtype: str = choices.CACHE_DTYPES.default
     memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
     expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
+    save_fields: str = str(choices.SAVE_FIELDS)  # field matrices kept per point: the N highest-SNR filters', or "all"
     batch_size: int = 256
     seed: int = 0
     device: str = "auto"
@@ -122,6 +123,17 @@ class MeasureConfig:
             raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
         if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):
             raise ConfigError(f"labels={self.label_sweep}: every label count must be >= 2")
+        fields_to_keep(self.save_fields)
+
+
+def fields_to_keep(value) -> int | None:
+    """``save_fields`` as a count of field matrices kept per point (``None``: all of them)."""
+    text = str(value).strip().lower()
+    if text == "all":
+        return None
+    if not isinstance(value, bool) and text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ConfigError(f"save_fields={value!r}: give a positive number of filters per point, or all")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -87,6 +87,7 @@ def test_measure_writes_every_artifact_and_prints_the_layer_table(measured_run):
     cells = [line.replace("│", " ").split() for line in MEASURE_OUTPUT[0].splitlines()]
     rows = {c[0]: c for c in cells if c and c[0].startswith("features.")}
     assert list(rows) == [p["name"] for p in data["points"]], "one table row per measured point, in order"
+    assert "(fields.npz " in MEASURE_OUTPUT[0] and "B)" in MEASURE_OUTPUT[0], "the size of fields.npz is printed"
     for point in data["points"]:
         row = rows[point["name"]]
         assert row[1:5] == [str(point["n_filters"]), f"{point['val_accuracy']:.4f}", f"{point['test_accuracy']:.4f}",

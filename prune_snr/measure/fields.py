@@ -16,12 +16,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..choices import THRESHOLD
 
-#: Filters per chunk in the connected-components pass (bounds memory at F x L x L).
+#: Most filters per chunk of the statistics pass (the memory budget usually sets fewer).
 CHUNK = 256
+#: Bytes one element of an ``F x L x L`` chunk costs at the peak of the statistics pass: the matrix
+#: (float32, normalised in place), the signal and noise masks, one float temporary, and slack.
+BYTES_PER_ELEMENT = 16
+#: Bytes one element costs in the connected-components pass at worst (every element an edge:
+#: its index, endpoints and the sparse graph's copy); that pass runs on sub-blocks of a chunk.
+BYTES_PER_EDGE = 48
+#: Phase 3's working memory when no budget is given.
+DEFAULT_BUDGET = 1 << 30
 
 
 def field_matrices(mu: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -42,7 +51,7 @@ class FilterStats:
     n_active: torch.Tensor    # active labels per filter (= labels in clusters)
     snr: torch.Tensor         # signal / (noise + threshold); 0 for dead filters
     strength: torch.Tensor    # max(M_f) (clamped at 0): how strong the filter is before normalising
-    component: torch.Tensor   # F x L: cluster id of each label (its smallest label), L if inactive
+    component: torch.Tensor   # F x L int32: cluster id of each label (its smallest label), L if inactive
 
     def clusters(self, f: int) -> list[list[int]]:
         """Filter ``f``'s clusters as ascending label lists, ordered by first label."""
@@ -55,51 +64,134 @@ class FilterStats:
         return [groups[c] for c in sorted(groups)]
 
 
-def _components(adjacency: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Connected components by min-label propagation; inactive labels get id L."""
-    F, L, _ = adjacency.shape
-    sentinel = torch.tensor(L, device=adjacency.device)
-    labels = torch.arange(L, device=adjacency.device).expand(F, L)
-    comp = torch.where(active, labels, sentinel)
-    for _ in range(L):
-        neighbour_min = torch.where(adjacency, comp[:, None, :], sentinel).amin(-1)
-        new = torch.where(active, torch.minimum(comp, neighbour_min), sentinel)
-        if torch.equal(new, comp):
-            break
-        comp = new
-    return comp
+def chunk_filters(labels: int, memory_budget: int | None = None) -> int:
+    """Filters per chunk so that a chunk's phase-3 working set fits ``memory_budget`` bytes (at least one).
+
+    Example:
+        >>> chunk_filters(1000, 2 << 30)  # full-width EfficientNet-B0 conv_head at 1000 labels, 2 GiB
+        67
+    """
+    budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
+    return int(max(1, min(CHUNK, budget // 2 // (labels * labels * BYTES_PER_ELEMENT))))
 
 
-def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD) -> FilterStats:
+def _components(edges: torch.Tensor, active: torch.Tensor, memory_budget: int) -> torch.Tensor:
+    """Connected components of every filter of a chunk (scipy's, on the sparse graph ``edges``: ``c x L x L``
+    bool, the above-θ pairs of active labels); a component's id is its smallest label, inactive labels get id L."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    device = edges.device
+    edges, active = edges.cpu(), active.cpu()
+    n, L, _ = edges.shape
+    comp = torch.full((n, L), L, dtype=torch.int32)
+    step = int(max(1, memory_budget // 2 // (L * L * BYTES_PER_EDGE)))
+    for start in range(0, n, step):
+        act = active[start:start + step]
+        m = len(act)
+        pairs = edges[start:start + step].nonzero()  # E x 3: (filter, i, j); self-loops included, harmless
+        base = pairs[:, 0] * L
+        rows, cols = (base + pairs[:, 1]).numpy().astype(np.int32), (base + pairs[:, 2]).numpy().astype(np.int32)
+        del pairs, base
+        graph = csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(m * L, m * L))
+        del rows, cols
+        _, ids = connected_components(graph, directed=True, connection="weak")  # weak: i~j if B[i, j] or B[j, i]
+        del graph
+        # a component's smallest node is where it first occurs; filters never share a component
+        _, first = np.unique(ids, return_index=True)
+        smallest = torch.from_numpy((first[ids] % L).astype(np.int32)).view(m, L)
+        comp[start:start + m] = torch.where(act, smallest, torch.tensor(L, dtype=torch.int32))
+    return comp.to(device)
+
+
+def _chunk_stats(M: torch.Tensor, threshold: float, memory_budget: int, *, owned: bool) -> dict[str, torch.Tensor]:
+    """METHOD.md's per-filter statistics of a chunk ``M`` (``c x L x L``); ``owned``: ``M`` may be overwritten.
+
+    An above-θ element (i, j) with both labels active is an edge of the cluster graph, so i and j share
+    a cluster: the signal elements are exactly the above-θ elements between active labels, and the
+    components are needed only for the cluster ids and counts.
+    """
+    M = M.float()
+    n, L, _ = M.shape
+    peak = M.flatten(1).amax(1)
+    dead = peak <= 0
+    scale = torch.where(dead, torch.ones_like(peak), peak)[:, None, None]
+    norm = M.div_(scale) if owned else M / scale
+    above = norm > threshold
+    if bool(dead.any()):
+        above &= ~dead[:, None, None]
+    active = above.diagonal(dim1=1, dim2=2).clone()  # c x L
+    signal_mask = above & active[:, :, None]
+    signal_mask &= active[:, None, :]
+    above ^= signal_mask  # now the noise elements (the signal elements are above-θ ones)
+    noise_mask = above
+    signal = (norm * signal_mask).sum((1, 2))
+    noise = (norm * noise_mask).sum((1, 2))
+    n_noise = noise_mask.sum((1, 2))
+    del norm, noise_mask, above, M
+    comp = _components(signal_mask, active, memory_budget)
+    n_clusters = (comp == torch.arange(L, dtype=torch.int32, device=comp.device)).sum(1)
+    snr = torch.where(dead, torch.zeros_like(signal), signal / (noise + threshold))
+    out = {"dead": dead, "signal": signal, "noise": noise, "n_noise": n_noise, "n_clusters": n_clusters,
+           "n_active": active.sum(1), "snr": snr, "strength": peak.clamp(min=0), "component": comp}
+    return {k: v.cpu() for k, v in out.items()}
+
+
+def _gather(parts: list[dict[str, torch.Tensor]], L: int) -> FilterStats:
+    if not parts:
+        empty = torch.zeros(0)
+        return FilterStats(dead=empty.bool(), signal=empty, noise=empty, n_noise=empty.long(), n_clusters=empty.long(),
+                           n_active=empty.long(), snr=empty, strength=empty, component=torch.zeros(0, L, dtype=torch.int32))
+    return FilterStats(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+
+
+def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD, memory_budget: int | None = None) -> FilterStats:
     """Clusters, signal, noise and SNR of every filter of a layer (METHOD.md, phase 3).
 
     Args:
-        M: ``F x L x L`` un-normalised field matrices.
+        M: ``F x L x L`` un-normalised field matrices (left unchanged).
         threshold: θ; an element counts when its normalised value is strictly above θ.
+        memory_budget: bytes the pass may hold besides ``M`` (default 1 GiB); it runs on chunks of filters.
     """
-    M = M.float()
     F, L, _ = M.shape
-    peak = M.flatten(1).amax(1)
-    dead = peak <= 0
-    norm = M / torch.where(dead, torch.ones_like(peak), peak)[:, None, None]
-    above = (norm > threshold) & ~dead[:, None, None]
-    active = above.diagonal(dim1=1, dim2=2)  # F x L
+    budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
+    step = chunk_filters(L, budget)
+    parts = [_chunk_stats(M[s:s + step], threshold, budget, owned=False) for s in range(0, F, step)]
+    return _gather(parts, L)
+
+
+def layer_stats(mu: torch.Tensor, weight: torch.Tensor, *, threshold: float = THRESHOLD,
+                memory_budget: int | None = None) -> FilterStats:
+    """:func:`filter_stats` of ``field_matrices(mu, weight)`` without ever holding the layer's ``F x L x L``
+    matrices: each chunk of filters (sized so the pass fits ``memory_budget`` bytes, default 1 GiB) gets its
+    matrices, its statistics, and is dropped; only the per-filter statistics stay.
+
+    Args:
+        mu: ``L x F x K`` class-mean features; weight: ``L x F x K`` head weights (raw feature scale).
+
+    Example:
+        >>> mu, W = torch.ones(3, 2, 1), torch.eye(3)[:, None, :1].expand(3, 2, 1)
+        >>> layer_stats(mu, W).n_clusters.tolist()
+        [1, 1]
+    """
+    L, F = mu.shape[:2]
+    budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
+    step = chunk_filters(L, budget)
     parts = []
-    for start in range(0, F, CHUNK):
-        a, act = above[start:start + CHUNK], active[start:start + CHUNK]
-        both = act[:, :, None] & act[:, None, :]
-        parts.append(_components((a | a.transpose(1, 2)) & both, act))
-    comp = torch.cat(parts) if parts else torch.zeros(0, L, dtype=torch.long, device=M.device)
-    same = (comp[:, :, None] == comp[:, None, :]) & active[:, :, None] & active[:, None, :]
-    signal_mask, noise_mask = above & same, above & ~same
-    signal = (norm * signal_mask).sum((1, 2))
-    noise = (norm * noise_mask).sum((1, 2))
-    n_active = active.sum(1)
-    # A cluster is identified by its smallest label, which is the only label whose id is itself.
-    n_clusters = (comp == torch.arange(L, device=M.device)).sum(1)
-    snr = torch.where(dead, torch.zeros_like(signal), signal / (noise + threshold))
-    return FilterStats(dead=dead, signal=signal, noise=noise, n_noise=noise_mask.sum((1, 2)), n_clusters=n_clusters,
-                       n_active=n_active, snr=snr, strength=peak.clamp(min=0), component=comp)
+    for s in range(0, F, step):
+        M = field_matrices(mu[:, s:s + step], weight[:, s:s + step])
+        parts.append(_chunk_stats(M, threshold, budget, owned=True))
+        del M
+    return _gather(parts, L)
+
+
+def top_filters(stats: FilterStats, keep: int | None) -> np.ndarray:
+    """Ascending indices of the ``keep`` highest-SNR filters (all of them for ``None``)."""
+    F = len(stats.snr)
+    if keep is None or keep >= F:
+        return np.arange(F)
+    order = np.argsort(-stats.snr.numpy(), kind="stable")[:keep]
+    return np.sort(order)
 
 
 def layer_summary(stats: FilterStats) -> dict[str, float]:

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import MeasureConfig, resolve
+from ..config import MeasureConfig, fields_to_keep, resolve
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, validation_split
 from ..errors import DataError, ModelError
 from ..models import resolve_points
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, extract
-from .fields import field_matrices
+from .fields import field_matrices, layer_stats, top_filters
 from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
 from .result import Measurement, point_record, test_figures
 
@@ -68,7 +68,10 @@ def measure(
             heads for decisions (:func:`prune_snr.data.validation_split`).
         cache_dtype: ``float32`` or ``float16`` features on disk.
         memory_budget: GiB the process may hold while the heads train (default: a quarter of the
-            RAM); their chunks of rows get what it does not already hold.
+            RAM); their chunks of rows get what it does not already hold, and so do phase 3's
+            chunks of filters (no layer's ``F x L x L`` matrices are ever held at once).
+        save_fields: field matrices kept per point: those of the N highest-SNR filters (default 16;
+            ``filters.png`` draws 4), or ``"all"``; every filter's statistics are kept.
         expanded: EfficientNet: also measure each MBConv's depthwise output.
         cache_dir: where features are cached (default ``~/.cache/prune-snr/features``).
 
@@ -129,6 +132,7 @@ def measure(
         rest_rows, val_rows = validation_split(train_y, val_fraction)
         test_rows, val_x, val_y = np.arange(len(test_y)), train_x, train_y
     process_budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
+    keep_fields = fields_to_keep(cfg.save_fields)
 
     def run(labels: list[int] | None, description: str):
         """Heads and field matrices on a label subset (None = all labels)."""
@@ -151,15 +155,19 @@ def measure(
                             patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val")
         head_seconds[description] = time.perf_counter() - t_heads
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
-        records, fields = [], {}
+        records, fields = [], {}  # fields: point -> (statistics, kept filters, their matrices); none kept in the sweep
         for n in names:
-            M = field_matrices(class_means(fields_rows.features[n], fields_rows.index, fields_rows.targets, L), heads[n].weight)
-            fields[n] = M.numpy()
-            record = point_record(n, M, heads[n].accuracies, threshold, heads[n].train_accuracy)
+            # phase 3 in filter chunks within the budget; only the per-filter statistics and the kept matrices stay
+            mu = class_means(fields_rows.features[n], fields_rows.index, fields_rows.targets, L)
+            stats = layer_stats(mu, heads[n].weight, threshold=threshold, memory_budget=chunk_budget(process_budget))
+            kept = top_filters(stats, keep_fields) if labels is None else np.zeros(0, dtype=np.int64)
+            index = torch.from_numpy(kept)
+            fields[n] = stats, kept, field_matrices(mu[:, index], heads[n].weight[:, index]).numpy()
+            record = point_record(n, stats, heads[n].accuracies, threshold, heads[n].train_accuracy)
             if fields_split != "test":
                 test = scored["test"]
-                record["test"] = test_figures(field_matrices(class_means(test.features[n], test.index, test.targets, L),
-                                                             heads[n].weight), threshold)
+                record["test"] = test_figures(layer_stats(class_means(test.features[n], test.index, test.targets, L), heads[n].weight,
+                                                          threshold=threshold, memory_budget=chunk_budget(process_budget)), threshold)
             records.append(record)
         return heads, records, fields
 
@@ -201,12 +209,13 @@ def measure(
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
                     "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype,
                     "memory_budget_gib": round(process_budget / 2**30, 3),
-                    "head_bias_in_fields": False},
+                    "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
         "timings": timings,
         "feature_cache": str(cache_root / key),
     }
-    return Measurement(meta=meta, points=records, fields=fields, label_sweep=sweep,
-                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()})
+    return Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
+                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
+                       field_filters={n: f[1] for n, f in fields.items()}, filter_stats={n: f[0] for n, f in fields.items()})
 
 
 def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str | Path, plots: bool = True,

@@ -21,6 +21,10 @@ def save_figure(fig, path: Path) -> Path:
     return atomic_save_bytes(path, buf.getvalue())
 
 
+#: Above this many labels filters.png does not outline cluster cells (too small to see, too many to draw).
+OUTLINE_LABELS = 100
+
+
 def _short(name: str) -> str:
     return name.replace("features.", "").replace("blocks.", "b")
 
@@ -62,27 +66,29 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
 
     step = max(1, math.ceil(len(m.points) / max_layers))
     shown = m.points[::step]
-    L = next(iter(m.fields.values())).shape[-1]
+    L = m.stats(shown[0]["name"]).component.shape[1]
     names = [str(c)[:10] for c in m.meta.get("classes", range(L))]
-    side = max(1.8, 0.22 * L)
+    side = min(max(1.8, 0.22 * L), 6.0)  # a 1000-label matrix is drawn as an image, not cell by cell
     fig, axes = plt.subplots(len(shown), filters_per_layer, figsize=(filters_per_layer * side + 1.2, len(shown) * side),
                              squeeze=False, constrained_layout=True)
     image = None
     for r, (row, p) in enumerate(zip(axes, shown)):
-        M = m.fields[p["name"]]
         stats = m.stats(p["name"])
-        order = np.argsort(-stats.snr.numpy())[:filters_per_layer]
+        # the highest-SNR filters among those whose matrices were kept (--save-fields keeps the highest-SNR ones)
+        kept = m.stored_filters(p["name"])
+        order = kept[np.argsort(-stats.snr.numpy()[kept], kind="stable")][:filters_per_layer]
         for ax, f in zip(row, order):
-            peak = M[f].max()
-            image = ax.imshow(M[f] / peak if peak > 0 else M[f], vmin=0, vmax=1, cmap="viridis")
+            M_f = m.matrix(p["name"], int(f))
+            peak = M_f.max()
+            image = ax.imshow(M_f / peak if peak > 0 else M_f, vmin=0, vmax=1, cmap="viridis")
             ticks = range(L) if L <= 20 else []
             ax.set_xticks(ticks, [names[i] for i in ticks] if r == len(shown) - 1 else [], rotation=90, fontsize=5)
             ax.set_yticks(ticks, [names[i] for i in ticks] if ax is row[0] else [], fontsize=5)
             # a cluster's cells (signal elements) get a red outline: labels the filter confuses among each other only
-            for labels in stats.clusters(int(f)) if peak > 0 else []:
+            for labels in stats.clusters(int(f)) if peak > 0 and L <= OUTLINE_LABELS else []:
                 for i in labels:
                     for j in labels:
-                        if M[f][i, j] / peak > m.threshold:
+                        if M_f[i, j] / peak > m.threshold:
                             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=0.8))
             ax.set_title(f"filter {int(f)}, SNR {stats.snr[f]:.1f}", fontsize=6)
         row[0].set_ylabel(f"{_short(p['name'])}\ninput label", fontsize=7)
@@ -92,7 +98,8 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
         ax.set_xlabel("output unit", fontsize=7)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="field / max field")
-    fig.suptitle(f"normalised field matrices of the top-SNR filters (θ = {m.threshold}; red: cluster cells; "
+    fig.suptitle(f"normalised field matrices of the top-SNR filters (θ = {m.threshold}; red: cluster cells"
+                 f"{'' if L <= OUTLINE_LABELS else f', not drawn above {OUTLINE_LABELS} labels'}; "
                  f"fields on the {m.meta['options'].get('fields_split', 'test')} split)", fontsize=8)
     written.append(save_figure(fig, out / "filters.png"))
 
@@ -101,6 +108,8 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
         ks = [s["labels"] for s in m.label_sweep]
         for idx in sorted({0, len(m.points) // 2, len(m.points) - 1}):
             ax.plot(ks, [s["points"][idx]["error_rate"] for s in m.label_sweep], "o-", label=_short(m.points[idx]["name"]))
+        if max(ks) > 100:
+            ax.set_xscale("log")
         ax.set_xlabel("number of labels")
         ax.set_ylabel("head test error rate")
         ax.legend(fontsize=7)

@@ -6,8 +6,14 @@ Artifacts (all written atomically):
   cluster_size, dead_fraction``; the field figures on ``options.fields_split``, the test
   split's under ``test``) and ``label_sweep``. ``val_accuracy`` drives decisions;
   ``test_accuracy`` is the paper's figure and never feeds one.
-- ``fields.npz``: ``NAME/M`` (F x L x L float32, un-normalised mean fields) and ``NAME/snr``
-  (F float32) for every point; every figure in the JSON is recomputable from these.
+- ``fields.npz``: per point, every filter's statistics (``NAME/snr``, ``signal``, ``noise``,
+  ``strength`` float32; ``n_noise``, ``n_clusters``, ``n_active`` int32; ``dead`` bool;
+  ``component`` F x L int16/int32: each label's cluster id, its smallest label, L if inactive),
+  from which every figure in the JSON follows; and the un-normalised field matrices ``NAME/M``
+  (F' x L x L float32) of ``--save-fields`` filters only (the highest-SNR ones, ``all`` keeps
+  every filter's), whose filter indices are ``NAME/M_filters`` (ascending). Files written before
+  the statistics were stored hold only ``NAME/M`` (every filter) and ``NAME/snr``: they still load,
+  and the statistics are recomputed from the matrices.
 - ``heads.pt``: each point's linear head on the raw feature scale (``weight`` L x C x p*p,
   ``bias`` L), loadable with ``weights_only=True``; truncation and AFCC use them.
 """
@@ -25,20 +31,25 @@ from ..atomic import atomic_save_bytes, atomic_save_json
 
 from ..checkpoint import save_checkpoint, load_checkpoint
 from ..errors import CheckpointError
-from .fields import filter_stats, layer_summary
+from .fields import FilterStats, filter_stats, layer_summary
 
 MEASUREMENT = "measurement.json"
 FIELDS = "fields.npz"
 HEADS = "heads.pt"
+#: The per-filter statistics fields.npz stores for every point, and their dtypes on disk (``component`` aside).
+STATS = {"snr": np.float32, "signal": np.float32, "noise": np.float32, "strength": np.float32, "n_noise": np.int32,
+         "n_clusters": np.int32, "n_active": np.int32, "dead": np.bool_}
 
 
 @dataclass
 class Measurement:
     meta: dict                      # model, dataset, split sizes, seed, options, timings
     points: list[dict]              # per-point figures, input to output
-    fields: dict[str, np.ndarray]   # point -> M (F x L x L)
+    fields: dict[str, np.ndarray]   # point -> M of the stored filters (F' x L x L, rows as in field_filters)
     heads: dict[str, dict] = field(default_factory=dict)  # point -> {"weight", "bias"}
     label_sweep: list[dict] = field(default_factory=list)
+    field_filters: dict[str, np.ndarray] = field(default_factory=dict)  # point -> filter of each row of fields (absent: all)
+    filter_stats: dict[str, FilterStats] = field(default_factory=dict)  # point -> statistics (absent: from the fields)
 
     @property
     def threshold(self) -> float:
@@ -59,17 +70,39 @@ class Measurement:
     def restricted(self, keep) -> "Measurement":
         """This measurement with only the points for which ``keep(name)`` holds (the model lost the others)."""
         return Measurement(meta=self.meta, points=[p for p in self.points if keep(p["name"])],
-                           fields={k: v for k, v in self.fields.items() if keep(k)}, heads=self.heads)
+                           fields={k: v for k, v in self.fields.items() if keep(k)}, heads=self.heads,
+                           field_filters={k: v for k, v in self.field_filters.items() if keep(k)},
+                           filter_stats={k: v for k, v in self.filter_stats.items() if keep(k)})
 
     def point(self, name: str) -> dict:
         return next(p for p in self.points if p["name"] == name)
 
-    def stats(self, name: str):
-        """Per-filter statistics of point ``name`` (recomputed from its field matrices)."""
-        return filter_stats(torch.from_numpy(self.fields[name]), threshold=self.threshold)
+    def stats(self, name: str) -> FilterStats:
+        """Per-filter statistics of point ``name``: the stored ones, else recomputed from its field matrices."""
+        if name not in self.filter_stats:
+            M = self.fields[name]
+            filters = self.stored_filters(name)
+            n_filters = next((p.get("n_filters") for p in self.points if p["name"] == name), None)
+            if not np.array_equal(filters, np.arange(len(filters))) or n_filters not in (None, len(filters)):
+                raise CheckpointError(f"measurement point {name} holds neither statistics nor every filter's fields; re-measure it")
+            self.filter_stats[name] = filter_stats(torch.from_numpy(M), threshold=self.threshold)
+        return self.filter_stats[name]
 
     def snr(self, name: str) -> np.ndarray:
         return self.stats(name).snr.numpy()
+
+    def stored_filters(self, name: str) -> np.ndarray:
+        """The filters whose field matrices point ``name`` keeps (``fields[name][r]`` is filter ``stored_filters(name)[r]``'s)."""
+        if name in self.field_filters:
+            return self.field_filters[name]
+        return np.arange(len(self.fields[name])) if name in self.fields else np.zeros(0, dtype=np.int64)
+
+    def matrix(self, name: str, f: int) -> np.ndarray:
+        """Filter ``f``'s un-normalised field matrix at point ``name`` (``L x L``), if it was kept."""
+        rows = np.flatnonzero(self.stored_filters(name) == f)
+        if not len(rows):
+            raise KeyError(f"{name}: the field matrix of filter {f} was not kept (measure with --save-fields all to keep every one)")
+        return self.fields[name][rows[0]]
 
     def to_json(self) -> dict:
         return {**self.meta, "points": self.points, "label_sweep": self.label_sweep}
@@ -77,9 +110,17 @@ class Measurement:
     def save(self, out: str | Path) -> Path:
         out = Path(out)
         arrays = {}
-        for name, M in self.fields.items():
-            arrays[f"{name}/M"] = M.astype(np.float32)
-            arrays[f"{name}/snr"] = self.snr(name).astype(np.float32)
+        names = [p["name"] for p in self.points]
+        names += [n for n in {**self.fields, **self.filter_stats} if n not in names]
+        for name in names:
+            stats = self.stats(name)
+            for key, dtype in STATS.items():
+                arrays[f"{name}/{key}"] = getattr(stats, key).numpy().astype(dtype)
+            L = stats.component.shape[1]
+            arrays[f"{name}/component"] = stats.component.numpy().astype(np.int16 if L < 2**15 else np.int32)
+            if name in self.fields:
+                arrays[f"{name}/M"] = self.fields[name].astype(np.float32)
+                arrays[f"{name}/M_filters"] = self.stored_filters(name).astype(np.int32)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_save_bytes(out / FIELDS, buf.getvalue())
@@ -98,27 +139,38 @@ class Measurement:
             data = json.loads(path.read_text())
             with np.load(folder / FIELDS) as npz:
                 fields = {key[:-2]: npz[key] for key in npz.files if key.endswith("/M")}
+                field_filters = {key[:-10]: npz[key].astype(np.int64) for key in npz.files if key.endswith("/M_filters")}
+                stats = {key[:-10]: _read_stats(npz, key[:-10]) for key in npz.files if key.endswith("/component")}
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"measurement in {folder} is damaged ({exc}); re-run prune-snr measure") from exc
         heads = load_checkpoint(folder / HEADS)["model"] if (folder / HEADS).is_file() else {}
         points = data.pop("points")
         sweep = data.pop("label_sweep", [])
-        return cls(meta=data, points=points, fields=fields, heads=heads, label_sweep=sweep)
+        return cls(meta=data, points=points, fields=fields, heads=heads, label_sweep=sweep, field_filters=field_filters,
+                   filter_stats=stats)
+
+
+def _read_stats(npz, name: str) -> FilterStats:
+    """A point's stored statistics, in the dtypes :func:`~prune_snr.measure.fields.filter_stats` gives."""
+    read = {key: torch.from_numpy(npz[f"{name}/{key}"]) for key in STATS}
+    read.update({key: read[key].long() for key in ("n_noise", "n_clusters", "n_active")})
+    return FilterStats(**read, component=torch.from_numpy(npz[f"{name}/component"].astype(np.int32)))
 
 
 FIGURES = ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction")
 
 
-def test_figures(M: torch.Tensor, threshold: float) -> dict:
-    """The field figures of one point on another split's class means."""
-    summary = layer_summary(filter_stats(M, threshold=threshold))
+def test_figures(M: torch.Tensor | FilterStats, threshold: float) -> dict:
+    """The field figures of one point (its ``F x L x L`` matrices, or their statistics) on another split's class means."""
+    summary = layer_summary(M if isinstance(M, FilterStats) else filter_stats(M, threshold=threshold))
     return {k: summary[k] for k in FIGURES}
 
 
-def point_record(name: str, M: torch.Tensor, accuracies: dict[str, float], threshold: float,
+def point_record(name: str, M: torch.Tensor | FilterStats, accuracies: dict[str, float], threshold: float,
                  train_accuracy: float | None = None) -> dict:
-    """The per-point entry of ``measurement.json``: ``val_accuracy``, ``test_accuracy`` and the field figures of ``M``."""
-    record = {"name": name, "n_filters": int(M.shape[0]), "val_accuracy": accuracies.get("val"),
+    """The per-point entry of ``measurement.json``: ``val_accuracy``, ``test_accuracy`` and the field figures of ``M``
+    (the point's matrices or their statistics)."""
+    record = {"name": name, "n_filters": len(M.snr) if isinstance(M, FilterStats) else int(M.shape[0]), "val_accuracy": accuracies.get("val"),
               "test_accuracy": accuracies.get("test")}
     record.update(test_figures(M, threshold))
     if train_accuracy is not None:

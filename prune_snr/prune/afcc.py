@@ -3,7 +3,8 @@ the filter's clusters.
 
 The clusters are those of the model's *own* classifier as the linear head: its field matrices
 ``M[f, i, j] = sum_k mu[i, f, k] W[j, f, k]`` use the class means of the features the classifier
-sees (the last conv block, pooled as the model pools it). The mask zeroes weights in place.
+sees (the last conv block, pooled as the model pools it), computed in chunks of filters, so only
+each filter's cluster ids (``F x L``) are held. The mask zeroes weights in place.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from ..choices import THRESHOLD
-from ..measure.fields import field_matrices, filter_stats
+from ..measure.fields import layer_stats
 from ..models import classifier_name
 from ..runtime import make_loader
 
@@ -45,8 +46,7 @@ def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD) -> di
     n_filters = _filters_feeding(model, D)
     K = D // n_filters
     W = head.weight.view(L, n_filters, K)
-    M = field_matrices(mu.view(L, n_filters, K), W)
-    stats = filter_stats(M, threshold=threshold)
+    stats = layer_stats(mu.view(L, n_filters, K), W, threshold=threshold)  # in chunks of filters: no F x L x L at once
     in_cluster = stats.component < L  # F x L: label is in one of the filter's clusters
     mask = in_cluster.t()[:, :, None].expand(L, n_filters, K).reshape(L, D).to(head.weight.dtype)
     before = int((head.weight != 0).sum())

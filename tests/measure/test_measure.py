@@ -19,7 +19,8 @@ def measured(tiny_run, tmp_path_factory):
     out, _ = tiny_run
     model = prune_snr.load(out / "model.pt")
     cache = tmp_path_factory.mktemp("features")
-    result = measure(model, "synthetic", points=POINTS, head_epochs=15, label_sweep=[3, 5], device="cpu", cache_dir=cache)
+    result = measure(model, "synthetic", points=POINTS, head_epochs=15, label_sweep=[3, 5], device="cpu", cache_dir=cache,
+                     save_fields="all")
     folder = result.save(tmp_path_factory.mktemp("measurement"))
     return model, result, folder, cache
 
@@ -62,7 +63,8 @@ def test_einsum_fields_agree_with_silencing_all_other_filters(measured):
 
 def test_fields_on_the_test_split_are_the_papers_figure(measured, tmp_path):
     model, _, _, cache = measured
-    on_test = measure(model, "synthetic", points="features.conv7", head_epochs=15, fields_split="test", device="cpu", cache_dir=cache)
+    on_test = measure(model, "synthetic", points="features.conv7", head_epochs=15, fields_split="test", device="cpu", cache_dir=cache,
+                      save_fields="all")
     slow = slow_field_matrix(model, on_test.heads["features.conv7"], "features.conv7", 1, 10,
                              images=build_dataset("synthetic", "test", augment=False))
     assert np.allclose(on_test.fields["features.conv7"][1], slow.numpy(), atol=1e-5)

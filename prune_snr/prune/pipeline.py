@@ -85,6 +85,11 @@ class PruneReport:
         return cls(options={k: v for k, v in data.items() if k not in names}, **{k: v for k, v in data.items() if k in names})
 
 
+def reads_measurement(cfg: PruneConfig) -> bool:
+    """Whether a stage of this run decides on a measurement (filter scores, layer ratios, the cut)."""
+    return cfg.criterion in MEASURED_CRITERIA or cfg.allocation in MEASURED_ALLOCATIONS or cfg.truncate
+
+
 def _kept_channels(model: nn.Module) -> dict[str, int]:
     return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
@@ -153,8 +158,13 @@ def prune(
         raise ConfigError("prune needs the dataset the model was trained on: pass one or set PruneConfig.dataset")
     if measurement is None and cfg.measurement:
         measurement = Measurement.load(cfg.measurement)
-    if measurement is not None:
+    if measurement is not None and reads_measurement(cfg):
         measurement.val_accuracies()  # a measurement without validation figures cannot drive decisions
+        split = measurement.meta["options"].get("fields_split", "test")
+        if split == "test":
+            raise ConfigError(f"the measurement's fields come from the test split (--fields-split test), which only grades; "
+                              f"--criterion {cfg.criterion}/--allocation {cfg.allocation} would decide on it: re-measure with "
+                              "--fields-split val")
     val_fraction = cfg.val_fraction
     if val_fraction is None:
         recorded = measurement.meta["options"].get("val_fraction") if measurement is not None else None
@@ -196,7 +206,7 @@ def prune(
     else:
         report.before = {**count(original), **grade(original, splits, cfg.device)}
         report.channels_before = _kept_channels(original)
-        needed = cfg.criterion in MEASURED_CRITERIA or cfg.allocation in MEASURED_ALLOCATIONS or cfg.truncate
+        needed = reads_measurement(cfg)
         measure_options = dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
                                               seed=cfg.seed, device=cfg.device)
         measurement, report.measurement = measure_if_needed(original, measurement, needed=needed, dataset=dataset,

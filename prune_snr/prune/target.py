@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from ..choices import ALLOCATIONS as ALLOCATION_CHOICES, MEASURED_ALLOCATIONS, METRICS as METRIC_CHOICES
 from ..config import check_target
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from ..export import LatencyMeter
 from ..models import classifier_name, count_macs_params, example_input
 from .allocation import gain_per_mac_keep_weights, keep_weights, snr_keep_weights
@@ -131,11 +131,15 @@ def prune_at(model: nn.Module, importance_factory: Callable[[nn.Module], object]
     """Prune a deep copy of ``model`` at ``ratio``; returns (pruned copy, history, fallback groups)."""
     m = copy.deepcopy(model).cpu().eval()
     importance = importance_factory(m)
-    pruner = tp.pruner.MetaPruner(
-        m, example_input(m), importance=importance, max_pruning_ratio=1.0, round_to=round_to,
-        ignored_layers=[dict(m.named_modules())[classifier_name(m)]], iterative_steps=iterative_steps,
-        **allocation.pruner_kwargs(m, ratio),
-    )
+    ignored = [dict(m.named_modules())[classifier_name(m)]]
+    kwargs = allocation.pruner_kwargs(m, ratio)
+    try:
+        pruner = tp.pruner.MetaPruner(m, example_input(m), importance=importance, max_pruning_ratio=1.0, round_to=round_to,
+                                      ignored_layers=ignored, iterative_steps=iterative_steps, **kwargs)
+    except (ZeroDivisionError, IndexError, KeyError, RuntimeError) as exc:  # its tracer meets an op it cannot map
+        raise ModelError(f"torch-pruning cannot map the channel dependencies of {type(model).__name__} ({type(exc).__name__} while "
+                         "tracing; e.g. ShuffleNet's channel shuffle, an open torch-pruning limitation): it can be measured, not "
+                         "pruned structurally") from exc
     for _ in range(iterative_steps):
         if gradient_batches is not None:  # gradient-based criteria (taylor) read .grad
             m.zero_grad()

@@ -1,8 +1,11 @@
-"""Spec: decisions read the validation split only; the test split grades.
+"""Spec: decisions read the validation split only; the test split grades (METHOD.md, "Splits").
 
-The same model is measured and pruned on an image folder and on a copy whose *test* labels are
-shuffled. Every decision (allocation ratios, truncation cut, kept channels, saliency fields) must
-come out identical; only the test accuracies may change.
+A small VGG trained on part of Fashion-MNIST is measured and pruned on that image folder and on copies whose *test* split is
+poisoned: labels shuffled, or images replaced by noise. The run makes real decisions — a cut that
+the budget does not force (``--cut measured``, small δ), channels pruned after it by the measured
+allocation and the SNR criterion, fine-tuning kept or undone (``--finetune-keep best``) — and every
+one of them must come out identical; only the test accuracies may change. The check can fail: the
+same runs with a leaking variant (the cut reading test accuracies) decide differently.
 """
 import json
 import random
@@ -10,64 +13,130 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import prune_snr
 from prune_snr.data import build_dataset
-from prune_snr.measure import measure
+from prune_snr.errors import ConfigError
+from prune_snr.measure import Measurement, measure
 from prune_snr.prune import prune
+from prune_snr.prune.pipeline import pick_cut
 
-
-def write_folder(root, shuffle_test_labels: bool):
-    for split, tree in (("train", "train"), ("test", "val")):
-        ds = build_dataset("synthetic", split, augment=False)
-        labels = ds.targets.tolist()
-        if split == "test" and shuffle_test_labels:
-            random.Random(0).shuffle(labels)
-        for i, label in enumerate(labels):
-            folder = root / tree / f"class{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(ds.images[i].permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
+OPTIONS = dict(target=0.75, metric="macs", criterion="snr", allocation="measured", truncate=True, cut="measured", delta=0.01,
+               finetune_epochs=1, finetune_keep="best", round_to=1, device="cpu")
+TRAIN_PER_CLASS, TEST_PER_CLASS = 200, 60
 
 
 @pytest.fixture(scope="module")
-def both_runs(tiny_run, tmp_path_factory):
-    out, _ = tiny_run
-    runs = {}
-    for shuffled in (False, True):
-        root = tmp_path_factory.mktemp("shuffled" if shuffled else "clean")
-        write_folder(root / "data", shuffled)
-        model = prune_snr.load(out / "model.pt")
-        dataset = f"imagefolder:{root / 'data'}"
-        measured = measure(model, dataset, head_epochs=3, device="cpu", cache_dir=root / "cache")
-        _, report = prune(model, dataset, target=0.4, criterion="snr", allocation="measured", truncate=True, delta=0.3,
-                          finetune_epochs=0, measurement=measured, round_to=1, device="cpu", out=root / "pruned")
-        runs[shuffled] = measured, report, root
-    yield runs
-    for _, _, root in runs.values():
+def fashion(tmp_path_factory):
+    """2,000 training and 600 test images of real Fashion-MNIST, and a VGG-16 (width 1/8) trained 3 epochs on
+    them: real data, where head accuracy rises with depth, so the measured cut is a decision (synthetic
+    images are separable at the first conv)."""
+    from prune_snr.config import TrainConfig, resolve
+    from prune_snr.errors import DataError
+    from prune_snr.train import train
+
+    try:
+        train_set, test_set = (build_dataset("fashion-mnist", split, augment=False, channels=1) for split in ("train", "test"))
+    except DataError as exc:
+        pytest.skip(f"Fashion-MNIST is not on this machine (make data installs it): {exc}")
+    root = tmp_path_factory.mktemp("fashion")
+    subsets = {}
+    for split, ds, n in (("train", train_set, TRAIN_PER_CLASS), ("test", test_set, TEST_PER_CLASS)):
+        rows = torch.cat([(ds.targets == c).nonzero().flatten()[:n] for c in range(10)])
+        subsets[split] = ds.images[rows, 0], ds.targets[rows]
+    write_folder(root / "clean", subsets, None)
+    cfg = resolve(TrainConfig, overrides=dict(dataset=f"imagefolder:{root / 'clean'}", width_mult=0.125, epochs=3, batch_size=64,
+                                              input_size=32, out=str(root / "run"), device="cpu"))
+    train(cfg)
+    return root, subsets
+
+
+def write_folder(root, subsets, poison: str | None):
+    for split, tree in (("train", "train"), ("test", "val")):
+        images, labels = subsets[split][0], subsets[split][1].tolist()
+        if split == "test" and poison == "labels":
+            random.Random(0).shuffle(labels)
+        if split == "test" and poison == "noise":
+            images = torch.randint(0, 256, images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        for i, label in enumerate(labels):
+            folder = root / tree / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i].numpy()).save(folder / f"{i:04d}.png")
+
+
+def run(fashion, root, poison):
+    if poison is not None:
+        write_folder(root / "data", fashion[1], poison)
+    data = root / "data" if poison is not None else fashion[0] / "clean"
+    model = prune_snr.load(fashion[0] / "run" / "model.pt")
+    dataset = f"imagefolder:{data}"
+    measured = measure(model, dataset, head_epochs=3, device="cpu", cache_dir=root / "cache", save_fields="all")
+    pruned, report = prune(model, dataset, measurement=measured, out=root / "pruned", **OPTIONS)
+    return measured, report, pruned
+
+
+@pytest.fixture(scope="module")
+def runs(fashion, tmp_path_factory):
+    roots = {poison: tmp_path_factory.mktemp(poison or "clean") for poison in (None, "labels", "noise")}
+    yield {poison: run(fashion, root, poison) for poison, root in roots.items()}
+    for root in roots.values():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_shuffling_the_test_labels_changes_no_decision(both_runs):
-    (clean_m, clean, _), (shuffled_m, shuffled, _) = both_runs[False], both_runs[True]
-    assert clean["truncation"]["cut_after"] == shuffled["truncation"]["cut_after"]
-    assert clean["search"]["ratio"] == shuffled["search"]["ratio"]
-    assert clean["channels_after"] == shuffled["channels_after"]
-    assert [p["val_accuracy"] for p in clean_m.points] == [p["val_accuracy"] for p in shuffled_m.points]
+def test_the_decisions_are_real_not_forced_by_the_budget(runs):
+    _, report, _ = runs[None]
+    truncation = report["truncation"]
+    assert truncation["cut_after"] and report["search"]["ratio"] > 0, "a cut, then channels pruned by the measured allocation"
+    budget_cut = pick_cut(truncation["candidates"], None, "budget", target=OPTIONS["target"], metric="macs")
+    assert truncation["cut_after"] != budget_cut, "the cut is read off validation accuracies, not implied by the target"
+    assert len(set(report["channels_after"].values())) > 1
+
+
+@pytest.mark.parametrize("poison", ["labels", "noise"])
+def test_poisoning_the_test_split_changes_no_decision(runs, poison):
+    (clean_m, clean, clean_model), (poisoned_m, poisoned, poisoned_model) = runs[None], runs[poison]
+    assert clean["truncation"]["cut_after"] == poisoned["truncation"]["cut_after"]
+    assert clean["search"]["ratio"] == poisoned["search"]["ratio"]
+    assert clean["channels_after"] == poisoned["channels_after"]
+    assert clean["finetune"]["kept"] == poisoned["finetune"]["kept"]
+    assert [p["val_accuracy"] for p in clean_m.points] == [p["val_accuracy"] for p in poisoned_m.points]
     for name in clean_m.fields:
-        assert np.array_equal(clean_m.fields[name], shuffled_m.fields[name]), "saliency fields come from the validation split"
+        assert np.array_equal(clean_m.stats(name).snr, poisoned_m.stats(name).snr), "saliency comes from the validation split"
+    for (k, a), (_, b) in zip(clean_model.state_dict().items(), poisoned_model.state_dict().items()):
+        assert torch.equal(a, b), f"pruned weights differ at {k}"
 
 
-def test_the_shuffle_reaches_the_grades(both_runs):
-    (clean_m, clean, _), (shuffled_m, shuffled, _) = both_runs[False], both_runs[True]
-    assert clean["before"]["val_accuracy"] == shuffled["before"]["val_accuracy"]
-    assert clean["before"]["accuracy"] != shuffled["before"]["accuracy"]
-    assert [p["test_accuracy"] for p in clean_m.points] != [p["test_accuracy"] for p in shuffled_m.points]
+@pytest.mark.parametrize("poison", ["labels", "noise"])
+def test_the_poison_reaches_the_grades(runs, poison):
+    (clean_m, clean, _), (poisoned_m, poisoned, _) = runs[None], runs[poison]
+    assert clean["before"]["val_accuracy"] == poisoned["before"]["val_accuracy"]
+    assert clean["before"]["accuracy"] != poisoned["before"]["accuracy"]
+    assert [p["test_accuracy"] for p in clean_m.points] != [p["test_accuracy"] for p in poisoned_m.points]
 
 
-def test_the_report_says_which_split_decides_and_which_grades(both_runs):
-    _, report, root = both_runs[False]
-    saved = json.loads((root / "pruned" / "report.json").read_text())
-    assert saved["decision_split"] == "val" and saved["split"] == "test" and saved["val_fraction"] == 0.1
-    assert {"accuracy", "val_accuracy"} <= set(saved["after"])
-    assert all("val_accuracy" in row for row in saved["truncation"]["candidates"])
+@pytest.mark.slow
+def test_the_check_fails_when_a_decision_reads_test(fashion, tmp_path, monkeypatch):
+    """A deliberately leaking variant: the cut reads the heads' test accuracies. Poisoned labels then move it."""
+    monkeypatch.setattr(Measurement, "val_accuracies", lambda self: [p["test_accuracy"] for p in self.points])
+    _, leaky_clean, _ = run(fashion, tmp_path / "clean", None)
+    _, leaky_poisoned, _ = run(fashion, tmp_path / "labels", "labels")
+    assert leaky_clean["truncation"]["cut_after"] != leaky_poisoned["truncation"]["cut_after"]
+
+
+def test_a_measurement_whose_fields_come_from_the_test_split_cannot_drive_decisions(runs, fashion):
+    clean_m, _, _ = runs[None]
+    on_test = Measurement(meta={**clean_m.meta, "options": {**clean_m.meta["options"], "fields_split": "test"}},
+                          points=clean_m.points, fields=clean_m.fields, heads=clean_m.heads)
+    model = prune_snr.load(fashion[0] / "run" / "model.pt")
+    with pytest.raises(ConfigError, match="--fields-split val"):
+        prune(model, f"imagefolder:{fashion[0] / 'clean'}", measurement=on_test, **OPTIONS)
+
+
+def test_the_report_says_which_split_decides_and_which_grades(runs):
+    _, report, _ = runs[None]
+    assert report["decision_split"] == "val" and report["split"] == "test" and report["val_fraction"] == 0.1
+    assert report["val_source"] == "train" and set(report["split_sizes"]) == {"train", "val", "test"}
+    assert {"accuracy", "val_accuracy"} <= set(report["after"])
+    assert all("val_accuracy" in row for row in report["truncation"]["candidates"])

@@ -17,6 +17,7 @@ from ..config import MeasureConfig, fields_to_keep, resolve
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, validation_split
 from ..errors import DataError, ModelError
 from ..models import resolve_points
+from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, extract
 from .fields import field_matrices, layer_stats, top_filters
@@ -212,6 +213,7 @@ def measure(
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
         "timings": timings,
         "feature_cache": str(cache_root / key),
+        "unused_convs": unused_convs(model),  # convs an eval forward never runs (auxiliary heads): no points
     }
     return Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
                        heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},

@@ -86,25 +86,103 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
 
 
-def compare(rows: list[dict], budget: float, key: str = "after") -> dict | None:
-    """The best measurement-driven cell against the best baseline cell at ``budget``: the difference
-    of their means and whether it exceeds twice the pooled seed std (a win, a loss, or a tie)."""
-    cells: dict[tuple, list[float]] = {}
+#: two-sided 95 % Student t quantiles by degrees of freedom (scipy-free; 30+ ~ normal)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
+       15: 2.131, 20: 2.086, 30: 2.042}
+#: a more accurate cell that keeps this much more (relative) of the other size metric than its rival is "not comparable"
+COMPARABLE = 0.10
+
+
+def t95(df: int) -> float:
+    return T95.get(df) or T95[max(k for k in T95 if k <= df)] if df >= 1 else float("nan")
+
+
+def paired_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
+    """95 % t-interval of the mean paired difference a - b over the seeds both have: ``(low, high, pairs)``."""
+    seeds = sorted(set(a) & set(b))
+    diffs = np.array([a[s] - b[s] for s in seeds])
+    if len(diffs) < 2:
+        return float("nan"), float("nan"), len(diffs)
+    half = t95(len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    return float(diffs.mean() - half), float(diffs.mean() + half), len(diffs)
+
+
+def binomial_se(rows: list[dict]) -> float:
+    """The test split's own sampling noise of an accuracy near the rows' mean: sqrt(p (1 - p) / n)."""
+    p = float(np.mean([r["after"] for r in rows]))
+    n = rows[0].get("test_size") or 10_000  # Fashion-MNIST's and CIFAR's test split
+    return math.sqrt(p * (1 - p) / n)
+
+
+def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | None:
+    """The best measurement-driven arm against the best baseline arm at ``budget``, each side's best chosen on
+    *validation* accuracy after fine-tuning (METHOD.md), with the verdict on validation and on test.
+
+    A difference is a win (or loss) only when it exceeds twice the pooled seed std *and* the paired 95 %
+    t-interval over the shared seeds excludes 0; a win or loss whose more accurate arm keeps more than 10 % more
+    of the other size metric (MACs for a params budget, params for a MACs budget) is "not comparable".
+    """
+    cells: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["budget"] == budget:
-            cells.setdefault((r["allocation"], r["criterion"]), []).append(r[key])
-    driven = [(np.mean(v), k) for k, v in cells.items() if measurement_driven(*k)]
-    base = [(np.mean(v), k) for k, v in cells.items() if baseline(*k)]
+        if r["budget"] == budget and r.get("val_after") is not None:
+            cells.setdefault((r["allocation"], r["criterion"]), []).append(r)
+    driven = [k for k in cells if measurement_driven(*k)]
+    base = [k for k in cells if baseline(*k)]
     if not driven or not base:
         return None
-    (dm, dk), (bm, bk) = max(driven), max(base)
-    sd, sb = mean_std(cells[dk])[1], mean_std(cells[bk])[1]
-    pooled = math.sqrt((sd**2 + sb**2) / 2) if not (math.isnan(sd) or math.isnan(sb)) else float("nan")
-    diff = float(dm - bm)
-    verdict = ("n < 2 seeds: undecided" if math.isnan(pooled) else
-               "win" if diff > 2 * pooled else "loss" if diff < -2 * pooled else "no significant difference")
-    return {"driven": dk, "driven_mean": float(dm), "baseline": bk, "baseline_mean": float(bm), "diff": diff,
-            "two_pooled_std": 2 * pooled, "verdict": verdict, "n": (len(cells[dk]), len(cells[bk]))}
+    best = {side: max(keys, key=lambda k: np.mean([r["val_after"] for r in cells[k]])) for side, keys in (("driven", driven), ("base", base))}
+    dk, bk = best["driven"], best["base"]
+    other = "params_kept" if metric == "macs" else "macs_kept"
+    d_other, b_other = np.mean([r[other] for r in cells[dk]]), np.mean([r[other] for r in cells[bk]])
+    result = {"driven": dk, "baseline": bk, "n": (len(cells[dk]), len(cells[bk])), "other_metric": other,
+              "other_kept": (float(d_other), float(b_other)), "test_binomial_se": binomial_se(cells[dk] + cells[bk])}
+    for split, key in (("val", "val_after"), ("test", "after")):
+        d = {r["seed"]: r[key] for r in cells[dk]}
+        b = {r["seed"]: r[key] for r in cells[bk]}
+        sd, sb = np.std(list(d.values()), ddof=1) if len(d) > 1 else float("nan"), np.std(list(b.values()), ddof=1) if len(b) > 1 else float("nan")
+        pooled = math.sqrt((sd**2 + sb**2) / 2)
+        diff = float(np.mean(list(d.values())) - np.mean(list(b.values())))
+        low, high, pairs = paired_interval(d, b)
+        if math.isnan(pooled) or pairs < 2:
+            verdict = "n < 2 seeds: undecided"
+        elif diff > 2 * pooled and low > 0:
+            verdict = "win"
+        elif diff < -2 * pooled and high < 0:
+            verdict = "loss"
+        else:
+            verdict = "no significant difference"
+        # the more accurate arm may have bought it with the other metric: then the cells are not comparable
+        winner_other, loser_other = (d_other, b_other) if verdict == "win" else (b_other, d_other)
+        if verdict in ("win", "loss") and winner_other > (1 + COMPARABLE) * loser_other:
+            verdict = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
+        result[split] = {"driven_mean": float(np.mean(list(d.values()))), "baseline_mean": float(np.mean(list(b.values()))),
+                         "diff": diff, "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict}
+    both = {result["val"]["verdict"], result["test"]["verdict"]}
+    result["verdict"] = both.pop() if len(both) == 1 else next(
+        (v for v in (result["val"]["verdict"], result["test"]["verdict"]) if v.startswith("not comparable")), "no significant difference")
+    return result
+
+
+def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
+    """One line per budget: each side's validation-chosen best arm, the verdict on validation and on test."""
+    out = []
+    for budget in sorted({r["budget"] for r in rows}):
+        c = compare(rows, budget, metric)
+        if not c:
+            continue
+        parts = []
+        for split in ("val", "test"):
+            v = c[split]
+            parts.append(f"{split} {v['driven_mean']:.4f} vs {v['baseline_mean']:.4f}, {100 * v['diff']:+.2f} pts "
+                         f"(2× pooled std {100 * v['two_pooled_std']:.2f}, paired 95 % [{100 * v['paired_95'][0]:+.2f}, "
+                         f"{100 * v['paired_95'][1]:+.2f}], {v['pairs']} seeds) -> **{v['verdict']}**")
+        other = c["other_metric"].removesuffix("_kept")
+        out.append(f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best torch-pruning "
+                   f"{c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept {c['other_kept'][0]:.3f} vs "
+                   f"{c['other_kept'][1]:.3f}): " + "; ".join(parts)
+                   + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
+                   f"**{c['verdict']}**")
+    return out
 
 
 def summarise(rows: list[dict], metric: str) -> str:
@@ -127,19 +205,6 @@ def summarise(rows: list[dict], metric: str) -> str:
                          f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | {pre[0]:.4f} ± {pre[1]:.4f} | "
                          + (f"**{after}** |" if k == keys[0] else f"{after} |"))
     return "\n".join(lines)
-
-
-def verdict_lines(rows: list[dict]) -> list[str]:
-    out = []
-    for budget in sorted({r["budget"] for r in rows}):
-        for key, when in (("after", "after fine-tuning"), ("before_finetune", "before fine-tuning")):
-            c = compare(rows, budget, key)
-            if c:
-                out.append(f"- {budget:.0%} removed, {when}: best measurement-driven {c['driven'][1]}/{c['driven'][0]} "
-                           f"{c['driven_mean']:.4f} vs best torch-pruning {c['baseline'][1]}/{c['baseline'][0]} {c['baseline_mean']:.4f}: "
-                           f"{100 * c['diff']:+.2f} pts, 2× pooled std {100 * c['two_pooled_std']:.2f} pts -> **{c['verdict']}** "
-                           f"(n = {c['n'][0]}, {c['n'][1]})")
-    return out
 
 
 def plot(rows: list[dict], path: Path, metric: str) -> None:
@@ -257,7 +322,7 @@ def main(argv=None) -> int:
               f"models' classifiers are the measurement's linear heads ({head_epochs} epochs on frozen features, shared by the "
               f"+truncate and +depth arms); latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction of the original's "
               f"(median of paired rounds); machine: {machine}.\n\n")
-    verdicts = verdict_lines(rows)
+    verdicts = verdict_lines(rows, args.metric)
     atomic_save_text(out / "table.md", header + table + "\n\n" + "\n".join(verdicts) + "\n")
     plot(rows, out / "accuracy_vs_kept.png", args.metric)
     print(header + table + "\n\n" + "\n".join(verdicts))

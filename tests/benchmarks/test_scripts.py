@@ -113,3 +113,31 @@ def test_the_readme_lists_every_droppable_block_of_a_drop_blocks_report(tmp_path
     assert all(f"| {block} |" in text for block in droppable_blocks(build_model("timm:resnet18", num_classes=10)))
     assert report["blocks"]["dropped"] and f"Dropped: **{', '.join(report['blocks']['dropped'])}**" in text
     assert f"**{report['after']['accuracy']:.4f}**" in text
+
+
+def _cell(allocation, criterion, seed, val, test, params=0.5, macs=0.5):
+    return {"budget": 0.5, "allocation": allocation, "criterion": criterion, "seed": seed, "val_after": val, "after": test,
+            "params_kept": params, "macs_kept": macs}
+
+
+def test_each_side_s_best_arm_is_chosen_on_validation_and_a_win_needs_both_splits():
+    compare = script("saliency_compare").compare
+    rows = []
+    for seed, noise in enumerate([0.000, 0.001, -0.001, 0.0005, -0.0005]):
+        rows.append(_cell("measured", "l1", seed, 0.900 + noise, 0.930 + noise))   # best driven on test, not on val
+        rows.append(_cell("measured", "snr", seed, 0.910 + noise, 0.905 + noise))  # best driven on val
+        rows.append(_cell("uniform", "l1", seed, 0.905 + noise / 2, 0.900 - noise / 3))
+    c = compare(rows, 0.5, "macs")
+    assert c["driven"] == ("measured", "snr"), "the driven side's arm is the best on validation, whatever test says"
+    assert c["val"]["verdict"] == "win" and c["val"]["paired_95"][0] > 0
+    assert c["test"]["verdict"] == "win" and c["verdict"] == "win"
+    flipped = [dict(r, after=0.9 if r["allocation"] == "measured" else 0.95) for r in rows]
+    assert compare(flipped, 0.5, "macs")["verdict"] == "no significant difference", "val wins, test loses: no verdict"
+
+
+def test_a_win_bought_with_the_other_size_metric_is_not_comparable():
+    compare = script("saliency_compare").compare
+    rows = [_cell(a, "l1", seed, v + 0.001 * seed, v + 0.001 * seed, macs=m)
+            for seed in range(3) for a, v, m in (("measured", 0.92, 0.70), ("uniform", 0.90, 0.50))]
+    c = compare(rows, 0.5, "params")
+    assert c["verdict"].startswith("not comparable") and "40% more macs" in c["verdict"]

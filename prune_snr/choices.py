@@ -115,7 +115,7 @@ FINETUNE_KEEP = Choices("--finetune-keep", {
 SPACES = Choices("--space", {
     "full": "every criterion, allocation, θ, truncation and AFCC",
     "torch-pruning": "torch-pruning's own options only: criteria l1, l2, bn, lamp, taylor, fpgm, random; allocation uniform or global; "
-                     "no truncation, no AFCC, no measurement",
+                     "the depth cut that reads no accuracy (--cut budget); no AFCC, no measurement",
 }, default="full")
 
 GROUP_REDUCTIONS = Choices("--group-reduction", {"mean": "", "max": "", "sum": ""}, default="mean", searched=("mean", "max"))

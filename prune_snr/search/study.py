@@ -60,8 +60,10 @@ PARAMETERS = {
 #: ``--space``: the rows each restricted space changes (a 1-tuple pins a parameter; absent rows are not drawn).
 SPACES = {
     "full": {},
-    "torch-pruning": {"criterion": BASELINE_CRITERIA, "allocation": ("uniform", "global"), "truncate": (False,), "afcc": (False,),
-                      "threshold": None, "group_reduction": None},
+    # torch-pruning's own options, plus the depth cut that reads no measurement (--cut budget), so that a front
+    # against this one isolates the measurement rather than truncation itself
+    "torch-pruning": {"criterion": BASELINE_CRITERIA, "allocation": ("uniform", "global"), "truncate": (False, True),
+                      "cut": ("budget",), "afcc": (False,), "threshold": None, "group_reduction": None},
 }
 
 
@@ -212,7 +214,7 @@ def run_search(
             trial.set_user_attr("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
         accuracy = report["after"]["val_accuracy"]
-        kept = report["latency"]["batch_32"]["fraction"] if metric == "latency" else report["after"][metric] / report["before"][metric]
+        kept = report["latency"][f"batch_{base_cfg.latency_batch}"]["fraction"] if metric == "latency" else report["after"][metric] / report["before"][metric]
         for key in ("accuracy", "val_accuracy", "params", "macs"):
             trial.set_user_attr(key, report["after"][key])
         trial.set_user_attr("accuracy_before_finetune", report["pruned_before_finetune"]["accuracy"])

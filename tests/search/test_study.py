@@ -146,15 +146,19 @@ def test_optuna_dashboard_serves_the_study_on_loopback(study_inputs, tmp_path):
         proc.wait(timeout=20)
 
 
-def test_the_torch_pruning_space_draws_only_torch_prunings_options_and_measures_nothing(study_inputs, tmp_path):
+def test_the_torch_pruning_space_draws_only_torch_prunings_options_and_the_budget_cut(study_inputs, tmp_path):
     from prune_snr.choices import BASELINE_CRITERIA
 
     checkpoint, _ = study_inputs
+    from prune_snr.search.study import space_of
+
+    rows = space_of("torch-pruning")
+    assert rows["truncate"][1] == (False, True) and rows["cut"][1] == ("budget",), "the baseline may cut, by the budget alone"
     study = run_search(checkpoint, space="torch-pruning", round_to=1, trials=4, out=tmp_path, max_finetune_epochs=0, device="cpu",
-                       fixed={"target": 0.4})
+                       fixed={"target": 0.4, "truncate": False})
     for t in finished(study):
         assert t.params["criterion"] in BASELINE_CRITERIA and t.params["allocation"] in ("uniform", "global")
-        assert t.params["truncate"] is False and t.params["afcc"] is False and "threshold" not in t.params
+        assert t.params["afcc"] is False and t.params["cut"] == "budget" and "threshold" not in t.params
     assert "measurement_seconds" not in study.user_attrs and study.user_attrs["space"] == "torch-pruning"
     assert not list(tmp_path.glob("trials/*/measurement*")), "no measurement was made"
     with pytest.raises(ConfigError, match="threshold"):

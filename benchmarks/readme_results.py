@@ -1,6 +1,9 @@
-"""Regenerate the README "Results" section from benchmark outputs (never typed by hand).
+"""Regenerate the generated part of docs/results.md from benchmark outputs (never typed by hand).
 
-    python benchmarks/readme_results.py benchmarks/results/fmnist_vgg16_w025
+    python benchmarks/readme_results.py benchmarks/results/fmnist_vgg16_w025 [docs/results.md]
+
+It rewrites what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the target
+file (appending the block when the markers are missing); links are relative to the target's folder.
 
 The folder holds what the benchmarks and commands wrote: ``metrics.json`` (train),
 ``measurement.json`` + PNGs (measure), ``prune_*.json`` (prune reports), ``saliency/``
@@ -9,6 +12,7 @@ The folder holds what the benchmarks and commands wrote: ``metrics.json`` (train
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -22,8 +26,9 @@ def load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def section(folder: Path, readme: Path) -> str:
-    rel = folder.relative_to(readme.parent)
+def section(folder: Path, target: Path) -> str:
+    """The generated Markdown for ``folder``'s outputs; image and file links relative to ``target``'s folder."""
+    rel = Path(os.path.relpath(folder, target.parent))
     machine = (folder / "machine.txt").read_text().strip() if (folder / "machine.txt").exists() else "unknown machine"
     out = [f"All figures below: {machine}. Raw outputs: `{rel}/`.", ""]
     metrics = load(folder / "metrics.json")
@@ -120,7 +125,8 @@ def section(folder: Path, readme: Path) -> str:
         int8 = "int8_accuracy" in speed["rows"][0]
         out += ["### ONNX Runtime latency: channel alignment, a latency target, int8 (`benchmarks/onnx_speed.py`)",
                 f"{speed['machine']}; criterion {speed['criterion']}; each model timed beside the original (and its int8 twin), taking "
-                "turns (one untimed run, then 3 timed), speedups the median over rounds of the within-round ratio; original: {speed['original_latency_s']['batch_1'] * 1e3:.2f} ms at batch 1, "
+                "turns (one untimed run, then 3 timed), speedups the median over rounds of the within-round ratio; "
+                f"original: {speed['original_latency_s']['batch_1'] * 1e3:.2f} ms at batch 1, "
                 f"{speed['original_latency_s']['batch_32'] * 1e3:.2f} ms at batch 32, test accuracy {speed['original_fp32_accuracy']:.4f}. "
                 "Models pruned here are not fine-tuned (latency does not depend on it); accuracies are on the test split. "
                 "Targets: speedup ≥ 0.8 × MAC ratio at batch 32 and ≥ 0.6 × at batch 1 with default flags; a latency target met "
@@ -250,8 +256,34 @@ def trends_section(folder: Path, rel: Path) -> list[str]:
     if not (folder / "trends.md").exists():
         return []
     body = (folder / "trends.md").read_text().strip().splitlines()[1:]  # drop its own title
-    body = [line.replace("](trends_", f"]({rel}/{folder.name}/trends_") for line in body]
+    body = [line.replace("](trends_", f"]({rel}/{folder.name}/trends_") for line in drop_empty_tables(body)]
     return ["### The paper's trends on this data (`benchmarks/reproduce_trends.py`)", *body, ""]
+
+
+def drop_empty_tables(lines: list[str]) -> list[str]:
+    """Leave out a table (with the line introducing it) whose every row says the measurement has no label sweep."""
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            rows = lines[i + 2:j]
+            if rows and all("no label sweep in the measurement" in r for r in rows):
+                while out and not out[-1].strip():
+                    out.pop()
+                if out and not out[-1].startswith("|"):
+                    out.pop()  # the table's lead-in line ("Label sweep at the last measured layer:")
+                while j < len(lines) and not lines[j].strip():
+                    j += 1
+                i = j
+                continue
+            out += lines[i:j]
+            i = j
+            continue
+        out.append(lines[i])
+        i += 1
+    return out
 
 
 def search_section(folder: Path, rel: Path) -> list[str]:
@@ -285,14 +317,14 @@ def search_section(folder: Path, rel: Path) -> list[str]:
 def main(argv=None) -> int:
     args = argv or sys.argv[1:]
     folder = Path(args[0]).resolve()
-    readme = Path(args[1]).resolve() if len(args) > 1 else Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    body = f"{START}\n{section(folder, readme)}{END}"
+    target = Path(args[1]).resolve() if len(args) > 1 else Path(__file__).resolve().parent.parent / "docs" / "results.md"
+    text = target.read_text() if target.exists() else "# Results\n"
+    body = f"{START}\n{section(folder, target)}{END}"
     if START in text:
         text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + body + "\n"
-    readme.write_text(text)
+    target.write_text(text)
     return 0
 
 

@@ -195,10 +195,13 @@ def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
         return []
     table = (folder / "table.md").read_text().strip() if (folder / "table.md").exists() else ""
     table = table.split("\n\n- ")[0]  # the script's own verdict lines are recomputed below
-    return [f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)",
-            "Computed from the rows: each side's best arm chosen on validation accuracy after fine-tuning; a win or a loss only "
+    verdicts = verdict_lines(results["rows"], results["args"].get("metric", "macs"))
+    rule = ("Computed from the rows: each side's best arm chosen on validation accuracy after fine-tuning; a win or a loss only "
             "beyond twice the pooled seed std *and* with a paired 95 % t-interval excluding 0, on validation and on test; a more "
-            "accurate arm that keeps > 10 % more of the other size metric is not comparable:", *verdict_lines(results["rows"], results["args"].get("metric", "macs")), "",
+            "accurate arm that keeps > 10 % more of the other size metric is not comparable:" if verdicts else
+            "No verdicts: the rows have no validation figures to choose each side's best arm by (made before the validation "
+            "split, their decisions read test).")
+    return [f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)", rule, *verdicts, "",
             table, "", f"![accuracy vs kept]({rel}/{folder.name}/accuracy_vs_kept.png)", ""]
 
 

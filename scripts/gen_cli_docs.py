@@ -1,0 +1,151 @@
+"""Rewrite the generated option lists of docs/cli.md from the typer app, so the reference cannot drift.
+
+    python3 scripts/gen_cli_docs.py            # rewrite docs/cli.md in place
+    python3 scripts/gen_cli_docs.py --check    # exit 1 if docs/cli.md is out of date
+
+Each command's list lies between ``<!-- cli:NAME:start -->`` and ``<!-- cli:NAME:end -->``
+(``NAME`` = ``prune-snr`` for the global options); everything outside the markers is written by
+hand and kept. A command without markers gets a new section at the end of the file. Defaults
+come from the command's config dataclass (defaults -> recipe -> flags, ``prune_snr/config.py``),
+or from the typer signature for commands without one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import typing
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "cli.md"
+CONFIGS = {"train": "TrainConfig", "import": "ImportConfig", "measure": "MeasureConfig", "prune": "PruneConfig",
+           "search": "SearchConfig"}
+
+
+def click_app() -> typing.Any:
+    sys.path.insert(0, str(ROOT))
+    import typer.main
+
+    from prune_snr.cli import app
+
+    return typer.main.get_command(app)
+
+
+def config_defaults(cls) -> dict[str, typing.Any]:
+    """Flat recipe key -> default of a config dataclass, nested configs included (the outer key wins)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, typing.Any] = {}
+    nested: dict[str, typing.Any] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            nested.update(config_defaults(hints[f.name]))
+        elif f.default is not dataclasses.MISSING:
+            out[f.metadata.get("key", f.name)] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.metadata.get("key", f.name)] = f.default_factory()
+    return {**nested, **out}
+
+
+def is_option(param) -> bool:
+    """An option, not an argument (typer ships its own click, so no isinstance against the installed one)."""
+    return param.param_type_name == "option"
+
+
+def flags(param: typing.Any) -> list[str]:
+    """Every spelling of an option (``--amp``, ``--no-amp``); empty for an argument."""
+    return [o for o in [*param.opts, *param.secondary_opts] if o.startswith("-")] if is_option(param) else []
+
+
+def metavar(param) -> str:
+    """``N``, ``X``, ``TEXT``, ``PATH`` or ``N N`` from the parameter's annotation; empty for a flag."""
+    if is_option(param) and param.is_flag:
+        return ""
+    annotation = param.type_descriptor.annotation if hasattr(param, "type_descriptor") else str
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+        annotation, args = args[0], list(typing.get_args(args[0]))
+    if typing.get_origin(annotation) is tuple:
+        return " ".join(metavar_of(a) for a in args)
+    return metavar_of(annotation)
+
+
+def metavar_of(annotation) -> str:
+    return {int: "N", float: "X", str: "TEXT", Path: "PATH"}.get(annotation, getattr(annotation, "__name__", "VALUE").upper())
+
+
+def default_text(param: typing.Any, defaults: dict) -> str:
+    value = defaults.get(param.name, param.default) if param.name in defaults else param.default
+    if value is None or value is ... or (is_option(param) and param.is_flag and value is False and not param.secondary_opts):
+        return ""
+    if is_option(param) and param.secondary_opts and isinstance(value, bool):
+        return f" Default: `{param.opts[0] if value else param.secondary_opts[0]}`."
+    return f" Default: `{value}`."
+
+
+def render(name: str, cmd: typing.Any, defaults: dict) -> str:
+    """The generated block of one command: usage, its one-line help, one bullet per argument and option."""
+    args = [p for p in cmd.params if not is_option(p)]
+    usage = " ".join(["prune-snr" if name == "prune-snr" else f"prune-snr {name}", *(p.name.upper() for p in args), "[OPTIONS]"])
+    lines = [f"Usage: `{usage}`", ""]
+    if cmd.help and name != "prune-snr":
+        lines += [cmd.help.strip().splitlines()[0], ""]
+    for p in args:
+        lines.append(f"- `{p.name.upper()}` (argument): {getattr(p, 'help', None) or ''}".rstrip())
+    for p in cmd.params:
+        if not is_option(p) or p.hidden:
+            continue
+        spelled = "/".join(flags(p))
+        mv = metavar(p)
+        required = " Required." if p.required else ""
+        help_text = (p.help or "").strip()
+        if help_text and not help_text.endswith("."):
+            help_text += "."
+        default = "" if re.search(r"\bdefault\b", help_text, re.I) else default_text(p, defaults)  # the help says it already
+        rest = re.sub(r"\s+", " ", f"{help_text}{required}{default}").strip()
+        lines.append(f"- `{spelled}{' ' + mv if mv else ''}`" + (f": {rest}" if rest else ""))
+    return "\n".join(lines)
+
+
+def blocks() -> dict[str, str]:
+    """Command name -> generated block, the global options first, then the commands in the app's order."""
+    group = click_app()
+    from prune_snr import config
+
+    out = {"prune-snr": render("prune-snr", group, {})}
+    for name, cmd in group.commands.items():
+        cls = getattr(config, CONFIGS[name]) if name in CONFIGS else None
+        out[name] = render(name, cmd, config_defaults(cls) if cls else {})
+    return out
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- cli:{name}:start -->", f"<!-- cli:{name}:end -->"
+
+
+def rewrite(text: str, generated: dict[str, str]) -> str:
+    for name, block in generated.items():
+        start, end = markers(name)
+        body = f"{start}\n{block}\n{end}"
+        if start in text:
+            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: body, text, flags=re.S)
+        else:
+            text = text.rstrip() + f"\n\n## `prune-snr {name}`\n\n{body}\n"
+    return text if text.endswith("\n") else text + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    text = DOC.read_text() if DOC.exists() else "# Command reference\n"
+    new = rewrite(text, blocks())
+    if "--check" in argv:
+        if new != text:
+            print(f"{DOC.relative_to(ROOT)} is out of date: run python3 scripts/gen_cli_docs.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

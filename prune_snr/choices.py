@@ -78,7 +78,7 @@ CRITERIA = Choices("--criterion", {
     "taylor": "first-order Taylor",
     "fpgm": "geometric median",
     "random": "seeded random",
-}, default="l1",  # won the saliency study at equal MACs (README results)
+}, default="l1",  # best after fine-tuning in the saliency study at equal MACs (docs/results.md)
     searched=("snr", "snr-strength", "snr-x-l1", "l1", "lamp", "taylor", "random"))
 #: criteria read from a measurement (the rest are torch-pruning's own)
 MEASURED_CRITERIA = ("snr", "snr-strength", "snr-x-l1")

@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end on the tiny model and the README section is built from
+"""The benchmark scripts run end to end on the tiny model and docs/results.md is built from
 what they wrote (never typed by hand)."""
 import importlib.util
 import json
@@ -49,7 +49,7 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     script("reproduce_trends").main([str(checkpoint), "--measurement", str(folder), "--out", str(results / "trends")])
     run = json.loads((folder / "measurement.json").read_text())
     (results / "measure_run_tiny.json").write_text(json.dumps(run))
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "results.md"
     readme.write_text("# x\n\n<!-- results:start -->\nstale\n<!-- results:end -->\n")
     assert script("readme_results").main([str(results), str(readme)]) == 0
     text = readme.read_text()

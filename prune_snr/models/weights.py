@@ -122,7 +122,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, source: st
             parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise ModelError(f"{source} does not fit this architecture: {', '.join(parts)} keys; check the architecture name "
                          "and its options (e.g. vgg16 vs vgg16_bn)")
-    model.load_state_dict({**own, **state})
+    own.update(state)  # into the model's own state_dict: its per-module _metadata (versions, e.g. MNASNet's) stays
+    model.load_state_dict(own)
     return sorted(head) if reset_classifier else []
 
 

@@ -19,7 +19,8 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("arch, suffix", [("timm:efficientnet_b0", ".safetensors"), ("torchvision:resnet18", ".pth")])
+@pytest.mark.parametrize("arch, suffix", [("timm:efficientnet_b0", ".safetensors"), ("torchvision:resnet18", ".pth"),
+                                         ("torchvision:mnasnet0_5", ".safetensors")])  # MNASNet checks its state_dict version
 def test_imported_weights_give_a_checkpoint_with_the_source_models_logits(tmp_path, arch, suffix):
     torch.manual_seed(0)
     source = build_model(arch, num_classes=7, input_size=32).eval()

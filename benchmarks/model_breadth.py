@@ -61,7 +61,11 @@ def breadth_row(model: str, work: Path, *, input_size: int, target: float, timeo
     try:
         state = build_model(model, num_classes=10, input_size=input_size).state_dict()
     except PruneSnrError as exc:
-        return {**row, "step": "build", "error": str(exc), "seconds": time.perf_counter() - t0}
+        if not getattr(exc, "smallest_input_size", None):
+            return {**row, "step": "build", "error": str(exc), "seconds": time.perf_counter() - t0}
+        input_size = exc.smallest_input_size  # the one-line error named it: run there (inception_v3 needs 75 px)
+        row["input_size"] = input_size
+        state = build_model(model, num_classes=10, input_size=input_size).state_dict()
     weights = work / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, weights)
     cli = [sys.executable, "-m", "prune_snr.cli"]
@@ -94,7 +98,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if r["ok"]:
             note = f"closest reachable ({r['unreached'].split(':', 1)[1].strip()})" if r.get("unreached") else ""
-            lines.append(f"| {r['model']} | {r['points']} | {r['macs_kept']:.3f} | {r['params_kept']:.3f} | OK "
+            size = f" ({r['input_size']} px)" if r.get("input_size") else ""
+            lines.append(f"| {r['model']}{size} | {r['points']} | {r['macs_kept']:.3f} | {r['params_kept']:.3f} | OK "
                          f"({r['onnx_max_abs_diff']:.0e}) | {r['seconds']:.0f} | {note} |")
         else:
             lines.append(f"| {r['model']} | - | - | - | - | {r['seconds']:.0f} | {r['step']}: {r['error']} |")

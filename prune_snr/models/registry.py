@@ -160,8 +160,10 @@ def check_input_size(model: nn.Module, name: str, *, in_chans: int, input_size: 
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if _runs(model, in_chans, mid) else (mid, hi)
-    raise ModelError(f"{name}: inputs of {input_size} px are too small for this architecture (its feature maps shrink to "
-                     f"nothing); use --input-size {hi} or more")
+    error = ModelError(f"{name}: inputs of {input_size} px are too small for this architecture (its feature maps shrink to "
+                       f"nothing); use --input-size {hi} or more")
+    error.smallest_input_size = hi
+    raise error
 
 
 def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:

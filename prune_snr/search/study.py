@@ -115,9 +115,15 @@ def make_storage(storage: str | None, out: Path):
     if storage.startswith("postgresql"):
         engine["connect_args"] = {"connect_timeout": 10}
     try:
-        # Heartbeats fail (and retry) the trials of a killed worker; see search/workers.py.
-        return optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
-                                          grace_period=GRACE_PERIOD, heartbeat_stale_trial_callback=retry_callback())
+        for attempt in range(5):
+            try:
+                # Heartbeats fail (and retry) the trials of a killed worker; see search/workers.py.
+                return optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                                  grace_period=GRACE_PERIOD, heartbeat_stale_trial_callback=retry_callback())
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)  # workers starting at once race to create Optuna's tables: the first one does
     except storage_errors() as exc:
         cause = str(exc.__cause__ or exc).splitlines()[0]
         raise StorageError(f"--storage {masked(storage)}: cannot connect ({cause}); check the host and port, that the server runs, "
@@ -261,7 +267,7 @@ def run_search(
             study_.stop()  # the study is full or about to be: look again (below) instead of asking
         elif progress is not None:
             state = "failed: " + str(trial.user_attrs.get("error", "")) if trial.state.name == "FAIL" else f"{trial.values[0]:.4f}"
-            progress.update(task, description=f"search: trial {trial.number} {state}"[:100])
+            progress.update(task, completed=len(counted_trials(study_)), description=f"search: trial {trial.number} {state}"[:100])
 
     outage = Outage(masked(cfg.storage) if cfg.storage else str(out / "study.db"))
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None

@@ -84,6 +84,9 @@ def _alive(worker: str) -> bool | None:
         return False
     except PermissionError:
         pass
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped by its parent
     return _start_time(int(pid)) == started
 
 

@@ -120,6 +120,7 @@ def kill_a_worker_mid_trial(procs, storage, timeout=180):
                 pid = int(t.user_attrs["worker"].rsplit(":", 2)[1])
                 victim = next(p for p in procs if p.pid == pid)
                 os.killpg(victim.pid, signal.SIGKILL)
+                victim.wait()
                 return t.number, victim
     raise AssertionError("no trial ran long enough to be killed")
 

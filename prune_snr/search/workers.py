@@ -130,6 +130,18 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial, trials: int) -> bool:
     return False
 
 
+def _storage_error_in(exc: BaseException | None) -> BaseException | None:
+    """The storage error in ``exc``'s chain, if any (Optuna's post-processing of a trial may raise
+    another error while handling one: an UnboundLocalError when even reading the trial back fails)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, storage_errors()):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class Outage:
     """Bounded retry of storage calls: ``with outage: ...`` inside a loop; a failure warns in one line and sleeps."""
 
@@ -147,11 +159,12 @@ class Outage:
             warnings.warn(f"a trial of this worker was failed by another one meanwhile (no heartbeat during an outage?); "
                           f"it is retried: {str(exc).splitlines()[0]}", UserWarning, stacklevel=2)
             return True
-        if not issubclass(kind, storage_errors()):
+        exc = _storage_error_in(exc)
+        if exc is None:
             return False
         now = time.monotonic()
         self.since = self.since or now
-        cause = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else kind.__name__
+        cause = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else type(exc).__name__
         if now - self.since > RETRY_SECONDS:
             raise StorageError(f"the study storage {self.where} has been unreachable for {RETRY_SECONDS} s ({cause}); check that "
                                "the server runs and is reachable, then run the same command again: finished trials are kept") from exc

@@ -325,6 +325,8 @@ def search(
     study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default prune-snr.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
     n_jobs: Annotated[Optional[int], typer.Option("--n-jobs", help="Parallel trials in this process.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Start K local worker processes on one journal file (--storage X.log, default OUT/study.log): K cores.")] = None,
+    worker_index: Annotated[Optional[int], typer.Option("--worker-index", help="This process's index when you start several workers on one --storage yourself: its own random stream.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("Size objective:"))] = None,
     max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy). Default 2.")] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
@@ -339,15 +341,20 @@ def search(
     device: Device = None,
 ) -> None:
     """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
-    flags = _flags(locals(), "checkpoint", "out")
+    flags = _flags(locals(), "checkpoint", "out", "worker_index")
     from .config import SearchConfig, resolve
-    from .search import run_search
+    from .search import run_search, run_workers
     with user_errors():
         cfg = resolve(SearchConfig, recipe, flags)
         with progress_bar() as progress:
-            study = run_search(checkpoint, cfg, out=out, progress=progress)
+            if cfg.workers > 1:
+                study = run_workers(checkpoint, cfg, out=out, workers=cfg.workers, progress=progress)
+            else:
+                study = run_search(checkpoint, cfg, out=out, progress=progress, worker=worker_index)
         _show_pareto(study, out)
-        if cfg.storage is None:
+        if cfg.workers > 1 and cfg.storage is None:
+            console.print(f"dashboard: optuna-dashboard {(out / 'study.log').resolve()}  (binds 127.0.0.1:8080)")
+        elif cfg.storage is None:
             console.print(f"dashboard: optuna-dashboard sqlite:///{(out / 'study.db').resolve()}  (binds 127.0.0.1:8080)")
         if cfg.pick:
             _pick(study, cfg.pick, out)

@@ -248,6 +248,7 @@ class SearchConfig:
     study_name: str = "prune-snr"
     timeout: Optional[float] = None
     n_jobs: int = 1
+    workers: int = 1  # local worker processes on one journal file (search/workers.py)
     max_finetune_epochs: int = 2
     proxy: Optional[float] = None
     space: str = choices.SPACES.default
@@ -264,6 +265,8 @@ class SearchConfig:
             raise ConfigError(f"--proxy {self.proxy}: use a fraction of the training set in (0, 1]")
         if self.n_jobs < 1:
             raise ConfigError(f"--n-jobs {self.n_jobs}: use 1 or more")
+        if self.workers < 1:
+            raise ConfigError(f"--workers {self.workers}: use 1 or more")
         if self.max_finetune_epochs < 0:
             raise ConfigError(f"--max-finetune-epochs {self.max_finetune_epochs}: use 0 or more")
         if self.prune.metric == "latency" and self.n_jobs > 1:

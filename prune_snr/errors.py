@@ -28,6 +28,10 @@ class CheckpointError(PruneSnrError):
     """A checkpoint is missing, corrupt, truncated or not written by prune-snr."""
 
 
+class StorageError(PruneSnrError):
+    """A study's storage cannot be reached or used (database down, wrong password, unreachable host)."""
+
+
 class TrainingError(PruneSnrError):
     """Training diverged (NaN/inf loss) or cannot continue."""
 

@@ -39,6 +39,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside a process group)."""
+    if world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @contextlib.contextmanager
 def distributed(device: str = "auto"):
     """Join the process group that ``torchrun`` describes (NCCL on GPU, gloo on CPU) for the block.

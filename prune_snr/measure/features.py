@@ -3,16 +3,22 @@
 Forward hooks are installed in a context manager that removes them in ``finally``; each
 point's output is adaptive-average-pooled to ``p x p`` and stored as ``N x C x p*p`` float32 (or
 float16 with ``cache_dtype="float16"``: half the disk and the reads).
-Features go straight into ``.npy`` files in a cache folder (memory-mapped, so a dataset larger
-than RAM streams to disk); a ``done.json`` written last marks a complete cache, and a rerun with
-the same key reuses it.
+Features go straight into ``.npy`` files (memory-mapped, so a dataset larger than RAM streams to
+disk). An entry is written into a private temporary folder beside it (``.NAME.tmp-HOST-PID-...``)
+and published by one atomic ``os.rename`` of that folder, ``done.json`` included: processes that
+share ``PRUNE_SNR_CACHE`` may compute the same entry at once, the first complete one wins, a loser
+discards its own copy and reads the published one, and no reader ever opens a half-written file.
+A rerun with the same key reuses the published entry.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
 import shutil
+import socket
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +30,7 @@ from torch.utils.data import Subset
 from ..atomic import atomic_save_json
 from ..errors import DataError
 from ..progress import track
-from ..runtime import autocast, barrier, is_main, make_loader, world
+from ..runtime import autocast, barrier, broadcast_object, is_main, make_loader, world
 
 
 @contextlib.contextmanager
@@ -75,34 +81,82 @@ def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: 
     """Run ``model`` once over ``dataset`` and return ``({point: N x C x p*p}, targets)``.
 
     The arrays are memory-mapped ``.npy`` files in ``folder``; an existing complete cache there
-    is returned as it is. Under torchrun each rank passes over a contiguous shard and rank 0
-    joins the shards (the cache folder must then be on a filesystem every node sees).
+    is returned as it is, else it is written beside ``folder`` and published by one rename (see
+    the module's docstring). Under torchrun each rank passes over a contiguous shard of the same
+    temporary folder and rank 0 joins the shards and publishes (the cache folder must then be on a
+    filesystem every node sees).
     """
-    cached = load_cached(folder, points)
-    if cached is not None:
-        return cached
-    folder.mkdir(parents=True, exist_ok=True)
-    barrier()  # no rank may still be reading an older cache when done.json goes
+    if broadcast_object((folder / "done.json").is_file() if is_main() else None):  # rank 0 decides for every rank
+        return load_cached(folder, points)
     if is_main():
-        (folder / "done.json").unlink(missing_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _drop_orphans(folder)
+    # Every rank writes into the same private folder: rank 0 names it.
+    tmp = Path(broadcast_object(str(folder.parent / f".{folder.name}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}") if is_main() else None))
     model.eval().to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     rank, size = world()
     run = dict(pool=pool, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last, workers=workers,
                dtype=np.dtype(dtype), progress=progress, description=description)
-    if size == 1:
-        _pass(model, dataset, points, folder, **run)
-    else:
-        n = len(dataset)
-        _pass(model, Subset(dataset, range(rank * n // size, (rank + 1) * n // size)), points, folder / f"part{rank}", **run)
-        barrier()
+    try:
+        if size == 1:
+            _pass(model, dataset, points, tmp, **run)
+        else:
+            n = len(dataset)
+            _pass(model, Subset(dataset, range(rank * n // size, (rank + 1) * n // size)), points, tmp / f"part{rank}", **run)
+            barrier()
+            if is_main():
+                _join([tmp / f"part{r}" for r in range(size)], tmp, len(points))
         if is_main():
-            _join([folder / f"part{r}" for r in range(size)], folder, len(points))
-        barrier()
-    atomic_save_json(folder / "done.json", {"points": points, "pool": pool, "n": len(dataset)})
+            atomic_save_json(tmp / "done.json", {"points": points, "pool": pool, "n": len(dataset)})
+            _publish(tmp, folder)
+    finally:
+        if is_main():
+            shutil.rmtree(tmp, ignore_errors=True)  # a loser's copy, or the pieces of a failed pass
     barrier()
     return load_cached(folder, points)
+
+
+def _owner() -> str:
+    """``HOST-PID``: who writes a temporary cache folder (see :func:`_drop_orphans`)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Make the complete entry ``tmp`` visible as ``folder`` with one rename; the first one published wins."""
+    for _ in range(3):
+        try:
+            os.rename(tmp, folder)  # atomic; fails on a non-empty folder, so a published entry is never replaced
+            return
+        except OSError:
+            if (folder / "done.json").is_file():
+                return  # another process published first: ours is discarded, theirs is read
+            # an entry left by an older prune-snr that wrote in place: move it aside whole, then drop it
+            stale = folder.parent / f".{folder.name}.stale-{uuid.uuid4().hex[:8]}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(folder, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+    raise DataError(f"could not publish the feature cache entry {folder}; remove that folder and run again")
+
+
+def _drop_orphans(folder: Path) -> None:
+    """Remove temporary folders of ``folder`` left by killed processes of this host."""
+    host = socket.gethostname()
+    for tmp in folder.parent.glob(f".{folder.name}.tmp-{host}-*"):
+        pid = tmp.name.removeprefix(f".{folder.name}.tmp-{host}-").split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _npy_writer(path: Path, dtype: np.dtype, shape: tuple[int, ...]):

@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import optuna
-
+import sqlalchemy.exc
 import yaml
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
@@ -40,6 +40,8 @@ from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
 from ..prune import count, prune
 from ..prune.pipeline import measure_if_needed
+from .workers import (GRACE_PERIOD, HEARTBEAT_INTERVAL, POLL_SECONDS, WORKER_ID, Outage, StorageError, claim_slot, counts,
+                      fail_dead_trials, masked, may_count, retry_callback, storage_errors)
 
 #: The search space, one row per parameter: how Optuna draws it. Every name is a key of
 #: :class:`prune_snr.config.PruneConfig` and a ``--fix NAME=VALUE`` key; categorical rows come from
@@ -111,28 +113,56 @@ def make_storage(storage: str | None, out: Path):
         path = storage.removeprefix("journal:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
+    engine = {"pool_pre_ping": True}  # a connection the server dropped (restart) is replaced, not used
+    if storage.startswith("postgresql"):
+        engine["connect_args"] = {"connect_timeout": 10}
     try:
-        # Heartbeats let a resumed study fail the trials a killed process left running.
-        return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+        for attempt in range(5):
+            try:
+                # Heartbeats fail (and retry) the trials of a killed worker; see search/workers.py.
+                return optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                                  grace_period=GRACE_PERIOD, heartbeat_stale_trial_callback=retry_callback())
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)  # workers starting at once race to create Optuna's tables: the first one does
+    except storage_errors() as exc:
+        cause = str(exc.__cause__ or exc).splitlines()[0]
+        raise StorageError(f"--storage {masked(storage)}: cannot connect ({cause}); check the host and port, that the server runs, "
+                           "the user, password and database name") from exc
     except Exception as exc:  # sqlalchemy raises its own types for bad URLs/drivers
-        raise ConfigError(f"--storage {storage!r}: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"--storage {masked(storage)}: {str(exc).splitlines()[0]}") from exc
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials that count towards ``--trials``: completed ones, and ones that failed with an error.
 
     A trial left RUNNING by a killed process (or failed later by Optuna's heartbeat check, with no
-    error of its own) does not count, so a resumed study ends with exactly the requested number
-    whatever the moment of the kill.
+    error of its own) does not count, nor does a surplus trial of concurrent workers, so a study
+    ends with exactly the requested number whatever the moment of a kill or the number of workers.
     """
-    return [t for t in study.trials
-            if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs)]
+    return [t for t in study.get_trials(deepcopy=False) if counts(t)]
 
 
 def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
     """The same field matrices read at another θ (fields do not depend on θ; SNR does)."""
     meta = {**measurement.meta, "options": {**measurement.meta["options"], "threshold": threshold}}
     return dataclasses.replace(measurement, meta=meta)
+
+
+def prepare(checkpoint: str | Path, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None):
+    """``(payload, prune options, model, measurement, seconds it took)`` of a study's checkpoint: the
+    given measurement, ``cfg.prune.measurement``'s, or one made here (None where the space needs none)."""
+    payload = load_checkpoint(checkpoint)
+    base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
+    model = build_from_checkpoint(payload)
+    if measurement is None and base_cfg.measurement:
+        measurement = Measurement.load(base_cfg.measurement)
+    t_measure = time.perf_counter()
+    measurement, _ = measure_if_needed(model, measurement, needed="threshold" in space_of(cfg.space), dataset=base_cfg.dataset,
+                                       progress=progress, options=dataclasses.replace(base_cfg.measure, data_dir=base_cfg.data_dir,
+                                                                                      seed=cfg.prune.seed, device=base_cfg.device))
+    return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
 
 
 def run_search(
@@ -143,6 +173,7 @@ def run_search(
     measurement: Measurement | None = None,
     fixed: dict | None = None,
     progress=None,
+    worker: int | None = None,
     **options,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``cfg.trials`` finished trials; return it.
@@ -157,6 +188,12 @@ def run_search(
             folder, else measured here once with ``cfg.prune.measure``).
         fixed: pin parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``
             (added to ``cfg.fix``).
+        worker: this process's index among several running the study (gives it its own sampler
+            stream); any number of processes may run one study, see :mod:`prune_snr.search.workers`.
+
+    Raises:
+        StorageError: the storage is unreachable (at the start, or for longer than
+            ``workers.RETRY_SECONDS`` later on).
     """
     cfg = resolve(SearchConfig, overrides=options, base=cfg)
     fixed = {**parse_fix(cfg.fix), **(fixed or {})}
@@ -164,33 +201,31 @@ def run_search(
     unknown = set(fixed) - set(parameters)
     if unknown:
         raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from {', '.join(parameters)}")
-    base_cfg, proxy, metric, seed = cfg.prune, cfg.proxy, cfg.prune.metric, cfg.prune.seed
+    proxy, metric, seed = cfg.proxy, cfg.prune.metric, cfg.prune.seed
     out = Path(out)
-    payload = load_checkpoint(checkpoint)
-    base_cfg = with_trained_data(base_cfg, payload, checkpoint)
-    model = build_from_checkpoint(payload)
-    if measurement is None and base_cfg.measurement:
-        measurement = Measurement.load(base_cfg.measurement)
-    t_measure = time.perf_counter()
-    measurement, _ = measure_if_needed(model, measurement, needed="threshold" in parameters, dataset=base_cfg.dataset, progress=progress,
-                                       options=dataclasses.replace(base_cfg.measure, data_dir=base_cfg.data_dir, seed=seed,
-                                                                   device=base_cfg.device))
-    measure_seconds = time.perf_counter() - t_measure
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage_obj = make_storage(cfg.storage, out)
-    existing = 0
-    if cfg.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
-        existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage_obj).trials)
-    # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters.
-    study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.PartialFixedSampler(fixed, optuna.samplers.NSGAIISampler(seed=seed + existing)))
-    study.set_metric_names(["val_accuracy", f"{metric}_kept"])
-    study.set_user_attr("base", count(model))
-    study.set_user_attr("space", cfg.space)
-    if measurement is not None and "measurement_seconds" not in study.user_attrs:  # the measurement's cost, part of this arm's
-        recorded = measurement.meta.get("timings", {}).get("total_s")
-        study.set_user_attr("measurement_seconds", recorded if recorded is not None else measure_seconds)
+    storage_obj = make_storage(cfg.storage, out)  # an unreachable storage is one line before any work
+    payload, base_cfg, model, measurement, measure_seconds = prepare(checkpoint, cfg, measurement=measurement, progress=progress)
+    for attempt in range(3):  # workers starting at once may race to create the study or its attributes
+        try:
+            existing = 0
+            if cfg.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
+                existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage_obj).trials)
+            # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters; so does each worker.
+            study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
+                                        sampler=optuna.samplers.PartialFixedSampler(
+                                            fixed, optuna.samplers.NSGAIISampler(seed=seed + existing + 1009 * (worker or 0))))
+            study.set_metric_names(["val_accuracy", f"{metric}_kept"])
+            study.set_user_attr("base", count(model))
+            study.set_user_attr("space", cfg.space)
+            if measurement is not None and "measurement_seconds" not in study.user_attrs:  # the measurement's cost, part of this arm's
+                recorded = measurement.meta.get("timings", {}).get("total_s")
+                study.set_user_attr("measurement_seconds", recorded if recorded is not None else measure_seconds)
+            break
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == 2:
+                raise
 
     def run_trial(number: int, opts: dict, folder: Path, finetune_fraction: float) -> dict:
         opts = dict(opts)
@@ -204,8 +239,11 @@ def run_search(
         return report
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        trial.set_user_attr("worker", WORKER_ID)
+        if not claim_slot(study, trial, cfg.trials):
+            raise optuna.TrialPruned("surplus: the other workers' trials fill the study")
         opts = {name: suggest(trial, name, fixed, cfg.max_finetune_epochs, parameters) for name in parameters}
-        folder = out / "trials" / f"{trial.number:04d}"
+        folder = (out / "trials" / f"{trial.number:04d}").resolve()
         trial.set_user_attr("artifacts", str(folder))
         trial.set_user_attr("options", opts)
         try:
@@ -224,21 +262,34 @@ def run_search(
             return float("nan"), float("nan")  # recorded by Optuna as a failed trial
         return accuracy, kept
 
-    if getattr(storage_obj, "is_heartbeat_enabled", lambda: False)():
-        optuna.storages.fail_stale_trials(study)  # a killed run's RUNNING trial: failed, and not counted
-    remaining = max(0, cfg.trials - len(counted_trials(study)))
-    if remaining:
-        task = progress.add_task(f"search ({remaining} trials)", total=remaining) if progress is not None else None
+    task = progress.add_task(f"search ({cfg.trials} trials)", total=cfg.trials) if progress is not None else None
 
-        def advance(_study, trial):
+    def after_trial(study_, trial):
+        if trial.user_attrs.get("surplus"):
+            study_.stop()  # the study is full or about to be: look again (below) instead of asking
+        elif progress is not None:
+            state = "failed: " + str(trial.user_attrs.get("error", "")) if trial.state.name == "FAIL" else f"{trial.values[0]:.4f}"
+            progress.update(task, completed=len(counted_trials(study_)), description=f"search: trial {trial.number} {state}"[:100])
+
+    outage = Outage(masked(cfg.storage) if cfg.storage else str(out / "study.db"))
+    deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+    while deadline is None or time.monotonic() < deadline:
+        with outage:
+            fail_dead_trials(study)  # a killed worker's RUNNING trial: failed, retried, and not counted
+            trials = study.get_trials(deepcopy=False)
+            done = sum(map(counts, trials))
             if progress is not None:
-                state = "failed: " + str(trial.user_attrs.get("error", "")) if trial.state.name == "FAIL" else f"{trial.values[0]:.4f}"
-                progress.update(task, advance=1, description=f"search: trial {trial.number} {state}"[:100])
-
-        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout, n_jobs=cfg.n_jobs, callbacks=[advance],
-                       catch=(PruneSnrError, RuntimeError, ValueError))
-        if progress is not None:
-            progress.remove_task(task)
+                progress.update(task, completed=done)
+            if done >= cfg.trials:
+                break
+            free = cfg.trials - done - sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
+            if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
+                time.sleep(POLL_SECONDS)
+                continue
+            study.optimize(objective, n_trials=free, timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                           n_jobs=min(cfg.n_jobs, free), callbacks=[after_trial], catch=(PruneSnrError, RuntimeError, ValueError))
+    if task is not None:
+        progress.remove_task(task)
     if proxy is not None and proxy < 1:
         todo = [t for t in study.best_trials if f"full:{t.number:04d}" not in study.user_attrs and "options" in t.user_attrs]
         task = progress.add_task(f"re-evaluating {len(todo)} Pareto trials fully", total=len(todo)) if progress and todo else None
@@ -348,6 +399,8 @@ def write_pick(study: optuna.Study, rule: str, out: str | Path) -> tuple[optuna.
 def load_study(out: str | Path, storage: str | None = None, study_name: str = "prune-snr") -> optuna.Study:
     """The study a ``prune-snr search --out OUT`` wrote (or the one in ``storage``)."""
     out = Path(out)
+    if storage is None and not (out / "study.db").is_file() and (out / "study.log").is_file():
+        storage = str(out / "study.log")  # written by search --workers
     if storage is None and not (out / "study.db").is_file():
         raise ConfigError(f"{out} holds no study.db; run prune-snr search --out {out} first (or pass --storage)")
     try:

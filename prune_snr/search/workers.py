@@ -1,0 +1,235 @@
+"""Several worker processes on one study: slot claims, dead workers, storage outages, ``--workers K``.
+
+Any number of ``prune-snr search`` processes may run one study (a PostgreSQL/MySQL URL across
+machines, a JournalStorage ``.log`` file on one machine); together they finish exactly
+``--trials`` counted trials:
+
+- **Slots.** Right after Optuna creates a trial, its worker counts the trials up to and including
+  it (by number) that are counted or may still count (RUNNING, WAITING). Beyond ``--trials`` the
+  trial is a surplus: user attribute ``surplus=True``, state PRUNED, never counted. A trial's count
+  includes every earlier trial that can still count, so no two workers both take the last slot.
+- **Dead workers.** On an RDB storage Optuna's heartbeat fails a trial whose worker stopped
+  beating (``HEARTBEAT_INTERVAL``, ``GRACE_PERIOD``) and a retry of it is queued (WAITING);
+  JournalStorage has no heartbeat, so a RUNNING trial whose worker process (user attribute
+  ``worker``: host, pid, start time) is gone from this host is failed and retried the same way.
+  Such a failed trial has no ``error`` of its own and is not counted.
+- **Outages.** A storage call that fails (the database restarts, the network drops) is retried with
+  a one-line warning for up to ``RETRY_SECONDS``; finished trials are in the storage already.
+
+Example:
+    >>> run_workers("runs/fm/model.pt", cfg, out="runs/fm/search", workers=2)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import PruneSnrError, StorageError
+
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats (RDB storages)
+GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed, and retried
+MAX_RETRY = 3  # retries of a trial whose worker died
+RETRY_SECONDS = 180  # how long a worker retries an unreachable storage before it gives up
+POLL_SECONDS = 2.0  # how often a worker waiting on the others' running trials looks again
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an RDB URL (a journal path)
+        return url
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions of a storage that is (for now) unreachable."""
+    import sqlalchemy.exc
+
+    return optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError
+
+
+def retry_callback():
+    """Optuna's retry of a heartbeat-stale trial (its name since Optuna 4.9, and before)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    return cls(max_retry=MAX_RETRY)
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not taken for it."""
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    return "?"
+
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _alive(worker: str) -> bool | None:
+    """Whether the worker process of ``WORKER_ID`` form still runs; None when it ran on another host."""
+    host, pid, started = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    with contextlib.suppress(OSError, IndexError):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped by its parent
+    return _start_time(int(pid)) == started
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Fail (and queue a retry of) the RUNNING trials whose worker is gone.
+
+    RDB storages: Optuna's heartbeat check. Other storages (JournalStorage): trials whose worker
+    process of this host has exited.
+    """
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None:  # RDBStorage with heartbeats
+        optuna.storages.fail_stale_trials(study)
+        return
+    retry = retry_callback()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if worker is None or _alive(worker) is not False:
+            continue
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                retry(study, study._storage.get_trial(t._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed it first (and queued the retry)
+
+
+def counts(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts towards ``--trials``: completed, or failed with an error of its own."""
+    return t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "error" in t.user_attrs)
+
+
+def may_count(t: optuna.trial.FrozenTrial) -> bool:
+    """Counted, or RUNNING/WAITING and not a surplus: it holds a slot."""
+    return counts(t) or (t.state in (TrialState.RUNNING, TrialState.WAITING) and not t.user_attrs.get("surplus"))
+
+
+def claim_slot(study: optuna.Study, trial: optuna.Trial, trials: int) -> bool:
+    """True when ``trial`` is within the first ``trials`` slots; else it is marked ``surplus``."""
+    ahead = sum(1 for t in study.get_trials(deepcopy=False) if t.number <= trial.number and may_count(t))
+    if ahead <= trials:
+        return True
+    trial.set_user_attr("surplus", True)
+    return False
+
+
+def _storage_error_in(exc: BaseException | None) -> BaseException | None:
+    """The storage error in ``exc``'s chain, if any (Optuna's post-processing of a trial may raise
+    another error while handling one: an UnboundLocalError when even reading the trial back fails)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, storage_errors()):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class Outage:
+    """Bounded retry of storage calls: ``with outage: ...`` inside a loop; a failure warns in one line and sleeps."""
+
+    def __init__(self, where: str) -> None:
+        self.where, self.since, self.delay = where, None, 1.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is None:
+            self.since, self.delay = None, 1.0
+            return False
+        if issubclass(kind, optuna.exceptions.UpdateFinishedTrialError):
+            warnings.warn(f"a trial of this worker was failed by another one meanwhile (no heartbeat during an outage?); "
+                          f"it is retried: {str(exc).splitlines()[0]}", UserWarning, stacklevel=2)
+            return True
+        exc = _storage_error_in(exc)
+        if exc is None:
+            return False
+        now = time.monotonic()
+        self.since = self.since or now
+        cause = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else type(exc).__name__
+        if now - self.since > RETRY_SECONDS:
+            raise StorageError(f"the study storage {self.where} has been unreachable for {RETRY_SECONDS} s ({cause}); check that "
+                               "the server runs and is reachable, then run the same command again: finished trials are kept") from exc
+        warnings.warn(f"study storage {self.where} unreachable ({cause}); retrying in {self.delay:.0f} s", UserWarning, stacklevel=2)
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 15.0)
+        return True
+
+
+def _worker_main(checkpoint: str, cfg, out: str, index: int) -> None:
+    """One ``--workers`` process: run the study with its own sampler stream; an error is one line and exit 2."""
+    import sys
+
+    from .study import run_search
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        run_search(checkpoint, cfg, out=out, worker=index)
+    except PruneSnrError as exc:
+        print(f"error: worker {index}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_workers(checkpoint: str | Path, cfg, *, out: str | Path, workers: int, progress=None) -> optuna.Study:
+    """Run the study ``cfg`` with ``workers`` local processes on one JournalStorage file; return it.
+
+    The checkpoint is measured once here (when the space needs it) and every worker reuses that
+    measurement (``OUT/measurement``). The storage is ``cfg.storage``, else ``OUT/study.log``.
+    Each worker process uses one thread (``OMP_NUM_THREADS=1`` unless set), so K workers use K cores.
+    """
+    import dataclasses
+    import multiprocessing
+
+    from .study import counted_trials, make_storage, prepare
+
+    out = Path(out)
+    cfg = dataclasses.replace(cfg, storage=cfg.storage or str(out / "study.log"))
+    make_storage(cfg.storage, out)  # a bad URL: one line now, not K times
+    measurement = prepare(checkpoint, cfg, progress=progress)[3]
+    if measurement is not None and not cfg.prune.measurement:
+        measurement.save(out / "measurement")
+        cfg = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, measurement=str(out / "measurement")))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(str(checkpoint), cfg, str(out), i), name=f"prune-snr-worker-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    task = progress.add_task(f"search ({workers} workers)", total=cfg.trials) if progress is not None else None
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(POLL_SECONDS)
+            if task is not None:
+                with contextlib.suppress(Exception):  # the bar only
+                    study = optuna.load_study(study_name=cfg.study_name, storage=make_storage(cfg.storage, out))
+                    progress.update(task, completed=len(counted_trials(study)))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+        if task is not None:
+            progress.remove_task(task)
+    study = optuna.load_study(study_name=cfg.study_name, storage=make_storage(cfg.storage, out))
+    failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+    if len(counted_trials(study)) < cfg.trials:
+        raise PruneSnrError(f"workers {failed} stopped with an error (see above) and the study holds {len(counted_trials(study))} of "
+                            f"{cfg.trials} trials; fix the cause and run the same command again")
+    return study

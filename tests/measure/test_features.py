@@ -1,0 +1,93 @@
+"""Specs of the feature cache shared by concurrent processes: entries appear whole, by one rename."""
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from prune_snr.measure.features import extract
+from tests.test_reliability import measurement_without_timings
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _data():
+    torch.manual_seed(0)
+    return TensorDataset(torch.randn(20, 3, 8, 8), torch.arange(20) % 3)
+
+
+def test_an_entry_is_published_whole_and_leaves_no_temporary_folder(tmp_path):
+    folder = tmp_path / "key" / "train"
+    feats, targets = extract(Tiny(), _data(), ["conv"], pool=2, folder=folder, batch_size=8)
+    assert feats["conv"].shape == (20, 4, 4) and targets.tolist() == (torch.arange(20) % 3).tolist()
+    assert json.loads((folder / "done.json").read_text())["n"] == 20
+    assert [p.name for p in (tmp_path / "key").iterdir()] == ["train"], "the private temporary folder is gone"
+
+
+def test_a_process_that_loses_the_race_reads_the_published_entry(tmp_path, monkeypatch):
+    features = importlib.import_module("prune_snr.measure.features")
+
+    folder = tmp_path / "key" / "train"
+
+    def another_process_publishes_first(tmp, target):
+        # another process's complete entry lands while ours is being written
+        shutil.copytree(tmp, target)
+        (target / "theirs").touch()
+        original_publish(tmp, target)
+
+    original_publish = features._publish
+    monkeypatch.setattr(features, "_publish", another_process_publishes_first)
+    feats, _ = extract(Tiny(), _data(), ["conv"], pool=2, folder=folder, batch_size=8)
+    assert (folder / "theirs").is_file(), "the first published entry stays"
+    assert feats["conv"].shape == (20, 4, 4)
+    assert [p.name for p in (tmp_path / "key").iterdir()] == ["train"], "the loser discarded its own copy"
+
+
+def test_an_entry_left_half_written_by_an_older_version_is_replaced(tmp_path):
+    folder = tmp_path / "key" / "train"
+    folder.mkdir(parents=True)
+    (folder / "0.npy").write_bytes(b"\x93NUMPY truncated")  # written in place, no done.json
+    feats, _ = extract(Tiny(), _data(), ["conv"], pool=2, folder=folder, batch_size=8)
+    assert np.asarray(feats["conv"]).shape == (20, 4, 4)
+    assert [p.name for p in (tmp_path / "key").iterdir()] == ["train"]
+
+
+def test_temporary_folders_of_dead_processes_are_removed(tmp_path):
+    import socket
+
+    folder = tmp_path / "key" / "train"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    orphan = tmp_path / "key" / f".train.tmp-{socket.gethostname()}-{dead}-deadbeef"
+    orphan.mkdir(parents=True)
+    (orphan / "0.npy").write_bytes(b"partial")
+    extract(Tiny(), _data(), ["conv"], pool=2, folder=folder, batch_size=8)
+    assert not orphan.exists()
+
+
+@pytest.mark.slow
+def test_three_processes_measuring_at_once_on_one_cache_agree(tiny_run, tmp_path):
+    out, _ = tiny_run
+    env = {**os.environ, "PRUNE_SNR_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "prune_snr.cli", "measure", str(out / "model.pt"), "--head-epochs", "3", "--device", "cpu",
+           "--no-plots", "--out"]
+    procs = [subprocess.Popen([*cmd, str(tmp_path / f"m{i}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [err[-1500:] for _, err in results]
+    first, *others = (measurement_without_timings(tmp_path / f"m{i}") for i in range(3))
+    assert all(other == first for other in others)
+    entries = [p for p in (tmp_path / "cache" / "features").rglob("*") if p.is_dir() and p.parent.parent == tmp_path / "cache" / "features"]
+    assert sorted(p.name for p in entries) == ["test", "train"], "one published entry per split, no temporary folder left"

@@ -89,3 +89,31 @@ def test_torchrun_fine_tuning_in_prune_writes_one_report_like_the_single_process
     assert (runs[1] / "prune" / "pruned.pt").is_file()
     assert ddp["after"]["params"] == pytest.approx(single["after"]["params"], rel=0.05)
     assert abs(ddp["after"]["accuracy"] - single["after"]["accuracy"]) <= 0.1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_torchrun_over_tcp_rendezvous_matches_the_single_process_measurement(runs, tmp_path):
+    """What a cluster user runs: the same torchrun command on each node, rendezvous over TCP (c10d);
+    here two "nodes" on one machine sharing a filesystem, gloo on CPU."""
+    model = runs[0] / "train" / "model.pt"
+    run(["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "single", "--no-plots"], tmp_path, 1)
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PRUNE_SNR_CACHE": str(tmp_path / "cache-nodes")}
+    command = [TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+               "--rdzv_id", "prune-snr-test", "-m", "prune_snr.cli", "measure", str(model), "--head-epochs", "3", "--device", "cpu",
+               "--out", str(tmp_path / "nodes"), "--no-plots"]
+    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(o[-2000:] for o in outputs)
+    single, nodes_result = (json.loads((tmp_path / k / "measurement.json").read_text()) for k in ("single", "nodes"))
+    assert [p["name"] for p in single["points"]] == [p["name"] for p in nodes_result["points"]]
+    for p, q in zip(single["points"], nodes_result["points"]):
+        for key in ("val_accuracy", "test_accuracy", "snr", "noise_per_filter", "cluster_size"):
+            assert p[key] == pytest.approx(q[key], rel=1e-4, abs=1e-6), (p["name"], key)

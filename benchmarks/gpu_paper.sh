@@ -1,113 +1,177 @@
 #!/usr/bin/env bash
-# The paper's setting at full width on one GPU: VGG-16 (full width) and EfficientNet-B0 on
-# Fashion-MNIST, each trained in bf16, measured at every point, pruned to half its MACs and
-# exported to ONNX. Prints the wall time of every phase and the measurement's time divided by
-# one inference pass over the same images (train + test split). Sized for ~10 minutes on one H100.
+# The paper's setting at full width on one borrowed GPU, as ONE prepared command: VGG-16 (full width) and
+# EfficientNet-B0 on Fashion-MNIST, each trained in bf16, measured at every point (EfficientNet --expanded),
+# pruned to half its MACs, fine-tuned, exported to ONNX. Prints every phase's wall time and the measurement's
+# in-process time divided by one warm inference pass over the same images; writes gpu_paper.json (rewritten
+# after every phase, so a run cut short still reports what finished) and gpu_paper.log flat into $OUT.
 #
-#   DATA_DIR=/path/to/fashion-mnist-gz bash benchmarks/gpu_paper.sh [RUN_DIR]
+#   bash benchmarks/gpu_paper.sh                      # on the GPU machine, from the repository root
+#   DEVICE=cpu SUBSET=600 VGG_EPOCHS=1 EFF_EPOCHS=1 FINETUNE_EPOCHS=1 MEASURE_PER_CLASS=20 HEAD_EPOCHS=3 \
+#     OUT=/tmp/rehearsal bash benchmarks/gpu_paper.sh  # the CPU rehearsal: same carried files, 600 + 100 images
 #
-# VGG_EPOCHS (default 2) and EFF_EPOCHS (default 8, the recipe's) set the training length;
-# DEVICE=cpu DATASET=synthetic VGG_EPOCHS=1 EFF_EPOCHS=1 is a quick smoke test without a GPU.
+# The machine it is written for: torch, torchvision, timm, onnx, onnxruntime, typer, rich, safetensors, scipy,
+# matplotlib, pyyaml, but no torch-pruning, no onnxscript (torch.onnx's dynamo exporter needs it), no network and
+# no package index. What it lacks travels in ignored folders of the working tree:
+#   .whl/   torch_pruning, onnxscript, onnx_ir (pure Python) and ml_dtypes (cp312; used only when the machine lacks
+#           it): each installed with pip --no-index --no-deps --target (or unzipped) into $SITE, only when not
+#           importable already. optuna is not carried: only `prune-snr search` imports it.
+#   .data/  Fashion-MNIST's four IDX .gz files (from /usr/share/datasets/fashion-mnist/).
+# prune-snr itself runs from the tree (PYTHONPATH=$SITE:.). Run folder, feature cache and decompressed data stay
+# outside the tree (/tmp); each model's feature cache is removed after its measurement.
+#
+# Sizing (~8 minutes on one H200; one command may run 10): the per-image costs measured on this project's CPU
+# (benchmarks/imagenet_shape.py: EfficientNet-B0 expanded caches 193 kB per image at --pool 2 in float32, VGG-16
+# 68 kB) make a full measurement of 70,000 images a 13.5 GB write-then-read for EfficientNet alone, so the
+# measurement reads at most MEASURE_PER_CLASS=2000 training images per label (--train-per-class; the 6,000
+# validation images are the training's held-out ones, unchanged) with a float16 cache: 36,000 rows, 3.5 GB
+# (EfficientNet) and 1.2 GB (VGG). Training is the bulk: VGG_EPOCHS=2 and EFF_EPOCHS=3 (not the CPU recipe's 8),
+# FINETUNE_EPOCHS=1, at batch 256 with 8 loader workers: at ~10-20 s per Fashion-MNIST epoch (data loading bound;
+# an estimate, never measured on a GPU) about 2 minutes, measurements ~1.5 min each, prune+fine-tune ~0.5 min
+# each, exports (onnxruntime on the CPU) ~0.5 min each, plus ~10 s of interpreter start per phase. Shrink with the
+# variables above if a first run's gpu_paper.json shows a phase far above this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${1:-runs/gpu_paper}
-DATA_DIR=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
-PRUNE_SNR=${PRUNE_SNR:-prune-snr}
-VGG_EPOCHS=${VGG_EPOCHS:-2}
-EFF_EPOCHS=${EFF_EPOCHS:-8}
+OUT=${OUT:-runs/gpu_paper}
+RUN=${RUN:-/tmp/gpu_paper_run}
+SITE=${SITE:-/tmp/prune_snr_site}
 DEVICE=${DEVICE:-cuda}
-DATASET=${DATASET:-fashion-mnist}
-export PRUNE_SNR_CACHE=${PRUNE_SNR_CACHE:-$RUN/cache}
-mkdir -p "$RUN"
+VGG_EPOCHS=${VGG_EPOCHS:-2}
+EFF_EPOCHS=${EFF_EPOCHS:-3}
+FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-1}
+MEASURE_PER_CLASS=${MEASURE_PER_CLASS:-2000}
+HEAD_EPOCHS=${HEAD_EPOCHS:-30}
+WORKERS=${WORKERS:-8}
+SUBSET=${SUBSET:-}  # N: use only the first N training and N/6 test images (a rehearsal)
+AMP=$([ "$DEVICE" = cpu ] && echo --no-amp || echo --amp)
+export PRUNE_SNR_CACHE=${PRUNE_SNR_CACHE:-/tmp/prune_snr_cache}
+mkdir -p "$OUT" "$RUN" "$SITE" "$PRUNE_SNR_CACHE"
+OUT=$(cd "$OUT" && pwd)
+exec > >(tee -a "$OUT/gpu_paper.log") 2>&1
 TIMES="$RUN/phases.tsv"
 : >"$TIMES"
 
-phase() {  # phase MODEL NAME command...
+summarize() {  # gpu_paper.json from the phases so far (also on failure, from the EXIT trap)
+  python3 - "$RUN" "$OUT" "$1" <<'PY'
+import csv, json, sys
+from pathlib import Path
+run, out, status = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+summary = {"status": status, "models": {}}
+for model, phase, seconds in csv.reader(open(run / "phases.tsv"), delimiter="\t"):
+    summary["models"].setdefault(model, {})[phase + "_s"] = float(seconds)
+for model, t in summary["models"].items():
+    d = run / model
+    if (d / "metrics.json").is_file():
+        m = json.loads((d / "metrics.json").read_text())
+        t.update(test_accuracy=m["test_accuracy"], params=m["params"], macs=m["macs"])
+    if (d / "measurement" / "measurement.json").is_file():
+        meas = json.loads((d / "measurement" / "measurement.json").read_text())
+        t["measurement"] = {k: meas[k] for k in ("timings", "split_sizes", "feature_rows", "feature_cache_bytes") if k in meas}
+        t["measurement"]["points"] = len(meas["points"])
+        t["measurement"]["fields_npz_bytes"] = (d / "measurement" / "fields.npz").stat().st_size
+        if "inference_pass_s" in t:
+            t["measure_over_inference_pass"] = meas["timings"]["total_s"] / t["inference_pass_s"]
+    if (d / "pruned" / "report.json").is_file():
+        r = json.loads((d / "pruned" / "report.json").read_text())
+        t["pruned"] = {"before": r.get("before"), "after": r.get("after")}
+(out / "gpu_paper.json").write_text(json.dumps(summary, indent=2, default=str))
+PY
+}
+trap 'rc=$?; summarize "$([ $rc = 0 ] && echo complete || echo "failed (exit $rc)")"; exit $rc' EXIT
+
+phase() {  # phase MODEL NAME command...: timed; set -e stops the run on the first failure
   local model=$1 name=$2
   shift 2
-  local t0=$(date +%s.%N)
+  echo "== $model: $name"
+  local t0 t1
+  t0=$(date +%s.%N)
   "$@"
-  local t1=$(date +%s.%N)
+  t1=$(date +%s.%N)
   printf '%s\t%s\t%.1f\n' "$model" "$name" "$(awk "BEGIN{print $t1 - $t0}")" | tee -a "$TIMES"
-  if [ -n "${KEEP:-}" ]; then cp "$TIMES" "$KEEP/"; fi
+  summarize running
 }
 
-inference_pass() {  # seconds of one no-grad forward pass over train + test, as the measurement reads them
-  python3 - "$1" "$DATASET" "$DATA_DIR" "$DEVICE" <<'PY'
+# --- setup: the carried wheels and data -------------------------------------------------------------------
+t0=$(date +%s.%N)
+for wheel in .whl/*.whl; do
+  module=$(basename "$wheel" | cut -d- -f1)
+  if python3 -c "import $module" 2>/dev/null; then echo "$module: the machine's own"; continue; fi
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install --quiet --no-index --no-deps --target "$SITE" "$wheel"
+  else
+    python3 -m zipfile -e "$wheel" "$SITE"
+  fi
+  echo "$module: installed from $wheel"
+done
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PRUNE_SNR=(python3 -m prune_snr.cli)
+DATA_DIR=$PWD/.data
+if [ -n "$SUBSET" ]; then  # the first SUBSET training and SUBSET/6 test images, IDX .gz as the carried files
+  DATA_DIR=$RUN/data
+  python3 - "$PWD/.data" "$DATA_DIR" "$SUBSET" <<'PY'
+import gzip, struct, sys
+from pathlib import Path
+src, dst, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+dst.mkdir(parents=True, exist_ok=True)
+for prefix, count in (("train", n), ("t10k", max(n // 6, 20))):
+    for kind, row in (("images-idx3", 28 * 28), ("labels-idx1", 1)):
+        raw = gzip.decompress((src / f"{prefix}-{kind}-ubyte.gz").read_bytes())
+        header = 16 if row > 1 else 8
+        out = raw[:4] + struct.pack(">I", count) + raw[8:header] + raw[header:header + count * row]
+        (dst / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(out))
+PY
+  rm -rf "$PRUNE_SNR_CACHE/FashionMNIST"  # decompressed from whichever folder came first: not the subset's
+fi
+python3 -c "import torch, torch_pruning, onnxscript, prune_snr.cli; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| torch_pruning', torch_pruning.__version__)"
+printf 'setup\tinstall\t%.1f\n' "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" | tee -a "$TIMES"
+
+inference_pass() {  # one warm no-grad pass over train + test as the measurement reads them (warm-up batch not timed)
+  python3 - "$1" "$DATA_DIR" "$DEVICE" "$RUN/$2/inference_pass.txt" <<'PY'
 import sys, time, torch
 import prune_snr
 from prune_snr.data import build_dataset
 from prune_snr.runtime import autocast, make_loader
-dev = torch.device(sys.argv[4])
-model = prune_snr.load(sys.argv[1]).to(dev).eval()
+model_pt, data_dir, device, out = sys.argv[1:5]
+dev = torch.device(device)
+model = prune_snr.load(model_pt).to(dev).eval()
 sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-total = 0.0
-for split in ("train", "test"):
-    ds = build_dataset(sys.argv[2], split, sys.argv[3], augment=False, input_size=model.spec.get("input_size"))
-    sync(); t0 = time.perf_counter()
-    with torch.no_grad():
-        for x, _ in make_loader(ds, batch_size=1024, shuffle=False):
-            with autocast(dev, True):
-                model(x.to(dev, non_blocking=True))
-    sync(); total += time.perf_counter() - t0
-print(f"{total:.2f}")
+sets = [build_dataset("fashion-mnist", split, data_dir, augment=False, input_size=model.spec.get("input_size")) for split in ("train", "test")]
+with torch.no_grad():
+    x = next(iter(make_loader(sets[1], batch_size=256, shuffle=False)))[0].to(dev)
+    with autocast(dev, dev.type == "cuda"):
+        model(x)  # warm-up: CUDA context, cuDNN plans
+    sync()
+    t0 = time.perf_counter()
+    for ds in sets:
+        for xb, _ in make_loader(ds, batch_size=256, shuffle=False):
+            with autocast(dev, dev.type == "cuda"):
+                model(xb.to(dev, non_blocking=True))
+    sync()
+print(f"{time.perf_counter() - t0:.3f}", file=open(out, "w"))
 PY
+  printf '%s\t%s\t%s\n' "$2" inference_pass "$(cat "$RUN/$2/inference_pass.txt")" | tee -a "$TIMES"
 }
 
-train_model() {  # train_model NAME FLAGS...: skipped when NAME/model.pt exists
+analyse() {  # analyse NAME TRAIN_FLAGS -- MEASURE_FLAGS
   local name=$1 dir="$RUN/$1"
   shift
-  [ -f "$dir/model.pt" ] || phase "$name" train $PRUNE_SNR train "$@" --dataset "$DATASET" --data-dir "$DATA_DIR" \
-    --device "$DEVICE" --amp --workers 8 --out "$dir" $([ -f "$dir/checkpoint.pt" ] && echo --resume)
-  if [ -n "${KEEP:-}" ]; then cp "$dir/model.pt" "$KEEP/$name-model.pt"; cp "$dir/metrics.json" "$KEEP/$name-metrics.json"; fi
-}
-
-analyse_model() {  # analyse_model NAME MEASURE_FLAGS...: measure, one inference pass, prune to 50 % of MACs, export
-  local name=$1 dir="$RUN/$1"
-  shift
-  phase "$name" measure $PRUNE_SNR measure "$dir/model.pt" "$@" --data-dir "$DATA_DIR" --device "$DEVICE" --amp \
+  local train_flags=() measure_flags=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do train_flags+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  measure_flags=("$@")
+  rm -rf "$dir"
+  phase "$name" train "${PRUNE_SNR[@]}" train "${train_flags[@]}" --dataset fashion-mnist --data-dir "$DATA_DIR" \
+    --device "$DEVICE" $AMP --workers "$WORKERS" --out "$dir"
+  inference_pass "$dir/model.pt" "$name"
+  phase "$name" measure "${PRUNE_SNR[@]}" measure "$dir/model.pt" "${measure_flags[@]}" --pool 2 --cache-dtype float16 \
+    --train-per-class "$MEASURE_PER_CLASS" --head-epochs "$HEAD_EPOCHS" --data-dir "$DATA_DIR" --device "$DEVICE" $AMP \
     --batch-size 1024 --no-plots --out "$dir/measurement"
-  local pass_s
-  pass_s=$(inference_pass "$dir/model.pt")
-  printf '%s\t%s\t%s\n' "$name" inference_pass "$pass_s" | tee -a "$TIMES"
-  rm -rf "$dir/pruned"
-  phase "$name" prune $PRUNE_SNR prune "$dir/model.pt" --measurement "$dir/measurement" --target 0.5 --metric macs \
-    --finetune-epochs 1 --data-dir "$DATA_DIR" --device "$DEVICE" --amp --out "$dir/pruned"
-  phase "$name" export $PRUNE_SNR export "$dir/pruned/pruned.pt" --out "$dir/pruned/model.onnx" --repeats 10
+  rm -rf "$PRUNE_SNR_CACHE/features"
+  phase "$name" prune "${PRUNE_SNR[@]}" prune "$dir/model.pt" --measurement "$dir/measurement" --target 0.5 --metric macs \
+    --finetune-epochs "$FINETUNE_EPOCHS" --data-dir "$DATA_DIR" --device "$DEVICE" $AMP --out "$dir/pruned"
+  phase "$name" export "${PRUNE_SNR[@]}" export "$dir/pruned/pruned.pt" --out "$dir/pruned/model.onnx" --repeats 10
+  cp "$dir/measurement/measurement.json" "$OUT/$name-measurement.json"
+  cp "$dir/pruned/report.json" "$OUT/$name-report.json"
 }
 
-# Training first (the checkpoints are what a later CPU session needs most), then the analyses.
-# KEEP=DIR copies each trained model.pt and metrics.json there as soon as it exists.
-train_model efficientnet_b0 --recipe recipes/fashion_mnist_efficientnet_b0.yaml --epochs "$EFF_EPOCHS"
-train_model vgg16 --model vgg16 --epochs "$VGG_EPOCHS" --batch-size 256 --lr 0.05
-analyse_model vgg16 --pool 2 || echo "vgg16: an analysis phase failed"
-analyse_model efficientnet_b0 --expanded --pool 2 || echo "efficientnet_b0: an analysis phase failed"
-
-python3 - "$RUN" <<'PY'
-import csv, json, sys
-from pathlib import Path
-run = Path(sys.argv[1])
-rows = list(csv.reader(open(run / "phases.tsv"), delimiter="\t"))
-out = {}
-for model, phase, seconds in rows:
-    out.setdefault(model, {})[phase + "_s"] = float(seconds)
-for model, t in out.items():
-    d = run / model
-    if not (d / "pruned" / "report.json").is_file() or "export_s" not in t:
-        print(f"{model}: incomplete, phases {sorted(t)}")
-        continue
-    metrics = json.loads((d / "metrics.json").read_text())
-    report = json.loads((d / "pruned" / "report.json").read_text())
-    meas = json.loads((d / "measurement" / "measurement.json").read_text())
-    t["measure_over_inference_pass"] = t["measure_s"] / t["inference_pass_s"]
-    t["heads_and_fields_s"] = meas["timings"]["heads_and_fields_s"]
-    t["test_accuracy"] = metrics["test_accuracy"]
-    t["params"], t["macs"] = metrics["params"], metrics["macs"]
-    t["pruned"] = {"before": report["before"], "after": report["after"]}
-    t["points"] = len(meas["points"])
-    print(f"{model}: test acc {t['test_accuracy']:.4f}; train {t.get('train_s', float('nan')):.0f} s, measure {t['measure_s']:.0f} s "
-          f"({t['points']} points; {t['measure_over_inference_pass']:.1f}x one inference pass of {t['inference_pass_s']:.1f} s), "
-          f"prune+finetune {t['prune_s']:.0f} s ({report['before']['accuracy']:.4f} -> {report['after']['accuracy']:.4f}, "
-          f"MACs {report['before']['macs']:,} -> {report['after']['macs']:,}), export {t['export_s']:.0f} s")
-(run / "gpu_paper.json").write_text(json.dumps(out, indent=2))
-PY
+analyse vgg16 --model vgg16 --epochs "$VGG_EPOCHS" --batch-size 256 --lr 0.05
+analyse efficientnet_b0 --recipe recipes/fashion_mnist_efficientnet_b0.yaml --epochs "$EFF_EPOCHS" --batch-size 256 -- --expanded

@@ -199,6 +199,7 @@ def measure(
     val_source: ValSource = None,
     memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of filters) may hold at once (default: a quarter of the RAM).")] = None,
     cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
+    train_per_class: Annotated[Optional[int], typer.Option("--train-per-class", help="Read and train the heads on at most N training images per label (seeded, label-stratified; the validation images stay the same).")] = None,
     expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
     save_fields: Annotated[Optional[str], typer.Option("--save-fields", help="Field matrices fields.npz keeps per point: the N highest-SNR filters' (default 16), or all; every filter's statistics are kept.")] = None,
     batch_size: BatchSize = None,
@@ -220,7 +221,7 @@ def measure(
         t = result.meta["timings"]
         console.print(f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
                       f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {out} "
-                      f"(fields.npz {_size(out / 'fields.npz')})")
+                      f"(fields.npz {_size(out / 'fields.npz')}; feature cache {result.meta['feature_cache_bytes'] / 1e6:.1f} MB)")
 
 
 @app.command()

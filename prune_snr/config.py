@@ -98,6 +98,7 @@ class MeasureConfig:
     val_fraction: Optional[float] = None  # default: what the checkpoint's training held out, else 0.1
     val_source: Optional[str] = None  # default: "test" for an imported checkpoint, else "train"
     cache_dtype: str = choices.CACHE_DTYPES.default
+    train_per_class: Optional[int] = None  # read and train the heads on at most N training images per label (seeded, stratified)
     memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
     expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
     save_fields: str = str(choices.SAVE_FIELDS)  # field matrices kept per point: the N highest-SNR filters', or "all"
@@ -119,6 +120,8 @@ class MeasureConfig:
             _fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
         if self.memory_budget is not None and not self.memory_budget > 0:
             raise ConfigError(f"memory_budget={self.memory_budget}: give GiB > 0")
+        if self.train_per_class is not None and not self.train_per_class >= 1:
+            raise ConfigError(f"train_per_class={self.train_per_class}: give 1 or more training images per label")
         if not 0 <= self.threshold < 1:
             raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
         if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):

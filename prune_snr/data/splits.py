@@ -71,3 +71,23 @@ def hold_out(dataset, fraction: float, *, seed: int = VALIDATION_SEED) -> tuple[
         return dataset, None
     rest, val = validation_split(dataset.targets, fraction, seed=seed)
     return IndexSubset(dataset, rest), IndexSubset(dataset, val)
+
+
+def per_class_subset(targets, rows, per_class: int, *, seed: int) -> np.ndarray:
+    """At most ``per_class`` of ``rows`` (ascending) for every label: a seeded, label-stratified draw.
+
+    ``measure --train-per-class`` reads only these training images; the validation rows are
+    carved first (from all of the training split) and are never among ``rows``.
+
+    Example:
+        >>> per_class_subset([0, 0, 0, 1, 1, 2], np.arange(6), 2, seed=0).tolist()
+        [0, 2, 3, 4, 5]
+    """
+    if not (isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 1):
+        raise DataError(f"--train-per-class {per_class}: give 1 or more images per label")
+    targets = np.asarray(torch.as_tensor(targets).cpu().numpy())
+    rows = np.asarray(rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    labels = targets[rows]
+    kept = [rng.permutation(rows[labels == label])[:per_class] for label in np.unique(labels)]
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)

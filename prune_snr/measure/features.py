@@ -67,6 +67,42 @@ def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, d
     return h.hexdigest()[:16]
 
 
+@torch.no_grad()
+def point_widths(model: nn.Module, sample: torch.Tensor, points: list[str], *, pool: int,
+                 device: torch.device = torch.device("cpu")) -> dict[str, int]:
+    """``{point: C * p * p}``, the values one image adds to each point's cache: one forward pass of ``sample`` (one image)."""
+    model.eval().to(device)
+    with capture(model, points, pool) as store:
+        model(sample.unsqueeze(0).to(device))
+    return {name: int(store[name][0].numel()) for name in points}
+
+
+def projected_bytes(rows: int, widths: dict[str, int], dtype: str = "float32") -> int:
+    """Bytes a feature cache of ``rows`` images takes: rows x sum over points of ``C x p x p`` x bytes per value (+ the targets)."""
+    return rows * (sum(widths.values()) * np.dtype(dtype).itemsize + np.dtype(np.int64).itemsize)
+
+
+def check_disk(folder: Path, need: int) -> None:
+    """Refuse, in one line, a feature pass whose cache would not fit the free disk of ``folder``'s filesystem.
+
+    Raises:
+        DataError: ``need`` bytes exceed what ``shutil.disk_usage`` reports free; the message names the options that shrink the cache.
+    """
+    where = Path(folder)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise DataError(f"the feature cache needs {need / 1e9:.2f} GB in {folder} but only {free / 1e9:.2f} GB are free there; "
+                        "shrink it with --train-per-class N (images per label), --pool 1, --cache-dtype float16 or fewer --points, "
+                        "or point PRUNE_SNR_CACHE at a larger disk")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
 def load_cached(folder: Path, points: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     if not (folder / "done.json").is_file():
         return None

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from ..config import MeasureConfig, fields_to_keep, resolve
-from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, validation_split
+from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labels, per_class_subset, validation_split
 from ..errors import DataError, ModelError
 from ..models import resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
-from .features import cache_key, extract
+from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
 from .fields import field_matrices, layer_stats, top_filters
 from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
 from .result import Measurement, point_record, test_figures
@@ -68,6 +68,9 @@ def measure(
         val_fraction: seeded, label-stratified fraction of the training split held out of the
             heads for decisions (:func:`prune_snr.data.validation_split`).
         cache_dtype: ``float32`` or ``float16`` features on disk.
+        train_per_class: read and train the heads on at most N training images per label (seeded, label-stratified;
+            the validation rows are carved first and stay the same). Before the feature pass the cache's size is projected
+            and a cache larger than the free disk is refused.
         memory_budget: GiB the process may hold while the heads train (default: a quarter of the
             RAM); their chunks of rows get what it does not already hold, and so do phase 3's
             chunks of filters (no layer's ``F x L x L`` matrices are ever held at once).
@@ -80,7 +83,8 @@ def measure(
         A :class:`Measurement`; ``.save(DIR)`` writes ``measurement.json``, ``fields.npz``, ``heads.pt``.
 
     Raises:
-        DataError / ModelError: unknown dataset, or the model's class count does not match it.
+        DataError / ModelError: unknown dataset, the model's class count does not match it, or the feature cache
+            would not fit the free disk.
 
     Example:
         >>> from prune_snr import build_model
@@ -115,22 +119,31 @@ def measure(
     seed_everything(seed)
     cache_root = Path(cache_dir) if cache_dir else _default_cache()
     key = cache_key(model, dataset_id, names, cfg.pool, cfg.cache_dtype)
+    val_source = cfg.val_source or "train"
+    read, rest_rows, train_val_rows = plan_train_rows(train_set.targets, val_fraction=val_fraction, val_source=val_source,
+                                                      per_class=cfg.train_per_class, seed=seed)
+    splits = {"train": train_set, "test": test_set}
+    folders = {"train": cache_root / key / "train", "test": cache_root / key / "test"}
+    if read is not None:  # only the selected training images are read; their cache is keyed by the selection
+        splits["train"] = IndexSubset(train_set, read)
+        folders["train"] = cache_root / key / f"train-{cfg.train_per_class}pc-{hashlib.sha256(read.tobytes()).hexdigest()[:12]}"
+    widths = point_widths(model, test_set[0][0], names, pool=cfg.pool, device=device_t)
+    todo = [s for s in splits if not (folders[s] / "done.json").is_file()]
+    check_disk(cache_root, projected_bytes(sum(len(splits[s]) for s in todo), widths, cfg.cache_dtype))
     timings = {}
     feats = {}
-    for split, ds in (("train", train_set), ("test", test_set)):
+    for split, ds in splits.items():
         t0 = time.perf_counter()
-        feats[split] = extract(model, ds, names, pool=cfg.pool, folder=cache_root / key / split, batch_size=cfg.batch_size,
+        feats[split] = extract(model, ds, names, pool=cfg.pool, folder=folders[split], batch_size=cfg.batch_size,
                                device=device_t, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress, description=f"features ({split})")
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
 
-    val_source = cfg.val_source or "train"
     if val_source == "test":  # the backbone's training data is unknown: decide on part of the test split, grade on the rest
-        rest_rows = np.arange(len(train_y))
         test_rows, val_rows = validation_split(test_y, val_fraction)
         val_x, val_y = test_x, test_y
     else:
-        rest_rows, val_rows = validation_split(train_y, val_fraction)
+        val_rows = train_val_rows
         test_rows, val_x, val_y = np.arange(len(test_y)), train_x, train_y
     process_budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
     keep_fields = fields_to_keep(cfg.save_fields)
@@ -208,12 +221,15 @@ def measure(
         "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype,
+                    "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype, "train_per_class": cfg.train_per_class,
                     "memory_budget_gib": round(process_budget / 2**30, 3),
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
         "timings": timings,
         "feature_cache": str(cache_root / key),
         "unused_convs": unused_convs(model),  # convs an eval forward never runs (auxiliary heads): no points
+        "feature_rows": {split: len(ds) for split, ds in splits.items()},
+        "feature_cache_bytes": sum(folder_bytes(f) for f in folders.values()),
+        "feature_cache_projected_bytes": projected_bytes(sum(len(ds) for ds in splits.values()), widths, cfg.cache_dtype),
     }
     return Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
                        heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
@@ -266,6 +282,26 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
         warnings.warn(f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
                       "trained on it; use --val-source test for decisions on unseen images", stacklevel=2)
     return cfg, saw
+
+
+def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class: int | None,
+                    seed: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(read, rest, val)``: the training images the feature pass reads (``None``: all of them), and the heads'
+    rows and the validation rows as positions in what it reads (no validation rows when they come from the test split).
+
+    The validation rows are carved from the whole training split first, so ``per_class`` (``--train-per-class``)
+    changes only which of the remaining images the heads train on (a seeded, label-stratified draw of at most
+    ``per_class`` per label), never which images are validated on.
+    """
+    if val_source == "test":
+        rest, val = np.arange(len(targets)), np.zeros(0, dtype=np.int64)
+    else:
+        rest, val = validation_split(targets, val_fraction)
+    if per_class is None:
+        return None, rest, val
+    rest = per_class_subset(targets, rest, per_class, seed=seed)
+    read = np.union1d(rest, val)
+    return read, np.searchsorted(read, rest), np.searchsorted(read, val)
 
 
 def _epochs_used(head) -> dict:

@@ -110,9 +110,10 @@ def _traced_points(model: nn.Module) -> list[str]:
     order, shapes, calls = _trace(model)
     modules = dict(model.named_modules())
     points = []
+    classifier = _conv_classifier(model)
     for i, name in enumerate(order):
         conv = modules[name]
-        if not isinstance(conv, nn.Conv2d) or calls[name] != 1:
+        if not isinstance(conv, nn.Conv2d) or calls[name] != 1 or name == classifier:
             continue
         width = shapes[name][:2]
         point = name
@@ -140,6 +141,15 @@ def _is_conv_norm_act(module: nn.Module | None) -> bool:
         return False
     kinds = [type(m) for m in module.children()]
     return len(kinds) == 3 and issubclass(kinds[0], nn.Conv2d) and issubclass(kinds[2], ACTIVATIONS)
+
+
+def _conv_classifier(model: nn.Module) -> str | None:
+    """A conv that is the classifier (its outputs are the logits): never a measurement point."""
+    try:
+        name = classifier_name(model)
+    except ModelError:
+        return None
+    return name if isinstance(dict(model.named_modules())[name], nn.Conv2d) else None
 
 
 def unused_convs(model: nn.Module) -> list[str]:
@@ -182,9 +192,14 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
 
 
 def classifier_name(model: nn.Module) -> str:
-    """The final linear classifier (never pruned on its output side): the last ``nn.Linear``."""
+    """The final classifier (never pruned on its output side): the last ``nn.Linear``, else a last
+    convolution whose output channels are the labels (SqueezeNet's 1x1 conv before global pooling)."""
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ModelError(f"{type(model).__name__}'s classifier is not an nn.Linear (e.g. SqueezeNet's final 1x1 conv); prune-snr "
-                         "needs a linear classifier, whose inputs are the last features it measures and prunes")
-    return names[-1]
+    if names:
+        return names[-1]
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    labels = (getattr(model, "spec", None) or {}).get("num_classes") or getattr(model, "num_classes", None)
+    if convs and labels and convs[-1][1].out_channels == labels:
+        return convs[-1][0]
+    raise ModelError(f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
+                     "prune-snr needs the final classifier to keep the label count")

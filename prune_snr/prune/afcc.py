@@ -13,6 +13,7 @@ from torch import nn
 
 from ..choices import THRESHOLD
 from ..measure.fields import layer_stats
+from ..errors import ConfigError
 from ..models import classifier_name
 from ..runtime import make_loader
 
@@ -41,6 +42,9 @@ def classifier_class_means(model: nn.Module, dataset, num_classes: int, batch_si
 def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD) -> dict:
     """Zero the classifier weights outside each filter's clusters; returns weight counts."""
     head = dict(model.named_modules())[classifier_name(model)]
+    if not isinstance(head, torch.nn.Linear):
+        raise ConfigError(f"--afcc keeps a linear classifier's weights inside filter clusters; {type(model).__name__}'s classifier "
+                          "is a convolution: leave --afcc off")
     L, D = head.weight.shape
     mu = classifier_class_means(model, dataset, L)
     n_filters = _filters_feeding(model, D)

@@ -97,3 +97,14 @@ def test_any_other_model_is_measured_at_the_activation_after_each_conv_and_skips
     modules = dict(mobilenet.named_modules())
     assert "features.0.2" in default_points(mobilenet)  # Conv2dNormActivation: conv, BN, ReLU6 -> the ReLU6
     assert all(not isinstance(modules[p], torch.nn.BatchNorm2d) for p in default_points(mobilenet))
+
+
+def test_a_conv_classifier_is_the_classifier_and_no_measurement_point():
+    from prune_snr.models import classifier_name
+    from prune_snr.prune import build_importance, prune_to_target
+
+    model = build_model("torchvision:squeezenet1_0", num_classes=10, input_size=64).eval()
+    assert classifier_name(model) == "classifier.1"  # 1x1 conv to the 10 labels, then global pooling
+    assert not any(p.startswith("classifier") for p in default_points(model))
+    outcome = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.3, metric="params", round_to=1)
+    assert outcome.model.classifier[1].out_channels == 10 and outcome.model(example_input(outcome.model, 2)).shape == (2, 10)

@@ -12,7 +12,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import gen_cli_docs  # noqa: E402
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
-OTHER_TOOLS = {"--help", "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--collect-only"}
+OTHER_TOOLS = {"--help", "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--rdzv_backend",
+               "--rdzv_endpoint", "--collect-only", "--nodes", "--ntasks-per-node", "--gpus-per-node"}  # torchrun, SLURM, pytest
 
 
 def cli_flags() -> dict[str, set[str]]:

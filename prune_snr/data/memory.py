@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -68,13 +69,16 @@ def _fashion_mnist_root(data_dir: str | None) -> Path | None:
             return base
         for folder in (base, raw):
             if all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FASHION_MNIST_FILES):
-                cache_raw = _cache_dir() / "FashionMNIST" / "raw"
-                for f in FASHION_MNIST_FILES:
+                # one cache entry per source folder and file state: another copy of the files never reads this one's
+                sources = [folder / f if (folder / f).is_file() else folder / f"{f}.gz" for f in FASHION_MNIST_FILES]
+                key = hashlib.sha256(repr([(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]).encode())
+                root = _cache_dir() / "fashion-mnist" / key.hexdigest()[:16]
+                cache_raw = root / "FashionMNIST" / "raw"
+                for f, src in zip(FASHION_MNIST_FILES, sources):
                     if not (cache_raw / f).is_file():
-                        src = folder / f
-                        data = src.read_bytes() if src.is_file() else gzip.decompress((folder / f"{f}.gz").read_bytes())
+                        data = src.read_bytes() if src.suffix != ".gz" else gzip.decompress(src.read_bytes())
                         atomic_save_bytes(cache_raw / f, data, all_ranks=True)
-                return _cache_dir()
+                return root
     return None
 
 

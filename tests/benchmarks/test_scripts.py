@@ -53,7 +53,7 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     readme.write_text("# x\n\n<!-- results:start -->\nstale\n<!-- results:end -->\n")
     assert script("readme_results").main([str(results), str(readme)]) == 0
     text = readme.read_text()
-    assert "stale" not in text and "measurement-driven" in text and "before fine-tuning" in text and "paper's trends" in text
+    assert "stale" not in text and "measurement-driven" in text and "each chosen on validation" in text and "paper's trends" in text
     best = max(r["after"] for r in rows)
     assert f"{best:.4f}" in text
     assert f"**peak RSS {run['timings']['peak_rss_mb']:,.0f} MB** against a memory budget of {run['options']['memory_budget_gib']} GiB" in text

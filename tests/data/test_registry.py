@@ -52,6 +52,17 @@ def test_fashion_mnist_reads_gzipped_idx_pads_to_32_and_replicates_grey(fashion_
     assert len(build_dataset("fashion-mnist", "test", str(fashion_dir), channels=1)[0][0]) == 1
 
 
+def test_two_copies_of_fashion_mnist_files_never_read_each_others_decompressed_cache(fashion_dir, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other-fashion")
+    rng = np.random.default_rng(1)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        write_idx_images(other / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx_labels(other / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) + 3) % 10)
+    first = build_dataset("fashion-mnist", "train", str(fashion_dir), augment=False)
+    second = build_dataset("fashion-mnist", "train", str(other), augment=False)
+    assert not torch.equal(first.images, second.images) and second.targets[0] == 3
+
+
 def test_fashion_mnist_missing_files_names_the_folder_and_the_package(tmp_path, monkeypatch):
     from prune_snr.data import memory
 

@@ -49,7 +49,8 @@ def fashion(tmp_path_factory):
     write_folder(root / "clean", subsets, None)
     cfg = resolve(TrainConfig, overrides=dict(dataset=f"imagefolder:{root / 'clean'}", width_mult=0.125, epochs=3, batch_size=64,
                                               input_size=32, out=str(root / "run"), device="cpu"))
-    train(cfg)
+    accuracy = train(cfg)["test_accuracy"]
+    assert accuracy > 0.5, f"the fixture's model did not train ({accuracy:.3f}): its decisions would test nothing"
     return root, subsets
 
 

@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
         run([*TRAIN, "--out", folder / "train"], tmp, processes)
         run(["measure", folder / "train" / "model.pt", "--head-epochs", "3", "--device", "cpu", "--out", folder / "measure"], tmp, processes)
         run(["prune", folder / "train" / "model.pt", "--target", "0.4", "--criterion", "l1", "--allocation", "uniform",
-             "--finetune-epochs", "1", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp, processes)
+             "--finetune-epochs", "3", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp, processes)
     return tmp / "p1", tmp / "p2"
 
 

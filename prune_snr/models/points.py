@@ -128,7 +128,7 @@ def _traced_points(model: nn.Module) -> list[str]:
                 break
         if point == name:
             parent = name.rpartition(".")[0]
-            if parent and calls.get(parent, 1) == 1 and sum(isinstance(m, nn.Conv2d) for m in modules[parent].modules()) == 1 \
+            if parent and sum(isinstance(m, nn.Conv2d) for m in modules[parent].modules()) == 1 \
                     and not isinstance(modules[parent], nn.Sequential) or _is_conv_norm_act(modules.get(parent)):
                 point = parent
         points.append(point)
@@ -184,7 +184,8 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
     if unknown:
         hint = ", ".join(default_points(model)[:6])
         raise ModelError(f"--points: no module named {unknown[0]!r} in this model; valid names include {hint}, ...")
-    idle = [p for p in wanted if p in unused_convs(model)] if any(isinstance(modules[p], nn.Conv2d) for p in wanted) else []
+    idle = set(unused_convs(model)) if any(isinstance(modules[p], nn.Conv2d) for p in wanted) else set()  # one trace
+    idle = [p for p in wanted if p in idle]
     if idle:
         raise ModelError(f"--points: {idle[0]} never runs in eval mode (an auxiliary branch); measure another module")
     order = {name: i for i, name in enumerate(modules)}

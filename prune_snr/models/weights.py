@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelError
+from .points import classifier_name
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _NESTING_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net")
@@ -74,20 +75,9 @@ def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
 
 
 def classifier_keys(model: nn.Module) -> tuple[str, str]:
-    """``(weight key, bias key)`` of the model's final classifier (an ``nn.Linear`` or a 1x1 conv)."""
-    name = final_classifier(model)
+    """``(weight key, bias key)`` of the model's final classifier (:func:`prune_snr.models.points.classifier_name`)."""
+    name = classifier_name(model)
     return f"{name}.weight", f"{name}.bias"
-
-
-def final_classifier(model: nn.Module) -> str:
-    """Name of the module that produces the logits: the last ``nn.Linear``, else the last conv (SqueezeNet)."""
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if linear:
-        return linear[-1]
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ModelError(f"{type(model).__name__} has no nn.Linear or nn.Conv2d classifier")
-    return convs[-1]
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, reset_classifier: bool = False) -> list[str]:

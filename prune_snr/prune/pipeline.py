@@ -267,13 +267,15 @@ def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Pat
     from .plots import save_kept_channels
 
     payload = load_checkpoint(checkpoint)
+    measurement = None
     if cfg.measurement is None:
         cfg, saw_val = plan_validation(cfg, payload, checkpoint)
-    else:  # the measurement's split decides, and it says whether the backbone saw it
+    else:  # the measurement's split decides, and it says whether the backbone saw it; read once, handed on
         cfg = with_trained_data(cfg, payload, checkpoint)
-        saw_val = Measurement.load(cfg.measurement).meta.get("backbone_saw_val")
-    pruned, report = prune(build_from_checkpoint(payload), cfg=cfg, out=out, resume=resume, progress=progress,
-                           config={"source": str(Path(checkpoint).resolve())}, backbone_saw_val=saw_val)
+        measurement = Measurement.load(cfg.measurement)
+        saw_val = measurement.meta.get("backbone_saw_val")
+    pruned, report = prune(build_from_checkpoint(payload), cfg=cfg, measurement=measurement, out=out, resume=resume,
+                           progress=progress, config={"source": str(Path(checkpoint).resolve())}, backbone_saw_val=saw_val)
     save_kept_channels(report, Path(out) / "kept_channels.png")
     return pruned, report
 

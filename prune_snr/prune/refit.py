@@ -2,9 +2,9 @@
 
 A truncated model's classifier is the measurement's linear head, trained on frozen features; a
 width-pruned model keeps its old classifier, now reading fewer channels. ``prune --refit-epochs N``
-gives every pruned model the head's treatment (the same trainer, epochs cap, learning rate and early
-stopping on the validation split), so arms that cut and arms that do not get equal training before
-fine-tuning.
+gives every pruned model's classifier, cut or not, the same further training on frozen features (the
+heads' optimizer, learning rate, batch, epochs cap and early stopping on the validation split), so
+arms that cut and arms that do not get equal training before fine-tuning.
 
 Example:
     >>> from prune_snr.prune import prune
@@ -13,36 +13,26 @@ Example:
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import ModelError
-from ..measure.heads import Rows, train_heads
+from ..measure.heads import REL_IMPROVEMENT
 from ..models.points import classifier_name
+from ..progress import track
 from ..runtime import resolve_device
-
-
-@torch.no_grad()
-def classifier_inputs(model: nn.Module, classifier: nn.Linear, dataset, *, batch_size: int, device) -> tuple[np.ndarray, torch.Tensor]:
-    """``(N x D x 1 features entering the classifier, labels)`` over ``dataset`` in order."""
-    captured: list[torch.Tensor] = []
-    hook = classifier.register_forward_pre_hook(lambda _, args: captured.append(args[0].flatten(1).float().cpu()))
-    labels = []
-    try:
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            model(x.to(device))
-            labels.append(torch.as_tensor(y))
-    finally:
-        hook.remove()
-    return torch.cat(captured).unsqueeze(-1).numpy(), torch.cat(labels)
 
 
 def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3, batch_size: int = 1024, patience: int = 3,
                      min_epochs: int = 5, seed: int = 0, device: str = "auto", progress=None) -> dict:
-    """Retrain ``model``'s final ``nn.Linear`` in place on frozen features of ``splits.plain`` (early stopping on
-    ``splits.val``); returns the report's ``refit`` part: epochs used and the validation accuracy before and after."""
+    """Train ``model``'s final ``nn.Linear``, from its current weights, on frozen features of ``splits.plain`` (Adam,
+    early stopping on the ``splits.val`` loss, keeping the best epoch's weights); returns the report's ``refit`` part.
+
+    It trains on raw features, not standardized ones as the heads do: a head folded back to raw scale carries
+    weights of ``1 / std`` size on nearly dead channels, which blow up when fine-tuning wakes those channels.
+    """
     name = classifier_name(model)
     classifier = model.get_submodule(name)
     if not isinstance(classifier, nn.Linear):
@@ -50,21 +40,51 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
                          f"({name}): run without --refit-epochs")
     device_t = resolve_device(device)
     model.to(device_t).eval()
-    rows = {}
-    for split in ("plain", "val"):
-        x, y = classifier_inputs(model, classifier, getattr(splits, split), batch_size=256, device=device_t)
-        rows[split] = Rows({name: x}, np.arange(len(y)), y)
-    head = train_heads(rows["plain"], {"val": rows["val"]}, num_classes=splits.num_classes, epochs=epochs, lr=lr,
-                       batch_size=batch_size, seed=seed, device=device_t, patience=patience, min_epochs=min_epochs,
-                       progress=progress, description="refit classifier")[name]
-    before = _accuracy(classifier, rows["val"], device_t)
-    classifier.weight.data.copy_(head.weight.reshape(classifier.weight.shape).to(classifier.weight))
-    classifier.bias.data.copy_(head.bias.to(classifier.bias))
-    return {"classifier": name, "epochs": epochs, "epochs_used": head.epochs_used, "best_epoch": head.best_epoch,
-            "val_accuracy_before": before, "val_accuracy": _accuracy(classifier, rows["val"], device_t)}
+    (x, y), (val_x, val_y) = (classifier_inputs(model, classifier, getattr(splits, s), batch_size=256, device=device_t)
+                              for s in ("plain", "val"))
+    x, y, val_x, val_y = x.to(device_t), y.to(device_t), val_x.to(device_t), val_y.to(device_t)
+    before = _accuracy(classifier, val_x, val_y)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    best_loss, best_epoch, best_state, stale, used = float("inf"), 0, None, 0, epochs
+    for epoch in track(progress, range(1, epochs + 1), "refit classifier", total=epochs):
+        with torch.enable_grad():
+            for idx in torch.randperm(len(y), generator=generator).to(device_t).split(batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(classifier(x[idx]), y[idx]).backward()
+                optimizer.step()
+        with torch.no_grad():
+            loss = F.cross_entropy(classifier(val_x), val_y).item()
+        if loss < best_loss * (1 - REL_IMPROVEMENT):
+            stale = 0
+        else:
+            stale += 1
+        if loss < best_loss:
+            best_loss, best_epoch, best_state = loss, epoch, {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+        if patience and epoch >= min_epochs and stale >= patience:
+            used = epoch
+            break
+    if patience and best_state is not None:
+        classifier.load_state_dict(best_state)
+    return {"classifier": name, "epochs": epochs, "epochs_used": used, "best_epoch": best_epoch if patience else used,
+            "val_accuracy_before": before, "val_accuracy": _accuracy(classifier, val_x, val_y)}
 
 
 @torch.no_grad()
-def _accuracy(classifier: nn.Linear, rows: Rows, device) -> float:
-    x = torch.from_numpy(next(iter(rows.features.values()))).squeeze(-1).to(device)
-    return float((classifier(x).argmax(1).cpu() == rows.targets).float().mean())
+def classifier_inputs(model: nn.Module, classifier: nn.Linear, dataset, *, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N x D features entering the classifier, labels)`` over ``dataset`` in order."""
+    captured: list[torch.Tensor] = []
+    hook = classifier.register_forward_pre_hook(lambda _, args: captured.append(args[0].flatten(1).float().cpu()))
+    labels = []
+    try:
+        for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            model(images.to(device))
+            labels.append(torch.as_tensor(targets))
+    finally:
+        hook.remove()
+    return torch.cat(captured), torch.cat(labels)
+
+
+@torch.no_grad()
+def _accuracy(classifier: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+    return int((classifier(x).argmax(1) == y).sum()) / len(y)  # as evaluate() counts it

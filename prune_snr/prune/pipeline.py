@@ -37,7 +37,7 @@ from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
 from .importance import NEEDS_GRADIENTS, build_importance
-from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, PruneOutcome, count, prunable_base, prune_to_target
+from .target import TOLERANCE, Allocation, PruneOutcome, count, default_round_to, prunable_base, prune_to_target, size_metric
 from .truncate import candidates, choose_cut, cuttable, truncate
 
 PRUNED = "pruned.pt"
@@ -175,7 +175,7 @@ def prune(
     if measurement is not None and measurement.meta.get("val_source", "train") != val_source:
         raise ConfigError(f"--val-source {val_source} but the measurement decided on a validation split from the "
                           f"{measurement.meta.get('val_source', 'train')} split; re-measure with --val-source {val_source}")
-    round_to = DEFAULT_ROUND_TO if cfg.round_to is None else cfg.round_to
+    round_to = default_round_to() if cfg.round_to is None else cfg.round_to
     splits = load_splits(dataset, cfg.data_dir, input_size=model.spec.get("input_size"), val_fraction=val_fraction,
                          num_classes=model.spec["num_classes"], val_source=val_source)
     out = Path(out) if out else None
@@ -400,11 +400,6 @@ def drop_stage(model: nn.Module, measurement: Measurement | None, *, original: n
     if measurement is not None:
         measurement = measurement.restricted(lambda point: not inside(point, dropped))
     return base, measurement, report
-
-
-def size_metric(metric: str) -> str:
-    """What a candidate's ``kept`` counts: the budget's metric, or MACs for a latency budget (timing every candidate costs too much)."""
-    return "macs" if metric == "latency" else metric
 
 
 def pick_cut(rows: list[dict], model: nn.Module, rule: str, *, target: float | None, metric: str) -> str | None:

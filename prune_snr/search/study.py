@@ -38,8 +38,9 @@ from ..choices import ALLOCATIONS, BASELINE_CRITERIA, CRITERIA, GROUP_REDUCTIONS
 from ..config import SearchConfig, resolve
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
+from ..models import expanded_by_default
 from ..prune import count, prune
-from ..prune.pipeline import measure_if_needed
+from ..prune.measuring import measure_if_needed
 from .workers import (GRACE_PERIOD, HEARTBEAT_INTERVAL, POLL_SECONDS, WORKER_ID, Outage, StorageError, claim_slot, counts,
                       fail_dead_trials, masked, may_count, retry_callback, storage_errors)
 
@@ -161,7 +162,10 @@ def prepare(checkpoint: str | Path, cfg: SearchConfig, *, measurement: Measureme
     t_measure = time.perf_counter()
     measurement, _ = measure_if_needed(model, measurement, needed="threshold" in space_of(cfg.space), dataset=base_cfg.dataset,
                                        progress=progress, options=dataclasses.replace(base_cfg.measure, data_dir=base_cfg.data_dir,
-                                                                                      seed=cfg.prune.seed, device=base_cfg.device))
+                                                                                      seed=cfg.prune.seed, device=base_cfg.device,
+                                                                                      label_sweep=None, expanded=expanded_by_default(model)
+                                                                                      if base_cfg.measure.expanded is None
+                                                                                      else base_cfg.measure.expanded))
     return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
 
 

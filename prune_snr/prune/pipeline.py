@@ -20,14 +20,17 @@ from .afcc import afcc_stage
 from .blocks import drop_stage
 from .measuring import measure_stage
 from .plan import plan
-from .report import PruneReport, grade_original, latency_stage
+from .refit import refit_stage
+from .report import PruneReport, grade_original, grade_pruned, latency_stage
 from .run import Stage, run
 from .steps import prune_stage
 from .truncate import truncate_stage
 
 #: What a resumed run finds done in ``finetune.pt``: grade the original, measure it if a stage needs it,
-#: cut it (``--truncate``), drop residual blocks (``--drop-blocks``), prune channels to the target.
-BEFORE_FINETUNE: tuple[Stage, ...] = (grade_original, measure_stage, truncate_stage, drop_stage, prune_stage)
+#: cut it (``--truncate``), drop residual blocks (``--drop-blocks``), prune channels to the target,
+#: retrain the classifier (``--refit-epochs``), grade the pruned model.
+BEFORE_FINETUNE: tuple[Stage, ...] = (grade_original, measure_stage, truncate_stage, drop_stage, prune_stage, refit_stage,
+                                      grade_pruned)
 #: After fine-tuning (and ``--finetune-keep best``): time it against the original (``--metric latency``), AFCC.
 AFTER_FINETUNE: tuple[Stage, ...] = (latency_stage, afcc_stage)
 

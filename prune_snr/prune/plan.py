@@ -45,7 +45,8 @@ def reads_measurement(cfg: PruneConfig) -> bool:
 
 def settle(cfg: PruneConfig, model: nn.Module, *, dataset: str | None = None, measurement: Measurement | None = None) -> PruneConfig:
     """``cfg`` with every open option settled: the dataset (``dataset``, else ``cfg.dataset``), the
-    validation split (``cfg``'s, else the measurement's, else 10 % of the training split),
+    validation split (``cfg``'s fraction, source and ``split_seed``, else the measurement's, else 10 %
+    of the training split),
     ``round_to`` (ONNX Runtime's alignment on this machine), and the options of a measurement made
     here (prune's data, split, seed and device; no label sweep; EfficientNet's depthwise points too).
     Settling a settled config changes nothing.
@@ -61,11 +62,14 @@ def settle(cfg: PruneConfig, model: nn.Module, *, dataset: str | None = None, me
     if not 0 < val_fraction < 1:
         raise ConfigError(f"--val-fraction {val_fraction}: prune decides on a validation split; use a fraction in (0, 1)")
     val_source = cfg.val_source or (measurement.meta.get("val_source") if measurement is not None else None) or "train"
+    split_seed = cfg.split_seed if cfg.split_seed is not None else recorded.get("split_seed")
+    held_out = cfg.held_out if cfg.held_out is not None else recorded.get("held_out")
     expanded = expanded_by_default(model) if cfg.measure.expanded is None else cfg.measure.expanded
     measure = dataclasses.replace(cfg.measure, dataset=dataset, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
-                                  seed=cfg.seed, device=cfg.device, label_sweep=None, expanded=expanded)
-    return dataclasses.replace(cfg, dataset=dataset, val_fraction=val_fraction, val_source=val_source, measure=measure,
-                               round_to=default_round_to() if cfg.round_to is None else cfg.round_to)
+                                  split_seed=split_seed, held_out=held_out, seed=cfg.seed, device=cfg.device, label_sweep=None,
+                                  expanded=expanded)
+    return dataclasses.replace(cfg, dataset=dataset, val_fraction=val_fraction, val_source=val_source, split_seed=split_seed,
+                               held_out=held_out, measure=measure, round_to=default_round_to() if cfg.round_to is None else cfg.round_to)
 
 
 def _dataset(cfg: PruneConfig, dataset: str | None) -> str:
@@ -88,10 +92,14 @@ def check_decisions(cfg: PruneConfig, measurement: Measurement) -> None:
 
 
 def check_split(cfg: PruneConfig, measurement: Measurement) -> None:
-    """Refuse a measurement whose validation split comes from another source than this run's (``cfg`` settled)."""
+    """Refuse a measurement whose validation split is not this run's (``cfg`` settled): another source, or another ``split_seed``."""
     if measurement.meta.get("val_source", "train") != cfg.val_source:
         raise ConfigError(f"--val-source {cfg.val_source} but the measurement decided on a validation split from the "
                           f"{measurement.meta.get('val_source', 'train')} split; re-measure with --val-source {cfg.val_source}")
+    recorded = measurement.meta["options"].get("split_seed")
+    if recorded != cfg.split_seed:
+        raise ConfigError(f"--split-seed {cfg.split_seed} but the measurement decided on the validation split of --split-seed "
+                          f"{recorded}; re-measure with --split-seed {cfg.split_seed}")
 
 
 def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, measurement: Measurement | None = None,
@@ -120,15 +128,17 @@ def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, meas
 
 def load_splits(cfg: PruneConfig, *, input_size: int | None, num_classes: int) -> Splits:
     """The splits of a pruning run (``cfg`` settled); the validation rows are held out of the training split,
-    or with ``val_source="test"`` (imported weights) carved from the test split, which then grades on the rest."""
-    dataset, data_dir, val_fraction = cfg.dataset, cfg.data_dir, cfg.val_fraction
+    or with ``val_source="test"`` (imported weights) carved from the test split, which then grades on the rest
+    (``split_seed``, ``held_out``: :func:`prune_snr.data.validation_split`'s ``split_seed`` and ``pool``)."""
+    dataset, data_dir, val_fraction, split_seed = cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.split_seed
     train = build_dataset(dataset, "train", data_dir, input_size=input_size)
     if len(train.classes) != num_classes:
         raise ConfigError(f"the model has {num_classes} outputs but {dataset} has {len(train.classes)} labels")
     plain = build_dataset(dataset, "train", data_dir, input_size=input_size, augment=False)
     test = build_dataset(dataset, "test", data_dir, input_size=input_size)
     if cfg.val_source == "test":
-        test, val = hold_out(test, val_fraction)
+        test, val = hold_out(test, val_fraction, split_seed=split_seed)
         return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)
-    plain, val = hold_out(plain, val_fraction)
-    return Splits(train=hold_out(train, val_fraction)[0], plain=plain, val=val, test=test, num_classes=num_classes)
+    plain, val = hold_out(plain, val_fraction, split_seed=split_seed, pool=cfg.held_out)
+    train = hold_out(train, val_fraction, split_seed=split_seed, pool=cfg.held_out)[0]
+    return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)

@@ -45,6 +45,7 @@ class PruneReport(Mapping):
     truncation: dict | None = None
     blocks: dict | None = None
     search: dict | None = None
+    refit: dict | None = None
     pruned_before_finetune: dict | None = None
     finetune: dict | None = None
     latency: dict | None = None
@@ -98,6 +99,7 @@ def options_part(cfg: PruneConfig, *, split_sizes: dict, backbone_saw_val: bool 
         ("decision_split", "val", True),
         ("val_fraction", cfg.val_fraction, True),
         ("val_source", cfg.val_source, True),
+        ("split_seed", cfg.split_seed, cfg.split_seed is not None),
         ("split_sizes", split_sizes, True),
         ("backbone_saw_val", backbone_saw_val, backbone_saw_val is not None),
         ("seed", cfg.seed, True),
@@ -113,6 +115,7 @@ def options_part(cfg: PruneConfig, *, split_sizes: dict, backbone_saw_val: bool 
         ("iterative_steps", cfg.iterative_steps, cfg.remeasure),
         ("remeasure", True, cfg.remeasure),
         ("afcc", cfg.afcc, True),  # replaced by the AFCC stage's figures when it runs
+        ("refit_epochs", cfg.refit_epochs, bool(cfg.refit_epochs)),
         ("finetune_epochs", cfg.finetune.epochs, True),
         ("finetune_fraction", cfg.finetune.fraction, True),
     ]
@@ -133,6 +136,11 @@ def sized_and_graded(model: nn.Module, splits: Splits, device: str) -> dict:
 def grade_original(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     """The first stage: the unpruned model's size, accuracies and channels (what every later figure compares with)."""
     return model, {"before": sized_and_graded(model, ctx.splits, ctx.cfg.device), "channels_before": kept_channels(model)}
+
+
+def grade_pruned(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
+    """The pruned model's size and accuracies before fine-tuning (what ``--finetune-keep best`` compares with)."""
+    return model, {"pruned_before_finetune": sized_and_graded(model, ctx.splits, ctx.cfg.device)}
 
 
 def kept_channels(model: nn.Module) -> dict[str, int]:

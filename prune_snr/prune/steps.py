@@ -13,7 +13,6 @@ from ..runtime import make_loader
 from .importance import NEEDS_GRADIENTS, build_importance
 from .measuring import remeasure
 from .plan import Context
-from .report import sized_and_graded
 from .target import TOLERANCE, Allocation, PruneOutcome, prunable_base, prune_to_target
 
 #: ``(model, measurement, target, steps, latency meter) -> PruneOutcome``: one pruning of ``model`` to ``target``.
@@ -27,7 +26,7 @@ def prune_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     With ``--remeasure`` the ``--iterative-steps`` each remove an equal share, and between steps the
     pruned model is measured anew (:func:`remeasured_steps`); otherwise torch-pruning's own
     iterative steps run on the one measurement. Hands on the pruning history; reports the search
-    (``search``), the pruned model's figures before fine-tuning, and what the cut left for channels.
+    (``search``) and what the cut left for channels.
     """
     cfg, original = ctx.cfg, ctx.original
     to_target = _to_target(ctx)
@@ -63,7 +62,6 @@ def prune_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     part = {"search": search}
     if ctx.report.truncation and model is not original:
         part["truncation"] = {**ctx.report.truncation, "target_left_for_channels": max(0.0, base_target)}
-    part["pruned_before_finetune"] = sized_and_graded(pruned, ctx.splits, cfg.device)
     return pruned, part
 
 

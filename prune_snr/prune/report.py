@@ -89,10 +89,11 @@ class PruneReport(Mapping):
         return len(self._view())
 
 
-def options_part(cfg: PruneConfig, *, split_sizes: dict, backbone_saw_val: bool | None) -> dict:
+def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None) -> dict:
     """The head of ``report.json``: the settled options of the run. An option in use brings its
     companions (``cut`` with ``truncate``; ``latency_batch`` with a latency target); one not in use
     leaves no key, so reports of runs without it read as before it existed."""
+    split_sizes = {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)}
     rows = [  # (key, value, shown)
         ("dataset", cfg.dataset, True),
         ("split", "test", True),

@@ -44,15 +44,14 @@ def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Seque
     checkpoint = out / FINETUNE if out else None
     if checkpoint and checkpoint.is_file() and not resume:
         raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
-    splits = ctx.splits
-    ctx.report = PruneReport(options=options_part(ctx.cfg, backbone_saw_val=ctx.backbone_saw_val, split_sizes={
-        "train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)}))
-    if out:
-        atomic_save_text(out / CONFIG, dump_yaml(ctx.cfg))
+    ctx.report = PruneReport(options=options_part(ctx.cfg, ctx.splits, backbone_saw_val=ctx.backbone_saw_val))
+    resuming = bool(resume and checkpoint and checkpoint.is_file())
     unfinetuned = None  # the pruned weights before fine-tuning, for --finetune-keep best
-    if resume and checkpoint and checkpoint.is_file():
+    if resuming:
         model, unfinetuned = _resume(ctx, checkpoint)
-    else:
+    if out:  # once the data, and a resumed run's checkpoint, are known good
+        atomic_save_text(out / CONFIG, dump_yaml(ctx.cfg))
+    if not resuming:
         model = _run_stages(ctx, ctx.original, before_finetune)
     payload = {"model": model.spec, "report": ctx.report.to_json(), "prune": to_dict(ctx.cfg), **(config or {})}
     model, part = fine_tune_stage(ctx, model, checkpoint=checkpoint, payload=payload, resume=resume, unfinetuned=unfinetuned)

@@ -8,6 +8,7 @@ splits and returns the :class:`Context` every stage reads. Nothing downstream de
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -32,6 +33,7 @@ class Context:
     splits: Splits
     backbone_saw_val: bool | None = None  # said by the caller (it knows how the backbone was trained); reported
     progress: object = None
+    started: float = field(default_factory=time.perf_counter)  # the report's seconds count from the plan, data loading included
     # handed on from stage to stage
     measurement: Measurement | None = None  # the given one, or one made here; cut stages restrict it to what is left
     history: list = field(default_factory=list)  # torch-pruning's history of the channels pruned so far
@@ -46,9 +48,9 @@ def reads_measurement(cfg: PruneConfig) -> bool:
 def settle(cfg: PruneConfig, model: nn.Module, *, dataset: str | None = None, measurement: Measurement | None = None) -> PruneConfig:
     """``cfg`` with every open option settled: the dataset (``dataset``, else ``cfg.dataset``), the
     validation split (``cfg``'s fraction, source and ``split_seed``, else the measurement's, else 10 %
-    of the training split),
-    ``round_to`` (ONNX Runtime's alignment on this machine), and the options of a measurement made
-    here (prune's data, split, seed and device; no label sweep; EfficientNet's depthwise points too).
+    of the training split), ``round_to`` (ONNX Runtime's alignment on this machine), and the options
+    of a measurement made here (prune's data, split, seed and device; no label sweep; EfficientNet's
+    depthwise points too).
     Settling a settled config changes nothing.
 
     Raises:
@@ -113,6 +115,7 @@ def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, meas
         ConfigError: see :func:`settle`, :func:`check_decisions` and :func:`check_split`.
         DataError: the dataset cannot be read.
     """
+    started = time.perf_counter()
     _dataset(cfg, dataset)
     if measurement is None and cfg.measurement:
         measurement = Measurement.load(cfg.measurement)
@@ -123,7 +126,7 @@ def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, meas
         check_split(cfg, measurement)
     splits = load_splits(cfg, input_size=model.spec.get("input_size"), num_classes=model.spec["num_classes"])
     return Context(cfg=cfg, original=model.cpu().eval(), splits=splits, backbone_saw_val=backbone_saw_val, progress=progress,
-                   measurement=measurement)
+                   started=started, measurement=measurement)
 
 
 def load_splits(cfg: PruneConfig, *, input_size: int | None, num_classes: int) -> Splits:

@@ -39,7 +39,6 @@ def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Seque
     Raises:
         ConfigError: ``out`` holds a run and ``resume`` is off, or the run there cannot resume with these options.
     """
-    t0 = time.perf_counter()
     out = Path(out) if out else None
     checkpoint = out / FINETUNE if out else None
     if checkpoint and checkpoint.is_file() and not resume:
@@ -58,7 +57,7 @@ def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Seque
     ctx.report.add(part)
     model = _run_stages(ctx, model, after_finetune)
     report = ctx.report
-    report.add({"channels_after": kept_channels(model), "seconds": time.perf_counter() - t0})
+    report.add({"channels_after": kept_channels(model), "seconds": time.perf_counter() - ctx.started})
     payload["report"] = report.to_json()  # pruned.pt carries the final report (finetune.pt the one before fine-tuning)
     if out:
         save_checkpoint(out / PRUNED, {"kind": "pruned", "model": model.state_dict(), "pruning": ctx.history, "config": payload})

@@ -34,7 +34,7 @@ from prune_snr.export import calibration_images, export_onnx, onnx_accuracy, qua
 from prune_snr.export.onnx import latency_rounds, ratio
 from prune_snr.measure import Measurement
 from prune_snr.prune import count, prune
-from prune_snr.prune.target import DEFAULT_ROUND_TO
+from prune_snr.prune.target import default_round_to
 
 
 def main(argv=None) -> int:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     calibration = calibration_images(build_dataset(dataset, "train", data_dir, augment=False, input_size=size)) if args.int8 else None
     models = {}
     for allocation, value in [(a, v) for a in args.allocation.split(",") for v in args.round_to.split(",")]:
-        round_to = DEFAULT_ROUND_TO if value == "default" else int(value)
+        round_to = default_round_to() if value == "default" else int(value)
         try:
             models[f"{allocation}, macs {args.target}, round_to={round_to}"] = prune(
                 prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.target, metric="macs",
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         except ConfigError as exc:
             print(f"{allocation}, round_to={value}: skipped ({exc})")
     if args.latency_target:
-        key = f"{args.allocation.split(',')[0]}, latency {args.latency_target} at batch {args.latency_batch}, round_to={DEFAULT_ROUND_TO}"
+        key = f"{args.allocation.split(',')[0]}, latency {args.latency_target} at batch {args.latency_batch}, round_to={default_round_to()}"
         try:
             models[key] = prune(prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.latency_target, metric="latency",
                                 latency_batch=args.latency_batch, criterion=args.criterion, allocation=args.allocation.split(",")[0],

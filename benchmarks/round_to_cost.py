@@ -23,7 +23,7 @@ from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import run_script
 from prune_snr.measure import Measurement
 from prune_snr.prune import prune
-from prune_snr.prune.target import DEFAULT_ROUND_TO
+from prune_snr.prune.target import default_round_to
 
 
 def main(argv=None) -> int:
@@ -44,11 +44,11 @@ def main(argv=None) -> int:
     measurement = Measurement.load(args.measurement)
     for value in args.round_to.split(","):
         for seed in args.seeds.split(","):
-            key = f"round_to={DEFAULT_ROUND_TO if value == 'default' else value}|seed={seed}"
+            key = f"round_to={default_round_to() if value == 'default' else value}|seed={seed}"
             if key in results["cells"]:
                 continue
             _, report = prune(prune_snr.load(args.checkpoint), dataset, target=args.target, metric="macs",
-                              round_to=DEFAULT_ROUND_TO if value == "default" else int(value),
+                              round_to=default_round_to() if value == "default" else int(value),
                               measurement=measurement, finetune_epochs=args.finetune_epochs, seed=int(seed), device="cpu",
                               out=Path(args.keep) / f"round_to_{key.split('|')[0].split('=')[1]}_seed_{seed}" if args.keep else None,
                               resume=True)

@@ -171,7 +171,7 @@ class PruneConfig:
     group_reduction: str = choices.GROUP_REDUCTIONS.default
     iterative_steps: int = 1
     remeasure: bool = False  # with iterative_steps > 1: measure the pruned model anew between steps
-    round_to: Optional[int] = None  # None: ONNX Runtime's CPU alignment here (prune/target.py machine_round_to); 1 = off
+    round_to: Optional[int] = None  # None: ONNX Runtime's CPU alignment here (prune/target.py default_round_to); 1 = off
     latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
     truncate: bool = False
     cut: str = choices.CUTS.default  # where --truncate cuts

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from prune_snr.cli import app
@@ -107,6 +108,8 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
     model = prune_snr.load(tmp_path / "p" / "pruned.pt")
     assert sum(p.numel() for p in model.parameters()) == report["after"]["params"]
     assert (tmp_path / "p" / "kept_channels.png").stat().st_size > 0
+    resolved = yaml.safe_load((tmp_path / "p" / "config.yaml").read_text())  # the settled options: defaults filled in
+    assert (resolved["dataset"], resolved["round_to"], resolved["val_fraction"]) == ("synthetic", 1, report["val_fraction"])
     again = invoke("prune", out / "model.pt", "--target", "0.4", "--criterion", "snr", "--measurement", folder, "--finetune-epochs", "1",
                    "--round-to", "1", "--device", "cpu", "--out", tmp_path / "p")
     assert again.exit_code == 2 and "--resume" in again.output

@@ -263,8 +263,9 @@ def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str |
 
 
 def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
-    """``cfg`` completed with the checkpoint's data and validation split, and whether the backbone may
-    have trained on that split (``backbone_saw_val``; a warning when it may).
+    """``cfg`` completed with the checkpoint's data and validation split (settled here, once, for both
+    ``measure`` and ``prune``), and whether the backbone may have trained on that split (``backbone_saw_val``;
+    a warning when it may).
 
     The split defaults to what the checkpoint's training held out (its ``val_fraction``, from the
     training split), or to part of the test split for imported weights, whose training data is unknown.
@@ -274,9 +275,8 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     cfg = with_trained_data(cfg, payload, checkpoint)
     trained_val = (payload.get("config", {}).get("train") or {}).get("val_fraction")
     source = cfg.val_source or default_val_source(payload)
-    fraction = cfg.val_fraction if cfg.val_fraction is not None else trained_val or None
-    cfg = dataclasses.replace(cfg, val_source=source, val_fraction=fraction, held_out=trained_val or None)
-    used = DEFAULT_VAL_FRACTION if fraction is None else fraction
+    used = cfg.val_fraction if cfg.val_fraction is not None else trained_val or DEFAULT_VAL_FRACTION
+    cfg = dataclasses.replace(cfg, val_source=source, val_fraction=used, held_out=trained_val or None)  # config.yaml: the split used
     if cfg.split_seed is not None and source == "train" and trained_val and used >= trained_val:
         warnings.warn(f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held out, "
                       f"all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. {trained_val / 2:g}) to vary it",

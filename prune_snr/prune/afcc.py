@@ -16,6 +16,21 @@ from ..measure.fields import layer_stats
 from ..errors import ConfigError
 from ..models import classifier_name
 from ..runtime import make_loader
+from .plan import Context
+from .report import grade
+
+
+def afcc_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
+    """With ``--afcc`` (after fine-tuning, so it does not undo the mask): zero ``model``'s classifier
+    weights outside filter clusters at the measurement's θ, and grade it again."""
+    if not ctx.cfg.afcc:
+        return model, {}
+    threshold = ctx.measurement.threshold if ctx.measurement else ctx.cfg.measure.threshold
+    stats = apply_afcc(model, ctx.splits.plain, threshold=threshold)
+    graded = grade(model, ctx.splits, ctx.cfg.device)
+    after = ctx.report.after
+    return model, {"afcc": {**stats, "accuracy_before": after["accuracy"], "accuracy_after": graded["accuracy"]},
+                   "after": {**after, **graded}}
 
 
 @torch.no_grad()

@@ -23,6 +23,19 @@ from ..measure.heads import REL_IMPROVEMENT
 from ..models.points import classifier_name
 from ..progress import track
 from ..runtime import resolve_device
+from .plan import Context
+
+
+def refit_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
+    """With ``--refit-epochs N``: retrain the pruned model's classifier as the measurement's heads are trained
+    (their learning rate, batch size and early stopping), before it is graded and fine-tuned."""
+    cfg = ctx.cfg
+    if not cfg.refit_epochs:
+        return model, {}
+    return model, {"refit": refit_classifier(model, ctx.splits, epochs=cfg.refit_epochs, lr=cfg.measure.head_lr,
+                                             batch_size=cfg.measure.head_batch_size, patience=cfg.measure.head_patience,
+                                             min_epochs=cfg.measure.head_min_epochs, seed=cfg.seed, device=cfg.device,
+                                             progress=ctx.progress)}
 
 
 def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3, batch_size: int = 1024, patience: int = 3,

@@ -9,10 +9,11 @@ the uniform/global ratio, or ``r_max`` of the measured allocation.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
 METRICS = METRIC_CHOICES.names
+
+
 def machine_round_to(cpuinfo: str | None = None) -> int:
     """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
     work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.
@@ -48,8 +51,13 @@ def machine_round_to(cpuinfo: str | None = None) -> int:
     return 16 if "avx512f" in cpuinfo.split() else 8
 
 
-#: What ``--round-to`` defaults to on this machine (``prune --round-to 1`` switches alignment off).
-DEFAULT_ROUND_TO = machine_round_to()
+@functools.cache
+def default_round_to() -> int:
+    """What ``--round-to`` defaults to on this machine (``prune --round-to 1`` switches alignment off).
+
+    Read on first use, not at import: importing the package should not read ``/proc/cpuinfo``.
+    """
+    return machine_round_to()
 
 
 def count(model: nn.Module) -> dict[str, int]:
@@ -63,6 +71,12 @@ def prunable_base(model: nn.Module, metric: str) -> int:
     head = dict(model.named_modules())[classifier_name(model)]
     extra = head.bias.numel() if metric == "params" and head.bias is not None else 0
     return count(model)[metric] - head.weight.numel() - extra
+
+
+def size_metric(metric: str) -> str:
+    """What a candidate cut's or dropped block's ``kept`` counts: the budget's metric, or MACs for a
+    latency budget (timing every candidate costs too much)."""
+    return "macs" if metric == "latency" else metric
 
 
 @dataclass
@@ -150,6 +164,16 @@ def prune_at(model: nn.Module, importance_factory: Callable[[nn.Module], object]
     return m, pruner.pruning_history(), list(getattr(importance, "fallback_groups", []))
 
 
+class Attempt(NamedTuple):
+    """One pruning of the bisection: the pruned copy at ``ratio`` and what it removed."""
+
+    model: nn.Module
+    history: list
+    fallback_groups: list[str]
+    removed: float  # fraction of the prunable metric (or of the latency) removed
+    ratio: float
+
+
 def tolerance(metric: str, target: float) -> float:
     return LATENCY_TOLERANCE * target if metric == "latency" else TOLERANCE
 
@@ -183,38 +207,38 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
         def removed_of(m):
             return (total - count(m)[metric]) / base
 
-    def attempt(r: float):
+    def attempt(r: float) -> Attempt:
         m, history, fallback = prune_at(model, importance_factory, r, allocation, round_to=round_to,
                                         iterative_steps=iterative_steps, gradient_batches=gradient_batches)
-        return m, history, fallback, removed_of(m), r
+        return Attempt(m, history, fallback, removed_of(m), r)
 
     lo, hi = 0.0, (1.0 if allocation.kind == "measured" else MAX_RATIO)
     task = progress.add_task(f"target search ({metric})", total=None) if progress is not None else None
     best = attempt(hi)
     trials = 1
     unreached = None
-    if best[3] < target - tol:
+    if best.removed < target - tol:
         aligned = f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)" \
             if round_to and round_to > 1 else ""
-        unreached = (f"--target {target}: at most {best[3]:.1%} of the prunable {metric} can be removed with "
+        unreached = (f"--target {target}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
                      f"--allocation {allocation.kind}{aligned}")
         if exact:
             raise ConfigError(f"{unreached}; lower --target")
         lo = hi  # the most that can be removed is the closest point: no search
     for _ in range(20):
-        if abs(best[3] - target) <= tol / 4 or hi - lo < 1e-3:
+        if abs(best.removed - target) <= tol / 4 or hi - lo < 1e-3:
             break
         mid = (lo + hi) / 2
         result = attempt(mid)
         trials += 1
         if progress is not None:
-            progress.update(task, description=f"target search ({metric}): ratio {mid:.3f} removes {result[3]:.1%}")
-        if abs(result[3] - target) < abs(best[3] - target):
+            progress.update(task, description=f"target search ({metric}): ratio {mid:.3f} removes {result.removed:.1%}")
+        if abs(result.removed - target) < abs(best.removed - target):
             best = result
-        lo, hi = (mid, hi) if result[3] < target else (lo, mid)
+        lo, hi = (mid, hi) if result.removed < target else (lo, mid)
     if progress is not None:
         progress.remove_task(task)
-    m, history, fallback, removed, ratio = best
+    removed = best.removed
     if unreached is None and abs(removed - target) > tol:
         unreached = f"--target {target}: the closest reachable is {removed:.1%} of {metric}" + (
             f" with --round-to {round_to}; try --round-to 1" if round_to and round_to > 1 else "; try another target")
@@ -222,5 +246,5 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
             raise ConfigError(unreached)
     if unreached:
         warnings.warn(f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)", stacklevel=2)
-    return PruneOutcome(model=m, ratio=ratio, removed=removed, history=history, fallback_groups=sorted(set(fallback)), trials=trials,
-                        unreached=unreached)
+    return PruneOutcome(model=best.model, ratio=best.ratio, removed=removed, history=best.history,
+                        fallback_groups=sorted(set(best.fallback_groups)), trials=trials, unreached=unreached)

@@ -33,13 +33,15 @@ import optuna
 import sqlalchemy.exc
 import yaml
 
+from ..atomic import atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..choices import ALLOCATIONS, BASELINE_CRITERIA, CRITERIA, GROUP_REDUCTIONS, THRESHOLD
-from ..config import SearchConfig, resolve
+from ..config import SearchConfig, dump_yaml, resolve
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
 from ..prune import count, prune
-from ..prune.pipeline import measure_if_needed
+from ..prune.measuring import measure_if_needed
+from ..prune.plan import settle
 from .workers import (GRACE_PERIOD, HEARTBEAT_INTERVAL, POLL_SECONDS, WORKER_ID, Outage, StorageError, claim_slot, counts,
                       fail_dead_trials, masked, may_count, retry_callback, storage_errors)
 
@@ -152,16 +154,17 @@ def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
 
 def prepare(checkpoint: str | Path, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None):
     """``(payload, prune options, model, measurement, seconds it took)`` of a study's checkpoint: the
-    given measurement, ``cfg.prune.measurement``'s, or one made here (None where the space needs none)."""
+    prune options every trial starts from, settled (:func:`prune_snr.prune.plan.settle`), and the given
+    measurement, ``cfg.prune.measurement``'s, or one made here (None where the space needs none)."""
     payload = load_checkpoint(checkpoint)
     base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
     model = build_from_checkpoint(payload)
     if measurement is None and base_cfg.measurement:
         measurement = Measurement.load(base_cfg.measurement)
+    base_cfg = settle(base_cfg, model, measurement=measurement)
     t_measure = time.perf_counter()
     measurement, _ = measure_if_needed(model, measurement, needed="threshold" in space_of(cfg.space), dataset=base_cfg.dataset,
-                                       progress=progress, options=dataclasses.replace(base_cfg.measure, data_dir=base_cfg.data_dir,
-                                                                                      seed=cfg.prune.seed, device=base_cfg.device))
+                                       options=base_cfg.measure, progress=progress)
     return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
 
 
@@ -207,6 +210,7 @@ def run_search(
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage_obj = make_storage(cfg.storage, out)  # an unreachable storage is one line before any work
     payload, base_cfg, model, measurement, measure_seconds = prepare(checkpoint, cfg, measurement=measurement, progress=progress)
+    atomic_save_text(out / "config.yaml", dump_yaml(dataclasses.replace(cfg, prune=base_cfg)))
     for attempt in range(3):  # workers starting at once may race to create the study or its attributes
         try:
             existing = 0

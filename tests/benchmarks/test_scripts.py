@@ -108,7 +108,7 @@ def test_the_readme_lists_every_droppable_block_of_a_drop_blocks_report(tmp_path
     model = build_model("timm:resnet18", num_classes=10).eval()
     _, report = prune(model, "synthetic", target=0.3, metric="macs", criterion="l1", allocation="uniform", drop_blocks=True,
                       delta=1.0, round_to=1, finetune_epochs=0, device="cpu")
-    (tmp_path / "blocks_resnet18.json").write_text(json.dumps(report))
+    (tmp_path / "blocks_resnet18.json").write_text(json.dumps(report.to_json()))
     text = "\n".join(script("readme_results").blocks_section(tmp_path))
     assert all(f"| {block} |" in text for block in droppable_blocks(build_model("timm:resnet18", num_classes=10)))
     assert report["blocks"]["dropped"] and f"Dropped: **{', '.join(report['blocks']['dropped'])}**" in text

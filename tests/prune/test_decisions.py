@@ -21,7 +21,7 @@ from prune_snr.data import build_dataset
 from prune_snr.errors import ConfigError
 from prune_snr.measure import Measurement, measure
 from prune_snr.prune import prune
-from prune_snr.prune.pipeline import pick_cut
+from prune_snr.prune.truncate import pick_cut
 
 OPTIONS = dict(target=0.75, metric="macs", criterion="snr", allocation="measured", truncate=True, cut="measured", delta=0.01,
                finetune_epochs=1, finetune_keep="best", round_to=1, device="cpu")

@@ -236,7 +236,7 @@ def test_truncation_under_a_latency_budget_sizes_its_candidates_by_macs(vgg_meas
 
 @pytest.mark.parametrize("eligible_from,expected", [(1, "p3"), (4, "p4"), (6, None)])
 def test_the_deeper_cut_is_the_measured_one_unless_the_budget_allows_a_deeper_one(eligible_from, expected):
-    from prune_snr.prune.pipeline import pick_cut
+    from prune_snr.prune.truncate import pick_cut
 
     kept = [0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0]  # what a cut after each point keeps; p3 is the deepest meeting a 50 % target
     rows = [{"point": f"p{i}", "eligible": i >= eligible_from, "cuttable": True, "kept": k} for i, k in enumerate(kept)]

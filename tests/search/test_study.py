@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 import prune_snr
 from prune_snr.errors import ConfigError
@@ -179,3 +180,5 @@ def test_search_takes_a_recipe_whose_keys_reach_every_trial(study_inputs, tmp_pa
     assert result.exit_code == 0, result.output
     trial = load_checkpoint(tmp_path / "s" / "trials" / "0000" / "pruned.pt")["config"]["prune"]
     assert trial["batch_size"] == 32 and trial["round_to"] == 1 and trial["measure"]["head_epochs"] == 2
+    resolved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())  # the settled options, as every run folder has
+    assert resolved["trials"] == 1 and resolved["prune"]["round_to"] == 1 and resolved["prune"]["val_fraction"] == 0.1

@@ -1,0 +1,182 @@
+"""What a pruning run reports (``report.json``), and the grading every stage's part uses.
+
+:class:`PruneReport` is typed, one field per stage's part; callers still read it as the mapping
+``report.json`` holds (``report["after"]["accuracy"]``), and :meth:`PruneReport.to_json` is that file.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import PruneConfig
+from ..export import LatencyMeter
+from ..train.loop import evaluate
+from .target import count
+
+if TYPE_CHECKING:  # the context holds a report: imported for the annotations only
+    from .plan import Context
+
+
+@dataclass
+class Splits:
+    """The data of one pruning run: decisions read ``val``; ``test`` grades; the rest trains."""
+
+    train: Dataset   # augmented, less the validation rows: fine-tuning
+    plain: Dataset   # un-augmented, less the validation rows: gradients, AFCC class means
+    val: Dataset
+    test: Dataset
+    num_classes: int
+
+
+@dataclass(eq=False)  # equal to what it reads as: Mapping's ==, so report == report.to_json()
+class PruneReport(Mapping):
+    """What ``report.json`` holds; its keys are a contract (the options first, then each stage's part
+    in this order; a stage that did not run leaves no key)."""
+
+    options: dict
+    before: dict | None = None
+    channels_before: dict | None = None
+    measurement: dict | None = None
+    truncation: dict | None = None
+    blocks: dict | None = None
+    search: dict | None = None
+    refit: dict | None = None
+    pruned_before_finetune: dict | None = None
+    finetune: dict | None = None
+    latency: dict | None = None
+    afcc: dict | None = None
+    after: dict | None = None
+    channels_after: dict | None = None
+    seconds: float | None = None
+
+    def add(self, part: dict) -> None:
+        """Record a stage's part, ``{field: value}``; a later part of the same name replaces the earlier one."""
+        for name, value in part.items():
+            if name not in self._parts():
+                raise KeyError(f"{name!r} is not a part of a PruneReport")
+            setattr(self, name, value)
+
+    def to_json(self) -> dict:
+        """``report.json``: the options, then every part a stage wrote (a deep copy)."""
+        parts = {k: v for k, v in dataclasses.asdict(self).items() if k != "options" and v is not None}
+        return {**self.options, **parts}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PruneReport":
+        names = cls._parts()
+        return cls(options={k: v for k, v in data.items() if k not in names}, **{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def _parts(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+
+    # Read as the mapping report.json holds (what callers index), without the copy to_json makes.
+    def _view(self) -> dict:
+        return {**self.options, **{name: getattr(self, name) for name in self._parts() if getattr(self, name) is not None}}
+
+    def __getitem__(self, key: str):
+        return self._view()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view())
+
+    def __len__(self) -> int:
+        return len(self._view())
+
+
+def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None) -> dict:
+    """The head of ``report.json``: the settled options of the run. An option in use brings its
+    companions (``cut`` with ``truncate``; ``latency_batch`` with a latency target); one not in use
+    leaves no key, so reports of runs without it read as before it existed."""
+    split_sizes = {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)}
+    rows = [  # (key, value, shown)
+        ("dataset", cfg.dataset, True),
+        ("split", "test", True),
+        ("decision_split", "val", True),
+        ("val_fraction", cfg.val_fraction, True),
+        ("val_source", cfg.val_source, True),
+        ("split_seed", cfg.split_seed, cfg.split_seed is not None),
+        ("split_sizes", split_sizes, True),
+        ("backbone_saw_val", backbone_saw_val, backbone_saw_val is not None),
+        ("seed", cfg.seed, True),
+        ("round_to", cfg.round_to, True),
+        ("latency_batch", cfg.latency_batch, cfg.metric == "latency"),
+        ("target", cfg.target, True),
+        ("metric", cfg.metric, True),
+        ("criterion", cfg.criterion, True),
+        ("allocation", cfg.allocation, True),
+        ("truncate", cfg.truncate, True),
+        ("cut", cfg.cut, cfg.truncate),
+        ("drop_blocks", True, cfg.drop_blocks),
+        ("iterative_steps", cfg.iterative_steps, cfg.remeasure),
+        ("remeasure", True, cfg.remeasure),
+        ("afcc", cfg.afcc, True),  # replaced by the AFCC stage's figures when it runs
+        ("refit_epochs", cfg.refit_epochs, bool(cfg.refit_epochs)),
+        ("finetune_epochs", cfg.finetune.epochs, True),
+        ("finetune_fraction", cfg.finetune.fraction, True),
+    ]
+    return {key: value for key, value, shown in rows if shown}
+
+
+def grade(model: nn.Module, splits: Splits, device: str) -> dict:
+    """Test accuracy (the grade) and validation accuracy (what a search decides on)."""
+    return {"accuracy": evaluate(model, splits.test, device=device)["accuracy"],
+            "val_accuracy": evaluate(model, splits.val, device=device)["accuracy"]}
+
+
+def sized_and_graded(model: nn.Module, splits: Splits, device: str) -> dict:
+    """MACs, params, test and validation accuracy: the figures of ``before``, ``after`` and the model before fine-tuning."""
+    return {**count(model), **grade(model, splits, device)}
+
+
+def grade_original(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
+    """The first stage: the unpruned model's size, accuracies and channels (what every later figure compares with)."""
+    return model, {"before": sized_and_graded(model, ctx.splits, ctx.cfg.device), "channels_before": kept_channels(model)}
+
+
+def grade_pruned(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
+    """The pruned model's size and accuracies before fine-tuning (what ``--finetune-keep best`` compares with)."""
+    return model, {"pruned_before_finetune": sized_and_graded(model, ctx.splits, ctx.cfg.device)}
+
+
+def kept_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every convolution, by module name."""
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def keep_better(pruned: nn.Module, unfinetuned: dict, *, before: dict, after: dict) -> dict:
+    """``--finetune-keep best``: restore the weights before fine-tuning unless it raised validation
+    accuracy (a decision on validation; test is only reported). ``before``/``after``: the figures of
+    the model before and after fine-tuning. Returns the report's parts: ``finetune`` and ``after``."""
+    kept = "after" if after["val_accuracy"] >= before["val_accuracy"] else "before"
+    part = {"keep": "best", "kept": kept, "val_accuracy_after_finetune": after["val_accuracy"],
+            "accuracy_after_finetune": after["accuracy"]}
+    if kept == "before":
+        pruned.load_state_dict(unfinetuned)
+        after = dict(before)  # the same model: counts and grades as measured before fine-tuning
+    return {"finetune": part, "after": after}
+
+
+def latency_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
+    """Under a latency target: the pruned model's latency against the original's, as ``latency``."""
+    if ctx.cfg.metric != "latency":
+        return model, {}
+    return model, {"latency": latency_report(ctx.original, model, batch=ctx.cfg.latency_batch)}
+
+
+def latency_report(original: nn.Module, pruned: nn.Module, *, batch: int) -> dict:
+    """The pruned model's ONNX Runtime latency against the original at batch 1, 32 and ``batch``, timed interleaved."""
+    meter = LatencyMeter(original, batch=batch)
+    try:
+        report = {}
+        for b in sorted({1, 32, batch}):
+            t = meter.seconds(pruned, batch=b)
+            report[f"batch_{b}"] = {"pruned_s": t["model"], "original_s": t["reference"], "fraction": t["fraction"]}
+        return report
+    finally:
+        meter.close()

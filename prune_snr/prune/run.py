@@ -1,0 +1,109 @@
+"""The runner of a pruning run: stages in order, fine-tuning between them, resume, timing and the report.
+
+A stage is a function ``(ctx, model) -> (model, part)``: it reads the shared :class:`Context` and the
+current model and returns the next model and its part of the :class:`PruneReport` (``{}`` when its
+option is off). Fine-tuning is the one step the runner owns: it writes ``finetune.pt`` after every
+epoch, so a resumed run (``--resume``) skips the stages before it and continues from there.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from torch import nn
+
+from ..atomic import atomic_save_json, atomic_save_text
+from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from ..config import dump_yaml, to_dict
+from ..errors import ConfigError
+from ..train import fine_tune, finetune_options
+from .plan import Context
+from .report import PruneReport, keep_better, kept_channels, options_part, sized_and_graded
+
+PRUNED = "pruned.pt"
+FINETUNE = "finetune.pt"
+REPORT = "report.json"
+CONFIG = "config.yaml"
+
+Stage = Callable[[Context, nn.Module], tuple[nn.Module, dict]]
+
+
+def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Sequence[Stage], out: str | Path | None = None,
+        resume: bool = False, config: dict | None = None) -> tuple[nn.Module, PruneReport]:
+    """Run ``before_finetune`` on ``ctx.original``, fine-tune, run ``after_finetune``; return the model and its report.
+
+    With ``out``: writes ``config.yaml`` (the settled options) first, ``finetune.pt`` during fine-tuning, and at
+    the end ``pruned.pt`` (carrying ``config`` and the report) and ``report.json``.
+
+    Raises:
+        ConfigError: ``out`` holds a run and ``resume`` is off, or the run there cannot resume with these options.
+    """
+    out = Path(out) if out else None
+    checkpoint = out / FINETUNE if out else None
+    if checkpoint and checkpoint.is_file() and not resume:
+        raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
+    ctx.report = PruneReport(options=options_part(ctx.cfg, ctx.splits, backbone_saw_val=ctx.backbone_saw_val))
+    resuming = bool(resume and checkpoint and checkpoint.is_file())
+    unfinetuned = None  # the pruned weights before fine-tuning, for --finetune-keep best
+    if resuming:
+        model, unfinetuned = _resume(ctx, checkpoint)
+    if out:  # once the data, and a resumed run's checkpoint, are known good
+        atomic_save_text(out / CONFIG, dump_yaml(ctx.cfg))
+    if not resuming:
+        model = _run_stages(ctx, ctx.original, before_finetune)
+    payload = {"model": model.spec, "report": ctx.report.to_json(), "prune": to_dict(ctx.cfg), **(config or {})}
+    model, part = fine_tune_stage(ctx, model, checkpoint=checkpoint, payload=payload, resume=resume, unfinetuned=unfinetuned)
+    ctx.report.add(part)
+    model = _run_stages(ctx, model, after_finetune)
+    report = ctx.report
+    report.add({"channels_after": kept_channels(model), "seconds": time.perf_counter() - ctx.started})
+    payload["report"] = report.to_json()  # pruned.pt carries the final report (finetune.pt the one before fine-tuning)
+    if out:
+        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": model.state_dict(), "pruning": ctx.history, "config": payload})
+        atomic_save_json(out / REPORT, payload["report"])
+    return model, report
+
+
+def _run_stages(ctx: Context, model: nn.Module, stages: Sequence[Stage]) -> nn.Module:
+    for stage in stages:
+        model, part = stage(ctx, model)
+        ctx.report.add(part)
+    return model
+
+
+def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
+    """The pruned model, history and report parts an interrupted run saved before fine-tuning, and its
+    weights before fine-tuning (``--finetune-keep best``)."""
+    state = load_checkpoint(checkpoint)
+    model, ctx.history = build_from_checkpoint(state), state["pruning"]
+    ctx.report = PruneReport.from_json({**ctx.report.to_json(), **state["config"]["report"]})
+    unfinetuned = state.get("before_finetune")
+    if _keeps_best(ctx) and unfinetuned is None:
+        raise ConfigError(f"{checkpoint} was written without --finetune-keep best, so the weights before fine-tuning are gone; "
+                          "resume without it, or start again in another --out")
+    return model, unfinetuned
+
+
+def _keeps_best(ctx: Context) -> bool:
+    return ctx.cfg.finetune.keep == "best" and ctx.cfg.finetune.epochs > 0
+
+
+def fine_tune_stage(ctx: Context, model: nn.Module, *, checkpoint: Path | None, payload: dict, resume: bool,
+                    unfinetuned: dict | None) -> tuple[nn.Module, dict]:
+    """Fine-tune ``model`` (checkpointed in ``checkpoint`` with ``payload`` as its config), grade it, and with
+    ``--finetune-keep best`` undo fine-tuning that lowered validation accuracy (:func:`keep_better`)."""
+    cfg = ctx.cfg
+    keep_best = _keeps_best(ctx)
+    if keep_best and unfinetuned is None:
+        unfinetuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opts = finetune_options(cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp)
+    fine_tune(model, ctx.splits.train, ctx.splits.test, opts, fraction=cfg.finetune.fraction, checkpoint=checkpoint,
+              checkpoint_extra={"kind": "pruned", "config": payload, "pruning": ctx.history,
+                                **({"before_finetune": unfinetuned} if keep_best else {})},
+              resume=resume, teacher=ctx.original if cfg.finetune.distill else None, progress=ctx.progress)
+    model = model.cpu().eval()
+    after = sized_and_graded(model, ctx.splits, cfg.device)
+    if not keep_best:
+        return model, {"after": after}
+    return model, keep_better(model, unfinetuned, before=ctx.report.pruned_before_finetune, after=after)

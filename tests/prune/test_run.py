@@ -1,0 +1,79 @@
+"""Spec: a pruning run settles its options once, runs its stages in order through one runner, and reports
+what it writes."""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prune_snr.config import PruneConfig, resolve
+from prune_snr.prune import PruneReport, prune
+from prune_snr.prune.plan import plan, settle
+from prune_snr.prune.report import grade_original
+from prune_snr.prune.run import run
+from prune_snr.prune.target import default_round_to
+
+
+@pytest.mark.filterwarnings("ignore:--target")  # the default alignment may stop short of 0.3 on this tiny model
+def test_the_report_reads_as_the_report_json_it_writes_and_config_yaml_holds_the_settled_options(vgg_measured, tmp_path):
+    model, result = vgg_measured
+    _, report = prune(copy.deepcopy(model), "synthetic", target=0.3, criterion="l1", measurement=result, finetune_epochs=0,
+                      device="cpu", out=tmp_path)
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert isinstance(report, PruneReport) and report == written and report.to_json() == written
+    assert list(report) == list(written) and report["after"] == written["after"] and report.get("truncation") is None
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (resolved["dataset"], resolved["val_fraction"], resolved["val_source"]) == ("synthetic", 0.1, "train")
+    assert resolved["round_to"] == written["round_to"] == default_round_to()
+    assert resolved["measure"]["val_fraction"] == 0.1 and resolved["measure"]["device"] == "cpu"
+
+
+def test_settle_fills_every_open_option_from_the_measurement_and_settling_again_changes_nothing(vgg_measured):
+    model, result = vgg_measured
+    given = resolve(PruneConfig, overrides={"device": "cpu", "seed": 3})
+    settled = settle(given, model, dataset="synthetic", measurement=result)
+    assert settled.dataset == settled.measure.dataset == "synthetic"
+    assert settled.val_fraction == settled.measure.val_fraction == result.meta["options"]["val_fraction"]
+    assert settled.val_source == settled.measure.val_source == "train" and settled.measure.seed == 3
+    assert settled.round_to == default_round_to() and settled.measure.expanded is False and settled.measure.label_sweep is None
+    assert settle(settled, model, measurement=result) == settled
+    assert settle(resolve(PruneConfig, overrides={"round_to": 1, "val_fraction": 0.2}), model, dataset="synthetic").round_to == 1
+
+
+def test_the_runner_runs_the_stages_in_order_and_a_resumed_run_skips_those_before_fine_tuning(vgg_measured, tmp_path):
+    model, result = vgg_measured
+    cfg = resolve(PruneConfig, overrides={"finetune_epochs": 1, "device": "cpu", "criterion": "l1"})
+    calls = []
+
+    def stage(name, part=None):
+        def run_stage(ctx, m):
+            calls.append(name)
+            return m, part or {}
+        return run_stage
+
+    before = [grade_original, stage("cut"), stage("prune", {"search": {"note": "nothing pruned"}})]
+    reports = []
+    for resume in (False, True):
+        ctx = plan(copy.deepcopy(model), cfg, dataset="synthetic", measurement=result)
+        reports.append(run(ctx, before_finetune=before, after_finetune=[stage("after")], out=tmp_path, resume=resume)[1])
+    assert calls == ["cut", "prune", "after", "after"]  # the resumed run found the stages before fine-tuning in finetune.pt
+    first, resumed = reports
+    assert resumed["before"] == first["before"] and resumed["search"] == {"note": "nothing pruned"}
+    assert resumed["after"] == first["after"]  # its fine-tuning had finished: nothing left to train
+    with pytest.raises(KeyError, match="bogus"):
+        first.add({"bogus": 1})
+
+
+def test_importing_the_package_reads_no_cpuinfo_until_round_to_is_settled():
+    code = ("import pathlib; reads = []; read = pathlib.Path.read_text\n"
+            "def spy(self, *a, **k):\n    reads.append(str(self)); return read(self, *a, **k)\n"
+            "pathlib.Path.read_text = spy\n"
+            "import prune_snr, prune_snr.prune, prune_snr.cli\n"
+            "assert '/proc/cpuinfo' not in reads, reads\n"
+            "from prune_snr.prune.target import default_round_to\n"
+            "default_round_to(); print('/proc/cpuinfo' in reads)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(Path("/proc/cpuinfo").exists())  # read on first use

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..choices import ALLOCATIONS as ALLOCATION_CHOICES
-
-ALLOCATIONS = ALLOCATION_CHOICES.names
-
 
 def marginal_gains(accuracies: list[float], num_classes: int) -> np.ndarray:
     previous = np.concatenate([[1.0 / num_classes], accuracies[:-1]])

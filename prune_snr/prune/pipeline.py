@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_save_json
 from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint, with_trained_data
-from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA
+from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA, NEEDS_GRADIENTS
 from ..config import FineTuneConfig, MeasureConfig, PruneConfig, resolve, to_dict
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
@@ -36,7 +36,7 @@ from ..models.blocks import inside
 from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
-from .importance import NEEDS_GRADIENTS, build_importance
+from .importance import build_importance
 from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, PruneOutcome, count, prunable_base, prune_to_target
 from .truncate import candidates, choose_cut, cuttable, truncate
 

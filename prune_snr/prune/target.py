@@ -31,7 +31,6 @@ from .importance import point_conv
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
-METRICS = METRIC_CHOICES.names
 def machine_round_to(cpuinfo: str | None = None) -> int:
     """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
     work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.

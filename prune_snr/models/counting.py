@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .registry import example_input
+from .factory import example_input
 
 
 def count_macs_params(model: torch.nn.Module) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .factory import example_input
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
 PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Identity, nn.Dropout)
@@ -77,8 +78,6 @@ def _torchvision_efficientnet_points(model: nn.Module, expanded: bool) -> list[s
 
 def _trace(model: nn.Module) -> tuple[list[str], dict[str, tuple], dict[str, int]]:
     """One eval-mode forward: leaf modules in call order, their output shapes, and call counts."""
-    from .registry import example_input
-
     order: list[str] = []
     shapes: dict[str, tuple] = {}
     calls: dict[str, int] = {}

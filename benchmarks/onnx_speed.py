@@ -33,7 +33,8 @@ from prune_snr.errors import ConfigError, run_script
 from prune_snr.export import calibration_images, export_onnx, onnx_accuracy, quantize_int8
 from prune_snr.export.onnx import latency_rounds, ratio
 from prune_snr.measure import Measurement
-from prune_snr.prune import count, prune
+from prune_snr.models import count
+from prune_snr.prune import prune
 from prune_snr.prune.target import DEFAULT_ROUND_TO
 
 

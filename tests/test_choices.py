@@ -9,6 +9,7 @@ from prune_snr.data.registry import FAMILIES
 from prune_snr.errors import ConfigError
 from prune_snr.models import build_model
 from prune_snr.models.registry import PREFIXES, list_models
+from prune_snr.prune.allocation import ALLOCATION_BUILDERS
 from prune_snr.prune.importance import CRITERION_BUILDERS, build_importance
 from prune_snr.search.study import PARAMETERS, SPACE_EDITS, space_of
 
@@ -37,6 +38,10 @@ def test_every_criterion_row_has_a_builder_and_the_measured_ones_refuse_to_build
                 build_importance(name, model=model)
         else:
             build_importance(name, model=model)
+
+
+def test_every_allocation_that_reads_a_measurement_has_a_builder_and_no_other_needs_one():
+    assert set(ALLOCATION_BUILDERS) == set(choices.ALLOCATIONS.measured)
 
 
 def test_every_space_row_has_its_parameters_and_every_parameter_is_a_fix_key_of_prune():

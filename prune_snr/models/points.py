@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from .factory import example_input
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
@@ -203,3 +203,28 @@ def classifier_name(model: nn.Module) -> str:
         return convs[-1][0]
     raise ModelError(f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
                      "prune-snr needs the final classifier to keep the label count")
+
+
+def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
+    """The convolution whose output channels are the filters of measurement point ``point``.
+
+    A conv is its own point; a block (VGG ``ConvBNReLU``, an MBConv) is measured at its output,
+    made by its last conv; a norm/activation module (timm ``BatchNormAct2d``) follows the conv
+    registered just before it.
+    """
+    modules = dict(model.named_modules())
+    module = modules[point]
+    if isinstance(module, nn.Conv2d):
+        return module
+    inner = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if inner:
+        return inner[-1]
+    previous = None
+    for name, m in model.named_modules():
+        if name == point:
+            break
+        if isinstance(m, nn.Conv2d):
+            previous = m
+    if previous is None:
+        raise ConfigError(f"point {point!r} has no convolution before it; measure a conv layer instead")
+    return previous

@@ -20,31 +20,7 @@ from torch import nn
 from ..choices import CRITERIA
 from ..errors import ConfigError
 from ..measure.result import Measurement
-
-
-def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
-    """The convolution whose output channels are the filters of measurement point ``point``.
-
-    A conv is its own point; a block (VGG ``ConvBNReLU``, an MBConv) is measured at its output,
-    made by its last conv; a norm/activation module (timm ``BatchNormAct2d``) follows the conv
-    registered just before it.
-    """
-    modules = dict(model.named_modules())
-    module = modules[point]
-    if isinstance(module, nn.Conv2d):
-        return module
-    inner = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if inner:
-        return inner[-1]
-    previous = None
-    for name, m in model.named_modules():
-        if name == point:
-            break
-        if isinstance(m, nn.Conv2d):
-            previous = m
-    if previous is None:
-        raise ConfigError(f"point {point!r} has no convolution before it; measure a conv layer instead")
-    return previous
+from ..models import point_conv
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:

@@ -31,13 +31,13 @@ from ..errors import ConfigError
 from ..export import LatencyMeter
 from ..measure import Measurement, measure
 from ..measure.pipeline import plan_validation
-from ..models import drop_blocks, droppable_blocks, expanded_by_default
+from ..models import count, drop_blocks, droppable_blocks, expanded_by_default, prunable_base
 from ..models.blocks import inside
 from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
 from .importance import build_importance
-from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, PruneOutcome, count, prunable_base, prune_to_target
+from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, PruneOutcome, prune_to_target
 from .truncate import candidates, choose_cut, cuttable, truncate
 
 PRUNED = "pruned.pt"

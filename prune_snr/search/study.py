@@ -38,7 +38,8 @@ from ..choices import ALLOCATIONS, CRITERIA, CUTS, GROUP_REDUCTIONS, THRESHOLD
 from ..config import SearchConfig, resolve
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
-from ..prune import count, prune
+from ..models import count
+from ..prune import prune
 from ..prune.pipeline import measure_if_needed
 from .workers import (GRACE_PERIOD, HEARTBEAT_INTERVAL, POLL_SECONDS, WORKER_ID, Outage, StorageError, claim_slot, counts,
                       fail_dead_trials, masked, may_count, retry_callback, storage_errors)

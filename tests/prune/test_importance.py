@@ -6,9 +6,9 @@ import torch_pruning as tp
 from torch import nn
 
 from prune_snr.measure import measure
-from prune_snr.models import classifier_name, example_input
+from prune_snr.models import classifier_name, example_input, point_conv
 from prune_snr.choices import CRITERIA
-from prune_snr.prune import SNRImportance, build_importance, filter_scores, point_conv
+from prune_snr.prune import SNRImportance, build_importance, filter_scores
 from prune_snr.errors import ConfigError
 
 

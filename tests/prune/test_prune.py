@@ -8,8 +8,8 @@ import prune_snr
 from prune_snr.checkpoint import save_checkpoint
 from prune_snr.errors import ConfigError
 from prune_snr.models import build_model, example_input
-from prune_snr.prune import Allocation, build_importance, count, keep_weights, layer_ratios, prune_to_target
-from prune_snr.prune.target import prunable_base
+from prune_snr.models import count, prunable_base
+from prune_snr.prune import Allocation, build_importance, keep_weights, layer_ratios, prune_to_target
 
 
 def removed(before, after, metric):

@@ -31,7 +31,7 @@ from prune_snr.checkpoint import load_checkpoint, trained_on
 from prune_snr.data import build_dataset
 from prune_snr.errors import ConfigError, run_script
 from prune_snr.export import calibration_images, export_onnx, onnx_accuracy, quantize_int8
-from prune_snr.export.onnx import latency_rounds, ratio
+from prune_snr.latency import latency_rounds, ratio
 from prune_snr.measure import Measurement
 from prune_snr.models import count
 from prune_snr.prune import prune

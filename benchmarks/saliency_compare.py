@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     original = prune_snr.load(args.checkpoint)
     meter = None
     if args.latency_batch:
-        from prune_snr.export import LatencyMeter
+        from prune_snr.latency import LatencyMeter
 
         meter = LatencyMeter(original, batch=args.latency_batch)
     try:

@@ -28,7 +28,7 @@ from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA, NEEDS_GRADIENTS
 from ..config import FineTuneConfig, MeasureConfig, PruneConfig, resolve, to_dict
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
-from ..export import LatencyMeter
+from ..latency import LatencyMeter
 from ..measure import Measurement, measure
 from ..measure.pipeline import plan_validation
 from ..models import count, drop_blocks, droppable_blocks, expanded_by_default, prunable_base

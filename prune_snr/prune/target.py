@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from ..choices import ALLOCATIONS as ALLOCATION_CHOICES, MEASURED_ALLOCATIONS, METRICS as METRIC_CHOICES
 from ..config import check_target
 from ..errors import ConfigError, ModelError
-from ..export import LatencyMeter
+from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
 from .allocation import ALLOCATION_BUILDERS
 

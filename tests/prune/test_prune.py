@@ -175,7 +175,7 @@ def test_the_depth_baseline_refuses_a_latency_budget():
 def test_the_latency_meter_times_a_pruned_model_against_the_original():
     """The mechanism behind --metric latency. Whether a target lands within 5 % is a timing claim,
     checked by benchmarks/onnx_speed.py --latency-target (not by a unit test on a shared machine)."""
-    from prune_snr.export import LatencyMeter
+    from prune_snr.latency import LatencyMeter
 
     model = build_model("vgg16", num_classes=10, width_mult=0.5).eval()  # wide enough to halve with 16-channel steps
     # channel counts aligned for ONNX Runtime's blocked kernels: unaligned ones can run no faster at all

@@ -18,13 +18,16 @@ cut, SNR) read the validation split only. Arms (``--allocations``):
   (its measurement time is in the cell's seconds);
 - ``NAME+drop``: drop residual blocks that cost < ``--delta`` validation accuracy first.
 
-A cut model's classifier is the measured linear head of its cut point (``head_epochs`` epochs on
-frozen features, part of the measurement every measured arm shares); the depth baseline uses the
-same heads, so no cell gets training another does not. Results are appended to a JSON file as
+A cut model's classifier is the measured linear head of its cut point (trained on frozen features,
+part of the measurement); with ``--refit-epochs N`` every arm's classifier, cut or not, is then refit on
+its own frozen pruned features with the heads' trainer, so width arms get the training cut arms' heads
+had. Without ``--measurement`` each seed measures the checkpoint anew with its own heads' seed and
+validation split (``--split-seed``, drawn from the images the training held out), so a seed varies
+everything random: heads, split, fine-tuning. Results are appended to a JSON file as
 they finish (a rerun skips finished cells), then summarised as a Markdown table (mean ± std over
 seeds; a difference is a win only beyond twice the pooled seed std) and a PNG.
 
-    python benchmarks/saliency_compare.py runs/demo/model.pt --measurement runs/demo/measurement \\
+    python benchmarks/saliency_compare.py runs/demo/model.pt --refit-epochs 30 \\
         --criteria l1,snr --allocations uniform,measured,uniform+truncate,uniform+depth --budgets 0.5 --seeds 0,1,2 --out runs/fair
 """
 from __future__ import annotations
@@ -44,7 +47,8 @@ import prune_snr
 from prune_snr.atomic import atomic_save_json, atomic_save_text
 from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import PruneSnrError, run_script
-from prune_snr.measure import Measurement
+from prune_snr.config import MeasureConfig
+from prune_snr.measure import Measurement, measure_checkpoint
 from prune_snr.measure.plots import save_figure
 from prune_snr.prune import prune
 
@@ -234,7 +238,13 @@ def plot(rows: list[dict], path: Path, metric: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
-    parser.add_argument("--measurement", required=True, help="prune-snr measure --out folder of this checkpoint")
+    parser.add_argument("--measurement", help="prune-snr measure --out folder of this checkpoint, shared by every seed "
+                        "(default: each seed measures anew into OUT/measurements/seed_S with that seed's heads and --split-seed)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="validation split of the per-seed measurements, drawn with --split-seed S from what the checkpoint held out "
+                             "(default: half of what it held out)")
+    parser.add_argument("--refit-epochs", type=int, default=0,
+                        help="every arm's classifier is refit on its frozen pruned features for up to N epochs before fine-tuning")
     parser.add_argument("--dataset")
     parser.add_argument("--data-dir")
     parser.add_argument("--criteria", default="snr,l1,taylor,lamp,random")
@@ -260,7 +270,21 @@ def main(argv=None) -> int:
     done = {(r["criterion"], r["allocation"], r["budget"], r["seed"]) for r in rows}
     payload = load_checkpoint(args.checkpoint)
     dataset = args.dataset or payload["config"]["train"]["dataset"]
-    measurement = Measurement.load(args.measurement)
+    shared = Measurement.load(args.measurement) if args.measurement else None
+    held_out = (payload["config"].get("train") or {}).get("val_fraction") or 0.1
+    val_fraction = args.val_fraction if args.val_fraction is not None else held_out / 2
+
+    def measurement_of(seed: int) -> Measurement:
+        """The shared measurement, or this seed's own (its heads' seed and its validation split), measured once and kept."""
+        if shared is not None:
+            return shared
+        folder = out / "measurements" / f"seed_{seed}"
+        if (folder / "measurement.json").is_file():
+            return Measurement.load(folder)
+        cfg = MeasureConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, split_seed=seed, val_fraction=val_fraction,
+                            device=args.device)
+        print(f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation {val_fraction:g} of the training split)", flush=True)
+        return measure_checkpoint(args.checkpoint, cfg, out=folder, plots=False)
     machine = f"{platform.node()} ({torch.get_num_threads()} CPU threads, {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})"
     original = prune_snr.load(args.checkpoint)
     meter = None
@@ -269,13 +293,15 @@ def main(argv=None) -> int:
 
         meter = LatencyMeter(original, batch=args.latency_batch)
     try:
-        for budget in [float(b) for b in args.budgets.split(",")]:
-            for arm in args.allocations.split(","):
-                allocation, arm_options = split_arm(arm)
-                for criterion in args.criteria.split(","):
-                    for seed in [int(s) for s in args.seeds.split(",")]:
+        # seeds outermost: a run cut short leaves every cell with the same, paired seeds
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for budget in [float(b) for b in args.budgets.split(",")]:
+                for arm in args.allocations.split(","):
+                    allocation, arm_options = split_arm(arm)
+                    for criterion in args.criteria.split(","):
                         if (criterion, arm, budget, seed) in done:
                             continue
+                        measurement = measurement_of(seed)
                         torch.manual_seed(seed)
                         t0 = time.perf_counter()
                         try:
@@ -284,7 +310,7 @@ def main(argv=None) -> int:
                                                    measurement=measurement, **arm_options,
                                                    finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
                                                    finetune_fraction=args.finetune_fraction, round_to=args.round_to, seed=seed,
-                                                   device=args.device)
+                                                   refit_epochs=args.refit_epochs, device=args.device)
                         except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on
                             print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: skipped ({exc})", flush=True)
                             continue
@@ -298,7 +324,10 @@ def main(argv=None) -> int:
                                "params_kept": after["params"] / before["params"], "macs_kept": after["macs"] / before["macs"],
                                "latency_b32_kept": meter.fraction(pruned) if meter else None,
                                "cut_after": (report.get("truncation") or {}).get("cut_after"),
-                               "dropped": (report.get("blocks") or {}).get("dropped"), "seconds": seconds}
+                               "dropped": (report.get("blocks") or {}).get("dropped"), "seconds": seconds,
+                               "split_seed": report.get("split_seed"), "val_size": report["split_sizes"]["val"],
+                               "test_size": report["split_sizes"]["test"],
+                               "refit_epochs_used": (report.get("refit") or {}).get("epochs_used")}
                         rows.append(row)
                         atomic_save_json(results_path, {"machine": machine, "args": vars(args), "rows": rows})
                         print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "
@@ -315,12 +344,18 @@ def main(argv=None) -> int:
     seeds = sorted({r["seed"] for r in rows})
     counts = sorted({sum(1 for r in rows if (r["budget"], r["allocation"], r["criterion"]) == k)
                      for k in {(r["budget"], r["allocation"], r["criterion"]) for r in rows}})
-    head_epochs = measurement.meta["options"].get("head_epochs")
+    head_epochs = measurement_of(seeds[0]).meta["options"].get("head_epochs")
+    varied = ("each seed varies the measurement's heads, the validation split (--split-seed, "
+              f"{rows[0].get('val_size')} images drawn from what training held out) and fine-tuning"
+              if shared is None else "seeds vary fine-tuning only (one shared measurement)")
+    classifiers = (f"every arm's classifier refit on its frozen pruned features (up to {args.refit_epochs} epochs, early "
+                   "stopping on validation) before fine-tuning; cut models start from the measurement's heads"
+                   if args.refit_epochs else f"cut models' classifiers are the measurement's linear heads ({head_epochs} epochs on "
+                   "frozen features); width-pruned models keep their classifier")
     header = (f"Model {args.checkpoint} ({dataset}; test split grades, validation split decides; baseline accuracy "
               f"{rows[0]['baseline']:.4f}); fine-tuning: {args.finetune_epochs} epoch(s){fraction}, SGD lr {args.finetune_lr} "
-              f"cosine, batch 128, the same in every cell; seeds per cell: {'/'.join(map(str, counts))} (from {seeds}); cut "
-              f"models' classifiers are the measurement's linear heads ({head_epochs} epochs on frozen features, shared by the "
-              f"+truncate and +depth arms); latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction of the original's "
+              f"cosine, batch 128, the same in every cell; seeds per cell: {'/'.join(map(str, counts))} (from {seeds}; {varied}); "
+              f"{classifiers}; latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction of the original's "
               f"(median of paired rounds); machine: {machine}.\n\n")
     verdicts = verdict_lines(rows, args.metric)
     atomic_save_text(out / "table.md", header + table + "\n\n" + "\n".join(verdicts) + "\n")

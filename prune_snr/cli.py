@@ -40,6 +40,7 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch si
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
 ValSource = Annotated[Optional[str], typer.Option("--val-source", help=VAL_SOURCES.help("Where the validation split comes from:") + " Default: test for an imported checkpoint, else train.")]
 ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held out for decisions (default 0.1).")]
+SplitSeed = Annotated[Optional[int], typer.Option("--split-seed", help="Redraw the validation split with this seed from the images the checkpoint's training held out (use a --val-fraction below what it held out); varies the split between repeated trials.")]
 
 
 @app.callback()
@@ -201,6 +202,7 @@ def measure(
     fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
     val_fraction: ValFraction = None,
     val_source: ValSource = None,
+    split_seed: SplitSeed = None,
     memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of filters) may hold at once (default: a quarter of the RAM).")] = None,
     cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
     train_per_class: Annotated[Optional[int], typer.Option("--train-per-class", help="Read and train the heads on at most N training images per label (seeded, label-stratified; the validation images stay the same).")] = None,
@@ -247,6 +249,7 @@ def prune(
     drop_blocks: Annotated[Optional[bool], typer.Option("--drop-blocks/--no-drop-blocks", help="Drop residual blocks (identity shortcut) while validation accuracy stays within delta.")] = None,
     delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
     afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
+    refit_epochs: Annotated[Optional[int], typer.Option("--refit-epochs", help="Retrain the classifier on the pruned model's frozen features for up to N epochs (a measured head's training, early stopping on validation) before fine-tuning; gives width-pruned and cut models equal training.")] = None,
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
     finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
     distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
@@ -254,6 +257,7 @@ def prune(
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
     val_fraction: ValFraction = None,
     val_source: ValSource = None,
+    split_seed: SplitSeed = None,
     exact_target: Annotated[Optional[bool], typer.Option("--exact-target/--closest-target", help="An unreachable --target is an error (default: prune to the closest reachable point, with a warning).")] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,

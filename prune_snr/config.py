@@ -97,6 +97,8 @@ class MeasureConfig:
     fields_split: str = choices.FIELDS_SPLITS.default
     val_fraction: Optional[float] = None  # default: what the checkpoint's training held out, else 0.1
     val_source: Optional[str] = None  # default: "test" for an imported checkpoint, else "train"
+    split_seed: Optional[int] = None  # redraw the validation split (seeded) from the rows the checkpoint held out
+    held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
     cache_dtype: str = choices.CACHE_DTYPES.default
     train_per_class: Optional[int] = None  # read and train the heads on at most N training images per label (seeded, stratified)
     memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
@@ -176,9 +178,12 @@ class PruneConfig:
     drop_blocks: bool = False  # drop residual blocks that cost < delta validation accuracy
     delta: float = 0.005
     afcc: bool = False
+    refit_epochs: int = 0  # retrain the classifier on the pruned model's frozen features (a measured head's training) first
     measurement: Optional[str] = None
     val_fraction: Optional[float] = None  # default: the measurement's (0.1)
     val_source: Optional[str] = None  # default: the measurement's, else "test" for an imported checkpoint, else "train"
+    split_seed: Optional[int] = None  # default: the measurement's; redraw the validation split from the rows the checkpoint held out
+    held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
     exact_target: bool = False  # an unreachable --target is an error instead of the closest reachable point with a warning
     batch_size: int = 128
     seed: int = 0
@@ -213,6 +218,8 @@ class PruneConfig:
                 raise ConfigError("--remeasure splits a params or MACs budget into steps; use --metric params or macs with it")
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
+        if not (isinstance(self.refit_epochs, int) and self.refit_epochs >= 0):
+            raise ConfigError(f"refit_epochs={self.refit_epochs}: use 0 (keep the classifier) or more epochs")
         _device(self)
 
 

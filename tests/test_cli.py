@@ -128,6 +128,27 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
     assert json.loads((tmp_path / "p" / "report.json").read_text())["after"] == report["after"]
 
 
+def test_a_split_seed_redraws_validation_from_the_held_out_images_and_prune_keeps_to_it(tiny_run, tmp_path):
+    """Repeated trials vary the validation split (``--split-seed``) without validating on images the model trained on."""
+    out, metrics = tiny_run
+    runs = {}
+    for seed in (1, 2):
+        result = invoke("measure", out / "model.pt", "--dataset", "synthetic", "--head-epochs", "1", "--device", "cpu",
+                        "--val-fraction", "0.05", "--split-seed", seed, "--no-plots", "--out", tmp_path / f"m{seed}")
+        assert result.exit_code == 0, result.output
+        runs[seed] = json.loads((tmp_path / f"m{seed}" / "measurement.json").read_text())
+        assert runs[seed]["options"]["split_seed"] == seed and runs[seed]["options"]["held_out"] == 0.1
+        assert runs[seed]["backbone_saw_val"] is False
+    assert [p["snr"] for p in runs[1]["points"]] != [p["snr"] for p in runs[2]["points"]]  # fields read another split
+    args = ("prune", out / "model.pt", "--target", "0.3", "--criterion", "snr", "--measurement", tmp_path / "m1",
+            "--finetune-epochs", "0", "--round-to", "1", "--device", "cpu")
+    refused = invoke(*args, "--split-seed", "2", "--out", tmp_path / "p2")
+    assert refused.exit_code == 2 and "re-measure with --split-seed 2" in refused.output
+    assert invoke(*args, "--out", tmp_path / "p1").exit_code == 0
+    report = json.loads((tmp_path / "p1" / "report.json").read_text())
+    assert report["split_seed"] == 1 and report["split_sizes"]["val"] == runs[1]["split_sizes"]["val"]
+
+
 @pytest.mark.parametrize("target", ["0", "1", "-1", "1.5", "nan"])
 def test_prune_targets_outside_zero_one_are_one_line_errors(measured_run, tmp_path, target):
     out, _ = measured_run

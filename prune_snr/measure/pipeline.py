@@ -121,7 +121,8 @@ def measure(
     key = cache_key(model, dataset_id, names, cfg.pool, cfg.cache_dtype)
     val_source = cfg.val_source or "train"
     read, rest_rows, train_val_rows = plan_train_rows(train_set.targets, val_fraction=val_fraction, val_source=val_source,
-                                                      per_class=cfg.train_per_class, seed=seed)
+                                                      per_class=cfg.train_per_class, seed=seed, split_seed=cfg.split_seed,
+                                                      pool=cfg.held_out)
     splits = {"train": train_set, "test": test_set}
     folders = {"train": cache_root / key / "train", "test": cache_root / key / "test"}
     if read is not None:  # only the selected training images are read; their cache is keyed by the selection
@@ -140,7 +141,7 @@ def measure(
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
 
     if val_source == "test":  # the backbone's training data is unknown: decide on part of the test split, grade on the rest
-        test_rows, val_rows = validation_split(test_y, val_fraction)
+        test_rows, val_rows = validation_split(test_y, val_fraction, split_seed=cfg.split_seed)
         val_x, val_y = test_x, test_y
     else:
         val_rows = train_val_rows
@@ -221,7 +222,8 @@ def measure(
         "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "val_source": val_source, "cache_dtype": cfg.cache_dtype, "train_per_class": cfg.train_per_class,
+                    "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,
+                    "cache_dtype": cfg.cache_dtype, "train_per_class": cfg.train_per_class,
                     "memory_budget_gib": round(process_budget / 2**30, 3),
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
         "timings": timings,
@@ -273,8 +275,12 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     trained_val = (payload.get("config", {}).get("train") or {}).get("val_fraction")
     source = cfg.val_source or default_val_source(payload)
     fraction = cfg.val_fraction if cfg.val_fraction is not None else trained_val or None
-    cfg = dataclasses.replace(cfg, val_source=source, val_fraction=fraction)
+    cfg = dataclasses.replace(cfg, val_source=source, val_fraction=fraction, held_out=trained_val or None)
     used = DEFAULT_VAL_FRACTION if fraction is None else fraction
+    if cfg.split_seed is not None and source == "train" and trained_val and used >= trained_val:
+        warnings.warn(f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held out, "
+                      f"all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. {trained_val / 2:g}) to vary it",
+                      stacklevel=2)
     saw = source == "train" and (imported(payload) or not trained_val or used > trained_val)
     if saw:
         why = ("its weights were imported (training data unknown)" if imported(payload) else
@@ -284,8 +290,8 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     return cfg, saw
 
 
-def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class: int | None,
-                    seed: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class: int | None, seed: int,
+                    split_seed: int | None = None, pool: float | None = None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(read, rest, val)``: the training images the feature pass reads (``None``: all of them), and the heads'
     rows and the validation rows as positions in what it reads (no validation rows when they come from the test split).
 
@@ -296,7 +302,7 @@ def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class:
     if val_source == "test":
         rest, val = np.arange(len(targets)), np.zeros(0, dtype=np.int64)
     else:
-        rest, val = validation_split(targets, val_fraction)
+        rest, val = validation_split(targets, val_fraction, split_seed=split_seed, pool=pool)
     if per_class is None:
         return None, rest, val
     rest = per_class_subset(targets, rest, per_class, seed=seed)

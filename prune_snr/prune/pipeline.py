@@ -37,6 +37,7 @@ from ..runtime import make_loader
 from ..train.loop import evaluate, fit
 from .afcc import apply_afcc
 from .importance import build_importance
+from .refit import refit_classifier
 from .target import DEFAULT_ROUND_TO, TOLERANCE, Allocation, PruneOutcome, prune_to_target
 from .truncate import candidates, choose_cut, cuttable, truncate
 
@@ -67,6 +68,7 @@ class PruneReport:
     truncation: dict | None = None
     blocks: dict | None = None
     search: dict | None = None
+    refit: dict | None = None
     pruned_before_finetune: dict | None = None
     finetune: dict | None = None
     latency: dict | None = None
@@ -175,9 +177,15 @@ def prune(
     if measurement is not None and measurement.meta.get("val_source", "train") != val_source:
         raise ConfigError(f"--val-source {val_source} but the measurement decided on a validation split from the "
                           f"{measurement.meta.get('val_source', 'train')} split; re-measure with --val-source {val_source}")
+    recorded = measurement.meta["options"] if measurement is not None else {}
+    split_seed = cfg.split_seed if cfg.split_seed is not None else recorded.get("split_seed")
+    if measurement is not None and recorded.get("split_seed") != split_seed:
+        raise ConfigError(f"--split-seed {split_seed} but the measurement decided on the validation split of --split-seed "
+                          f"{recorded.get('split_seed')}; re-measure with --split-seed {split_seed}")
+    held_out = cfg.held_out if cfg.held_out is not None else recorded.get("held_out")
     round_to = DEFAULT_ROUND_TO if cfg.round_to is None else cfg.round_to
     splits = load_splits(dataset, cfg.data_dir, input_size=model.spec.get("input_size"), val_fraction=val_fraction,
-                         num_classes=model.spec["num_classes"], val_source=val_source)
+                         num_classes=model.spec["num_classes"], val_source=val_source, split_seed=split_seed, held_out=held_out)
     out = Path(out) if out else None
     ckpt = out / FINETUNE if out else None
     if ckpt and ckpt.is_file() and not resume:
@@ -185,12 +193,12 @@ def prune(
     original = model.cpu().eval()
     report = PruneReport(options={
         "dataset": dataset, "split": "test", "decision_split": "val", "val_fraction": val_fraction, "val_source": val_source,
-        "split_sizes": {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)},
+        **({"split_seed": split_seed} if split_seed is not None else {}), "split_sizes": {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)},
         **({"backbone_saw_val": backbone_saw_val} if backbone_saw_val is not None else {}), "seed": cfg.seed, "round_to": round_to,
         **({"latency_batch": cfg.latency_batch} if cfg.metric == "latency" else {}), "target": cfg.target, "metric": cfg.metric,
         "criterion": cfg.criterion, "allocation": cfg.allocation, "truncate": cfg.truncate,
         **({"cut": cfg.cut} if cfg.truncate else {}), **({"drop_blocks": True} if cfg.drop_blocks else {}),
-        **({"iterative_steps": cfg.iterative_steps, "remeasure": True} if cfg.remeasure else {}), "afcc": cfg.afcc,
+        **({"iterative_steps": cfg.iterative_steps, "remeasure": True} if cfg.remeasure else {}), "afcc": cfg.afcc, **({"refit_epochs": cfg.refit_epochs} if cfg.refit_epochs else {}),
         "finetune_epochs": cfg.finetune.epochs, "finetune_fraction": cfg.finetune.fraction})
 
     keep_best = cfg.finetune.keep == "best" and cfg.finetune.epochs > 0
@@ -208,7 +216,7 @@ def prune(
         report.channels_before = _kept_channels(original)
         needed = reads_measurement(cfg)
         measure_options = dataclasses.replace(cfg.measure, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
-                                              seed=cfg.seed, device=cfg.device)
+                                              split_seed=split_seed, held_out=held_out, seed=cfg.seed, device=cfg.device)
         measurement, report.measurement = measure_if_needed(original, measurement, needed=needed, dataset=dataset,
                                                             options=measure_options, progress=progress)
         base = original
@@ -231,6 +239,10 @@ def prune(
             exact=cfg.exact_target)
         if report.truncation and base is not original:
             report.truncation["target_left_for_channels"] = max(0.0, left)
+        if cfg.refit_epochs:
+            report.refit = refit_classifier(pruned, splits, epochs=cfg.refit_epochs, lr=cfg.measure.head_lr,
+                                            batch_size=cfg.measure.head_batch_size, patience=cfg.measure.head_patience,
+                                            min_epochs=cfg.measure.head_min_epochs, seed=cfg.seed, device=cfg.device, progress=progress)
         report.pruned_before_finetune = {**count(pruned), **grade(pruned, splits, cfg.device)}
     config = {"model": pruned.spec, "report": report.to_json(), "prune": to_dict(cfg), **(config or {})}
     if keep_best and unfinetuned is None:
@@ -281,19 +293,21 @@ def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Pat
 
 
 def load_splits(dataset: str, data_dir: str | None, *, input_size: int | None, val_fraction: float, num_classes: int,
-                val_source: str = "train") -> Splits:
+                val_source: str = "train", split_seed: int | None = None, held_out: float | None = None) -> Splits:
     """The splits of a pruning run; the validation rows are held out of the training split, or with
-    ``val_source="test"`` (imported weights) carved from the test split, which then grades on the rest."""
+    ``val_source="test"`` (imported weights) carved from the test split, which then grades on the rest
+    (``split_seed``, ``held_out``: :func:`prune_snr.data.validation_split`'s ``split_seed`` and ``pool``)."""
     train = build_dataset(dataset, "train", data_dir, input_size=input_size)
     if len(train.classes) != num_classes:
         raise ConfigError(f"the model has {num_classes} outputs but {dataset} has {len(train.classes)} labels")
     plain = build_dataset(dataset, "train", data_dir, input_size=input_size, augment=False)
     test = build_dataset(dataset, "test", data_dir, input_size=input_size)
     if val_source == "test":
-        test, val = hold_out(test, val_fraction)
+        test, val = hold_out(test, val_fraction, split_seed=split_seed)
         return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)
-    plain, val = hold_out(plain, val_fraction)
-    return Splits(train=hold_out(train, val_fraction)[0], plain=plain, val=val, test=test, num_classes=num_classes)
+    plain, val = hold_out(plain, val_fraction, split_seed=split_seed, pool=held_out)
+    train = hold_out(train, val_fraction, split_seed=split_seed, pool=held_out)[0]
+    return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)
 
 
 def keep_better(pruned: nn.Module, unfinetuned: dict, report: PruneReport) -> dict:

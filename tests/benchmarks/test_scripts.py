@@ -141,3 +141,16 @@ def test_a_win_bought_with_the_other_size_metric_is_not_comparable():
             for seed in range(3) for a, v, m in (("measured", 0.92, 0.70), ("uniform", 0.90, 0.50))]
     c = compare(rows, 0.5, "params")
     assert c["verdict"].startswith("not comparable") and "40% more macs" in c["verdict"]
+
+
+def test_a_fair_cell_without_a_shared_measurement_varies_heads_split_and_classifier_training_with_the_seed(tiny_run, tmp_path):
+    out, _ = tiny_run
+    args = [str(out / "model.pt"), "--criteria", "l1", "--allocations", "uniform,uniform+depth", "--budgets", "0.3",
+            "--seeds", "0,1", "--finetune-epochs", "0", "--round-to", "1", "--refit-epochs", "2", "--device", "cpu",
+            "--out", str(tmp_path)]
+    assert script("saliency_compare").main(args) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    metas = [json.loads((tmp_path / "measurements" / f"seed_{s}" / "measurement.json").read_text()) for s in (0, 1)]
+    assert [m["options"]["split_seed"] for m in metas] == [0, 1] and [m["seed"] for m in metas] == [0, 1]
+    assert {r["split_seed"] for r in rows} == {0, 1} and all(r["refit_epochs_used"] for r in rows)
+    assert "varies the measurement's heads, the validation split" in (tmp_path / "table.md").read_text()

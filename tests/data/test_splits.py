@@ -39,3 +39,29 @@ def test_hold_out_keeps_the_dataset_interface():
     x, y = val[0]
     assert x.shape == train[0][0].shape and y == int(val.targets[0])
     assert hold_out(train, 0) == (train, None)
+
+
+def test_a_smaller_fraction_validates_on_images_a_larger_one_held_out():
+    targets = torch.arange(1000) % 10
+    assert set(validation_split(targets, 0.05)[1]) <= set(validation_split(targets, 0.1)[1])
+
+
+def test_a_split_seed_redraws_validation_only_from_what_the_training_held_out():
+    targets = torch.arange(2000) % 10
+    held_out = set(validation_split(targets, 0.1)[1].tolist())
+    draws = [validation_split(targets, 0.05, split_seed=s, pool=0.1)[1] for s in range(4)]
+    for val in draws:
+        assert set(val.tolist()) <= held_out and np.bincount(targets[val].numpy()).tolist() == [10] * 10
+    assert len({tuple(v.tolist()) for v in draws}) == 4  # each seed its own split
+    assert np.array_equal(draws[1], validation_split(targets, 0.05, split_seed=1, pool=0.1)[1])
+
+
+def test_a_split_seed_without_a_pool_redraws_from_every_row():
+    targets = torch.arange(400) % 4  # e.g. a test split carved for imported weights
+    a, b = (validation_split(targets, 0.1, split_seed=s)[1] for s in (0, 1))
+    assert len(a) == len(b) == 40 and not np.array_equal(a, b)
+
+
+def test_a_split_seed_cannot_validate_on_more_than_was_held_out():
+    with pytest.raises(DataError, match="--val-fraction 0.05 or less"):
+        validation_split(torch.arange(100) % 2, 0.2, split_seed=0, pool=0.1)

@@ -141,3 +141,56 @@ def test_the_report_says_which_split_decides_and_which_grades(runs):
     assert report["val_source"] == "train" and set(report["split_sizes"]) == {"train", "val", "test"}
     assert {"accuracy", "val_accuracy"} <= set(report["after"])
     assert all("val_accuracy" in row for row in report["truncation"]["candidates"])
+
+
+@pytest.fixture(scope="module")
+def residual(fashion, tmp_path_factory):
+    """A ResNet-18 (timm) trained 2 epochs on the same images: a model with residual blocks to drop."""
+    from prune_snr.config import TrainConfig, resolve
+    from prune_snr.train import train
+
+    out = tmp_path_factory.mktemp("resnet")
+    cfg = resolve(TrainConfig, overrides=dict(model="timm:resnet18", dataset=f"imagefolder:{fashion[0] / 'clean'}", epochs=2,
+                                              batch_size=64, input_size=32, out=str(out), device="cpu"))
+    train(cfg)
+    return out / "model.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poison", ["labels", "noise"])
+def test_poisoning_the_test_split_changes_no_dropped_block(fashion, residual, tmp_path, poison):
+    reports, weights = {}, {}
+    for case in (None, poison):
+        root = tmp_path / (case or "clean")
+        if case is not None:
+            write_folder(root / "data", fashion[1], case)
+        data = root / "data" if case is not None else fashion[0] / "clean"
+        model = prune_snr.load(residual)
+        pruned, reports[case] = prune(model, f"imagefolder:{data}", target=0.3, metric="macs", criterion="l1", drop_blocks=True,
+                                      delta=0.02, finetune_epochs=0, round_to=1, device="cpu")
+        weights[case] = pruned.state_dict()
+    clean, poisoned = reports[None]["blocks"], reports[poison]["blocks"]
+    assert len(clean["candidates"]) > 1, "every residual block is a candidate the validation split grades"
+    assert clean["dropped"] == poisoned["dropped"]
+    assert [r["val_accuracy"] for r in clean["candidates"]] == [r["val_accuracy"] for r in poisoned["candidates"]]
+    assert [r["accuracy"] for r in clean["candidates"]] != [r["accuracy"] for r in poisoned["candidates"]], "the poison reached the grades"
+    assert all(torch.equal(a, weights[poison][k]) for k, a in weights[None].items())
+
+
+@pytest.mark.slow
+def test_poisoning_the_test_split_changes_no_search_trial_nor_the_pick(fashion, runs, tmp_path):
+    from prune_snr.search.study import pick, run_search
+
+    clean_m = runs[None][0]
+    studies = {}
+    for case in (None, "labels"):
+        root = tmp_path / (case or "clean")
+        if case is not None:
+            write_folder(root / "data", fashion[1], case)
+        data = root / "data" if case is not None else fashion[0] / "clean"
+        studies[case] = run_search(fashion[0] / "run" / "model.pt", out=root / "study", measurement=clean_m, trials=3,
+                                   dataset=f"imagefolder:{data}", max_finetune_epochs=1, round_to=1, device="cpu")
+    def trials(study):
+        return [(t.params, t.values) for t in sorted(study.trials, key=lambda t: t.number)]
+    assert trials(studies[None]) == trials(studies["labels"]), "trial parameters and objectives read validation only"
+    assert pick(studies[None], "accuracy").number == pick(studies["labels"], "accuracy").number

@@ -31,6 +31,8 @@ from prune_snr.measure import Measurement
 #: The arguments most scripts take, spelled and defaulted once: name -> (flags, keyword arguments).
 STANDARD = {
     "checkpoint": (("checkpoint",), {}),
+    "measurement": (("--measurement",), {"required": True}),  # where a script needs one; others explain their own
+    "target": (("--target",), {"type": float, "default": 0.5}),
     "seeds": (("--seeds",), {"default": "0,1,2"}),
     "device": (("--device",), {"default": "auto"}),
     "out": (("--out",), {"required": True}),

@@ -39,9 +39,7 @@ from _common import add_standard, load_run, machine_line, save_results, script_p
 
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
-    add_standard(parser, "checkpoint")
-    parser.add_argument("--measurement", required=True)
-    parser.add_argument("--target", type=float, default=0.5)
+    add_standard(parser, "checkpoint", "measurement", "target")
     parser.add_argument("--criterion", default="l1")
     parser.add_argument("--allocation", default="measured")
     parser.add_argument("--round-to", default="1,default")

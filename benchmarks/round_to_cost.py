@@ -26,9 +26,7 @@ from _common import add_standard, load_results, load_run, save_results, script_p
 
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
-    add_standard(parser, "checkpoint")
-    parser.add_argument("--measurement", required=True)
-    parser.add_argument("--target", type=float, default=0.5)
+    add_standard(parser, "checkpoint", "measurement", "target")
     parser.add_argument("--round-to", default="1,default", help="values to compare; default = prune's default on this machine")
     add_standard(parser, "seeds")
     parser.add_argument("--finetune-epochs", type=int, default=1)

@@ -13,6 +13,9 @@ taken after the activation (METHOD.md):
   alone (a conv+norm block whose ``forward`` applies the activation), else at the conv itself.
   Convs that never run in eval (GoogLeNet's auxiliary heads) are no points: :func:`unused_convs`
   lists them.
+
+:func:`point_conv` names the convolution whose output channels are a point's filters (what
+pruning removes, what the gain-per-MAC allocation counts).
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def main() -> None:
         runs = [("old (1a3d684)", "old", Fo), (f"new, {args.budget:g} GiB budget", "new", Fo), (f"new, {args.budget:g} GiB budget", "new", F)]
         results = [(label, used, run_child(kind, used, args, tmp)) for label, kind, used in runs]
         print()
-        print(f"| path | filters | wall | peak RSS | bare process | filters per chunk |")
+        print("| path | filters | wall | peak RSS | bare process | filters per chunk |")
         print("|---|---|---|---|---|---|")
         for label, used, r in results:
             if "error" in r:

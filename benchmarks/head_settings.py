@@ -13,7 +13,6 @@ it must not move beyond float rounding).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -81,15 +81,14 @@ def main(argv=None):
             t0 = time.perf_counter()
             results[name] = fn()
             seconds = time.perf_counter() - t0
-            reference = reference or name
+            if reference is None:
+                reference, ref_s = name, seconds
             ref = results[reference]
             dw = max((results[name][p].weight - ref[p].weight).abs().max().item() for p in ref)
             dacc = max(abs(results[name][p].accuracies["test"] - ref[p].accuracies["test"]) for p in ref)
             used = [getattr(h, "epochs_used", args.epochs) for h in results[name].values()]
-            print(f"{name:36} {seconds:7.1f} s  x{seconds / max(1e-9, ref_s if name != reference else seconds):5.2f}  "
+            print(f"{name:36} {seconds:7.1f} s  x{seconds / max(1e-9, ref_s):5.2f}  "
                   f"max|dW| {dw:.1e}  max|d test acc| {dacc:.4f}  epochs used {min(used)}..{max(used)}", flush=True)
-            if name == reference:
-                ref_s = seconds
     return 0
 
 

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import load_results, save_results  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"efficientnet_b0": ("timm:efficientnet_b0", ["--expanded"]), "vgg16_bn": ("torchvision:vgg16_bn", [])}
 IMAGENET = {"train": 1_281_167, "test": 50_000}
@@ -130,7 +133,7 @@ def main() -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = load_results(results_path, {})
     setting = {k: getattr(args, k) for k in ("classes", "train_per_class", "test_per_class", "size", "format", "pool", "batch_size")}
     if results.get("setting", setting) != setting:
         sys.exit(f"{out} holds a run of another setting {results['setting']}; choose another --out")
@@ -138,17 +141,12 @@ def main() -> int:
     results["threads"] = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
     phases = results.setdefault("phases", {})
 
-    def save():
-        tmp = results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, results_path)
-
     def phase(name: str, work) -> dict:
         if name in phases:
             print(f"{name}: done in an earlier run, skipped")
             return phases[name]
         phases[name] = work()
-        save()
+        save_results(results_path, results)
         print(f"{name}: {phases[name]['wall_s']:.1f} s, peak RSS {phases[name].get('peak_rss_mb', 0):.0f} MB")
         return phases[name]
 
@@ -227,7 +225,7 @@ def main() -> int:
 
         phase(f"{name}/export", export)
         results.setdefault("derived", {})[name] = derive(imp, inf, meas)
-        save()
+        save_results(results_path, results)
     print_tables(results, budget)
     return 0
 

@@ -13,13 +13,15 @@ rerun continues where it stopped.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import add_standard, load_results, save_results, script_parser  # noqa: E402
 
 #: One or two models of every torchvision CNN family, and common timm families.
 DEFAULT = [f"torchvision:{n}" for n in (
@@ -107,26 +109,24 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--models", help="comma-separated (default: one or two of every family)")
     parser.add_argument("--all", action="store_true", help="every torchvision CNN classifier (transformers aside)")
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one command may take")
-    parser.add_argument("--out", required=True)
+    add_standard(parser, "out")
     args = parser.parse_args(argv)
     models = args.models.split(",") if args.models else every_torchvision_cnn() if args.all else DEFAULT
     out = Path(args.out)
-    done = {r["model"]: r for r in json.loads(out.read_text())["rows"]} if out.is_file() else {}
-    from prune_snr.atomic import atomic_save_json
-
+    done = {r["model"]: r for r in load_results(out, {"rows": []})["rows"]}
     for model in models:
         if model in done:
             continue
         with tempfile.TemporaryDirectory(prefix="breadth-") as work:
             row = breadth_row(model, Path(work), input_size=args.input_size, target=args.target, timeout=args.timeout)
         done[model] = row
-        atomic_save_json(out, {"input_size": args.input_size, "target_macs_removed": args.target, "dataset": "synthetic",
+        save_results(out, {"input_size": args.input_size, "target_macs_removed": args.target, "dataset": "synthetic",
                                "rows": [done[m] for m in models if m in done]})
         print(f"{model}: {'OK' if row['ok'] else row['step'] + ' failed: ' + row['error']} ({row['seconds']:.0f} s)", flush=True)
     rows = [done[m] for m in models if m in done]

@@ -14,7 +14,6 @@ same run (median over rounds of the ratio within a round, so a drift of the mach
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -23,25 +22,29 @@ import tempfile
 from pathlib import Path
 
 import onnxruntime
-import torch
 
 import prune_snr
-from prune_snr.atomic import atomic_save_json
-from prune_snr.checkpoint import load_checkpoint, trained_on
+from prune_snr.checkpoint import load_checkpoint
 from prune_snr.data import build_dataset
 from prune_snr.errors import ConfigError, run_script
-from prune_snr.export import calibration_images, export_onnx, onnx_accuracy, quantize_int8
-from prune_snr.export.onnx import latency_rounds, ratio
-from prune_snr.measure import Measurement
-from prune_snr.prune import count, prune
+from prune_snr.export import (
+    calibration_images,
+    export_onnx,
+    onnx_accuracy,
+    quantize_int8,
+)
+from prune_snr.latency import latency_rounds, ratio
+from prune_snr.models import count
+from prune_snr.prune import prune
 from prune_snr.prune.target import default_round_to
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import add_standard, load_run, machine_line, save_results, script_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--measurement", required=True)
-    parser.add_argument("--target", type=float, default=0.5)
+    parser = script_parser(__doc__)
+    add_standard(parser, "checkpoint", "measurement", "target")
     parser.add_argument("--criterion", default="l1")
     parser.add_argument("--allocation", default="measured")
     parser.add_argument("--round-to", default="1,default")
@@ -50,12 +53,11 @@ def main(argv=None) -> int:
     parser.add_argument("--pruned", action="append", default=[], help="NAME=PRUNED.pt: time an already pruned model too")
     parser.add_argument("--int8", action="store_true", help="quantize every model to int8 and time and grade it too")
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--out", required=True)
+    add_standard(parser, "out")
     args = parser.parse_args(argv)
 
-    payload = load_checkpoint(args.checkpoint)
-    dataset, data_dir = trained_on(payload)
-    measurement = Measurement.load(args.measurement)
+    run = load_run(args.checkpoint, args.measurement)
+    dataset, data_dir, measurement = run.dataset, run.data_dir, run.measurement
     original = prune_snr.load(args.checkpoint)
     size = original.spec.get("input_size") or 32
     shape = (original.spec.get("in_chans", 3), size, size)
@@ -121,12 +123,11 @@ def main(argv=None) -> int:
         row["latency_fraction"] = {k: 1 / v for k, v in row["speedup"].items()}
         if args.int8:
             row["int8_speedup_over_fp32"] = {f"batch_{b}": 1 / ratio(rounds[b], f"{key} int8", key) for b in timings}
-    machine = (f"{platform.node()} ({torch.get_num_threads()} CPU threads, {platform.processor() or platform.machine()}), "
-               f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider")
+    machine = f"{machine_line(platform.processor() or platform.machine())}, onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
     result = {"checkpoint": args.checkpoint, "criterion": args.criterion, "machine": machine, "split": "test",
               "original_latency_s": {f"batch_{b}": timings[b]["original"] for b in timings},
               "original_fp32_accuracy": original_accuracy, "rows": rows}
-    atomic_save_json(args.out, result)
+    save_results(args.out, result)
     print("| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup/MAC b1 | speedup/MAC b32 | latency kept b1 |"
           + (" int8 vs fp32 b1 | int8 vs fp32 b32 | fp32 acc | int8 acc |" if args.int8 else "")
           + "\n|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if args.int8 else ""))

@@ -11,19 +11,15 @@ The folder holds what the benchmarks and commands wrote: ``metrics.json`` (train
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # saliency_compare's verdict rule
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, saliency_compare's verdict rule
+from _common import load_results  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def load(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def section(folder: Path, target: Path) -> str:
@@ -31,13 +27,13 @@ def section(folder: Path, target: Path) -> str:
     rel = Path(os.path.relpath(folder, target.parent))
     machine = (folder / "machine.txt").read_text().strip() if (folder / "machine.txt").exists() else "unknown machine"
     out = [f"All figures below: {machine}. Raw outputs: `{rel}/`.", ""]
-    metrics = load(folder / "metrics.json")
+    metrics = load_results(folder / "metrics.json")
     if metrics:
         epochs = ", ".join(f"{e['test_accuracy']:.4f} ({e['seconds']:.0f} s)" for e in metrics["epochs"])
         out += ["### Training", f"`prune-snr train --recipe recipes/fashion_mnist_vgg16_w025.yaml`: {metrics['model']} (width 1/4) on "
                 f"{metrics['dataset']}, seed {metrics['seed']}: test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} params, "
                 f"{metrics['macs']:,} MACs. Test accuracy (seconds) per epoch: {epochs}.", ""]
-    m = load(folder / "measurement.json")
+    m = load_results(folder / "measurement.json")
     if m:
         t = m["timings"]
         sizes = m["split_sizes"]
@@ -58,7 +54,7 @@ def section(folder: Path, target: Path) -> str:
                     ", ".join(f"K={s['labels']}: {s['points'][-1]['error_rate']:.3f}" for s in m["label_sweep"]) + "; last-point cluster size " +
                     ", ".join(f"{s['points'][-1]['cluster_size']:.2f}" for s in m["label_sweep"]) + "."]
         out += ["", f"![accuracy and SNR by layer]({rel}/layers.png) ![noise and cluster size]({rel}/noise.png)", ""]
-    speed = load(folder / "measure_speed.json")
+    speed = load_results(folder / "measure_speed.json")
     if speed:
         diff = max(abs(r["diff_points"]) for r in speed["rows"])
         a = speed["args"]
@@ -67,7 +63,7 @@ def section(folder: Path, target: Path) -> str:
                 f"{a['train_size']}/{a['test_size']} images, {len(speed['rows'])} points, {a['head_epochs']} head epochs: "
                 f"**{speed['ratio']:.0f}× faster**, max head-accuracy difference {diff:.2f} points, max relative field difference "
                 f"{max(r['field_rel_diff'] for r in speed['rows']):.1e}.", ""]
-    scale = load(folder / "measure_scale.json")
+    scale = load_results(folder / "measure_scale.json")
     if scale:
         out += ["### Measurement at scale: streaming heads (`benchmarks/measure_scale.py`)",
                 f"Heads ({scale['head_epochs']} epochs) + fields for points {', '.join(scale['points'])} at a memory budget of "
@@ -80,7 +76,7 @@ def section(folder: Path, target: Path) -> str:
                        f"{r['us_per_row_per_epoch']:.2f} | {r['fields_s']:.1f} s | {r['sequential_read_s']:.2f} s | {r['heads_over_read']:.1f} |")
         out.append("")
     for path in sorted(folder.glob("measure_run_*.json")):  # a whole measurement's own figures: wall time, peak RSS vs budget
-        r = load(path)
+        r = load_results(path)
         t, o, sizes = r["timings"], r["options"], r["split_sizes"]
         budget = o.get("memory_budget_gib")
         value_bytes = 2 if o.get("cache_dtype") == "float16" else 4
@@ -97,7 +93,7 @@ def section(folder: Path, target: Path) -> str:
                 "| run | criterion | allocation | accuracy before → after | pruned, before fine-tune | params | MACs | fine-tune |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for path in reports:
-            r = load(path)
+            r = load_results(path)
             out.append(f"| {path.stem.removeprefix('prune_')} | {r['criterion']} | {r['allocation']} | {r['before']['accuracy']:.4f} → "
                        f"{r['after']['accuracy']:.4f} ({100 * (r['after']['accuracy'] - r['before']['accuracy']):+.2f} pts) | "
                        f"{r['pruned_before_finetune']['accuracy']:.4f} | {r['before']['params']:,} → {r['after']['params']:,} | "
@@ -120,7 +116,7 @@ def section(folder: Path, target: Path) -> str:
         out += ["### Front against front: the full search space vs torch-pruning's own (`benchmarks/search_compare.py`)",
                 (folder / "search_compare" / "table.md").read_text().strip(), "",
                 f"![both fronts]({rel}/search_compare/fronts.png)", ""]
-    speed = load(folder / "onnx_speed.json")
+    speed = load_results(folder / "onnx_speed.json")
     if speed and "key" in (speed["rows"] or [{}])[0]:
         int8 = "int8_accuracy" in speed["rows"][0]
         out += ["### ONNX Runtime latency: channel alignment, a latency target, int8 (`benchmarks/onnx_speed.py`)",
@@ -150,7 +146,7 @@ def section(folder: Path, target: Path) -> str:
                         + f" (target {1 - r['target']:.2f} of the original); the benchmark's separate timing above: "
                         f"{r['latency_fraction']['batch_32'] if 'batch_32' in r['latency_fraction'] else float('nan'):.3f} at batch 32."]
         out.append("")
-    cost = load(folder / "round_to_cost.json")
+    cost = load_results(folder / "round_to_cost.json")
     if cost:
         groups: dict = {}
         for key, cell in cost["cells"].items():
@@ -176,7 +172,7 @@ def section(folder: Path, target: Path) -> str:
                         f"points: {verdict}."]
         out.append("")
     for path in sorted(folder.glob("export_*.json")):
-        x = load(path)
+        x = load_results(path)
         if "speedup" in x:
             out += [f"### ONNX export ({path.stem.removeprefix('export_')})",
                     f"onnxruntime CPU vs PyTorch max abs diff {x['batch_8_max_abs_diff']:.1e}; latency slimmed/original: " +
@@ -190,7 +186,7 @@ def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
     baseline, judged by the 2 × pooled seed std rule (saliency_compare.compare)."""
     from saliency_compare import verdict_lines
 
-    results = load(folder / "results.json")
+    results = load_results(folder / "results.json")
     if not results:
         return []
     table = (folder / "table.md").read_text().strip() if (folder / "table.md").exists() else ""
@@ -210,7 +206,7 @@ def truncation_section(folder: Path) -> list[str]:
     cut's accuracy right after the cut, after channel pruning and after fine-tuning."""
     out = []
     for path in sorted(folder.glob("truncation_*.json")):
-        r = load(path)
+        r = load_results(path)
         t = r["truncation"]
         out += [f"### Truncation candidates: {path.stem.removeprefix('truncation_')} (`prune-snr prune --truncate --cut {t.get('cut', 'measured')} "
                 f"--target {r['target']} --metric {r['metric']}`)",
@@ -236,7 +232,7 @@ def blocks_section(folder: Path) -> list[str]:
     and the dropped set's accuracy right after dropping, after pruning the channels and after fine-tuning."""
     out = []
     for path in sorted(folder.glob("blocks_*.json")):
-        r = load(path)
+        r = load_results(path)
         b, before = r["blocks"], r["before"]
         dropped = ", ".join(b["dropped"]) or "none"
         after_drop = (f"test accuracy right after dropping {b['accuracy_after_drop']:.4f} ({b['params']:,} params, {b['macs']:,} MACs), "
@@ -299,7 +295,7 @@ def search_section(folder: Path, rel: Path) -> list[str]:
     study = optuna.load_study(study_name="prune-snr", storage=f"sqlite:///{folder / 'study.db'}")
     done = [t for t in study.trials if t.datetime_complete]
     wall = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-    total = load(folder / "wall_time.json")
+    total = load_results(folder / "wall_time.json")
     failed = sum(t.state.name == "FAIL" for t in study.trials)
     metric = (study.metric_names or ["", "kept"])[1]
     lines = ["### Optuna search (`prune-snr search --trials 20 --proxy 0.25`)",

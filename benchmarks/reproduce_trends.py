@@ -24,22 +24,21 @@ Each finding gets a plain verdict ("constant" = within ±25 % from the smallest 
 """
 from __future__ import annotations
 
-import argparse
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import prune_snr
 import prune_snr.models
-from prune_snr.atomic import atomic_save_json, atomic_save_text
-from prune_snr.checkpoint import load_checkpoint, trained_on
+from prune_snr.atomic import atomic_save_text
 from prune_snr.measure import Measurement, measure
 from prune_snr.measure.plots import save_figure
 from prune_snr.measure.result import paper_accuracy
 from prune_snr.errors import run_script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import add_standard, ints, load_results, load_run, machine_line, save_results, script_parser  # noqa: E402
 
 SWEEP = list(range(3, 11))  # K = 2 gives singleton clusters by construction (METHOD.md)
 
@@ -91,11 +90,9 @@ def analyse(m: Measurement, label: str) -> dict:
 
 def draw_sweeps(checkpoint: str, ks: list[int], seeds: list[int], head_epochs: int, device: str, out: Path) -> list[dict]:
     """The label sweep at the last point, once per random label draw; each draw saved as it finishes."""
-    import json
-
-    payload = load_checkpoint(checkpoint)
+    run = load_run(checkpoint)
+    payload, dataset, data_dir = run.payload, run.dataset, run.data_dir
     model = prune_snr.load(checkpoint)
-    dataset, data_dir = trained_on(payload)
     last = prune_snr.models.resolve_points(model, "all")[-1]
     draws = []
     for seed in seeds:
@@ -103,8 +100,8 @@ def draw_sweeps(checkpoint: str, ks: list[int], seeds: list[int], head_epochs: i
         if not path.exists():
             m = measure(model, dataset, data_dir=data_dir, points=last, label_sweep=ks, label_seed=seed, head_epochs=head_epochs,
                         device=device)
-            atomic_save_json(path, {"seed": seed, "point": last, "sweep": m.label_sweep})
-        draws.append(json.loads(path.read_text()))
+            save_results(path, {"seed": seed, "point": last, "sweep": m.label_sweep})
+        draws.append(load_results(path))
     return draws
 
 
@@ -238,14 +235,13 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("checkpoints", nargs="+", help="model.pt files written by prune-snr train")
     parser.add_argument("--measurement", help="comma-separated prune-snr measure folders, one per checkpoint ('-' = measure here)")
     parser.add_argument("--labels", default=",".join(map(str, SWEEP)), help="label sweep for measurements made here")
     parser.add_argument("--label-seeds", help="comma-separated seeds: repeat the sweep on K labels drawn at random (last point only)")
     parser.add_argument("--head-epochs", type=int, default=30)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True)
+    add_standard(parser, "device", "out")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -254,27 +250,26 @@ def main(argv=None) -> int:
         parser.error("--measurement needs one folder (or '-') per checkpoint")
     results = []
     for checkpoint, folder in zip(args.checkpoints, folders):
-        payload = load_checkpoint(checkpoint)
+        run = load_run(checkpoint, folder if folder != "-" else None)
+        payload = run.payload
         label = f"{payload['config']['model']['name']}" + (f" w×{payload['config']['model'].get('width_mult')}"
                                                            if payload["config"]["model"].get("width_mult") not in (None, 1, 1.0) else "")
-        if folder != "-":
-            m = Measurement.load(folder)
+        if run.measurement is not None:
+            m = run.measurement
         else:
-            dataset, data_dir = trained_on(payload)
-            m = measure(prune_snr.load(checkpoint), dataset, data_dir=data_dir, label_sweep=[int(k) for k in args.labels.split(",")],
+            m = measure(prune_snr.load(checkpoint), run.dataset, data_dir=run.data_dir, label_sweep=ints(args.labels),
                         head_epochs=args.head_epochs, device=args.device)
             m.save(out / f"measurement_{payload['config']['model']['name']}")
         results.append((label, m))
     rows = [analyse(m, label) for label, m in results]
     if args.label_seeds:
-        ks = [int(k) for k in args.labels.split(",")]
+        ks = ints(args.labels)
         for row, checkpoint in zip(rows, args.checkpoints):
-            row["draws"] = analyse_draws(draw_sweeps(checkpoint, ks, [int(s) for s in args.label_seeds.split(",")],
+            row["draws"] = analyse_draws(draw_sweeps(checkpoint, ks, ints(args.label_seeds),
                                                      args.head_epochs, args.device, out))
-    machine = (f"{platform.node()} ({torch.get_num_threads()} CPU threads, "
-               f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})")
+    machine = machine_line()
     pngs = plot(results, out)
-    atomic_save_json(out / "trends.json", {"machine": machine, "checkpoints": args.checkpoints, "rows": rows})
+    save_results(out / "trends.json", {"machine": machine, "checkpoints": args.checkpoints, "rows": rows})
     text = report(rows, machine, pngs)
     atomic_save_text(out / "trends.md", text)
     print(text)

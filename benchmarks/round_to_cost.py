@@ -11,37 +11,33 @@ seed std. Resumable: finished cells are read back from ``--out``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 import prune_snr
-from prune_snr.atomic import atomic_save_json
-from prune_snr.checkpoint import load_checkpoint
 from prune_snr.errors import run_script
-from prune_snr.measure import Measurement
 from prune_snr.prune import prune
 from prune_snr.prune.target import default_round_to
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import add_standard, load_results, load_run, save_results, script_parser  # noqa: E402
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--measurement", required=True)
-    parser.add_argument("--target", type=float, default=0.5)
+    parser = script_parser(__doc__)
+    add_standard(parser, "checkpoint", "measurement", "target")
     parser.add_argument("--round-to", default="1,default", help="values to compare; default = prune's default on this machine")
-    parser.add_argument("--seeds", default="0,1,2")
+    add_standard(parser, "seeds")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--keep", help="folder for each cell's pruned.pt and report.json")
-    parser.add_argument("--out", required=True)
+    add_standard(parser, "out")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {"cells": {}}
-    dataset = load_checkpoint(args.checkpoint)["config"]["train"]["dataset"]
-    measurement = Measurement.load(args.measurement)
+    results = load_results(out, {"cells": {}})
+    run = load_run(args.checkpoint, args.measurement)
+    dataset, measurement = run.dataset, run.measurement
     for value in args.round_to.split(","):
         for seed in args.seeds.split(","):
             key = f"round_to={default_round_to() if value == 'default' else value}|seed={seed}"
@@ -53,7 +49,7 @@ def main(argv=None) -> int:
                               out=Path(args.keep) / f"round_to_{key.split('|')[0].split('=')[1]}_seed_{seed}" if args.keep else None,
                               resume=True)
             results["cells"][key] = {k: report[k] for k in ("after", "pruned_before_finetune", "before", "channels_after")}
-            atomic_save_json(out, {**results, "target_macs_removed": args.target, "finetune_epochs": args.finetune_epochs,
+            save_results(out, {**results, "target_macs_removed": args.target, "finetune_epochs": args.finetune_epochs,
                                    "checkpoint": args.checkpoint, "split": "test"})
             print(f"{key}: test accuracy {report['after']['accuracy']:.4f}", flush=True)
     rows = {}

@@ -32,10 +32,7 @@ seeds; a difference is a win only beyond twice the pooled seed std) and a PNG.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,8 +41,7 @@ import numpy as np
 import torch
 
 import prune_snr
-from prune_snr.atomic import atomic_save_json, atomic_save_text
-from prune_snr.checkpoint import load_checkpoint
+from prune_snr.atomic import atomic_save_text
 from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.config import MeasureConfig
 from prune_snr.measure import Measurement, measure_checkpoint
@@ -53,6 +49,9 @@ from prune_snr.measure.plots import save_figure
 from prune_snr.prune import prune
 
 from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCATIONS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import add_standard, floats, ints, load_results, load_run, machine_line, save_results, script_parser  # noqa: E402
 
 #: arm suffix -> the prune options it adds
 ARM_SUFFIXES = {"+truncate": {"truncate": True, "cut": "measured"}, "+depth": {"truncate": True, "cut": "budget"},
@@ -236,8 +235,8 @@ def plot(rows: list[dict], path: Path, metric: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
+    parser = script_parser(__doc__)
+    add_standard(parser, "checkpoint")
     parser.add_argument("--measurement", help="prune-snr measure --out folder of this checkpoint, shared by every seed "
                         "(default: each seed measures anew into OUT/measurements/seed_S with that seed's heads and --split-seed)")
     parser.add_argument("--val-fraction", type=float, default=None,
@@ -252,7 +251,7 @@ def main(argv=None) -> int:
                         help="uniform, measured, global; NAME+truncate (measured cut) or NAME+depth (budget-only cut)")
     parser.add_argument("--budgets", default="0.3,0.5,0.7")
     parser.add_argument("--metric", default="macs")
-    parser.add_argument("--seeds", default="0,1,2")
+    add_standard(parser, "seeds")
     parser.add_argument("--delta", type=float, default=0.005, help="truncation threshold of the +truncate arms")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
@@ -260,18 +259,17 @@ def main(argv=None) -> int:
                         help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)")
     parser.add_argument("--round-to", type=int, default=None, help="channel alignment of every cell (default: prune's; 1 = off)")
     parser.add_argument("--latency-batch", type=int, default=32, help="ONNX Runtime batch of the latency column (0 = no latency)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True)
+    add_standard(parser, "device", "out")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
     results_path = out / "results.json"
-    rows = json.loads(results_path.read_text())["rows"] if results_path.exists() else []
+    rows = load_results(results_path, {"rows": []})["rows"]
     done = {(r["criterion"], r["allocation"], r["budget"], r["seed"]) for r in rows}
-    payload = load_checkpoint(args.checkpoint)
-    dataset = args.dataset or payload["config"]["train"]["dataset"]
-    shared = Measurement.load(args.measurement) if args.measurement else None
-    held_out = (payload["config"].get("train") or {}).get("val_fraction") or 0.1
+    run = load_run(args.checkpoint, args.measurement)
+    dataset = args.dataset or run.dataset
+    shared = run.measurement
+    held_out = (run.payload["config"].get("train") or {}).get("val_fraction") or 0.1
     val_fraction = args.val_fraction if args.val_fraction is not None else held_out / 2
 
     def measurement_of(seed: int) -> Measurement:
@@ -285,17 +283,17 @@ def main(argv=None) -> int:
                             device=args.device)
         print(f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation {val_fraction:g} of the training split)", flush=True)
         return measure_checkpoint(args.checkpoint, cfg, out=folder, plots=False)
-    machine = f"{platform.node()} ({torch.get_num_threads()} CPU threads, {'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'})"
+    machine = machine_line()
     original = prune_snr.load(args.checkpoint)
     meter = None
     if args.latency_batch:
-        from prune_snr.export import LatencyMeter
+        from prune_snr.latency import LatencyMeter
 
         meter = LatencyMeter(original, batch=args.latency_batch)
     try:
         # seeds outermost: a run cut short leaves every cell with the same, paired seeds
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for budget in [float(b) for b in args.budgets.split(",")]:
+        for seed in ints(args.seeds):
+            for budget in floats(args.budgets):
                 for arm in args.allocations.split(","):
                     allocation, arm_options = split_arm(arm)
                     for criterion in args.criteria.split(","):
@@ -329,7 +327,7 @@ def main(argv=None) -> int:
                                "test_size": report["split_sizes"]["test"],
                                "refit_epochs_used": (report.get("refit") or {}).get("epochs_used")}
                         rows.append(row)
-                        atomic_save_json(results_path, {"machine": machine, "args": vars(args), "rows": rows})
+                        save_results(results_path, {"machine": machine, "args": vars(args), "rows": rows})
                         print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "
                               f"after ft {row['after']:.4f}, params {row['params_kept']:.3f} MACs {row['macs_kept']:.3f} kept "
                               f"({seconds:.0f} s)", flush=True)

@@ -13,7 +13,6 @@ Every study is resumable (a rerun continues where it stopped).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -21,13 +20,17 @@ from pathlib import Path
 import numpy as np
 from optuna._hypervolume import compute_hypervolume  # Optuna's own (used by its hypervolume plots)
 
-from prune_snr.atomic import atomic_save_json, atomic_save_text
+from prune_snr.atomic import atomic_save_text
+from prune_snr.choices import SPACES
 from prune_snr.errors import run_script
 from prune_snr.measure import Measurement
 from prune_snr.measure.plots import save_figure
 from prune_snr.search import full_result, run_search
 
-ARMS = ("full", "torch-pruning")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import add_standard, ints, save_results, script_parser  # noqa: E402
+
+ARMS = SPACES.names  # the full space against torch-pruning's own
 
 
 def front(study) -> list[dict]:
@@ -72,19 +75,18 @@ def plot(fronts: dict[str, list[list[dict]]], path: Path, floor: float = 0.0) ->
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
+    parser = script_parser(__doc__)
+    add_standard(parser, "checkpoint")
     parser.add_argument("--measurement", help="prune-snr measure folder of this checkpoint (the full arm; else measured once)")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--proxy", type=float, default=0.1)
     parser.add_argument("--max-finetune-epochs", type=int, default=1)
     parser.add_argument("--metric", default="macs")
-    parser.add_argument("--seeds", default="0,1,2")
+    add_standard(parser, "seeds")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--reference", default="0.8,1.0", help="reference point: test accuracy, kept fraction")
     parser.add_argument("--round-to", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True)
+    add_standard(parser, "device", "out")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     fronts: dict[str, list[list[dict]]] = {}
     rows = []
     for arm in args.arms.split(","):
-        for seed in [int(s) for s in args.seeds.split(",")]:
+        for seed in ints(args.seeds):
             study = run_search(args.checkpoint, out=out / arm / f"seed{seed}", space=arm, trials=args.trials, proxy=args.proxy,
                                max_finetune_epochs=args.max_finetune_epochs, metric=args.metric, seed=seed, round_to=args.round_to,
                                device=args.device, measurement=measurement if arm == "full" else None)
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
             verdict = "win" if a - b > 2 * pooled else "loss" if a - b < -2 * pooled else "no significant difference"
             lines.append(f"\n- HV (test acc, {name} kept): full − torch-pruning = {a - b:+.4f}, 2× pooled std {2 * pooled:.4f} -> **{verdict}**")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save_json(out / "results.json", {"args": vars(args), "rows": rows})
+    save_results(out / "results.json", {"args": vars(args), "rows": rows})
     atomic_save_text(out / "table.md", "\n".join(lines) + "\n")
     plot(fronts, out / "fronts.png", floor=reference[0])
     print("\n".join(lines))

@@ -1,20 +1,24 @@
 """Every set of choices a user picks from, one table each, and the defaults written once.
 
-Config validation, the CLI's help text, the Optuna search space and ``--fix`` keys are all read
-from these tables, so a new criterion or allocation is one new row here (plus its builder).
-The module imports nothing heavy: the CLI builds its help from it before torch is loaded.
+Each row is an :class:`Option`: its help line and its properties (reads a measurement, needs
+gradients, torch-pruning's own, searched). Config validation, the CLI's help text, the Optuna
+search spaces (and so the ``--fix`` keys) and the tuples other modules test membership in are all
+derived from these tables, so a new criterion or allocation is one new row here (plus its builder
+in ``prune/importance.py`` / ``prune/allocation.py``). Dataset and model rows are tied to their
+registries by ``tests/test_choices.py``. The module imports nothing heavy: the CLI builds its help
+from it before torch is loaded.
 
 Example:
-    >>> "l1" in CRITERIA, CRITERIA.default
-    (True, 'l1')
+    >>> "l1" in CRITERIA, CRITERIA.default, CRITERIA.measured
+    (True, 'l1', ('snr', 'snr-strength', 'snr-x-l1'))
     >>> ALLOCATIONS.check("knapsack")
     Traceback (most recent call last):
     ...
-    prune_snr.errors.ConfigError: --allocation 'knapsack': choose one of uniform, measured, global
+    prune_snr.errors.ConfigError: --allocation 'knapsack': choose one of uniform, measured, global, gain-per-mac, snr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import ConfigError
@@ -34,13 +38,33 @@ SAVE_FIELDS = 16
 
 
 @dataclass(frozen=True)
+class Option:
+    """One row of a choice table: its help line and what the rest of the tool needs to know of it.
+
+    Every property that used to live in a parallel tuple is a field here, so a new row states them
+    all in one place (and a derived tuple cannot forget it).
+    """
+
+    help: str = ""
+    measured: bool = False         # reads a measurement (a criterion's scores, an allocation's ratios)
+    needs_gradients: bool = False  # torch-pruning accumulates gradients before it scores (Taylor)
+    baseline: bool = False         # torch-pruning's own: what --space torch-pruning draws
+    searched: bool = False         # what --space full draws
+
+
+@dataclass(frozen=True)
 class Choices:
-    """The options of one flag: name -> one-line description, the default, and which a search draws."""
+    """The options of one flag: name -> :class:`Option` (a plain string is an option with that help), the default."""
 
     flag: str
-    options: dict[str, str]
+    options: dict[str, Option]
     default: str | None = None
-    searched: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        rows = {name: row if isinstance(row, Option) else Option(row) for name, row in self.options.items()}
+        object.__setattr__(self, "options", rows)
+        if self.default is not None and self.default not in rows:
+            raise ValueError(f"{self.flag}: default {self.default!r} is not a row")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.options)
@@ -55,6 +79,22 @@ class Choices:
     def names(self) -> tuple[str, ...]:
         return tuple(self.options)
 
+    def where(self, prop: str) -> tuple[str, ...]:
+        """The names whose row has ``prop`` set, in table order (the order a search space draws from)."""
+        return tuple(name for name, row in self.options.items() if getattr(row, prop))
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        return self.where("searched")
+
+    @property
+    def baseline(self) -> tuple[str, ...]:
+        return self.where("baseline")
+
+    @property
+    def measured(self) -> tuple[str, ...]:
+        return self.where("measured")
+
     def check(self, value: str) -> str:
         if value not in self.options:
             raise ConfigError(f"{self.flag} {value!r}: choose one of {', '.join(self.options)}")
@@ -62,48 +102,52 @@ class Choices:
 
     def help(self, lead: str = "") -> str:
         """Help text for the flag: the lead sentence, each option with its description, the default."""
-        listed = "; ".join(f"{name}: {text}" if text else name for name, text in self.options.items())
+        listed = "; ".join(f"{name}: {row.help}" if row.help else name for name, row in self.options.items())
         default = f" Default {self.default}." if self.default else ""
         return f"{lead} {listed}.{default}".strip()
 
 
+# Row order is the order a search space draws from (Optuna refuses to resume a study whose categorical
+# choices changed order), so the searched rows keep the order studies were started with.
 CRITERIA = Choices("--criterion", {
-    "l1": "L1 norm of the filter group (torch-pruning)",
-    "snr": "measured per-filter SNR",
-    "snr-strength": "SNR x the filter's field strength",
-    "snr-x-l1": "SNR x L1",
-    "l2": "L2 norm",
-    "bn": "BatchNorm scale",
-    "lamp": "LAMP",
-    "taylor": "first-order Taylor",
-    "fpgm": "geometric median",
-    "random": "seeded random",
-}, default="l1",  # best after fine-tuning in the saliency study at equal MACs (docs/results.md)
-    searched=("snr", "snr-strength", "snr-x-l1", "l1", "lamp", "taylor", "random"))
+    "snr": Option("measured per-filter SNR", measured=True, searched=True),
+    "snr-strength": Option("SNR x the filter's field strength", measured=True, searched=True),
+    "snr-x-l1": Option("SNR x L1", measured=True, searched=True),
+    "l1": Option("L1 norm of the filter group (torch-pruning)", baseline=True, searched=True),
+    "l2": Option("L2 norm", baseline=True),
+    "bn": Option("BatchNorm scale", baseline=True),
+    "lamp": Option("LAMP", baseline=True, searched=True),
+    "taylor": Option("first-order Taylor", baseline=True, searched=True, needs_gradients=True),
+    "fpgm": Option("geometric median", baseline=True),
+    "random": Option("seeded random", baseline=True, searched=True),
+}, default="l1")  # best after fine-tuning in the saliency study at equal MACs (docs/results.md)
 #: criteria read from a measurement (the rest are torch-pruning's own)
-MEASURED_CRITERIA = ("snr", "snr-strength", "snr-x-l1")
-#: the space restricted to torch-pruning's own options (benchmarks/search_compare.py)
-BASELINE_CRITERIA = ("l1", "l2", "bn", "lamp", "taylor", "fpgm", "random")
+MEASURED_CRITERIA = CRITERIA.measured
+#: the criteria of the space restricted to torch-pruning's own options (benchmarks/search_compare.py)
+BASELINE_CRITERIA = CRITERIA.baseline
+#: criteria that need gradient batches before pruning
+NEEDS_GRADIENTS = CRITERIA.where("needs_gradients")
 
 ALLOCATIONS = Choices("--allocation", {
-    "uniform": "one ratio for every layer",
-    "measured": "per-layer ratios from the marginal validation head accuracy (METHOD.md)",
-    "global": "torch-pruning's global ranking",
-    "gain-per-mac": "per-layer ratios from the marginal validation head accuracy per MAC of the layer (HALP-like)",
-    "snr": "per-layer ratios from the measured layer SNR",
-}, default="measured", searched=("uniform", "measured", "global"))
+    "uniform": Option("one ratio for every layer", baseline=True, searched=True),
+    "measured": Option("per-layer ratios from the marginal validation head accuracy (METHOD.md)", measured=True, searched=True),
+    "global": Option("torch-pruning's global ranking", baseline=True, searched=True),
+    "gain-per-mac": Option("per-layer ratios from the marginal validation head accuracy per MAC of the layer (HALP-like)",
+                           measured=True),
+    "snr": Option("per-layer ratios from the measured layer SNR", measured=True),
+}, default="measured")
 #: allocations that read a measurement
-MEASURED_ALLOCATIONS = ("measured", "gain-per-mac", "snr")
+MEASURED_ALLOCATIONS = ALLOCATIONS.measured
 
 METRICS = Choices("--metric", {
-    "params": "prunable parameters",
-    "macs": "multiply-accumulates of one image",
+    "params": Option("prunable parameters", searched=True),
+    "macs": Option("multiply-accumulates of one image", searched=True),
     "latency": "ONNX Runtime CPU latency here",
-}, default="params", searched=("params", "macs"))
+}, default="params")
 
 CUTS = Choices("--cut", {
     "measured": "after the earliest point whose validation head accuracy is within --delta of the full model's",
-    "budget": "after the deepest point whose cut alone meets --target, reading no accuracy (the depth baseline)",
+    "budget": Option("after the deepest point whose cut alone meets --target, reading no accuracy (the depth baseline)", baseline=True),
     "deeper": "the deeper of the two: the measured cut, but never shallower than the budget needs (a params/MACs target)",
 }, default="deeper")
 
@@ -114,11 +158,11 @@ FINETUNE_KEEP = Choices("--finetune-keep", {
 
 SPACES = Choices("--space", {
     "full": "every criterion, allocation, θ, truncation and AFCC",
-    "torch-pruning": "torch-pruning's own options only: criteria l1, l2, bn, lamp, taylor, fpgm, random; allocation uniform or global; "
-                     "the depth cut that reads no accuracy (--cut budget); no AFCC, no measurement",
+    "torch-pruning": f"torch-pruning's own options only: criteria {', '.join(CRITERIA.baseline)}; allocation "
+                     f"{' or '.join(ALLOCATIONS.baseline)}; the depth cut that reads no accuracy (--cut budget); no AFCC, no measurement",
 }, default="full")
 
-GROUP_REDUCTIONS = Choices("--group-reduction", {"mean": "", "max": "", "sum": ""}, default="mean", searched=("mean", "max"))
+GROUP_REDUCTIONS = Choices("--group-reduction", {"mean": Option(searched=True), "max": Option(searched=True), "sum": ""}, default="mean")
 SCHEDULES = Choices("--schedule", {"onecycle": "", "cosine": "", "constant": ""}, default="onecycle")
 FIELDS_SPLITS = Choices("--fields-split", {
     "val": "the validation split (what decisions read)",

@@ -114,7 +114,8 @@ def train(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     width_mult: Annotated[Optional[float], typer.Option("--width-mult", help="Scale every conv width (vgg16).")] = None,
-    labels: Annotated[Optional[int], typer.Option("--labels", help="Keep only the first K labels.")] = None,
+    labels: Annotated[Optional[int], typer.Option("--num-labels", help="Keep only the first K labels.")] = None,
+    old_labels: Annotated[Optional[str], typer.Option("--labels", hidden=True)] = None,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 32; ImageNet 224; an image folder's own size).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: BatchSize = None,
@@ -130,10 +131,13 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt every epoch, then OUT/model.pt and OUT/metrics.json."""
-    flags = _flags(locals(), "resume")
+    flags = _flags(locals(), "resume", "old_labels")
     from .config import TrainConfig, resolve
     from .train import train as run_train
     with user_errors():
+        if old_labels is not None:  # the spelling before --num-labels (measure --labels is a label sweep)
+            raise ConfigError(f"train --labels is now --num-labels {old_labels} (keep the first K labels); "
+                              "--labels is measure's label sweep")
         cfg = resolve(TrainConfig, recipe, flags)
 
         def report(rec: dict) -> None:

@@ -36,6 +36,10 @@ class TrainingError(PruneSnrError):
     """Training diverged (NaN/inf loss) or cannot continue."""
 
 
+class ExportError(PruneSnrError):
+    """The exported model is invalid or disagrees with PyTorch."""
+
+
 def run_script(main) -> int:
     """Run a benchmark script's ``main``: a :class:`PruneSnrError` becomes one line on stderr and exit code 2.
 

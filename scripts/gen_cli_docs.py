@@ -53,8 +53,11 @@ def is_option(param) -> bool:
 
 
 def flags(param: typing.Any) -> list[str]:
-    """Every spelling of an option (``--amp``, ``--no-amp``); empty for an argument."""
-    return [o for o in [*param.opts, *param.secondary_opts] if o.startswith("-")] if is_option(param) else []
+    """Every spelling of an option (``--amp``, ``--no-amp``); empty for an argument or a hidden option (an old
+    spelling kept only to name its successor)."""
+    if not is_option(param) or param.hidden:
+        return []
+    return [o for o in [*param.opts, *param.secondary_opts] if o.startswith("-")]
 
 
 def metavar(param) -> str:

@@ -37,11 +37,23 @@ def test_recipe_keys_are_used_and_flags_win(tmp_path):
     assert "epochs: 1" in (tmp_path / "run" / "config.yaml").read_text()
 
 
+def test_train_num_labels_keeps_the_first_k_labels(tmp_path):
+    import prune_snr
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: synthetic\nwidth_mult: 0.125\nepochs: 1\nbatch_size: 32\ndevice: cpu\n")
+    result = invoke("train", "--recipe", recipe, "--num-labels", "3", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "labels: 3" in (tmp_path / "run" / "config.yaml").read_text().splitlines()
+    assert prune_snr.load(tmp_path / "run" / "model.pt").classifier.out_features == 3
+
+
 @pytest.mark.parametrize("args,needle", [
     (["train", "--model", "resnet9", "--dataset", "synthetic"], "unknown model 'resnet9'"),
     (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
     (["train", "--dataset", "synthetic", "--epochs", "-1"], "epochs=-1"),
     (["train", "--dataset", "synthetic", "--device", "tpu"], "--device 'tpu'"),
+    (["train", "--dataset", "synthetic", "--labels", "3"], "train --labels is now --num-labels 3"),
     (["measure", "missing.pt", "--dataset", "synthetic"], "missing.pt does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, needle):

@@ -5,11 +5,11 @@ from typing import Callable, NamedTuple, Sequence
 
 from torch.utils.data import Dataset
 
+from ..choices import DATASETS
 from ..errors import DataError
 from . import folder, memory
 from .subset import LabelSubset, choose_labels
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist", "synthetic", "imagefolder:PATH", "synthetic:K")
 SPLITS = ("train", "test")
 DEFAULT_SIZE = {"imagenet": 224, "imagefolder": 224}
 
@@ -60,7 +60,7 @@ def build_dataset(
     train_aug = (split == "train") if augment is None else augment
     entry = FAMILIES.get(family)
     if entry is None or (entry.arg == "required" and not arg) or (entry.arg == "none" and arg):
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS.names)}")
     ds = entry.build(name=name, family=family, arg=arg, split=split, root=root, channels=channels, size=size, train_aug=train_aug)
     if labels is not None:
         ds = LabelSubset(ds, choose_labels(len(ds.classes), labels, label_seed))
@@ -105,7 +105,8 @@ class Family(NamedTuple):
     arg: str = "none"  # what may follow "name:": none, optional (synthetic:K) or required (imagefolder:PATH)
 
 
-#: The one table of dataset families: the name before ":" picks the builder.
+#: The dataset families: the name before ":" picks the builder. The names users see (and their help)
+#: are the rows of :data:`prune_snr.choices.DATASETS`; ``tests/test_choices.py`` keeps the two in step.
 FAMILIES = {
     "fashion-mnist": Family(_fashion_mnist),
     "cifar10": Family(_cifar),

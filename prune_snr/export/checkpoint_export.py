@@ -15,7 +15,9 @@ from torch import nn
 from ..atomic import atomic_save_json
 from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
 from ..errors import ConfigError
-from .onnx import export_onnx, latency_rounds, ratio, verify_onnx
+from ..latency import latency_rounds, ratio
+from ..onnx_io import export_onnx
+from .onnx import verify_onnx
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | None = None, batch: str = "dynamic",

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import PruneSnrError
+from ..onnx_io import ort_session
 
 MIN_CALIBRATION = 32
 CALIBRATION_BATCH = 32
@@ -76,9 +77,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarra
 
 def onnx_accuracy(path: str | Path, dataset, *, batch_size: int = 256) -> float:
     """Top-1 accuracy of an ONNX model on ``dataset`` through onnxruntime (CPU)."""
-    from .onnx import _session
-
-    session = _session(Path(path))
+    session = ort_session(Path(path))
     name = session.get_inputs()[0].name
     correct = 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)

@@ -1,11 +1,12 @@
-"""Models: ``build_model`` (registry) and ``resolve_points`` (measurement points)."""
+"""Models: ``build_model`` (factory over the registry) and ``resolve_points`` (measurement points)."""
 from . import efficientnet, vgg  # noqa: F401  (registers the built-in models)
 from .blocks import droppable_blocks, drop_blocks
-from .counting import count_macs_params
-from .points import classifier_name, default_points, expanded_by_default, resolve_points
+from .counting import count, count_macs_params, prunable_base
+from .points import classifier_name, default_points, expanded_by_default, point_conv, resolve_points
+from .factory import build_model, example_input
+from .registry import list_models, register_model
 from .truncation import cut_spec, cuttable
-from .registry import build_model, example_input, list_models, register_model
 
-__all__ = ["build_model", "classifier_name", "count_macs_params", "cut_spec", "cuttable", "default_points", "drop_blocks",
-           "droppable_blocks", "example_input", "expanded_by_default",
-           "list_models", "register_model", "resolve_points"]
+__all__ = ["build_model", "classifier_name", "count", "count_macs_params", "cut_spec", "cuttable", "default_points", "drop_blocks",
+           "droppable_blocks", "example_input", "expanded_by_default", "list_models", "point_conv", "prunable_base",
+           "register_model", "resolve_points"]

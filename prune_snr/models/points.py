@@ -13,13 +13,17 @@ taken after the activation (METHOD.md):
   alone (a conv+norm block whose ``forward`` applies the activation), else at the conv itself.
   Convs that never run in eval (GoogLeNet's auxiliary heads) are no points: :func:`unused_convs`
   lists them.
+
+:func:`point_conv` names the convolution whose output channels are a point's filters (what
+pruning removes, what the gain-per-MAC allocation counts).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
+from .factory import example_input
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
 PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Identity, nn.Dropout)
@@ -77,8 +81,6 @@ def _torchvision_efficientnet_points(model: nn.Module, expanded: bool) -> list[s
 
 def _trace(model: nn.Module) -> tuple[list[str], dict[str, tuple], dict[str, int]]:
     """One eval-mode forward: leaf modules in call order, their output shapes, and call counts."""
-    from .registry import example_input
-
     order: list[str] = []
     shapes: dict[str, tuple] = {}
     calls: dict[str, int] = {}
@@ -204,3 +206,28 @@ def classifier_name(model: nn.Module) -> str:
         return convs[-1][0]
     raise ModelError(f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
                      "prune-snr needs the final classifier to keep the label count")
+
+
+def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
+    """The convolution whose output channels are the filters of measurement point ``point``.
+
+    A conv is its own point; a block (VGG ``ConvBNReLU``, an MBConv) is measured at its output,
+    made by its last conv; a norm/activation module (timm ``BatchNormAct2d``) follows the conv
+    registered just before it.
+    """
+    modules = dict(model.named_modules())
+    module = modules[point]
+    if isinstance(module, nn.Conv2d):
+        return module
+    inner = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if inner:
+        return inner[-1]
+    previous = None
+    for name, m in model.named_modules():
+        if name == point:
+            break
+        if isinstance(m, nn.Conv2d):
+            previous = m
+    if previous is None:
+        raise ConfigError(f"point {point!r} has no convolution before it; measure a conv layer instead")
+    return previous

@@ -9,6 +9,11 @@ exactly the linear head the measurement trained at that point. This holds for ti
 ResNets (``conv1, bn1, act1, maxpool, layer1..4 | global_pool/avgpool, fc``) and any model built
 the same way. A point inside a block (e.g. a residual block's inner conv) is no cut point.
 
+A model that knows better how to cut itself says so: a ``truncation_spec(point, *, head_pool)``
+method returns the ``build_model`` arguments of the cut model, or ``None`` where ``point`` is no cut
+point (VGG rebuilds itself with ``cut=k`` after its k-th conv block). This module never asks
+which class a model is.
+
 Example:
     >>> import timm
     >>> m = cut_after(timm.create_model("resnet18", num_classes=10), "layer2.1", head_pool=2, num_classes=10)
@@ -41,19 +46,21 @@ def _head_names(model: nn.Module) -> tuple[str | None, str]:
 
 def cuttable(model: nn.Module, point: str) -> bool:
     """Whether ``model`` can be cut after measurement point ``point`` (VGG: any conv block)."""
-    from .vgg import VGG
-
-    return point in model.measurement_points() if isinstance(model, VGG) else can_cut(model, point)
+    own = getattr(model, "truncation_spec", None)
+    return own(point, head_pool=1) is not None if own else can_cut(model, point)
 
 
 def cut_spec(model: nn.Module, point: str, head_pool: int) -> dict:
-    """The ``build_model`` keyword arguments of ``model`` cut after ``point`` with a ``p x p`` linear head."""
-    from .vgg import VGG
+    """The ``build_model`` keyword arguments of ``model`` cut after ``point`` with a ``p x p`` linear head.
 
-    spec = {k: v for k, v in model.spec.items() if k != "name"}
-    if isinstance(model, VGG):
-        return {**spec, "cut": model.measurement_points().index(point) + 1, "head_pool": head_pool}
-    return {**spec, "cut_after": point, "head_pool": head_pool}
+    Raises:
+        ModelError: the model's own ``truncation_spec`` has no cut after ``point``.
+    """
+    own = getattr(model, "truncation_spec", None)
+    cut = own(point, head_pool=head_pool) if own else {"cut_after": point, "head_pool": head_pool}
+    if cut is None:
+        raise ModelError(f"cannot cut {type(model).__name__} after {point!r}: not one of its cut points")
+    return {**{k: v for k, v in model.spec.items() if k != "name"}, **cut}
 
 
 def can_cut(model: nn.Module, point: str) -> bool:

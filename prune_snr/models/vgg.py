@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from ..errors import ModelError
 from .registry import register_model
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -58,6 +59,15 @@ class VGG(nn.Module):
     def measurement_points(self) -> list[str]:
         return [f"features.{name}" for name, m in self.features.named_children() if isinstance(m, ConvBNReLU)]
 
+    def truncation_spec(self, point: str, *, head_pool: int) -> dict | None:
+        """The ``build_model`` arguments of this VGG cut after conv block ``point`` (``None``: not a conv block).
+
+        VGG rebuilds itself with its first k blocks (``cut=k``) rather than cutting its modules, see
+        :mod:`prune_snr.models.truncation`.
+        """
+        points = self.measurement_points()
+        return {"cut": points.index(point) + 1, "head_pool": head_pool} if point in points else None
+
     def forward_features(self, x):
         return self.pool(self.features(x)).flatten(1)
 
@@ -69,7 +79,5 @@ class VGG(nn.Module):
 def vgg16(*, num_classes: int, in_chans: int = 3, width_mult: float | None = None, pretrained: bool = False,
           cut: int | None = None, head_pool: int = 1) -> VGG:
     if pretrained:
-        from ..errors import ModelError
-
         raise ModelError("vgg16 (CIFAR style) has no pretrained weights; train it with prune-snr train")
     return VGG(VGG16_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult or 1.0, cut=cut, head_pool=head_pool)

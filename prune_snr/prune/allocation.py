@@ -7,11 +7,11 @@ filters; layers that add none give up the most. ``r_max`` is found by the target
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from ..choices import ALLOCATIONS as ALLOCATION_CHOICES
-
-ALLOCATIONS = ALLOCATION_CHOICES.names
+from ..models.counting import point_macs
 
 
 def marginal_gains(accuracies: list[float], num_classes: int) -> np.ndarray:
@@ -54,3 +54,15 @@ def snr_keep_weights(snrs: list[float]) -> np.ndarray:
 
 def layer_ratios(accuracies: list[float], num_classes: int, r_max: float) -> np.ndarray:
     return r_max * (1.0 - keep_weights(accuracies, num_classes))
+
+
+#: ``--allocation`` name -> ``u_l`` per point (1 = keep all its filters) from an
+#: :class:`prune_snr.prune.target.Allocation` and the model, for the rows of
+#: :data:`prune_snr.choices.ALLOCATIONS` that read a measurement (``uniform`` and ``global`` are
+#: torch-pruning's own ratios and need no builder).
+ALLOCATION_BUILDERS: dict[str, Callable[..., np.ndarray]] = {
+    "measured": lambda allocation, model: keep_weights(allocation.accuracies, allocation.num_classes),
+    "gain-per-mac": lambda allocation, model: gain_per_mac_keep_weights(allocation.accuracies, point_macs(model, allocation.points),
+                                                                        allocation.num_classes),
+    "snr": lambda allocation, model: snr_keep_weights(allocation.snrs),
+}

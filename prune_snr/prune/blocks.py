@@ -10,11 +10,11 @@ import copy
 from torch import nn
 
 from ..errors import ConfigError
-from ..models import drop_blocks, droppable_blocks
+from ..models import count, drop_blocks, droppable_blocks, prunable_base
 from ..models.blocks import inside
 from .plan import Context
 from .report import grade
-from .target import count, prunable_base, size_metric
+from .target import size_metric
 
 
 def drop_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:

@@ -1,6 +1,6 @@
 """Channel importance for torch-pruning: per-filter SNR from a measurement, plus baselines.
 
-``CRITERIA`` maps each row of :data:`prune_snr.choices.CRITERIA` (the one table behind
+``CRITERION_BUILDERS`` maps each row of :data:`prune_snr.choices.CRITERIA` (the one table behind
 ``--criterion``) to a builder of a ``torch_pruning.importance.Importance``, so SNR and the
 baselines run through the same pruner.
 
@@ -17,36 +17,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..choices import CRITERIA as CRITERION_CHOICES, MEASURED_CRITERIA
+from ..choices import CRITERIA
 from ..errors import ConfigError
 from ..measure.result import Measurement
-
-SALIENCIES = MEASURED_CRITERIA
-
-
-def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
-    """The convolution whose output channels are the filters of measurement point ``point``.
-
-    A conv is its own point; a block (VGG ``ConvBNReLU``, an MBConv) is measured at its output,
-    made by its last conv; a norm/activation module (timm ``BatchNormAct2d``) follows the conv
-    registered just before it.
-    """
-    modules = dict(model.named_modules())
-    module = modules[point]
-    if isinstance(module, nn.Conv2d):
-        return module
-    inner = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if inner:
-        return inner[-1]
-    previous = None
-    for name, m in model.named_modules():
-        if name == point:
-            break
-        if isinstance(m, nn.Conv2d):
-            previous = m
-    if previous is None:
-        raise ConfigError(f"point {point!r} has no convolution before it; measure a conv layer instead")
-    return previous
+from ..models import point_conv
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -62,8 +36,8 @@ def filter_scores(measurement: Measurement, saliency: str = "snr", model: nn.Mod
     back the filter strength that normalizing by max(M_f) hides. ``snr-x-l1``: the product of
     the filter's within-layer rank by SNR and by the L1 norm of its conv kernel (needs ``model``).
     """
-    if saliency not in SALIENCIES:
-        raise ConfigError(f"saliency {saliency!r}: choose one of {', '.join(SALIENCIES)}")
+    if saliency not in CRITERIA.measured:
+        raise ConfigError(f"saliency {saliency!r}: choose one of {', '.join(CRITERIA.measured)}")
     scores = {}
     for point in measurement.points:
         stats = measurement.stats(point["name"])
@@ -167,7 +141,7 @@ def _random(seed: int = 0) -> tp.importance.Importance:
 
 
 #: ``--criterion`` name -> builder(model, measurement, seed). Baselines are torch-pruning's own.
-CRITERIA: dict[str, Callable[..., tp.importance.Importance]] = {
+CRITERION_BUILDERS: dict[str, Callable[..., tp.importance.Importance]] = {
     "snr": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr", **kw),
     "snr-strength": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-strength", **kw),
     "snr-x-l1": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-x-l1", **kw),
@@ -179,13 +153,12 @@ CRITERIA: dict[str, Callable[..., tp.importance.Importance]] = {
     "fpgm": lambda model, measurement, seed=0, **kw: tp.importance.FPGMImportance(),
     "random": lambda model, measurement, seed=0, **kw: _random(seed),
 }
-assert set(CRITERIA) == set(CRITERION_CHOICES), "a --criterion row without a builder (or the reverse)"
-NEEDS_GRADIENTS = ("taylor",)
+assert set(CRITERION_BUILDERS) == set(CRITERIA), "a --criterion row without a builder (or the reverse)"
 
 
 def build_importance(name: str, *, model: nn.Module, measurement: Measurement | None = None, seed: int = 0, **kwargs):
     """The importance for ``--criterion name``; unknown names are an error listing the choices."""
-    CRITERION_CHOICES.check(name)
-    if name in MEASURED_CRITERIA and measurement is None:
+    CRITERIA.check(name)
+    if name in CRITERIA.measured and measurement is None:
         raise ConfigError(f"--criterion {name} needs a measurement (--measurement DIR, or let prune measure first)")
-    return CRITERIA[name](model, measurement, seed=seed, **kwargs)
+    return CRITERION_BUILDERS[name](model, measurement, seed=seed, **kwargs)

@@ -14,9 +14,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import PruneConfig
-from ..export import LatencyMeter
+from ..latency import LatencyMeter
+from ..models import count
 from ..train.loop import evaluate
-from .target import count
 
 if TYPE_CHECKING:  # the context holds a report: imported for the annotations only
     from .plan import Context

@@ -6,14 +6,15 @@ from typing import Callable
 
 from torch import nn
 
-from ..choices import MEASURED_CRITERIA
-from ..export import LatencyMeter
+from ..choices import MEASURED_CRITERIA, NEEDS_GRADIENTS
+from ..latency import LatencyMeter
 from ..measure import Measurement
+from ..models import prunable_base
 from ..runtime import make_loader
-from .importance import NEEDS_GRADIENTS, build_importance
+from .importance import build_importance
 from .measuring import remeasure
 from .plan import Context
-from .target import TOLERANCE, Allocation, PruneOutcome, prunable_base, prune_to_target
+from .target import TOLERANCE, Allocation, PruneOutcome, prune_to_target
 
 #: ``(model, measurement, target, steps, latency meter) -> PruneOutcome``: one pruning of ``model`` to ``target``.
 ToTarget = Callable[..., PruneOutcome]

@@ -16,25 +16,22 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-import torch
 import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
-from ..choices import ALLOCATIONS as ALLOCATION_CHOICES, MEASURED_ALLOCATIONS, METRICS as METRIC_CHOICES
+from ..choices import ALLOCATIONS as ALLOCATION_CHOICES
+from ..choices import MEASURED_ALLOCATIONS
+from ..choices import METRICS as METRIC_CHOICES
 from ..config import check_target
 from ..errors import ConfigError, ModelError
-from ..export import LatencyMeter
-from ..models import classifier_name, count_macs_params, example_input
-from .allocation import gain_per_mac_keep_weights, keep_weights, snr_keep_weights
-from .importance import point_conv
+from ..latency import LatencyMeter
+from ..models import classifier_name, count, example_input, point_conv, prunable_base
+from .allocation import ALLOCATION_BUILDERS
 
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
-METRICS = METRIC_CHOICES.names
-
-
 def machine_round_to(cpuinfo: str | None = None) -> int:
     """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
     work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.
@@ -60,19 +57,6 @@ def default_round_to() -> int:
     return machine_round_to()
 
 
-def count(model: nn.Module) -> dict[str, int]:
-    """MACs of one forward pass and parameter count (torch-pruning's counter)."""
-    macs, params = count_macs_params(model)
-    return {"macs": macs, "params": params}
-
-
-def prunable_base(model: nn.Module, metric: str) -> int:
-    """The metric of everything but the classifier."""
-    head = dict(model.named_modules())[classifier_name(model)]
-    extra = head.bias.numel() if metric == "params" and head.bias is not None else 0
-    return count(model)[metric] - head.weight.numel() - extra
-
-
 def size_metric(metric: str) -> str:
     """What a candidate cut's or dropped block's ``kept`` counts: the budget's metric, or MACs for a
     latency budget (timing every candidate costs too much)."""
@@ -95,12 +79,8 @@ class Allocation:
             raise ConfigError(f"--allocation {self.kind} needs a measurement (per-layer head accuracy and SNR)")
 
     def keep_weights(self, model: nn.Module) -> np.ndarray:
-        """``u_l`` per point (1 = keep all its filters)."""
-        if self.kind == "snr":
-            return snr_keep_weights(self.snrs)
-        if self.kind == "gain-per-mac":
-            return gain_per_mac_keep_weights(self.accuracies, point_macs(model, self.points), self.num_classes)
-        return keep_weights(self.accuracies, self.num_classes)
+        """``u_l`` per point (1 = keep all its filters); measured kinds only."""
+        return ALLOCATION_BUILDERS[self.kind](self, model)
 
     def pruner_kwargs(self, model: nn.Module, ratio: float) -> dict:
         if self.kind not in MEASURED_ALLOCATIONS:
@@ -108,25 +88,6 @@ class Allocation:
         ratios = ratio * (1.0 - self.keep_weights(model))
         return {"pruning_ratio": 0.0,
                 "pruning_ratio_dict": {point_conv(model, p): float(min(r, MAX_RATIO)) for p, r in zip(self.points, ratios)}}
-
-
-def point_macs(model: nn.Module, points: list[str]) -> list[float]:
-    """MACs of one image in the conv behind each measurement point (one forward pass with hooks)."""
-    convs = {id(point_conv(model, p)): p for p in points}
-    macs: dict[str, float] = {}
-
-    def hook(module, _inputs, output):
-        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        macs[convs[id(module)]] = float(output[0].numel() * k)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if id(m) in convs]
-    try:
-        with torch.no_grad():
-            model.eval()(example_input(model))
-    finally:
-        for h in handles:
-            h.remove()
-    return [macs[p] for p in points]
 
 
 @dataclass

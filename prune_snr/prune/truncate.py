@@ -11,11 +11,18 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..models import build_model, classifier_name, cut_spec, cuttable
 from ..measure.result import Measurement
+from ..models import (
+    build_model,
+    classifier_name,
+    count,
+    cut_spec,
+    cuttable,
+    prunable_base,
+)
 from .plan import Context
 from .report import grade
-from .target import TOLERANCE, count, prunable_base, size_metric
+from .target import TOLERANCE, size_metric
 
 
 def truncate_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:

@@ -35,19 +35,33 @@ import yaml
 
 from ..atomic import atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
-from ..choices import ALLOCATIONS, BASELINE_CRITERIA, CRITERIA, GROUP_REDUCTIONS, THRESHOLD
+from ..choices import ALLOCATIONS, CRITERIA, CUTS, GROUP_REDUCTIONS, THRESHOLD
 from ..config import SearchConfig, dump_yaml, resolve
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
-from ..prune import count, prune
+from ..models import count
+from ..prune import prune
 from ..prune.measuring import measure_if_needed
 from ..prune.plan import settle
-from .workers import (GRACE_PERIOD, HEARTBEAT_INTERVAL, POLL_SECONDS, WORKER_ID, Outage, StorageError, claim_slot, counts,
-                      fail_dead_trials, masked, may_count, retry_callback, storage_errors)
+from .workers import (
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    POLL_SECONDS,
+    WORKER_ID,
+    Outage,
+    StorageError,
+    claim_slot,
+    counts,
+    fail_dead_trials,
+    masked,
+    may_count,
+    retry_callback,
+    storage_errors,
+)
 
 #: The search space, one row per parameter: how Optuna draws it. Every name is a key of
 #: :class:`prune_snr.config.PruneConfig` and a ``--fix NAME=VALUE`` key; categorical rows come from
-#: the tables of :mod:`prune_snr.choices`; ``None`` as an int upper bound means ``max_finetune_epochs``.
+#: the rows of :mod:`prune_snr.choices` marked ``searched``; ``None`` as an int upper bound means ``max_finetune_epochs``.
 PARAMETERS = {
     "target": ("float", (0.2, 0.8)),
     "criterion": ("categorical", CRITERIA.searched),
@@ -61,20 +75,21 @@ PARAMETERS = {
 }
 
 
-#: ``--space``: the rows each restricted space changes (a 1-tuple pins a parameter; absent rows are not drawn).
-SPACES = {
+#: ``--space`` (a row of :data:`prune_snr.choices.SPACES`): the parameters each restricted space changes (a 1-tuple
+#: pins a parameter; ``None`` removes it: not drawn, and no ``--fix`` key).
+SPACE_EDITS = {
     "full": {},
     # torch-pruning's own options, plus the depth cut that reads no measurement (--cut budget), so that a front
     # against this one isolates the measurement rather than truncation itself
-    "torch-pruning": {"criterion": BASELINE_CRITERIA, "allocation": ("uniform", "global"), "truncate": (False, True),
-                      "cut": ("budget",), "afcc": (False,), "threshold": None, "group_reduction": None},
+    "torch-pruning": {"criterion": CRITERIA.baseline, "allocation": ALLOCATIONS.baseline, "truncate": (False, True),
+                      "cut": CUTS.baseline, "afcc": (False,), "threshold": None, "group_reduction": None},
 }
 
 
 def space_of(name: str) -> dict:
-    """The parameters a ``--space`` draws: name -> (kind, choices or range)."""
+    """The parameters a ``--space`` draws, which are also its ``--fix`` keys: name -> (kind, choices or range)."""
     rows = dict(PARAMETERS)
-    for key, values in SPACES[name].items():
+    for key, values in SPACE_EDITS[name].items():
         if values is None:
             del rows[key]
         else:

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 import prune_snr
 from prune_snr.data import IndexSubset, build_dataset, validation_split
 from prune_snr.errors import ModelError
-from prune_snr.measure import Measurement, filter_stats, layer_summary, measure
+from prune_snr.measure import Measurement, measure
 
 POINTS = "features.conv2,features.conv7,features.conv13"
 

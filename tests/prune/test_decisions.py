@@ -7,7 +7,6 @@ allocation and the SNR criterion, fine-tuning kept or undone (``--finetune-keep 
 one of them must come out identical; only the test accuracies may change. The check can fail: the
 same runs with a leaking variant (the cut reading test accuracies) decide differently.
 """
-import json
 import random
 import shutil
 

@@ -6,8 +6,9 @@ import torch_pruning as tp
 from torch import nn
 
 from prune_snr.measure import measure
-from prune_snr.models import classifier_name, example_input
-from prune_snr.prune import CRITERIA, SNRImportance, build_importance, filter_scores, point_conv
+from prune_snr.models import classifier_name, example_input, point_conv
+from prune_snr.choices import CRITERIA
+from prune_snr.prune import SNRImportance, build_importance, filter_scores
 from prune_snr.errors import ConfigError
 
 
@@ -104,10 +105,8 @@ def test_every_criterion_gives_every_group_of_every_registered_model_one_finite_
 
 
 def test_unknown_criterion_lists_the_choices(vgg_measured):
-    from prune_snr.choices import CRITERIA as TABLE
-
     model, _ = vgg_measured
-    with pytest.raises(ConfigError, match=", ".join(TABLE.names)):
+    with pytest.raises(ConfigError, match=", ".join(CRITERIA.names)):
         build_importance("magic", model=model)
 
 

@@ -8,8 +8,8 @@ import prune_snr
 from prune_snr.checkpoint import save_checkpoint
 from prune_snr.errors import ConfigError
 from prune_snr.models import build_model, example_input
-from prune_snr.prune import Allocation, build_importance, count, keep_weights, layer_ratios, prune_to_target
-from prune_snr.prune.target import prunable_base
+from prune_snr.models import count, prunable_base
+from prune_snr.prune import Allocation, build_importance, keep_weights, layer_ratios, prune_to_target
 
 
 def removed(before, after, metric):
@@ -175,7 +175,7 @@ def test_the_depth_baseline_refuses_a_latency_budget():
 def test_the_latency_meter_times_a_pruned_model_against_the_original():
     """The mechanism behind --metric latency. Whether a target lands within 5 % is a timing claim,
     checked by benchmarks/onnx_speed.py --latency-target (not by a unit test on a shared machine)."""
-    from prune_snr.export import LatencyMeter
+    from prune_snr.latency import LatencyMeter
 
     model = build_model("vgg16", num_classes=10, width_mult=0.5).eval()  # wide enough to halve with 16-channel steps
     # channel counts aligned for ONNX Runtime's blocked kernels: unaligned ones can run no faster at all

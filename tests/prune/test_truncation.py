@@ -138,7 +138,7 @@ def test_prune_drops_blocks_within_delta_reports_every_candidate_and_reloads(eff
     if blocks["dropped"]:
         assert full - blocks["val_accuracy_after_drop"] < delta
         assert pruned.spec["dropped"] == blocks["dropped"]
-    from prune_snr.prune.target import prunable_base
+    from prune_snr.models import prunable_base
 
     actually_removed = 1 - prunable_base(pruned, "macs") / prunable_base(model, "macs")
     # the report's figure comes from the bisection's own count (within 0.2 points of a recount; exact for VGG)

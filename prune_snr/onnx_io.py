@@ -1,0 +1,60 @@
+"""A model as an ONNX file, and an ONNX Runtime session on it: the mechanics below the stages.
+
+The export stage (:mod:`prune_snr.export`) writes and checks these files for users; the latency
+meter (:mod:`prune_snr.latency`) writes them to time candidates while ``prune`` searches a latency
+target. Both convert with :func:`export_onnx`, so what is timed is what is shipped.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ExportError
+
+#: Above this, weights go to an external data file next to the .onnx (protobuf's 2 GB limit).
+SINGLE_FILE_LIMIT = 1 << 30
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, int] | None = None, batch: int | str = "dynamic",
+                opset: int | None = None) -> Path:
+    """Export ``model`` to ``path`` (atomically), with a dynamic batch dimension by default.
+
+    Example:
+        >>> export_onnx(prune_snr.load("runs/fm/pruned/pruned.pt"), "model.onnx")  # doctest: +SKIP
+    """
+    import onnx
+
+    model = model.cpu().eval()
+    spec = getattr(model, "spec", {}) or {}
+    h, w = input_size or (spec.get("input_size", 32),) * 2
+    example_batch = 2 if batch == "dynamic" else int(batch)
+    x = torch.randn(example_batch, spec.get("in_chans", 3), h, w)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if batch == "dynamic" else None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = sum(p.numel() * p.element_size() for p in model.parameters()) > SINGLE_FILE_LIMIT
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        tmp_path = Path(tmp) / path.name
+        kwargs = {"opset_version": opset} if opset else {}
+        try:
+            program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=dynamic, input_names=["input"],
+                                        output_names=["logits"], external_data=large, verbose=False, **kwargs)
+            program.save(str(tmp_path), external_data=large)
+        except Exception as exc:  # torch.export raises many types; report one line
+            raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {str(exc).splitlines()[0]}") from exc
+        onnx.checker.check_model(str(tmp_path), full_check=True)
+        for f in Path(tmp).iterdir():
+            os.replace(f, path.parent / f.name)
+    return path
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

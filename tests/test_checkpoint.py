@@ -1,14 +1,15 @@
-"""Specs of the checkpoint format: atomic writes, weights_only loads, clear refusals."""
+"""Specs of the checkpoint format: weights_only loads, the pruning-history rebuild, clear refusals."""
 import os
 
 import pytest
 import torch
 
 import prune_snr
-from prune_snr.atomic import atomic_save_bytes
 from prune_snr.checkpoint import load_checkpoint, save_checkpoint
-from prune_snr.errors import CheckpointError, PruneSnrError
-from prune_snr.models import build_model
+from prune_snr.errors import CheckpointError
+from prune_snr.models import build_model, count
+from prune_snr.prune import build_importance, prune_to_target
+from tests.command_line import invoke, one_line_error
 
 
 def test_load_rebuilds_a_trained_model_in_eval_mode(tiny_run):
@@ -18,26 +19,17 @@ def test_load_rebuilds_a_trained_model_in_eval_mode(tiny_run):
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):
-    target = tmp_path / "a.bin"
-    atomic_save_bytes(target, b"old")
-
-    def broken_fsync(fd):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(PruneSnrError, match="No space left"):
-        atomic_save_bytes(target, b"new")
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
-
-
-def test_truncated_checkpoint_is_a_clear_error(tmp_path):
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, {"model": build_model("vgg16", num_classes=10, width_mult=0.125).state_dict(), "config": {}})
-    path.write_bytes(path.read_bytes()[:1000])
+@pytest.mark.parametrize("damage", ["half", "first_kilobyte", "not_a_checkpoint"])
+def test_a_truncated_or_corrupt_checkpoint_is_a_clear_error_and_one_line_at_every_command(tiny_run, tmp_path, damage):
+    out, _ = tiny_run
+    data = (out / "model.pt").read_bytes()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes({"half": data[: len(data) // 2], "first_kilobyte": data[:1000], "not_a_checkpoint": b"not a checkpoint"}[damage])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
-        load_checkpoint(path)
+        load_checkpoint(bad)
+    for command in ("measure", "prune"):
+        one_line_error(invoke(command, bad, "--dataset", "synthetic", "--out", tmp_path / command), "corrupt or truncated")
+        assert not (tmp_path / command).exists()
 
 
 class RunsCodeWhenUnpickled:
@@ -74,3 +66,15 @@ def test_weights_that_do_not_fit_the_recorded_architecture_are_refused(tmp_path)
     save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "config": {"model": spec}})
     with pytest.raises(CheckpointError, match="do not fit"):
         prune_snr.load(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("name", ["vgg16", "efficientnet_b0"])
+def test_pruned_models_reload_through_their_pruning_history(tmp_path, name):
+    model = build_model(name, num_classes=10, **({"width_mult": 0.25} if name == "vgg16" else {})).eval()
+    out = prune_to_target(model, lambda m: build_importance("l2", model=m), target=0.3)
+    save_checkpoint(tmp_path / "pruned.pt", {"kind": "pruned", "model": out.model.state_dict(), "pruning": out.history,
+                                             "config": {"model": out.model.spec}})
+    reloaded = prune_snr.load(tmp_path / "pruned.pt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(reloaded(x), out.model.eval()(x), atol=1e-5)
+    assert count(reloaded) == count(out.model)

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from prune_snr import choices
-from prune_snr.config import PruneConfig, flat_keys
+from prune_snr.config import PruneConfig, flat_keys, resolve
 from prune_snr.data.registry import FAMILIES
 from prune_snr.errors import ConfigError
 from prune_snr.models import build_model
@@ -12,6 +12,7 @@ from prune_snr.models.registry import PREFIXES, list_models
 from prune_snr.prune.allocation import ALLOCATION_BUILDERS
 from prune_snr.prune.importance import CRITERION_BUILDERS, build_importance
 from prune_snr.search.study import PARAMETERS, SPACE_EDITS, space_of
+from tests.command_line import invoke, one_line_error
 
 
 def test_model_rows_are_the_registered_models_and_the_prefixes():
@@ -38,6 +39,18 @@ def test_every_criterion_row_has_a_builder_and_the_measured_ones_refuse_to_build
                 build_importance(name, model=model)
         else:
             build_importance(name, model=model)
+
+
+def test_an_unknown_criterion_is_one_error_listing_the_criteria_from_the_builder_the_options_and_the_command_line(tiny_run,
+                                                                                                                tmp_path):
+    listed = ", ".join(choices.CRITERIA)
+    with pytest.raises(ConfigError, match=listed):
+        build_importance("magic", model=build_model("vgg16", num_classes=10, width_mult=0.125))
+    with pytest.raises(ConfigError, match=listed):
+        resolve(PruneConfig, overrides={"criterion": "magic"})
+    out, _ = tiny_run
+    one_line_error(invoke("prune", out / "model.pt", "--criterion", "magic", "--out", tmp_path / "p"), listed)
+    assert not (tmp_path / "p").exists()
 
 
 def test_every_allocation_that_reads_a_measurement_has_a_builder_and_no_other_needs_one():

@@ -3,15 +3,8 @@ import json
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from prune_snr.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.command_line import invoke
 
 
 def test_train_writes_model_and_metrics(tmp_path):
@@ -69,13 +62,6 @@ def test_bad_recipe_key_is_one_line(tmp_path):
     recipe.write_text("modle: vgg16\n")
     result = invoke("train", "--recipe", recipe, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "'modle'" in result.output
-
-
-def test_corrupt_checkpoint_is_one_line(tmp_path):
-    bad = tmp_path / "model.pt"
-    bad.write_bytes(b"not a checkpoint")
-    result = invoke("measure", bad, "--dataset", "synthetic", "--out", tmp_path / "m")
-    assert result.exit_code == 2 and "corrupt or truncated" in result.output
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +143,6 @@ def test_prune_targets_outside_zero_one_are_one_line_errors(measured_run, tmp_pa
     out, _ = measured_run
     result = invoke("prune", out / "model.pt", f"--target={target}", "--out", tmp_path / "p")
     assert result.exit_code == 2 and "between 0 and 1" in result.output and not (tmp_path / "p").exists()
-
-
-def test_prune_unknown_criterion_lists_choices(measured_run, tmp_path):
-    out, _ = measured_run
-    result = invoke("prune", out / "model.pt", "--criterion", "magic", "--out", tmp_path / "p")
-    from prune_snr.choices import CRITERIA
-
-    assert result.exit_code == 2 and ", ".join(CRITERIA) in result.output
 
 
 def test_a_recipes_measurement_keys_reach_the_measurement_prune_makes_itself(tiny_run, tmp_path):

@@ -75,7 +75,7 @@ def test_configs_are_frozen_and_changed_only_by_replace():
 
 
 @pytest.mark.parametrize("key,value,needle", [
-    ("criterion", "magic", ", ".join(choices.CRITERIA)), ("allocation", "knapsack", ", ".join(choices.ALLOCATIONS)),
+    ("allocation", "knapsack", ", ".join(choices.ALLOCATIONS)),  # an unknown criterion: tests/test_choices.py
     ("metric", "flops", ", ".join(choices.METRICS)), ("cut", "middle", ", ".join(choices.CUTS)),
     ("target", 1.5, "between 0 and 1"), ("finetune_fraction", 0.0, "finetune_fraction"),
     ("finetune_keep", "first", ", ".join(choices.FINETUNE_KEEP)),
@@ -101,3 +101,14 @@ def test_every_option_of_every_stage_is_a_recipe_key():
         assert flat_keys(cls) <= known_keys()
     assert {"finetune_epochs", "finetune_lr", "finetune_fraction", "distill", "cut", "threshold", "pool"} <= flat_keys(PruneConfig)
     assert {"trials", "fix", "pick"} <= flat_keys(SearchConfig) and "trials" not in flat_keys(PruneConfig)
+
+
+@pytest.mark.parametrize("overrides,message", [({"truncate": True, "cut": "budget", "metric": "latency"}, "--cut budget"),
+                                               ({"remeasure": True}, "--iterative-steps 2"),
+                                               ({"remeasure": True, "iterative_steps": 2, "criterion": "l1", "allocation": "uniform"},
+                                                "reads no measurement"),
+                                               ({"remeasure": True, "iterative_steps": 2, "metric": "latency"}, "params or macs")])
+def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_out(overrides, message):
+    """The depth baseline counts params or MACs; --remeasure needs steps, a measured choice and a params or MACs budget."""
+    with pytest.raises(ConfigError, match=message):
+        resolve(PruneConfig, overrides=overrides)

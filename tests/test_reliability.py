@@ -11,25 +11,12 @@ import time
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from prune_snr.atomic import atomic_save_json
-from prune_snr.cli import app
-from prune_snr.errors import PruneSnrError
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, needle):
-    """Exit code 2 and the error in one line, last (plain progress lines of finished phases may come before it)."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert result.exit_code == 2, result.output
-    assert errors == [lines[-1]] and needle in lines[-1] and "Traceback" not in result.output, result.output
+import prune_snr
+from prune_snr.errors import ConfigError, ModelError
+from prune_snr.measure import measure
+from prune_snr.prune import prune
+from tests.command_line import invoke, one_line_error
 
 
 def measurement_without_timings(folder):
@@ -49,21 +36,16 @@ def kill_when(cmd, env, ready, timeout):
     proc.wait()
 
 
-def test_truncated_checkpoint_is_one_line(tiny_run, tmp_path):
-    out, _ = tiny_run
-    data = (out / "model.pt").read_bytes()
-    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
-    one_line_error(invoke("prune", tmp_path / "half.pt", "--dataset", "synthetic", "--out", tmp_path / "p"), "corrupt or truncated")
-    assert not (tmp_path / "p").exists()
-
-
-def test_a_model_paired_with_a_dataset_of_another_class_count_is_refused(tiny_run, tmp_path):
+@pytest.mark.parametrize("command,run,error,artifact", [
+    ("measure", lambda model: measure(model, "synthetic:3", head_epochs=1, device="cpu"), ModelError, "measurement.json"),
+    ("prune", lambda model: prune(model, "synthetic:3", finetune_epochs=0, device="cpu"), ConfigError, "pruned.pt")])
+def test_a_model_paired_with_a_dataset_of_another_class_count_is_refused(tiny_run, tmp_path, command, run, error, artifact):
     out, _ = tiny_run  # 10 classes
-    one_line_error(invoke("measure", out / "model.pt", "--dataset", "synthetic:3", "--device", "cpu", "--out", tmp_path / "m"),
+    with pytest.raises(error, match="10 outputs"):
+        run(prune_snr.load(out / "model.pt"))
+    one_line_error(invoke(command, out / "model.pt", "--dataset", "synthetic:3", "--device", "cpu", "--out", tmp_path / command),
                    "10 outputs")
-    one_line_error(invoke("prune", out / "model.pt", "--dataset", "synthetic:3", "--device", "cpu", "--out", tmp_path / "p"),
-                   "10 outputs")
-    assert not (tmp_path / "m" / "measurement.json").exists() and not (tmp_path / "p" / "pruned.pt").exists()
+    assert not (tmp_path / command / artifact).exists()
 
 
 def _image_folder(root, classes, images_per_class):
@@ -90,20 +72,6 @@ def test_nan_loss_while_fine_tuning_stops_with_a_message_and_writes_no_pruned_mo
                     "--finetune-lr", "1e30", "--finetune-epochs", "1", "--round-to", "1", "--device", "cpu", "--out", tmp_path / "p")
     one_line_error(result, "lower --lr")
     assert not (tmp_path / "p" / "pruned.pt").exists() and not (tmp_path / "p" / "report.json").exists()
-
-
-def test_a_full_disk_leaves_the_previous_artifact_whole_and_no_temp_file(tmp_path, monkeypatch):
-    target = tmp_path / "report.json"
-    atomic_save_json(target, {"version": 1})
-
-    def disk_full(_fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(PruneSnrError, match="No space left on device; free disk space"):
-        atomic_save_json(target, {"version": 2, "payload": list(range(1000))})
-    assert json.loads(target.read_text()) == {"version": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
 def test_a_full_disk_during_training_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -157,14 +125,3 @@ def test_the_same_seed_on_the_same_device_gives_an_identical_measurement(tiny_ru
     assert measurement_without_timings(tmp_path / "a") == measurement_without_timings(tmp_path / "b")
     a, b = (torch.load(tmp_path / r / "heads.pt", weights_only=True) for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
-
-
-def test_plain_progress_says_where_a_long_task_is_at_each_interval():
-    from prune_snr.progress import PlainProgress, track
-
-    lines = []
-    with PlainProgress(lines.append, interval=0.0) as p:
-        for _ in track(p, range(3), "epoch 1/8"):
-            pass
-    assert [line.split(" after ")[0] for line in lines[:-1]] == ["epoch 1/8: 1/3", "epoch 1/8: 2/3", "epoch 1/8: 3/3"]
-    assert lines[-1].startswith("epoch 1/8: 3/3 in ")

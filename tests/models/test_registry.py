@@ -1,9 +1,9 @@
-"""Specs of build_model and the measurement points."""
+"""Specs of the model registry and build_model: registered names, timm:*, torchvision:*, and what is refused."""
 import pytest
 import torch
 
 from prune_snr.errors import ModelError
-from prune_snr.models import build_model, default_points, example_input, list_models, resolve_points
+from prune_snr.models import build_model, example_input, list_models
 
 
 @pytest.mark.parametrize("name", list_models() + ["timm:resnet18", "torchvision:resnet18"])
@@ -15,44 +15,10 @@ def test_every_registered_model_classifies_32px_inputs(name):
     assert type(rebuilt) is type(model)
 
 
-def test_full_width_vgg16_has_14_7m_parameters_and_13_points():
-    model = build_model("vgg16", num_classes=10)
-    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 14.7
-    assert default_points(model) == [f"features.conv{i}" for i in range(1, 14)]
-
-
 def test_width_mult_scales_every_conv():
     model = build_model("vgg16", num_classes=10, width_mult=0.25)
     widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths[:2] == [16, 16] and widths[-1] == 128
-
-
-def test_efficientnet_points_are_stem_every_block_and_head():
-    model = build_model("efficientnet_b0", num_classes=10)
-    points = default_points(model)
-    assert points[0] == "bn1" and points[-1] == "bn2" and len(points) == 18
-    expanded = default_points(model, expanded=True)
-    assert "blocks.1.0.bn2" in expanded and expanded.index("blocks.1.0.bn2") < expanded.index("blocks.1.0")
-
-
-def test_generic_models_are_measured_once_per_conv_after_its_activation_where_it_has_its_own():
-    model = build_model("timm:resnet18", num_classes=10)
-    points = default_points(model)
-    assert points[:3] == ["act1", "layer1.0.act1", "layer1.0.act2"]  # stem conv -> bn1 -> act1; each block's own activations
-    assert "layer2.0.conv2" in points  # the downsample conv runs between conv2 and act2: the conv alone is its point
-    torchvision_model = build_model("torchvision:resnet18", num_classes=10)
-    # torchvision's blocks call one ReLU twice (after bn1 and after the residual add): its output is not the conv's
-    # alone, so the conv itself is the point
-    points = default_points(torchvision_model)
-    assert points[0] == "relu" and "layer1.0.conv1" in points and "layer1.0.relu" not in points
-    assert len(points) == sum(isinstance(m, torch.nn.Conv2d) for m in torchvision_model.modules())
-
-
-def test_points_by_name_are_checked_and_put_in_depth_order():
-    model = build_model("vgg16", num_classes=10, width_mult=0.125)
-    assert resolve_points(model, "features.conv5,features.conv2") == ["features.conv2", "features.conv5"]
-    with pytest.raises(ModelError, match="features.conv99"):
-        resolve_points(model, "features.conv99")
 
 
 @pytest.mark.parametrize("name", ["resnet", "hf-hub:foo/bar", "timm:not_a_model", "torchvision:not_a_model"])
@@ -64,50 +30,6 @@ def test_unknown_names_and_prefixes_are_refused(name):
 def test_width_mult_is_refused_where_it_does_not_apply():
     with pytest.raises(ModelError, match="width"):
         build_model("efficientnet_b0", num_classes=10, width_mult=0.5)
-
-
-@pytest.mark.parametrize("arch, expected", [
-    ("torchvision:vgg16_bn", ["features.2", "features.5", "features.9"]),   # each ReLU after conv + BN
-    ("torchvision:vgg16", ["features.1", "features.3", "features.6"]),      # each ReLU after a conv
-])
-def test_torchvision_vgg_is_measured_after_each_activation(arch, expected):
-    model = build_model(arch, num_classes=10, input_size=32)
-    points = default_points(model)
-    assert points[:3] == expected and len(points) == 13
-    assert all(isinstance(dict(model.named_modules())[p], torch.nn.ReLU) for p in points)
-
-
-def test_torchvision_efficientnet_gets_the_points_of_timms():
-    tv = build_model("torchvision:efficientnet_b0", num_classes=10, input_size=32)
-    timm_points = default_points(build_model("efficientnet_b0", num_classes=10))
-    points = default_points(tv)
-    assert points[0] == "features.0" and points[-1] == "features.8" and len(points) == len(timm_points) == 18
-    expanded = default_points(tv, expanded=True)
-    assert len(expanded) == len(default_points(build_model("efficientnet_b0", num_classes=10), expanded=True))
-    assert "features.2.0.block.1" in expanded and "features.1.0.block.0" in expanded  # activated depthwise outputs
-
-
-def test_any_other_model_is_measured_at_the_activation_after_each_conv_and_skips_branches_eval_never_runs():
-    from prune_snr.models.points import unused_convs
-
-    googlenet = build_model("torchvision:googlenet", num_classes=10, input_size=64)
-    points = default_points(googlenet)
-    assert not any(p.startswith("aux") for p in points) and unused_convs(googlenet) == ["aux1.conv.conv", "aux2.conv.conv"]
-    mobilenet = build_model("torchvision:mobilenet_v2", num_classes=10, input_size=32)
-    modules = dict(mobilenet.named_modules())
-    assert "features.0.2" in default_points(mobilenet)  # Conv2dNormActivation: conv, BN, ReLU6 -> the ReLU6
-    assert all(not isinstance(modules[p], torch.nn.BatchNorm2d) for p in default_points(mobilenet))
-
-
-def test_a_conv_classifier_is_the_classifier_and_no_measurement_point():
-    from prune_snr.models import classifier_name
-    from prune_snr.prune import build_importance, prune_to_target
-
-    model = build_model("torchvision:squeezenet1_0", num_classes=10, input_size=64).eval()
-    assert classifier_name(model) == "classifier.1"  # 1x1 conv to the 10 labels, then global pooling
-    assert not any(p.startswith("classifier") for p in default_points(model))
-    outcome = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.3, metric="params", round_to=1)
-    assert outcome.model.classifier[1].out_channels == 10 and outcome.model(example_input(outcome.model, 2)).shape == (2, 10)
 
 
 def test_the_models_modules_import_each_other_at_the_top_without_a_cycle():

@@ -5,6 +5,7 @@ from torch import nn
 
 from prune_snr.errors import ModelError
 from prune_snr.models import build_model, cut_spec, cuttable
+from prune_snr.models.truncation import can_cut
 
 
 def test_vgg_is_cut_after_any_conv_block_by_rebuilding_its_first_blocks():
@@ -35,3 +36,8 @@ def test_any_other_model_is_cut_after_a_stage_boundary_of_its_feature_path():
     assert cuttable(model, "layer2.1") and not cuttable(model, "layer2.1.conv1")
     assert cut_spec(model, "layer2.1", head_pool=2) == {**{k: v for k, v in model.spec.items() if k != "name"},
                                                         "cut_after": "layer2.1", "head_pool": 2}
+
+
+def test_points_inside_a_block_are_no_cut_points():
+    model = build_model("efficientnet_b0", num_classes=10)
+    assert can_cut(model, "blocks.2.1") and not can_cut(model, "blocks.2.1.bn2") and not can_cut(model, "classifier")

@@ -4,19 +4,12 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 import prune_snr
-from prune_snr.cli import app
 from prune_snr.errors import CheckpointError, ModelError
 from prune_snr.models import build_model
 from prune_snr.models.weights import load_weights, read_state_dict
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.command_line import invoke
 
 
 @pytest.mark.parametrize("arch, suffix", [("timm:efficientnet_b0", ".safetensors"), ("torchvision:resnet18", ".pth"),

@@ -104,12 +104,6 @@ def test_every_criterion_gives_every_group_of_every_registered_model_one_finite_
     model.zero_grad(set_to_none=True)
 
 
-def test_unknown_criterion_lists_the_choices(vgg_measured):
-    model, _ = vgg_measured
-    with pytest.raises(ConfigError, match=", ".join(CRITERIA.names)):
-        build_importance("magic", model=model)
-
-
 def test_measurement_of_another_width_is_refused(vgg_measured):
     from prune_snr.models import build_model
 

@@ -7,9 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+import prune_snr
 from prune_snr.config import PruneConfig, resolve
+from prune_snr.errors import ConfigError
+from prune_snr.models import example_input
 from prune_snr.prune import PruneReport, prune
 from prune_snr.prune.plan import plan, settle
 from prune_snr.prune.report import grade_original
@@ -77,3 +81,31 @@ def test_importing_the_package_reads_no_cpuinfo_until_round_to_is_settled():
             "default_round_to(); print('/proc/cpuinfo' in reads)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(Path("/proc/cpuinfo").exists())  # read on first use
+
+
+@pytest.mark.parametrize("lr, expected", [(0.01, "after"), (3.0, "before")])  # lr 3.0 wrecks the model
+def test_finetune_keep_best_keeps_fine_tuning_only_when_it_raises_validation_accuracy(vgg_measured, tmp_path, lr, expected):
+    model, result = vgg_measured
+    common = dict(target=0.3, criterion="l1", allocation="uniform", round_to=1, measurement=result, device="cpu", seed=0)
+    _, plain = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, **common)
+    pruned, report = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
+                           out=tmp_path / "best", **common)
+    before, finetuned = report["pruned_before_finetune"], plain["after"]
+    assert report["finetune"]["val_accuracy_after_finetune"] == finetuned["val_accuracy"]
+    kept = "after" if finetuned["val_accuracy"] >= before["val_accuracy"] else "before"
+    assert report["finetune"]["kept"] == kept == expected
+    assert report["after"]["val_accuracy"] == max(before["val_accuracy"], finetuned["val_accuracy"])
+    if kept == "before":  # the weights are the pruned ones, untouched by fine-tuning
+        unfinetuned, _ = prune(copy.deepcopy(model), "synthetic", finetune_epochs=0, **common)
+        assert all(torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), unfinetuned.state_dict().values()))
+    reloaded = prune_snr.load(tmp_path / "best" / "pruned.pt")
+    x = example_input(reloaded, 4)
+    assert torch.allclose(reloaded(x), pruned(x), atol=1e-5)
+    _, resumed = prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
+                       out=tmp_path / "best", resume=True, **common)
+    assert resumed["finetune"] == report["finetune"] and resumed["after"] == report["after"]
+    if expected == "after":  # a run fine-tuned without it cannot be resumed with it: its pre-fine-tuning weights are gone
+        prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, out=tmp_path / "last", **common)
+        with pytest.raises(ConfigError, match="without --finetune-keep best"):
+            prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
+                  out=tmp_path / "last", resume=True, **common)

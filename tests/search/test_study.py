@@ -45,6 +45,7 @@ def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_
     again = run_search(checkpoint, round_to=1, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
     after = [(t.number, t.state, t.values, t.params) for t in finished(again)]
     assert len(after) == 3 and after[:2] == before
+    assert [state for _, state, _, _ in after] == [optuna.trial.TrialState.COMPLETE] * 3, "a failed trial is no result"
     assert pareto_rows(again), "the Pareto set is never empty once a trial completed"
 
 

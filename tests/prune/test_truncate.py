@@ -123,6 +123,7 @@ def test_the_depth_baseline_cuts_as_deep_as_the_budget_allows_and_reads_no_accur
     assert "truncation alone" in report["search"]["note"]
 
 
+@pytest.mark.slow  # a bisection on ONNX Runtime timings: seconds per candidate on a shared CPU
 def test_truncation_under_a_latency_budget_sizes_its_candidates_by_macs(vgg_measured):
     import copy
 

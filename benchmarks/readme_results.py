@@ -19,6 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, saliency_compare's verdict rule
 from _common import load_results  # noqa: E402
 
+from prune_snr.measure.result import recorded_config  # noqa: E402
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -37,12 +39,12 @@ def section(folder: Path, target: Path) -> str:
     if m:
         t = m["timings"]
         sizes = m["split_sizes"]
-        fields_on = m["options"].get("fields_split", "test")
+        o = recorded_config(m["options"])
         out += ["### Measurement (`prune-snr measure`)",
                 f"{m['model']} on {m['dataset']} (heads trained on {sizes['train']:,} images"
                 + (f", validation {sizes['val']:,} (decides)" if sizes.get("val") else "") + f", test {sizes['test']:,} (grades); seed {m['seed']}, "
-                f"p={m['options']['pool']}, θ={m['options']['threshold']}, {m['options']['head_epochs']} head epochs; field figures on the "
-                f"{fields_on} split): heads+fields {t['heads_and_fields_s']:.0f} s, peak RSS {t['peak_rss_mb']:.0f} MB.", "",
+                f"p={o.pool}, θ={o.threshold}, {o.head_epochs} head epochs; field figures on the "
+                f"{o.fields_split} split): heads+fields {t['heads_and_fields_s']:.0f} s, peak RSS {t['peak_rss_mb']:.0f} MB.", "",
                 "| point | filters | val accuracy | test accuracy | layer SNR | noise / filter | clusters / filter | cluster size | dead |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in m["points"]:
@@ -77,13 +79,13 @@ def section(folder: Path, target: Path) -> str:
         out.append("")
     for path in sorted(folder.glob("measure_run_*.json")):  # a whole measurement's own figures: wall time, peak RSS vs budget
         r = load_results(path)
-        t, o, sizes = r["timings"], r["options"], r["split_sizes"]
-        budget = o.get("memory_budget_gib")
-        value_bytes = 2 if o.get("cache_dtype") == "float16" else 4
+        t, o, sizes = r["timings"], recorded_config(r["options"]), r["split_sizes"]
+        budget = r["options"].get("memory_budget_gib")  # the budget in use, not an option
+        value_bytes = 2 if o.cache_dtype == "float16" else 4
         images = sum(sizes.values())
-        cache_gib = sum(p["n_filters"] for p in r["points"]) * o["pool"] ** 2 * value_bytes * images / 2**30
+        cache_gib = sum(p["n_filters"] for p in r["points"]) * o.pool ** 2 * value_bytes * images / 2**30
         out += [f"### Measurement run: {path.stem.removeprefix('measure_run_')} (`prune-snr measure`, fresh feature cache)",
-                f"{r['model']} on {r['dataset']}, {len(o['points'])} points, p = {o['pool']}, {o['head_epochs']} head epoch(s), "
+                f"{r['model']} on {r['dataset']}, {len(r['points'])} points, p = {o.pool}, {o.head_epochs} head epoch(s), "
                 f"{images:,} images: wall {t['total_s']:.0f} s (features {t['features_train_s'] + t['features_test_s']:.0f} s, "
                 f"heads + fields {t['heads_and_fields_s']:.0f} s), **peak RSS {t['peak_rss_mb']:,.0f} MB** against a memory budget of "
                 + (f"{budget} GiB" if budget else "a quarter of the RAM (default)") + f"; feature cache {cache_gib:.1f} GiB.", ""]

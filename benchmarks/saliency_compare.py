@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     seeds = sorted({r["seed"] for r in rows})
     counts = sorted({sum(1 for r in rows if (r["budget"], r["allocation"], r["criterion"]) == k)
                      for k in {(r["budget"], r["allocation"], r["criterion"]) for r in rows}})
-    head_epochs = measurement_of(seeds[0]).meta["options"].get("head_epochs")
+    head_epochs = measurement_of(seeds[0]).config.head_epochs
     varied = ("each seed varies the measurement's heads, the validation split (--split-seed, "
               f"{rows[0].get('val_size')} images drawn from what training held out) and fine-tuning"
               if shared is None else "seeds vary fine-tuning only (one shared measurement)")

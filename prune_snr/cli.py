@@ -441,7 +441,7 @@ def prune_table(report: dict) -> Table:
 def points_table(result) -> Table:
     from .measure.result import paper_accuracy
 
-    split = result.meta["options"].get("fields_split", "test")
+    split = result.config.fields_split
     table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "
                         f"split; seed {result.meta['seed']})")
     table.add_column("point", no_wrap=True)

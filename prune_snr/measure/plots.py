@@ -100,7 +100,7 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
         fig.colorbar(image, ax=axes, shrink=0.6, label="field / max field")
     fig.suptitle(f"normalised field matrices of the top-SNR filters (θ = {m.threshold}; red: cluster cells"
                  f"{'' if L <= OUTLINE_LABELS else f', not drawn above {OUTLINE_LABELS} labels'}; "
-                 f"fields on the {m.meta['options'].get('fields_split', 'test')} split)", fontsize=8)
+                 f"fields on the {m.config.fields_split} split)", fontsize=8)
     written.append(save_figure(fig, out / "filters.png"))
 
     if m.label_sweep:

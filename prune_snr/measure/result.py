@@ -19,6 +19,7 @@ Artifacts (all written atomically):
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import torch
 from ..atomic import atomic_save_bytes, atomic_save_json
 
 from ..checkpoint import save_checkpoint, load_checkpoint
+from ..config import MeasureConfig
 from ..errors import CheckpointError
 from .fields import FilterStats, filter_stats, layer_summary
 
@@ -37,6 +39,9 @@ MEASUREMENT = "measurement.json"
 FIELDS = "fields.npz"
 HEADS = "heads.pt"
 #: The per-filter statistics fields.npz stores for every point, and their dtypes on disk (``component`` aside).
+#: What a measurement written before an option was recorded did: its fields on the test split, every head trained
+#: the full ``head_epochs`` (no early stopping), every filter's field matrices kept.
+UNRECORDED = {"fields_split": "test", "head_patience": 0, "save_fields": "all"}
 STATS = {"snr": np.float32, "signal": np.float32, "noise": np.float32, "strength": np.float32, "n_noise": np.int32,
          "n_clusters": np.int32, "n_active": np.int32, "dead": np.bool_}
 
@@ -54,6 +59,18 @@ class Measurement:
     @property
     def threshold(self) -> float:
         return self.meta["options"]["threshold"]
+
+    @property
+    def config(self) -> MeasureConfig:
+        """The options this measurement was made with (``meta["options"]``, and its seed) as a :class:`MeasureConfig`;
+        see :func:`recorded_config`.
+
+        Example:
+            >>> m = Measurement(meta={"seed": 1, "options": {"points": ["features.conv1"], "pool": 1}}, points=[], fields={})
+            >>> m.config.points, m.config.pool, m.config.seed, m.config.fields_split
+            ('features.conv1', 1, 1, 'test')
+        """
+        return recorded_config(self.meta.get("options", {}), seed=self.meta.get("seed"))
 
     @property
     def has_validation(self) -> bool:
@@ -148,6 +165,25 @@ class Measurement:
         sweep = data.pop("label_sweep", [])
         return cls(meta=data, points=points, fields=fields, heads=heads, label_sweep=sweep, field_filters=field_filters,
                    filter_stats=stats)
+
+
+def recorded_config(options: dict, *, seed: int | None = None) -> MeasureConfig:
+    """The :class:`MeasureConfig` that ``options`` (``measurement.json``'s) record.
+
+    ``points`` is the resolved list of names, joined with ``,``; an option a measurement does not record
+    is what measurements did before it was recorded (:data:`UNRECORDED`), else the default. What is no
+    option of :class:`MeasureConfig` (``memory_budget_gib``, the budget in use; ``head_early_stopping``)
+    stays in ``options``; the dataset and device stand in ``meta`` beside them, the label sweep in
+    :attr:`Measurement.label_sweep`.
+    """
+    known = {f.name for f in dataclasses.fields(MeasureConfig)}
+    values = {**UNRECORDED, **{k: v for k, v in options.items() if k in known}}
+    if isinstance(values.get("points"), (list, tuple)):
+        values["points"] = ",".join(values["points"])
+    values["save_fields"] = str(values["save_fields"])
+    if seed is not None:
+        values["seed"] = seed
+    return MeasureConfig(**values)
 
 
 def _read_stats(npz, name: str) -> FilterStats:

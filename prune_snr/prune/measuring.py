@@ -29,11 +29,11 @@ def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
 
 def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureConfig:
     """The options of ``previous`` (its points, pool, θ, heads), on prune's data, split and seed: a re-measurement like it."""
-    o = previous.meta["options"]
-    return dataclasses.replace(options, points=",".join(p["name"] for p in previous.points), pool=o["pool"], threshold=o["threshold"],
-                               head_epochs=o["head_epochs"], head_lr=o["head_lr"], head_batch_size=o["head_batch_size"],
-                               head_patience=o.get("head_patience", 0), head_min_epochs=o.get("head_min_epochs", options.head_min_epochs),
-                               fields_split=o["fields_split"], label_sweep=None, label_seed=None, expanded=None)
+    o = previous.config
+    return dataclasses.replace(options, points=",".join(p["name"] for p in previous.points), pool=o.pool, threshold=o.threshold,
+                               head_epochs=o.head_epochs, head_lr=o.head_lr, head_batch_size=o.head_batch_size,
+                               head_patience=o.head_patience, head_min_epochs=o.head_min_epochs,
+                               fields_split=o.fields_split, label_sweep=None, label_seed=None, expanded=None)
 
 
 def remeasure(ctx: Context, model: nn.Module, previous: Measurement) -> Measurement:

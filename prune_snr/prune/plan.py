@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA
-from ..config import PruneConfig
+from ..config import MeasureConfig, PruneConfig
 from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
 from ..errors import ConfigError
 from ..measure import Measurement
@@ -57,15 +57,15 @@ def settle(cfg: PruneConfig, model: nn.Module, *, dataset: str | None = None, me
         ConfigError: no dataset, or a validation fraction outside (0, 1).
     """
     dataset = _dataset(cfg, dataset)
-    recorded = measurement.meta["options"] if measurement is not None else {}
+    recorded = measurement.config if measurement is not None else MeasureConfig()
     val_fraction = cfg.val_fraction
     if val_fraction is None:
-        val_fraction = DEFAULT_VAL_FRACTION if recorded.get("val_fraction") is None else recorded["val_fraction"]
+        val_fraction = DEFAULT_VAL_FRACTION if recorded.val_fraction is None else recorded.val_fraction
     if not 0 < val_fraction < 1:
         raise ConfigError(f"--val-fraction {val_fraction}: prune decides on a validation split; use a fraction in (0, 1)")
     val_source = cfg.val_source or (measurement.meta.get("val_source") if measurement is not None else None) or "train"
-    split_seed = cfg.split_seed if cfg.split_seed is not None else recorded.get("split_seed")
-    held_out = cfg.held_out if cfg.held_out is not None else recorded.get("held_out")
+    split_seed = cfg.split_seed if cfg.split_seed is not None else recorded.split_seed
+    held_out = cfg.held_out if cfg.held_out is not None else recorded.held_out
     expanded = expanded_by_default(model) if cfg.measure.expanded is None else cfg.measure.expanded
     measure = dataclasses.replace(cfg.measure, dataset=dataset, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
                                   split_seed=split_seed, held_out=held_out, seed=cfg.seed, device=cfg.device, label_sweep=None,
@@ -87,7 +87,7 @@ def check_decisions(cfg: PruneConfig, measurement: Measurement) -> None:
     if not reads_measurement(cfg):
         return
     measurement.val_accuracies()  # raises for a measurement without validation figures
-    if measurement.meta["options"].get("fields_split", "test") == "test":
+    if measurement.config.fields_split == "test":
         raise ConfigError(f"the measurement's fields come from the test split (--fields-split test), which only grades; "
                           f"--criterion {cfg.criterion}/--allocation {cfg.allocation} would decide on it: re-measure with "
                           "--fields-split val")
@@ -98,7 +98,7 @@ def check_split(cfg: PruneConfig, measurement: Measurement) -> None:
     if measurement.meta.get("val_source", "train") != cfg.val_source:
         raise ConfigError(f"--val-source {cfg.val_source} but the measurement decided on a validation split from the "
                           f"{measurement.meta.get('val_source', 'train')} split; re-measure with --val-source {cfg.val_source}")
-    recorded = measurement.meta["options"].get("split_seed")
+    recorded = measurement.config.split_seed
     if recorded != cfg.split_seed:
         raise ConfigError(f"--split-seed {cfg.split_seed} but the measurement decided on the validation split of --split-seed "
                           f"{recorded}; re-measure with --split-seed {cfg.split_seed}")

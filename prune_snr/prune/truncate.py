@@ -99,7 +99,7 @@ def choose_cut(rows: list[dict], model: nn.Module | None = None) -> str | None:
 
 def truncate(model: nn.Module, measurement: Measurement, point: str) -> nn.Module:
     """``model`` cut after ``point`` with that point's measured head as classifier."""
-    cut = build_model(model.spec["name"], **cut_spec(model, point, measurement.meta["options"]["pool"]))
+    cut = build_model(model.spec["name"], **cut_spec(model, point, measurement.config.pool))
     classifier = classifier_name(cut)
     wanted = cut.state_dict()
     state = {k: v for k, v in model.state_dict().items() if k in wanted and not k.startswith(classifier + ".")}

@@ -1,5 +1,7 @@
 """Specs of measure(): the fast path against a slow reference, artifacts, cache, label sweep."""
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 import prune_snr
+from prune_snr.config import MeasureConfig, resolve
 from prune_snr.data import IndexSubset, build_dataset, validation_split
 from prune_snr.measure import Measurement, measure
 
@@ -161,6 +164,29 @@ def test_saved_measurement_loads_back_with_heads(measured):
     assert loaded.points == json.loads(json.dumps(result.points))
     assert torch.equal(loaded.heads["features.conv13"]["weight"], result.heads["features.conv13"]["weight"])
     assert np.array_equal(loaded.fields["features.conv7"], result.fields["features.conv7"])
+
+
+def test_a_measurements_config_holds_the_options_it_recorded_and_survives_saving(measured):
+    _, result, folder, _ = measured
+    options, cfg = result.meta["options"], result.config
+    recorded = {f.name for f in dataclasses.fields(MeasureConfig)} & set(options)
+    expected = {**{k: options[k] for k in recorded}, "points": ",".join(options["points"]), "save_fields": str(options["save_fields"])}
+    assert {k: getattr(cfg, k) for k in recorded} == expected and {"pool", "threshold", "fields_split", "split_seed"} <= recorded
+    assert (cfg.points, cfg.head_epochs, cfg.save_fields, cfg.seed) == (POINTS, 15, "all", result.meta["seed"])
+    assert resolve(MeasureConfig, base=cfg) == cfg, "a valid config"
+    assert Measurement.load(folder).config == cfg
+
+
+def test_a_measurement_json_written_before_the_newer_options_loads_with_what_it_did_then(measured, tmp_path):
+    _, result, folder, _ = measured
+    shutil.copytree(folder, tmp_path / "old")
+    data = json.loads((tmp_path / "old" / "measurement.json").read_text())
+    data["options"] = {k: data["options"][k] for k in ("points", "pool", "threshold", "head_epochs", "head_lr", "head_batch_size")}
+    (tmp_path / "old" / "measurement.json").write_text(json.dumps(data))
+    cfg = Measurement.load(tmp_path / "old").config
+    assert (cfg.points, cfg.pool, cfg.threshold, cfg.head_epochs) == (POINTS, result.config.pool, result.config.threshold, 15)
+    assert (cfg.fields_split, cfg.head_patience, cfg.save_fields) == ("test", 0, "all"), "fields on test, no early stopping, all kept"
+    assert (cfg.val_fraction, cfg.split_seed, cfg.held_out, cfg.train_per_class) == (None, None, None, None)
 
 
 def test_a_rerun_reuses_cached_features_and_gives_the_same_result(measured):

@@ -1,13 +1,13 @@
 """Head training settings side by side: time, per-point head accuracy against 30 fixed epochs, and the decisions.
 
 Every setting measures the same checkpoint on a warm feature cache (the backbone pass is shared; only heads and
-fields run), so the seconds compare the heads alone (``--train-per-class`` settings read fewer training images: their
-feature pass is timed too, on a cache of their own, warmed once before timing). The reference trains every head 30 fixed epochs at batch
-1024, Adam lr 1e-3 (the measurement before early stopping). For each other setting the script prints the max
-abs difference of per-point head accuracy (validation and test) against the reference, the epochs the heads
-used, and whether the decisions the heads feed are unchanged: the measured cut (``--cut measured`` at
-``--delta``), the measured allocation's layer ratios, and the per-filter SNR ranking (fields read no head, so
-it must not move beyond float rounding).
+fields run), so the seconds compare the heads alone; ``--train-per-class`` settings read fewer training images,
+and the backbone pass that filled their own cache is shown beside them. The reference trains every head 30
+fixed epochs at batch 1024, Adam lr 1e-3 (the measurement before early stopping). For each other setting the
+script prints the max abs difference of per-point head accuracy (validation and test) against the reference,
+the epochs the heads used, and how the decisions the heads feed moved: the measured cut (``--cut measured`` at
+``--delta``), the measured allocation's layer ratios, and the per-filter SNR ranking (the fields weigh each
+filter by its head's weights, so SNR moves with head training).
 
     python benchmarks/head_settings.py runs/demo/model.pt --out benchmarks/results/fmnist_vgg16_w025/head_settings.json
 """
@@ -49,16 +49,21 @@ def decisions(result, full_val: float, num_classes: int, delta: float) -> dict:
             "snr": {n: result.stats(n).snr.tolist() for n in result.fields}}
 
 
-def snr_change(a: dict, b: dict) -> tuple[float, int]:
-    """Max abs difference of per-filter SNR, and how many filters change rank (0 where the SNRs agree to 1e-6:
-    float rounding may swap exact ties)."""
-    diff, moved = 0.0, 0
+def snr_change(a: dict, b: dict) -> tuple[float, float, float]:
+    """How far per-filter SNR moved (fields weigh filters by the head's weights, so they follow head training):
+    max abs difference, the lowest per-layer Spearman correlation, and the lowest per-layer overlap of the top
+    half of filters (what a 50 % SNR prune keeps)."""
+    from scipy.stats import spearmanr
+
+    diff, rho, overlap = 0.0, 1.0, 1.0
     for n in a:
         x, y = np.asarray(a[n]), np.asarray(b[n])
         diff = max(diff, float(np.max(np.abs(x - y))))
         if not np.allclose(x, y, rtol=0, atol=1e-6):
-            moved += int(np.sum(np.argsort(-x, kind="stable") != np.argsort(-y, kind="stable")))
-    return diff, moved
+            rho = min(rho, float(spearmanr(x, y).statistic))
+            k = max(1, len(x) // 2)
+            overlap = min(overlap, len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k)
+    return diff, rho, overlap
 
 
 def main(argv=None) -> int:
@@ -103,13 +108,13 @@ def main(argv=None) -> int:
         dt = max(abs(a - b) for a, b in zip(r["test"], ref["test"]))
         d, rd = r["decisions"], ref["decisions"]
         ratio_diff = max(abs(a - b) for a, b in zip(d["ratios"], rd["ratios"]))
-        snr_diff, moved = snr_change(rd["snr"], d["snr"])
+        snr_diff, rho, overlap = snr_change(rd["snr"], d["snr"])
         r.update(max_abs_val_diff=dv, max_abs_test_diff=dt, same_cut=d["cut"] == rd["cut"], max_ratio_diff=ratio_diff,
-                 max_abs_snr_diff=snr_diff, filters_reranked=moved)
+                 max_abs_snr_diff=snr_diff, min_spearman=rho, min_top_half_overlap=overlap)
         used = [e for e in r["epochs_used"] if e is not None] or [30]
         print(f"| {r['setting']} | {r['feature_pass_s']:.1f} | {r['heads_s']:.1f} | {r['heads_s'] / ref['heads_s']:.2f} | {min(used)}-{max(used)} | {dv:.4f} | "
               f"{dt:.4f} | {d['cut']} ({'same' if r['same_cut'] else 'differs'}) | max Δ {ratio_diff:.4f} | "
-              f"max Δ {snr_diff:.1e}, {moved} filters re-ranked |")
+              f"max Δ {snr_diff:.1f}, Spearman ≥ {rho:.3f}, top half kept ≥ {overlap:.0%} |")
     atomic_save_json(Path(args.out), {"checkpoint": str(args.checkpoint), "dataset": dataset, "full_val_accuracy": full_val,
                                       "threads": torch.get_num_threads(), "rows": rows})
     return 0

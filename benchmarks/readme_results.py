@@ -101,7 +101,9 @@ def section(folder: Path, target: Path) -> str:
                        f"{r['pruned_before_finetune']['accuracy']:.4f} | {r['before']['params']:,} → {r['after']['params']:,} | "
                        f"{r['before']['macs']:,} → {r['after']['macs']:,} | {r['finetune_epochs']} epochs |")
         out.append("")
-    for name, title in (("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
+    for name, title in (("fair_seeds", "50 % of MACs removed, seeds that vary the heads, the validation split and fine-tuning, "
+                                       "VGG-16 w/4"),
+                        ("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
                         ("fair_macs_3070", "fair cells, 30 % and 70 % of MACs removed, VGG-16 w/4"),
                         ("fair_params", "fair cells, parameters removed, VGG-16 w/4"),
                         ("fair_macs_5ep", "fair cells with 5 fine-tuning epochs"),

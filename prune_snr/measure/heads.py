@@ -40,6 +40,28 @@ MIN_CHUNK_BYTES = 64 << 20
 REL_IMPROVEMENT = 1e-3
 
 
+class EarlyStopping:
+    """Patience on a validation loss: :meth:`step` says whether the loss is the best so far (keep these
+    weights) and whether to stop (``patience`` epochs without improving by more than ``REL_IMPROVEMENT`` of
+    the loss at the last such improvement, and at least ``min_epochs`` epochs trained)."""
+
+    def __init__(self, patience: int, min_epochs: int):
+        self.patience, self.min_epochs = patience, min_epochs
+        self.best_loss, self.best_epoch = float("inf"), 0
+        self.reference, self.stale = float("inf"), 0  # the loss at the last improvement by more than REL_IMPROVEMENT
+
+    def step(self, loss: float, epoch: int) -> tuple[bool, bool]:
+        """``(best so far, stop)`` after ``epoch`` ended with ``loss``."""
+        best = loss < self.best_loss
+        if best:
+            self.best_loss, self.best_epoch = loss, epoch
+        if loss < self.reference * (1 - REL_IMPROVEMENT):
+            self.reference, self.stale = loss, 0
+        else:
+            self.stale += 1
+        return best, epoch >= self.min_epochs and self.stale >= self.patience
+
+
 def default_memory_budget() -> int:
     """A quarter of the machine's RAM, in bytes."""
     try:
@@ -426,10 +448,7 @@ def train_heads(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
         active = [True] * len(order)
         epochs_used = [epochs] * len(order)
-        best_epoch = [epochs] * len(order)
-        best_loss = [float("inf")] * len(order)
-        reference = [float("inf")] * len(order)  # the loss at the last improvement by more than REL_IMPROVEMENT
-        stale = [0] * len(order)
+        stoppers = [EarlyStopping(patience, min_epochs) for _ in order]
         best = [None] * len(order)
 
         def step(xs, y):
@@ -465,15 +484,10 @@ def train_heads(
             for i in range(len(order)):
                 if not active[i]:
                     continue
-                loss = losses[i].item()
-                if loss < best_loss[i]:
-                    best_loss[i], best_epoch[i] = loss, epoch
+                improved, stop = stoppers[i].step(losses[i].item(), epoch)
+                if improved:
                     best[i] = (weights[i].detach().clone(), biases[i].detach().clone())
-                if loss < reference[i] * (1 - REL_IMPROVEMENT):
-                    reference[i], stale[i] = loss, 0
-                else:
-                    stale[i] += 1
-                if epoch >= min_epochs and stale[i] >= patience:
+                if stop:
                     active[i], epochs_used[i] = False, epoch
         if stop_rows is not None:
             with torch.no_grad():
@@ -491,6 +505,7 @@ def train_heads(
             rows_of = {"train": train, **evaluate}
             acc = {key: correct[key][i].item() / max(1, len(rows_of[key].index)) for key in correct}
             heads[n] = Head(weight=w_raw.reshape(num_classes, *train.features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
-                            train_accuracy=acc.pop("train"), accuracies=acc, epochs_used=epochs_used[i], best_epoch=best_epoch[i],
-                            stop_loss=best_loss[i] if stop_rows is not None else None)
+                            train_accuracy=acc.pop("train"), accuracies=acc, epochs_used=epochs_used[i],
+                            best_epoch=stoppers[i].best_epoch if stop_rows is not None else epochs,
+                            stop_loss=stoppers[i].best_loss if stop_rows is not None else None)
     return {n: heads[n] for n in names}

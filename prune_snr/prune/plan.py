@@ -15,7 +15,7 @@ from torch import nn
 
 from ..choices import MEASURED_ALLOCATIONS, MEASURED_CRITERIA
 from ..config import MeasureConfig, PruneConfig
-from ..data import DEFAULT_VAL_FRACTION, build_dataset, hold_out
+from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, hold_out, validation_split
 from ..errors import ConfigError
 from ..measure import Measurement
 from ..models import expanded_by_default
@@ -142,6 +142,6 @@ def load_splits(cfg: PruneConfig, *, input_size: int | None, num_classes: int) -
     if cfg.val_source == "test":
         test, val = hold_out(test, val_fraction, split_seed=split_seed)
         return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)
-    plain, val = hold_out(plain, val_fraction, split_seed=split_seed, pool=cfg.held_out)
-    train = hold_out(train, val_fraction, split_seed=split_seed, pool=cfg.held_out)[0]
+    rest, val = validation_split(plain.targets, val_fraction, split_seed=split_seed, pool=cfg.held_out)  # one split, both views
+    plain, val, train = IndexSubset(plain, rest), IndexSubset(plain, val), IndexSubset(train, rest)
     return Splits(train=train, plain=plain, val=val, test=test, num_classes=num_classes)

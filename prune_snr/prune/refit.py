@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import ModelError
-from ..measure.heads import REL_IMPROVEMENT
+from ..measure.heads import EarlyStopping
 from ..models.points import classifier_name
 from ..progress import track
 from ..runtime import resolve_device
@@ -59,7 +59,7 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
     before = _accuracy(classifier, val_x, val_y)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    best_loss, best_epoch, best_state, stale, used = float("inf"), 0, None, 0, epochs
+    stopper, best_state, used = EarlyStopping(patience, min_epochs), None, epochs
     for epoch in track(progress, range(1, epochs + 1), "refit classifier", total=epochs):
         with torch.enable_grad():
             for idx in torch.randperm(len(y), generator=generator).to(device_t).split(batch_size):
@@ -67,19 +67,15 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
                 F.cross_entropy(classifier(x[idx]), y[idx]).backward()
                 optimizer.step()
         with torch.no_grad():
-            loss = F.cross_entropy(classifier(val_x), val_y).item()
-        if loss < best_loss * (1 - REL_IMPROVEMENT):
-            stale = 0
-        else:
-            stale += 1
-        if loss < best_loss:
-            best_loss, best_epoch, best_state = loss, epoch, {k: v.detach().clone() for k, v in classifier.state_dict().items()}
-        if patience and epoch >= min_epochs and stale >= patience:
+            improved, stop = stopper.step(F.cross_entropy(classifier(val_x), val_y).item(), epoch)
+        if improved:
+            best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+        if patience and stop:
             used = epoch
             break
     if patience and best_state is not None:
         classifier.load_state_dict(best_state)
-    return {"classifier": name, "epochs": epochs, "epochs_used": used, "best_epoch": best_epoch if patience else used,
+    return {"classifier": name, "epochs": epochs, "epochs_used": used, "best_epoch": stopper.best_epoch if patience else used,
             "val_accuracy_before": before, "val_accuracy": _accuracy(classifier, val_x, val_y)}
 
 

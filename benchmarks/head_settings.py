@@ -37,6 +37,9 @@ SETTINGS = {
     "early stopping (patience 3), batch 1024, lr 1e-3": dict(head_patience=3, head_min_epochs=5, head_batch_size=1024, head_lr=1e-3),
     "early stopping (patience 3), batch 4096, lr 4e-3": dict(head_patience=3, head_min_epochs=5, head_batch_size=4096, head_lr=4e-3),
     "early stopping (patience 2), batch 4096, lr 4e-3": dict(head_patience=2, head_min_epochs=3, head_batch_size=4096, head_lr=4e-3),
+    "early stopping (patience 3), cap 10 epochs, lr 3e-3": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=3e-3),
+    "early stopping (patience 3), cap 10 epochs, lr 1e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=1e-2),
+    "early stopping (patience 2), cap 6 epochs, lr 1e-2": dict(head_patience=2, head_min_epochs=3, head_epochs=6, head_lr=1e-2),
     "early stopping, 2,000 training images per label": dict(head_patience=3, head_min_epochs=5, train_per_class=2000),
     "early stopping, 1,000 training images per label": dict(head_patience=3, head_min_epochs=5, train_per_class=1000),
 }
@@ -73,7 +76,12 @@ def main(argv=None) -> int:
     parser.add_argument("--delta", type=float, default=0.005)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--only", help="comma-separated numbers of the settings to run besides the reference (1 = the first after it)")
     args = parser.parse_args(argv)
+    settings = dict(SETTINGS)
+    if args.only:
+        keep = {int(k) for k in args.only.split(",")} | {0}
+        settings = {name: o for i, (name, o) in enumerate(SETTINGS.items()) if i in keep}
 
     payload = load_checkpoint(args.checkpoint)
     dataset = args.dataset or payload["config"]["train"]["dataset"]
@@ -83,14 +91,14 @@ def main(argv=None) -> int:
     full_val = evaluate(model, val, device=args.device)["accuracy"]
     num_classes = model.spec["num_classes"]
     feature_pass = {}  # train_per_class -> seconds of the backbone pass that fills its cache (cold, unless cached before)
-    for per_class in sorted({o.get("train_per_class") for o in SETTINGS.values()}, key=lambda v: v or 0):
+    for per_class in sorted({o.get("train_per_class") for o in settings.values()}, key=lambda v: v or 0):
         t = measure(model, dataset, val_fraction=val_fraction, head_epochs=1, device=args.device, save_fields="all",
                     train_per_class=per_class).meta["timings"]
         feature_pass[per_class] = t["features_train_s"] + t["features_test_s"]
     rows = []
-    for name, options in SETTINGS.items():
+    for name, options in settings.items():
         t0 = time.perf_counter()
-        result = measure(model, dataset, val_fraction=val_fraction, head_epochs=30, device=args.device, save_fields="all", **options)
+        result = measure(model, dataset, val_fraction=val_fraction, device=args.device, save_fields="all", **{"head_epochs": 30, **options})
         seconds = time.perf_counter() - t0
         t = result.meta["timings"]
         rows.append({"setting": name, "options": options, "seconds": seconds, "heads_s": t["heads_s"],

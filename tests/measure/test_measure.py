@@ -21,7 +21,7 @@ def measured(tiny_run, tmp_path_factory):
     out, _ = tiny_run
     model = prune_snr.load(out / "model.pt")
     cache = tmp_path_factory.mktemp("features")
-    result = measure(model, "synthetic", points=POINTS, head_epochs=15, label_sweep=[3, 5], device="cpu", cache_dir=cache,
+    result = measure(model, "synthetic", points=POINTS, head_epochs=15, label_sweep=[3, 5, 10], device="cpu", cache_dir=cache,
                      save_fields="all")
     folder = result.save(tmp_path_factory.mktemp("measurement"))
     return model, result, folder, cache
@@ -151,11 +151,20 @@ def test_measurement_json_has_the_documented_keys(measured):
 
 def test_label_sweep_reports_each_label_count_per_point(measured):
     _, result, _, _ = measured
-    assert [s["labels"] for s in result.label_sweep] == [3, 5]
+    assert [s["labels"] for s in result.label_sweep] == [3, 5, 10]
     for sweep in result.label_sweep:
         assert len(sweep["points"]) == 3
         assert all(p["error_rate"] == pytest.approx(1 - p["test_accuracy"]) for p in sweep["points"])
         assert all(0 <= p["val_accuracy"] <= 1 for p in sweep["points"])
+
+
+def test_a_sweep_over_every_label_is_the_measurement_itself_and_trains_nothing(measured):
+    _, result, _, _ = measured
+    every = result.label_sweep[-1]
+    assert every["label_ids"] == list(range(10)) and result.meta["timings"]["sweep_10_heads_s"] == 0
+    for swept, point in zip(every["points"], result.points):
+        assert (swept["test_accuracy"], swept["val_accuracy"], swept["snr"]) == (point["test_accuracy"], point["val_accuracy"], point["snr"])
+    assert result.meta["timings"]["sweep_5_heads_s"] > 0  # a proper subset trains its own heads
 
 
 def test_saved_measurement_loads_back_with_heads(measured):

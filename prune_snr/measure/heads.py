@@ -7,15 +7,17 @@ matrices must be computed on raw, un-centered class means (METHOD.md).
 At memory speed where the budget allows: points are grouped so that a group's standardized
 training (and early-stopping) rows fit ``memory_budget``; such a group reads its rows from the
 cache once, computes its statistics on them, standardizes them in place and trains every epoch
-from memory. A point too wide for that streams: each epoch walks one random permutation of the
-training rows in chunks; a chunk's rows are read from the cache file (sorted, so the file is read
-forward, with ``preadv`` rather than through the mapping, whose page faults would pull the whole
-file into the process), standardized, and cut into the mini-batches of that stretch of the
-permutation; such points are grouped so that one mini-batch fits.
+from memory. The training rows are shuffled once into fixed mini-batches, and each epoch visits the
+mini-batches in a new random order: held rows are stored in that shuffled order, so a mini-batch is a
+slice of memory, not a gather of scattered rows (the gathers were 40 % of an epoch). A point too wide
+to be held streams: each epoch walks its mini-batches in chunks; a chunk's rows are read from the
+cache file (sorted, so the file is read forward, with ``preadv`` rather than through the mapping,
+whose page faults would pull the whole file into the process), standardized, and cut into its
+mini-batches; such points are grouped so that one mini-batch fits.
 Each mini-batch updates all heads of a group at once (one ``baddbmm`` and one ``bmm`` per
 feature width, one Adam). Heads are independent (own loss, element-wise Adam) and every group
-walks the same permutation, so grouping, chunking and memory vs stream change nothing in the
-result beyond float rounding: it equals training all heads together on one in-memory matrix.
+walks the same mini-batches in the same order, so grouping, chunking and memory vs stream change
+nothing in the result beyond float rounding: it equals training all heads together on one in-memory matrix.
 Early stopping (``patience``) reads only the validation rows; see :func:`train_heads`.
 """
 from __future__ import annotations
@@ -162,34 +164,43 @@ def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _accumulate_stats(x: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor) -> None:
-    x = x.double()
-    total += x.sum(0)
-    total_sq += (x * x).sum(0)
+class _Moments:
+    """Per-feature mean and variance over chunks of rows: each chunk's in float32 (``var_mean``), merged in float64
+    (Chan et al.'s pairwise update), so no chunk is ever copied to float64."""
 
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
 
-def _finish_stats(total: torch.Tensor, total_sq: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = total / n
-    std = (total_sq / n - mean * mean).clamp(min=0).sqrt()
-    return mean.float(), std.float().clamp(min=1e-6)
+    def add(self, x: torch.Tensor) -> None:
+        var, mean = torch.var_mean(x, dim=0, correction=0)
+        k, mean, m2 = len(x), mean.double(), var.double() * len(x)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = k, mean, m2
+            return
+        n = self.n + k
+        delta = mean - self.mean
+        self.mean += delta * (k / n)
+        self.m2 += m2 + delta * delta * (self.n * k / n)
+        self.n = n
+
+    def finish(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean.float(), (self.m2 / self.n).sqrt().float().clamp(min=1e-6)
 
 
 def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and std over ``index`` rows, accumulated in float64 chunk by chunk."""
-    total = torch.zeros(features.shape[1:], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
+    """Per-feature mean and std over ``index`` rows, read chunk by chunk."""
+    moments = _Moments()
     for start in range(0, len(index), ROWS_PER_CHUNK):
-        _accumulate_stats(_rows(features, index[start:start + ROWS_PER_CHUNK]), total, total_sq)
-    return _finish_stats(total, total_sq, len(index))
+        moments.add(_rows(features, index[start:start + ROWS_PER_CHUNK]))
+    return moments.finish()
 
 
 def _tensor_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`feature_stats` of rows already in memory (``n x d``), with the same chunks: the same figures."""
-    total = torch.zeros(x.shape[1:], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
+    moments = _Moments()
     for start in range(0, len(x), ROWS_PER_CHUNK):
-        _accumulate_stats(x[start:start + ROWS_PER_CHUNK], total, total_sq)
-    return _finish_stats(total, total_sq, len(x))
+        moments.add(x[start:start + ROWS_PER_CHUNK])
+    return moments.finish()
 
 
 def class_means(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -406,8 +417,12 @@ def train_heads(
     """
     names = list(train.features)
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
-    steps_per_epoch = max(1, len(train.index) // batch_size)
-    used = min(len(train.index), steps_per_epoch * batch_size)
+    # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows used)
+    shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
+    train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])
+    batches = [(int(b[0]), int(b[-1]) + 1) for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
+               if len(b)]
+    steps_per_epoch = len(batches)
     stop_rows = evaluate.get(stop_on) if patience > 0 else None
     if stop_rows is not None and not len(stop_rows.index):
         stop_rows = None
@@ -457,26 +472,27 @@ def train_heads(
             optimizer.step()
             scheduler.step()
 
-        g = torch.Generator().manual_seed(seed)  # every group walks the same permutations
+        g = torch.Generator().manual_seed(seed)  # every group visits the mini-batches in the same orders
         label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
         for epoch in track(progress, range(1, epochs + 1), label, total=epochs):
             if not any(active):
                 continue
-            perm = torch.randperm(len(train.index), generator=g)[:used]
+            visit = [batches[j] for j in torch.randperm(steps_per_epoch, generator=g).tolist()]
             if held:
-                perm_d = perm.to(train_x[0].device)
-                for b in range(0, used, batch_size):
-                    idx = perm_d[b:b + batch_size]
-                    step([x.index_select(1, idx).to(device) for x in train_x], train_y[perm[b:b + batch_size].to(device)])
+                for start, end in visit:
+                    step([x[:, start:end].to(device) for x in train_x], train_y[start:end])
             else:
-                perm = perm.numpy()
-                for start in range(0, used, chunk):
-                    positions = perm[start:start + chunk]
+                per_chunk = max(1, chunk // batch_size)
+                for c in range(0, steps_per_epoch, per_chunk):
+                    spans = visit[c:c + per_chunk]
+                    positions = np.concatenate([np.arange(start, end) for start, end in spans])
                     x_chunk = x = None  # a mini-batch view keeps its whole chunk alive: free it before the next is read
                     x_chunk = [x.to(device) for x in _standardized(train, classes, stats, positions)[0]]
                     y_chunk = train.targets[positions].to(device)
-                    for b in range(0, len(positions), batch_size):
-                        step([x[:, b:b + batch_size] for x in x_chunk], y_chunk[b:b + batch_size])
+                    offset = 0
+                    for start, end in spans:
+                        step([x[:, offset:offset + end - start] for x in x_chunk], y_chunk[offset:offset + end - start])
+                        offset += end - start
                 x_chunk = x = None
             if stop_rows is None:
                 continue

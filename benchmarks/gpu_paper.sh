@@ -39,7 +39,7 @@ VGG_EPOCHS=${VGG_EPOCHS:-2}
 EFF_EPOCHS=${EFF_EPOCHS:-3}
 FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-1}
 MEASURE_PER_CLASS=${MEASURE_PER_CLASS:-2000}
-HEAD_EPOCHS=${HEAD_EPOCHS:-30}
+HEAD_EPOCHS=${HEAD_EPOCHS:-10}
 WORKERS=${WORKERS:-8}
 SUBSET=${SUBSET:-}  # N: use only the first N training and N/6 test images (a rehearsal)
 AMP=$([ "$DEVICE" = cpu ] && echo --no-amp || echo --amp)

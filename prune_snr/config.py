@@ -88,7 +88,7 @@ class MeasureConfig:
     pool: int = choices.POOL
     threshold: float = choices.THRESHOLD
     head_epochs: int = choices.HEAD_EPOCHS
-    head_lr: float = 1e-3
+    head_lr: float = choices.HEAD_LR
     head_batch_size: int = 1024
     head_patience: int = choices.HEAD_PATIENCE  # epochs without a lower validation loss before a head stops; 0 = run head_epochs
     head_min_epochs: int = choices.HEAD_MIN_EPOCHS  # epochs every head trains before it may stop

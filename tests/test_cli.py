@@ -68,8 +68,8 @@ def test_bad_recipe_key_is_one_line(tmp_path):
 def measured_run(tiny_run, tmp_path_factory):
     out, _ = tiny_run
     folder = tmp_path_factory.mktemp("measured")
-    result = invoke("measure", out / "model.pt", "--dataset", "synthetic", "--head-epochs", "3", "--device", "cpu",
-                    "--labels", "3", "--out", folder)
+    result = invoke("measure", out / "model.pt", "--dataset", "synthetic", "--head-epochs", "3", "--head-lr", "0.02",
+                    "--device", "cpu", "--labels", "3", "--out", folder)
     assert result.exit_code == 0, result.output
     MEASURE_OUTPUT[:] = [result.output]
     return out, folder
@@ -83,6 +83,7 @@ def test_measure_writes_every_artifact_and_prints_the_layer_table(measured_run):
     names = {p.name for p in folder.iterdir()}
     assert {"measurement.json", "fields.npz", "heads.pt", "layers.png", "noise.png", "filters.png", "label_sweep.png", "config.yaml"} <= names
     data = json.loads((folder / "measurement.json").read_text())
+    assert (data["options"]["head_epochs"], data["options"]["head_lr"]) == (3, 0.02)
     cells = [line.replace("│", " ").split() for line in MEASURE_OUTPUT[0].splitlines()]
     rows = {c[0]: c for c in cells if c and c[0].startswith("features.")}
     assert list(rows) == [p["name"] for p in data["points"]], "one table row per measured point, in order"

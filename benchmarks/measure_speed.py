@@ -30,8 +30,10 @@ from torch.nn import functional as F
 from torch.utils.data import Subset
 
 import prune_snr
+from prune_snr import choices
 from prune_snr.data import build_dataset
 from prune_snr.measure import measure
+from prune_snr.measure.heads import Moments
 from prune_snr.errors import run_script
 
 
@@ -58,29 +60,24 @@ def pooled(model, loader, point, pool):
 
 def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, seed, num_classes):
     results = {}
-    train_loader_eval = torch.utils.data.DataLoader(train_set, batch_size=1024)
+    train_loader_eval = torch.utils.data.DataLoader(train_set, batch_size=8192)  # train_heads' chunks
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=1024)
     for point in points:
-        # standardisation statistics: one pass
-        s = s2 = None
-        n = 0
+        moments = Moments()  # standardisation statistics: one pass, merged as train_heads merges them
         for x, _ in pooled(model, train_loader_eval, point, pool):
-            x = x.double()
-            s = x.sum(0) if s is None else s + x.sum(0)
-            s2 = (x * x).sum(0) if s2 is None else s2 + (x * x).sum(0)
-            n += len(x)
-        mean = (s / n).float()
-        std = (s2 / n - (s / n) ** 2).clamp(min=0).sqrt().float().clamp(min=1e-6)
+            moments.add(x)
+        mean, std = moments.finish()
         w = torch.zeros(num_classes, len(mean), requires_grad=True)
         b = torch.zeros(num_classes, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=lr)
-        steps = max(1, len(train_set) // batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+        # train_heads' mini-batches: one seeded shuffle cut into ceil(n / batch_size) batches, visited in a new order each epoch
+        shuffle = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+        batches = [shuffle[part].tolist() for part in torch.arange(len(train_set)).tensor_split(-(-len(train_set) // batch_size))]
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(batches))
         g = torch.Generator().manual_seed(seed)
         for _ in range(epochs):  # the backbone runs again every head epoch
-            perm = torch.randperm(len(train_set), generator=g)
-            order = Subset(train_set, perm[: steps * batch_size].tolist())
-            loader = torch.utils.data.DataLoader(order, batch_size=batch_size)
+            visit = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+            loader = torch.utils.data.DataLoader(train_set, batch_sampler=visit)
             for x, y in pooled(model, loader, point, pool):
                 opt.zero_grad()
                 F.cross_entropy(torch.addmm(b, (x - mean) / std, w.t()), y).backward()
@@ -125,7 +122,7 @@ def stages(model, train_set, test_set, args) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         for patience in (args.head_patience, 0):
             m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
-                        head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels, seed=args.seed,
+                        head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels, seed=args.seed,
                         device="cpu", cache_dir=cache)
             t = m.meta["timings"]
             used = [p["head_epochs_used"] for p in m.points]
@@ -159,13 +156,14 @@ def main(argv=None):
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--points", default="features.conv1,features.conv4,features.conv7,features.conv10")
     parser.add_argument("--head-epochs", type=int, default=5)
+    parser.add_argument("--head-lr", type=float, default=choices.HEAD_LR)
     parser.add_argument("--pool", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--stages", action="store_true", help="stage costs as multiples of a plain pass instead of naive vs fast")
     parser.add_argument("--labels", help="with --stages: label sweep, e.g. 3,5,10")
     parser.add_argument("--head-patience", type=int, default=3)
-    parser.add_argument("--head-min-epochs", type=int, default=5)
+    parser.add_argument("--head-min-epochs", type=int, default=choices.HEAD_MIN_EPOCHS)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     model = prune_snr.load(args.checkpoint)
@@ -188,11 +186,11 @@ def main(argv=None):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
         fast = measure(model, (train_set, test_set), points=points, pool=args.pool, head_epochs=args.head_epochs,
-                       head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0, fields_split="test",
+                       head_lr=args.head_lr, head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0, fields_split="test",
                        save_fields="all")
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
-    slow = naive(model, train_set, test_set, points, pool=args.pool, epochs=args.head_epochs, lr=1e-3, batch_size=256,
+    slow = naive(model, train_set, test_set, points, pool=args.pool, epochs=args.head_epochs, lr=args.head_lr, batch_size=256,
                  seed=args.seed, num_classes=num_classes)
     t_naive = time.perf_counter() - t0
 

@@ -164,7 +164,7 @@ def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
     return rows
 
 
-class _Moments:
+class Moments:
     """Per-feature mean and variance over chunks of rows: each chunk's in float32 (``var_mean``), merged in float64
     (Chan et al.'s pairwise update), so no chunk is ever copied to float64."""
 
@@ -189,7 +189,7 @@ class _Moments:
 
 def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature mean and std over ``index`` rows, read chunk by chunk."""
-    moments = _Moments()
+    moments = Moments()
     for start in range(0, len(index), ROWS_PER_CHUNK):
         moments.add(_rows(features, index[start:start + ROWS_PER_CHUNK]))
     return moments.finish()
@@ -197,7 +197,7 @@ def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor
 
 def _tensor_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`feature_stats` of rows already in memory (``n x d``), with the same chunks: the same figures."""
-    moments = _Moments()
+    moments = Moments()
     for start in range(0, len(x), ROWS_PER_CHUNK):
         moments.add(x[start:start + ROWS_PER_CHUNK])
     return moments.finish()
@@ -486,14 +486,14 @@ def train_heads(
                 for c in range(0, steps_per_epoch, per_chunk):
                     spans = visit[c:c + per_chunk]
                     positions = np.concatenate([np.arange(start, end) for start, end in spans])
-                    x_chunk = x = None  # a mini-batch view keeps its whole chunk alive: free it before the next is read
+                    x_chunk = None  # free the previous chunk before the next is read
                     x_chunk = [x.to(device) for x in _standardized(train, classes, stats, positions)[0]]
                     y_chunk = train.targets[positions].to(device)
                     offset = 0
                     for start, end in spans:
                         step([x[:, offset:offset + end - start] for x in x_chunk], y_chunk[offset:offset + end - start])
                         offset += end - start
-                x_chunk = x = None
+                x_chunk = None
             if stop_rows is None:
                 continue
             losses = _scores(source[stop_on], layout, active, weights, biases, len(order))[0] / len(stop_rows.index)

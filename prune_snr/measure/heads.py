@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..errors import DataError
 from ..progress import track
 
 ROWS_PER_CHUNK = 8192  # rows per read of one point (statistics, class means)
@@ -417,6 +418,8 @@ def train_heads(
     """
     names = list(train.features)
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
+    if not len(train.index):
+        raise DataError("no training rows for the heads: every label of the measurement needs training images")
     # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows used)
     shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
     train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])

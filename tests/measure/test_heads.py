@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from prune_snr.measure.fields import field_matrices
-from prune_snr.measure.heads import BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Rows, chunk_rows, class_means, plan_groups, train_heads
+from prune_snr.errors import DataError
+from prune_snr.measure.heads import (BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, chunk_rows, class_means, plan_groups,
+                                     train_heads)
 
 
 def cached_features(tmp_path, n=600, dtype=np.float32):
@@ -70,3 +72,36 @@ def test_a_budget_the_process_already_exceeds_warns_and_still_reads_bounded_chun
     with pytest.warns(UserWarning, match="already holds"):
         assert chunk_budget(1 << 20) == MIN_CHUNK_BYTES
     assert chunk_budget(resident_bytes() + (1 << 33)) > (1 << 32)
+
+
+def test_feature_statistics_merged_from_chunks_match_one_float64_pass():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy((rng.standard_normal((20_000, 6)) * [1, 10, 1e-3, 5, 0, 2] + [0, 100, 3, -7, 1, 0]).astype(np.float32))
+    moments = Moments()
+    for part in x.split(3_000):
+        moments.add(part)
+    mean, std = moments.finish()
+    reference = x.double()
+    assert torch.allclose(mean.double(), reference.mean(0), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(std.double(), reference.std(0, correction=0).clamp(min=1e-6), rtol=1e-5, atol=1e-6)
+
+
+def test_heads_without_training_rows_say_so():
+    features = {"p": np.zeros((4, 2, 1), np.float32)}
+    with pytest.raises(DataError, match="no training rows"):
+        train_heads(Rows(features, np.arange(0), torch.zeros(0, dtype=torch.long)), {}, num_classes=2)
+
+
+def test_every_epoch_trains_on_every_row_even_when_the_rows_are_not_a_whole_number_of_batches(tmp_path, monkeypatch):
+    """1,500 rows at batch 1,024: two mini-batches of 750 per epoch, not 1,024 rows and 476 never seen."""
+    from prune_snr.measure import heads as module
+
+    features, y = cached_features(tmp_path, n=1500)
+    sizes = []
+    real = module._set_gradients
+    monkeypatch.setattr(module, "_set_gradients", lambda xs, labels, *a: (sizes.append(len(labels)), real(xs, labels, *a)))
+    for in_memory in (True, False):
+        sizes.clear()
+        train_heads(Rows(features, np.arange(1500), torch.from_numpy(y)), {}, num_classes=5, epochs=2, lr=0.05, batch_size=1024,
+                    in_memory=in_memory)
+        assert sizes == [750, 750, 750, 750], in_memory

@@ -134,9 +134,13 @@ def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> 
     would grow to the size of the cache. ``out`` may be a column block of a wider matrix: the rows
     land in place, with no second copy of the chunk.
     """
+    mapped = isinstance(features, np.memmap) and features.filename
+    if mapped and features.dtype == np.float32 and out.is_contiguous() and bool(np.all(np.diff(index) > 0)):
+        _read_rows(features, index, into=out.numpy())  # already in file order: straight into place
+        return
     order = np.argsort(index, kind="stable")
     wanted = index[order]
-    if isinstance(features, np.memmap) and features.filename:
+    if mapped:
         rows = _read_rows(features, wanted)
     else:
         rows = np.asarray(features[wanted])
@@ -150,10 +154,11 @@ def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
     return out.view(len(index), *features.shape[1:])
 
 
-def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
-    """Rows ``wanted`` (ascending) of a memory-mapped ``.npy``, read from its file."""
+def _read_rows(features: np.memmap, wanted: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``wanted`` (ascending) of a memory-mapped ``.npy``, read from its file (into ``into``, a contiguous array of
+    the cache's dtype with one row per wanted row, when given)."""
     row_bytes = int(np.prod(features.shape[1:])) * features.dtype.itemsize
-    rows = np.empty((len(wanted), *features.shape[1:]), dtype=features.dtype)
+    rows = np.empty((len(wanted), *features.shape[1:]), dtype=features.dtype) if into is None else into
     raw = rows.reshape(len(wanted), -1).view(np.uint8)
     breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
     starts, ends = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(wanted)]])
@@ -166,15 +171,16 @@ def _read_rows(features: np.memmap, wanted: np.ndarray) -> np.ndarray:
 
 
 class Moments:
-    """Per-feature mean and variance over chunks of rows: each chunk's in float32 (``var_mean``), merged in float64
-    (Chan et al.'s pairwise update), so no chunk is ever copied to float64."""
+    """Per-feature mean and variance over chunks of rows: each chunk's in float32 (two passes: its mean, then the
+    squared deviations from it), merged in float64 (Chan et al.'s pairwise update), so no chunk is copied to float64."""
 
     def __init__(self):
         self.n, self.mean, self.m2 = 0, None, None
 
     def add(self, x: torch.Tensor) -> None:
-        var, mean = torch.var_mean(x, dim=0, correction=0)
-        k, mean, m2 = len(x), mean.double(), var.double() * len(x)
+        mean = x.mean(0)
+        deviation = x - mean
+        k, mean, m2 = len(x), mean.double(), (deviation * deviation).sum(0).double()
         if self.mean is None:
             self.n, self.mean, self.m2 = k, mean, m2
             return
@@ -420,7 +426,9 @@ def train_heads(
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
     if not len(train.index):
         raise DataError("no training rows for the heads: every label of the measurement needs training images")
-    # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows used)
+    # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows used);
+    # held rows are read in the cache's order (long runs of adjacent rows) and shuffled in memory
+    ordered = train
     shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
     train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])
     batches = [(int(b[0]), int(b[-1]) + 1) for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
@@ -448,12 +456,15 @@ def train_heads(
             i += len(c)
         chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
         if held:
-            train_x, stats = _standardized(train, classes, None)
+            train_x, stats = _standardized(ordered, classes, None)
+            for x in train_x:
+                for j in range(len(x)):  # one point at a time: the copy is one point's rows
+                    x[j] = x[j].index_select(0, shuffle)
             on_device = _fits_device(sum(x.numel() for x in train_x) * BYTES_PER_VALUE, device)
             train_x = [x.to(device) for x in train_x] if on_device else train_x
             stop_x = _standardized(stop_rows, classes, stats)[0] if stop_rows is not None else None
         else:
-            stats = {n: feature_stats(train.features[n], train.index) for n in group}
+            stats = {n: feature_stats(ordered.features[n], ordered.index) for n in group}
             train_x = stop_x = None
         source = {key: _Source(rows, classes, stats, chunk=chunk, device=device, held=train_x if key == "train" else None)
                   for key, rows in {"train": train, **evaluate}.items()}

@@ -1,7 +1,7 @@
 """Are the measurement's heads converged? Each setting's heads against the optimum of the same problem.
 
 For each point of a checkpoint's (warm) feature cache, the linear head of the measurement is trained by
-``train_heads`` under each setting (the former default, 30 epochs at Adam lr 1e-3; today's default; any
+``train_heads`` under each setting (30 fixed epochs at Adam lr 1e-3, the former default's cap and rate; today's default; any
 ``--setting EPOCHS:LR``) on the training rows less the validation split, and compared with the optimum of
 the same unregularized softmax regression, found by full-batch L-BFGS on the standardized rows
 (``--lbfgs-iters`` iterations, strong Wolfe line search). Printed per point: training loss, validation loss
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     num_classes = m.meta["num_classes"]
     rest, val = (np.sort(r) for r in validation_split(y_all.numpy(), val_fraction))
     features = {n: np.load(folder / f"{i}.npy", mmap_mode="r") for i, n in enumerate(names)}
-    settings = {"former default: 30 epochs, lr 1e-3": dict(epochs=30, lr=1e-3, patience=0),
+    settings = {"30 fixed epochs, lr 1e-3": dict(epochs=30, lr=1e-3, patience=0),
                 f"default: cap {choices.HEAD_EPOCHS} epochs, lr {choices.HEAD_LR:g}, early stopping":
                     dict(epochs=choices.HEAD_EPOCHS, lr=choices.HEAD_LR, patience=choices.HEAD_PATIENCE, min_epochs=choices.HEAD_MIN_EPOCHS)}
     for s in args.setting:

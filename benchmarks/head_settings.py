@@ -42,8 +42,8 @@ SETTINGS = {
     "early stopping (patience 2), cap 6 epochs, lr 1e-2": dict(head_patience=2, head_min_epochs=3, head_epochs=6, head_lr=1e-2),
     "early stopping (patience 3), cap 20 epochs, lr 1e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=20, head_lr=1e-2),
     "early stopping (patience 3), cap 10 epochs, lr 3e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=3e-2),
-    "early stopping, 2,000 training images per label": dict(head_patience=3, head_min_epochs=5, train_per_class=2000),
-    "early stopping, 1,000 training images per label": dict(head_patience=3, head_min_epochs=5, train_per_class=1000),
+    "early stopping, 2,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=2000),
+    "early stopping, 1,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=1000),
 }
 
 

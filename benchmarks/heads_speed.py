@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prune_snr import choices
 from prune_snr.measure.heads import Rows, train_heads
 
 VGG_W4_CHANNELS = [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
@@ -55,7 +56,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--min-epochs", type=int, default=5)
+    parser.add_argument("--min-epochs", type=int, default=choices.HEAD_MIN_EPOCHS)
+    parser.add_argument("--lr", type=float, default=choices.HEAD_LR, help="Adam's learning rate, the same for every version")
     parser.add_argument("--before", default="1a3d684")
     parser.add_argument("--skip-before", action="store_true")
     args = parser.parse_args(argv)
@@ -66,10 +68,10 @@ def main(argv=None):
         train = Rows(features, index[:cut], torch.from_numpy(y[:cut]))
         scored = {"val": Rows(features, index[cut:val_cut], torch.from_numpy(y[cut:val_cut])),
                   "test": Rows(features, index[val_cut:], torch.from_numpy(y[val_cut:]))}
-        common = dict(num_classes=10, epochs=args.epochs, memory_budget=4 << 30)
+        common = dict(num_classes=10, epochs=args.epochs, lr=args.lr, memory_budget=4 << 30)
         runs = {}
         if not args.skip_before:
-            runs["before (streaming, per-head)"] = lambda: module_at(args.before).train_heads(train, scored, **common)
+            runs[f"before ({args.before})"] = lambda: module_at(args.before).train_heads(train, scored, **common)
         runs["after, streaming"] = lambda: train_heads(train, scored, in_memory=False, **common)
         runs["after, in memory"] = lambda: train_heads(train, scored, **common)
         runs[f"after, in memory, patience {args.patience}"] = lambda: train_heads(

@@ -195,7 +195,7 @@ def measure(
     pool: Annotated[Optional[int], typer.Option("--pool", help="Adaptive average pooling p (head sees C*p*p features).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
     head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head (the cap with early stopping).")] = None,
-    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs; 1e-3 with --head-epochs 30 is the former default).")] = None,
+    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs; the default was 1e-3 with --head-epochs 30 before the heads were found under-fitted).")] = None,
     head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower validation loss (0 = always --head-epochs).")] = None,
     head_min_epochs: Annotated[Optional[int], typer.Option("--head-min-epochs", help="Epochs every head trains before it may stop.")] = None,
     label_sweep: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .. import choices
 from ..errors import DataError
 from ..progress import track
 
@@ -134,8 +135,11 @@ def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> 
     would grow to the size of the cache. ``out`` may be a column block of a wider matrix: the rows
     land in place, with no second copy of the chunk.
     """
+    if not len(index):
+        return
     mapped = isinstance(features, np.memmap) and features.filename
-    if mapped and features.dtype == np.float32 and out.is_contiguous() and bool(np.all(np.diff(index) > 0)):
+    if (mapped and features.dtype == np.float32 and out.dtype == torch.float32 and out.is_contiguous()
+            and bool(np.all(np.diff(index) > 0))):
         _read_rows(features, index, into=out.numpy())  # already in file order: straight into place
         return
     order = np.argsort(index, kind="stable")
@@ -179,8 +183,7 @@ class Moments:
 
     def add(self, x: torch.Tensor) -> None:
         mean = x.mean(0)
-        deviation = x - mean
-        k, mean, m2 = len(x), mean.double(), (deviation * deviation).sum(0).double()
+        k, mean, m2 = len(x), mean.double(), (x - mean).square_().sum(0).double()
         if self.mean is None:
             self.n, self.mean, self.m2 = k, mean, m2
             return
@@ -199,14 +202,6 @@ def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor
     moments = Moments()
     for start in range(0, len(index), ROWS_PER_CHUNK):
         moments.add(_rows(features, index[start:start + ROWS_PER_CHUNK]))
-    return moments.finish()
-
-
-def _tensor_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`feature_stats` of rows already in memory (``n x d``), with the same chunks: the same figures."""
-    moments = Moments()
-    for start in range(0, len(x), ROWS_PER_CHUNK):
-        moments.add(x[start:start + ROWS_PER_CHUNK])
     return moments.finish()
 
 
@@ -271,22 +266,39 @@ def _width_classes(names: list[str], dims: dict[str, int]) -> list[list[str]]:
     return list(classes.values())
 
 
-def _standardized(rows: Rows, classes: list[list[str]], stats: dict | None, positions: np.ndarray | slice = slice(None)
-                  ) -> tuple[list[torch.Tensor], dict]:
-    """Rows ``rows.index[positions]`` of the points of ``classes``, standardized: one ``k x n x d`` float32 tensor per
-    width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time). With ``stats=None`` the
-    statistics are computed here, on these very rows (the same figures as :func:`feature_stats`), and returned."""
+def _standardized(rows: Rows, classes: list[list[str]], stats: dict, positions: np.ndarray | slice = slice(None)) -> list[torch.Tensor]:
+    """Rows ``rows.index[positions]`` of the points of ``classes``, standardized with ``stats``: one ``k x n x d``
+    float32 tensor per width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time)."""
     index = rows.index[positions]
-    stats = {} if stats is None else stats
     out = []
     for names in classes:
         x = torch.empty(len(names), len(index), int(np.prod(rows.features[names[0]].shape[1:])))
         for j, n in enumerate(names):
             for s in range(0, len(index), ROWS_PER_CHUNK):
                 _gather_into(x[j, s:s + ROWS_PER_CHUNK], rows.features[n], index[s:s + ROWS_PER_CHUNK])
-            if n not in stats:
-                stats[n] = _tensor_stats(x[j])
             x[j].sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
+        out.append(x)
+    return out
+
+
+def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+    """The rows of ``ordered`` standardized on their own statistics (returned; the same chunks, hence the same figures,
+    as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the cache's order, a chunk at a
+    time, and copied into place, so no second copy of a point's rows is ever made."""
+    n = len(ordered.index)
+    place = torch.empty_like(shuffle)
+    place[shuffle] = torch.arange(n)
+    stats, out = {}, []
+    for names in classes:
+        x = torch.empty(len(names), n, int(np.prod(ordered.features[names[0]].shape[1:])))
+        for j, name in enumerate(names):
+            moments = Moments()
+            for s in range(0, n, ROWS_PER_CHUNK):
+                chunk = _rows(ordered.features[name], ordered.index[s:s + ROWS_PER_CHUNK]).flatten(1)
+                moments.add(chunk)
+                x[j].index_copy_(0, place[s:s + ROWS_PER_CHUNK], chunk)
+            stats[name] = moments.finish()
+            x[j].sub_(stats[name][0].flatten()).div_(stats[name][1].flatten())
         out.append(x)
     return out, stats
 
@@ -306,7 +318,7 @@ class _Source:
                 xs = [x[:, start:start + step] for x in self.held]
             else:
                 xs = None  # free the previous chunk before the next is read
-                xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))[0]
+                xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))
             yield [x.to(self.device) for x in xs], self.rows.targets[start:start + step].to(self.device)
 
 
@@ -374,8 +386,8 @@ def train_heads(
     evaluate: dict[str, Rows],
     *,
     num_classes: int,
-    epochs: int = 30,
-    lr: float = 1e-3,
+    epochs: int = choices.HEAD_EPOCHS,
+    lr: float = choices.HEAD_LR,
     batch_size: int = 1024,
     seed: int = 0,
     device: torch.device = torch.device("cpu"),
@@ -383,7 +395,7 @@ def train_heads(
     progress=None,
     description: str = "heads",
     patience: int = 0,
-    min_epochs: int = 1,
+    min_epochs: int = choices.HEAD_MIN_EPOCHS,
     stop_on: str = "val",
     in_memory: bool | None = None,
 ) -> dict[str, Head]:
@@ -448,6 +460,7 @@ def train_heads(
              if streamed]
     heads: dict[str, Head] = {}
     for group, held in plan:
+        train_x = stop_x = source = weights = biases = best = optimizer = None  # the previous group's rows go before these are read
         classes = _width_classes(group, dims)
         order = [n for c in classes for n in c]  # the heads in width-class order
         layout, i = [], 0
@@ -456,18 +469,15 @@ def train_heads(
             i += len(c)
         chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
         if held:
-            train_x, stats = _standardized(ordered, classes, None)
-            for x in train_x:
-                for j in range(len(x)):  # one point at a time: the copy is one point's rows
-                    x[j] = x[j].index_select(0, shuffle)
+            train_x, stats = _held_shuffled(ordered, classes, shuffle)
             on_device = _fits_device(sum(x.numel() for x in train_x) * BYTES_PER_VALUE, device)
             train_x = [x.to(device) for x in train_x] if on_device else train_x
-            stop_x = _standardized(stop_rows, classes, stats)[0] if stop_rows is not None else None
+            stop_x = _standardized(stop_rows, classes, stats) if stop_rows is not None else None
         else:
             stats = {n: feature_stats(ordered.features[n], ordered.index) for n in group}
             train_x = stop_x = None
         source = {key: _Source(rows, classes, stats, chunk=chunk, device=device, held=train_x if key == "train" else None)
-                  for key, rows in {"train": train, **evaluate}.items()}
+                  for key, rows in {"train": train if held else ordered, **evaluate}.items()}  # streamed: scored in file order
         if stop_rows is not None:
             source[stop_on] = _Source(stop_rows, classes, stats, chunk=chunk, device=device, held=stop_x)
         train_y = train.targets.to(device)
@@ -501,7 +511,7 @@ def train_heads(
                     spans = visit[c:c + per_chunk]
                     positions = np.concatenate([np.arange(start, end) for start, end in spans])
                     x_chunk = None  # free the previous chunk before the next is read
-                    x_chunk = [x.to(device) for x in _standardized(train, classes, stats, positions)[0]]
+                    x_chunk = [x.to(device) for x in _standardized(train, classes, stats, positions)]
                     y_chunk = train.targets[positions].to(device)
                     offset = 0
                     for start, end in spans:

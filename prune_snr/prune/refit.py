@@ -27,21 +27,23 @@ from .plan import Context
 
 
 def refit_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
-    """With ``--refit-epochs N``: retrain the pruned model's classifier as the measurement's heads are trained
-    (their learning rate, batch size and early stopping), before it is graded and fine-tuned."""
+    """With ``--refit-epochs N``: retrain the pruned model's classifier with the measurement's head batch size and
+    patience (at the refit's own learning rate: it starts from trained weights on raw features), before it is graded
+    and fine-tuned."""
     cfg = ctx.cfg
     if not cfg.refit_epochs:
         return model, {}
-    return model, {"refit": refit_classifier(model, ctx.splits, epochs=cfg.refit_epochs, lr=cfg.measure.head_lr,
+    return model, {"refit": refit_classifier(model, ctx.splits, epochs=cfg.refit_epochs,
                                              batch_size=cfg.measure.head_batch_size, patience=cfg.measure.head_patience,
-                                             min_epochs=cfg.measure.head_min_epochs, seed=cfg.seed, device=cfg.device,
+                                             seed=cfg.seed, device=cfg.device,
                                              progress=ctx.progress)}
 
 
 def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3, batch_size: int = 1024, patience: int = 3,
                      min_epochs: int = 5, seed: int = 0, device: str = "auto", progress=None) -> dict:
     """Train ``model``'s final ``nn.Linear``, from its current weights, on frozen features of ``splits.plain`` (Adam,
-    early stopping on the ``splits.val`` loss, keeping the best epoch's weights); returns the report's ``refit`` part.
+    early stopping on the ``splits.val`` loss, keeping the best epoch's weights, the starting ones included: epoch 0);
+    returns the report's ``refit`` part.
 
     It trains on raw features, not standardized ones as the heads do: a head folded back to raw scale carries
     weights of ``1 / std`` size on nearly dead channels, which blow up when fine-tuning wakes those channels.
@@ -59,7 +61,10 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
     before = _accuracy(classifier, val_x, val_y)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    stopper, best_state, used = EarlyStopping(patience, min_epochs), None, epochs
+    stopper, used = EarlyStopping(patience, min_epochs), epochs
+    with torch.no_grad():
+        stopper.step(F.cross_entropy(classifier(val_x), val_y).item(), 0)
+    best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
     for epoch in track(progress, range(1, epochs + 1), "refit classifier", total=epochs):
         with torch.enable_grad():
             for idx in torch.randperm(len(y), generator=generator).to(device_t).split(batch_size):
@@ -73,7 +78,7 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
         if patience and stop:
             used = epoch
             break
-    if patience and best_state is not None:
+    if patience:
         classifier.load_state_dict(best_state)
     return {"classifier": name, "epochs": epochs, "epochs_used": used, "best_epoch": stopper.best_epoch if patience else used,
             "val_accuracy_before": before, "val_accuracy": _accuracy(classifier, val_x, val_y)}

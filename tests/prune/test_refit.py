@@ -25,3 +25,18 @@ def test_without_refit_the_report_has_no_refit_part(vgg_measured):
     _, report = prune(copy.deepcopy(model), "synthetic", target=0.3, criterion="l1", round_to=1, finetune_epochs=0,
                       device="cpu", measurement=measurement)
     assert "refit" not in report and "refit_epochs" not in report
+
+
+def test_a_refit_that_only_makes_the_validation_loss_worse_keeps_the_classifier_it_started_from(vgg_measured):
+    from prune_snr.data import build_dataset, hold_out
+    from prune_snr.prune.refit import refit_classifier
+    from prune_snr.prune.plan import Splits
+
+    model, _ = vgg_measured
+    train = build_dataset("synthetic", "train", augment=False)
+    plain, val = hold_out(train, 0.1)
+    splits = Splits(train=plain, plain=plain, val=val, test=val, num_classes=10)
+    start = copy.deepcopy(model.classifier.state_dict())
+    report = refit_classifier(model, splits, epochs=3, lr=10.0, patience=2, min_epochs=1, device="cpu")  # lr 10: every step overshoots
+    assert report["best_epoch"] == 0 and report["val_accuracy"] == report["val_accuracy_before"]
+    assert all(torch.equal(v, start[k]) for k, v in model.classifier.state_dict().items())

@@ -188,14 +188,16 @@ def section(folder: Path, target: Path) -> str:
 def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
     """The study's table plus, per budget, the best measurement-driven cell vs the best torch-pruning
     baseline, judged by the 2 × pooled seed std rule (saliency_compare.compare)."""
-    from saliency_compare import verdict_lines
+    from saliency_compare import summarise, verdict_lines
 
     results = load_results(folder / "results.json")
     if not results:
         return []
-    table = (folder / "table.md").read_text().strip() if (folder / "table.md").exists() else ""
-    table = table.split("\n\n- ")[0]  # the script's own verdict lines are recomputed below
-    verdicts = verdict_lines(results["rows"], results["args"].get("metric", "macs"))
+    metric = results["args"].get("metric", "macs")
+    # the script's header says how the cells were trained; the table and the verdicts are recomputed from the rows
+    header = (folder / "table.md").read_text().strip().split("\n\n")[0] if (folder / "table.md").exists() else ""
+    table = (header + "\n\n" if header else "") + summarise(results["rows"], metric)
+    verdicts = verdict_lines(results["rows"], metric)
     rule = ("Computed from the rows: each side's best arm chosen on validation accuracy after fine-tuning; a win or a loss only "
             "beyond twice the pooled seed std *and* with a paired 95 % t-interval excluding 0, on validation and on test; a more "
             "accurate arm that keeps > 10 % more of the other size metric is not comparable:" if verdicts else

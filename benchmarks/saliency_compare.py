@@ -117,35 +117,34 @@ def binomial_se(rows: list[dict]) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
-def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | None:
-    """The best measurement-driven arm against the best baseline arm at ``budget``, each side's best chosen on
-    *validation* accuracy after fine-tuning (METHOD.md), with the verdict on validation and on test.
-
-    A difference is a win (or loss) only when it exceeds twice the pooled seed std *and* the paired 95 %
-    t-interval over the shared seeds excludes 0; a win or loss whose more accurate arm keeps more than 10 % more
-    of the other size metric (MACs for a params budget, params for a MACs budget) is "not comparable".
-    """
+def cells_at(rows: list[dict], budget: float) -> dict[tuple[str, str], list[dict]]:
+    """``(allocation, criterion) -> rows`` at ``budget``, validation-graded rows only."""
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["budget"] == budget and r.get("val_after") is not None:
             cells.setdefault((r["allocation"], r["criterion"]), []).append(r)
-    driven = [k for k in cells if measurement_driven(*k)]
-    base = [k for k in cells if baseline(*k)]
-    if not driven or not base:
-        return None
-    best = {side: max(keys, key=lambda k: np.mean([r["val_after"] for r in cells[k]])) for side, keys in (("driven", driven), ("base", base))}
-    dk, bk = best["driven"], best["base"]
+    return cells
+
+
+def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
+    """Cell ``a`` against cell ``b`` on validation and on test: mean difference, 2 × pooled seed std, the paired
+    95 % t-interval over the seeds both have, and a verdict per split and for both.
+
+    A difference is a win (or loss) only when it exceeds twice the pooled seed std *and* the paired interval
+    excludes 0; one whose more accurate arm keeps more than 10 % more of the other size metric (MACs for a params
+    budget, params for a MACs budget) is "not comparable". The overall verdict needs both splits to agree.
+    """
     other = "params_kept" if metric == "macs" else "macs_kept"
-    d_other, b_other = np.mean([r[other] for r in cells[dk]]), np.mean([r[other] for r in cells[bk]])
-    result = {"driven": dk, "baseline": bk, "n": (len(cells[dk]), len(cells[bk])), "other_metric": other,
-              "other_kept": (float(d_other), float(b_other)), "test_binomial_se": binomial_se(cells[dk] + cells[bk])}
+    a_other, b_other = np.mean([r[other] for r in a]), np.mean([r[other] for r in b])
+    result = {"n": (len(a), len(b)), "other_metric": other, "other_kept": (float(a_other), float(b_other)),
+              "test_binomial_se": binomial_se(a + b)}
     for split, key in (("val", "val_after"), ("test", "after")):
-        d = {r["seed"]: r[key] for r in cells[dk]}
-        b = {r["seed"]: r[key] for r in cells[bk]}
-        sd, sb = np.std(list(d.values()), ddof=1) if len(d) > 1 else float("nan"), np.std(list(b.values()), ddof=1) if len(b) > 1 else float("nan")
-        pooled = math.sqrt((sd**2 + sb**2) / 2)
-        diff = float(np.mean(list(d.values())) - np.mean(list(b.values())))
-        low, high, pairs = paired_interval(d, b)
+        d = {r["seed"]: r[key] for r in a}
+        e = {r["seed"]: r[key] for r in b}
+        sd, se = (np.std(list(x.values()), ddof=1) if len(x) > 1 else float("nan") for x in (d, e))
+        pooled = math.sqrt((sd**2 + se**2) / 2)
+        diff = float(np.mean(list(d.values())) - np.mean(list(e.values())))
+        low, high, pairs = paired_interval(d, e)
         if math.isnan(pooled) or pairs < 2:
             verdict = "n < 2 seeds: undecided"
         elif diff > 2 * pooled and low > 0:
@@ -155,10 +154,10 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
         else:
             verdict = "no significant difference"
         # the more accurate arm may have bought it with the other metric: then the cells are not comparable
-        winner_other, loser_other = (d_other, b_other) if verdict == "win" else (b_other, d_other)
+        winner_other, loser_other = (a_other, b_other) if verdict == "win" else (b_other, a_other)
         if verdict in ("win", "loss") and winner_other > (1 + COMPARABLE) * loser_other:
             verdict = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
-        result[split] = {"driven_mean": float(np.mean(list(d.values()))), "baseline_mean": float(np.mean(list(b.values()))),
+        result[split] = {"driven_mean": float(np.mean(list(d.values()))), "baseline_mean": float(np.mean(list(e.values()))),
                          "diff": diff, "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict}
     both = {result["val"]["verdict"], result["test"]["verdict"]}
     result["verdict"] = both.pop() if len(both) == 1 else next(
@@ -166,26 +165,72 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
     return result
 
 
+def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | None:
+    """The best measurement-driven arm against the best baseline arm at ``budget``, each side's best chosen on
+    *validation* accuracy after fine-tuning (METHOD.md), judged on validation and on test (:func:`judge`).
+
+        >>> c = compare(rows, 0.5, "macs")  # doctest: +SKIP
+        >>> c["driven"], c["baseline"], c["val"]["verdict"], c["test"]["verdict"], c["verdict"]  # doctest: +SKIP
+    """
+    cells = cells_at(rows, budget)
+    driven = [k for k in cells if measurement_driven(*k)]
+    base = [k for k in cells if baseline(*k)]
+    if not driven or not base:
+        return None
+    best = {side: max(keys, key=lambda k: np.mean([r["val_after"] for r in cells[k]])) for side, keys in (("driven", driven), ("base", base))}
+    return {"driven": best["driven"], "baseline": best["base"], **judge(cells[best["driven"]], cells[best["base"]], metric)}
+
+
+def contrasts(rows: list[dict], budget: float, metric: str = "macs") -> list[dict]:
+    """The named questions a study's rows can answer at ``budget``, each a :func:`judge` of two cells:
+
+    - *where to cut*: ``X+truncate`` (the measured cut) against ``X+depth`` (the budget-only cut), same criterion;
+    - *which filters*: ``snr``, ``snr-strength`` and ``random`` against ``l1`` under the same allocation.
+    """
+    cells = cells_at(rows, budget)
+    out = []
+    for (allocation, criterion), a in sorted(cells.items()):
+        if allocation.endswith("+truncate") and (allocation.removesuffix("+truncate") + "+depth", criterion) in cells:
+            b = (allocation.removesuffix("+truncate") + "+depth", criterion)
+            out.append({"question": "where to cut (measured vs budget-only cut)", "a": (allocation, criterion), "b": b,
+                        **judge(a, cells[b], metric)})
+        if criterion in ("snr", "snr-strength", "random") and (allocation, "l1") in cells:
+            out.append({"question": f"which filters ({criterion} vs l1)", "a": (allocation, criterion), "b": (allocation, "l1"),
+                        **judge(a, cells[(allocation, "l1")], metric)})
+    return out
+
+
+def _splits(v: dict) -> str:
+    return "; ".join(f"{split} {v[split]['driven_mean']:.4f} vs {v[split]['baseline_mean']:.4f}, {100 * v[split]['diff']:+.2f} pts "
+                     f"(2× pooled std {100 * v[split]['two_pooled_std']:.2f}, paired 95 % [{100 * v[split]['paired_95'][0]:+.2f}, "
+                     f"{100 * v[split]['paired_95'][1]:+.2f}], {v[split]['pairs']} seeds) -> **{v[split]['verdict']}**"
+                     for split in ("val", "test"))
+
+
 def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
-    """One line per budget: each side's validation-chosen best arm, the verdict on validation and on test."""
+    """Per budget: each side's validation-chosen best arm, then every :func:`contrasts` question the rows hold,
+    each with its verdict on validation and on test."""
     out = []
     for budget in sorted({r["budget"] for r in rows}):
         c = compare(rows, budget, metric)
-        if not c:
-            continue
-        parts = []
-        for split in ("val", "test"):
-            v = c[split]
-            parts.append(f"{split} {v['driven_mean']:.4f} vs {v['baseline_mean']:.4f}, {100 * v['diff']:+.2f} pts "
-                         f"(2× pooled std {100 * v['two_pooled_std']:.2f}, paired 95 % [{100 * v['paired_95'][0]:+.2f}, "
-                         f"{100 * v['paired_95'][1]:+.2f}], {v['pairs']} seeds) -> **{v['verdict']}**")
-        other = c["other_metric"].removesuffix("_kept")
-        out.append(f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best torch-pruning "
-                   f"{c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept {c['other_kept'][0]:.3f} vs "
-                   f"{c['other_kept'][1]:.3f}): " + "; ".join(parts)
-                   + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
-                   f"**{c['verdict']}**")
+        if c:
+            other = c["other_metric"].removesuffix("_kept")
+            out.append(f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best torch-pruning "
+                       f"{c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept {c['other_kept'][0]:.3f} vs "
+                       f"{c['other_kept'][1]:.3f}): " + _splits(c)
+                       + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
+                       f"**{c['verdict']}**")
+        for q in contrasts(rows, budget, metric):
+            other = q["other_metric"].removesuffix("_kept")
+            out.append(f"- {budget:.0%} removed, {q['question']}: {q['a'][1]}/{q['a'][0]} vs {q['b'][1]}/{q['b'][0]} ({other} kept "
+                       f"{q['other_kept'][0]:.3f} vs {q['other_kept'][1]:.3f}): " + _splits(q) + f"; verdict: **{q['verdict']}**")
     return out
+
+
+def kept(rows: list[dict], key: str) -> str:
+    """Mean of a size fraction over rows, "-" where early studies did not record it."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return f"{np.mean(values):.3f}" if values else "-"
 
 
 def summarise(rows: list[dict], metric: str) -> str:
@@ -193,8 +238,8 @@ def summarise(rows: list[dict], metric: str) -> str:
     for r in rows:
         cells.setdefault((r["budget"], r["allocation"], r["criterion"]), []).append(r)
     lines = [f"| {metric} removed | arm | criterion | seeds | params kept | MACs kept | latency b32 kept | cut after | "
-             "acc. before fine-tune | acc. after fine-tune |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "acc. before fine-tune | val. acc. after fine-tune | acc. after fine-tune |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for budget in sorted({k[0] for k in cells}):
         keys = sorted((k for k in cells if k[0] == budget), key=lambda k: -np.mean([r["after"] for r in cells[k]]))
         for k in keys:
@@ -203,9 +248,11 @@ def summarise(rows: list[dict], metric: str) -> str:
             lat = [r["latency_b32_kept"] for r in rs if r.get("latency_b32_kept") is not None]
             cut = sorted({str(r.get("cut_after") or "-") + (f" -{len(r['dropped'])} blocks" if r.get("dropped") else "") for r in rs})
             after = f"{post[0]:.4f} ± {post[1]:.4f}"
+            vals = [r["val_after"] for r in rs if r.get("val_after") is not None]
+            val = "{:.4f} ± {:.4f}".format(*mean_std(vals)) if vals else "-"
             lines.append(f"| {budget:.0%} | {k[1]} | {k[2]} | {len(rs)} ({','.join(str(r['seed']) for r in rs)}) | "
-                         f"{np.mean([r['params_kept'] for r in rs]):.3f} | {np.mean([r['macs_kept'] for r in rs]):.3f} | "
-                         f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | {pre[0]:.4f} ± {pre[1]:.4f} | "
+                         f"{kept(rs, 'params_kept')} | {kept(rs, 'macs_kept')} | "
+                         f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | {pre[0]:.4f} ± {pre[1]:.4f} | {val} | "
                          + (f"**{after}** |" if k == keys[0] else f"{after} |"))
     return "\n".join(lines)
 

@@ -154,3 +154,21 @@ def test_a_fair_cell_without_a_shared_measurement_varies_heads_split_and_classif
     assert [m["options"]["split_seed"] for m in metas] == [0, 1] and [m["seed"] for m in metas] == [0, 1]
     assert {r["split_seed"] for r in rows} == {0, 1} and all(r["refit_epochs_used"] for r in rows)
     assert "varies the measurement's heads, the validation split" in (tmp_path / "table.md").read_text()
+
+
+def test_the_measured_cut_and_each_saliency_are_judged_against_their_own_rival_on_both_splits():
+    contrasts = script("saliency_compare").contrasts
+    rows = []
+    for seed, noise in enumerate([0.000, 0.001, -0.001, 0.0005, -0.0005]):
+        rows.append(_cell("uniform+truncate", "l1", seed, 0.910 + noise, 0.915 + noise, params=0.18))
+        rows.append(_cell("uniform+depth", "l1", seed, 0.900 + noise / 2, 0.905 - noise / 3, params=0.08))
+        rows.append(_cell("uniform", "snr", seed, 0.900 + noise, 0.899 + noise))
+        rows.append(_cell("uniform", "l1", seed, 0.901 - noise, 0.900 - noise))
+    by_question = {q["question"]: q for q in contrasts(rows, 0.5, "macs")}
+    cut = by_question["where to cut (measured vs budget-only cut)"]
+    assert cut["a"] == ("uniform+truncate", "l1") and cut["b"] == ("uniform+depth", "l1")
+    assert cut["verdict"].startswith("not comparable") and "125% more params" in cut["verdict"], "a win bought with params"
+    snr = by_question["which filters (snr vs l1)"]
+    assert snr["b"] == ("uniform", "l1") and snr["verdict"] == "no significant difference"
+    even = [dict(r, params_kept=0.1) for r in rows]
+    assert {q["question"]: q for q in contrasts(even, 0.5, "macs")}["where to cut (measured vs budget-only cut)"]["verdict"] == "win"

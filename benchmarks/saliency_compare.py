@@ -127,13 +127,17 @@ def cells_at(rows: list[dict], budget: float) -> dict[tuple[str, str], list[dict
 
 
 def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
-    """Cell ``a`` against cell ``b`` on validation and on test: mean difference, 2 × pooled seed std, the paired
-    95 % t-interval over the seeds both have, and a verdict per split and for both.
+    """Cell ``a`` against cell ``b`` on validation and on test over the seeds both have: mean difference, 2 × pooled
+    seed std, the paired 95 % t-interval, and a verdict per split and for both.
 
     A difference is a win (or loss) only when it exceeds twice the pooled seed std *and* the paired interval
     excludes 0; one whose more accurate arm keeps more than 10 % more of the other size metric (MACs for a params
     budget, params for a MACs budget) is "not comparable". The overall verdict needs both splits to agree.
     """
+    # paired: both cells over the seeds they share, so a cell with more seeds is not compared on other draws
+    shared = {r["seed"] for r in a} & {r["seed"] for r in b}
+    if len(shared) >= 2:
+        a, b = [r for r in a if r["seed"] in shared], [r for r in b if r["seed"] in shared]
     other = "params_kept" if metric == "macs" else "macs_kept"
     a_other, b_other = np.mean([r[other] for r in a]), np.mean([r[other] for r in b])
     result = {"n": (len(a), len(b)), "other_metric": other, "other_kept": (float(a_other), float(b_other)),

@@ -172,3 +172,11 @@ def test_the_measured_cut_and_each_saliency_are_judged_against_their_own_rival_o
     assert snr["b"] == ("uniform", "l1") and snr["verdict"] == "no significant difference"
     even = [dict(r, params_kept=0.1) for r in rows]
     assert {q["question"]: q for q in contrasts(even, 0.5, "macs")}["where to cut (measured vs budget-only cut)"]["verdict"] == "win"
+
+
+def test_two_cells_are_compared_on_the_seeds_both_have():
+    judge = script("saliency_compare").judge
+    many = [_cell("uniform", "l1", seed, 0.90 + 0.001 * seed, 0.90 + 0.001 * seed) for seed in range(10)]
+    few = [_cell("uniform", "snr", seed, 0.90 + 0.001 * seed, 0.90 + 0.001 * seed) for seed in range(3)]
+    j = judge(few, many)
+    assert j["n"] == (3, 3) and abs(j["test"]["diff"]) < 1e-12, "seeds 3-9 of the larger cell are other draws, not compared"

@@ -376,7 +376,9 @@ def main(argv=None) -> int:
                                "dropped": (report.get("blocks") or {}).get("dropped"), "seconds": seconds,
                                "split_seed": report.get("split_seed"), "val_size": report["split_sizes"]["val"],
                                "test_size": report["split_sizes"]["test"],
-                               "refit_epochs_used": (report.get("refit") or {}).get("epochs_used")}
+                               "refit_epochs_used": (report.get("refit") or {}).get("epochs_used"),
+                               # groups a measured criterion could not score (no measured conv in them): ranked by L1
+                               "fallback_groups": report["search"].get("fallback_groups") or []}
                         rows.append(row)
                         save_results(results_path, {"machine": machine, "args": vars(args), "rows": rows})
                         print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "

@@ -92,6 +92,7 @@ def mean_std(values) -> tuple[float, float]:
 #: two-sided 95 % Student t quantiles by degrees of freedom (scipy-free; 30+ ~ normal)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
        15: 2.131, 20: 2.086, 30: 2.042}
+UNDECIDED = "n < 2 seeds: undecided"
 #: a more accurate cell that keeps this much more (relative) of the other size metric than its rival is "not comparable"
 COMPARABLE = 0.10
 
@@ -136,11 +137,11 @@ def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
     """
     # paired: both cells over the seeds they share, so a cell with more seeds is not compared on other draws
     shared = {r["seed"] for r in a} & {r["seed"] for r in b}
-    if len(shared) >= 2:
+    if shared:
         a, b = [r for r in a if r["seed"] in shared], [r for r in b if r["seed"] in shared]
     other = "params_kept" if metric == "macs" else "macs_kept"
-    a_other, b_other = np.mean([r[other] for r in a]), np.mean([r[other] for r in b])
-    result = {"n": (len(a), len(b)), "other_metric": other, "other_kept": (float(a_other), float(b_other)),
+    a_other, b_other = (float(np.mean([r.get(other, math.nan) for r in x])) for x in (a, b))
+    result = {"n": (len(a), len(b)), "other_metric": other, "other_kept": (a_other, b_other),
               "test_binomial_se": binomial_se(a + b)}
     for split, key in (("val", "val_after"), ("test", "after")):
         d = {r["seed"]: r[key] for r in a}
@@ -149,24 +150,37 @@ def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
         pooled = math.sqrt((sd**2 + se**2) / 2)
         diff = float(np.mean(list(d.values())) - np.mean(list(e.values())))
         low, high, pairs = paired_interval(d, e)
+        direction = None
         if math.isnan(pooled) or pairs < 2:
-            verdict = "n < 2 seeds: undecided"
+            verdict = UNDECIDED
         elif diff > 2 * pooled and low > 0:
-            verdict = "win"
+            verdict = direction = "win"
         elif diff < -2 * pooled and high < 0:
-            verdict = "loss"
+            verdict = direction = "loss"
         else:
             verdict = "no significant difference"
         # the more accurate arm may have bought it with the other metric: then the cells are not comparable
-        winner_other, loser_other = (a_other, b_other) if verdict == "win" else (b_other, a_other)
-        if verdict in ("win", "loss") and winner_other > (1 + COMPARABLE) * loser_other:
+        winner_other, loser_other = (a_other, b_other) if direction == "win" else (b_other, a_other)
+        if direction and loser_other > 0 and winner_other > (1 + COMPARABLE) * loser_other:
             verdict = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
         result[split] = {"driven_mean": float(np.mean(list(d.values()))), "baseline_mean": float(np.mean(list(e.values()))),
-                         "diff": diff, "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict}
-    both = {result["val"]["verdict"], result["test"]["verdict"]}
-    result["verdict"] = both.pop() if len(both) == 1 else next(
-        (v for v in (result["val"]["verdict"], result["test"]["verdict"]) if v.startswith("not comparable")), "no significant difference")
+                         "diff": diff, "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict,
+                         "direction": direction}
+    val, test = result["val"], result["test"]
+    if UNDECIDED in (val["verdict"], test["verdict"]):
+        result["verdict"] = UNDECIDED
+    elif val["direction"] and val["direction"] == test["direction"]:  # the same win (or loss) on both splits
+        result["verdict"] = next((v for v in (val["verdict"], test["verdict"]) if v.startswith("not comparable")), val["verdict"])
+    else:
+        result["verdict"] = "no significant difference"
     return result
+
+
+def best_on_validation(cells: dict[tuple, list[dict]], keys: list[tuple]) -> tuple:
+    """The cell with the highest mean validation accuracy, over the seeds all ``keys`` share (the validation split
+    changes with the seed, so means over different seeds are not like for like); over each cell's own if none."""
+    common = set.intersection(*({r["seed"] for r in cells[k]} for k in keys))
+    return max(keys, key=lambda k: np.mean([r["val_after"] for r in cells[k] if not common or r["seed"] in common]))
 
 
 def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | None:
@@ -181,7 +195,7 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
     base = [k for k in cells if baseline(*k)]
     if not driven or not base:
         return None
-    best = {side: max(keys, key=lambda k: np.mean([r["val_after"] for r in cells[k]])) for side, keys in (("driven", driven), ("base", base))}
+    best = {side: best_on_validation(cells, keys) for side, keys in (("driven", driven), ("base", base))}
     return {"driven": best["driven"], "baseline": best["base"], **judge(cells[best["driven"]], cells[best["base"]], metric)}
 
 
@@ -237,7 +251,16 @@ def kept(rows: list[dict], key: str) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = mean_std(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"
+
+
 def summarise(rows: list[dict], metric: str) -> str:
+    """One Markdown row per cell, mean ± std over its seeds; cells ordered by validation accuracy after fine-tuning
+    (what decisions read; test where a study has no validation figures), the first one's figure in bold."""
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         cells.setdefault((r["budget"], r["allocation"], r["criterion"]), []).append(r)
@@ -245,19 +268,21 @@ def summarise(rows: list[dict], metric: str) -> str:
              "acc. before fine-tune | val. acc. after fine-tune | acc. after fine-tune |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for budget in sorted({k[0] for k in cells}):
-        keys = sorted((k for k in cells if k[0] == budget), key=lambda k: -np.mean([r["after"] for r in cells[k]]))
+        at = [k for k in cells if k[0] == budget]
+        by_val = all(r.get("val_after") is not None for k in at for r in cells[k])
+        keys = sorted(at, key=lambda k: -np.mean([r["val_after" if by_val else "after"] for r in cells[k]]))
         for k in keys:
             rs = cells[k]
-            pre, post = mean_std([r["before_finetune"] for r in rs]), mean_std([r["after"] for r in rs])
             lat = [r["latency_b32_kept"] for r in rs if r.get("latency_b32_kept") is not None]
             cut = sorted({str(r.get("cut_after") or "-") + (f" -{len(r['dropped'])} blocks" if r.get("dropped") else "") for r in rs})
-            after = f"{post[0]:.4f} ± {post[1]:.4f}"
-            vals = [r["val_after"] for r in rs if r.get("val_after") is not None]
-            val = "{:.4f} ± {:.4f}".format(*mean_std(vals)) if vals else "-"
+            val = _mean_std([r["val_after"] for r in rs if r.get("val_after") is not None])
+            after = _mean_std([r["after"] for r in rs])
+            if k == keys[0]:
+                val, after = (f"**{val}**", after) if by_val else (val, f"**{after}**")
             lines.append(f"| {budget:.0%} | {k[1]} | {k[2]} | {len(rs)} ({','.join(str(r['seed']) for r in rs)}) | "
                          f"{kept(rs, 'params_kept')} | {kept(rs, 'macs_kept')} | "
-                         f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | {pre[0]:.4f} ± {pre[1]:.4f} | {val} | "
-                         + (f"**{after}** |" if k == keys[0] else f"{after} |"))
+                         f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | "
+                         f"{_mean_std([r['before_finetune'] for r in rs])} | {val} | {after} |")
     return "\n".join(lines)
 
 

@@ -180,3 +180,13 @@ def test_two_cells_are_compared_on_the_seeds_both_have():
     few = [_cell("uniform", "snr", seed, 0.90 + 0.001 * seed, 0.90 + 0.001 * seed) for seed in range(3)]
     j = judge(few, many)
     assert j["n"] == (3, 3) and abs(j["test"]["diff"]) < 1e-12, "seeds 3-9 of the larger cell are other draws, not compared"
+
+
+def test_a_win_on_one_split_and_nothing_on_the_other_is_no_significant_difference_whatever_the_sizes():
+    judge = script("saliency_compare").judge
+    noise = [0.000, 0.001, -0.001, 0.0005, -0.0005]
+    a = [_cell("uniform+truncate", "l1", s, 0.900 + 3 * n, 0.915 + n, params=0.18) for s, n in enumerate(noise)]
+    b = [_cell("uniform+depth", "l1", s, 0.900 - 3 * n, 0.905 + n / 2, params=0.08) for s, n in enumerate(noise)]
+    j = judge(a, b)
+    assert j["test"]["verdict"].startswith("not comparable") and j["val"]["verdict"] == "no significant difference"
+    assert j["verdict"] == "no significant difference", "not comparable needs the same win on both splits"

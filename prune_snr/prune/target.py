@@ -32,6 +32,7 @@ from .allocation import ALLOCATION_BUILDERS
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
+ALIGNED_SCAN = 8  # ratios tried below the largest when alignment keeps the target out of reach there
 def machine_round_to(cpuinfo: str | None = None) -> int:
     """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
     work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.
@@ -177,11 +178,20 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
     task = progress.add_task(f"target search ({metric})", total=None) if progress is not None else None
     best = attempt(hi)
     trials = 1
+    if best.removed < target - tol and round_to and round_to > 1:
+        # alignment can round a layer's kept channels down to 0, and torch-pruning then leaves that layer whole: the most
+        # that can be removed may lie below the largest ratio, so look along the way down and search below the best
+        for r in np.linspace(hi, 0.0, ALIGNED_SCAN + 1)[1:-1]:
+            result = attempt(float(r))
+            trials += 1
+            if result.removed > best.removed:
+                best = result
+        hi = best.ratio
     unreached = None
     if best.removed < target - tol:
         aligned = f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)" \
             if round_to and round_to > 1 else ""
-        unreached = (f"--target {target}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
+        unreached = (f"--target {target:.4g}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
                      f"--allocation {allocation.kind}{aligned}")
         if exact:
             raise ConfigError(f"{unreached}; lower --target")
@@ -201,7 +211,7 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
         progress.remove_task(task)
     removed = best.removed
     if unreached is None and abs(removed - target) > tol:
-        unreached = f"--target {target}: the closest reachable is {removed:.1%} of {metric}" + (
+        unreached = f"--target {target:.4g}: the closest reachable is {removed:.1%} of {metric}" + (
             f" with --round-to {round_to}; try --round-to 1" if round_to and round_to > 1 else "; try another target")
         if exact:
             raise ConfigError(unreached)

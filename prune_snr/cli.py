@@ -304,12 +304,14 @@ def export(
                                    baseline=baseline, repeats=repeats, int8=int8, calibration_size=calibration_size, dataset=dataset,
                                    data_dir=data_dir)
         path = Path(report["onnx"])
-        table = Table(title=f"ONNX export of {checkpoint} (onnxruntime CPU, median of {repeats})")
+        table = Table(title=f"ONNX export of {checkpoint} (onnxruntime CPU, median of {repeats} paired rounds)")
         for col in ("batch", "slimmed ms", "original ms", "speedup"):
             table.add_column(col, justify="right")
         for key, t in report["latency_s"].items():
             base = report.get("baseline", {}).get("latency_s", {}).get(key)
-            table.add_row(key.removeprefix("batch_"), f"{t * 1e3:.2f}", f"{base * 1e3:.2f}" if base else "-", f"{base / t:.2f}x" if base else "-")
+            speedup = report.get("speedup", {}).get(key)  # the median of paired rounds, as in model.onnx.json, not base / t
+            table.add_row(key.removeprefix("batch_"), f"{t * 1e3:.2f}", f"{base * 1e3:.2f}" if base else "-",
+                          f"{speedup:.2f}x" if speedup else "-")
         console.print(table)
         if int8:
             q = report["int8"]

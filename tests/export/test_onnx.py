@@ -68,3 +68,5 @@ def test_export_cli_writes_onnx_and_a_report_with_speedup(pruned_models, tmp_pat
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p.onnx.json").read_text())
     assert set(report["speedup"]) == {"batch_1", "batch_32"} and report["batch_8_max_abs_diff"] < 1e-4
+    for key, speedup in report["speedup"].items():  # the table prints the report's paired-round speedup, not a ratio of medians
+        assert f"{speedup:.2f}x" in result.output, (key, speedup, result.output)

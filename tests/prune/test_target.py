@@ -5,8 +5,9 @@ import pytest
 
 from prune_snr.errors import ConfigError
 from prune_snr.models import build_model, example_input
-from prune_snr.models import count, prunable_base
+from prune_snr.models import count, point_conv, prunable_base
 from prune_snr.prune import build_importance, prune_to_target
+from prune_snr.prune.target import Allocation
 
 
 def removed(before, after, metric):
@@ -63,9 +64,6 @@ def test_alignment_that_would_empty_a_layer_at_the_largest_ratio_does_not_hide_t
     """At r_max = 1 the measured allocation asks the last conv (64 channels) to keep 20 %, 12.8, which --round-to 16
     rounds down to 0: torch-pruning then leaves the layer whole. Below that ratio it keeps 16, 32 or 48 channels, and
     keeping 16 removes about 12 % of the prunable params."""
-    from prune_snr.models import point_conv
-    from prune_snr.prune.target import Allocation
-
     model = build_model("vgg16", num_classes=10, width_mult=0.125).eval()
     points = ["features.conv7", "features.conv13"]
     allocation = Allocation("measured", points, [0.9, 0.3], num_classes=100)  # conv13 adds nothing: it gives up the most

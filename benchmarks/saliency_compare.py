@@ -52,6 +52,7 @@ from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 from _common import add_standard, floats, ints, load_results, load_run, machine_line, save_results, script_parser  # noqa: E402
+from _rule import both_splits, mean_std, rule  # noqa: E402
 
 #: arm suffix -> the prune options it adds
 ARM_SUFFIXES = {"+truncate": {"truncate": True, "cut": "measured"}, "+depth": {"truncate": True, "cut": "budget"},
@@ -84,31 +85,8 @@ def baseline(allocation: str, criterion: str) -> bool:
     return not measurement_driven(allocation, criterion) and criterion != "random"
 
 
-def mean_std(values) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
-
-
-#: two-sided 95 % Student t quantiles by degrees of freedom (scipy-free; 30+ ~ normal)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
-       15: 2.131, 20: 2.086, 30: 2.042}
-UNDECIDED = "n < 2 seeds: undecided"
 #: a more accurate cell that keeps this much more (relative) of the other size metric than its rival is "not comparable"
 COMPARABLE = 0.10
-
-
-def t95(df: int) -> float:
-    return T95.get(df) or T95[max(k for k in T95 if k <= df)] if df >= 1 else float("nan")
-
-
-def paired_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
-    """95 % t-interval of the mean paired difference a - b over the seeds both have: ``(low, high, pairs)``."""
-    seeds = sorted(set(a) & set(b))
-    diffs = np.array([a[s] - b[s] for s in seeds])
-    if len(diffs) < 2:
-        return float("nan"), float("nan"), len(diffs)
-    half = t95(len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
-    return float(diffs.mean() - half), float(diffs.mean() + half), len(diffs)
 
 
 def binomial_se(rows: list[dict]) -> float:
@@ -144,35 +122,17 @@ def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
     result = {"n": (len(a), len(b)), "other_metric": other, "other_kept": (a_other, b_other),
               "test_binomial_se": binomial_se(a + b)}
     for split, key in (("val", "val_after"), ("test", "after")):
-        d = {r["seed"]: r[key] for r in a}
-        e = {r["seed"]: r[key] for r in b}
-        sd, se = (np.std(list(x.values()), ddof=1) if len(x) > 1 else float("nan") for x in (d, e))
-        pooled = math.sqrt((sd**2 + se**2) / 2)
-        diff = float(np.mean(list(d.values())) - np.mean(list(e.values())))
-        low, high, pairs = paired_interval(d, e)
-        direction = None
-        if math.isnan(pooled) or pairs < 2:
-            verdict = UNDECIDED
-        elif diff > 2 * pooled and low > 0:
-            verdict = direction = "win"
-        elif diff < -2 * pooled and high < 0:
-            verdict = direction = "loss"
-        else:
-            verdict = "no significant difference"
+        v = rule({r["seed"]: r[key] for r in a}, {r["seed"]: r[key] for r in b})
+        direction = v["direction"]
         # the more accurate arm may have bought it with the other metric: then the cells are not comparable
         winner_other, loser_other = (a_other, b_other) if direction == "win" else (b_other, a_other)
         if direction and loser_other > 0 and winner_other > (1 + COMPARABLE) * loser_other:
-            verdict = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
-        result[split] = {"driven_mean": float(np.mean(list(d.values()))), "baseline_mean": float(np.mean(list(e.values()))),
-                         "diff": diff, "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict,
-                         "direction": direction}
+            v["verdict"] = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
+        result[split] = {"driven_mean": v.pop("a_mean"), "baseline_mean": v.pop("b_mean"), **v}
     val, test = result["val"], result["test"]
-    if UNDECIDED in (val["verdict"], test["verdict"]):
-        result["verdict"] = UNDECIDED
-    elif val["direction"] and val["direction"] == test["direction"]:  # the same win (or loss) on both splits
+    result["verdict"] = both_splits(val, test)
+    if val["direction"] and val["direction"] == test["direction"]:  # the same win (or loss) on both splits: say if bought
         result["verdict"] = next((v for v in (val["verdict"], test["verdict"]) if v.startswith("not comparable")), val["verdict"])
-    else:
-        result["verdict"] = "no significant difference"
     return result
 
 

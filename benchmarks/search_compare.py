@@ -2,18 +2,22 @@
 
 Both arms run the same number of trials with the same proxy, fine-tuning bound, size metric and
 sampler seeds; trial objectives are validation accuracy and the kept fraction; every Pareto
-trial is graded on the test split (its full re-evaluation when the study used a proxy). Per
-study, the hypervolume of (test accuracy, MACs kept) and of (test accuracy, params kept)
-against a fixed reference point; per arm, mean ± std over sampler seeds; one PNG with both
-arms' fronts. The full arm's measurement time is part of its cost and is stated beside it.
-Every study is resumable (a rerun continues where it stopped).
+trial is graded on validation and on the test split (its full re-evaluation when the study used a
+proxy). Per study, the hypervolume of (accuracy, MACs kept) and of (accuracy, params kept) against
+a fixed reference point, on each split; per arm, mean ± std over sampler seeds; per plane, full
+against torch-pruning by METHOD.md's rule (beyond 2 × pooled std with a paired 95 % interval, the
+studies paired by sampler seed; a win needs both splits); one PNG with both arms' fronts. The
+baseline arm may cut layers where the cut reads no accuracy (``--cut budget``), so the fronts
+differ by the measurement only. The full arm's measurement time is part of its cost and is
+stated beside it. Run once per size objective (``--metric macs``, ``--metric params``) and read
+each plane from the study that optimised it. Every study is resumable (a rerun continues where
+it stopped).
 
     python benchmarks/search_compare.py runs/fmv/model.pt --measurement runs/fmv/measurement \\
         --trials 12 --proxy 0.1 --seeds 0,1,2 --out benchmarks/results/fmnist_vgg16_w025/search_compare
 """
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from prune_snr.search import full_result, run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 from _common import add_standard, ints, save_results, script_parser  # noqa: E402
+from _rule import both_splits, mean_std, rule  # noqa: E402
 
 ARMS = SPACES.names  # the full space against torch-pruning's own
 
@@ -44,9 +49,10 @@ def front(study) -> list[dict]:
     return rows
 
 
-def hypervolume(rows: list[dict], size: str, reference: tuple[float, float]) -> float:
-    """Area dominated by (test accuracy up, ``size`` kept down) above the reference (accuracy, kept)."""
-    points = np.array([[-r["accuracy"], r[size]] for r in rows if r["accuracy"] > reference[0] and r[size] < reference[1]])
+def hypervolume(rows: list[dict], size: str, reference: tuple[float, float], accuracy: str = "accuracy") -> float:
+    """Area dominated by (``accuracy`` up: test by default, ``"val_accuracy"`` for validation; ``size`` kept down)
+    above the reference (accuracy, kept)."""
+    points = np.array([[-r[accuracy], r[size]] for r in rows if r[accuracy] > reference[0] and r[size] < reference[1]])
     if not len(points):
         return 0.0
     return float(compute_hypervolume(points, np.array([-reference[0], reference[1]])))
@@ -72,6 +78,40 @@ def plot(fronts: dict[str, list[list[dict]]], path: Path, floor: float = 0.0) ->
     axes[0].set_ylabel(f"test accuracy (Pareto trials, decided on validation; axis from {floor})")
     axes[0].legend()
     save_figure(fig, path)  # atomic, closes the figure
+
+
+def table(rows: list[dict], args, reference: tuple[float, float]) -> list[str]:
+    """Per arm: hypervolumes on validation and on test in both planes (mean ± std over sampler seeds) and the
+    trials' wall time; then, per plane, full against torch-pruning by METHOD.md's rule on both splits (the
+    studies are paired by sampler seed)."""
+    cell = {k: "HV (val / test acc, {} kept)".format(k) for k in ("MACs", "params")}
+    lines = [f"Reference point: accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, proxy "
+             f"{args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective **{args.metric}** (the plane to read "
+             f"from this study; the other plane's figures are from fronts optimised for {args.metric}); sampler seeds {args.seeds}.",
+             "", f"| arm | studies | {cell['MACs']} | {cell['params']} | trial time per study | measurement time |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    for arm in arms:
+        mine = [r for r in rows if r["arm"] == arm]
+
+        def hv(key: str) -> str:
+            mean, std = mean_std([r[key] for r in mine])
+            return f"{mean:.4f}" if len(mine) == 1 else f"{mean:.4f} ± {std:.4f}"
+
+        lines.append(f"| {arm} | {len(mine)} | {hv('val_hv_macs')} / {hv('hv_macs')} | {hv('val_hv_params')} / {hv('hv_params')} | "
+                     f"{np.mean([r['trial_seconds'] for r in mine]):.0f} s | {np.mean([r['measurement_seconds'] for r in mine]):.0f} s |")
+    if set(ARMS) <= set(arms):
+        for size, name in (("macs", "MACs"), ("params", "params")):
+            split = {}
+            for prefix, label in (("val_", "val"), ("", "test")):
+                by_seed = {arm: {r["seed"]: r[f"{prefix}hv_{size}"] for r in rows if r["arm"] == arm} for arm in ARMS}
+                split[label] = rule(by_seed["full"], by_seed["torch-pruning"])
+            parts = "; ".join(f"{label} {v['diff']:+.4f} (2× pooled std {v['two_pooled_std']:.4f}, paired 95 % "
+                              f"[{v['paired_95'][0]:+.4f}, {v['paired_95'][1]:+.4f}]) -> {v['verdict']}" for label, v in split.items())
+            own = " (this study's objective)" if size == args.metric else ""
+            lines.append(f"\n- HV ({name} kept){own}: full − torch-pruning: {parts}; verdict (a win needs both splits): "
+                         f"**{both_splits(split['val'], split['test'])}**")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -104,28 +144,11 @@ def main(argv=None) -> int:
             seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials if t.datetime_complete)
             rows.append({"arm": arm, "seed": seed, "trials": len(study.trials), "pareto": pareto, "trial_seconds": seconds,
                          "measurement_seconds": study.user_attrs.get("measurement_seconds", 0.0),
-                         "hv_macs": hypervolume(pareto, "macs_kept", reference), "hv_params": hypervolume(pareto, "params_kept", reference)})
+                         **{f"{prefix}hv_{size}": hypervolume(pareto, f"{size}_kept", reference, accuracy)
+                            for prefix, accuracy in (("", "accuracy"), ("val_", "val_accuracy")) for size in ("macs", "params")}})
             print(f"{arm:>14} seed {seed}: {len(pareto)} Pareto trials, HV(acc, MACs) {rows[-1]['hv_macs']:.4f}, "
                   f"HV(acc, params) {rows[-1]['hv_params']:.4f}", flush=True)
-    lines = [f"Reference point: test accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, proxy "
-             f"{args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective {args.metric}; sampler seeds {args.seeds}.", "",
-             "| arm | studies | HV (test acc, MACs kept) | HV (test acc, params kept) | trial time | measurement time |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    summary = {}
-    for arm in fronts:
-        mine = [r for r in rows if r["arm"] == arm]
-        hv = {k: (float(np.mean([r[k] for r in mine])), float(np.std([r[k] for r in mine], ddof=1)) if len(mine) > 1 else math.nan)
-              for k in ("hv_macs", "hv_params")}
-        summary[arm] = hv
-        lines.append(f"| {arm} | {len(mine)} | {hv['hv_macs'][0]:.4f} ± {hv['hv_macs'][1]:.4f} | {hv['hv_params'][0]:.4f} ± "
-                     f"{hv['hv_params'][1]:.4f} | {np.mean([r['trial_seconds'] for r in mine]):.0f} s | "
-                     f"{np.mean([r['measurement_seconds'] for r in mine]):.0f} s |")
-    if set(ARMS) <= set(summary):
-        for key, name in (("hv_macs", "MACs"), ("hv_params", "params")):
-            (a, sa), (b, sb) = summary["full"][key], summary["torch-pruning"][key]
-            pooled = math.sqrt((sa**2 + sb**2) / 2)
-            verdict = "win" if a - b > 2 * pooled else "loss" if a - b < -2 * pooled else "no significant difference"
-            lines.append(f"\n- HV (test acc, {name} kept): full − torch-pruning = {a - b:+.4f}, 2× pooled std {2 * pooled:.4f} -> **{verdict}**")
+    lines = table(rows, args, reference)
     out.mkdir(parents=True, exist_ok=True)
     save_results(out / "results.json", {"args": vars(args), "rows": rows})
     atomic_save_text(out / "table.md", "\n".join(lines) + "\n")

@@ -70,9 +70,32 @@ def test_search_compare_scores_both_arms_fronts_by_hypervolume(measured, tmp_pat
         if len(r["pareto"]) == 1:
             (p,) = r["pareto"]
             assert r["hv_macs"] == pytest.approx(p["accuracy"] * (1 - p["macs_kept"]))
-        assert 0 < r["hv_macs"] <= 1 and 0 < r["hv_params"] <= 1
-    assert "full − torch-pruning" in (tmp_path / "table.md").read_text() and (tmp_path / "fronts.png").stat().st_size > 0
+        assert 0 < r["hv_macs"] <= 1 and 0 < r["hv_params"] <= 1 and 0 < r["val_hv_macs"] <= 1
+    table = (tmp_path / "table.md").read_text()
+    assert "HV (MACs kept) (this study's objective): full − torch-pruning: val " in table and "a win needs both splits" in table
+    assert (tmp_path / "fronts.png").stat().st_size > 0
     assert rows[0]["measurement_seconds"] > 0 and rows[-1]["measurement_seconds"] == 0
+
+
+def test_a_front_wins_only_beyond_the_seed_noise_on_validation_and_on_test():
+    from argparse import Namespace
+
+    table = script("search_compare").table
+    args = Namespace(trials=10, proxy=0.1, max_finetune_epochs=1, metric="params", seeds="0,1,2")
+
+    def rows(full_val, full_test):
+        out = []
+        for seed, noise in enumerate([0.000, 0.002, -0.002]):
+            for arm, val, test in (("full", full_val, full_test), ("torch-pruning", 0.05, 0.05)):
+                out.append({"arm": arm, "seed": seed, "trial_seconds": 1.0, "measurement_seconds": 0.0, "hv_macs": 0.05 + noise,
+                            "val_hv_macs": 0.05 + noise, "hv_params": test + noise, "val_hv_params": val + noise})
+        return out
+
+    lines = "\n".join(table(rows(0.08, 0.08), args, (0.8, 1.0)))
+    assert "HV (params kept) (this study's objective)" in lines and "HV (MACs kept):" in lines
+    assert lines.count("**win**") == 1 and lines.count("**no significant difference**") == 1, "params plane wins, MACs ties"
+    one_split = "\n".join(table(rows(0.05, 0.08), args, (0.8, 1.0)))
+    assert "-> win" in one_split and "**win**" not in one_split, "a front better on test only has not won"
 
 
 def test_reproduce_trends_repeats_the_sweep_over_random_label_draws(measured, tmp_path):

@@ -1,9 +1,9 @@
 """METHOD.md's rule for a win, in one place: beyond 2 × the pooled seed std *and* a paired 95 % t-interval of
 the differences that excludes 0 (seeds shared by both sides are the pairs).
 
-    >>> v = rule({0: 0.91, 1: 0.92, 2: 0.93}, {0: 0.89, 1: 0.90, 2: 0.91})
+    >>> v = rule({0: 0.91, 1: 0.92, 2: 0.93}, {0: 0.88, 1: 0.89, 2: 0.90})
     >>> v["verdict"], round(v["diff"], 4), v["pairs"]
-    ('win', 0.02, 3)
+    ('win', 0.03, 3)
     >>> rule({0: 0.91}, {0: 0.89})["verdict"]
     'n < 2 seeds: undecided'
 

@@ -10,6 +10,7 @@ the epochs the heads used, and how the decisions the heads feed moved: the measu
 filter by its head's weights, so SNR moves with head training).
 
     python benchmarks/head_settings.py runs/demo/model.pt --out benchmarks/results/fmnist_vgg16_w025/head_settings.json
+    python benchmarks/head_settings.py runs/effnet/model.pt --expanded --only 5 --out runs/effnet/head_settings.json
 """
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--delta", type=float, default=0.005)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--expanded", action="store_true", help="EfficientNet: also measure each MBConv's depthwise output")
     parser.add_argument("--only", help="comma-separated numbers of the settings to run besides the reference (1 = the first after it)")
     args = parser.parse_args(argv)
     settings = dict(SETTINGS)
@@ -95,12 +97,13 @@ def main(argv=None) -> int:
     feature_pass = {}  # train_per_class -> seconds of the backbone pass that fills its cache (cold, unless cached before)
     for per_class in sorted({o.get("train_per_class") for o in settings.values()}, key=lambda v: v or 0):
         t = measure(model, dataset, val_fraction=val_fraction, head_epochs=1, device=args.device, save_fields="all",
-                    train_per_class=per_class).meta["timings"]
+                    train_per_class=per_class, expanded=args.expanded).meta["timings"]
         feature_pass[per_class] = t["features_train_s"] + t["features_test_s"]
     rows = []
     for name, options in settings.items():
         t0 = time.perf_counter()
-        result = measure(model, dataset, val_fraction=val_fraction, device=args.device, save_fields="all", **{"head_epochs": 30, **options})
+        result = measure(model, dataset, val_fraction=val_fraction, device=args.device, save_fields="all", expanded=args.expanded,
+                         **{"head_epochs": 30, **options})
         seconds = time.perf_counter() - t0
         t = result.meta["timings"]
         rows.append({"setting": name, "options": options, "seconds": seconds, "heads_s": t["heads_s"],
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
         print(f"| {r['setting']} | {r['feature_pass_s']:.1f} | {r['heads_s']:.1f} | {r['heads_s'] / ref['heads_s']:.2f} | {min(used)}-{max(used)} | {dv:.4f} | "
               f"{dt:.4f} | {d['cut']} ({'same' if r['same_cut'] else 'differs'}) | max Δ {ratio_diff:.4f} | "
               f"max Δ {snr_diff:.1f}, Spearman ≥ {rho:.3f}, top half kept ≥ {overlap:.0%} |")
-    atomic_save_json(Path(args.out), {"checkpoint": str(args.checkpoint), "dataset": dataset, "full_val_accuracy": full_val,
+    atomic_save_json(Path(args.out), {"checkpoint": str(args.checkpoint), "dataset": dataset, "expanded": args.expanded, "full_val_accuracy": full_val,
                                       "threads": torch.get_num_threads(), "rows": rows})
     return 0
 

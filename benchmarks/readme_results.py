@@ -118,10 +118,11 @@ def section(folder: Path, target: Path) -> str:
     out += blocks_section(folder)
     out += trends_section(folder / "trends_draws" if (folder / "trends_draws" / "trends.md").exists() else folder / "trends", rel)
     out += search_section(folder / "search", rel)
-    if (folder / "search_compare" / "table.md").exists():
-        out += ["### Front against front: the full search space vs torch-pruning's own (`benchmarks/search_compare.py`)",
-                (folder / "search_compare" / "table.md").read_text().strip(), "",
-                f"![both fronts]({rel}/search_compare/fronts.png)", ""]
+    for name, objective in (("search_compare", "MACs"), ("search_compare_params", "params")):
+        if (folder / name / "table.md").exists():
+            out += [f"### Front against front, studies optimising {objective}: the full search space vs torch-pruning's own "
+                    "(`benchmarks/search_compare.py`)", (folder / name / "table.md").read_text().strip(), "",
+                    f"![both fronts]({rel}/{name}/fronts.png)", ""]
     speed = load_results(folder / "onnx_speed.json")
     if speed and "key" in (speed["rows"] or [{}])[0]:
         int8 = "int8_accuracy" in speed["rows"][0]

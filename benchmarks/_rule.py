@@ -44,9 +44,9 @@ def rule(a: dict[int, float], b: dict[int, float]) -> dict:
     """Side ``a`` against side ``b``, each ``{seed: value}`` (higher is better): the mean difference, twice the
     pooled seed std, the paired 95 % interval, and ``verdict`` (win, loss, no significant difference, or undecided
     below 2 pairs) with its ``direction`` (``"win"``, ``"loss"`` or None)."""
-    sd, se = (np.std(list(x.values()), ddof=1) if len(x) > 1 else float("nan") for x in (a, b))
+    (a_mean, sd), (b_mean, se) = mean_std(list(a.values())), mean_std(list(b.values()))
     pooled = math.sqrt((sd**2 + se**2) / 2)
-    diff = float(np.mean(list(a.values())) - np.mean(list(b.values())))
+    diff = a_mean - b_mean
     low, high, pairs = paired_interval(a, b)
     direction = None
     if math.isnan(pooled) or pairs < 2:
@@ -57,7 +57,7 @@ def rule(a: dict[int, float], b: dict[int, float]) -> dict:
         verdict = direction = "loss"
     else:
         verdict = "no significant difference"
-    return {"a_mean": float(np.mean(list(a.values()))), "b_mean": float(np.mean(list(b.values()))), "diff": diff,
+    return {"a_mean": a_mean, "b_mean": b_mean, "diff": diff,
             "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict, "direction": direction}
 
 

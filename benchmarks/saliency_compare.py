@@ -130,9 +130,9 @@ def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
             v["verdict"] = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
         result[split] = {"driven_mean": v.pop("a_mean"), "baseline_mean": v.pop("b_mean"), **v}
     val, test = result["val"], result["test"]
-    result["verdict"] = both_splits(val, test)
-    if val["direction"] and val["direction"] == test["direction"]:  # the same win (or loss) on both splits: say if bought
-        result["verdict"] = next((v for v in (val["verdict"], test["verdict"]) if v.startswith("not comparable")), val["verdict"])
+    result["verdict"] = both_splits(val, test)  # validation's verdict when both splits agree, "not comparable" included
+    if result["verdict"] in ("win", "loss") and test["verdict"].startswith("not comparable"):  # bought, as test shows
+        result["verdict"] = test["verdict"]
     return result
 
 

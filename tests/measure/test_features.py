@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from prune_snr.measure.features import extract
+from torch.nn import functional as F
+
+from prune_snr.measure.features import extract, pooled
 from tests.test_reliability import measurement_without_timings
 
 
@@ -91,3 +93,12 @@ def test_three_processes_measuring_at_once_on_one_cache_agree(tiny_run, tmp_path
     assert all(other == first for other in others)
     entries = [p for p in (tmp_path / "cache" / "features").rglob("*") if p.is_dir() and p.parent.parent == tmp_path / "cache" / "features"]
     assert sorted(p.name for p in entries) == ["test", "train"], "one published entry per split, no temporary folder left"
+
+
+@pytest.mark.parametrize("pool", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 3, 7, 5), (2, 3, 2, 2), (2, 3, 1, 1)])
+def test_pooled_features_equal_adaptive_average_pooling(shape, pool):
+    x = torch.randn(*shape)
+    expected = F.adaptive_avg_pool2d(x, pool).flatten(2)
+    assert torch.allclose(pooled(x, pool), expected, atol=1e-6)
+    assert torch.allclose(pooled(x.contiguous(memory_format=torch.channels_last), pool), expected, atol=1e-6)

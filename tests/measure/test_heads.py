@@ -5,8 +5,8 @@ import torch
 
 from prune_snr.measure.fields import field_matrices
 from prune_snr.errors import DataError
-from prune_snr.measure.heads import (BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, chunk_rows, class_means, plan_groups,
-                                     train_heads)
+from prune_snr.measure.heads import (BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, _cross_entropy, _softmax, chunk_rows,
+                                     class_means, plan_groups, train_heads)
 
 
 def cached_features(tmp_path, n=600, dtype=np.float32):
@@ -105,3 +105,11 @@ def test_every_epoch_trains_on_every_row_even_when_the_rows_are_not_a_whole_numb
         train_heads(Rows(features, np.arange(1500), torch.from_numpy(y)), {}, num_classes=5, epochs=2, lr=0.05, batch_size=1024,
                     in_memory=in_memory)
         assert sizes == [750, 750, 750, 750], in_memory
+
+
+@pytest.mark.parametrize("labels", [2, 10, 15, 16, 100])
+def test_the_heads_softmax_and_cross_entropy_equal_torchs(labels):
+    logits, y = 30 * torch.randn(3, 64, labels), torch.randint(0, labels, (64,))
+    assert torch.allclose(_softmax(logits), torch.softmax(logits, dim=2), atol=1e-6)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, labels), y.repeat(3), reduction="none").view(3, 64)
+    assert torch.allclose(_cross_entropy(logits, y), expected, atol=1e-4)

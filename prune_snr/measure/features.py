@@ -13,8 +13,8 @@ A rerun with the same key reuses the published entry.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import functools
+import hashlib
 import json
 import os
 import shutil

@@ -1,4 +1,4 @@
-"""The default measurement of one checkpoint under two versions of prune-snr, side by side in one run.
+"""The default measurement of one checkpoint under one or two versions of prune-snr, side by side in one run.
 
 Each version (``--ref``: a git commit, checked out into a temporary worktree; and this working tree)
 runs in its own process on a fresh feature cache: a plain inference pass over train + test with the

@@ -55,22 +55,28 @@ def capture(model: nn.Module, points: list[str], pool: int):
             h.remove()
 
 
+#: Largest ``--pool`` pooled by a matmul: its cost grows with ``pool**2`` multiply-adds per value, torch's kernel's does not.
+MATMUL_POOL = 4
+
+
 def pooled(output: torch.Tensor, pool: int) -> torch.Tensor:
     """``adaptive_avg_pool2d(output, pool)`` as ``N x C x pool*pool``: for a contiguous ``N x C x H x W`` output one
-    matmul with the pooling matrix (:func:`pooling_matrix`), 2-25x faster on CPU than torch's kernel, which cost
-    13 % of the feature pass of VGG-16 w/4 at 32 px (a ``2 x 2`` output pooled to ``2 x 2`` took as long as a
-    convolution); anything else goes through torch's kernel.
+    matmul with the pooling matrix (:func:`pooling_matrix`) when ``pool`` is at most ``MATMUL_POOL``: at ``pool`` 2
+    2-25x faster on CPU than torch's kernel, which cost 13 % of the feature pass of VGG-16 w/4 at 32 px (a
+    ``2 x 2`` output pooled to ``2 x 2`` took as long as a convolution). The matmul runs in float32 even under
+    autocast (features are cached in full precision). Anything else goes through torch's kernel.
 
     Example:
         >>> x = torch.randn(2, 3, 7, 5)
         >>> torch.allclose(pooled(x, 2), F.adaptive_avg_pool2d(x, 2).flatten(2), atol=1e-6)
         True
     """
-    if output.ndim != 4 or not output.is_contiguous():
+    if output.ndim != 4 or not output.is_contiguous() or pool > MATMUL_POOL:
         return F.adaptive_avg_pool2d(output, pool).flatten(2)
     n, c, h, w = output.shape
     matrix = pooling_matrix(h, w, pool, output.device, output.dtype)
-    return (output.view(n * c, h * w) @ matrix).view(n, c, pool * pool)
+    with torch.autocast(output.device.type, enabled=False):
+        return (output.view(n * c, h * w) @ matrix).view(n, c, pool * pool)
 
 
 @functools.lru_cache(maxsize=64)

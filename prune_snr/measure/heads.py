@@ -361,9 +361,8 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     P, n, L = logits.shape
     if L >= SHORT_LABELS:
         return F.cross_entropy(logits.reshape(P * n, L), y.repeat(P), reduction="none").view(P, n)
-    top = logits.amax(-1, keepdim=True)
-    log_z = (logits - top).exp_().sum(-1).log_().add_(top.squeeze(-1))
-    return log_z - logits.gather(-1, y.view(1, n, 1).expand(P, n, 1)).squeeze(-1)
+    shifted = logits - logits.amax(-1, keepdim=True)
+    return shifted.exp().sum(-1).log_() - shifted.gather(-1, y.view(1, n, 1).expand(P, n, 1)).squeeze(-1)
 
 
 def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None:
@@ -371,11 +370,13 @@ def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None
     heads get none, so Adam leaves them as they are). Written out rather than through autograd: the softmax
     less the one-hot labels, then one ``bmm`` per width class (half the time of autograd's backward here)."""
     with torch.no_grad():
-        target = None
         for x, logits, heads in _class_logits(xs, layout, active, weights, biases):
-            if target is None:
-                target = F.one_hot(y, logits.shape[2]).to(logits.dtype)
-            g = _softmax(logits).sub_(target).div_(len(y))
+            g = _softmax(logits)
+            if logits.shape[2] < SHORT_LABELS:
+                g.sub_(F.one_hot(y, logits.shape[2]).to(g.dtype))  # broadcast over heads: cheaper than an index at few labels
+            else:
+                g[:, torch.arange(len(y), device=y.device), y] -= 1
+            g /= len(y)
             grad_w = torch.bmm(g.transpose(1, 2), x)
             grad_b = g.sum(1)
             for j, i in enumerate(heads):

@@ -102,3 +102,11 @@ def test_pooled_features_equal_adaptive_average_pooling(shape, pool):
     expected = F.adaptive_avg_pool2d(x, pool).flatten(2)
     assert torch.allclose(pooled(x, pool), expected, atol=1e-6)
     assert torch.allclose(pooled(x.contiguous(memory_format=torch.channels_last), pool), expected, atol=1e-6)
+
+
+def test_pooled_features_stay_float32_under_autocast():
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pooled(x, 2)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, F.adaptive_avg_pool2d(x, 2).flatten(2), atol=1e-6)

@@ -5,7 +5,7 @@ import torch
 
 from prune_snr.measure.fields import field_matrices
 from prune_snr.errors import DataError
-from prune_snr.measure.heads import (BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, _cross_entropy, _softmax, chunk_rows,
+from prune_snr.measure.heads import (BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, _cross_entropy, _set_gradients, _softmax, chunk_rows,
                                      class_means, plan_groups, train_heads)
 
 
@@ -113,3 +113,20 @@ def test_the_heads_softmax_and_cross_entropy_equal_torchs(labels):
     assert torch.allclose(_softmax(logits), torch.softmax(logits, dim=2), atol=1e-6)
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, labels), y.repeat(3), reduction="none").view(3, 64)
     assert torch.allclose(_cross_entropy(logits, y), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("labels", [10, 100])
+def test_the_heads_gradients_equal_autograds(labels):
+    torch.manual_seed(0)
+    xs = [torch.randn(2, 32, 6), torch.randn(1, 32, 4)]  # two width classes: heads 0, 1 and head 2
+    y = torch.randint(0, labels, (32,))
+    weights = [torch.randn(labels, d, requires_grad=True) for d in (6, 6, 4)]
+    biases = [torch.randn(labels, requires_grad=True) for _ in range(3)]
+    _set_gradients(xs, y, [[0, 1], [2]], [True] * 3, weights, biases)
+    written = [t.grad.clone() for t in weights + biases]
+    for t in weights + biases:
+        t.grad = None
+    inputs = [xs[0][0], xs[0][1], xs[1][0]]
+    sum(torch.nn.functional.cross_entropy(x @ w.T + b, y) for x, w, b in zip(inputs, weights, biases)).backward()
+    for mine, autograd in zip(written, [t.grad for t in weights + biases]):
+        assert torch.allclose(mine, autograd, atol=1e-6)

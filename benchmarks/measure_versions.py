@@ -94,19 +94,17 @@ def main(argv=None) -> int:
         print(f"{version:<12}{r['plain_s']:>14.1f}{features:>12.1f}{t['heads_and_fields_s']:>14.1f}{sweep:>10.1f}{r['total_s']:>10.1f}"
               f"{r['total_s'] / r['plain_s']:>12.2f}x   (without the sweep {(r['total_s'] - sweep) / r['plain_s']:.2f}x: features "
               f"{features / r['plain_s']:.2f}x, heads + fields {t['heads_and_fields_s'] / r['plain_s']:.2f}x)")
-        if "plain_before_s" in r:
-            print(f"{'':<12}plain pass before / after the measurement: {r['plain_before_s']:.1f} / {r['plain_after_s']:.1f} s")
+        print(f"{'':<12}plain pass before / after the measurement: {r['plain_before_s']:.1f} / {r['plain_after_s']:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if len(results) < 2:
-        new = results["this tree"]
-        print("head epochs used:", [p.get("head_epochs_used") for p in new["points"]])
+    new = results["this tree"]
+    print("head epochs used now:", [p.get("head_epochs_used") for p in new["points"]])
+    if not args.ref:
         return 0
-    old, new = results.values()
+    old = results[args.ref]
     for key in ("val_accuracy", "test_accuracy"):
         diff = max(abs(p[key] - q[key]) for p, q in zip(old["points"], new["points"]))
         print(f"largest per-point head {key} difference: {diff:.4f}")
-    print("head epochs used now:", [p.get("head_epochs_used") for p in new["points"]])
     if old.get("last_snr") and new.get("last_snr"):
         import numpy as np
 

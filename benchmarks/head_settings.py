@@ -11,6 +11,7 @@ filter by its head's weights, so SNR moves with head training).
 
     python benchmarks/head_settings.py runs/demo/model.pt --out benchmarks/results/fmnist_vgg16_w025/head_settings.json
     python benchmarks/head_settings.py runs/effnet/model.pt --expanded --only 5 --out runs/effnet/head_settings.json
+    python benchmarks/head_settings.py runs/demo/model.pt --only 5,9 --out runs/demo/head_settings_bf16.json  # bfloat16 heads
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ SETTINGS = {
     "early stopping (patience 2), cap 6 epochs, lr 1e-2": dict(head_patience=2, head_min_epochs=3, head_epochs=6, head_lr=1e-2),
     "early stopping (patience 3), cap 20 epochs, lr 1e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=20, head_lr=1e-2),
     "early stopping (patience 3), cap 10 epochs, lr 3e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=3e-2),
+    "the defaults (patience 3, cap 10 epochs, lr 1e-2) with bfloat16 heads": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=1e-2,
+                                                                                  head_dtype="bfloat16"),
     "early stopping, 2,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=2000),
     "early stopping, 1,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=1000),
 }

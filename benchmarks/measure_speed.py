@@ -15,6 +15,7 @@ they used), the fields and each label-sweep K, once with early stopping (``--hea
 fixed epochs (patience 0) from the same feature cache.
 
     python benchmarks/measure_speed.py runs/demo/model.pt --stages --head-epochs 30 --train-size 60000 --test-size 10000 --labels 3,5,10
+    python benchmarks/measure_speed.py vgg16_full.pt --dataset synthetic:100 --stages --points all --head-epochs 10 --head-dtypes float32,bfloat16
 """
 from __future__ import annotations
 
@@ -120,10 +121,12 @@ def stages(model, train_set, test_set, args) -> dict:
     labels = [int(k) for k in args.labels.split(",")] if args.labels else None
     figures = {"plain_s": plain}
     with tempfile.TemporaryDirectory() as cache:
-        for patience in (args.head_patience, 0):
+        dtypes = args.head_dtypes.split(",")
+        # the first run fills the cache: its features are the cold pass; every other run reads them
+        for patience, dtype in [(args.head_patience, dtypes[0]), (0, dtypes[0])] + [(args.head_patience, d) for d in dtypes[1:]]:
             m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
                         head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels, seed=args.seed,
-                        device="cpu", cache_dir=cache)
+                        device="cpu", cache_dir=cache, head_dtype=dtype)
             t = m.meta["timings"]
             used = [p["head_epochs_used"] for p in m.points]
             rows = [("features (train+test)", t["features_train_s"] + t["features_test_s"], ""),
@@ -133,17 +136,26 @@ def stages(model, train_set, test_set, args) -> dict:
                 K, u = run["labels"], [p["head_epochs_used"] for p in run["points"]]
                 rows.append((f"sweep K={K} (heads+fields)", t[f"sweep_{K}_s"],
                              f"heads {t[f'sweep_{K}_heads_s']:.1f} s, epochs used {min(u)}..{max(u)}"))
-            rows.append(("measure total", t["total_s"], "(features cached)" if patience == 0 else ""))
-            print(f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}):")
+            first = (patience, dtype) == (args.head_patience, dtypes[0])
+            rows.append(("measure total", t["total_s"], "" if first else "(features cached)"))
+            if not first:
+                rows.append(("features (cold) + heads + fields", cold_features + t["heads_and_fields_s"], ""))
+            cold_features = t["features_train_s"] + t["features_test_s"] if first else cold_features
+            print(f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:")
             for name, seconds, note in rows:
-                print(f"   {name:28} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
-            figures[f"patience_{patience}"] = {"timings": t, "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
+                print(f"   {name:32} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
+            figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {"timings": t, "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
                                                "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
                                                "epochs_used": {p["name"]: p["head_epochs_used"] for p in m.points}}
     a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
     diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
     print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
           f"{100 * diff:.2f} points")
+    for dtype in args.head_dtypes.split(",")[1:]:
+        c = figures[f"patience_{args.head_patience}_{dtype}"]
+        for split in ("val", "test"):
+            d = max(abs(a[f"{split}_accuracy"][n] - c[f"{split}_accuracy"][n]) for n in a[f"{split}_accuracy"])
+            print(f"max |{split} accuracy ({dtype} heads) - {split} accuracy (float32 heads)| over points: {100 * d:.2f} points")
     return figures
 
 
@@ -163,6 +175,8 @@ def main(argv=None):
     parser.add_argument("--stages", action="store_true", help="stage costs as multiples of a plain pass instead of naive vs fast")
     parser.add_argument("--labels", help="with --stages: label sweep, e.g. 3,5,10")
     parser.add_argument("--head-patience", type=int, default=3)
+    parser.add_argument("--head-dtypes", default="float32",
+                        help="with --stages: the heads' precisions to time, e.g. float32,bfloat16 (the first also runs with patience 0)")
     parser.add_argument("--head-min-epochs", type=int, default=choices.HEAD_MIN_EPOCHS)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, HEAD_DTYPES, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -206,6 +206,7 @@ def measure(
     split_seed: SplitSeed = None,
     memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of filters) may hold at once (default: a quarter of the RAM).")] = None,
     cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
+    head_dtype: Annotated[Optional[str], typer.Option("--head-dtype", help=HEAD_DTYPES.help("The heads' training rows and matmuls:"))] = None,
     train_per_class: Annotated[Optional[int], typer.Option("--train-per-class", help="Read and train the heads on at most N training images per label (seeded, label-stratified; the validation images stay the same).")] = None,
     expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
     save_fields: Annotated[Optional[str], typer.Option("--save-fields", help="Field matrices fields.npz keeps per point: the N highest-SNR filters' (default 16), or all; every filter's statistics are kept.")] = None,

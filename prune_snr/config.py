@@ -100,6 +100,7 @@ class MeasureConfig:
     split_seed: Optional[int] = None  # redraw the validation split (seeded) from the rows the checkpoint held out
     held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
     cache_dtype: str = choices.CACHE_DTYPES.default
+    head_dtype: str = choices.HEAD_DTYPES.default  # precision of the heads' training rows and matmuls (weights and scores stay float32)
     train_per_class: Optional[int] = None  # read and train the heads on at most N training images per label (seeded, stratified)
     memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
     expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
@@ -116,6 +117,7 @@ class MeasureConfig:
         _device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
         choices.CACHE_DTYPES.check(self.cache_dtype)
+        choices.HEAD_DTYPES.check(self.head_dtype)
         if self.val_source is not None:
             choices.VAL_SOURCES.check(self.val_source)
         if self.val_fraction is not None:

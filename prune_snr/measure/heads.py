@@ -335,7 +335,11 @@ def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[
             x = x[on]
         w = torch.stack([weights[heads[j]] for j in on])
         b = torch.stack([biases[heads[j]] for j in on]).unsqueeze(1)
-        yield x, torch.baddbmm(b, x, w.transpose(1, 2)), [heads[j] for j in on]
+        if x.dtype == w.dtype:
+            logits = torch.baddbmm(b, x, w.transpose(1, 2))
+        else:  # rows held in a lower precision: the matmul in it, the bias and everything after in float32
+            logits = torch.bmm(x, w.to(x.dtype).transpose(1, 2)).float().add_(b)
+        yield x, logits, [heads[j] for j in on]
 
 
 def _logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases) -> tuple[torch.Tensor, list[int]]:
@@ -377,7 +381,7 @@ def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None
             else:
                 g[:, torch.arange(len(y), device=y.device), y] -= 1
             g /= len(y)
-            grad_w = torch.bmm(g.transpose(1, 2), x)
+            grad_w = torch.bmm(g.transpose(1, 2).to(x.dtype), x).float()
             grad_b = g.sum(1)
             for j, i in enumerate(heads):
                 weights[i].grad, biases[i].grad = grad_w[j], grad_b[j]
@@ -421,6 +425,7 @@ def train_heads(
     min_epochs: int = choices.HEAD_MIN_EPOCHS,
     stop_on: str = "val",
     in_memory: bool | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Head]:
     """Train one linear head per point on ``train`` rows and score it on every ``evaluate`` set.
 
@@ -445,6 +450,10 @@ def train_heads(
             process already holds; :func:`chunk_budget`).
         patience, min_epochs, stop_on: early stopping (above).
         in_memory: ``None`` decides by the budget; ``False`` streams every group; ``True`` holds every point.
+        dtype: precision of the training rows and of the two matmuls of every step (``torch.bfloat16``: 3-4x
+            faster where the hardware has bfloat16 matmuls, e.g. AMX CPUs or recent GPUs). Weights, Adam, softmax,
+            the early-stopping loss and the accuracies of the ``evaluate`` sets stay float32 (only the training
+            accuracy is scored on the lower-precision rows).
 
     Returns:
         ``{point: Head}`` with raw-scale weights ``L x C x K``, one accuracy per evaluation set and the epochs
@@ -493,7 +502,9 @@ def train_heads(
         chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
         if held:
             train_x, stats = _held_shuffled(ordered, classes, shuffle)
-            on_device = _fits_device(sum(x.numel() for x in train_x) * BYTES_PER_VALUE, device)
+            for c in range(len(train_x)):  # one class at a time: at most one float32 copy beside the lower-precision rows
+                train_x[c] = train_x[c].to(dtype)
+            on_device = _fits_device(sum(x.numel() * x.element_size() for x in train_x), device)
             train_x = [x.to(device) for x in train_x] if on_device else train_x
             stop_x = _standardized(stop_rows, classes, stats) if stop_rows is not None else None
         else:
@@ -535,7 +546,7 @@ def train_heads(
                     spans = visit[c:c + per_chunk]
                     positions = np.concatenate([np.arange(start, end) for start, end in spans])
                     x_chunk = None  # free the previous chunk before the next is read
-                    x_chunk = [x.to(device) for x in _standardized(train, classes, stats, positions)]
+                    x_chunk = [x.to(device, dtype) for x in _standardized(train, classes, stats, positions)]
                     y_chunk = train.targets[positions].to(device)
                     offset = 0
                     for start, end in spans:

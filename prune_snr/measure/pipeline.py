@@ -68,6 +68,8 @@ def measure(
         val_fraction: seeded, label-stratified fraction of the training split held out of the
             heads for decisions (:func:`prune_snr.data.validation_split`).
         cache_dtype: ``float32`` or ``float16`` features on disk.
+        head_dtype: ``float32`` or ``bfloat16``: precision of the heads' training rows and matmuls (weights, Adam
+            and validation/test scores stay float32; bfloat16 is 3-4x faster on AMX CPUs and recent GPUs).
         train_per_class: read and train the heads on at most N training images per label (seeded, label-stratified;
             the validation rows are carved first and stay the same). Before the feature pass the cache's size is projected
             and a cache larger than the free disk is refused.
@@ -167,7 +169,8 @@ def measure(
         t_heads = time.perf_counter()
         heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
                             seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress, description=description,
-                            patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val")
+                            patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val",
+                            dtype=getattr(torch, cfg.head_dtype))
         head_seconds[description] = time.perf_counter() - t_heads
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
         records, fields = [], {}  # fields: point -> (statistics, kept filters, their matrices); none kept in the sweep
@@ -227,7 +230,7 @@ def measure(
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
                     "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,
-                    "cache_dtype": cfg.cache_dtype, "train_per_class": cfg.train_per_class,
+                    "cache_dtype": cfg.cache_dtype, "head_dtype": cfg.head_dtype, "train_per_class": cfg.train_per_class,
                     "memory_budget_gib": round(process_budget / 2**30, 3),
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
         "timings": timings,

@@ -130,3 +130,19 @@ def test_the_heads_gradients_equal_autograds(labels):
     sum(torch.nn.functional.cross_entropy(x @ w.T + b, y) for x, w, b in zip(inputs, weights, biases)).backward()
     for mine, autograd in zip(written, [t.grad for t in weights + biases]):
         assert torch.allclose(mine, autograd, atol=1e-6)
+
+
+def test_bfloat16_rows_give_the_gradients_of_their_values_in_float32():
+    torch.manual_seed(0)
+    xs = [torch.randn(2, 64, 48).bfloat16()]
+    y = torch.randint(0, 10, (64,))
+    weights = [torch.randn(10, 48, requires_grad=True) for _ in range(2)]
+    biases = [torch.randn(10, requires_grad=True) for _ in range(2)]
+    _set_gradients(xs, y, [[0, 1]], [True, True], weights, biases)
+    written = [t.grad.clone() for t in weights + biases]
+    assert all(g.dtype == torch.float32 for g in written)
+    for t in weights + biases:
+        t.grad = None
+    sum(torch.nn.functional.cross_entropy(x.float() @ w.T + b, y) for x, w, b in zip(xs[0], weights, biases)).backward()
+    for mine, exact in zip(written, [t.grad for t in weights + biases]):
+        assert (mine - exact).norm() < 0.02 * exact.norm()

@@ -85,3 +85,26 @@ def test_the_early_stopping_options_are_validated():
     for bad in ({"head_patience": -1}, {"head_min_epochs": 0}, {"head_patience": True}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             resolve(MeasureConfig, overrides=bad)
+
+
+def test_bfloat16_heads_score_like_float32_heads_from_memory_or_stream(tmp_path):
+    features, y = cached_features(tmp_path)
+    train, scored = splits(features, y)
+    options = dict(num_classes=5, epochs=6, lr=0.05, batch_size=32)
+    full = train_heads(train, scored, in_memory=True, **options)
+    held = train_heads(train, scored, in_memory=True, dtype=torch.bfloat16, **options)
+    streamed = train_heads(train, scored, in_memory=False, memory_budget=3 * 32 * 72 * 12, dtype=torch.bfloat16, **options)
+    for name in features:
+        assert held[name].weight.dtype == torch.float32
+        assert torch.allclose(held[name].weight, streamed[name].weight, rtol=1e-4, atol=1e-4), name
+        assert not torch.equal(held[name].weight, full[name].weight), "the bfloat16 rows are really used"
+        assert (held[name].weight - full[name].weight).norm() < 0.02 * full[name].weight.norm(), name
+        for split in ("val", "test"):
+            assert held[name].accuracies[split] == pytest.approx(full[name].accuracies[split], abs=0.02), (name, split)
+
+
+def test_the_head_dtype_is_validated():
+    assert resolve(MeasureConfig).head_dtype == "float32"
+    assert resolve(MeasureConfig, overrides={"head_dtype": "bfloat16"}).head_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="--head-dtype"):
+        resolve(MeasureConfig, overrides={"head_dtype": "float16"})

@@ -116,10 +116,12 @@ def plain_pass(model, datasets, batch_size: int) -> float:
 
 def stages(model, train_set, test_set, args) -> dict:
     """Each stage of ``measure`` as a multiple of one plain pass, with and without early stopping."""
-    plain = plain_pass(model, (train_set, test_set), 256)
-    print(f"plain inference pass (train + test): {plain:.1f} s = 1.00x")
+    # the plain pass runs before and after the measurements and their mean is the unit: a drift of the machine's
+    # speed during the run shows as the gap between the two and does not tilt the ratios one way
+    before = plain_pass(model, (train_set, test_set), 256)
+    print(f"plain inference pass (train + test), before: {before:.1f} s")
     labels = [int(k) for k in args.labels.split(",")] if args.labels else None
-    figures = {"plain_s": plain}
+    figures, runs = {}, []
     with tempfile.TemporaryDirectory() as cache:
         dtypes = args.head_dtypes.split(",")
         # the first run fills the cache: its features are the cold pass; every other run reads them
@@ -141,12 +143,18 @@ def stages(model, train_set, test_set, args) -> dict:
             if not first:
                 rows.append(("features (cold) + heads + fields", cold_features + t["heads_and_fields_s"], ""))
             cold_features = t["features_train_s"] + t["features_test_s"] if first else cold_features
-            print(f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:")
-            for name, seconds, note in rows:
-                print(f"   {name:32} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
+            runs.append((f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:", rows))
             figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {"timings": t, "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
                                                "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
                                                "epochs_used": {p["name"]: p["head_epochs_used"] for p in m.points}}
+        after = plain_pass(model, (train_set, test_set), 256)
+    plain = (before + after) / 2
+    figures.update(plain_s=plain, plain_before_s=before, plain_after_s=after)
+    print(f"plain inference pass (train + test), after: {after:.1f} s; their mean, the unit: {plain:.1f} s = 1.00x")
+    for title, rows in runs:
+        print(title)
+        for name, seconds, note in rows:
+            print(f"   {name:32} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
     a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
     diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
     print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "

@@ -45,6 +45,10 @@ REL_IMPROVEMENT = 1e-3
 #: Below this many labels softmax and cross-entropy are written out: torch's CPU kernels take 4-7x longer on a
 #: last dimension this short (10 labels: 1.2 ms vs 0.16 ms for 4 x 1024 rows) and were a sixth of the heads' time.
 SHORT_LABELS = 16
+#: A lower-precision ``dtype`` applies to a width class whose heads have at least this many weights (labels x
+#: features) each: below it the casts cost more than the matmuls save (2 AMX cores, 1024 rows per step: 10 labels
+#: x 512 features 0.75x the float32 step, 10 x 256 1.08x, 100 x 128 0.87x, 100 x 64 1.07x, 100 x 2048 0.30x).
+LOW_PRECISION_MIN_WEIGHTS = 4096
 
 
 class EarlyStopping:
@@ -451,7 +455,8 @@ def train_heads(
         patience, min_epochs, stop_on: early stopping (above).
         in_memory: ``None`` decides by the budget; ``False`` streams every group; ``True`` holds every point.
         dtype: precision of the training rows and of the two matmuls of every step (``torch.bfloat16``: 3-4x
-            faster where the hardware has bfloat16 matmuls, e.g. AMX CPUs or recent GPUs). Weights, Adam, softmax,
+            faster where the hardware has bfloat16 matmuls, e.g. AMX CPUs or recent GPUs), for the points whose heads
+            have at least ``LOW_PRECISION_MIN_WEIGHTS`` weights (smaller ones stay float32). Weights, Adam, softmax,
             the early-stopping loss and the accuracies of the ``evaluate`` sets stay float32 (only the training
             accuracy is scored on the lower-precision rows).
 
@@ -500,10 +505,11 @@ def train_heads(
             layout.append(list(range(i, i + len(c))))
             i += len(c)
         chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
+        row_dtypes = [dtype if dims[c[0]] * num_classes >= LOW_PRECISION_MIN_WEIGHTS else torch.float32 for c in classes]
         if held:
             train_x, stats = _held_shuffled(ordered, classes, shuffle)
             for c in range(len(train_x)):  # one class at a time: at most one float32 copy beside the lower-precision rows
-                train_x[c] = train_x[c].to(dtype)
+                train_x[c] = train_x[c].to(row_dtypes[c])
             on_device = _fits_device(sum(x.numel() * x.element_size() for x in train_x), device)
             train_x = [x.to(device) for x in train_x] if on_device else train_x
             stop_x = _standardized(stop_rows, classes, stats) if stop_rows is not None else None
@@ -546,7 +552,7 @@ def train_heads(
                     spans = visit[c:c + per_chunk]
                     positions = np.concatenate([np.arange(start, end) for start, end in spans])
                     x_chunk = None  # free the previous chunk before the next is read
-                    x_chunk = [x.to(device, dtype) for x in _standardized(train, classes, stats, positions)]
+                    x_chunk = [x.to(device, d) for x, d in zip(_standardized(train, classes, stats, positions), row_dtypes)]
                     y_chunk = train.targets[positions].to(device)
                     offset = 0
                     for start, end in spans:

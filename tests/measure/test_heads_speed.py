@@ -5,6 +5,7 @@ import torch
 
 from prune_snr.config import MeasureConfig, resolve
 from prune_snr.errors import ConfigError
+from prune_snr.measure import heads as heads_module
 from prune_snr.measure.heads import Rows, train_heads
 
 from .test_heads import cached_features
@@ -87,11 +88,15 @@ def test_the_early_stopping_options_are_validated():
             resolve(MeasureConfig, overrides=bad)
 
 
-def test_bfloat16_heads_score_like_float32_heads_from_memory_or_stream(tmp_path):
+def test_bfloat16_heads_score_like_float32_heads_from_memory_or_stream(tmp_path, monkeypatch):
     features, y = cached_features(tmp_path)
     train, scored = splits(features, y)
     options = dict(num_classes=5, epochs=6, lr=0.05, batch_size=32)
     full = train_heads(train, scored, in_memory=True, **options)
+    small = train_heads(train, scored, in_memory=True, dtype=torch.bfloat16, **options)
+    for name in features:
+        assert torch.equal(small[name].weight, full[name].weight), "heads too small to gain from bfloat16 stay float32"
+    monkeypatch.setattr(heads_module, "LOW_PRECISION_MIN_WEIGHTS", 0)
     held = train_heads(train, scored, in_memory=True, dtype=torch.bfloat16, **options)
     streamed = train_heads(train, scored, in_memory=False, memory_budget=3 * 32 * 72 * 12, dtype=torch.bfloat16, **options)
     for name in features:

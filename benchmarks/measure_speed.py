@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ import prune_snr
 from prune_snr import choices
 from prune_snr.data import build_dataset
 from prune_snr.measure import measure
+from prune_snr.measure.features import extract
 from prune_snr.measure.heads import Moments
 from prune_snr.errors import run_script
 
@@ -114,6 +117,26 @@ def plain_pass(model, datasets, batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
+def interleaved(model, datasets, points: list[str], pool: int, parts: int = 8) -> tuple[float, float]:
+    """Seconds of plain passes and of feature passes (``extract``, cache written) over the same parts of ``datasets``,
+    alternating part by part and which goes first, so a drift of the machine's speed falls on both alike."""
+    plain = features = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for d, ds in enumerate(datasets):
+            for i, index in enumerate(torch.arange(len(ds)).tensor_split(parts)):
+                part, folder = Subset(ds, index.tolist()), Path(tmp) / f"{d}_{i}"
+                for run in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    if run == 0:
+                        plain_pass(model, (part,), 256)
+                        plain += time.perf_counter() - t0
+                    else:
+                        extract(model, part, points, pool=pool, folder=folder, batch_size=256)
+                        features += time.perf_counter() - t0
+                shutil.rmtree(folder)
+    return plain, features
+
+
 def stages(model, train_set, test_set, args) -> dict:
     """Each stage of ``measure`` as a multiple of one plain pass, with and without early stopping."""
     # the plain pass runs before and after the measurements and their mean is the unit: a drift of the machine's
@@ -155,6 +178,17 @@ def stages(model, train_set, test_set, args) -> dict:
         print(title)
         for name, seconds, note in rows:
             print(f"   {name:32} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
+    names = m.meta["options"]["points"]
+    plain_parts, feature_parts = interleaved(model, (train_set, test_set), names, args.pool)
+    overhead = feature_parts / plain_parts
+    figures.update(interleaved_plain_s=plain_parts, interleaved_features_s=feature_parts)
+    print(f"feature pass vs plain pass, interleaved over 8 parts of each split: {feature_parts:.1f} s vs {plain_parts:.1f} s = {overhead:.2f}x")
+    for key in figures:
+        if key.startswith("patience_"):
+            t = figures[key]["timings"]
+            whole = overhead + (t["heads_and_fields_s"]) / plain
+            print(f"   {key}: interleaved feature pass + heads + fields = {whole:.2f}x")
+            figures[key]["whole_interleaved_x"] = whole
     a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
     diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
     print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "

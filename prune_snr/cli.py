@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, HEAD_DTYPES, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 

@@ -205,3 +205,17 @@ def test_a_rerun_reuses_cached_features_and_gives_the_same_result(measured):
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == before
     assert again.points == result.points
 
+
+
+def test_bfloat16_heads_measure_what_float32_heads_measure_from_the_same_cache(measured, monkeypatch):
+    from prune_snr.measure import heads
+
+    model, result, _, cache = measured
+    monkeypatch.setattr(heads, "LOW_PRECISION_MIN_WEIGHTS", 0)  # the tiny model's heads are below it: use bfloat16 for all
+    written = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    low = measure(model, "synthetic", points=POINTS, head_epochs=15, device="cpu", cache_dir=cache, head_dtype="bfloat16")
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == written, "the same cached features"
+    assert low.meta["options"]["head_dtype"] == "bfloat16" and result.meta["options"]["head_dtype"] == "float32"
+    for a, b in zip(result.points, low.points):
+        assert a["name"] == b["name"]
+        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.03 and abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.03, a["name"]

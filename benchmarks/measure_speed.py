@@ -148,7 +148,8 @@ def stages(model, train_set, test_set, args) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         dtypes = args.head_dtypes.split(",")
         # the first run fills the cache: its features are the cold pass; every other run reads them
-        for patience, dtype in [(args.head_patience, dtypes[0]), (0, dtypes[0])] + [(args.head_patience, d) for d in dtypes[1:]]:
+        settings = [(args.head_patience, dtypes[0])] + [(0, dtypes[0])] * (args.head_patience > 0) + [(args.head_patience, d) for d in dtypes[1:]]
+        for run_index, (patience, dtype) in enumerate(settings):
             m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
                         head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels, seed=args.seed,
                         device="cpu", cache_dir=cache, head_dtype=dtype)
@@ -161,11 +162,10 @@ def stages(model, train_set, test_set, args) -> dict:
                 K, u = run["labels"], [p["head_epochs_used"] for p in run["points"]]
                 rows.append((f"sweep K={K} (heads+fields)", t[f"sweep_{K}_s"],
                              f"heads {t[f'sweep_{K}_heads_s']:.1f} s, epochs used {min(u)}..{max(u)}"))
-            first = (patience, dtype) == (args.head_patience, dtypes[0])
-            rows.append(("measure total", t["total_s"], "" if first else "(features cached)"))
-            if not first:
-                rows.append(("features (cold) + heads + fields", cold_features + t["heads_and_fields_s"], ""))
-            cold_features = t["features_train_s"] + t["features_test_s"] if first else cold_features
+            if run_index == 0:
+                cold_features = t["features_train_s"] + t["features_test_s"]
+            rows.append(("measure total", t["total_s"], "(features cached)" if run_index else ""))
+            rows.append(("features (cold) + heads + fields", cold_features + t["heads_and_fields_s"], "the default measurement, no sweep"))
             runs.append((f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:", rows))
             figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {"timings": t, "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
                                                "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
@@ -178,11 +178,12 @@ def stages(model, train_set, test_set, args) -> dict:
         print(title)
         for name, seconds, note in rows:
             print(f"   {name:32} {seconds:7.1f} s  {seconds / plain:6.2f}x  {note}")
-    names = m.meta["options"]["points"]
-    plain_parts, feature_parts = interleaved(model, (train_set, test_set), names, args.pool)
+    names, parts = m.meta["options"]["points"], 8
+    plain_parts, feature_parts = interleaved(model, (train_set, test_set), names, args.pool, parts)
     overhead = feature_parts / plain_parts
     figures.update(interleaved_plain_s=plain_parts, interleaved_features_s=feature_parts)
-    print(f"feature pass vs plain pass, interleaved over 8 parts of each split: {feature_parts:.1f} s vs {plain_parts:.1f} s = {overhead:.2f}x")
+    print(f"feature pass vs plain pass, interleaved over {parts} parts of each split: {feature_parts:.1f} s vs {plain_parts:.1f} s "
+          f"= {overhead:.2f}x")
     for key in figures:
         if key.startswith("patience_"):
             t = figures[key]["timings"]
@@ -190,9 +191,10 @@ def stages(model, train_set, test_set, args) -> dict:
             print(f"   {key}: interleaved feature pass + heads + fields = {whole:.2f}x")
             figures[key]["whole_interleaved_x"] = whole
     a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
-    diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
-    print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
-          f"{100 * diff:.2f} points")
+    if args.head_patience > 0:
+        diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
+        print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
+              f"{100 * diff:.2f} points")
     for dtype in args.head_dtypes.split(",")[1:]:
         c = figures[f"patience_{args.head_patience}_{dtype}"]
         for split in ("val", "test"):

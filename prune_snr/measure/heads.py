@@ -288,15 +288,17 @@ def _standardized(rows: Rows, classes: list[list[str]], stats: dict, positions: 
     return out
 
 
-def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor,
+                   dtypes: list[torch.dtype]) -> tuple[list[torch.Tensor], dict]:
     """The rows of ``ordered`` standardized on their own statistics (returned; the same chunks, hence the same figures,
     as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the cache's order, a chunk at a
-    time, and copied into place, so no second copy of a point's rows is ever made."""
+    time, and copied into place, so no second copy of a point's rows is ever made. Each class is then stored in its
+    ``dtypes`` entry (a lower precision copy is made while its float32 rows still exist: one class at a time)."""
     n = len(ordered.index)
     place = torch.empty_like(shuffle)
     place[shuffle] = torch.arange(n)
     stats, out = {}, []
-    for names in classes:
+    for names, dtype in zip(classes, dtypes):
         x = torch.empty(len(names), n, int(np.prod(ordered.features[names[0]].shape[1:])))
         for j, name in enumerate(names):
             moments = Moments()
@@ -306,7 +308,8 @@ def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tenso
                 x[j].index_copy_(0, place[s:s + ROWS_PER_CHUNK], chunk)
             stats[name] = moments.finish()
             x[j].sub_(stats[name][0].flatten()).div_(stats[name][1].flatten())
-        out.append(x)
+        out.append(x.to(dtype))
+        x = None
     return out, stats
 
 
@@ -314,8 +317,10 @@ class _Source:
     """The standardized rows of one set for one group of heads, in ``rows.index`` order: held in memory
     (``held``, read once) or read from the cache chunk by chunk every time they are walked."""
 
-    def __init__(self, rows: Rows, classes, stats, *, chunk: int, device, held: list[torch.Tensor] | None = None):
+    def __init__(self, rows: Rows, classes, stats, *, chunk: int, device, held: list[torch.Tensor] | None = None,
+                 dtypes: list[torch.dtype] | None = None):
         self.rows, self.classes, self.stats, self.chunk, self.device, self.held = rows, classes, stats, chunk, device, held
+        self.dtypes = dtypes or [torch.float32] * len(classes)
 
     def chunks(self):
         n = len(self.rows.index)
@@ -326,7 +331,7 @@ class _Source:
             else:
                 xs = None  # free the previous chunk before the next is read
                 xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))
-            yield [x.to(self.device) for x in xs], self.rows.targets[start:start + step].to(self.device)
+            yield [x.to(self.device, d) for x, d in zip(xs, self.dtypes)], self.rows.targets[start:start + step].to(self.device)
 
 
 def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):
@@ -454,11 +459,11 @@ def train_heads(
             process already holds; :func:`chunk_budget`).
         patience, min_epochs, stop_on: early stopping (above).
         in_memory: ``None`` decides by the budget; ``False`` streams every group; ``True`` holds every point.
-        dtype: precision of the training rows and of the two matmuls of every step (``torch.bfloat16``: 3-4x
-            faster where the hardware has bfloat16 matmuls, e.g. AMX CPUs or recent GPUs), for the points whose heads
+        dtype: precision of the training rows and of the two matmuls of every step (``torch.bfloat16``: each matmul 3-4x
+            faster on an AMX CPU; slower where the hardware has no bfloat16 matmuls), for the points whose heads
             have at least ``LOW_PRECISION_MIN_WEIGHTS`` weights (smaller ones stay float32). Weights, Adam, softmax,
-            the early-stopping loss and the accuracies of the ``evaluate`` sets stay float32 (only the training
-            accuracy is scored on the lower-precision rows).
+            the early-stopping loss and the accuracies of the ``evaluate`` sets stay float32 (the training
+            accuracy is scored on the rows as trained on; the forward matmul's logits are rounded to ``dtype``).
 
     Returns:
         ``{point: Head}`` with raw-scale weights ``L x C x K``, one accuracy per evaluation set and the epochs
@@ -507,16 +512,16 @@ def train_heads(
         chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
         row_dtypes = [dtype if dims[c[0]] * num_classes >= LOW_PRECISION_MIN_WEIGHTS else torch.float32 for c in classes]
         if held:
-            train_x, stats = _held_shuffled(ordered, classes, shuffle)
-            for c in range(len(train_x)):  # one class at a time: at most one float32 copy beside the lower-precision rows
-                train_x[c] = train_x[c].to(row_dtypes[c])
+            train_x, stats = _held_shuffled(ordered, classes, shuffle, row_dtypes)
             on_device = _fits_device(sum(x.numel() * x.element_size() for x in train_x), device)
             train_x = [x.to(device) for x in train_x] if on_device else train_x
             stop_x = _standardized(stop_rows, classes, stats) if stop_rows is not None else None
         else:
             stats = {n: feature_stats(ordered.features[n], ordered.index) for n in group}
             train_x = stop_x = None
-        source = {key: _Source(rows, classes, stats, chunk=chunk, device=device, held=train_x if key == "train" else None)
+        # the training accuracy is scored in the precision the heads trained in, held or streamed
+        source = {key: _Source(rows, classes, stats, chunk=chunk, device=device, held=train_x if key == "train" else None,
+                               dtypes=row_dtypes if key == "train" else None)
                   for key, rows in {"train": train if held else ordered, **evaluate}.items()}  # streamed: scored in file order
         if stop_rows is not None:
             source[stop_on] = _Source(stop_rows, classes, stats, chunk=chunk, device=device, held=stop_x)

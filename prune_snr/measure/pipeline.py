@@ -69,7 +69,7 @@ def measure(
             heads for decisions (:func:`prune_snr.data.validation_split`).
         cache_dtype: ``float32`` or ``float16`` features on disk.
         head_dtype: ``float32`` or ``bfloat16``: precision of the heads' training rows and matmuls (weights, Adam
-            and validation/test scores stay float32; bfloat16 is 3-4x faster on AMX CPUs and recent GPUs).
+            and validation/test scores stay float32; bfloat16 trains wide heads 2.7-3.5x faster on an AMX CPU).
         train_per_class: read and train the heads on at most N training images per label (seeded, label-stratified;
             the validation rows are carved first and stay the same). Before the feature pass the cache's size is projected
             and a cache larger than the free disk is refused.

@@ -218,4 +218,5 @@ def test_bfloat16_heads_measure_what_float32_heads_measure_from_the_same_cache(m
     assert low.meta["options"]["head_dtype"] == "bfloat16" and result.meta["options"]["head_dtype"] == "float32"
     for a, b in zip(result.points, low.points):
         assert a["name"] == b["name"]
+        assert not torch.equal(low.heads[a["name"]]["weight"], result.heads[a["name"]]["weight"]), "trained in bfloat16"
         assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.03 and abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.03, a["name"]

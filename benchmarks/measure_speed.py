@@ -187,7 +187,7 @@ def stages(model, train_set, test_set, args) -> dict:
     for key in figures:
         if key.startswith("patience_"):
             t = figures[key]["timings"]
-            whole = overhead + (t["heads_and_fields_s"]) / plain
+            whole = overhead + t["heads_and_fields_s"] / plain
             print(f"   {key}: interleaved feature pass + heads + fields = {whole:.2f}x")
             figures[key]["whole_interleaved_x"] = whole
     a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
@@ -195,11 +195,11 @@ def stages(model, train_set, test_set, args) -> dict:
         diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
         print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
               f"{100 * diff:.2f} points")
-    for dtype in args.head_dtypes.split(",")[1:]:
+    for dtype in dtypes[1:]:
         c = figures[f"patience_{args.head_patience}_{dtype}"]
         for split in ("val", "test"):
             d = max(abs(a[f"{split}_accuracy"][n] - c[f"{split}_accuracy"][n]) for n in a[f"{split}_accuracy"])
-            print(f"max |{split} accuracy ({dtype} heads) - {split} accuracy (float32 heads)| over points: {100 * d:.2f} points")
+            print(f"max |{split} accuracy ({dtype} heads) - {split} accuracy ({dtypes[0]} heads)| over points: {100 * d:.2f} points")
     return figures
 
 

@@ -108,7 +108,8 @@ def section(folder: Path, target: Path) -> str:
                         ("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
                         ("fair_macs_3070", "30 % and 70 % of MACs removed, seeds that vary the heads, the validation split and "
                                            "fine-tuning, VGG-16 w/4"),
-                        ("fair_params", "fair cells, parameters removed, VGG-16 w/4"),
+                        ("fair_params", "30 %, 50 % and 70 % of parameters removed, seeds that vary the heads, the validation split "
+                                        "and fine-tuning, VGG-16 w/4"),
                         ("fair_macs_5ep", "fair cells with 5 fine-tuning epochs"),
                         ("fair_macs_eff", "fair cells, MACs removed, EfficientNet-B0 (8-epoch recipe)"),
                         ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),

@@ -110,7 +110,8 @@ def section(folder: Path, target: Path) -> str:
                                            "fine-tuning, VGG-16 w/4"),
                         ("fair_params", "30 %, 50 % and 70 % of parameters removed, seeds that vary the heads, the validation split "
                                         "and fine-tuning, VGG-16 w/4"),
-                        ("fair_macs_5ep", "fair cells with 5 fine-tuning epochs"),
+                        ("fair_macs_5ep", "50 % of MACs removed with 5 fine-tuning epochs, seeds that vary the heads, the validation "
+                                          "split and fine-tuning, VGG-16 w/4"),
                         ("fair_macs_eff", "fair cells, MACs removed, EfficientNet-B0 (8-epoch recipe)"),
                         ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),
                         ("saliency_params", "parameters removed, VGG-16 w/4 (before the validation split)"),

@@ -110,12 +110,14 @@ def section(folder: Path, target: Path) -> str:
                                            "fine-tuning, VGG-16 w/4"),
                         ("fair_params", "30 %, 50 % and 70 % of parameters removed, seeds that vary the heads, the validation split "
                                         "and fine-tuning, VGG-16 w/4"),
+                        ("saliency_params", "70 % of parameters removed, six arms (torch-pruning's global ranking and the measured "
+                                            "allocation after the measured cut added), seeds that vary the heads, the validation "
+                                            "split and fine-tuning, VGG-16 w/4"),
                         ("fair_macs_5ep", "50 % of MACs removed with 5 fine-tuning epochs, seeds that vary the heads, the validation "
                                           "split and fine-tuning, VGG-16 w/4"),
                         ("fair_macs_eff", "50 % of MACs removed, EfficientNet-B0 (8-epoch recipe), seeds that vary the heads, "
                                           "the validation split and fine-tuning"),
                         ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),
-                        ("saliency_params", "parameters removed, VGG-16 w/4 (before the validation split)"),
                         ("saliency_eff", "MACs removed, EfficientNet-B0 (before the validation split)")):
         out += saliency_section(folder / name, rel, title)
     out += truncation_section(folder)

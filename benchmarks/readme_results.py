@@ -105,7 +105,8 @@ def section(folder: Path, target: Path) -> str:
                                        "VGG-16 w/4"),
                         ("saliency_eff_seeds", "50 % of MACs removed, the paper's saliency on EfficientNet-B0, seeds that vary "
                                                "the heads, the validation split and fine-tuning"),
-                        ("fair_macs", "fair cells, MACs removed, VGG-16 w/4 trained with the validation split held out"),
+                        ("fair_macs", "50 % of MACs removed, eleven arms (the measurement's \"best chances\"), seeds that vary the heads, "
+                                      "the validation split and fine-tuning, VGG-16 w/4"),
                         ("fair_macs_3070", "30 % and 70 % of MACs removed, seeds that vary the heads, the validation split and "
                                            "fine-tuning, VGG-16 w/4"),
                         ("fair_params", "30 %, 50 % and 70 % of parameters removed, seeds that vary the heads, the validation split "

@@ -177,6 +177,10 @@ VAL_SOURCES = Choices("--val-source", {
     "train": "held out of the training split (a model prune-snr trained, which never saw it)",
     "test": "carved from the test split, the rest grades (a model whose training data is unknown: imported or pretrained)",
 })  # no default: each checkpoint says which applies (train's keep train, imported ones test)
+CLUSTERS = Choices("--clusters", {
+    "blocks": "the paper authors' clusters: greedy complete blocks, both directions above θ (their code's return_squares)",
+    "components": "connected components, an edge where either direction is above θ (joins chains and one-way pairs)",
+}, default="blocks")
 CACHE_DTYPES = Choices("--cache-dtype", {"float32": "", "float16": "half the disk and reads"}, default="float32")
 HEAD_DTYPES = Choices("--head-dtype", {"float32": "", "bfloat16": "wide heads 2.7-3.5x faster on an AMX CPU"},
                       default="float32")

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CLUSTERS, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -194,6 +194,7 @@ def measure(
     points: Annotated[Optional[str], typer.Option("--points", help="all, or comma-separated module names.")] = None,
     pool: Annotated[Optional[int], typer.Option("--pool", help="Adaptive average pooling p (head sees C*p*p features).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
+    clusters: Annotated[Optional[str], typer.Option("--clusters", help=CLUSTERS.help("What a cluster is:"))] = None,
     head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head (the cap with early stopping).")] = None,
     head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs; the default was 1e-3 with --head-epochs 30 before the heads were found under-fitted).")] = None,
     head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower validation loss (0 = always --head-epochs).")] = None,

@@ -87,6 +87,7 @@ class MeasureConfig:
     points: str = "all"
     pool: int = choices.POOL
     threshold: float = choices.THRESHOLD
+    clusters: str = choices.CLUSTERS.default  # blocks (the paper authors' complete blocks) or components
     head_epochs: int = choices.HEAD_EPOCHS
     head_lr: float = choices.HEAD_LR
     head_batch_size: int = 1024
@@ -116,6 +117,7 @@ class MeasureConfig:
             raise ConfigError(f"head_patience={self.head_patience}: use 0 (train every head head_epochs epochs) or more")
         _device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
+        choices.CLUSTERS.check(self.clusters)
         choices.CACHE_DTYPES.check(self.cache_dtype)
         choices.HEAD_DTYPES.check(self.head_dtype)
         if self.val_source is not None:

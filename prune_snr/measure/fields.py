@@ -8,8 +8,10 @@ label, columns = output unit).
 Example:
     >>> M = torch.tensor([[[1.0, 0.5], [0.0, 0.8]]])          # one filter, two labels
     >>> stats = filter_stats(M, threshold=0.3)
-    >>> stats.snr.tolist(), stats.n_clusters.tolist()
-    ([7.666666507720947], [1])
+    >>> stats.snr.tolist(), stats.n_clusters.tolist()   # 1 -> 0 is below θ: no complete block, so two clusters
+    ([1.0], [2])
+    >>> filter_stats(M, threshold=0.3, clusters="components").n_clusters.tolist()
+    [1]
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..choices import THRESHOLD
+from ..choices import CLUSTERS, THRESHOLD
 
 #: Most filters per chunk of the statistics pass (the memory budget usually sets fewer).
 CHUNK = 256
@@ -48,7 +50,7 @@ class FilterStats:
     noise: torch.Tensor       # sum of normalised above-threshold fields outside clusters
     n_noise: torch.Tensor     # number of noise elements
     n_clusters: torch.Tensor  # clusters per filter
-    n_active: torch.Tensor    # active labels per filter (= labels in clusters)
+    n_active: torch.Tensor    # active labels per filter (= labels in clusters: the clustered labels)
     snr: torch.Tensor         # signal / (noise + threshold); 0 for dead filters
     strength: torch.Tensor    # max(M_f) (clamped at 0): how strong the filter is before normalising
     component: torch.Tensor   # F x L int32: cluster id of each label (its smallest label), L if inactive
@@ -104,12 +106,38 @@ def _components(edges: torch.Tensor, active: torch.Tensor, memory_budget: int) -
     return comp.to(device)
 
 
-def _chunk_stats(M: torch.Tensor, threshold: float, memory_budget: int, *, owned: bool) -> dict[str, torch.Tensor]:
+def _blocks(mutual: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """The paper authors' clusters (AFCC's ``return_squares``) of every filter of a chunk, in one ascending pass.
+
+    ``mutual`` is ``c x L x L`` bool: both directions above θ between active labels. The authors walk the seeds
+    in ascending order and, for each, the later untaken labels; a label joins when the cluster plus it is a
+    complete block. A label's fate is fixed at its own step (by the members below it of each earlier-seeded
+    cluster), so one pass over the labels decides every cluster at once: label j joins the first open cluster
+    whose members are all mutual with it, or seeds a new one. ``compat[f, k, j]`` = j is mutual with every
+    member of the cluster seeded at k. A cluster's id is its seed, its smallest label; inactive labels get L.
+    """
+    n, L, _ = mutual.shape
+    comp = torch.full((n, L), L, dtype=torch.int32, device=mutual.device)
+    compat = torch.zeros_like(mutual)
+    rows = torch.arange(n, device=mutual.device)
+    for j in active.any(0).nonzero().flatten().tolist():
+        act = active[:, j]
+        fits = compat[:, :, j]
+        joins = fits.any(1)
+        seed = torch.where(joins, fits.to(torch.uint8).argmax(1), j)[act]  # argmax: the first (lowest-seeded) cluster
+        f = rows[act]
+        compat[f, seed] = torch.where(joins[act, None], compat[f, seed] & mutual[f, j], mutual[f, j])
+        comp[f, j] = seed.to(torch.int32)
+    return comp
+
+
+def _chunk_stats(M: torch.Tensor, threshold: float, memory_budget: int, *, owned: bool,
+                 clusters: str = CLUSTERS.default) -> dict[str, torch.Tensor]:
     """METHOD.md's per-filter statistics of a chunk ``M`` (``c x L x L``); ``owned``: ``M`` may be overwritten.
 
-    An above-θ element (i, j) with both labels active is an edge of the cluster graph, so i and j share
-    a cluster: the signal elements are exactly the above-θ elements between active labels, and the
-    components are needed only for the cluster ids and counts.
+    Signal elements are the pairs of labels of one cluster. With ``components`` every above-θ element between
+    active labels is an edge, so the signal elements are exactly those; with ``blocks`` a cluster is a complete
+    block, so its pairs are all above θ and the noise count is ``|B| - sum |c|^2`` as in the authors' code.
     """
     M = M.float()
     n, L, _ = M.shape
@@ -117,19 +145,29 @@ def _chunk_stats(M: torch.Tensor, threshold: float, memory_budget: int, *, owned
     dead = peak <= 0
     scale = torch.where(dead, torch.ones_like(peak), peak)[:, None, None]
     norm = M.div_(scale) if owned else M / scale
+    del M
     above = norm > threshold
     if bool(dead.any()):
         above &= ~dead[:, None, None]
     active = above.diagonal(dim1=1, dim2=2).clone()  # c x L
-    signal_mask = above & active[:, :, None]
-    signal_mask &= active[:, None, :]
-    above ^= signal_mask  # now the noise elements (the signal elements are above-θ ones)
+    between_active = above & active[:, :, None]
+    between_active &= active[:, None, :]
+    if clusters == "components":
+        comp = _components(between_active, active, memory_budget)
+        signal_mask = between_active
+    else:
+        mutual = between_active & between_active.transpose(1, 2)
+        del between_active
+        comp = _blocks(mutual, active)
+        del mutual
+        signal_mask = comp[:, :, None] == comp[:, None, :]
+        signal_mask &= active[:, :, None]
+    above ^= signal_mask  # now the noise elements (every signal element is above θ)
     noise_mask = above
     signal = (norm * signal_mask).sum((1, 2))
     noise = (norm * noise_mask).sum((1, 2))
     n_noise = noise_mask.sum((1, 2))
-    del norm, noise_mask, above, M
-    comp = _components(signal_mask, active, memory_budget)
+    del norm, noise_mask, above, signal_mask
     n_clusters = (comp == torch.arange(L, dtype=torch.int32, device=comp.device)).sum(1)
     snr = torch.where(dead, torch.zeros_like(signal), signal / (noise + threshold))
     out = {"dead": dead, "signal": signal, "noise": noise, "n_noise": n_noise, "n_clusters": n_clusters,
@@ -145,23 +183,26 @@ def _gather(parts: list[dict[str, torch.Tensor]], L: int) -> FilterStats:
     return FilterStats(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
 
 
-def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD, memory_budget: int | None = None) -> FilterStats:
+def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD, memory_budget: int | None = None,
+                 clusters: str = CLUSTERS.default) -> FilterStats:
     """Clusters, signal, noise and SNR of every filter of a layer (METHOD.md, phase 3).
 
     Args:
         M: ``F x L x L`` un-normalised field matrices (left unchanged).
         threshold: θ; an element counts when its normalised value is strictly above θ.
         memory_budget: bytes the pass may hold besides ``M`` (default 1 GiB); it runs on chunks of filters.
+        clusters: ``blocks`` (the paper authors' complete blocks, default) or ``components`` (connected components).
     """
+    CLUSTERS.check(clusters)
     F, L, _ = M.shape
     budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
     step = chunk_filters(L, budget)
-    parts = [_chunk_stats(M[s:s + step], threshold, budget, owned=False) for s in range(0, F, step)]
+    parts = [_chunk_stats(M[s:s + step], threshold, budget, owned=False, clusters=clusters) for s in range(0, F, step)]
     return _gather(parts, L)
 
 
 def layer_stats(mu: torch.Tensor, weight: torch.Tensor, *, threshold: float = THRESHOLD,
-                memory_budget: int | None = None) -> FilterStats:
+                memory_budget: int | None = None, clusters: str = CLUSTERS.default) -> FilterStats:
     """:func:`filter_stats` of ``field_matrices(mu, weight)`` without ever holding the layer's ``F x L x L``
     matrices: each chunk of filters (sized so the pass fits ``memory_budget`` bytes, default 1 GiB) gets its
     matrices, its statistics, and is dropped; only the per-filter statistics stay.
@@ -174,13 +215,14 @@ def layer_stats(mu: torch.Tensor, weight: torch.Tensor, *, threshold: float = TH
         >>> layer_stats(mu, W).n_clusters.tolist()
         [1, 1]
     """
+    CLUSTERS.check(clusters)
     L, F = mu.shape[:2]
     budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
     step = chunk_filters(L, budget)
     parts = []
     for s in range(0, F, step):
         M = field_matrices(mu[:, s:s + step], weight[:, s:s + step])
-        parts.append(_chunk_stats(M, threshold, budget, owned=True))
+        parts.append(_chunk_stats(M, threshold, budget, owned=True, clusters=clusters))
         del M
     return _gather(parts, L)
 
@@ -205,6 +247,7 @@ def layer_summary(stats: FilterStats) -> dict[str, float]:
         "noise_per_filter": float(stats.n_noise.float().mean()),
         "clusters_per_filter": total_clusters / n_filters,
         "cluster_size": float(stats.n_active.sum()) / total_clusters if total_clusters else 0.0,
+        "clustered_labels_per_filter": float(stats.n_active.float().mean()),
         "dead_fraction": float(stats.dead.float().mean()),
         "signal_sum": signal,
         "noise_sum": noise,

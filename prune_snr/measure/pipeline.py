@@ -16,7 +16,7 @@ from torch import nn
 from ..config import MeasureConfig, fields_to_keep, resolve
 from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labels, per_class_subset, validation_split
 from ..errors import DataError, ModelError
-from ..models import resolve_points
+from ..models import default_points, resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
@@ -57,6 +57,7 @@ def measure(
         points: ``"all"`` (the model's measurement points), ``"a,b"`` or a list of module names.
         pool: ``p``; heads see ``C * p * p`` features per point.
         threshold: θ for clusters/noise.
+        clusters: ``blocks`` (default: the paper authors' complete blocks) or ``components`` (connected components).
         head_epochs, head_lr, head_batch_size: Adam training of the heads (``head_epochs`` is the cap).
         head_patience, head_min_epochs: early stopping of each head on its validation loss (validation rows
             only; without a validation split, or with ``head_patience=0``, every head trains ``head_epochs``).
@@ -118,6 +119,8 @@ def measure(
         raise ModelError(f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
                          f"has {num_classes} labels; measure it on the dataset it was trained on")
     names = resolve_points(model, cfg.points, expanded=bool(cfg.expanded))
+    trunk = set(default_points(model, expanded=True)) if cfg.points == "groups" else set(names)
+    side = [n for n in names if n not in trunk]
     seed_everything(seed)
     cache_root = Path(cache_dir) if cache_dir else _default_cache()
     key = cache_key(model, dataset_id, names, cfg.pool, cfg.cache_dtype)
@@ -177,7 +180,8 @@ def measure(
         for n in names:
             # phase 3 in filter chunks within the budget; only the per-filter statistics and the kept matrices stay
             mu = class_means(fields_rows.features[n], fields_rows.index, fields_rows.targets, L)
-            stats = layer_stats(mu, heads[n].weight, threshold=threshold, memory_budget=chunk_budget(process_budget))
+            stats = layer_stats(mu, heads[n].weight, threshold=threshold, memory_budget=chunk_budget(process_budget),
+                                clusters=cfg.clusters)
             kept = top_filters(stats, keep_fields) if labels is None else np.zeros(0, dtype=np.int64)
             index = torch.from_numpy(kept)
             fields[n] = stats, kept, field_matrices(mu[:, index], heads[n].weight[:, index]).numpy()
@@ -185,7 +189,8 @@ def measure(
             if fields_split != "test":
                 test = scored["test"]
                 record["test"] = test_figures(layer_stats(class_means(test.features[n], test.index, test.targets, L), heads[n].weight,
-                                                          threshold=threshold, memory_budget=chunk_budget(process_budget)), threshold)
+                                                          threshold=threshold, memory_budget=chunk_budget(process_budget),
+                                                          clusters=cfg.clusters), threshold)
             records.append(record)
         return heads, records, fields
 
@@ -213,6 +218,7 @@ def measure(
             {"name": r["name"], "val_accuracy": r.get("val_accuracy"), "test_accuracy": r["test_accuracy"],
              "error_rate": 1 - r["test_accuracy"], "snr": r["snr"], "cluster_size": r["cluster_size"],
              "clusters_per_filter": r["clusters_per_filter"], "noise_per_filter": r["noise_per_filter"],
+             "clustered_labels_per_filter": r["clustered_labels_per_filter"],
              **_epochs_used(sweep_heads[r["name"]])} for r in recs]})
     timings["total_s"] = time.perf_counter() - t_start
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -226,7 +232,7 @@ def measure(
         "val_source": val_source,
         "seed": seed,
         "device": str(device_t),
-        "options": {"points": names, "pool": cfg.pool, "threshold": threshold, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
+        "options": {"points": names, "side_points": side, "pool": cfg.pool, "threshold": threshold, "clusters": cfg.clusters, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
                     "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,

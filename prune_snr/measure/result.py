@@ -41,7 +41,7 @@ HEADS = "heads.pt"
 #: The per-filter statistics fields.npz stores for every point, and their dtypes on disk (``component`` aside).
 #: What a measurement written before an option was recorded did: its fields on the test split, every head trained
 #: the full ``head_epochs`` (no early stopping), every filter's field matrices kept.
-UNRECORDED = {"fields_split": "test", "head_patience": 0, "save_fields": "all"}
+UNRECORDED = {"fields_split": "test", "head_patience": 0, "save_fields": "all", "clusters": "components"}
 STATS = {"snr": np.float32, "signal": np.float32, "noise": np.float32, "strength": np.float32, "n_noise": np.int32,
          "n_clusters": np.int32, "n_active": np.int32, "dead": np.bool_}
 
@@ -59,6 +59,11 @@ class Measurement:
     @property
     def threshold(self) -> float:
         return self.meta["options"]["threshold"]
+
+    @property
+    def clusters(self) -> str:
+        """What a cluster is in this measurement: ``blocks`` or ``components`` (measurements that do not say: the latter)."""
+        return self.meta["options"].get("clusters", UNRECORDED["clusters"])
 
     @property
     def config(self) -> MeasureConfig:
@@ -91,6 +96,12 @@ class Measurement:
                            field_filters={k: v for k, v in self.field_filters.items() if keep(k)},
                            filter_stats={k: v for k, v in self.filter_stats.items() if keep(k)})
 
+    def trunk(self) -> "Measurement":
+        """This measurement without its side points (squeeze-excite gates measured only to score their channel
+        groups): what the layer allocation and the cut read, one step of depth per point."""
+        side = set(self.meta.get("options", {}).get("side_points") or ())
+        return self.restricted(lambda name: name not in side) if side else self
+
     def point(self, name: str) -> dict:
         return next(p for p in self.points if p["name"] == name)
 
@@ -102,7 +113,7 @@ class Measurement:
             n_filters = next((p.get("n_filters") for p in self.points if p["name"] == name), None)
             if not np.array_equal(filters, np.arange(len(filters))) or n_filters not in (None, len(filters)):
                 raise CheckpointError(f"measurement point {name} holds neither statistics nor every filter's fields; re-measure it")
-            self.filter_stats[name] = filter_stats(torch.from_numpy(M), threshold=self.threshold)
+            self.filter_stats[name] = filter_stats(torch.from_numpy(M), threshold=self.threshold, clusters=self.clusters)
         return self.filter_stats[name]
 
     def snr(self, name: str) -> np.ndarray:
@@ -193,7 +204,7 @@ def _read_stats(npz, name: str) -> FilterStats:
     return FilterStats(**read, component=torch.from_numpy(npz[f"{name}/component"].astype(np.int32)))
 
 
-FIGURES = ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction")
+FIGURES = ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "clustered_labels_per_filter", "dead_fraction")
 
 
 def test_figures(M: torch.Tensor | FilterStats, threshold: float) -> dict:

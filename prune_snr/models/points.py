@@ -19,6 +19,8 @@ pruning removes, what the gain-per-MAC allocation counts).
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -137,6 +139,27 @@ def _traced_points(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(points))
 
 
+#: model -> {leaf module name: name of the conv that ran last before it with as many channels}, one trace per model.
+_PRODUCERS: "weakref.WeakKeyDictionary[nn.Module, dict[str, str]]" = weakref.WeakKeyDictionary()
+
+
+def _producer(model: nn.Module, point: str) -> nn.Conv2d | None:
+    """The conv that ran last before ``point``'s first call with as many output channels (None: no such conv, or
+    ``point`` is not a leaf the trace sees). Pruning keeps the call order, so the names stay right for a pruned model."""
+    if model not in _PRODUCERS:
+        order, shapes, _ = _trace(model)
+        modules = dict(model.named_modules())
+        found, last = {}, {}  # last: channel count -> the conv that last produced it
+        for name in order:
+            if isinstance(modules[name], nn.Conv2d):
+                last[modules[name].out_channels] = name
+            elif len(shapes.get(name, ())) >= 2 and shapes[name][1] in last:
+                found.setdefault(name, last[shapes[name][1]])
+        _PRODUCERS[model] = found
+    name = _PRODUCERS[model].get(point)
+    return None if name is None else dict(model.named_modules())[name]
+
+
 def _is_conv_norm_act(module: nn.Module | None) -> bool:
     """A ``Sequential`` of one conv, a norm and an activation (torchvision's ``Conv2dNormActivation``)."""
     if not isinstance(module, nn.Sequential):
@@ -172,14 +195,43 @@ def default_points(model: nn.Module, *, expanded: bool = False) -> list[str]:
     return _traced_points(model)
 
 
+def side_points(model: nn.Module) -> list[str]:
+    """Points beyond the default (expanded) ones so that every channel group torch-pruning prunes has a measured
+    member: one traced point for each group without one (a squeeze-excite gate's bottleneck, a conv that no default
+    point follows). Without them a measured criterion scores those groups by magnitude. The layer allocation and
+    the cut read the default points only (a gate's accuracy is no step of the network's depth)."""
+    import torch_pruning as tp
+
+    trunk = default_points(model, expanded=True)
+    measured = {id(point_conv(model, p)) for p in trunk}
+    by_conv = {}
+    for p in _traced_points(model):
+        by_conv.setdefault(id(point_conv(model, p)), p)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+    head = dict(model.named_modules())[classifier_name(model)]
+    extra = []
+    for group in graph.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d, nn.Linear]):
+        members = [dep.target.module for dep, _ in group if getattr(dep.handler, "__name__", "") == "prune_out_channels"]
+        if any(id(m) in measured for m in members):
+            continue
+        point = next((by_conv[id(m)] for m in members if id(m) in by_conv), None)
+        if point is not None and point not in extra:
+            extra.append(point)
+    return extra
+
+
 def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, expanded: bool = False) -> list[str]:
-    """``"all"``/``None`` -> the default points; ``"a,b"`` or a list -> those names, checked.
+    """``"all"``/``None`` -> the default points; ``"groups"`` -> those with the expanded ones and the
+    :func:`side_points` (a point for every prunable group); ``"a,b"`` or a list -> those names, checked.
 
     Any module name may be a point (METHOD.md: any ``nn.Conv2d`` by name); the order of the
     returned list follows the model's module order, so depth is always increasing.
     """
     if points in (None, "all"):
         return default_points(model, expanded=expanded)
+    if points == "groups":
+        order = {name: i for i, name in enumerate(dict(model.named_modules()))}
+        return sorted(default_points(model, expanded=True) + side_points(model), key=order.__getitem__)
     wanted = [p.strip() for p in points.split(",")] if isinstance(points, str) else list(points)
     modules = dict(model.named_modules())
     unknown = [p for p in wanted if p not in modules or not p]
@@ -212,8 +264,9 @@ def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
     """The convolution whose output channels are the filters of measurement point ``point``.
 
     A conv is its own point; a block (VGG ``ConvBNReLU``, an MBConv) is measured at its output,
-    made by its last conv; a norm/activation module (timm ``BatchNormAct2d``) follows the conv
-    registered just before it.
+    made by its last conv; a norm/activation module (timm ``BatchNormAct2d``) follows the conv that
+    ran last before it with as many channels (in a squeeze-excite gate the activation follows the
+    bottleneck conv, though the expanding conv is registered between them).
     """
     modules = dict(model.named_modules())
     module = modules[point]
@@ -222,6 +275,9 @@ def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
     inner = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     if inner:
         return inner[-1]
+    ran = _producer(model, point)
+    if ran is not None:
+        return ran
     previous = None
     for name, m in model.named_modules():
         if name == point:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..choices import THRESHOLD
+from ..choices import CLUSTERS, THRESHOLD
 from ..measure.fields import layer_stats
 from ..errors import ConfigError
 from ..models import classifier_name
@@ -25,8 +25,8 @@ def afcc_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     weights outside filter clusters at the measurement's θ, and grade it again."""
     if not ctx.cfg.afcc:
         return model, {}
-    threshold = ctx.measurement.threshold if ctx.measurement else ctx.cfg.measure.threshold
-    stats = apply_afcc(model, ctx.splits.plain, threshold=threshold)
+    measured = ctx.measurement.config if ctx.measurement else ctx.cfg.measure
+    stats = apply_afcc(model, ctx.splits.plain, threshold=measured.threshold, clusters=measured.clusters)
     graded = grade(model, ctx.splits, ctx.cfg.device)
     after = ctx.report.after
     return model, {"afcc": {**stats, "accuracy_before": after["accuracy"], "accuracy_after": graded["accuracy"]},
@@ -54,7 +54,7 @@ def classifier_class_means(model: nn.Module, dataset, num_classes: int, batch_si
 
 
 @torch.no_grad()
-def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD) -> dict:
+def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD, clusters: str = CLUSTERS.default) -> dict:
     """Zero the classifier weights outside each filter's clusters; returns weight counts."""
     head = dict(model.named_modules())[classifier_name(model)]
     if not isinstance(head, torch.nn.Linear):
@@ -65,7 +65,7 @@ def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD) -> di
     n_filters = _filters_feeding(model, D)
     K = D // n_filters
     W = head.weight.view(L, n_filters, K)
-    stats = layer_stats(mu.view(L, n_filters, K), W, threshold=threshold)  # in chunks of filters: no F x L x L at once
+    stats = layer_stats(mu.view(L, n_filters, K), W, threshold=threshold, clusters=clusters)  # in chunks of filters: no F x L x L at once
     in_cluster = stats.component < L  # F x L: label is in one of the filter's clusters
     mask = in_cluster.t()[:, :, None].expand(L, n_filters, K).reshape(L, D).to(head.weight.dtype)
     before = int((head.weight != 0).sum())

@@ -99,7 +99,9 @@ class SNRImportance(tp.importance.Importance):
                 total.scatter_add_(0, root, values)
             count.scatter_add_(0, root, torch.ones_like(values))
         if count.sum() == 0:
-            self.fallback_groups.append(_group_name(group))
+            linear = isinstance(group[0].dep.target.module, torch.nn.Linear)
+            why = "a linear layer: only convolutions are measured" if linear else "no measured point in this group"
+            self.fallback_groups.append(f"{_group_name(group)}: {why}")
             return self.fallback(group)
         if self.group_reduction == "mean":
             total = total / count.clamp(min=1)

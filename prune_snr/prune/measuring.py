@@ -30,7 +30,8 @@ def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
 def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureConfig:
     """The options of ``previous`` (its points, pool, θ, heads), on prune's data, split and seed: a re-measurement like it."""
     o = previous.config
-    return dataclasses.replace(options, points=",".join(p["name"] for p in previous.points), pool=o.pool, threshold=o.threshold,
+    points = "groups" if previous.meta["options"].get("side_points") else ",".join(p["name"] for p in previous.points)
+    return dataclasses.replace(options, points=points, pool=o.pool, threshold=o.threshold, clusters=o.clusters,
                                head_epochs=o.head_epochs, head_lr=o.head_lr, head_batch_size=o.head_batch_size,
                                head_patience=o.head_patience, head_min_epochs=o.head_min_epochs,
                                fields_split=o.fields_split, label_sweep=None, label_seed=None, expanded=None)

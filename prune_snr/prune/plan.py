@@ -67,7 +67,9 @@ def settle(cfg: PruneConfig, model: nn.Module, *, dataset: str | None = None, me
     split_seed = cfg.split_seed if cfg.split_seed is not None else recorded.split_seed
     held_out = cfg.held_out if cfg.held_out is not None else recorded.held_out
     expanded = expanded_by_default(model) if cfg.measure.expanded is None else cfg.measure.expanded
-    measure = dataclasses.replace(cfg.measure, dataset=dataset, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
+    # a measured criterion scores every channel group: measure a point for each (squeeze-excite gates too)
+    points = "groups" if cfg.criterion in MEASURED_CRITERIA and cfg.measure.points == "all" else cfg.measure.points
+    measure = dataclasses.replace(cfg.measure, points=points, dataset=dataset, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
                                   split_seed=split_seed, held_out=held_out, seed=cfg.seed, device=cfg.device, label_sweep=None,
                                   expanded=expanded)
     return dataclasses.replace(cfg, dataset=dataset, val_fraction=val_fraction, val_source=val_source, split_seed=split_seed,

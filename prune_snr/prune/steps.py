@@ -76,8 +76,9 @@ def _to_target(ctx: Context) -> ToTarget:
     reduction = {"group_reduction": cfg.group_reduction} if cfg.criterion in MEASURED_CRITERIA else {}
 
     def to_target(model: nn.Module, m: Measurement | None, step_target: float, steps: int, meter=None) -> PruneOutcome:
-        alloc = Allocation(cfg.allocation, [p["name"] for p in m.points] if m else None, m.val_accuracies() if m else None,
-                           splits.num_classes, snrs=[p["snr"] for p in m.points] if m else None)
+        trunk = m.trunk() if m else None
+        alloc = Allocation(cfg.allocation, [p["name"] for p in trunk.points] if m else None, trunk.val_accuracies() if m else None,
+                           splits.num_classes, snrs=[p["snr"] for p in trunk.points] if m else None)
         return prune_to_target(
             model, lambda pm: build_importance(cfg.criterion, model=pm, measurement=m, seed=cfg.seed, **reduction),
             target=step_target, metric=cfg.metric, allocation=alloc, round_to=None if cfg.round_to == 1 else cfg.round_to,

@@ -78,40 +78,49 @@ def test_chunked_statistics_equal_the_unchunked_reference(chunks, theta):
     want = reference_stats(field_matrices(mu, W), theta)
     assert want["dead"].any() and (theta != 0.3 or (want["n_clusters"].max() > 1 and want["n_noise"].sum() > 0)), \
         "the layer exercises every case"
-    assert_same_stats(layer_stats(mu, W, threshold=theta, memory_budget=budget), want)
-    assert_same_stats(filter_stats(field_matrices(mu, W), threshold=theta, memory_budget=budget), want)
+    assert_same_stats(layer_stats(mu, W, threshold=theta, memory_budget=budget, clusters="components"), want)
+    assert_same_stats(filter_stats(field_matrices(mu, W), threshold=theta, memory_budget=budget, clusters="components"), want)
+    # the authors' blocks: chunked as one filter at a time
+    one_by_one = filter_stats(field_matrices(mu, W), threshold=theta, memory_budget=1)
+    assert_same_stats(layer_stats(mu, W, threshold=theta, memory_budget=budget), vars(one_by_one))
 
 
 def test_a_budget_below_one_filter_still_runs_one_filter_at_a_time():
     mu, W = random_layer(L=30, F=7)
     assert chunk_filters(30, 1) == 1
-    assert_same_stats(layer_stats(mu, W, memory_budget=1), reference_stats(field_matrices(mu, W), 0.3))
+    assert_same_stats(layer_stats(mu, W, memory_budget=1, clusters="components"), reference_stats(field_matrices(mu, W), 0.3))
 
 
 def test_full_width_conv_head_at_1000_labels_fits_a_2_gib_budget_in_chunks():
     assert chunk_filters(1000, 2 << 30) * 1000 * 1000 * BYTES_PER_ELEMENT <= 1 << 30  # half the budget for the chunk
 
 
+DEFINITIONS = {"blocks": "expected_blocks", "components": "expected"}
+
+
+@pytest.mark.parametrize("clusters", DEFINITIONS)
 @pytest.mark.parametrize("case", CASES["layers"], ids=[c["name"] for c in CASES["layers"]])
-def test_worked_layer_examples_hold_one_filter_per_chunk(case):
-    stats = filter_stats(torch.tensor(case["M"]), threshold=case["theta"], memory_budget=1)
-    summary, want = layer_summary(stats), case["expected"]
+def test_worked_layer_examples_hold_one_filter_per_chunk(case, clusters):
+    stats = filter_stats(torch.tensor(case["M"]), threshold=case["theta"], memory_budget=1, clusters=clusters)
+    summary, want = layer_summary(stats), case[DEFINITIONS[clusters]]
     assert stats.snr.tolist() == pytest.approx(want["snr_per_filter"], abs=1e-5)
     for key in ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction"):
         assert summary[key] == pytest.approx(want[key], abs=1e-5)
 
 
-def test_worked_filter_examples_hold_in_one_layer_chunked():
+@pytest.mark.parametrize("clusters", DEFINITIONS)
+def test_worked_filter_examples_hold_in_one_layer_chunked(clusters):
     cases = CASES["filters"]
     L = max(len(c["M"]) for c in cases)
     for c in cases:  # one filter each; pad to a common L with zero rows/columns (inactive, below θ)
         M = torch.zeros(1, L, L)
         n = len(c["M"])
         M[0, :n, :n] = torch.tensor(c["M"])
-        stats = filter_stats(M, threshold=c["theta"], memory_budget=1)
-        assert stats.clusters(0) == c["expected"]["clusters"], c["name"]
-        assert int(stats.n_noise[0]) == c["expected"]["n_noise"], c["name"]
-        assert float(stats.snr[0]) == pytest.approx(c["expected"]["snr"], abs=1e-5), c["name"]
+        stats = filter_stats(M, threshold=c["theta"], memory_budget=1, clusters=clusters)
+        want = c[DEFINITIONS[clusters]]
+        assert stats.clusters(0) == want["clusters"], c["name"]
+        assert int(stats.n_noise[0]) == want["n_noise"], c["name"]
+        assert float(stats.snr[0]) == pytest.approx(want["snr"], abs=1e-5), c["name"]
 
 
 @pytest.fixture(scope="module")

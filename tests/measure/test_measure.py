@@ -87,7 +87,7 @@ def test_heads_train_on_the_training_split_less_its_validation_part(measured):
 
 
 def _method_by_hand(M: np.ndarray, theta: float) -> dict:
-    """METHOD.md's per-layer figures, written independently of prune_snr.measure.fields: plain loops."""
+    """METHOD.md's per-layer figures (default clusters), written independently of prune_snr.measure.fields: plain loops."""
     signal_sum = noise_sum = 0.0
     noise_counts, cluster_sizes, dead, snrs = [], [], 0, []
     for m in M.astype(np.float64):
@@ -98,20 +98,17 @@ def _method_by_hand(M: np.ndarray, theta: float) -> dict:
             continue
         b = m / m.max() > theta
         active = [i for i in range(len(m)) if b[i, i]]
-        cluster = {i: i for i in active}  # union-find over active labels
-
-        def root(i):
-            while cluster[i] != i:
-                i = cluster[i]
-            return i
-
-        for i in active:
-            for j in active:
-                if i != j and (b[i, j] or b[j, i]):
-                    cluster[root(i)] = root(j)
-        roots = [root(i) for i in active]
-        cluster_sizes += [roots.count(r) for r in set(roots)]
-        same = lambda i, j: i in cluster and j in cluster and root(i) == root(j)
+        clusters, left = [], list(active)  # the paper authors' greedy complete blocks, in ascending label order
+        while left:
+            block = [left[0]]
+            for j in left[1:]:
+                if all(b[i, j] and b[j, i] for i in block):
+                    block.append(j)
+            clusters.append(block)
+            left = [j for j in left if j not in block]
+        cluster_sizes += [len(c) for c in clusters]
+        of = {i: k for k, c in enumerate(clusters) for i in c}
+        same = lambda i, j: i in of and j in of and of[i] == of[j]
         hat = m / m.max()
         signal = sum(hat[i, j] for i, j in zip(*np.nonzero(b)) if same(i, j))
         noise = sum(hat[i, j] for i, j in zip(*np.nonzero(b)) if not same(i, j))
@@ -146,7 +143,9 @@ def test_measurement_json_has_the_documented_keys(measured):
     assert [p["name"] for p in data["points"]] == POINTS.split(",")
     assert {"name", "n_filters", "val_accuracy", "test_accuracy", "snr", "noise_per_filter", "clusters_per_filter", "cluster_size",
             "dead_fraction", "test"} <= set(data["points"][0])
-    assert set(data["points"][0]["test"]) == {"snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "dead_fraction"}
+    assert set(data["points"][0]["test"]) == {"snr", "noise_per_filter", "clusters_per_filter", "cluster_size",
+                                              "clustered_labels_per_filter", "dead_fraction"}
+    assert data["options"]["clusters"] == "blocks"
 
 
 def test_label_sweep_reports_each_label_count_per_point(measured):

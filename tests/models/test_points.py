@@ -1,6 +1,7 @@
 """Specs of models/points.py: the measurement points of every kind of model, and its classifier."""
 import pytest
 import torch
+from torch import nn
 
 from prune_snr.errors import ModelError
 from prune_snr.models import build_model, default_points, example_input, resolve_points
@@ -82,3 +83,27 @@ def test_a_conv_classifier_is_the_classifier_and_no_measurement_point():
     assert not any(p.startswith("classifier") for p in default_points(model))
     outcome = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.3, metric="params", round_to=1)
     assert outcome.model.classifier[1].out_channels == 10 and outcome.model(example_input(outcome.model, 2)).shape == (2, 10)
+
+
+def test_a_squeeze_excite_activation_maps_to_the_bottleneck_conv_that_ran_before_it():
+    from prune_snr.models import build_model, point_conv
+
+    model = build_model("torchvision:mobilenet_v3_small", num_classes=10, input_size=32)
+    se = model.features[1].block[1]  # registered fc1, fc2, activation: the activation follows fc1 when it runs
+    assert point_conv(model, "features.1.block.1.activation") is se.fc1
+
+
+def test_groups_points_give_every_conv_group_of_efficientnet_a_measured_member():
+    import torch_pruning as tp
+
+    from prune_snr.models import build_model, classifier_name, example_input, point_conv, resolve_points
+
+    model = build_model("timm:efficientnet_b0", num_classes=10, input_size=32)
+    points = resolve_points(model, "groups")
+    measured = {id(point_conv(model, p)) for p in points}
+    assert set(resolve_points(model, "all", expanded=True)) < set(points)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+    head = dict(model.named_modules())[classifier_name(model)]
+    groups = list(graph.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d, nn.Linear]))
+    unscored = [g for g in groups if not any(id(dep.target.module) in measured for dep, _ in g)]
+    assert len(groups) == 40 and unscored == []

@@ -121,3 +121,15 @@ def test_snr_x_l1_is_the_product_of_within_layer_ranks(vgg_measured):
     rank = lambda v: (np.argsort(np.argsort(v, kind="stable"), kind="stable") + 1) / F
     assert scores == pytest.approx(rank(snr) * rank(l1))
     assert scores.max() <= 1 and scores.min() >= 1 / F**2
+
+
+def test_snr_prunes_mobilenet_v3_and_only_its_linear_hidden_layer_falls_back():
+    import prune_snr
+    from prune_snr.models import build_model
+
+    model = build_model("torchvision:mobilenet_v3_small", num_classes=10, input_size=32)
+    _, report = prune_snr.prune(model, "synthetic:10", target=0.5, metric="macs", criterion="snr", finetune_epochs=0,
+                                head_epochs=1, device="cpu")
+    fallback = report["search"]["fallback_groups"]
+    assert [g.split(" ")[0] for g in fallback] == ["classifier.0"] and "a linear layer" in fallback[0]
+    assert 0.45 <= report["after"]["macs"] / report["before"]["macs"] <= 0.55

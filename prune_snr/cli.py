@@ -448,15 +448,17 @@ def points_table(result) -> Table:
 
     split = result.config.fields_split
     table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "
-                        f"split; seed {result.meta['seed']})")
+                        f"split, clusters as {result.clusters}; seed {result.meta['seed']})")
     table.add_column("point", no_wrap=True)
-    for col in ("filters", "val acc", "test acc", "SNR", "noise/f", "clust/f", "clust size", "dead"):
+    for col in ("filters", "val acc", "test acc", "SNR", "noise/f", "clust/f", "clust size", "labels/f", "dead"):
         table.add_column(col, justify="right")
     for p in result.points:
         val = p.get("val_accuracy")
         table.add_row(p["name"], str(p["n_filters"]), "-" if val is None else f"{val:.4f}", f"{paper_accuracy(p):.4f}",
                       f"{p['snr']:.3f}", f"{p['noise_per_filter']:.2f}",
-                      f"{p['clusters_per_filter']:.2f}", f"{p['cluster_size']:.2f}", f"{p['dead_fraction']:.2f}")
+                      f"{p['clusters_per_filter']:.2f}", f"{p['cluster_size']:.2f}",
+                      "-" if p.get("clustered_labels_per_filter") is None else f"{p['clustered_labels_per_filter']:.2f}",
+                      f"{p['dead_fraction']:.2f}")
     return table
 
 

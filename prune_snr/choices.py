@@ -181,6 +181,20 @@ CLUSTERS = Choices("--clusters", {
     "blocks": "the paper authors' clusters: greedy complete blocks, both directions above θ (their code's return_squares)",
     "components": "connected components, an edge where either direction is above θ (joins chains and one-way pairs)",
 }, default="blocks")
+HEAD_OPTIMIZERS = Choices("--head-optimizer", {
+    "adam": "Adam, cosine schedule over --head-epochs",
+    "sgd": "the paper authors': SGD, momentum 0.975, lr decayed x0.975 per epoch, L2 1e-3",
+}, default="adam")
+#: The paper authors' head training (github Shutshutnunte/AFCC) for --head-optimizer sgd.
+SGD_MOMENTUM, SGD_DECAY, SGD_WEIGHT_DECAY = 0.975, 0.975, 1e-3
+#: ``measure --preset NAME``: options taken together; flags given beside a preset win.
+PRESETS = {
+    "paper": {"head_optimizer": "sgd", "head_lr": 0.01, "head_patience": 0, "fields_split": "test"},
+}
+PRESET_CHOICES = Choices("--preset", {
+    "paper": "the paper authors' choices where they differ: SGD heads (momentum 0.975, lr 0.01 x0.975 per epoch, L2 1e-3), "
+             "no early stopping, fields from the test split (figures only: prune refuses it for decisions)",
+})
 CACHE_DTYPES = Choices("--cache-dtype", {"float32": "", "float16": "half the disk and reads"}, default="float32")
 HEAD_DTYPES = Choices("--head-dtype", {"float32": "", "bfloat16": "wide heads 2.7-3.5x faster on an AMX CPU"},
                       default="float32")

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CLUSTERS, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
+from .choices import ALLOCATIONS, CACHE_DTYPES, CLUSTERS, HEAD_OPTIMIZERS, PRESET_CHOICES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
 from .errors import ConfigError, PruneSnrError
 from .runtime import distributed, is_main
 
@@ -199,6 +199,8 @@ def measure(
     head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs; the default was 1e-3 with --head-epochs 30 before the heads were found under-fitted).")] = None,
     head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower validation loss (0 = always --head-epochs).")] = None,
     head_min_epochs: Annotated[Optional[int], typer.Option("--head-min-epochs", help="Epochs every head trains before it may stop.")] = None,
+    head_optimizer: Annotated[Optional[str], typer.Option("--head-optimizer", help=HEAD_OPTIMIZERS.help("The heads' optimiser:"))] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help=PRESET_CHOICES.help("Options taken together (flags given beside it win):"))] = None,
     label_sweep: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
     label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
     fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,

@@ -93,6 +93,8 @@ class MeasureConfig:
     head_batch_size: int = 1024
     head_patience: int = choices.HEAD_PATIENCE  # epochs without a lower validation loss before a head stops; 0 = run head_epochs
     head_min_epochs: int = choices.HEAD_MIN_EPOCHS  # epochs every head trains before it may stop
+    head_optimizer: str = choices.HEAD_OPTIMIZERS.default  # adam, or the paper authors' sgd
+    preset: Optional[str] = None  # options taken together (choices.PRESETS): "paper" = the authors' choices
     label_sweep: Optional[list[int]] = None
     label_seed: Optional[int] = None
     fields_split: str = choices.FIELDS_SPLITS.default
@@ -118,6 +120,9 @@ class MeasureConfig:
         _device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
         choices.CLUSTERS.check(self.clusters)
+        choices.HEAD_OPTIMIZERS.check(self.head_optimizer)
+        if self.preset is not None:
+            choices.PRESET_CHOICES.check(self.preset)
         choices.CACHE_DTYPES.check(self.cache_dtype)
         choices.HEAD_DTYPES.check(self.head_dtype)
         if self.val_source is not None:
@@ -403,7 +408,12 @@ def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | N
     if unknown:
         raise ConfigError(f"option {unknown[0]!r} does not apply to this command")
     values = load_recipe(recipe) if recipe else {}
-    return _build(cls, base, [(values, f"recipe {recipe}"), (overrides, "command line")])
+    sources = [(values, f"recipe {recipe}"), (overrides, "command line")]
+    preset = overrides.get("preset", values.get("preset"))
+    if preset is not None:  # a preset's options come before the recipe's and the flags, which win
+        choices.PRESET_CHOICES.check(preset)
+        sources.insert(0, (choices.PRESETS[preset], f"preset {preset}"))
+    return _build(cls, base, sources)
 
 
 def _build(cls, base, sources: list[tuple[dict, str]]):

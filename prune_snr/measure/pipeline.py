@@ -59,6 +59,11 @@ def measure(
         threshold: θ for clusters/noise.
         clusters: ``blocks`` (default: the paper authors' complete blocks) or ``components`` (connected components).
         head_epochs, head_lr, head_batch_size: Adam training of the heads (``head_epochs`` is the cap).
+        head_optimizer: ``adam`` (default) or ``sgd`` (the paper authors': momentum 0.975, lr decayed x0.975 per
+            epoch, L2 1e-3).
+        preset: ``"paper"`` takes the authors' choices where they differ from the defaults (SGD heads at lr 0.01,
+            no early stopping, fields from the test split); options given beside it win. Figures only: ``prune``
+            refuses test-split fields for its decisions.
         head_patience, head_min_epochs: early stopping of each head on its validation loss (validation rows
             only; without a validation split, or with ``head_patience=0``, every head trains ``head_epochs``).
             Each point records ``head_epochs_used`` and ``head_best_epoch`` (the epoch whose weights it keeps).
@@ -173,7 +178,7 @@ def measure(
         heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
                             seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress, description=description,
                             patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val",
-                            dtype=getattr(torch, cfg.head_dtype))
+                            dtype=getattr(torch, cfg.head_dtype), optimizer_name=cfg.head_optimizer)
         head_seconds[description] = time.perf_counter() - t_heads
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
         records, fields = [], {}  # fields: point -> (statistics, kept filters, their matrices); none kept in the sweep
@@ -234,6 +239,7 @@ def measure(
         "device": str(device_t),
         "options": {"points": names, "side_points": side, "pool": cfg.pool, "threshold": threshold, "clusters": cfg.clusters, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
+                    "head_optimizer": cfg.head_optimizer, "preset": cfg.preset,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
                     "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,
                     "cache_dtype": cfg.cache_dtype, "head_dtype": cfg.head_dtype, "train_per_class": cfg.train_per_class,

@@ -33,7 +33,7 @@ def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureC
     points = "groups" if previous.meta["options"].get("side_points") else ",".join(p["name"] for p in previous.points)
     return dataclasses.replace(options, points=points, pool=o.pool, threshold=o.threshold, clusters=o.clusters,
                                head_epochs=o.head_epochs, head_lr=o.head_lr, head_batch_size=o.head_batch_size,
-                               head_patience=o.head_patience, head_min_epochs=o.head_min_epochs,
+                               head_patience=o.head_patience, head_min_epochs=o.head_min_epochs, head_optimizer=o.head_optimizer,
                                fields_split=o.fields_split, label_sweep=None, label_seed=None, expanded=None)
 
 

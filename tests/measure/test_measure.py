@@ -219,3 +219,20 @@ def test_bfloat16_heads_measure_what_float32_heads_measure_from_the_same_cache(m
         assert a["name"] == b["name"]
         assert not torch.equal(low.heads[a["name"]]["weight"], result.heads[a["name"]]["weight"]), "trained in bfloat16"
         assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.03 and abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.03, a["name"]
+
+
+def test_paper_preset_takes_the_authors_choices_flags_beside_it_win_and_prune_refuses_it(measured, tmp_path):
+    from prune_snr.errors import ConfigError
+
+    model, _, _, cache = measured
+    paper = measure(model, "synthetic", preset="paper", points=POINTS, head_epochs=3, device="cpu", cache_dir=cache)
+    options = paper.meta["options"]
+    assert (options["preset"], options["head_optimizer"], options["head_lr"], options["head_patience"], options["fields_split"]) \
+        == ("paper", "sgd", 0.01, 0, "test")
+    assert all(p["val_accuracy"] > 0.5 for p in paper.points), "the SGD heads learn"
+    mine = resolve(MeasureConfig, overrides={"preset": "paper", "head_lr": 0.05})
+    assert (mine.head_lr, mine.head_optimizer) == (0.05, "sgd")
+    with pytest.raises(ConfigError, match="test split"):
+        prune_snr.prune(model, "synthetic", measurement=paper, criterion="snr", finetune_epochs=0, device="cpu")
+    with pytest.raises(ConfigError, match="--preset 'papers'"):
+        resolve(MeasureConfig, overrides={"preset": "papers"})

@@ -3,7 +3,8 @@
 For each model: random weights saved to a ``.safetensors`` file -> ``prune-snr import --weights`` at
 ``--input-size`` (64 px) -> ``measure`` on ``synthetic`` data (the model's default points) ->
 ``prune --target 0.5 --metric macs`` with that measurement and no fine-tuning -> ``export`` (ONNX,
-checked with onnxruntime). Each model runs in its own processes, as a user would run the
+checked with onnxruntime); then ``prune --criterion snr`` at default flags (the column says whether it
+went through and how many channel groups fell back to L1, with the reason). Each model runs in its own processes, as a user would run the
 commands; a step that fails records its one-line error. Prints the table (model, measured points,
 MACs and params kept, export OK, seconds, what went wrong) and keeps every row in ``--out``, so a
 rerun continues where it stopped.
@@ -86,6 +87,7 @@ def breadth_row(model: str, work: Path, *, input_size: int, target: float, timeo
             return {**row, "step": step, "error": error, "seconds": time.perf_counter() - t0}
     measurement = json.loads((work / "measurement" / "measurement.json").read_text())
     report = json.loads((work / "pruned" / "report.json").read_text())
+    row["snr"] = snr_column(cli, work, target=target, timeout=timeout)
     onnx = json.loads((work / "pruned" / "model.onnx.json").read_text())
     before, after = report["before"], report["after"]
     return {**row, "ok": True, "points": len(measurement["points"]), "first_point": measurement["points"][0]["name"],
@@ -95,16 +97,52 @@ def breadth_row(model: str, work: Path, *, input_size: int, target: float, timeo
             "seconds": time.perf_counter() - t0}
 
 
+def snr_column(cli: list[str], work: Path, *, target: float, timeout: float) -> dict:
+    """``prune --criterion snr`` at default flags (prune measures the points its channel groups need): whether it
+    went through, the share of channel groups scored by the L1 fallback, and the one-line reason where it failed."""
+    cmd = [*cli, "prune", str(work / "run" / "model.pt"), "--dataset", "synthetic", "--criterion", "snr", "--target", str(target),
+           "--metric", "macs", "--finetune-epochs", "0", "--device", "cpu", "--out", str(work / "pruned_snr")]
+    ok, error = run(cmd, timeout)
+    if not ok:
+        return {"ok": False, "error": error}
+    import torch_pruning as tp
+    import torch
+
+    from prune_snr import load
+    from prune_snr.models import classifier_name, example_input
+
+    report = json.loads((work / "pruned_snr" / "report.json").read_text())
+    model = load(work / "run" / "model.pt")
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+    head = dict(model.named_modules())[classifier_name(model)]
+    groups = len(list(graph.get_all_groups(ignored_layers=[head], root_module_types=[torch.nn.Conv2d, torch.nn.Linear])))
+    fallback = report["search"]["fallback_groups"]
+    reasons = sorted({g.rpartition(": ")[2] for g in fallback})
+    return {"ok": True, "groups": groups, "fallback": len(fallback), "fallback_share": len(fallback) / max(1, groups),
+            "macs_kept": report["after"]["macs"] / report["before"]["macs"], "reasons": reasons}
+
+
+def snr_cell(r: dict) -> str:
+    snr = r.get("snr")
+    if snr is None:
+        return "-"
+    if not snr["ok"]:
+        return f"fails: {snr['error']}"
+    why = f" ({'; '.join(snr['reasons'])})" if snr["reasons"] else ""
+    return f"OK, fallback {snr['fallback']}/{snr['groups']}{why}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| model | points | MACs kept | params kept | export | s | note |", "|---|---:|---:|---:|---|---:|---|"]
+    lines = ["| model | points | MACs kept | params kept | export | s | --criterion snr | note |",
+             "|---|---:|---:|---:|---|---:|---|---|"]
     for r in rows:
         if r["ok"]:
             note = f"closest reachable ({r['unreached'].split(':', 1)[1].strip()})" if r.get("unreached") else ""
             size = f" ({r['input_size']} px)" if r.get("input_size") else ""
             lines.append(f"| {r['model']}{size} | {r['points']} | {r['macs_kept']:.3f} | {r['params_kept']:.3f} | OK "
-                         f"({r['onnx_max_abs_diff']:.0e}) | {r['seconds']:.0f} | {note} |")
+                         f"({r['onnx_max_abs_diff']:.0e}) | {r['seconds']:.0f} | {snr_cell(r)} | {note} |")
         else:
-            lines.append(f"| {r['model']} | - | - | - | - | {r['seconds']:.0f} | {r['step']}: {r['error']} |")
+            lines.append(f"| {r['model']} | - | - | - | - | {r['seconds']:.0f} | - | {r['step']}: {r['error']} |")
     return "\n".join(lines)
 
 

@@ -49,6 +49,7 @@ from prune_snr.measure.plots import save_figure
 from prune_snr.prune import prune
 
 from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCATIONS
+from prune_snr.choices import CLUSTERS, CRITERIA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 from _common import add_standard, floats, ints, load_results, load_run, machine_line, save_results, script_parser  # noqa: E402
@@ -293,6 +294,11 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-lr", type=float, default=0.01)
     parser.add_argument("--finetune-fraction", type=float, default=1.0,
                         help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)")
+    parser.add_argument("--clusters", default=CLUSTERS.default, choices=list(CLUSTERS),
+                        help="what a cluster is in each seed's measurement (the SNR criteria read it)")
+    parser.add_argument("--points", default=None,
+                        help="points of each seed's measurement (default: a point for every channel group where a criterion "
+                             "reads the measurement, else the model's default points)")
     parser.add_argument("--round-to", type=int, default=None, help="channel alignment of every cell (default: prune's; 1 = off)")
     parser.add_argument("--latency-batch", type=int, default=32, help="ONNX Runtime batch of the latency column (0 = no latency)")
     add_standard(parser, "device", "out")
@@ -307,6 +313,8 @@ def main(argv=None) -> int:
     shared = run.measurement
     held_out = (run.payload["config"].get("train") or {}).get("val_fraction") or 0.1
     val_fraction = args.val_fraction if args.val_fraction is not None else held_out / 2
+    measured = any(c in CRITERIA.measured for c in args.criteria.split(","))
+    points = args.points or ("groups" if measured else "all")
 
     def measurement_of(seed: int) -> Measurement:
         """The shared measurement, or this seed's own (its heads' seed and its validation split), measured once and kept."""
@@ -316,7 +324,7 @@ def main(argv=None) -> int:
         if (folder / "measurement.json").is_file():
             return Measurement.load(folder)
         cfg = MeasureConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, split_seed=seed, val_fraction=val_fraction,
-                            device=args.device)
+                            device=args.device, clusters=args.clusters, points=points)
         print(f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation {val_fraction:g} of the training split)", flush=True)
         return measure_checkpoint(args.checkpoint, cfg, out=folder, plots=False)
     machine = machine_line()

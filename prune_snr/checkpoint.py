@@ -120,8 +120,79 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
     return model.eval()
 
 
-def load(path: str | os.PathLike) -> torch.nn.Module:
-    """Rebuild any model prune-snr saved (trained or pruned), on CPU, in eval mode.
+#: The attributes that say a layer's width (what structural pruning changes besides the tensors), per layer type.
+WIDTHS = ((torch.nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")), (torch.nn.Linear, ("in_features", "out_features")),
+          (torch.nn.modules.batchnorm._NormBase, ("num_features",)), (torch.nn.GroupNorm, ("num_groups", "num_channels")),
+          (torch.nn.LayerNorm, ("normalized_shape",)))
+
+
+def layer_widths(model: torch.nn.Module) -> dict[str, dict]:
+    """Every layer's width attributes (:data:`WIDTHS`) as plain data: with the state_dict, what rebuilds a pruned model."""
+    out = {}
+    for name, module in model.named_modules():
+        for kind, attrs in WIDTHS:
+            if isinstance(module, kind):
+                out[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in ((a, getattr(module, a)) for a in attrs)}
+                break
+    return out
+
+
+def save(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Save any model, pruned or not, as plain tensors and data: its weights and every layer's width.
+
+    Reading it back never runs code (``torch.load(weights_only=True)``); :func:`load` with ``model=`` an unpruned
+    instance of the same class reshapes that instance's layers and loads the weights, so the result is the
+    user's own class again.
+
+    Example:
+        >>> import prune_snr, tempfile, os
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+        >>> _ = net(torch.zeros(1, 3, 5, 5))
+        >>> slim = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.Linear(18, 2))
+        >>> path = os.path.join(tempfile.mkdtemp(), "slim.pt")
+        >>> _ = prune_snr.save(slim, path)
+        >>> prune_snr.load(path, model=net)[0].out_channels
+        2
+    """
+    spec = getattr(model, "spec", None)
+    return save_checkpoint(path, {"kind": "module", "model": model.state_dict(), "widths": layer_widths(model),
+                                  "config": {"model": dict(spec)} if spec else {}})
+
+
+def reshape_into(model: torch.nn.Module, widths: dict[str, dict], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Give ``model``'s layers the saved ``widths`` and tensors of ``state``'s shapes, then load ``state`` (in place)."""
+    modules = dict(model.named_modules())
+    missing = [name for name in widths if name not in modules]
+    if missing:
+        raise CheckpointError(f"the saved model has a layer {missing[0]!r} that {type(model).__name__} does not; pass an instance "
+                              "of the class that was saved")
+    for name, attrs in widths.items():
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
+    for key, tensor in state.items():
+        owner, _, leaf = key.rpartition(".")
+        module = modules.get(owner)
+        if module is None:
+            continue  # load_state_dict names it below
+        if module._parameters.get(leaf) is not None and module._parameters[leaf].shape != tensor.shape:
+            module._parameters[leaf] = torch.nn.Parameter(torch.empty_like(tensor), requires_grad=module._parameters[leaf].requires_grad)
+        elif module._buffers.get(leaf) is not None and module._buffers[leaf].shape != tensor.shape:
+            module._buffers[leaf] = torch.empty_like(tensor)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"the saved weights do not fit {type(model).__name__} ({first}); pass an instance of the class "
+                              "that was saved") from exc
+    return model
+
+
+def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Rebuild any model prune-snr saved (trained, pruned, or :func:`save`'d), on CPU, in eval mode.
+
+    Without ``model`` the architecture is rebuilt by the name the file records (prune-snr's own and hub models).
+    With ``model`` (an unpruned instance of the saved class, left unchanged) a copy of it is reshaped to the saved
+    widths and takes the weights: the way back for a user's own architecture.
 
     Example:
         >>> import prune_snr
@@ -130,6 +201,23 @@ def load(path: str | os.PathLike) -> torch.nn.Module:
         torch.Size([1, 10])
 
     Raises:
-        CheckpointError: see :func:`load_checkpoint`.
+        CheckpointError: see :func:`load_checkpoint`; weights that do not fit ``model``.
     """
-    return build_from_checkpoint(load_checkpoint(path))
+    payload = load_checkpoint(path)
+    if model is None:
+        return build_from_checkpoint(payload)
+    import copy
+
+    copied = copy.deepcopy(model).cpu()
+    widths = payload.get("widths")
+    if widths is None and payload.get("pruning"):  # a pruning run's file: replay its history on the instance
+        import torch_pruning as tp
+
+        from .models import example_input, remember_input_shape
+
+        spec = payload.get("config", {}).get("model") or {}
+        if spec.get("input_shape"):
+            remember_input_shape(copied, spec["input_shape"])
+        tp.DependencyGraph().build_dependency(copied, example_inputs=example_input(copied)).load_pruning_history(payload["pruning"])
+        widths = {}
+    return reshape_into(copied, widths or {}, payload["model"]).eval()

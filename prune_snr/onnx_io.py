@@ -19,8 +19,17 @@ from .errors import ExportError
 SINGLE_FILE_LIMIT = 1 << 30
 
 
+def input_chw(model: nn.Module, input_size: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images ``model`` reads: its spec's (``input_size`` overrides the side)."""
+    spec = getattr(model, "spec", {}) or {}
+    if input_size is None and spec.get("input_shape"):
+        return tuple(spec["input_shape"])
+    h, w = input_size or (spec.get("input_size", 32),) * 2
+    return spec.get("in_chans", 3), h, w
+
+
 def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, int] | None = None, batch: int | str = "dynamic",
-                opset: int | None = None) -> Path:
+                opset: int | None = None, image_shape: tuple[int, int, int] | None = None) -> Path:
     """Export ``model`` to ``path`` (atomically), with a dynamic batch dimension by default.
 
     Example:
@@ -29,10 +38,9 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, in
     import onnx
 
     model = model.cpu().eval()
-    spec = getattr(model, "spec", {}) or {}
-    h, w = input_size or (spec.get("input_size", 32),) * 2
+    c, h, w = image_shape or input_chw(model, input_size)
     example_batch = 2 if batch == "dynamic" else int(batch)
-    x = torch.randn(example_batch, spec.get("in_chans", 3), h, w)
+    x = torch.randn(example_batch, c, h, w)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if batch == "dynamic" else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

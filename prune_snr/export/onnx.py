@@ -8,22 +8,22 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..onnx_io import ort_session
+from ..onnx_io import input_chw, ort_session
 
 RTOL, ATOL = 1e-3, 1e-4
 
 
-def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input_size: tuple[int, int] | None = None, seed: int = 0) -> dict:
+def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input_size: tuple[int, int] | None = None, seed: int = 0,
+                image_shape: tuple[int, int, int] | None = None) -> dict:
     """Compare onnxruntime (CPU) with PyTorch on random inputs; raise above rtol 1e-3 / atol 1e-4."""
     model = model.cpu().eval()
-    spec = getattr(model, "spec", {}) or {}
-    h, w = input_size or (spec.get("input_size", 32),) * 2
+    c, h, w = image_shape or input_chw(model, input_size)
     session = ort_session(Path(path))
     name = session.get_inputs()[0].name
     g = torch.Generator().manual_seed(seed)
     report = {}
     for n in batch_sizes:
-        x = torch.randn(n, spec.get("in_chans", 3), h, w, generator=g)
+        x = torch.randn(n, c, h, w, generator=g)
         with torch.no_grad():
             expected = model(x).numpy()
         try:

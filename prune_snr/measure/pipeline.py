@@ -16,7 +16,10 @@ from torch import nn
 from ..config import MeasureConfig, fields_to_keep, resolve
 from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labels, per_class_subset, validation_split
 from ..errors import DataError, ModelError
-from ..models import default_points, resolve_points
+from torch.utils.data import ConcatDataset
+
+from ..data.user import UserDataset, user_dataset
+from ..models import default_points, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
@@ -33,6 +36,9 @@ def measure(
     dataset: str | tuple | None = None,
     cfg: MeasureConfig | None = None,
     *,
+    train=None,
+    val=None,
+    test=None,
     cache_dir: str | Path | None = None,
     progress=None,
     **options,
@@ -103,21 +109,11 @@ def measure(
     if isinstance(options.get("points"), (list, tuple)):
         options["points"] = ",".join(options["points"])
     cfg = resolve(MeasureConfig, overrides=options, base=cfg)
-    dataset = cfg.dataset if dataset is None else dataset
-    if dataset is None:
-        raise DataError("measure needs a dataset: pass one (a name or (train_set, test_set)) or set MeasureConfig.dataset")
-    data_dir, fields_split, threshold, seed = cfg.data_dir, cfg.fields_split, cfg.threshold, cfg.seed
+    dataset = cfg.dataset if dataset is None and train is None else dataset
+    fields_split, threshold, seed = cfg.fields_split, cfg.threshold, cfg.seed
     val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
     device_t = resolve_device(cfg.device)
-    if isinstance(dataset, str):
-        size = (getattr(model, "spec", None) or {}).get("input_size")
-        train_set = build_dataset(dataset, "train", data_dir, augment=False, input_size=size)
-        test_set = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
-        dataset_id = f"{dataset}|{data_dir}|{size}"
-    else:
-        train_set, test_set = dataset
-        digest = hashlib.sha256(train_set.targets.numpy().tobytes() + test_set.targets.numpy().tobytes()).hexdigest()[:16]
-        dataset_id = f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}"
+    train_set, test_set, dataset_id, given_val = measured_data(model, dataset, cfg.data_dir, train=train, val=val, test=test)
     num_classes = len(train_set.classes)
     out_features = _num_outputs(model)
     if out_features is not None and out_features != num_classes:
@@ -132,7 +128,7 @@ def measure(
     val_source = cfg.val_source or "train"
     read, rest_rows, train_val_rows = plan_train_rows(train_set.targets, val_fraction=val_fraction, val_source=val_source,
                                                       per_class=cfg.train_per_class, seed=seed, split_seed=cfg.split_seed,
-                                                      pool=cfg.held_out)
+                                                      pool=cfg.held_out, given_val=given_val)
     splits = {"train": train_set, "test": test_set}
     folders = {"train": cache_root / key / "train", "test": cache_root / key / "test"}
     if read is not None:  # only the selected training images are read; their cache is keyed by the selection
@@ -309,8 +305,47 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     return cfg, saw
 
 
+def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None, val=None, test=None):
+    """``(train_set, test_set, dataset_id, validation rows)`` of a measurement: a dataset name, ``(train_set, test_set)``,
+    or the user's ``train``/``val``/``test`` (``Dataset`` or ``DataLoader``). A given ``val`` is appended to the training
+    set and its rows returned (None: the validation split is carved as ``val_source`` says).
+
+    Raises:
+        DataError: no data, a name beside ``train=``/``test=``, or the user's data that cannot be read (one line).
+    """
+    if train is not None or test is not None or val is not None:
+        if dataset is not None:
+            raise DataError("give the data once: a dataset name (or (train_set, test_set)), or train=/test= (val= optional)")
+        if train is None or test is None:
+            raise DataError("measure needs train= and test= (a Dataset or DataLoader each; val= is optional)")
+        labels = num_outputs(model)
+        train_set, test_set = user_dataset(train, num_classes=labels, role="train"), user_dataset(test, num_classes=labels, role="test")
+        remember_input_shape(model, train_set.image_shape)
+        given_val = None
+        if val is not None:
+            val_set = user_dataset(val, num_classes=labels, role="val")
+            given_val = np.arange(len(train_set), len(train_set) + len(val_set))
+            train_set = UserDataset(ConcatDataset([train_set, val_set]), torch.cat([train_set.targets, val_set.targets]),
+                                    labels, train_set.image_shape)
+        dataset = (train_set, test_set)
+    else:
+        given_val = None
+    if dataset is None:
+        raise DataError("measure needs data: a dataset name, (train_set, test_set), or train=/test= datasets")
+    if isinstance(dataset, str):
+        size = (getattr(model, "spec", None) or {}).get("input_size")
+        train_set = build_dataset(dataset, "train", data_dir, augment=False, input_size=size)
+        test_set = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
+        return train_set, test_set, f"{dataset}|{data_dir}|{size}", None
+    train_set, test_set = dataset
+    digest = hashlib.sha256(torch.as_tensor(train_set.targets).numpy().tobytes()
+                            + torch.as_tensor(test_set.targets).numpy().tobytes()).hexdigest()[:16]
+    return train_set, test_set, f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}", given_val
+
+
 def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class: int | None, seed: int,
-                    split_seed: int | None = None, pool: float | None = None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+                    split_seed: int | None = None, pool: float | None = None,
+                    given_val: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(read, rest, val)``: the training images the feature pass reads (``None``: all of them), and the heads'
     rows and the validation rows as positions in what it reads (no validation rows when they come from the test split).
 
@@ -318,7 +353,9 @@ def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class:
     changes only which of the remaining images the heads train on (a seeded, label-stratified draw of at most
     ``per_class`` per label), never which images are validated on.
     """
-    if val_source == "test":
+    if given_val is not None:  # the user's own validation set, appended to the training rows
+        rest, val = np.arange(given_val[0] if len(given_val) else len(targets)), given_val
+    elif val_source == "test":
         rest, val = np.arange(len(targets)), np.zeros(0, dtype=np.int64)
     else:
         rest, val = validation_split(targets, val_fraction, split_seed=split_seed, pool=pool)
@@ -335,6 +372,11 @@ def _epochs_used(head) -> dict:
 
 
 def _num_outputs(model: nn.Module) -> int | None:
+    if getattr(model, "spec", None) is None and getattr(model, "num_classes", None) is None:
+        try:
+            return num_outputs(model)
+        except ModelError:
+            return None
     spec = getattr(model, "spec", None)
     if spec and "num_classes" in spec:
         return spec["num_classes"]

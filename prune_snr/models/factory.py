@@ -7,6 +7,8 @@ Bare names are prune-snr's own registered constructors (:mod:`prune_snr.models.r
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -151,9 +153,45 @@ def check_input_size(model: nn.Module, name: str, *, in_chans: int, input_size: 
     raise error
 
 
+#: A user's model (no ``spec``) -> the ``C x H x W`` of its images, as its data showed them.
+_INPUT_SHAPES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def remember_input_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Record the image shape of a model that carries no ``spec`` (a user's own), for :func:`example_input`."""
+    _INPUT_SHAPES[model] = tuple(shape)
+
+
 def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     """A zero batch of the shape ``model`` was built for (for tracing, MACs, export)."""
     spec = getattr(model, "spec", None) or {}
-    size = spec.get("input_size", 32)
     param = next(model.parameters())
-    return torch.zeros(batch_size, spec.get("in_chans", 3), size, size, device=param.device)
+    shape = spec.get("input_shape") or _INPUT_SHAPES.get(model)
+    if shape is None:
+        size = spec.get("input_size", 32)
+        shape = (spec.get("in_chans", 3), size, size)
+    return torch.zeros(batch_size, *shape, device=param.device)
+
+
+def adopt(model: nn.Module, *, image_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """A copy of ``model`` that carries a ``spec`` (what prune-snr's stages read of a model they built): the model's own
+    for models prune-snr built, else one made from the model (a user's class: ``MODULE:CLASS``, its classifier's label
+    count, ``image_shape``). The model handed in is left as it is (device, mode and weights).
+
+    Raises:
+        ModelError: a model without ``spec`` and no ``image_shape`` to say what it reads, or no findable classifier.
+    """
+    import copy
+
+    from .points import num_outputs
+
+    copied = copy.deepcopy(model)
+    if getattr(copied, "spec", None) is not None:
+        return copied
+    if image_shape is None:
+        raise ModelError(f"{type(model).__name__} was not built by prune-snr: pass its data as train=/test= datasets")
+    channels, height, width = image_shape
+    cls = type(model)
+    copied.spec = {"name": f"{cls.__module__}:{cls.__qualname__}", "num_classes": num_outputs(model), "input_size": height,
+                   "in_chans": channels, "input_shape": [channels, height, width], "user_model": True}
+    return copied

@@ -260,6 +260,12 @@ def classifier_name(model: nn.Module) -> str:
                      "prune-snr needs the final classifier to keep the label count")
 
 
+def num_outputs(model: nn.Module) -> int:
+    """The label count of ``model``: its classifier's outputs (see :func:`classifier_name`)."""
+    head = dict(model.named_modules())[classifier_name(model)]
+    return head.out_features if isinstance(head, nn.Linear) else head.out_channels
+
+
 def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
     """The convolution whose output channels are the filters of measurement point ``point``.
 

@@ -10,20 +10,20 @@ from ..measure import Measurement, measure
 from .plan import Context, reads_measurement
 
 
-def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, needed: bool, dataset: str, options: MeasureConfig,
-                      progress=None) -> tuple[Measurement | None, dict | None]:
+def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, needed: bool, dataset: str | None, options: MeasureConfig,
+                      progress=None, **data) -> tuple[Measurement | None, dict | None]:
     """The given measurement, or one of ``model`` made here with ``options`` (settled by
     :func:`prune_snr.prune.plan.settle`) when ``needed``; and the report's part for one made here."""
     if measurement is not None or not needed:
         return measurement, None
-    made = measure(model, dataset, options, progress=progress)
+    made = measure(model, dataset, options, progress=progress, **data)
     return made, {"made_here": True, "options": made.meta["options"]}
 
 
 def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     """Measure ``model`` when a stage decides on a measurement and none was given."""
-    ctx.measurement, made = measure_if_needed(model, ctx.measurement, needed=reads_measurement(ctx.cfg), dataset=ctx.cfg.dataset,
-                                              options=ctx.cfg.measure, progress=ctx.progress)
+    ctx.measurement, made = measure_if_needed(model, ctx.measurement, needed=reads_measurement(ctx.cfg), options=ctx.cfg.measure,
+                                              progress=ctx.progress, **ctx.measure_data())
     return model, {"measurement": made} if made else {}
 
 
@@ -39,4 +39,5 @@ def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureC
 
 def remeasure(ctx: Context, model: nn.Module, previous: Measurement) -> Measurement:
     """``model`` (pruned part-way) measured as ``previous`` was: what ``--remeasure``'s next step reads."""
-    return measure(model, ctx.cfg.dataset, remeasure_options(previous, ctx.cfg.measure), progress=ctx.progress)
+    data = ctx.measure_data()
+    return measure(model, data.pop("dataset"), remeasure_options(previous, ctx.cfg.measure), progress=ctx.progress, **data)

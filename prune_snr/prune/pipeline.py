@@ -9,11 +9,15 @@ and its part of the :class:`~prune_snr.prune.report.PruneReport`, written once, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import PruneConfig, resolve
+from ..data.user import user_dataset
+from ..errors import DataError
+from ..models import adopt, num_outputs
 from ..measure import Measurement
 from ..measure.pipeline import plan_validation
 from .afcc import afcc_stage
@@ -40,6 +44,10 @@ def prune(
     dataset: str | None = None,
     cfg: PruneConfig | None = None,
     *,
+    train=None,
+    val=None,
+    test=None,
+    finetune: Callable[[nn.Module], nn.Module | None] | None = None,
     measurement: Measurement | None = None,
     out: str | Path | None = None,
     resume: bool = False,
@@ -95,7 +103,18 @@ def prune(
         >>> report["after"]["accuracy"]  # doctest: +SKIP
     """
     cfg = resolve(PruneConfig, overrides=options, base=cfg)
-    ctx = plan(model, cfg, dataset=dataset, measurement=measurement, backbone_saw_val=backbone_saw_val, progress=progress)
+    data = None
+    if train is not None or test is not None or val is not None:
+        if dataset is not None:
+            raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
+        if train is None or test is None:
+            raise DataError("prune needs train= and test= (a Dataset or DataLoader each; val= is optional)")
+        labels = num_outputs(model)
+        data = {role: user_dataset(d, num_classes=labels, role=role) if d is not None else None
+                for role, d in (("train", train), ("val", val), ("test", test))}
+    model = adopt(model, image_shape=data["train"].image_shape if data else None)  # the caller's model stays as it was
+    ctx = plan(model, cfg, dataset=dataset, measurement=measurement, backbone_saw_val=backbone_saw_val, progress=progress,
+               data=data, finetune=finetune)
     return run(ctx, before_finetune=BEFORE_FINETUNE, after_finetune=AFTER_FINETUNE, out=out, resume=resume, config=config)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from torch import nn
 
@@ -38,6 +39,16 @@ class Context:
     measurement: Measurement | None = None  # the given one, or one made here; cut stages restrict it to what is left
     history: list = field(default_factory=list)  # torch-pruning's history of the channels pruned so far
     report: PruneReport | None = None  # the parts so far: later stages read earlier ones (the unpruned model's accuracy)
+    data: dict | None = None  # the user's own train/val/test datasets (None: cfg.dataset names the data)
+    finetune: Callable[[nn.Module], nn.Module | None] | None = None  # the user's fine-tuning, instead of the built-in loop
+
+    def measure_data(self) -> dict:
+        """What :func:`prune_snr.measure.measure` reads this run's data from: the dataset name, or the user's datasets."""
+        return {"dataset": self.cfg.dataset} if self.data is None else {"dataset": None, **self.data}
+
+
+#: ``cfg.dataset`` of a run on the user's own datasets (reports and config.yaml show it; nothing builds it by name).
+USER_DATA = "user data"
 
 
 def reads_measurement(cfg: PruneConfig) -> bool:
@@ -107,7 +118,7 @@ def check_split(cfg: PruneConfig, measurement: Measurement) -> None:
 
 
 def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, measurement: Measurement | None = None,
-         backbone_saw_val: bool | None = None, progress=None) -> Context:
+         backbone_saw_val: bool | None = None, progress=None, data: dict | None = None, finetune=None) -> Context:
     """Settle ``cfg`` (a resolved config), check the measurement against it and load the splits: no other work.
 
     Args:
@@ -118,6 +129,8 @@ def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, meas
         DataError: the dataset cannot be read.
     """
     started = time.perf_counter()
+    if data is not None:
+        dataset = USER_DATA
     _dataset(cfg, dataset)
     if measurement is None and cfg.measurement:
         measurement = Measurement.load(cfg.measurement)
@@ -126,9 +139,25 @@ def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, meas
     cfg = settle(cfg, model, dataset=dataset, measurement=measurement)
     if measurement is not None:
         check_split(cfg, measurement)
-    splits = load_splits(cfg, input_size=model.spec.get("input_size"), num_classes=model.spec["num_classes"])
+    if data is not None:
+        splits = user_splits(cfg, data, num_classes=model.spec["num_classes"])
+    else:
+        splits = load_splits(cfg, input_size=model.spec.get("input_size"), num_classes=model.spec["num_classes"])
     return Context(cfg=cfg, original=model.cpu().eval(), splits=splits, backbone_saw_val=backbone_saw_val, progress=progress,
-                   started=started, measurement=measurement)
+                   started=started, measurement=measurement, data=data, finetune=finetune)
+
+
+def user_splits(cfg: PruneConfig, data: dict, *, num_classes: int) -> Splits:
+    """The splits of a run on the user's datasets (``cfg`` settled): their ``val``, else carved as :func:`load_splits`
+    carves it (the same rows a measurement of the same data carves). The user's training set is fine-tuned on as
+    given (its own transforms), so it is also the un-augmented view."""
+    train, val, test = data["train"], data.get("val"), data["test"]
+    if val is None and cfg.val_source == "test":
+        test, val = hold_out(test, cfg.val_fraction, split_seed=cfg.split_seed)
+    elif val is None:
+        rest, rows = validation_split(train.targets, cfg.val_fraction, split_seed=cfg.split_seed)
+        train, val = IndexSubset(train, rest), IndexSubset(train, rows)
+    return Splits(train=train, plain=train, val=val, test=test, num_classes=num_classes)
 
 
 def load_splits(cfg: PruneConfig, *, input_size: int | None, num_classes: int) -> Splits:

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..atomic import atomic_save_json, atomic_save_text
-from ..checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import build_from_checkpoint, layer_widths, load_checkpoint, save_checkpoint
 from ..config import dump_yaml, to_dict
 from ..errors import ConfigError
 from ..train import fine_tune, finetune_options
@@ -60,7 +60,8 @@ def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Seque
     report.add({"channels_after": kept_channels(model), "seconds": time.perf_counter() - ctx.started})
     payload["report"] = report.to_json()  # pruned.pt carries the final report (finetune.pt the one before fine-tuning)
     if out:
-        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": model.state_dict(), "pruning": ctx.history, "config": payload})
+        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": model.state_dict(), "pruning": ctx.history, "config": payload,
+                                       "widths": layer_widths(model)})
         atomic_save_json(out / REPORT, payload["report"])
     return model, report
 
@@ -86,7 +87,18 @@ def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
 
 
 def _keeps_best(ctx: Context) -> bool:
-    return ctx.cfg.finetune.keep == "best" and ctx.cfg.finetune.epochs > 0
+    return ctx.cfg.finetune.keep == "best" and (ctx.cfg.finetune.epochs > 0 or ctx.finetune is not None)
+
+
+def _user_finetune(finetune, model: nn.Module) -> nn.Module:
+    """The user's fine-tuning step: it may train ``model`` in place (and return None) or return the model to keep."""
+    result = finetune(model)
+    if result is None:
+        return model
+    if not isinstance(result, nn.Module):
+        raise ConfigError(f"finetune= returned a {type(result).__name__}; return the fine-tuned nn.Module, or None after "
+                          "training the model in place")
+    return result
 
 
 def fine_tune_stage(ctx: Context, model: nn.Module, *, checkpoint: Path | None, payload: dict, resume: bool,
@@ -97,11 +109,14 @@ def fine_tune_stage(ctx: Context, model: nn.Module, *, checkpoint: Path | None, 
     keep_best = _keeps_best(ctx)
     if keep_best and unfinetuned is None:
         unfinetuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opts = finetune_options(cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp)
-    fine_tune(model, ctx.splits.train, ctx.splits.test, opts, fraction=cfg.finetune.fraction, checkpoint=checkpoint,
-              checkpoint_extra={"kind": "pruned", "config": payload, "pruning": ctx.history,
-                                **({"before_finetune": unfinetuned} if keep_best else {})},
-              resume=resume, teacher=ctx.original if cfg.finetune.distill else None, progress=ctx.progress)
+    if ctx.finetune is not None:
+        model = _user_finetune(ctx.finetune, model)
+    else:
+        opts = finetune_options(cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp)
+        fine_tune(model, ctx.splits.train, ctx.splits.test, opts, fraction=cfg.finetune.fraction, checkpoint=checkpoint,
+                  checkpoint_extra={"kind": "pruned", "config": payload, "pruning": ctx.history,
+                                    **({"before_finetune": unfinetuned} if keep_best else {})},
+                  resume=resume, teacher=ctx.original if cfg.finetune.distill else None, progress=ctx.progress)
     model = model.cpu().eval()
     after = sized_and_graded(model, ctx.splits, cfg.device)
     if not keep_best:

@@ -1,0 +1,38 @@
+"""``prune_snr.export``: any model to an ONNX file, checked against PyTorch with onnxruntime."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..onnx_io import export_onnx
+from .onnx import verify_onnx
+
+
+def export(model: nn.Module, path: str | Path, *, example_input: torch.Tensor | None = None, batch: int | str = "dynamic",
+           verify: bool = True) -> dict:
+    """Write ``model`` to ``path`` as ONNX (atomically, a dynamic batch dimension by default) and, with ``verify``,
+    compare onnxruntime's outputs with PyTorch's on random inputs of that shape (an error above rtol 1e-3 / atol 1e-4).
+
+    Args:
+        example_input: a batch of the images the model reads (only its ``C x H x W`` is used); default: the shape a
+            prune-snr model records.
+
+    Returns:
+        ``{"path": ..., "batch_1_max_abs_diff": ..., "batch_8_max_abs_diff": ...}`` (no diffs without ``verify``).
+
+    Example:
+        >>> import tempfile, os
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+        >>> report = export(net, os.path.join(tempfile.mkdtemp(), "net.onnx"), example_input=torch.zeros(1, 1, 8, 8))
+        >>> report["batch_8_max_abs_diff"] < 1e-4
+        True
+    """
+    shape = tuple(example_input.shape[1:]) if example_input is not None else None
+    written = export_onnx(model, path, batch=batch, image_shape=shape)
+    report = {"path": str(written)}
+    if verify:
+        sizes = (1, 8) if batch == "dynamic" else (int(batch),)
+        report.update(verify_onnx(model, written, batch_sizes=sizes, image_shape=shape))
+    return report

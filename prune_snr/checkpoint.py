@@ -105,6 +105,13 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError("checkpoint has no config['model'] spec; it was not written by prune-snr train or prune")
     spec = dict(spec)
+    from .models.user_code import TRUST_ENV, is_user_code, trusted
+
+    if is_user_code(spec["name"]) and not trusted():
+        raise CheckpointError(f"this checkpoint's architecture is code ({spec['name']}), which reading it does not import: pass "
+                              f"--trust-model-code (API: trust_model_code=True, or load(path, model=instance); env {TRUST_ENV}=1)")
+    spec.pop("user_model", None)
+    spec.pop("input_shape", None)
     model = build_model(spec.pop("name"), **spec)
     history = payload.get("pruning")
     if history:
@@ -187,10 +194,11 @@ def reshape_into(model: torch.nn.Module, widths: dict[str, dict], state: dict[st
     return model
 
 
-def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None) -> torch.nn.Module:
+def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust_model_code: bool = False) -> torch.nn.Module:
     """Rebuild any model prune-snr saved (trained, pruned, or :func:`save`'d), on CPU, in eval mode.
 
-    Without ``model`` the architecture is rebuilt by the name the file records (prune-snr's own and hub models).
+    Without ``model`` the architecture is rebuilt by the name the file records (prune-snr's own and hub models; a
+    ``MODULE:CALLABLE`` of the user's code only with ``trust_model_code=True``, since that imports the module).
     With ``model`` (an unpruned instance of the saved class, left unchanged) a copy of it is reshaped to the saved
     widths and takes the weights: the way back for a user's own architecture.
 
@@ -205,7 +213,10 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None) -> to
     """
     payload = load_checkpoint(path)
     if model is None:
-        return build_from_checkpoint(payload)
+        from .models.user_code import trusting
+
+        with trusting(trust_model_code):
+            return build_from_checkpoint(payload)
     import copy
 
     copied = copy.deepcopy(model).cpu()

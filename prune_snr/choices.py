@@ -206,4 +206,5 @@ DATASETS = Choices("--dataset", {
 MODELS = Choices("--model", {
     "vgg16": "batch-normed VGG-16 (--width-mult)", "efficientnet_b0": "timm's",
     "timm:NAME": "any timm model", "torchvision:NAME": "any torchvision classifier",
+    "MODULE:CALLABLE": "a class or factory of your own code (--model-kwargs JSON; reading its checkpoints needs --trust-model-code)",
 }, default="vgg16")

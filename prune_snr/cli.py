@@ -7,6 +7,7 @@ traceback instead).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -38,6 +39,8 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
+ModelKwargs = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON keyword arguments of a MODULE:CALLABLE architecture, e.g. '{\"width\": 2}'.")]
+TrustModelCode = Annotated[bool, typer.Option("--trust-model-code", help="Let a checkpoint of a MODULE:CALLABLE architecture import its module (that runs its code).")]
 ValSource = Annotated[Optional[str], typer.Option("--val-source", help=VAL_SOURCES.help("Where the validation split comes from:") + " Default: test for an imported checkpoint, else train.")]
 ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held out for decisions (default 0.1).")]
 SplitSeed = Annotated[Optional[int], typer.Option("--split-seed", help="Redraw the validation split with this seed from the images the checkpoint's training held out (use a --val-fraction below what it held out); varies the split between repeated trials.")]
@@ -101,16 +104,26 @@ def _size(path: Path) -> str:
     return f"{size:.1f} GB"
 
 
+def _trust(trust_model_code: bool) -> None:
+    if trust_model_code:
+        from .models.user_code import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
+
+
 def _flags(given: dict, *not_options: str) -> dict:
     """A command's parameters (its ``locals()`` on entry) as config overrides: every flag is written
-    once, in the signature, under its config key; paths become strings."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k not in ("recipe", *not_options)}
+    once, in the signature, under its config key; paths become strings. ``--trust-model-code`` is no option
+    of a stage: it holds for the whole process (and the worker processes it starts), so it goes to the environment."""
+    _trust(given.get("trust_model_code", False))
+    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k not in ("recipe", "trust_model_code", *not_options)}
 
 
 @app.command()
 def train(
     recipe: Recipe = None,
     model: Annotated[Optional[str], typer.Option("--model", help=MODELS.help())] = None,
+    model_kwargs: ModelKwargs = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     width_mult: Annotated[Optional[float], typer.Option("--width-mult", help="Scale every conv width (vgg16).")] = None,
@@ -157,6 +170,7 @@ def train(
 def import_(
     model: Annotated[str, typer.Argument(help="Architecture: " + MODELS.help())],
     num_classes: Annotated[int, typer.Option("--num-classes", help="Output labels of the model.")],
+    model_kwargs: ModelKwargs = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Hub weights (timm/torchvision; their cache when offline).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict: .safetensors, or .pt/.pth read with weights_only=True.")] = None,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 224 for timm:/torchvision:, else 32).")] = None,
@@ -188,6 +202,7 @@ def import_(
 @app.command()
 def measure(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
+    trust_model_code: TrustModelCode = False,
     recipe: Recipe = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
@@ -238,6 +253,7 @@ def measure(
 @app.command()
 def prune(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
+    trust_model_code: TrustModelCode = False,
     recipe: Recipe = None,
     target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("What --target counts:"))] = None,
@@ -299,10 +315,12 @@ def export(
     calibration_size: Annotated[int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate --int8.")] = 512,
     dataset: Dataset = None,
     data_dir: DataDir = None,
+    trust_model_code: TrustModelCode = False,
 ) -> None:
     """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed (and int8)."""
     from .export import export_checkpoint
 
+    _trust(trust_model_code)
     with user_errors():
         report = export_checkpoint(checkpoint, out, opset=opset, batch=batch, input_size=tuple(input_size) if input_size else None,
                                    baseline=baseline, repeats=repeats, int8=int8, calibration_size=calibration_size, dataset=dataset,
@@ -355,6 +373,7 @@ def search(
     data_dir: DataDir = None,
     seed: Seed = None,
     device: Device = None,
+    trust_model_code: TrustModelCode = False,
 ) -> None:
     """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
     flags = _flags(locals(), "checkpoint", "out", "worker_index")

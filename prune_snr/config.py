@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -48,6 +49,7 @@ def key(name: str) -> dict:
 @config
 class TrainConfig:
     model: str = choices.MODELS.default
+    model_kwargs: Optional[str] = None  # JSON object: keyword arguments of a MODULE:CALLABLE architecture
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     width_mult: Optional[float] = None
@@ -70,6 +72,7 @@ class TrainConfig:
     out: Optional[str] = None
 
     def validate(self) -> None:
+        model_kwargs(self)
         _positive(self, "epochs", "batch_size", "lr")
         _fraction(self, "val_fraction", allow_zero=True)
         _device(self)
@@ -138,6 +141,21 @@ class MeasureConfig:
         if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):
             raise ConfigError(f"labels={self.label_sweep}: every label count must be >= 2")
         fields_to_keep(self.save_fields)
+
+
+def model_kwargs(cfg) -> dict | None:
+    """``cfg.model_kwargs`` (JSON text) as a dict; only a ``MODULE:CALLABLE`` architecture takes them."""
+    if cfg.model_kwargs is None:
+        return None
+    try:
+        value = json.loads(cfg.model_kwargs)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--model-kwargs {cfg.model_kwargs!r}: not JSON ({exc.msg}); give an object, e.g. '{{\"width\": 2}}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--model-kwargs {cfg.model_kwargs!r}: give a JSON object, e.g. '{{\"width\": 2}}'")
+    if ":" not in cfg.model or cfg.model.partition(":")[0] in ("timm", "torchvision"):
+        raise ConfigError(f"--model-kwargs applies to a MODULE:CALLABLE architecture, not {cfg.model}")
+    return value
 
 
 def fields_to_keep(value) -> int | None:
@@ -237,6 +255,7 @@ class ImportConfig:
     """``prune-snr import``: an architecture with the user's or a hub's weights, as a prune-snr checkpoint."""
 
     model: str = choices.MODELS.default
+    model_kwargs: Optional[str] = None  # JSON object: keyword arguments of a MODULE:CALLABLE architecture
     num_classes: Optional[int] = None
     pretrained: bool = False
     weights: Optional[str] = None
@@ -258,6 +277,7 @@ class ImportConfig:
             raise ConfigError(f"--input-size {self.input_size}: give the image side in pixels")
         _positive(self, "batch_size", "in_chans")
         _device(self)
+        model_kwargs(self)
 
 
 @config

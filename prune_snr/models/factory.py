@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import ModelError
 from .blocks import drop_blocks
 from .registry import PREFIXES, list_models, model_entrypoint
+from .user_code import build_user_model, is_user_code
 from .truncation import cut_after
 
 
@@ -26,12 +27,14 @@ def build_model(
     input_size: int = 32,
     width_mult: float | None = None,
     pretrained: bool = False,
+    model_kwargs: dict | None = None,
     **arch,
 ) -> nn.Module:
     """Build a classifier by name.
 
     Args:
-        name: ``vgg16``, ``efficientnet_b0``, ``timm:NAME`` or ``torchvision:NAME``.
+        name: ``vgg16``, ``efficientnet_b0``, ``timm:NAME``, ``torchvision:NAME``, or ``MODULE:CALLABLE`` (a class or
+            factory of the user's own code, called with ``model_kwargs`` and ``num_classes`` where it takes it).
         num_classes: output labels.
         in_chans: input channels.
         input_size: side of the square input the model will see (used for tracing/MACs).
@@ -58,7 +61,14 @@ def build_model(
     prefix, _, rest = name.partition(":")
     cut = {k: arch.pop(k) for k in ("cut_after", "head_pool") if k in arch and "cut" not in arch}
     dropped = list(arch.pop("dropped", None) or [])
-    if rest:
+    if is_user_code(name):
+        if arch or width_mult not in (None, 1, 1.0) or pretrained:
+            raise ModelError(f"{name}: options {sorted(arch) or ['width_mult/pretrained']} apply to prune-snr's own models; "
+                             "pass --model-kwargs")
+        model = build_user_model(name, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs)
+        arch["model_kwargs"] = dict(model_kwargs or {})
+        _check_outputs(model, name, num_classes, in_chans, input_size)
+    elif rest:
         if prefix not in PREFIXES:
             raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare name ({', '.join(list_models())})")
         if arch:
@@ -81,7 +91,7 @@ def build_model(
         drop_blocks(model, dropped)
         arch["dropped"] = dropped
     arch.update(cut)
-    if rest or cut.get("cut_after"):
+    if (rest and not is_user_code(name)) or cut.get("cut_after"):
         check_input_size(model, name, in_chans=in_chans, input_size=input_size)
     model.spec = {
         "name": name,
@@ -93,6 +103,19 @@ def build_model(
         **arch,
     }
     return model
+
+
+def _check_outputs(model: nn.Module, name: str, num_classes: int, in_chans: int, input_size: int) -> None:
+    """A user's architecture must read ``in_chans x input_size x input_size`` images and give ``num_classes`` logits."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, in_chans, input_size, input_size))
+    except Exception as exc:
+        raise ModelError(f"{name}: it cannot read {in_chans}x{input_size}x{input_size} images ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(out, torch.Tensor) or out.shape != (1, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelError(f"{name}: its output is {got}, not (batch, {num_classes}) logits; give it num_classes={num_classes}")
 
 
 def _external(prefix: str, name: str, *, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..atomic import atomic_save_json, atomic_save_text
 from ..checkpoint import save_checkpoint
-from ..config import ImportConfig, dump_yaml, to_dict
+from ..config import ImportConfig, dump_yaml, model_kwargs, to_dict
 from ..data import build_dataset
 from ..errors import ConfigError, ModelError
 from ..models import build_model, count_macs_params
@@ -51,7 +51,8 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
         if len(test_set.classes) != cfg.num_classes:
             raise ConfigError(f"--num-classes {cfg.num_classes} but {cfg.dataset} has {len(test_set.classes)} labels; "
                               f"pass --num-classes {len(test_set.classes)}")
-    model = build_model(cfg.model, num_classes=cfg.num_classes, in_chans=cfg.in_chans, input_size=input_size)
+    model = build_model(cfg.model, num_classes=cfg.num_classes, in_chans=cfg.in_chans, input_size=input_size,
+                        **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}))
     if cfg.weights:
         source, state = f"--weights {cfg.weights}", read_state_dict(cfg.weights)
         digest = hashlib.sha256(Path(cfg.weights).read_bytes()).hexdigest()

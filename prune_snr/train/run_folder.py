@@ -8,7 +8,7 @@ from pathlib import Path
 from ..atomic import atomic_save_json, atomic_save_text
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import TrainConfig, dump_yaml, to_dict
+from ..config import TrainConfig, dump_yaml, model_kwargs, to_dict
 from ..data import build_dataset, hold_out
 from ..errors import ConfigError
 from ..models import build_model, count_macs_params
@@ -59,7 +59,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
     classes = train_set.classes
     train_set, _ = hold_out(train_set, cfg.val_fraction)  # the validation split is for decisions, never for training
     test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, **common)
-    model = build_model(cfg.model, num_classes=len(classes), input_size=test_set.input_size, width_mult=cfg.width_mult)
+    model = build_model(cfg.model, num_classes=len(classes), input_size=test_set.input_size, width_mult=cfg.width_mult,
+                        **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}))
     config = {"model": model.spec, "train": to_dict(cfg), "classes": list(classes)}
     atomic_save_text(out / "config.yaml", dump_yaml(cfg))  # only once data and model are known good
 

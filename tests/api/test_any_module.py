@@ -1,0 +1,116 @@
+"""Specs of the library API on models and data prune-snr never built: the user's own class, a torchvision
+instance and a timm instance, the user's DataLoaders and fine-tuning, save/load in a fresh process, export."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+
+import prune_snr
+from prune_snr.errors import ConfigError, DataError
+from tests.user_models import UserNet
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILDERS = {  # name -> (the code that builds the unpruned instance, in this process and in a fresh one; image shape)
+    "user class": ("from tests.user_models import UserNet; model = UserNet(width=16)", (1, 16, 16)),
+    "torchvision": ("import torchvision; model = torchvision.models.resnet18(num_classes=10)", (3, 32, 32)),
+    "timm": ("import timm; model = timm.create_model('mobilenetv3_small_050', num_classes=10)", (3, 32, 32)),
+}
+
+
+def build(name: str) -> torch.nn.Module:
+    scope: dict = {}
+    torch.manual_seed(0)
+    exec(BUILDERS[name][0], scope)  # the same line the fresh process runs
+    return scope["model"]
+
+
+def learnable(shape, n: int, seed: int) -> TensorDataset:
+    """Images whose brightness says the label, with noise: heads and fine-tuning have something to learn."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    return TensorDataset(torch.randn(n, *shape, generator=g) * 0.5 + y[:, None, None, None] / 5.0, y)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n != "user class" else []) for n in BUILDERS])
+def test_any_module_measures_prunes_with_the_users_finetune_saves_reloads_in_a_fresh_process_and_exports(name, tmp_path):
+    model = build(name)
+    shape = BUILDERS[name][1]
+    train = DataLoader(learnable(shape, 300, 0), batch_size=50, shuffle=True)
+    test = DataLoader(learnable(shape, 100, 1), batch_size=50)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    measurement = prune_snr.measure(model, train=train, test=test, head_epochs=2, device="cpu")
+    assert measurement.points and all(p["val_accuracy"] is not None for p in measurement.points)
+    calls = []
+
+    def finetune(pruned):
+        calls.append(type(pruned))
+        optimizer = torch.optim.SGD(pruned.parameters(), lr=0.01)
+        pruned.train()
+        for images, labels in train:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(pruned(images), labels).backward()
+            optimizer.step()
+
+    slim, report = prune_snr.prune(model, train=train, test=test, target=0.5, metric="macs", measurement=measurement,
+                                   finetune=finetune, round_to=1, device="cpu")
+    assert calls == [type(model)] and type(slim) is type(model)
+    assert abs(report["after"]["macs"] / report["before"]["macs"] - 0.5) <= 0.02, "MACs within the landing rule"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the model handed in is unchanged"
+
+    prune_snr.save(slim, tmp_path / "slim.pt")
+    x = torch.randn(4, *shape)
+    torch.save(x, tmp_path / "x.pt")
+    fresh = (f"import torch, prune_snr; {BUILDERS[name][0]}; "
+             f"slim = prune_snr.load({str(tmp_path / 'slim.pt')!r}, model=model); "
+             f"torch.save(slim(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})")
+    subprocess.run([sys.executable, "-c", fresh], cwd=ROOT, check=True, timeout=300)
+    with torch.no_grad():
+        assert torch.equal(torch.load(tmp_path / "y.pt"), slim.eval()(x))
+
+    exported = prune_snr.export(slim, tmp_path / "slim.onnx", example_input=x[:1])
+    assert exported["batch_8_max_abs_diff"] <= 1e-4
+
+
+def test_the_subpackages_hold_their_functions_beside_the_top_level_names():
+    from prune_snr.export import export
+    from prune_snr.measure import measure
+    from prune_snr.prune import prune
+
+    assert (export, measure, prune) == (prune_snr.export, prune_snr.measure, prune_snr.prune)
+
+
+def test_bad_user_data_is_one_line_naming_what_was_seen():
+    model = UserNet()
+    good = learnable((1, 16, 16), 20, 0)
+    with pytest.raises(DataError, match="items are dicts"):
+        prune_snr.measure(model, train=[{"image": torch.zeros(1, 16, 16), "label": 0}], test=good)
+    with pytest.raises(DataError, match=r"images of shape \(16, 16\)"):
+        prune_snr.measure(model, train=TensorDataset(torch.zeros(4, 16, 16), torch.zeros(4).long()), test=good)
+    with pytest.raises(DataError, match=r"labels 0\.\.12 but the classifier has 10 outputs"):
+        prune_snr.prune(model, train=TensorDataset(torch.zeros(4, 1, 16, 16), torch.tensor([0, 1, 2, 12])), test=good)
+    with pytest.raises(DataError, match="train= and test="):
+        prune_snr.measure(model, train=good)
+
+
+def test_a_finetune_that_returns_something_else_than_a_module_is_refused():
+    model = UserNet()
+    data = learnable((1, 16, 16), 60, 0)
+    with pytest.raises(ConfigError, match="finetune= returned a float"):
+        prune_snr.prune(model, train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
+                        finetune=lambda m: 0.5, round_to=1, device="cpu")
+
+
+def test_a_pruned_run_file_of_a_user_model_loads_into_its_instance(tmp_path):
+    model = UserNet()
+    data = learnable((1, 16, 16), 60, 0)
+    slim, _ = prune_snr.prune(model, train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
+                              finetune_epochs=0, round_to=1, device="cpu", out=tmp_path / "run")
+    back = prune_snr.load(tmp_path / "run" / "pruned.pt", model=UserNet())
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(back(x), slim.eval()(x))

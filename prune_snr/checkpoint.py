@@ -112,7 +112,12 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
                               f"--trust-model-code (API: trust_model_code=True, or load(path, model=instance); env {TRUST_ENV}=1)")
     spec.pop("user_model", None)
     spec.pop("input_shape", None)
+    classifier = spec.pop("classifier", None)
     model = build_model(spec.pop("name"), **spec)
+    if classifier:
+        from .models import name_classifier
+
+        name_classifier(model, classifier)
     history = payload.get("pruning")
     if history:
         import torch_pruning as tp

@@ -19,7 +19,7 @@ from ..errors import DataError, ModelError
 from torch.utils.data import ConcatDataset
 
 from ..data.user import UserDataset, user_dataset
-from ..models import default_points, num_outputs, remember_input_shape, resolve_points
+from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
 from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
@@ -39,6 +39,7 @@ def measure(
     train=None,
     val=None,
     test=None,
+    classifier: str | None = None,
     cache_dir: str | Path | None = None,
     progress=None,
     **options,
@@ -55,9 +56,13 @@ def measure(
     ``test``.
 
     Args:
-        model: a trained classifier (e.g. ``prune_snr.load("runs/x/model.pt")``).
+        model: a trained classifier: any ``nn.Module`` (e.g. ``prune_snr.load("runs/x/model.pt")``, or your own).
         dataset: a dataset name for :func:`prune_snr.build_dataset`, or ``(train_set, test_set)``
             (default: ``cfg.dataset``).
+        train, val, test: your own data instead: a ``Dataset`` or ``DataLoader`` of ``(image, label)`` each (``val``
+            optional: without it the validation split is carved from ``train``, or from ``test`` with
+            ``val_source="test"`` for a model whose training data is unknown). The label count is the classifier's.
+        classifier: the name of the layer that gives the logits, where it is not the last ``Linear``.
         cfg: the options (:class:`prune_snr.config.MeasureConfig`); keyword ``options`` (its
             field names) override it, as a convenience. They are:
         points: ``"all"`` (the model's measurement points), ``"a,b"`` or a list of module names.
@@ -106,6 +111,7 @@ def measure(
         >>> [p["val_accuracy"] for p in m.points]  # doctest: +SKIP
     """
     t_start = time.perf_counter()
+    name_classifier(model, classifier)
     if isinstance(options.get("points"), (list, tuple)):
         options["points"] = ",".join(options["points"])
     cfg = resolve(MeasureConfig, overrides=options, base=cfg)

@@ -246,9 +246,27 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
     return sorted(dict.fromkeys(wanted), key=order.__getitem__)
 
 
+#: A user's model -> the name of its classifier, where the user named it (``classifier=``).
+_CLASSIFIERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def name_classifier(model: nn.Module, name: str | None) -> None:
+    """Record ``name`` (``classifier="head.3"``) as ``model``'s classifier; one line if it names no such layer."""
+    if name is None:
+        return
+    module = dict(model.named_modules()).get(name)
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        raise ModelError(f"classifier={name!r}: {type(model).__name__} has no Linear or Conv2d layer of that name")
+    _CLASSIFIERS[model] = name
+
+
 def classifier_name(model: nn.Module) -> str:
-    """The final classifier (never pruned on its output side): the last ``nn.Linear``, else a last
-    convolution whose output channels are the labels (SqueezeNet's 1x1 conv before global pooling)."""
+    """The final classifier (never pruned on its output side): the one the user named (``classifier=``), else the
+    last ``nn.Linear``, else a last convolution whose output channels are the labels (SqueezeNet's 1x1 conv before
+    global pooling)."""
+    named = (getattr(model, "spec", None) or {}).get("classifier") or _CLASSIFIERS.get(model)
+    if named:
+        return named
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if names:
         return names[-1]
@@ -257,7 +275,7 @@ def classifier_name(model: nn.Module) -> str:
     if convs and labels and convs[-1][1].out_channels == labels:
         return convs[-1][0]
     raise ModelError(f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
-                     "prune-snr needs the final classifier to keep the label count")
+                     "name the layer that gives the logits with classifier=\"NAME\"")
 
 
 def num_outputs(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_da
 from ..config import PruneConfig, resolve
 from ..data.user import user_dataset
 from ..errors import DataError
-from ..models import adopt, num_outputs
+from ..models import adopt, name_classifier, num_outputs
 from ..measure import Measurement
 from ..measure.pipeline import plan_validation
 from .afcc import afcc_stage
@@ -48,6 +48,7 @@ def prune(
     val=None,
     test=None,
     finetune: Callable[[nn.Module], nn.Module | None] | None = None,
+    classifier: str | None = None,
     measurement: Measurement | None = None,
     out: str | Path | None = None,
     resume: bool = False,
@@ -62,6 +63,12 @@ def prune(
         model: a trained classifier (``prune_snr.load(...)``).
         dataset: the dataset it was trained on (name for :func:`prune_snr.build_dataset`; default
             ``cfg.dataset``).
+        train, val, test: your own data instead (a ``Dataset`` or ``DataLoader`` of ``(image, label)`` each; ``val``
+            optional, else carved from ``train`` as a measurement of the same data carves it). The model handed in is
+            never changed; the pruned model is a copy, an instance of its class.
+        finetune: your own fine-tuning, ``finetune(model) -> nn.Module | None`` (None: trained in place), called after
+            pruning instead of the built-in loop; ``finetune_keep="best"`` and the report still apply.
+        classifier: the name of the layer that gives the logits, where it is not the last ``Linear``.
         cfg: the options (:class:`prune_snr.config.PruneConfig`); keyword ``options`` (its flat
             keys: ``target``, ``criterion``, ``allocation``, ``truncate``, ``finetune_epochs``,
             ``threshold``, ...) override it, as a convenience. The main ones:
@@ -104,6 +111,7 @@ def prune(
     """
     cfg = resolve(PruneConfig, overrides=options, base=cfg)
     data = None
+    name_classifier(model, classifier)  # before the label count is read from it
     if train is not None or test is not None or val is not None:
         if dataset is not None:
             raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
@@ -112,7 +120,7 @@ def prune(
         labels = num_outputs(model)
         data = {role: user_dataset(d, num_classes=labels, role=role) if d is not None else None
                 for role, d in (("train", train), ("val", val), ("test", test))}
-    model = adopt(model, image_shape=data["train"].image_shape if data else None)  # the caller's model stays as it was
+    model = adopt(model, image_shape=data["train"].image_shape if data else None, classifier=classifier)  # the caller's model stays as it was
     ctx = plan(model, cfg, dataset=dataset, measurement=measurement, backbone_saw_val=backbone_saw_val, progress=progress,
                data=data, finetune=finetune)
     return run(ctx, before_finetune=BEFORE_FINETUNE, after_finetune=AFTER_FINETUNE, out=out, resume=resume, config=config)

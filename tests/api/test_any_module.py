@@ -114,3 +114,25 @@ def test_a_pruned_run_file_of_a_user_model_loads_into_its_instance(tmp_path):
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(back(x), slim.eval()(x))
+
+
+def test_a_classifier_the_user_names_is_the_one_kept_whole():
+    class TwoHeads(torch.nn.Module):  # the logits come from `logits`; `aux` is a Linear registered after it
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                            torch.nn.Flatten())
+            self.logits = torch.nn.Linear(16, 10)
+            self.aux = torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.logits(self.body(x))
+
+    data = learnable((1, 16, 16), 60, 0)
+    with pytest.raises(DataError, match="classifier has 3 outputs"):
+        prune_snr.prune(TwoHeads(), train=data, test=data, target=0.3)
+    slim, _ = prune_snr.prune(TwoHeads(), train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
+                              classifier="logits", finetune_epochs=0, round_to=1, device="cpu")
+    assert slim.logits.out_features == 10 and slim.body[0].out_channels < 16
+    with pytest.raises(prune_snr.errors.ModelError, match="classifier='head'"):
+        prune_snr.measure(TwoHeads(), train=data, test=data, classifier="head")

@@ -6,6 +6,7 @@ Public API (any ``nn.Module`` classifier, the user's own ``Dataset`` or ``DataLo
     result = prune_snr.measure(model, train=train_data, test=test_data)          # -> Measurement
     slim, report = prune_snr.prune(model, train=train_data, test=test_data, target=0.5, metric="macs",
                                    measurement=result, finetune=my_finetune)   # finetune optional
+    study = prune_snr.search(model, train=train_data, test=test_data, trials=20)   # Optuna, accuracy vs size
     prune_snr.save(slim, "slim.pt")
     slim = prune_snr.load("slim.pt", model=MyNet())                          # the unpruned instance
     prune_snr.export(slim, "slim.onnx", example_input=torch.randn(1, 3, 32, 32))
@@ -22,6 +23,7 @@ from .export import export
 from .measure import measure
 from .models import build_model
 from .prune import prune
+from .search import search
 
-__all__ = ["build_dataset", "build_model", "export", "load", "measure", "prune", "save"]
+__all__ = ["build_dataset", "build_model", "export", "load", "measure", "prune", "save", "search"]
 __version__ = "0.1.0"

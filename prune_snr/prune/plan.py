@@ -139,6 +139,9 @@ def plan(model: nn.Module, cfg: PruneConfig, *, dataset: str | None = None, meas
     cfg = settle(cfg, model, dataset=dataset, measurement=measurement)
     if measurement is not None:
         check_split(cfg, measurement)
+    if cfg.truncate and model.spec.get("user_model"):
+        raise ConfigError(f"--truncate rebuilds the cut network by its registered name; {type(model).__name__} is your own class: "
+                          "leave truncate off (drop_blocks=True drops residual blocks of any model)")
     if data is not None:
         splits = user_splits(cfg, data, num_classes=model.spec["num_classes"])
     else:

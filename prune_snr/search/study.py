@@ -32,6 +32,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy.exc
 import yaml
+from torch import nn
 
 from ..atomic import atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
@@ -39,10 +40,10 @@ from ..choices import ALLOCATIONS, CRITERIA, CUTS, GROUP_REDUCTIONS, THRESHOLD
 from ..config import SearchConfig, dump_yaml, resolve
 from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
-from ..models import count
+from ..models import adopt, count
 from ..prune import prune
 from ..prune.measuring import measure_if_needed
-from ..prune.plan import settle
+from ..prune.plan import USER_DATA, settle
 from .workers import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
@@ -167,24 +168,31 @@ def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
     return dataclasses.replace(measurement, meta=meta)
 
 
-def prepare(checkpoint: str | Path, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None):
-    """``(payload, prune options, model, measurement, seconds it took)`` of a study's checkpoint: the
-    prune options every trial starts from, settled (:func:`prune_snr.prune.plan.settle`), and the given
-    measurement, ``cfg.prune.measurement``'s, or one made here (None where the space needs none)."""
-    payload = load_checkpoint(checkpoint)
-    base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
-    model = build_from_checkpoint(payload)
+def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None,
+            data: dict | None = None):
+    """``(payload, prune options, model, measurement, seconds it took)`` of a study's checkpoint (or model, with
+    ``data`` the user's datasets; no payload then): the prune options every trial starts from, settled
+    (:func:`prune_snr.prune.plan.settle`), and the given measurement, ``cfg.prune.measurement``'s, or one made here
+    (None where the space needs none)."""
+    if isinstance(checkpoint, nn.Module):
+        payload, base_cfg = None, cfg.prune
+        model = adopt(checkpoint, image_shape=data["train"].image_shape if data else None)
+    else:
+        payload = load_checkpoint(checkpoint)
+        base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
+        model = build_from_checkpoint(payload)
     if measurement is None and base_cfg.measurement:
         measurement = Measurement.load(base_cfg.measurement)
-    base_cfg = settle(base_cfg, model, measurement=measurement)
+    base_cfg = settle(base_cfg, model, measurement=measurement, dataset=USER_DATA if data else None)
     t_measure = time.perf_counter()
-    measurement, _ = measure_if_needed(model, measurement, needed="threshold" in space_of(cfg.space), dataset=base_cfg.dataset,
-                                       options=base_cfg.measure, progress=progress)
+    where = {"dataset": base_cfg.dataset} if data is None else {"dataset": None, **data}
+    measurement, _ = measure_if_needed(model, measurement, needed="threshold" in space_of(cfg.space), options=base_cfg.measure,
+                                       progress=progress, **where)
     return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
 
 
 def run_search(
-    checkpoint: str | Path,
+    checkpoint: str | Path | nn.Module,
     cfg: SearchConfig | None = None,
     *,
     out: str | Path,
@@ -192,12 +200,13 @@ def run_search(
     fixed: dict | None = None,
     progress=None,
     worker: int | None = None,
+    data: dict | None = None,
     **options,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``cfg.trials`` finished trials; return it.
 
     Args:
-        checkpoint: the trained model (``model.pt``).
+        checkpoint: the trained model (``model.pt``), or a model object with ``data`` (the user's checked datasets).
         cfg: the options (:class:`prune_snr.config.SearchConfig`; ``cfg.prune`` is where every trial
             starts, the drawn parameters replace its values). Keyword ``options`` (flat keys:
             ``trials``, ``metric``, ``round_to``, ``seed``, ``finetune_lr``, ...) override it.
@@ -224,7 +233,11 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage_obj = make_storage(cfg.storage, out)  # an unreachable storage is one line before any work
-    payload, base_cfg, model, measurement, measure_seconds = prepare(checkpoint, cfg, measurement=measurement, progress=progress)
+    payload, base_cfg, model, measurement, measure_seconds = prepare(checkpoint, cfg, measurement=measurement, progress=progress,
+                                                                     data=data)
+    source = f"{type(model).__name__} object" if payload is None else str(Path(checkpoint).resolve())
+    if model.spec.get("user_model") and "truncate" in parameters:  # a cut rebuilds the architecture by name
+        fixed.setdefault("truncate", False)
     atomic_save_text(out / "config.yaml", dump_yaml(dataclasses.replace(cfg, prune=base_cfg)))
     for attempt in range(3):  # workers starting at once may race to create the study or its attributes
         try:
@@ -251,10 +264,10 @@ def run_search(
         if "truncate_layers" in opts:  # a study from before PruneConfig named it so
             opts["truncate"] = opts.pop("truncate_layers")
         theta = opts.get("threshold", THRESHOLD)
-        _, report = prune(build_from_checkpoint(payload), cfg=base_cfg,
-                          measurement=with_threshold(measurement, theta) if measurement is not None else None,
+        trial_model = model if payload is None else build_from_checkpoint(payload)  # prune works on a copy either way
+        _, report = prune(trial_model, cfg=base_cfg, measurement=with_threshold(measurement, theta) if measurement is not None else None,
                           seed=seed + number, out=folder, finetune_fraction=finetune_fraction,
-                          config={"source": str(Path(checkpoint).resolve()), "trial": number}, **opts)
+                          config={"source": source, "trial": number}, **(data or {}), **opts)
         return report
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:

@@ -136,3 +136,12 @@ def test_a_classifier_the_user_names_is_the_one_kept_whole():
     assert slim.logits.out_features == 10 and slim.body[0].out_channels < 16
     with pytest.raises(prune_snr.errors.ModelError, match="classifier='head'"):
         prune_snr.measure(TwoHeads(), train=data, test=data, classifier="head")
+
+
+def test_search_runs_a_study_on_the_users_model_and_data(tmp_path):
+    data = learnable((1, 16, 16), 120, 0)
+    study = prune_snr.search(UserNet(), train=data, test=data, trials=2, out=tmp_path / "study", space="torch-pruning",
+                             round_to=1, device="cpu")
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 2 and all(0 < t.values[1] < 1 for t in finished), [t.user_attrs.get("error") for t in study.trials]
+    assert (tmp_path / "study" / "study.db").is_file()

@@ -1,0 +1,47 @@
+"""``prune_snr.search``: the study on any model and the user's data."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import optuna
+from torch import nn
+
+from ..data.user import user_dataset
+from ..errors import DataError
+from ..models import num_outputs
+from .study import run_search
+
+
+def search(model: nn.Module | str | Path, dataset: str | None = None, *, train=None, val=None, test=None, trials: int = 20,
+           out: str | Path | None = None, progress=None, **options) -> optuna.Study:
+    """Multi-objective Optuna search (validation accuracy vs size) over pruning options, on any model.
+
+    Args:
+        model: any ``nn.Module`` classifier (with ``train``/``test``, or a dataset name for a model prune-snr built), or
+            the path of a ``model.pt``.
+        train, val, test: your own data (a ``Dataset`` or ``DataLoader`` of ``(image, label)`` each; ``val`` optional).
+        trials: finished trials the study should hold (a rerun on the same ``out`` resumes).
+        out: the study folder (``study.db``, ``trials/NNNN``); default a new temporary folder.
+        options: :class:`prune_snr.config.SearchConfig`'s flat keys (``metric``, ``space``, ``round_to``, ``fix``, ...).
+
+    Returns:
+        The ``optuna.Study`` (its Pareto trials: ``study.best_trials``; open ``out/study.db`` in optuna-dashboard).
+
+    Example:
+        >>> study = prune_snr.search(MyNet(), train=train_data, test=test_data, trials=20)  # doctest: +SKIP
+        >>> [t.values for t in study.best_trials]  # doctest: +SKIP
+    """
+    data = None
+    if train is not None or test is not None or val is not None:
+        if dataset is not None:
+            raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
+        if train is None or test is None:
+            raise DataError("search needs train= and test= (a Dataset or DataLoader each; val= is optional)")
+        labels = num_outputs(model)
+        data = {role: user_dataset(d, num_classes=labels, role=role) if d is not None else None
+                for role, d in (("train", train), ("val", val), ("test", test))}
+    if dataset is not None:
+        options["dataset"] = dataset
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="prune-snr-search-"))
+    return run_search(model, out=out, trials=trials, data=data, progress=progress, **options)

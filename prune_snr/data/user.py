@@ -74,3 +74,21 @@ def _targets(source) -> torch.Tensor:
     if hasattr(source, "targets"):
         return torch.as_tensor(source.targets).long().flatten()
     return torch.tensor([int(source[i][1]) for i in range(len(source))], dtype=torch.long)  # reads every item once
+
+
+def user_data(labels, *, dataset=None, train=None, val=None, test=None, command: str) -> dict | None:
+    """The user's ``train``/``val``/``test`` checked and wrapped (``{"train", "val", "test"}``, ``val`` may be None), or
+    None when none is given; ``labels`` is the classifier's label count, or a callable giving it (read only when needed).
+
+    Raises:
+        DataError: data given twice (a ``dataset`` name too), ``train`` or ``test`` missing, or unreadable (one line).
+    """
+    if train is None and test is None and val is None:
+        return None
+    if dataset is not None:
+        raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
+    if train is None or test is None:
+        raise DataError(f"{command} needs train= and test= (a Dataset or DataLoader each; val= is optional)")
+    count = labels() if callable(labels) else labels
+    return {role: user_dataset(data, num_classes=count, role=role) if data is not None else None
+            for role, data in (("train", train), ("val", val), ("test", test))}

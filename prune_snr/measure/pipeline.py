@@ -18,7 +18,7 @@ from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labe
 from ..errors import DataError, ModelError
 from torch.utils.data import ConcatDataset
 
-from ..data.user import UserDataset, user_dataset
+from ..data.user import UserDataset, user_data
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
@@ -319,23 +319,16 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
     Raises:
         DataError: no data, a name beside ``train=``/``test=``, or the user's data that cannot be read (one line).
     """
-    if train is not None or test is not None or val is not None:
-        if dataset is not None:
-            raise DataError("give the data once: a dataset name (or (train_set, test_set)), or train=/test= (val= optional)")
-        if train is None or test is None:
-            raise DataError("measure needs train= and test= (a Dataset or DataLoader each; val= is optional)")
-        labels = num_outputs(model)
-        train_set, test_set = user_dataset(train, num_classes=labels, role="train"), user_dataset(test, num_classes=labels, role="test")
+    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="measure")
+    given_val = None
+    if data is not None:
+        train_set, val_set, test_set = data["train"], data["val"], data["test"]
         remember_input_shape(model, train_set.image_shape)
-        given_val = None
-        if val is not None:
-            val_set = user_dataset(val, num_classes=labels, role="val")
+        if val_set is not None:
             given_val = np.arange(len(train_set), len(train_set) + len(val_set))
             train_set = UserDataset(ConcatDataset([train_set, val_set]), torch.cat([train_set.targets, val_set.targets]),
-                                    labels, train_set.image_shape)
+                                    len(train_set.classes), train_set.image_shape)
         dataset = (train_set, test_set)
-    else:
-        given_val = None
     if dataset is None:
         raise DataError("measure needs data: a dataset name, (train_set, test_set), or train=/test= datasets")
     if isinstance(dataset, str):

@@ -15,8 +15,7 @@ from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import PruneConfig, resolve
-from ..data.user import user_dataset
-from ..errors import DataError
+from ..data.user import user_data
 from ..models import adopt, name_classifier, num_outputs
 from ..measure import Measurement
 from ..measure.pipeline import plan_validation
@@ -110,16 +109,8 @@ def prune(
         >>> report["after"]["accuracy"]  # doctest: +SKIP
     """
     cfg = resolve(PruneConfig, overrides=options, base=cfg)
-    data = None
     name_classifier(model, classifier)  # before the label count is read from it
-    if train is not None or test is not None or val is not None:
-        if dataset is not None:
-            raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
-        if train is None or test is None:
-            raise DataError("prune needs train= and test= (a Dataset or DataLoader each; val= is optional)")
-        labels = num_outputs(model)
-        data = {role: user_dataset(d, num_classes=labels, role=role) if d is not None else None
-                for role, d in (("train", train), ("val", val), ("test", test))}
+    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="prune")
     model = adopt(model, image_shape=data["train"].image_shape if data else None, classifier=classifier)  # the caller's model stays as it was
     ctx = plan(model, cfg, dataset=dataset, measurement=measurement, backbone_saw_val=backbone_saw_val, progress=progress,
                data=data, finetune=finetune)

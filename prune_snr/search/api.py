@@ -7,8 +7,7 @@ from pathlib import Path
 import optuna
 from torch import nn
 
-from ..data.user import user_dataset
-from ..errors import DataError
+from ..data.user import user_data
 from ..models import num_outputs
 from .study import run_search
 
@@ -32,15 +31,7 @@ def search(model: nn.Module | str | Path, dataset: str | None = None, *, train=N
         >>> study = prune_snr.search(MyNet(), train=train_data, test=test_data, trials=20)  # doctest: +SKIP
         >>> [t.values for t in study.best_trials]  # doctest: +SKIP
     """
-    data = None
-    if train is not None or test is not None or val is not None:
-        if dataset is not None:
-            raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
-        if train is None or test is None:
-            raise DataError("search needs train= and test= (a Dataset or DataLoader each; val= is optional)")
-        labels = num_outputs(model)
-        data = {role: user_dataset(d, num_classes=labels, role=role) if d is not None else None
-                for role, d in (("train", train), ("val", val), ("test", test))}
+    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="search")
     if dataset is not None:
         options["dataset"] = dataset
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="prune-snr-search-"))

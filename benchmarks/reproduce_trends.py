@@ -32,6 +32,7 @@ import numpy as np
 import prune_snr
 import prune_snr.models
 from prune_snr.atomic import atomic_save_text
+from prune_snr.choices import CLUSTERS
 from prune_snr.measure import Measurement, measure
 from prune_snr.measure.plots import save_figure
 from prune_snr.measure.result import paper_accuracy
@@ -88,7 +89,8 @@ def analyse(m: Measurement, label: str) -> dict:
     return row
 
 
-def draw_sweeps(checkpoint: str, ks: list[int], seeds: list[int], head_epochs: int, device: str, out: Path) -> list[dict]:
+def draw_sweeps(checkpoint: str, ks: list[int], seeds: list[int], head_epochs: int, device: str, out: Path,
+                clusters: str = CLUSTERS.default) -> list[dict]:
     """The label sweep at the last point, once per random label draw; each draw saved as it finishes."""
     run = load_run(checkpoint)
     payload, dataset, data_dir = run.payload, run.dataset, run.data_dir
@@ -99,7 +101,7 @@ def draw_sweeps(checkpoint: str, ks: list[int], seeds: list[int], head_epochs: i
         path = out / f"draw_{payload['config']['model']['name']}_{seed}.json"
         if not path.exists():
             m = measure(model, dataset, data_dir=data_dir, points=last, label_sweep=ks, label_seed=seed, head_epochs=head_epochs,
-                        device=device)
+                        device=device, clusters=clusters)
             save_results(path, {"seed": seed, "point": last, "sweep": m.label_sweep})
         draws.append(load_results(path))
     return draws
@@ -241,6 +243,7 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", default=",".join(map(str, SWEEP)), help="label sweep for measurements made here")
     parser.add_argument("--label-seeds", help="comma-separated seeds: repeat the sweep on K labels drawn at random (last point only)")
     parser.add_argument("--head-epochs", type=int, default=30)
+    parser.add_argument("--clusters", default=CLUSTERS.default, choices=list(CLUSTERS), help="what a cluster is (measurements made here)")
     add_standard(parser, "device", "out")
     args = parser.parse_args(argv)
 
@@ -258,7 +261,7 @@ def main(argv=None) -> int:
             m = run.measurement
         else:
             m = measure(prune_snr.load(checkpoint), run.dataset, data_dir=run.data_dir, label_sweep=ints(args.labels),
-                        head_epochs=args.head_epochs, device=args.device)
+                        head_epochs=args.head_epochs, device=args.device, clusters=args.clusters)
             m.save(out / f"measurement_{payload['config']['model']['name']}")
         results.append((label, m))
     rows = [analyse(m, label) for label, m in results]
@@ -266,7 +269,7 @@ def main(argv=None) -> int:
         ks = ints(args.labels)
         for row, checkpoint in zip(rows, args.checkpoints):
             row["draws"] = analyse_draws(draw_sweeps(checkpoint, ks, ints(args.label_seeds),
-                                                     args.head_epochs, args.device, out))
+                                                     args.head_epochs, args.device, out, args.clusters))
     machine = machine_line()
     pngs = plot(results, out)
     save_results(out / "trends.json", {"machine": machine, "checkpoints": args.checkpoints, "rows": rows})

@@ -109,15 +109,20 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
 
     if is_user_code(spec["name"]) and not trusted():
         raise CheckpointError(f"this checkpoint's architecture is code ({spec['name']}), which reading it does not import: pass "
-                              f"--trust-model-code (API: trust_model_code=True, or load(path, model=instance); env {TRUST_ENV}=1)")
+                              f"--trust-model-code (API: prune_snr.load(path, trust_model_code=True) or load(path, model=instance); "
+                              f"environment {TRUST_ENV}=1)")
     spec.pop("user_model", None)
-    spec.pop("input_shape", None)
+    input_shape = spec.pop("input_shape", None)
     classifier = spec.pop("classifier", None)
     model = build_model(spec.pop("name"), **spec)
+    if input_shape:
+        model.spec["input_shape"] = list(input_shape)
     if classifier:
         from .models import name_classifier
 
         name_classifier(model, classifier)
+    if payload.get("widths") is not None and not payload.get("pruning"):  # save()'d: reshape by the recorded widths
+        return reshape_into(model, payload["widths"], payload["model"]).eval()
     history = payload.get("pruning")
     if history:
         import torch_pruning as tp
@@ -225,13 +230,17 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust
     import copy
 
     copied = copy.deepcopy(model).cpu()
+    spec = payload.get("config", {}).get("model") or {}
+    if spec.get("dropped"):  # residual blocks the run replaced by identity
+        from .models import drop_blocks
+
+        drop_blocks(copied, spec["dropped"])
     widths = payload.get("widths")
     if widths is None and payload.get("pruning"):  # a pruning run's file: replay its history on the instance
         import torch_pruning as tp
 
         from .models import example_input, remember_input_shape
 
-        spec = payload.get("config", {}).get("model") or {}
         if spec.get("input_shape"):
             remember_input_shape(copied, spec["input_shape"])
         tp.DependencyGraph().build_dependency(copied, example_inputs=example_input(copied)).load_pruning_history(payload["pruning"])

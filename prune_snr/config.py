@@ -429,10 +429,14 @@ def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | N
         raise ConfigError(f"option {unknown[0]!r} does not apply to this command")
     values = load_recipe(recipe) if recipe else {}
     sources = [(values, f"recipe {recipe}"), (overrides, "command line")]
-    preset = overrides.get("preset", values.get("preset"))
+    preset = overrides.get("preset", values.get("preset", getattr(base, "preset", None)))
     if preset is not None:  # a preset's options come before the recipe's and the flags, which win
         choices.PRESET_CHOICES.check(preset)
-        sources.insert(0, (choices.PRESETS[preset], f"preset {preset}"))
+        taken = choices.PRESETS[preset]
+        if base is not None:  # a base config's own choices win too: the preset fills what it leaves at the default
+            defaults = {f.name: f.default for f in dataclasses.fields(base)}
+            taken = {k: v for k, v in taken.items() if getattr(base, k, None) == defaults.get(k)}
+        sources.insert(0, (taken, f"preset {preset}"))
     return _build(cls, base, sources)
 
 

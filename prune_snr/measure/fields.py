@@ -9,7 +9,7 @@ Example:
     >>> M = torch.tensor([[[1.0, 0.5], [0.0, 0.8]]])          # one filter, two labels
     >>> stats = filter_stats(M, threshold=0.3)
     >>> stats.snr.tolist(), stats.n_clusters.tolist()   # 1 -> 0 is below θ: no complete block, so two clusters
-    ([1.0], [2])
+    ([2.25], [2])
     >>> filter_stats(M, threshold=0.3, clusters="components").n_clusters.tolist()
     [1]
 """

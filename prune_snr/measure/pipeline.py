@@ -18,7 +18,7 @@ from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labe
 from ..errors import DataError, ModelError
 from torch.utils.data import ConcatDataset
 
-from ..data.user import UserDataset, user_data
+from ..data.user import UserDataset, fingerprint, user_data
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
@@ -335,10 +335,13 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
         size = (getattr(model, "spec", None) or {}).get("input_size")
         train_set = build_dataset(dataset, "train", data_dir, augment=False, input_size=size)
         test_set = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
+        if getattr(model, "spec", None) is None:  # a user's model on a named dataset: trace it on that data's shape
+            remember_input_shape(model, tuple(test_set[0][0].shape))
         return train_set, test_set, f"{dataset}|{data_dir}|{size}", None
     train_set, test_set = dataset
-    digest = hashlib.sha256(torch.as_tensor(train_set.targets).numpy().tobytes()
-                            + torch.as_tensor(test_set.targets).numpy().tobytes()).hexdigest()[:16]
+    if getattr(model, "spec", None) is None:  # a user's model on datasets given as (train_set, test_set)
+        remember_input_shape(model, tuple(train_set[0][0].shape))
+    digest = f"{fingerprint(train_set)}{fingerprint(test_set)}"
     return train_set, test_set, f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}", given_val
 
 

@@ -156,9 +156,9 @@ def user_splits(cfg: PruneConfig, data: dict, *, num_classes: int) -> Splits:
     given (its own transforms), so it is also the un-augmented view."""
     train, val, test = data["train"], data.get("val"), data["test"]
     if val is None and cfg.val_source == "test":
-        test, val = hold_out(test, cfg.val_fraction, split_seed=cfg.split_seed)
+        test, val = hold_out(test, cfg.val_fraction, split_seed=cfg.split_seed, pool=cfg.held_out)
     elif val is None:
-        rest, rows = validation_split(train.targets, cfg.val_fraction, split_seed=cfg.split_seed)
+        rest, rows = validation_split(train.targets, cfg.val_fraction, split_seed=cfg.split_seed, pool=cfg.held_out)
         train, val = IndexSubset(train, rest), IndexSubset(train, rows)
     return Splits(train=train, plain=train, val=val, test=test, num_classes=num_classes)
 

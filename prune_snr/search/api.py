@@ -8,6 +8,7 @@ import optuna
 from torch import nn
 
 from ..data.user import user_data
+from ..errors import DataError
 from ..models import num_outputs
 from .study import run_search
 
@@ -31,6 +32,8 @@ def search(model: nn.Module | str | Path, dataset: str | None = None, *, train=N
         >>> study = prune_snr.search(MyNet(), train=train_data, test=test_data, trials=20)  # doctest: +SKIP
         >>> [t.values for t in study.best_trials]  # doctest: +SKIP
     """
+    if not isinstance(model, nn.Module) and (train is not None or test is not None or val is not None):
+        raise DataError("train=/test= go with a model object; a model.pt searches on the dataset it records (or dataset=NAME)")
     data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="search")
     if dataset is not None:
         options["dataset"] = dataset

@@ -145,3 +145,33 @@ def test_search_runs_a_study_on_the_users_model_and_data(tmp_path):
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(finished) == 2 and all(0 < t.values[1] < 1 for t in finished), [t.user_attrs.get("error") for t in study.trials]
     assert (tmp_path / "study" / "study.db").is_file()
+
+
+def test_a_saved_pruned_model_of_prune_snrs_own_loads_by_name_without_an_instance(tmp_path):
+    import torch_pruning as tp
+
+    from prune_snr.models import build_model, example_input
+
+    model = build_model("vgg16", num_classes=10, width_mult=0.125)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
+    conv = model.features.conv3.conv if hasattr(model.features.conv3, "conv") else [m for m in model.modules()
+                                                                                   if isinstance(m, torch.nn.Conv2d)][2]
+    graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0, 1]).prune()
+    prune_snr.save(model, tmp_path / "slim.pt")
+    back = prune_snr.load(tmp_path / "slim.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), model.eval()(x))
+
+
+def test_one_hot_labels_are_refused_in_one_line():
+    data = TensorDataset(torch.zeros(4, 1, 16, 16), torch.eye(10)[:4])
+    with pytest.raises(DataError, match="40 labels for 4 images"):
+        prune_snr.measure(UserNet(), train=data, test=data)
+
+
+def test_a_preset_given_in_a_base_config_applies_where_the_base_keeps_the_defaults():
+    from prune_snr.config import MeasureConfig, resolve
+
+    cfg = resolve(MeasureConfig, base=MeasureConfig(preset="paper", head_lr=0.05))
+    assert (cfg.head_optimizer, cfg.fields_split, cfg.head_lr) == ("sgd", "test", 0.05)

@@ -4,7 +4,7 @@ RUN ?= runs/demo
 .PHONY: install data demo test test-slow
 
 install:
-	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -e ".[dev]"
+	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -e ".[dev]" -c constraints.txt
 
 # Debian ships Fashion-MNIST: install it where we can (root with apt-get); elsewhere prune-snr downloads
 # it on first use into ~/.cache/prune-snr (torchvision's downloader, checksums verified).

@@ -41,10 +41,11 @@ def classifier_class_means(model: nn.Module, dataset, num_classes: int, batch_si
     handle = head.register_forward_hook(lambda m, inputs, out: store.update(x=inputs[0].detach().flatten(1)))
     sums, counts = None, torch.zeros(num_classes)
     model.eval()
+    device = next(model.parameters()).device  # the model's own device: batches go there, sums stay on the CPU
     try:
         for x, y in make_loader(dataset, batch_size=batch_size, shuffle=False):
-            model(x)
-            feats = store["x"].double()
+            model(x.to(device))
+            feats = store["x"].double().cpu()
             sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64) if sums is None else sums
             sums.index_add_(0, y, feats)
             counts += torch.bincount(y, minlength=num_classes)
@@ -64,10 +65,10 @@ def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD, clust
     mu = classifier_class_means(model, dataset, L)
     n_filters = _filters_feeding(model, D)
     K = D // n_filters
-    W = head.weight.view(L, n_filters, K)
+    W = head.weight.detach().cpu().view(L, n_filters, K)
     stats = layer_stats(mu.view(L, n_filters, K), W, threshold=threshold, clusters=clusters)  # in chunks of filters: no F x L x L at once
     in_cluster = stats.component < L  # F x L: label is in one of the filter's clusters
-    mask = in_cluster.t()[:, :, None].expand(L, n_filters, K).reshape(L, D).to(head.weight.dtype)
+    mask = in_cluster.t()[:, :, None].expand(L, n_filters, K).reshape(L, D).to(head.weight.device, head.weight.dtype)
     before = int((head.weight != 0).sum())
     head.weight.mul_(mask)
     return {"weights_before": before, "weights_after": int((head.weight != 0).sum()), "filters": n_filters}

@@ -91,15 +91,19 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | 
     model.to(device)
     was_training = model.training
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    # sums stay on the device: no host sync per batch (a GPU would wait on each .item())
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     loader = make_loader(shard(dataset), batch_size=batch_size, shuffle=False, workers=workers)
     for x, y in track(progress, loader, "evaluate"):
         x, y = _to(x, device, channels_last), y.to(device)
         with autocast(device, amp):
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
+    loss_sum, correct = loss_sum.item(), correct.item()
     model.train(was_training)
     if world()[1] > 1:
         loss_sum, correct, seen = (v.item() for v in all_sum(*map(torch.tensor, (loss_sum, correct, seen))))

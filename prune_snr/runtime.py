@@ -70,8 +70,12 @@ def distributed(device: str = "auto"):
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda[:N]`` into a device, refusing CUDA where none exists.
 
-    In a torchrun job ``auto``/``cuda`` mean this process's own GPU (``LOCAL_RANK``).
+    In a torchrun job ``auto``/``cuda`` mean this process's own GPU (``LOCAL_RANK``); ``cuda:N`` would put every
+    rank on GPU N, so it is refused there.
     """
+    if name.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"--device {name} under torchrun puts every rank on GPU {name.partition(':')[2]}; use --device cuda "
+                          "(each rank its own LOCAL_RANK GPU) and choose GPUs with CUDA_VISIBLE_DEVICES")
     if name in ("auto", "cuda") and torch.cuda.is_available() and world()[1] > 1:
         return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":

@@ -117,4 +117,3 @@ def test_two_node_torchrun_over_tcp_rendezvous_matches_the_single_process_measur
     for p, q in zip(single["points"], nodes_result["points"]):
         for key in ("val_accuracy", "test_accuracy", "snr", "noise_per_filter", "cluster_size"):
             assert p[key] == pytest.approx(q[key], rel=1e-4, abs=1e-6), (p["name"], key)
-

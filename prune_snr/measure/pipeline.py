@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset
 
 from ..config import MeasureConfig, fields_to_keep, resolve
 from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labels, per_class_subset, validation_split
-from ..errors import DataError, ModelError
-from torch.utils.data import ConcatDataset
-
 from ..data.user import UserDataset, fingerprint, user_data
+from ..errors import DataError, ModelError
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
 from ..runtime import resolve_device, seed_everything
@@ -239,7 +238,8 @@ def measure(
         "val_source": val_source,
         "seed": seed,
         "device": str(device_t),
-        "options": {"points": names, "side_points": side, "pool": cfg.pool, "threshold": threshold, "clusters": cfg.clusters, "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
+        "options": {"points": names, "side_points": side, "pool": cfg.pool, "threshold": threshold, "clusters": cfg.clusters,
+                    "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_optimizer": cfg.head_optimizer, "preset": cfg.preset,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,

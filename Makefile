@@ -11,6 +11,7 @@ install:
 data:
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } || \
+	  { [ "$$CI" = true ] && { echo "error: Debian's dataset-fashion-mnist could not be installed; CI's tests need it" >&2; exit 1; }; } || \
 	  echo "Debian's dataset-fashion-mnist is not installable here: prune-snr downloads Fashion-MNIST on first use"
 
 demo: install data

@@ -7,6 +7,7 @@ allocation and the SNR criterion, fine-tuning kept or undone (``--finetune-keep 
 one of them must come out identical; only the test accuracies may change. The check can fail: the
 same runs with a leaking variant (the cut and the allocation reading test accuracies) decide differently.
 """
+import os
 import random
 import shutil
 
@@ -39,7 +40,10 @@ def fashion(tmp_path_factory):
     try:
         train_set, test_set = (build_dataset("fashion-mnist", split, augment=False, channels=1) for split in ("train", "test"))
     except DataError as exc:
-        pytest.skip(f"Fashion-MNIST is not on this machine (make data installs it): {exc}")
+        missing = f"Fashion-MNIST is not on this machine (make data installs it): {exc}"
+        if os.environ.get("CI") == "true":  # in CI a missing data set is a failure, never a skip
+            pytest.fail(missing)
+        pytest.skip(missing)
     root = tmp_path_factory.mktemp("fashion")
     subsets = {}
     for split, ds, n in (("train", train_set, TRAIN_PER_CLASS), ("test", test_set, TEST_PER_CLASS)):

@@ -3,7 +3,8 @@ from . import efficientnet, vgg  # noqa: F401  (registers the built-in models)
 from .blocks import droppable_blocks, drop_blocks
 from .counting import count, count_macs_params, prunable_base
 from .points import classifier_name, default_points, expanded_by_default, name_classifier, num_outputs, point_conv, resolve_points
-from .factory import adopt, build_model, example_input, remember_input_shape
+from .adopt import adopt
+from .factory import build_model, example_input, remember_input_shape
 from .registry import list_models, register_model
 from .truncation import cut_spec, cuttable
 

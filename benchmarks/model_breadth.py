@@ -117,7 +117,7 @@ def snr_column(cli: list[str], work: Path, *, target: float, timeout: float) -> 
     head = dict(model.named_modules())[classifier_name(model)]
     groups = len(list(graph.get_all_groups(ignored_layers=[head], root_module_types=[torch.nn.Conv2d, torch.nn.Linear])))
     fallback = report["search"]["fallback_groups"]
-    reasons = sorted({g.rpartition(": ")[2] for g in fallback})
+    reasons = sorted({g[g.rindex("): ") + 3:] if "): " in g else g for g in fallback})  # "NAME (MODULE): why"
     return {"ok": True, "groups": groups, "fallback": len(fallback), "fallback_share": len(fallback) / max(1, groups),
             "macs_kept": report["after"]["macs"] / report["before"]["macs"], "reasons": reasons}
 

@@ -164,8 +164,9 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="breadth-") as work:
             row = breadth_row(model, Path(work), input_size=args.input_size, target=args.target, timeout=args.timeout)
         done[model] = row
+        kept = [done[m] for m in models if m in done] + [r for m, r in done.items() if m not in models]  # other runs' rows stay
         save_results(out, {"input_size": args.input_size, "target_macs_removed": args.target, "dataset": "synthetic",
-                               "rows": [done[m] for m in models if m in done]})
+                               "rows": kept})
         print(f"{model}: {'OK' if row['ok'] else row['step'] + ' failed: ' + row['error']} ({row['seconds']:.0f} s)", flush=True)
     rows = [done[m] for m in models if m in done]
     print(table(rows))

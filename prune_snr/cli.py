@@ -280,6 +280,7 @@ def prune(
     val_source: ValSource = None,
     split_seed: SplitSeed = None,
     exact_target: Annotated[Optional[bool], typer.Option("--exact-target/--closest-target", help="An unreachable --target is an error (default: prune to the closest reachable point, with a warning).")] = None,
+    graph_timeout: Annotated[Optional[float], typer.Option("--graph-timeout", help="Seconds torch-pruning may take to trace and group the model's channels before prune stops with one line (default 300).")] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     batch_size: BatchSize = None,

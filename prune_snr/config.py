@@ -212,6 +212,7 @@ class PruneConfig:
     split_seed: Optional[int] = None  # default: the measurement's; redraw the validation split from the rows the checkpoint held out
     held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
     exact_target: bool = False  # an unreachable --target is an error instead of the closest reachable point with a warning
+    graph_timeout: float = 300.0  # s for torch-pruning to trace and group the channels (prune/graph.py)
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"
@@ -223,6 +224,8 @@ class PruneConfig:
     def validate(self) -> None:
         if self.val_fraction is not None:
             _fraction(self, "val_fraction", allow_zero=False)
+        if self.graph_timeout <= 0:
+            raise ConfigError(f"graph_timeout={self.graph_timeout}: use a number of seconds above 0")
         check_target(self.target)
         if self.val_source is not None:
             choices.VAL_SOURCES.check(self.val_source)

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from .factory import example_input
+from .graph import ChannelGraph
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
 PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Identity, nn.Dropout)
@@ -200,21 +201,17 @@ def side_points(model: nn.Module) -> list[str]:
     member: one traced point for each group without one (a squeeze-excite gate's bottleneck, a conv that no default
     point follows). Without them a measured criterion scores those groups by magnitude. The layer allocation and
     the cut read the default points only (a gate's accuracy is no step of the network's depth)."""
-    import torch_pruning as tp
-
-    trunk = default_points(model, expanded=True)
-    measured = {id(point_conv(model, p)) for p in trunk}
+    names = {id(m): n for n, m in model.named_modules()}
+    measured = {names[id(point_conv(model, p))] for p in default_points(model, expanded=True)}
     by_conv = {}
     for p in _traced_points(model):
-        by_conv.setdefault(id(point_conv(model, p)), p)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
-    head = dict(model.named_modules())[classifier_name(model)]
+        by_conv.setdefault(names[id(point_conv(model, p))], p)
+    graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)])
     extra = []
-    for group in graph.get_all_groups(ignored_layers=[head], root_module_types=[nn.Conv2d, nn.Linear]):
-        members = [dep.target.module for dep, _ in group if getattr(dep.handler, "__name__", "") == "prune_out_channels"]
-        if any(id(m) in measured for m in members):
+    for members in graph.members:
+        if any(m in measured for m in members):
             continue
-        point = next((by_conv[id(m)] for m in members if id(m) in by_conv), None)
+        point = next((by_conv[m] for m in members if m in by_conv), None)
         if point is not None and point not in extra:
             extra.append(point)
     return extra

@@ -82,7 +82,8 @@ def _to_target(ctx: Context) -> ToTarget:
         return prune_to_target(
             model, lambda pm: build_importance(cfg.criterion, model=pm, measurement=m, seed=cfg.seed, **reduction),
             target=step_target, metric=cfg.metric, allocation=alloc, round_to=None if cfg.round_to == 1 else cfg.round_to,
-            iterative_steps=steps, gradient_batches=gradient_batches, latency=meter, progress=ctx.progress, exact=cfg.exact_target)
+            iterative_steps=steps, gradient_batches=gradient_batches, latency=meter, progress=ctx.progress, exact=cfg.exact_target,
+            graph_timeout=cfg.graph_timeout)
 
     return to_target
 

@@ -8,7 +8,6 @@ the uniform/global ratio, or ``r_max`` of the measured allocation.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..errors import ConfigError, ModelError
 from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
 from .allocation import ALLOCATION_BUILDERS
+from ..models.graph import DEFAULT_TIMEOUT, ChannelGraph
 
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
@@ -102,26 +102,17 @@ class PruneOutcome:
     unreached: str | None = None  # why the target was not met, when the closest reachable point was taken instead
 
 
-def prune_at(model: nn.Module, importance_factory: Callable[[nn.Module], object], ratio: float, allocation: Allocation, *,
+def prune_at(graph: ChannelGraph, importance_factory: Callable[[nn.Module], object], ratio: float, allocation: Allocation, *,
              round_to: int | None = None, iterative_steps: int = 1, gradient_batches: list | None = None):
-    """Prune a deep copy of ``model`` at ``ratio``; returns (pruned copy, history, fallback groups)."""
-    m = copy.deepcopy(model).cpu().eval()
-    importance = importance_factory(m)
-    ignored = [dict(m.named_modules())[classifier_name(m)]]
-    kwargs = allocation.pruner_kwargs(m, ratio)
-    try:
-        pruner = tp.pruner.MetaPruner(m, example_input(m), importance=importance, max_pruning_ratio=1.0, round_to=round_to,
-                                      ignored_layers=ignored, iterative_steps=iterative_steps, **kwargs)
-    except (ZeroDivisionError, IndexError, KeyError, RuntimeError) as exc:  # its tracer meets an op it cannot map
-        raise ModelError(f"torch-pruning cannot map the channel dependencies of {type(model).__name__} ({type(exc).__name__} while "
-                         "tracing; e.g. ShuffleNet's channel shuffle, an open torch-pruning limitation): it can be measured, not "
-                         "pruned structurally") from exc
+    """Prune a fresh copy of ``graph``'s model at ``ratio``; returns (pruned copy, history, fallback groups)."""
+    m, pruner, importance = graph.pruner(importance_factory, lambda copy: allocation.pruner_kwargs(copy, ratio),
+                                         max_pruning_ratio=1.0, round_to=round_to, iterative_steps=iterative_steps)
     for _ in range(iterative_steps):
         if gradient_batches is not None:  # gradient-based criteria (taylor) read .grad
             m.zero_grad()
             for x, y in gradient_batches:
                 F.cross_entropy(m(x), y).backward()
-        pruner.step()
+        graph.step(m, pruner)
     m.zero_grad(set_to_none=True)
     return m, pruner.pruning_history(), list(getattr(importance, "fallback_groups", []))
 
@@ -143,16 +134,18 @@ def tolerance(metric: str, target: float) -> float:
 def prune_to_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
                     allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
                     gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None,
-                    exact: bool = False) -> PruneOutcome:
+                    exact: bool = False, graph_timeout: float | None = DEFAULT_TIMEOUT) -> PruneOutcome:
     """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points;
     for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 32).
 
     A target that channel alignment or the architecture's coupling puts out of reach gives the
     closest reachable point, with a one-line warning naming it (``outcome.unreached`` says why),
-    unless ``exact``.
+    unless ``exact``. torch-pruning's dependency graph is traced once, within ``graph_timeout`` seconds, and
+    every attempt of the bisection prunes a copy of it.
 
     Raises:
         ConfigError: the target is outside (0, 1), or ``exact`` and it cannot be reached.
+        ModelError: torch-pruning cannot trace the model, or not within ``graph_timeout``.
     """
     check_target(target)
     METRIC_CHOICES.check(metric)
@@ -169,8 +162,10 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
         def removed_of(m):
             return (total - count(m)[metric]) / base
 
+    graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout, progress=progress)
+
     def attempt(r: float) -> Attempt:
-        m, history, fallback = prune_at(model, importance_factory, r, allocation, round_to=round_to,
+        m, history, fallback = prune_at(graph, importance_factory, r, allocation, round_to=round_to,
                                         iterative_steps=iterative_steps, gradient_batches=gradient_batches)
         return Attempt(m, history, fallback, removed_of(m), r)
 

@@ -1,0 +1,54 @@
+"""torch-pruning's graph: traced once per prune, bounded in time, and its failures one line that names the layer."""
+import pytest
+import timm
+import torch
+import torch_pruning as tp
+import torchvision
+
+from prune_snr.errors import ModelError
+from prune_snr.models import build_model, count
+from prune_snr.prune import build_importance, prune_to_target
+from prune_snr.models.graph import ChannelGraph
+
+
+def test_a_prune_traces_the_graph_once_for_every_attempt_of_its_search(monkeypatch):
+    traces = []
+    build = tp.DependencyGraph.build_dependency
+
+    def counted(self, model, **kwargs):
+        traces.append(type(model).__name__)
+        return build(self, model, **kwargs)
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", counted)
+    model = build_model("timm:resnet18", num_classes=10).eval()
+    outcome = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.5, metric="params", round_to=1)
+    assert outcome.trials > 3
+    assert traces == ["ResNet"]
+
+
+def test_copies_of_the_graph_prune_independently_of_each_other_and_of_the_model():
+    model = build_model("timm:resnet18", num_classes=10).eval()
+    graph = ChannelGraph(model, torch.randn(1, 3, 32, 32), ignored=["fc"])
+    full = count(model)["params"]
+    pruned, pruner, _ = graph.pruner(lambda m: tp.importance.MagnitudeImportance(p=1), lambda m: {"pruning_ratio": 0.5})
+    pruner.step()
+    untouched, _ = graph.copy()
+    assert count(pruned)["params"] < 0.5 * full
+    assert count(untouched)["params"] == count(graph.model)["params"] == count(model)["params"] == full
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_graph_whose_grouping_does_not_end_is_stopped_in_one_line_naming_the_layer():
+    rexnet = timm.create_model("rexnet_100", num_classes=10).eval()  # torch-pruning's walk over its partial residual adds
+    with pytest.raises(ModelError, match=r"did not finish grouping the channels of RexNet in 3 s \(stuck at the channel "
+                                         r"group of '[\w.]+'\); raise --graph-timeout") as info:
+        ChannelGraph(rexnet, torch.randn(1, 3, 32, 32), ignored=["head.fc"], timeout=3)
+    assert "\n" not in str(info.value)
+
+
+def test_an_op_torch_pruning_cannot_map_is_named_by_the_layer_before_it():
+    shufflenet = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()  # channel shuffle: a reshape it cannot map
+    with pytest.raises(ModelError, match=r"cannot map the channel dependencies of ShuffleNetV2 at a reshape after "
+                                         r"'stage\d\.\d+\.branch2\.\d+' \(ZeroDivisionError") as info:
+        ChannelGraph(shufflenet, torch.randn(1, 3, 32, 32), ignored=["fc"])
+    assert "\n" not in str(info.value)

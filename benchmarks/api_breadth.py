@@ -17,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -157,12 +158,11 @@ def main(argv=None) -> int:
     earlier = load_results(out, {"rows": []})
     done = {r["model"]: r for r in earlier["rows"]}
     models = args.models.split(",") if args.models else earlier.get("models") or timm_families() + torchvision_cnns()
-    work = out.parent / (out.stem + "_work")
-    work.mkdir(parents=True, exist_ok=True)
     for i, model in enumerate(models):
         if model in done:
             continue
-        row = done[model] = run_one(model, args.timeout, work)
+        with tempfile.TemporaryDirectory(prefix="api-breadth-") as work:
+            row = done[model] = run_one(model, args.timeout, Path(work))
         kept = [done[m] for m in models if m in done] + [r for m, r in done.items() if m not in models]
         save_results(out, {"machine": machine_line(), "timeout_s": args.timeout, "dataset": "synthetic, 160 train / 80 test",
                            "command": "python benchmarks/api_breadth.py " + " ".join(argv or sys.argv[1:]), "models": models,

@@ -36,6 +36,7 @@ Dataset = Annotated[Optional[str], typer.Option("--dataset", help=DATASETS.help(
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the dataset files.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda[:N].")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
+BnRecalibrate = Annotated[Optional[int], typer.Option("--bn-recalibrate", help="After pruning, re-estimate every BatchNorm's running statistics on N training batches (no gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
@@ -270,6 +271,7 @@ def prune(
     drop_blocks: Annotated[Optional[bool], typer.Option("--drop-blocks/--no-drop-blocks", help="Drop residual blocks (identity shortcut) while validation accuracy stays within delta.")] = None,
     delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
     afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
+    bn_recalibrate: BnRecalibrate = None,
     refit_epochs: Annotated[Optional[int], typer.Option("--refit-epochs", help="Retrain the classifier on the pruned model's frozen features for up to N epochs (a measured head's training, early stopping on validation) before fine-tuning; gives width-pruned and cut models equal training.")] = None,
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
     finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
@@ -369,6 +371,7 @@ def search(
     space: Annotated[Optional[str], typer.Option("--space", help=SPACES.help("Search space:"))] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 = off).")] = None,
+    bn_recalibrate: BnRecalibrate = None,
     pick: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
@@ -453,8 +456,11 @@ def prune_table(report: dict) -> Table:
     if blocks.get("dropped"):
         table.add_row(f"dropped {', '.join(blocks['dropped'])}", f"{blocks['accuracy_after_drop']:.4f}",
                       f"{blocks['params']:,}", f"{blocks['macs']:,}")
-    mid = report.get("pruned_before_finetune")
-    if mid:
+    mid, recal = report.get("pruned_before_finetune"), report.get("bn_recalibration")
+    if recal:
+        table.add_row("pruned, BatchNorm as before", f"{recal['without']['accuracy']:.4f}", "", "")
+        table.add_row(f"pruned, BatchNorm on {recal['batches']} batches", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")
+    elif mid:
         table.add_row("pruned, no fine-tune", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")
     table.add_row("after", f"{after['accuracy']:.4f}", f"{after['params']:,}", f"{after['macs']:,}")
     table.add_row("change", f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts",

@@ -205,6 +205,7 @@ class PruneConfig:
     drop_blocks: bool = False  # drop residual blocks that cost < delta validation accuracy
     delta: float = 0.005
     afcc: bool = False
+    bn_recalibrate: int = 0  # re-estimate BatchNorm statistics on this many training batches after pruning (prune/recalibrate.py)
     refit_epochs: int = 0  # retrain the classifier on the pruned model's frozen features (a measured head's training) first
     measurement: Optional[str] = None
     val_fraction: Optional[float] = None  # default: the measurement's (0.1)
@@ -224,6 +225,8 @@ class PruneConfig:
     def validate(self) -> None:
         if self.val_fraction is not None:
             _fraction(self, "val_fraction", allow_zero=False)
+        if self.bn_recalibrate < 0:
+            raise ConfigError(f"bn_recalibrate={self.bn_recalibrate}: use a number of batches, 0 (off) or more")
         if self.graph_timeout <= 0:
             raise ConfigError(f"graph_timeout={self.graph_timeout}: use a number of seconds above 0")
         check_target(self.target)

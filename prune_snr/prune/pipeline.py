@@ -23,6 +23,7 @@ from .afcc import afcc_stage
 from .blocks import drop_stage
 from .measuring import measure_stage
 from .plan import plan
+from .recalibrate import recalibrate_stage
 from .refit import refit_stage
 from .report import PruneReport, grade_original, grade_pruned, latency_stage
 from .run import Stage, run
@@ -31,9 +32,10 @@ from .truncate import truncate_stage
 
 #: What a resumed run finds done in ``finetune.pt``: grade the original, measure it if a stage needs it,
 #: cut it (``--truncate``), drop residual blocks (``--drop-blocks``), prune channels to the target,
-#: retrain the classifier (``--refit-epochs``), grade the pruned model.
+#: retrain the classifier (``--refit-epochs``), re-estimate BatchNorm statistics (``--bn-recalibrate``), grade the
+#: pruned model.
 BEFORE_FINETUNE: tuple[Stage, ...] = (grade_original, measure_stage, truncate_stage, drop_stage, prune_stage, refit_stage,
-                                      grade_pruned)
+                                      recalibrate_stage, grade_pruned)
 #: After fine-tuning (and ``--finetune-keep best``): time it against the original (``--metric latency``), AFCC.
 AFTER_FINETUNE: tuple[Stage, ...] = (latency_stage, afcc_stage)
 
@@ -85,6 +87,8 @@ def prune(
               pruned model anew between them (needs a measured criterion or allocation);
             - ``drop_blocks``: drop single residual blocks (identity shortcut) while the model stays
               within ``delta`` of the full model's validation accuracy (after any cut);
+            - ``bn_recalibrate``: re-estimate every BatchNorm's running statistics on that many training batches
+              after pruning, before grading and fine-tuning (the report's ``bn_recalibration`` holds the grade without);
             - ``afcc``: keep only classifier weights inside each filter's clusters (after fine-tuning);
             - ``cfg.finetune``: epochs (0 = none), lr, fraction (a seeded part of the training split:
               a cheap proxy for search trials), distill (from the unpruned model), keep ("best": undo

@@ -46,6 +46,7 @@ class PruneReport(Mapping):
     blocks: dict | None = None
     search: dict | None = None
     refit: dict | None = None
+    bn_recalibration: dict | None = None
     pruned_before_finetune: dict | None = None
     finetune: dict | None = None
     latency: dict | None = None
@@ -117,6 +118,7 @@ def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | N
         ("remeasure", True, cfg.remeasure),
         ("afcc", cfg.afcc, True),  # replaced by the AFCC stage's figures when it runs
         ("refit_epochs", cfg.refit_epochs, bool(cfg.refit_epochs)),
+        ("bn_recalibrate", cfg.bn_recalibrate, bool(cfg.bn_recalibrate)),
         ("finetune_epochs", cfg.finetune.epochs, True),
         ("finetune_fraction", cfg.finetune.fraction, True),
     ]

@@ -1,0 +1,47 @@
+"""Specs of ``--bn-recalibrate N``: BatchNorm statistics re-estimated after pruning, graded both ways."""
+import copy
+
+import torch
+from torch import nn
+
+from prune_snr.prune import prune
+from prune_snr.prune.recalibrate import recalibrate_batchnorm
+
+
+def test_the_running_statistics_become_the_plain_average_of_the_batches_read():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3))
+    batches = [(torch.randn(16, 2, 4, 4) * (i + 1) + i, torch.zeros(16)) for i in range(6)]
+    read = recalibrate_batchnorm(net, batches, batches=4)
+    with torch.no_grad():
+        outs = [net[0](x) for x, _ in batches[:4]]
+    expected_mean = torch.stack([o.mean(dim=(0, 2, 3)) for o in outs]).mean(0)
+    expected_var = torch.stack([o.var(dim=(0, 2, 3), unbiased=True) for o in outs]).mean(0)
+    assert read == 4
+    torch.testing.assert_close(net[1].running_mean, expected_mean)
+    torch.testing.assert_close(net[1].running_var, expected_var)
+    assert net[1].momentum == 0.1 and not net.training
+
+
+def test_dropout_stays_off_while_the_statistics_are_read():
+    seen = []
+    net = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    net[0].register_forward_hook(lambda module, *_: seen.append(module.training))
+    recalibrate_batchnorm(net, [(torch.randn(4, 1, 3, 3), None)] * 3, batches=3)
+    assert seen == [False, False, False]
+
+
+def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration(vgg_measured):
+    model, measurement = vgg_measured
+    common = dict(target=0.5, metric="params", criterion="l1", round_to=1, finetune_epochs=0, device="cpu",
+                  measurement=measurement, batch_size=32)
+    plain, plain_report = prune(copy.deepcopy(model), "synthetic", **common)
+    recalibrated, report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=3, **common)
+    part = report["bn_recalibration"]
+    assert part["batches"] == 3 and report["bn_recalibrate"] == 3
+    # without: the pruned model as plain pruning leaves it; with: the grade the report carries from then on
+    assert part["without"] == {k: plain_report["pruned_before_finetune"][k] for k in ("accuracy", "val_accuracy")}
+    assert report["pruned_before_finetune"]["accuracy"] != part["without"]["accuracy"]
+    changed = {k for k, v in recalibrated.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert "bn_recalibration" not in plain_report and "bn_recalibrate" not in plain_report

@@ -367,7 +367,7 @@ def search(
     metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("Size objective:"))] = None,
     max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy). Default 2.")] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
-    proxy: Annotated[Optional[float], typer.Option("--proxy", help="Fine-tune trials on this fraction of the training set, then re-run the Pareto trials fully.")] = None,
+    proxy: Annotated[Optional[str], typer.Option("--proxy", help="Grade trials cheaply, then re-run the Pareto trials fully: bn = right after pruning with BatchNorm recalibrated (no fine-tuning); a fraction F = fine-tuned on F of the training set.")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help=SPACES.help("Search space:"))] = None,
     fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 = off).")] = None,

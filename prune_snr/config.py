@@ -295,7 +295,7 @@ class SearchConfig:
     n_jobs: int = 1
     workers: int = 1  # local worker processes on one journal file (search/workers.py)
     max_finetune_epochs: int = 2
-    proxy: Optional[float] = None
+    proxy: Optional[str] = None  # "bn": trials graded right after pruning, BatchNorm recalibrated; "F": fine-tuned on F of train
     space: str = choices.SPACES.default
     fix: Optional[str] = None  # "truncate=false,target=0.5"
     pick: Optional[str] = None
@@ -306,8 +306,8 @@ class SearchConfig:
         choices.SPACES.check(self.space)
         if self.trials < 1:
             raise ConfigError(f"--trials {self.trials}: use 1 or more")
-        if self.proxy is not None and not 0 < self.proxy <= 1:
-            raise ConfigError(f"--proxy {self.proxy}: use a fraction of the training set in (0, 1]")
+        if self.proxy is not None and self.proxy != "bn" and not 0 < _number(self.proxy) <= 1:
+            raise ConfigError(f"--proxy {self.proxy}: use bn, or a fraction of the training set in (0, 1]")
         if self.n_jobs < 1:
             raise ConfigError(f"--n-jobs {self.n_jobs}: use 1 or more")
         if self.workers < 1:
@@ -345,6 +345,13 @@ def _device(cfg) -> None:
 def _in(cfg, name: str, choices) -> None:
     if getattr(cfg, name) not in choices:
         raise ConfigError(f"{name}={getattr(cfg, name)!r}: choose one of {', '.join(choices)}")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _nested(hint) -> bool:

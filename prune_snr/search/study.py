@@ -8,9 +8,11 @@ aggregation), truncation, AFCC, fine-tuning epochs and learning rate. Each trial
 ``pruned.pt`` and ``report.json`` under ``OUT/trials/NNNN`` and records its figures as user
 attributes. A failed or NaN trial is recorded as failed and the study goes on.
 
-With ``proxy=F`` each trial fine-tunes on a seeded fraction F of the training set (cheap), and
-the Pareto trials are then re-run with the full fine-tuning set under ``trials/NNNN/full``; their
-full accuracy is stored as study user attribute ``full:NNNN`` and used by :func:`pick`.
+With ``proxy=F`` each trial fine-tunes on a seeded fraction F of the training set (cheap); with
+``proxy="bn"`` it is graded right after pruning with its BatchNorm statistics re-estimated on
+``bn_recalibrate`` (default 50) training batches and no fine-tuning (cheaper still). Either way the
+Pareto trials are then re-run with their full fine-tuning under ``trials/NNNN/full``; their full
+accuracy is stored as study user attribute ``full:NNNN`` and used by :func:`pick`.
 
 Storage: ``sqlite:///OUT/study.db`` by default; any Optuna RDB URL (``postgresql://...``) to
 share one study between machines; a path ending in ``.log`` (or ``journal:PATH``) for a
@@ -59,6 +61,9 @@ from .workers import (
     retry_callback,
     storage_errors,
 )
+
+#: BatchNorm recalibration batches of a ``proxy="bn"`` trial when ``bn_recalibrate`` is not set (EagleEye's 50)
+BN_PROXY_BATCHES = 50
 
 #: The search space, one row per parameter: how Optuna draws it. Every name is a key of
 #: :class:`prune_snr.config.PruneConfig` and a ``--fix NAME=VALUE`` key; categorical rows come from
@@ -228,7 +233,9 @@ def run_search(
     unknown = set(fixed) - set(parameters)
     if unknown:
         raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from {', '.join(parameters)}")
-    proxy, metric, seed = cfg.proxy, cfg.prune.metric, cfg.prune.seed
+    metric, seed = cfg.prune.metric, cfg.prune.seed
+    fraction = float(cfg.proxy) if cfg.proxy not in (None, "bn") else 1.0
+    proxied = cfg.proxy == "bn" or fraction < 1
     out = Path(out)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -259,14 +266,16 @@ def run_search(
             if attempt == 2:
                 raise
 
-    def run_trial(number: int, opts: dict, folder: Path, finetune_fraction: float) -> dict:
-        opts = dict(opts)
+    def run_trial(number: int, opts: dict, folder: Path, full: bool) -> dict:
+        opts = {**opts, "finetune_fraction": 1.0 if full else fraction}
+        if cfg.proxy == "bn" and not full:
+            opts.update(finetune_epochs=0, bn_recalibrate=base_cfg.bn_recalibrate or BN_PROXY_BATCHES)
         if "truncate_layers" in opts:  # a study from before PruneConfig named it so
             opts["truncate"] = opts.pop("truncate_layers")
         theta = opts.get("threshold", THRESHOLD)
         trial_model = model if payload is None else build_from_checkpoint(payload)  # prune works on a copy either way
         _, report = prune(trial_model, cfg=base_cfg, measurement=with_threshold(measurement, theta) if measurement is not None else None,
-                          seed=seed + number, out=folder, finetune_fraction=finetune_fraction,
+                          seed=seed + number, out=folder,
                           config={"source": source, "trial": number}, **(data or {}), **opts)
         return report
 
@@ -279,7 +288,7 @@ def run_search(
         trial.set_user_attr("artifacts", str(folder))
         trial.set_user_attr("options", opts)
         try:
-            report = run_trial(trial.number, opts, folder, finetune_fraction=proxy or 1.0)
+            report = run_trial(trial.number, opts, folder, full=not proxied)
         except Exception as exc:
             trial.set_user_attr("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
@@ -322,7 +331,7 @@ def run_search(
                            n_jobs=min(cfg.n_jobs, free), callbacks=[after_trial], catch=(PruneSnrError, RuntimeError, ValueError))
     if task is not None:
         progress.remove_task(task)
-    if proxy is not None and proxy < 1:
+    if proxied:
         todo = [t for t in study.best_trials if f"full:{t.number:04d}" not in study.user_attrs and "options" in t.user_attrs]
         task = progress.add_task(f"re-evaluating {len(todo)} Pareto trials fully", total=len(todo)) if progress and todo else None
         for t in todo:
@@ -331,7 +340,7 @@ def run_search(
                 import shutil
 
                 shutil.rmtree(folder)
-            report = run_trial(t.number, t.user_attrs["options"], folder, finetune_fraction=1.0)
+            report = run_trial(t.number, t.user_attrs["options"], folder, full=True)
             study.set_user_attr(f"full:{t.number:04d}", {"accuracy": report["after"]["accuracy"],
                                                          "val_accuracy": report["after"]["val_accuracy"], "artifacts": str(folder)})
             if task is not None:

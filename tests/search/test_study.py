@@ -119,6 +119,20 @@ def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(stud
     assert study.user_attrs[f"full:{chosen.number:04d}"]["val_accuracy"] == max(r["full_val_accuracy"] for r in pareto_rows(study))
 
 
+def test_a_bn_proxy_study_grades_trials_right_after_pruning_and_fine_tunes_only_its_pareto_trials(study_inputs, tmp_path):
+    checkpoint, result = study_inputs
+    fixed = {**FIXED, "finetune_epochs": 1}
+    study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy="bn",
+                       bn_recalibrate=2)
+    proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
+    assert proxy_report["finetune_epochs"] == 0 and proxy_report["bn_recalibration"]["batches"] == 2
+    assert study.trials[0].values[0] == proxy_report["after"]["val_accuracy"] == proxy_report["pruned_before_finetune"]["val_accuracy"]
+    for row in pareto_rows(study):
+        full = json.loads((Path(row["artifacts"]) / "report.json").read_text())
+        assert Path(row["artifacts"]).name == "full" and full["finetune_epochs"] == 1
+        assert row["full_accuracy"] == full["after"]["accuracy"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ smallest (parameters counted on the meta device) that has a convolution and no a
 recurrent module. Rows accumulate in ``--out``, so a rerun continues where it stopped.
 
     python benchmarks/api_breadth.py --out benchmarks/results/api_breadth/rows.json
-    python benchmarks/api_breadth.py --models timm:rexnet_100,torchvision:resnet18 --out /tmp/rows.json
+    python benchmarks/api_breadth.py --models timm:rexnet_100,torchvision:resnet18 --out runs/breadth/rows.json
 """
 from __future__ import annotations
 

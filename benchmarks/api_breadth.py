@@ -26,7 +26,7 @@ from _common import add_standard, load_results, machine_line, save_results, scri
 
 NOT_CNN = re.compile(r"Attention|Attn|LiteMLA|LSTM|GRU|Transformer", re.I)  # module class names of attention or recurrence
 TORCHVISION_NOT_CNN = ("vit_", "swin_", "maxvit_")
-SIZES = (64, 128, 224)  # the first at which the model's forward runs (Inception wants 75 px and more)
+SIZES = (32, 64, 128, 224)  # the first at which the model's forward runs (Inception wants 75 px and more)
 
 
 def is_cnn(model) -> bool:
@@ -99,9 +99,9 @@ for size in sizes:
         continue
 row["input_size"] = size
 g = torch.Generator().manual_seed(0)
-y = torch.arange(240) % 10
-x = torch.randn(240, 3, size, size, generator=g) * 0.5 + y[:, None, None, None] / 5.0
-train, test = TensorDataset(x[:160], y[:160]), TensorDataset(x[160:], y[160:])
+y = torch.arange(180) % 10
+x = torch.randn(180, 3, size, size, generator=g) * 0.5 + y[:, None, None, None] / 5.0
+train, test = TensorDataset(x[:120], y[:120]), TensorDataset(x[120:], y[120:])
 stage = "measure"
 try:
     m = prune_snr.measure(model, train=train, test=test, head_epochs=1, device="cpu")
@@ -114,6 +114,8 @@ try:
     stage = "export"
     exported = prune_snr.export(slim, out + ".onnx", example_input=x[:1])
     row["onnx_max_abs_diff"] = exported["batch_8_max_abs_diff"]
+    with torch.no_grad():  # random weights can give logits in the thousands: the difference relative to them
+        row["logit_scale"] = float(slim.eval()(x[:8]).abs().max())
     row["status"] = "ok"
 except PruneSnrError as exc:
     row.update(status="refused", stage=stage, error=str(exc))
@@ -142,7 +144,8 @@ def run_one(model: str, timeout: float, work: Path) -> dict:
 def table(rows: list[dict]) -> str:
     lines = ["| model | status | px | points | MACs kept | params kept | s | what |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        what = r.get("error", "") if r["status"] != "ok" else f"ONNX diff {r['onnx_max_abs_diff']:.1e}"
+        what = r.get("error", "") if r["status"] != "ok" else \
+            f"ONNX diff {r['onnx_max_abs_diff']:.1e} (logits up to {r.get('logit_scale', float('nan')):.1e})"
         lines.append(f"| {r['model']} | {r['status']} | {r.get('input_size', '')} | {r.get('points', '')} | "
                      f"{r.get('macs_kept', '')} | {r.get('params_kept', '')} | {r['seconds']:.0f} | {what} |")
     return "\n".join(lines)
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="api-breadth-") as work:
             row = done[model] = run_one(model, args.timeout, Path(work))
         kept = [done[m] for m in models if m in done] + [r for m, r in done.items() if m not in models]
-        save_results(out, {"machine": machine_line(), "timeout_s": args.timeout, "dataset": "synthetic, 160 train / 80 test",
+        save_results(out, {"machine": machine_line(), "timeout_s": args.timeout, "dataset": "synthetic, 120 train / 60 test",
                            "command": "python benchmarks/api_breadth.py " + " ".join(argv or sys.argv[1:]), "models": models,
                            "rows": kept})
         print(f"[{i + 1}/{len(models)}] {model}: {row['status']} ({row['seconds']:.0f} s) {row.get('error', '')}", flush=True)

@@ -31,7 +31,7 @@ from ..errors import ModelError
 DEFAULT_TIMEOUT = 300.0  # s for tracing and grouping; torch-pruning takes seconds on every CNN of the breadth set
 
 
-class _OutOfTime(Exception):
+class _OutOfTime(BaseException):  # not an Exception: torch-pruning's own ``except Exception`` must not swallow it
     pass
 
 
@@ -87,7 +87,7 @@ class ChannelGraph:
         except _OutOfTime:
             raise ModelError(f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:.0f} s "
                              f"(stuck at {current[0]}); raise --graph-timeout, or measure it without pruning") from None
-        except (ZeroDivisionError, IndexError, KeyError, RuntimeError, ValueError, AssertionError) as exc:
+        except (ZeroDivisionError, IndexError, KeyError, TypeError, RuntimeError, ValueError, AssertionError) as exc:
             where = _failing_node(exc, names) or current[0]
             raise ModelError(f"torch-pruning cannot map the channel dependencies of {type(model).__name__} at {where} "
                              f"({type(exc).__name__}: {_first_line(exc)}): "
@@ -131,7 +131,7 @@ class ChannelGraph:
         resize) becomes one line naming the layer."""
         try:
             pruner.step()
-        except (ZeroDivisionError, IndexError, KeyError, RuntimeError, ValueError, AssertionError) as exc:
+        except (ZeroDivisionError, IndexError, KeyError, TypeError, RuntimeError, ValueError, AssertionError) as exc:
             where = _failing_node(exc, {m: n for n, m in model.named_modules()}) or "a channel group"
             raise ModelError(f"torch-pruning failed to prune {type(model).__name__} at {where} ({type(exc).__name__}: "
                              f"{_first_line(exc)}): try another --criterion, or measure it without pruning") from exc

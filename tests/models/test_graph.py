@@ -52,3 +52,11 @@ def test_an_op_torch_pruning_cannot_map_is_named_by_the_layer_before_it():
                                          r"'stage\d\.\d+\.branch2\.\d+' \(ZeroDivisionError") as info:
         ChannelGraph(shufflenet, torch.randn(1, 3, 32, 32), ignored=["fc"])
     assert "\n" not in str(info.value)
+
+
+def test_a_type_error_inside_torch_pruning_is_one_line_too():
+    cspdarknet = timm.create_model("cs3darknet_focus_s", num_classes=10).eval()  # its concats defeat the index mapping
+    with pytest.raises(ModelError, match=r"cannot map the channel dependencies of CspNet at a concat after '[\w.]+' "
+                                         r"\(TypeError") as info:
+        ChannelGraph(cspdarknet, torch.randn(1, 3, 32, 32), ignored=["head.fc"])
+    assert "\n" not in str(info.value)

@@ -5,8 +5,8 @@ For each model, in its own process under ``--timeout`` seconds, as a user's scri
 -> ``prune_snr.prune(..., target=0.5, metric="macs", measurement=...)`` at default flags, no fine-tuning
 -> ``prune_snr.export``. A row is ``ok``, ``refused`` (prune-snr's one-line error, kept whole), ``crash``
 (any other exception: a bug to fix) or ``hang`` (killed at the time limit). A timm family's model is its
-smallest (parameters counted on the meta device) that has a convolution and no attention, mixer or
-recurrent module. Rows accumulate in ``--out``, so a rerun continues where it stopped.
+smallest (parameters counted on the meta device) with convolutions beyond a patch embedding and no
+attention or recurrent module; ``model_breadth.py``'s timm models (run there by name) are added. Rows accumulate in ``--out``, so a rerun continues where it stopped.
 
     python benchmarks/api_breadth.py --out benchmarks/results/api_breadth/rows.json
     python benchmarks/api_breadth.py --models timm:rexnet_100,torchvision:resnet18 --out runs/breadth/rows.json
@@ -26,6 +26,8 @@ from _common import add_standard, load_results, machine_line, save_results, scri
 
 NOT_CNN = re.compile(r"Attention|Attn|LiteMLA|LSTM|GRU|Transformer", re.I)  # module class names of attention or recurrence
 TORCHVISION_NOT_CNN = ("vit_", "swin_", "maxvit_")
+BREADTH_TIMM = [f"timm:{n}" for n in ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002", "convnext_atto",
+                                      "densenet121", "ghostnet_100", "rexnet_100")]
 SIZES = (32, 64, 128, 224)  # the first at which the model's forward runs (Inception wants 75 px and more)
 
 
@@ -161,6 +163,8 @@ def main(argv=None) -> int:
     earlier = load_results(out, {"rows": []})
     done = {r["model"]: r for r in earlier["rows"]}
     models = args.models.split(",") if args.models else earlier.get("models") or timm_families() + torchvision_cnns()
+    if not args.models:  # model_breadth.py's models, by name there, as instances here
+        models += [m for m in BREADTH_TIMM if m not in models]
     for i, model in enumerate(models):
         if model in done:
             continue

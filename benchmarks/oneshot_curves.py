@@ -66,7 +66,8 @@ def auc(rows: list[dict], key: str, levels: list[float]) -> float:
     """Trapezoid area under accuracy(MACs kept) over ``levels``, divided by their span: a mean accuracy."""
     by_kept = {r["kept"]: r[key] for r in rows}
     xs = sorted(levels)
-    return float(np.trapezoid([by_kept[x] for x in xs], xs) / (xs[-1] - xs[0]))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+    return float(trapezoid([by_kept[x] for x in xs], xs) / (xs[-1] - xs[0]))
 
 
 def areas(rows: list[dict]) -> tuple[dict, list[float]]:

@@ -67,6 +67,10 @@ def main(argv=None) -> int:
     run = load_run(args.checkpoint, args.measurement)
     model = prune_snr.load(args.checkpoint)
     drawn = configurations(args.configs, space=args.space, removed=tuple(floats(args.removed)), seed=args.seed)
+    draw = {"space": args.space, "removed": args.removed, "seed": args.seed, "epochs": args.epochs, "batches": args.batches}
+    if results["rows"] and results.get("draw") != draw:  # rows are resumed by index: only the same draw continues
+        raise SystemExit(f"error: {out / 'rows.json'} holds a run of {results.get('draw')}; use another --out")
+    results["draw"] = draw
     command = "python benchmarks/proxy_spearman.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for i, config in enumerate(drawn):
         if i < len(results["rows"]):

@@ -213,7 +213,7 @@ class PruneConfig:
     split_seed: Optional[int] = None  # default: the measurement's; redraw the validation split from the rows the checkpoint held out
     held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
     exact_target: bool = False  # an unreachable --target is an error instead of the closest reachable point with a warning
-    graph_timeout: float = 300.0  # s for torch-pruning to trace and group the channels (prune/graph.py)
+    graph_timeout: float = 300.0  # s for torch-pruning to trace and group the channels (models/graph.py)
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import ModelError
 
+_LOCK = threading.RLock()
 DEFAULT_TIMEOUT = 300.0  # s for tracing and grouping; torch-pruning takes seconds on every CNN of the breadth set
 
 
@@ -42,16 +43,24 @@ def _deadline(seconds: float | None):
         yield
         return
 
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]
+    if outer and outer <= seconds:  # an earlier alarm is set (a test runner's limit): it stays in charge
+        yield
+        return
+
     def alarm(*_):
         raise _OutOfTime
 
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+        if outer:  # the later alarm that was set before, less the time spent here
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3))
 
 
 class ChannelGraph:
@@ -63,7 +72,7 @@ class ChannelGraph:
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, ignored: list[str],
                  timeout: float | None = DEFAULT_TIMEOUT, progress=None):
-        self.model, self.ignored = copy.deepcopy(model).cpu().eval(), list(ignored)
+        self.model, self.ignored, example = copy.deepcopy(model).cpu().eval(), list(ignored), example.cpu()
         names = {m: n for n, m in self.model.named_modules()}
         task = progress.add_task("tracing channel dependencies", total=None) if progress is not None else None
         started, current, self.groups = time.perf_counter(), ["the forward trace"], 0
@@ -85,8 +94,8 @@ class ChannelGraph:
                     if task is not None:
                         progress.update(task, description=f"tracing channel dependencies: {self.groups} groups")
         except _OutOfTime:
-            raise ModelError(f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:.0f} s "
-                             f"(stuck at {current[0]}); raise --graph-timeout, or measure it without pruning") from None
+            raise ModelError(f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:g} s "
+                             f"(stuck at {current[0]}); raise prune's --graph-timeout, or measure it without pruning") from None
         except (ZeroDivisionError, IndexError, KeyError, TypeError, RuntimeError, ValueError, AssertionError) as exc:
             where = _failing_node(exc, names) or current[0]
             raise ModelError(f"torch-pruning cannot map the channel dependencies of {type(model).__name__} at {where} "
@@ -102,6 +111,10 @@ class ChannelGraph:
     def copy(self) -> tuple[nn.Module, tp.DependencyGraph]:
         """A deep copy of the model and of its graph, pointing at each other; autograd nodes and torch-pruning's
         layer pruners stay shared (its handlers are compared by identity)."""
+        with _LOCK:  # the recursion limit is the process's; search trials run in threads
+            return self._copy()
+
+    def _copy(self) -> tuple[nn.Module, tp.DependencyGraph]:
         shared = [self.graph.ops, *self.graph.REGISTERED_PRUNERS.values(), *self.graph.CUSTOMIZED_PRUNERS.values()]
         memo = {id(o): o for o in shared}
         for node in self.graph.module2node.values():
@@ -171,17 +184,26 @@ def _failing_node(exc: BaseException, names: dict) -> str | None:
     return f"a {op}"
 
 
+_HANDED = threading.local()  # per thread: the graph the next build of its model returns
+_BUILD = tp.DependencyGraph.build_dependency
+
+
+def _build_or_hand(self, model, *args, **kwargs):
+    graph = getattr(_HANDED, "graph", None)
+    if graph is None or graph.model is not model:
+        return _BUILD(self, model, *args, **kwargs)
+    graph.ignored_params = kwargs.get("ignored_params") or []
+    return graph
+
+
 @contextlib.contextmanager
 def _prebuilt(graph: tp.DependencyGraph):
-    # MetaPruner builds its graph inside __init__ and takes no graph; for the length of one construction its build
-    # returns the copy instead (torch-pruning's graph holds the model, so the copy is the pruner's model's own)
-    build = tp.DependencyGraph.build_dependency
-    def handed(self, model, ignored_params=None, **_):
-        graph.ignored_params = ignored_params or []
-        return graph
-
-    tp.DependencyGraph.build_dependency = handed
+    # MetaPruner builds its graph inside __init__ and takes no graph: while this thread constructs one for the copy,
+    # the build of that very model returns the copied graph; every other build (other models, other threads) traces
+    if tp.DependencyGraph.build_dependency is not _build_or_hand:
+        tp.DependencyGraph.build_dependency = _build_or_hand
+    _HANDED.graph = graph
     try:
         yield
     finally:
-        tp.DependencyGraph.build_dependency = build
+        _HANDED.graph = None

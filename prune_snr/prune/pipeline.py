@@ -32,10 +32,10 @@ from .truncate import truncate_stage
 
 #: What a resumed run finds done in ``finetune.pt``: grade the original, measure it if a stage needs it,
 #: cut it (``--truncate``), drop residual blocks (``--drop-blocks``), prune channels to the target,
-#: retrain the classifier (``--refit-epochs``), re-estimate BatchNorm statistics (``--bn-recalibrate``), grade the
-#: pruned model.
-BEFORE_FINETUNE: tuple[Stage, ...] = (grade_original, measure_stage, truncate_stage, drop_stage, prune_stage, refit_stage,
-                                      recalibrate_stage, grade_pruned)
+#: re-estimate BatchNorm statistics (``--bn-recalibrate``; before the refit, which reads the features they give),
+#: retrain the classifier (``--refit-epochs``), grade the pruned model.
+BEFORE_FINETUNE: tuple[Stage, ...] = (grade_original, measure_stage, truncate_stage, drop_stage, prune_stage, recalibrate_stage,
+                                      refit_stage, grade_pruned)
 #: After fine-tuning (and ``--finetune-keep best``): time it against the original (``--metric latency``), AFCC.
 AFTER_FINETUNE: tuple[Stage, ...] = (latency_stage, afcc_stage)
 

@@ -77,6 +77,10 @@ def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
     """The pruned model, history and report parts an interrupted run saved before fine-tuning, and its
     weights before fine-tuning (``--finetune-keep best``)."""
     state = load_checkpoint(checkpoint)
+    recalibrated = (state["config"]["report"].get("bn_recalibration") or {}).get("batches", 0)
+    if bool(recalibrated) != bool(ctx.cfg.bn_recalibrate):
+        raise ConfigError(f"{checkpoint} was pruned with --bn-recalibrate {recalibrated}; resume with that, or start again in "
+                          "another --out")
     model, ctx.history = build_from_checkpoint(state), state["pruning"]
     ctx.report = PruneReport.from_json({**ctx.report.to_json(), **state["config"]["report"]})
     unfinetuned = state.get("before_finetune")

@@ -127,7 +127,9 @@ def test_a_bn_proxy_study_grades_trials_right_after_pruning_and_fine_tunes_only_
     proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
     assert proxy_report["finetune_epochs"] == 0 and proxy_report["bn_recalibration"]["batches"] == 2
     assert study.trials[0].values[0] == proxy_report["after"]["val_accuracy"] == proxy_report["pruned_before_finetune"]["val_accuracy"]
-    for row in pareto_rows(study):
+    rows = pareto_rows(study)
+    assert rows
+    for row in rows:
         full = json.loads((Path(row["artifacts"]) / "report.json").read_text())
         assert Path(row["artifacts"]).name == "full" and full["finetune_epochs"] == 1
         assert row["full_accuracy"] == full["after"]["accuracy"]

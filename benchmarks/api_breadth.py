@@ -171,9 +171,11 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="api-breadth-") as work:
             row = done[model] = run_one(model, args.timeout, Path(work))
         kept = [done[m] for m in models if m in done] + [r for m, r in done.items() if m not in models]
+        command = "python benchmarks/api_breadth.py " + " ".join(argv or sys.argv[1:])
         save_results(out, {"machine": machine_line(), "timeout_s": args.timeout, "dataset": "synthetic, 120 train / 60 test",
-                           "command": "python benchmarks/api_breadth.py " + " ".join(argv or sys.argv[1:]), "models": models,
-                           "rows": kept})
+                           # a run of a few --models adds rows to the whole list's run: its list and command stay
+                           "command": earlier.get("command", command) if args.models else command,
+                           "models": earlier.get("models") if args.models else models, "rows": kept})
         print(f"[{i + 1}/{len(models)}] {model}: {row['status']} ({row['seconds']:.0f} s) {row.get('error', '')}", flush=True)
     rows = [done[m] for m in models if m in done]
     print(table(rows))

@@ -97,10 +97,26 @@ def verdicts(area: dict, baseline: str) -> dict:
     return result
 
 
+def cells(rows: list[dict]) -> str:
+    """Every cell: the mean over its seeds, with and without the recalibration, and its size."""
+    ok = [r for r in rows if "error" not in r]
+    lines = ["| MACs kept (target) | arm | seeds | val | test | val, BatchNorm as before | test, as before | MACs kept | "
+             "params kept | latency kept |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for kept in sorted({r["kept"] for r in ok}, reverse=True):
+        here = [r for r in ok if r["kept"] == kept]
+        for arm in sorted({r["arm"] for r in here}, key=lambda a: -np.mean([r["val"] for r in here if r["arm"] == a])):
+            mine = [r for r in here if r["arm"] == arm]
+            mean = {k: np.mean([r[k] for r in mine if k in r]) if any(k in r for r in mine) else float("nan")
+                    for k in ("val", "test", "val_without", "test_without", "macs_kept", "params_kept", "latency_kept")}
+            lines.append(f"| {kept:g} | {arm} | {len(mine)} | {mean['val']:.4f} | {mean['test']:.4f} | {mean['val_without']:.4f} | "
+                         f"{mean['test_without']:.4f} | {mean['macs_kept']:.3f} | {mean['params_kept']:.3f} | {mean['latency_kept']:.3f} |")
+    return "\n".join(lines)
+
+
 def summary(rows: list[dict]) -> str:
     area, levels = areas(rows)
     if not area:
-        return "no arm has two MACs levels on every seed yet"
+        return "No arm has two MACs levels on every seed yet: no area under the curve, no verdict.\n\n" + cells(rows)
     vs_l1, vs_random = verdicts(area, "l1"), verdicts(area, "random")
     size = {a: {k: np.mean([r[k] for r in rows if r["arm"] == a and "error" not in r and k in r])
                 for k in ("macs_kept", "params_kept", "latency_kept")} for a in area}
@@ -120,7 +136,7 @@ def summary(rows: list[dict]) -> str:
         lines.append(f"| {arm} | {len(area[arm])} | {vm:.4f} ± {vs:.4f} | {tm:.4f} ± {ts:.4f} | {size[arm]['macs_kept']:.3f} | "
                      f"{size[arm]['params_kept']:.3f} | {size[arm]['latency_kept']:.3f} | {against(vs_l1.get(arm))} | "
                      f"{against(vs_random.get(arm))} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + cells(rows)
 
 
 def plot(rows: list[dict], path: Path) -> None:

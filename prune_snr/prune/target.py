@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
@@ -23,7 +22,7 @@ from ..choices import ALLOCATIONS as ALLOCATION_CHOICES
 from ..choices import MEASURED_ALLOCATIONS
 from ..choices import METRICS as METRIC_CHOICES
 from ..config import check_target
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
 from .allocation import ALLOCATION_BUILDERS

@@ -96,7 +96,7 @@ class ChannelGraph:
         except _OutOfTime:
             raise ModelError(f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:g} s "
                              f"(stuck at {current[0]}); raise prune's --graph-timeout, or measure it without pruning") from None
-        except (ZeroDivisionError, IndexError, KeyError, TypeError, RuntimeError, ValueError, AssertionError) as exc:
+        except (ZeroDivisionError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, ValueError, AssertionError) as exc:
             where = _failing_node(exc, names) or current[0]
             raise ModelError(f"torch-pruning cannot map the channel dependencies of {type(model).__name__} at {where} "
                              f"({type(exc).__name__}: {_first_line(exc)}): "
@@ -144,7 +144,7 @@ class ChannelGraph:
         resize) becomes one line naming the layer."""
         try:
             pruner.step()
-        except (ZeroDivisionError, IndexError, KeyError, TypeError, RuntimeError, ValueError, AssertionError) as exc:
+        except (ZeroDivisionError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, ValueError, AssertionError) as exc:
             where = _failing_node(exc, {m: n for n, m in model.named_modules()}) or "a channel group"
             raise ModelError(f"torch-pruning failed to prune {type(model).__name__} at {where} ({type(exc).__name__}: "
                              f"{_first_line(exc)}): try another --criterion, or measure it without pruning") from exc

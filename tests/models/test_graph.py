@@ -60,3 +60,11 @@ def test_a_type_error_inside_torch_pruning_is_one_line_too():
                                          r"\(TypeError") as info:
         ChannelGraph(cspdarknet, torch.randn(1, 3, 32, 32), ignored=["head.fc"])
     assert "\n" not in str(info.value)
+
+
+def test_a_failure_inside_torch_pruning_s_pruning_is_one_line_naming_the_layer():
+    poolformer = timm.create_model("poolformerv2_s12", num_classes=10).eval()  # a weightless norm its pruner indexes
+    outcome = None
+    with pytest.raises(ModelError, match=r"torch-pruning failed to prune MetaFormer at '[\w.]+' \(AttributeError") as info:
+        outcome = prune_to_target(poolformer, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=1)
+    assert outcome is None and "\n" not in str(info.value)

@@ -72,7 +72,8 @@ class ChannelGraph:
 
     def __init__(self, model: nn.Module, example: torch.Tensor, *, ignored: list[str],
                  timeout: float | None = DEFAULT_TIMEOUT, progress=None):
-        self.model, self.ignored, example = copy.deepcopy(model).cpu().eval(), list(ignored), example.cpu()
+        self.model, self.ignored, self.example = copy.deepcopy(model).cpu().eval(), list(ignored), example.cpu()
+        example = self.example
         names = {m: n for n, m in self.model.named_modules()}
         task = progress.add_task("tracing channel dependencies", total=None) if progress is not None else None
         started, current, self.groups = time.perf_counter(), ["the forward trace"], 0
@@ -138,12 +139,13 @@ class ChannelGraph:
                                           **kwargs_of(model), **kwargs)
         return model, pruner, importance
 
-    @staticmethod
-    def step(model: nn.Module, pruner: tp.pruner.MetaPruner) -> None:
+    def step(self, model: nn.Module, pruner: tp.pruner.MetaPruner) -> None:
         """One pruning step; a failure inside torch-pruning (an importance it cannot shape, a split it cannot
-        resize) becomes one line naming the layer."""
+        resize), or a pruned model that no longer runs, becomes one line naming the layer."""
         try:
             pruner.step()
+            with torch.no_grad():
+                model.eval()(self.example)  # a layer torch-pruning resized without its own parameters fails here
         except (ZeroDivisionError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, ValueError, AssertionError) as exc:
             where = _failing_node(exc, {m: n for n, m in model.named_modules()}) or "a channel group"
             raise ModelError(f"torch-pruning failed to prune {type(model).__name__} at {where} ({type(exc).__name__}: "
@@ -161,15 +163,17 @@ def _first_line(exc: BaseException) -> str:
 def _failing_node(exc: BaseException, names: dict) -> str | None:
     """The graph node torch-pruning was on when it failed (its traceback's innermost ``node``), named by the
     nearest layer: ``a reshape after 'stage2.0.branch2.7'``."""
-    node, tb = None, exc.__traceback__
+    node, layer, tb = None, None, exc.__traceback__
     while tb is not None:
         local = tb.tb_frame.f_locals
+        if isinstance(local.get("self"), nn.Module) and local["self"] in names:  # a forward that failed: the innermost layer of the model running
+            layer = names[local["self"]]
         if isinstance(local.get("group"), tp.dependency.Group) and len(local["group"]):
             node = local["group"][0].dep.target  # the group's root layer
         node = local.get("node", node)
         tb = tb.tb_next
     if node is None or not hasattr(node, "inputs"):
-        return None
+        return f"'{layer}'" if layer else None
     if node.module in names:
         return f"'{names[node.module]}'"
     op = type(node.module).__name__.strip("_").removesuffix("Op").lower() or "an op"

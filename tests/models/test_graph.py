@@ -68,3 +68,10 @@ def test_a_failure_inside_torch_pruning_s_pruning_is_one_line_naming_the_layer()
     with pytest.raises(ModelError, match=r"torch-pruning failed to prune MetaFormer at '[\w.]+' \(AttributeError") as info:
         outcome = prune_to_target(poolformer, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=1)
     assert outcome is None and "\n" not in str(info.value)
+
+
+def test_a_pruned_model_that_no_longer_runs_is_one_line_naming_the_layer():
+    nfnet = timm.create_model("nf_regnet_b0", num_classes=10).eval()  # ScaledStdConv2d's gain is left unpruned
+    with pytest.raises(ModelError, match=r"torch-pruning failed to prune NormFreeNet at '[\w.]+' \(RuntimeError: weight should") as info:
+        prune_to_target(nfnet, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=1)
+    assert "\n" not in str(info.value)

@@ -46,19 +46,21 @@ def test_a_graph_whose_grouping_does_not_end_is_stopped_in_one_line_naming_the_l
     assert "\n" not in str(info.value)
 
 
-def test_an_op_torch_pruning_cannot_map_is_named_by_the_layer_before_it():
-    shufflenet = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()  # channel shuffle: a reshape it cannot map
-    with pytest.raises(ModelError, match=r"cannot map the channel dependencies of ShuffleNetV2 at a reshape after "
-                                         r"'stage\d\.\d+\.branch2\.\d+' \(ZeroDivisionError") as info:
-        ChannelGraph(shufflenet, torch.randn(1, 3, 32, 32), ignored=["fc"])
-    assert "\n" not in str(info.value)
+UNMAPPABLE = {  # a graph torch-pruning's tracer cannot map -> (the model, its classifier, the one line it gives)
+    "channel shuffle: a reshape": (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10), "fc",
+                                   r"cannot map the channel dependencies of ShuffleNetV2 at a reshape after "
+                                   r"'stage\d\.\d+\.branch2\.\d+' \(ZeroDivisionError"),
+    "concats that defeat the index mapping": (lambda: timm.create_model("cs3darknet_focus_s", num_classes=10), "head.fc",
+                                              r"cannot map the channel dependencies of CspNet at a concat after '[\w.]+' "
+                                              r"\(TypeError"),
+}
 
 
-def test_a_type_error_inside_torch_pruning_is_one_line_too():
-    cspdarknet = timm.create_model("cs3darknet_focus_s", num_classes=10).eval()  # its concats defeat the index mapping
-    with pytest.raises(ModelError, match=r"cannot map the channel dependencies of CspNet at a concat after '[\w.]+' "
-                                         r"\(TypeError") as info:
-        ChannelGraph(cspdarknet, torch.randn(1, 3, 32, 32), ignored=["head.fc"])
+@pytest.mark.parametrize("case", list(UNMAPPABLE))
+def test_an_op_torch_pruning_cannot_map_is_one_line_named_by_the_layer_before_it(case):
+    build, classifier, message = UNMAPPABLE[case]
+    with pytest.raises(ModelError, match=message) as info:
+        ChannelGraph(build().eval(), torch.randn(1, 3, 32, 32), ignored=[classifier])
     assert "\n" not in str(info.value)
 
 

@@ -168,9 +168,15 @@ def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
-    """The same field matrices read at another θ (fields do not depend on θ; SNR does)."""
+    """The same field matrices read at another θ (fields do not depend on θ; SNR does).
+
+    The statistics stored at the measurement's own θ are dropped, so every point's SNR is recomputed
+    from its field matrices at ``threshold`` (a point that kept only some filters' fields is refused then).
+    """
+    if threshold == measurement.threshold:
+        return measurement
     meta = {**measurement.meta, "options": {**measurement.meta["options"], "threshold": threshold}}
-    return dataclasses.replace(measurement, meta=meta)
+    return dataclasses.replace(measurement, meta=meta, filter_stats={})
 
 
 def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None,

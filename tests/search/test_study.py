@@ -199,3 +199,23 @@ def test_search_takes_a_recipe_whose_keys_reach_every_trial(study_inputs, tmp_pa
     assert trial["batch_size"] == 32 and trial["round_to"] == 1 and trial["measure"]["head_epochs"] == 2
     resolved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())  # the settled options, as every run folder has
     assert resolved["trials"] == 1 and resolved["prune"]["round_to"] == 1 and resolved["prune"]["val_fraction"] == 0.1
+
+
+def test_a_trial_threshold_recomputes_the_snr_the_measurement_stored_at_its_own():
+    import numpy as np
+    import torch
+
+    from prune_snr.measure.fields import filter_stats
+    from prune_snr.measure.result import Measurement
+    from prune_snr.search.study import with_threshold
+
+    M = np.random.default_rng(0).random((16, 10, 10)).astype(np.float32) ** 4
+    m = Measurement(meta={"options": {"threshold": 0.3, "clusters": "blocks"}}, points=[{"name": "conv", "n_filters": 16}],
+                    fields={"conv": M})
+    stored = m.snr("conv").copy()  # as a saved measurement holds it: statistics at θ = 0.3
+    assert "conv" in m.filter_stats
+    at_06 = with_threshold(m, 0.6)
+    expected = filter_stats(torch.from_numpy(M), threshold=0.6, clusters="blocks").snr.numpy()
+    np.testing.assert_allclose(at_06.snr("conv"), expected)
+    assert not np.allclose(expected, stored)
+    assert with_threshold(m, 0.3) is m and m.threshold == 0.3

@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from .onnx_io import export_onnx, ort_session
+from .runtime import broadcast_object, is_main
 
 
 def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
@@ -63,6 +64,9 @@ class LatencyMeter:
 
     Each call exports the candidate to ONNX and times it interleaved with the reference (median of
     ``repeats`` runs each), so that load from elsewhere hits both alike: the ratio is what counts.
+    Under torchrun only rank 0 times (ranks timing the same CPUs at once would disturb one another and
+    get different figures, hence different architectures) and every rank gets its figures: every rank
+    must make the same calls, in the same order.
 
     Example:
         >>> meter = LatencyMeter(model, batch=1)  # doctest: +SKIP
@@ -74,7 +78,7 @@ class LatencyMeter:
         # runs at batch 1 take ~0.3 ms and jitter on a shared machine: many more repeats there
         self.batch, self.repeats = batch, repeats
         self._tmp = tempfile.TemporaryDirectory()
-        self._reference = export_onnx(reference, Path(self._tmp.name) / "reference.onnx")
+        self._reference = export_onnx(reference, Path(self._tmp.name) / "reference.onnx") if is_main() else None
         spec = getattr(reference, "spec", {}) or {}
         self.shape = (spec.get("in_chans", 3), *(spec.get("input_size", 32),) * 2)
         self._count = 0
@@ -82,8 +86,10 @@ class LatencyMeter:
     def seconds(self, model: nn.Module, *, batch: int | None = None) -> dict[str, float]:
         """Median seconds of ``model`` and of the reference, and their paired ratio: ``{"model", "reference", "fraction"}``."""
         self._count += 1
+        return broadcast_object(self._timed(model, batch or self.batch) if is_main() else None)
+
+    def _timed(self, model: nn.Module, batch: int) -> dict[str, float]:
         path = export_onnx(model, Path(self._tmp.name) / f"candidate{self._count}.onnx")
-        batch = batch or self.batch
         try:
             rounds = latency_rounds({"reference": self._reference, "model": path}, batch=batch, input_shape=self.shape,
                                     repeats=self.repeats or (100 if batch == 1 else 30))

@@ -91,6 +91,16 @@ def test_torchrun_fine_tuning_in_prune_writes_one_report_like_the_single_process
     assert abs(ddp["after"]["accuracy"] - single["after"]["accuracy"]) <= 0.1
 
 
+def test_torchrun_prunes_to_a_latency_target_with_one_architecture_on_every_rank(tiny_run, tmp_path):
+    """Rank 0 times every candidate and shares the figures: ranks that timed on their own would build different
+    architectures, and DistributedDataParallel would refuse to start the fine-tuning."""
+    out = tmp_path / "latency"
+    run(["prune", tiny_run[0] / "model.pt", "--target", "0.3", "--metric", "latency", "--criterion", "l1", "--allocation",
+         "uniform", "--finetune-epochs", "1", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", out], tmp_path, 2)
+    report = json.loads((out / "report.json").read_text())
+    assert report["latency"]["batch_32"]["fraction"] < 1 and report["after"]["params"] < report["before"]["params"]
+
+
 def free_port() -> int:
     import socket
 

@@ -1,7 +1,7 @@
 PYTHON ?= python3
 RUN ?= runs/demo
 
-.PHONY: install data demo test test-slow
+.PHONY: install data demo test test-slow offline-bundle
 
 install:
 	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -e ".[dev]" -c constraints.txt
@@ -22,3 +22,9 @@ test:
 
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
+
+# The wheels an air-gapped GPU node lacks, for its Python, and Fashion-MNIST: .whl/ and .data/, read by
+# benchmarks/gpu_paper.sh. HAVE=FILE: the node's `pip list --format=freeze` (default: a plain CUDA PyTorch image).
+BUNDLE_PYTHON ?= 3.12
+offline-bundle:
+	$(PYTHON) scripts/offline_bundle.py --python $(BUNDLE_PYTHON) $(if $(HAVE),--have $(HAVE))

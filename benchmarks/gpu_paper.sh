@@ -2,20 +2,22 @@
 # The paper's setting at full width on one borrowed GPU, as ONE prepared command: VGG-16 (full width) and
 # EfficientNet-B0 on Fashion-MNIST, each trained in bf16, measured at every point (EfficientNet --expanded),
 # pruned to half its MACs, fine-tuned, exported to ONNX. Prints every phase's wall time and the measurement's
-# in-process time divided by one warm inference pass over the same images; writes gpu_paper.json (rewritten
+# in-process time divided by one warm inference pass over the images it read, at its batch size; writes gpu_paper.json (rewritten
 # after every phase, so a run cut short still reports what finished) and gpu_paper.log flat into $OUT.
 #
 #   bash benchmarks/gpu_paper.sh                      # on the GPU machine, from the repository root
 #   DEVICE=cpu SUBSET=600 VGG_EPOCHS=1 EFF_EPOCHS=1 FINETUNE_EPOCHS=1 MEASURE_PER_CLASS=20 HEAD_EPOCHS=3 \
 #     OUT=/tmp/rehearsal bash benchmarks/gpu_paper.sh  # the CPU rehearsal: same carried files, 600 + 100 images
 #
-# The machine it is written for: torch, torchvision, timm, onnx, onnxruntime, typer, rich, safetensors, scipy,
-# matplotlib, pyyaml, but no torch-pruning, no onnxscript (torch.onnx's dynamo exporter needs it), no network and
-# no package index. What it lacks travels in ignored folders of the working tree:
-#   .whl/   torch_pruning, onnxscript, onnx_ir (pure Python) and ml_dtypes (cp312; used only when the machine lacks
-#           it): each installed with pip --no-index --no-deps --target (or unzipped) into $SITE, only when not
-#           importable already. optuna is not carried: only `prune-snr search` imports it.
+# The machine it is written for has PyTorch and a GPU but no network and no package index. What prune-snr needs
+# beyond its image travels in two ignored folders of the working tree, written where pip works by
+#   make offline-bundle HAVE=benchmarks/gpu_image_packages.txt   # (scripts/offline_bundle.py; BUNDLE_PYTHON=3.12)
+#   .whl/   the wheels of prune-snr's dependencies the image lacks, for its Python (for the lent machines' image:
+#           torch-pruning and optuna's stack, ~7 MiB; for a plain CUDA PyTorch image ~105 MiB): each installed with
+#           pip --no-index --no-deps --target (or unzipped) into $SITE, only when not installed already.
 #   .data/  Fashion-MNIST's four IDX .gz files (from /usr/share/datasets/fashion-mnist/).
+# Before any work the script checks the four data files and every module the commands import, and stops in one
+# line naming what is missing.
 # prune-snr itself runs from the tree (PYTHONPATH=$SITE:.). Run folder, feature cache and decompressed data stay
 # outside the tree (/tmp); each model's feature cache is removed after its measurement.
 #
@@ -42,6 +44,7 @@ MEASURE_PER_CLASS=${MEASURE_PER_CLASS:-2000}
 HEAD_EPOCHS=${HEAD_EPOCHS:-10}
 WORKERS=${WORKERS:-8}
 SUBSET=${SUBSET:-}  # N: use only the first N training and N/6 test images (a rehearsal)
+# FORCE_BUNDLE=1: install every carried wheel, also those the machine has (the rehearsal exercises the bundle)
 AMP=$([ "$DEVICE" = cpu ] && echo --no-amp || echo --amp)
 export PRUNE_SNR_CACHE=${PRUNE_SNR_CACHE:-/tmp/prune_snr_cache}
 mkdir -p "$OUT" "$RUN" "$SITE" "$PRUNE_SNR_CACHE"
@@ -90,19 +93,37 @@ phase() {  # phase MODEL NAME command...: timed; set -e stops the run on the fir
   summarize running
 }
 
-# --- setup: the carried wheels and data -------------------------------------------------------------------
+# --- setup: the carried wheels and data (scripts/offline_bundle.py writes both) -------------------------------
 t0=$(date +%s.%N)
-for wheel in .whl/*.whl; do
-  module=$(basename "$wheel" | cut -d- -f1)
-  if python3 -c "import $module" 2>/dev/null; then echo "$module: the machine's own"; continue; fi
-  if python3 -m pip --version >/dev/null 2>&1; then
-    python3 -m pip install --quiet --no-index --no-deps --target "$SITE" "$wheel"
-  else
-    python3 -m zipfile -e "$wheel" "$SITE"
-  fi
-  echo "$module: installed from $wheel"
+shopt -s nullglob
+for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
+  [ -f ".data/$f" ] || { echo "error: .data/$f is missing: run 'make offline-bundle' where pip works and carry .data/ and .whl/" >&2; exit 1; }
 done
+wheels=()
+for wheel in .whl/*.whl; do
+  dist=$(basename "$wheel" | cut -d- -f1)
+  if [ -z "${FORCE_BUNDLE:-}" ] && python3 -c 'import importlib.metadata as m, sys; m.version(sys.argv[1])' "$dist" 2>/dev/null; then
+    echo "$dist: the machine's own"; continue
+  fi
+  wheels+=("$wheel")
+done
+if [ ${#wheels[@]} -gt 0 ]; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}"
+  else
+    for wheel in "${wheels[@]}"; do python3 -m zipfile -e "$wheel" "$SITE"; done
+  fi
+  echo "installed from .whl/: ${wheels[*]##*/}"
+fi
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python3 - <<'PY'  # every module prune-snr's commands import, before any work: one line naming what is missing
+import importlib.util, sys
+need = ("torch", "torchvision", "timm", "torch_pruning", "numpy", "scipy", "rich", "typer", "yaml", "onnx", "onnxruntime",
+        "onnxscript", "matplotlib")
+missing = [m for m in need if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"error: {', '.join(missing)} not importable here: make offline-bundle HAVE=<this machine's pip list> and carry .whl/")
+PY
 PRUNE_SNR=(python3 -m prune_snr.cli)
 DATA_DIR=$PWD/.data
 if [ -n "$SUBSET" ]; then  # the first SUBSET training and SUBSET/6 test images, IDX .gz as the carried files
@@ -124,31 +145,11 @@ fi
 python3 -c "import torch, torch_pruning, onnxscript, prune_snr.cli; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| torch_pruning', torch_pruning.__version__)"
 printf 'setup\tinstall\t%.1f\n' "$(awk "BEGIN{print $(date +%s.%N) - $t0}")" | tee -a "$TIMES"
 
-inference_pass() {  # one warm no-grad pass over train + test as the measurement reads them (warm-up batch not timed)
-  python3 - "$1" "$DATA_DIR" "$DEVICE" "$RUN/$2/inference_pass.txt" <<'PY'
-import sys, time, torch
-import prune_snr
-from prune_snr.data import build_dataset
-from prune_snr.runtime import autocast, make_loader
-model_pt, data_dir, device, out = sys.argv[1:5]
-dev = torch.device(device)
-model = prune_snr.load(model_pt).to(dev).eval()
-sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-sets = [build_dataset("fashion-mnist", split, data_dir, augment=False, input_size=model.spec.get("input_size")) for split in ("train", "test")]
-with torch.no_grad():
-    x = next(iter(make_loader(sets[1], batch_size=256, shuffle=False)))[0].to(dev)
-    with autocast(dev, dev.type == "cuda"):
-        model(x)  # warm-up: CUDA context, cuDNN plans
-    sync()
-    t0 = time.perf_counter()
-    for ds in sets:
-        for xb, _ in make_loader(ds, batch_size=256, shuffle=False):
-            with autocast(dev, dev.type == "cuda"):
-                model(xb.to(dev, non_blocking=True))
-    sync()
-print(f"{time.perf_counter() - t0:.3f}", file=open(out, "w"))
-PY
-  printf '%s\t%s\t%s\n' "$2" inference_pass "$(cat "$RUN/$2/inference_pass.txt")" | tee -a "$TIMES"
+plain_pass() {  # one warm no-grad pass over the images the measurement read, at its batch size (warm-up not timed)
+  python3 benchmarks/plain_pass.py "$RUN/$1/model.pt" "$RUN/$1/measurement" --data-dir "$DATA_DIR" --device "$DEVICE" \
+    --out "$RUN/$1/plain_pass.json"
+  printf '%s\t%s\t%s\n' "$1" inference_pass "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["seconds"])' \
+    "$RUN/$1/plain_pass.json")" | tee -a "$TIMES"
 }
 
 analyse() {  # analyse NAME TRAIN_FLAGS -- MEASURE_FLAGS
@@ -161,11 +162,11 @@ analyse() {  # analyse NAME TRAIN_FLAGS -- MEASURE_FLAGS
   rm -rf "$dir"
   phase "$name" train "${PRUNE_SNR[@]}" train "${train_flags[@]}" --dataset fashion-mnist --data-dir "$DATA_DIR" \
     --device "$DEVICE" $AMP --workers "$WORKERS" --out "$dir"
-  inference_pass "$dir/model.pt" "$name"
   phase "$name" measure "${PRUNE_SNR[@]}" measure "$dir/model.pt" "${measure_flags[@]}" --pool 2 --cache-dtype float16 \
     --train-per-class "$MEASURE_PER_CLASS" --head-epochs "$HEAD_EPOCHS" --data-dir "$DATA_DIR" --device "$DEVICE" $AMP \
     --batch-size 1024 --no-plots --out "$dir/measurement"
   rm -rf "$PRUNE_SNR_CACHE/features"
+  plain_pass "$name"
   phase "$name" prune "${PRUNE_SNR[@]}" prune "$dir/model.pt" --measurement "$dir/measurement" --target 0.5 --metric macs \
     --finetune-epochs "$FINETUNE_EPOCHS" --data-dir "$DATA_DIR" --device "$DEVICE" $AMP --out "$dir/pruned"
   phase "$name" export "${PRUNE_SNR[@]}" export "$dir/pruned/pruned.pt" --out "$dir/pruned/model.onnx" --repeats 10

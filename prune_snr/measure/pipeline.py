@@ -245,7 +245,7 @@ def measure(
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split, "label_seed": cfg.label_seed,
                     "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,
                     "cache_dtype": cfg.cache_dtype, "head_dtype": cfg.head_dtype, "train_per_class": cfg.train_per_class,
-                    "memory_budget_gib": round(process_budget / 2**30, 3),
+                    "memory_budget_gib": round(process_budget / 2**30, 3), "batch_size": cfg.batch_size, "amp": cfg.amp,
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
         "timings": timings,
         "feature_cache": str(cache_root / key),

@@ -2,8 +2,8 @@
 
 The cache: ``--rows`` rows of 13 points with the widths of VGG-16 width 1/4 at ``p=2`` (16..128 filters x 4
 = 4,224 features in all), memory-mapped ``.npy`` files whose features carry the label more strongly with
-depth. "before" is ``train_heads`` of git revision ``--before`` (loaded from git, default the commit before
-issue 27), "after" the working tree's, in its in-memory path, its streaming path, and with early stopping.
+depth. "before" is ``train_heads`` of git revision ``--before`` (loaded from git, default 1a3d684, before
+heads streamed their rows), "after" the working tree's, in its in-memory path, its streaming path, and with early stopping.
 
     python benchmarks/heads_speed.py --rows 20000 --epochs 10
 """

@@ -13,7 +13,7 @@ import gen_cli_docs  # noqa: E402
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 OTHER_TOOLS = {"--help", "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--rdzv_backend",
-               "--rdzv_endpoint", "--collect-only", "--nodes", "--ntasks-per-node", "--gpus-per-node"}  # torchrun, SLURM, pytest
+               "--rdzv_endpoint", "--collect-only", "--no-index", "--nodes", "--ntasks-per-node", "--gpus-per-node"}  # torchrun, SLURM, pytest, pip
 
 
 def cli_flags() -> dict[str, set[str]]:
@@ -66,3 +66,47 @@ def test_every_flag_the_docs_mention_exists():
 
 def test_cli_reference_is_what_the_generator_writes():
     assert gen_cli_docs.main(["--check"]) == 0, "docs/cli.md is out of date: run python3 scripts/gen_cli_docs.py"
+
+
+def tracked(*patterns: str) -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "-z", *patterns], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [ROOT / f for f in listed.split("\0") if f]
+
+
+def text_of(path: Path) -> str:
+    if path.suffix == ".db":  # an Optuna study: its attributes as text
+        import sqlite3
+
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'")]
+            return "\n".join(str(row) for t in tables for row in db.execute(f"select * from {t}"))
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        return ""
+
+
+MACHINE_PATH = re.compile("(?<![\\w.$~])/(?:" + "|".join(("work", "root", "home", "Users")) + r")/")
+TEMP_PATH = re.compile(r"(?<![\w.$~])/tmp/")
+HISTORY = re.compile(r"\b(?:in |of |before |earlier |this )?sessions? \d+|\bthis session\b|\bissue \d+|\bissue #\d+", re.IGNORECASE)
+
+
+def test_committed_files_name_no_folder_of_the_machine_they_were_made_on():
+    offenders = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in tracked() if p.is_file() for m in [MACHINE_PATH.search(text_of(p))] if m]
+    assert not offenders, offenders[:10]
+
+
+def test_results_and_docs_name_no_temporary_folder():
+    offenders = [str(p.relative_to(ROOT)) for p in tracked("benchmarks/results", "docs", "README.md") if TEMP_PATH.search(text_of(p))]
+    assert not offenders, offenders[:10]
+
+
+def test_the_repository_speaks_of_the_tool_not_of_its_making():
+    offenders = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in tracked() if p.is_file() and p.suffix != ".db"
+                 for m in [HISTORY.search(text_of(p))] if m]
+    assert not offenders, offenders[:10]
+
+
+def test_the_method_the_docs_cite_is_in_the_repository():
+    assert (ROOT / "METHOD.md").read_text().startswith("#")
+    assert "../METHOD.md" in (ROOT / "docs" / "method.md").read_text()

@@ -1,4 +1,4 @@
-"""Specs of issue 27: heads from memory equal heads streamed, early stopping reads only validation rows."""
+"""Specs: heads from memory equal heads streamed, early stopping reads only validation rows."""
 import numpy as np
 import pytest
 import torch

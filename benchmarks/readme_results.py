@@ -1,9 +1,10 @@
 """Regenerate the generated part of docs/results.md from benchmark outputs (never typed by hand).
 
-    python benchmarks/readme_results.py benchmarks/results/fmnist_vgg16_w025 [docs/results.md]
+    python benchmarks/readme_results.py benchmarks/results/fmnist_vgg16_w025 [docs/results.md] [--check]
 
 It rewrites what lies between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the target
 file (appending the block when the markers are missing); links are relative to the target's folder.
+With ``--check`` it writes nothing and exits 1 when the target's block differs from what the results give.
 
 The folder holds what the benchmarks and commands wrote: ``metrics.json`` (train),
 ``measurement.json`` + PNGs (measure), ``prune_*.json`` (prune reports), ``saliency/``
@@ -330,16 +331,23 @@ def search_section(folder: Path, rel: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    args = argv or sys.argv[1:]
+    args = list(argv if argv is not None else sys.argv[1:])
+    check = "--check" in args
+    args = [a for a in args if a != "--check"]
     folder = Path(args[0]).resolve()
     target = Path(args[1]).resolve() if len(args) > 1 else Path(__file__).resolve().parent.parent / "docs" / "results.md"
     text = target.read_text() if target.exists() else "# Results\n"
     body = f"{START}\n{section(folder, target)}{END}"
     if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S)
+        new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S)
     else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    target.write_text(text)
+        new = text.rstrip() + "\n\n" + body + "\n"
+    if check:
+        if new != text:
+            print(f"{target} differs from what {folder} gives: python benchmarks/readme_results.py {args[0]} {target}", file=sys.stderr)
+            return 1
+        return 0
+    target.write_text(new)
     return 0
 
 

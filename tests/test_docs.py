@@ -110,3 +110,9 @@ def test_the_repository_speaks_of_the_tool_not_of_its_making():
 def test_the_method_the_docs_cite_is_in_the_repository():
     assert (ROOT / "METHOD.md").read_text().startswith("#")
     assert "../METHOD.md" in (ROOT / "docs" / "method.md").read_text()
+
+
+def test_the_generated_results_in_the_docs_are_what_the_committed_result_files_give():
+    done = subprocess.run([sys.executable, "benchmarks/readme_results.py", "benchmarks/results/fmnist_vgg16_w025", "docs/results.md",
+                           "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -38,6 +38,7 @@ Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cu
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
 BnRecalibrate = Annotated[Optional[int], typer.Option("--bn-recalibrate", help="After pruning, re-estimate every BatchNorm's running statistics on N training batches (no gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes for every pass over images (default: none where no GPU is visible; on a GPU machine its cores per torchrun rank less one, at most 8).")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
 ModelKwargs = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON keyword arguments of a MODULE:CALLABLE architecture, e.g. '{\"width\": 2}'.")]
@@ -139,7 +140,7 @@ def train(
     device: Device = None,
     amp: Amp = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random crop + flip on the training set.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes.")] = None,
+    workers: Workers = None,
     val_fraction: ValFraction = None,
     out: Out = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
@@ -212,7 +213,7 @@ def measure(
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
     clusters: Annotated[Optional[str], typer.Option("--clusters", help=CLUSTERS.help("What a cluster is:"))] = None,
     head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head (the cap with early stopping).")] = None,
-    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs; the default was 1e-3 with --head-epochs 30 before the heads were found under-fitted).")] = None,
+    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs).")] = None,
     head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower validation loss (0 = always --head-epochs).")] = None,
     head_min_epochs: Annotated[Optional[int], typer.Option("--head-min-epochs", help="Epochs every head trains before it may stop.")] = None,
     head_optimizer: Annotated[Optional[str], typer.Option("--head-optimizer", help=HEAD_OPTIMIZERS.help("The heads' optimiser:"))] = None,
@@ -233,6 +234,7 @@ def measure(
     seed: Seed = None,
     device: Device = None,
     amp: Amp = None,
+    workers: Workers = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")] = ...,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
 ) -> None:
@@ -289,6 +291,7 @@ def prune(
     seed: Seed = None,
     device: Device = None,
     amp: Amp = None,
+    workers: Workers = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")] = ...,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
 ) -> None:

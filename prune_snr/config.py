@@ -67,7 +67,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = True
     augment: bool = True
-    workers: int = 0
+    workers: Optional[int] = None  # DataLoader worker processes; None: runtime.default_workers()
     val_fraction: float = 0.1  # held out of training, so the decisions that read it see unseen images
     out: Optional[str] = None
 
@@ -79,8 +79,7 @@ class TrainConfig:
         choices.SCHEDULES.check(self.schedule)
         if self.width_mult is not None and not 0 < self.width_mult <= 4:
             raise ConfigError(f"width_mult={self.width_mult}: use a value in (0, 4]")
-        if self.workers < 0:
-            raise ConfigError(f"workers={self.workers}: use 0 or more")
+        _workers(self)
 
 
 @config
@@ -112,12 +111,14 @@ class MeasureConfig:
     expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
     save_fields: str = str(choices.SAVE_FIELDS)  # field matrices kept per point: the N highest-SNR filters', or "all"
     batch_size: int = 256
+    workers: Optional[int] = None  # DataLoader worker processes of the feature pass; None: runtime.default_workers()
     seed: int = 0
     device: str = "auto"
     amp: bool = False
 
     def validate(self) -> None:
         _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size", "head_min_epochs")
+        _workers(self)
         if not (isinstance(self.head_patience, int) and not isinstance(self.head_patience, bool) and self.head_patience >= 0):
             raise ConfigError(f"head_patience={self.head_patience}: use 0 (train every head head_epochs epochs) or more")
         _device(self)
@@ -215,6 +216,7 @@ class PruneConfig:
     exact_target: bool = False  # an unreachable --target is an error instead of the closest reachable point with a warning
     graph_timeout: float = 300.0  # s for torch-pruning to trace and group the channels (models/graph.py)
     batch_size: int = 128
+    workers: Optional[int] = None  # DataLoader worker processes of every stage; None: runtime.default_workers()
     seed: int = 0
     device: str = "auto"
     amp: bool = False
@@ -223,6 +225,7 @@ class PruneConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     def validate(self) -> None:
+        _workers(self)
         if self.val_fraction is not None:
             _fraction(self, "val_fraction", allow_zero=False)
         if self.bn_recalibrate < 0:
@@ -335,6 +338,11 @@ def _fraction(cfg, name: str, *, allow_zero: bool) -> None:
     low_ok = value >= 0 if allow_zero else value > 0
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low_ok and value < 1):
         raise ConfigError(f"{name}={value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) (0.1 = 10 % of the training split)")
+
+
+def _workers(cfg) -> None:
+    if cfg.workers is not None and not (isinstance(cfg.workers, int) and cfg.workers >= 0):
+        raise ConfigError(f"--workers {cfg.workers}: use 0 (load in the main process) or more")
 
 
 def _device(cfg) -> None:

@@ -9,6 +9,7 @@ each rank, and only rank 0 writes artifacts.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 
@@ -118,7 +119,51 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int = 0, seed: int = 0, drop_last: bool = False) -> DataLoader:
+_LOADER_WORKERS: contextvars.ContextVar[int | None] = contextvars.ContextVar("loader_workers", default=None)
+
+
+def default_workers() -> int:
+    """Loader worker processes where a command names none (``--workers``): none where no GPU is visible (they would
+    take the cores the model computes on), else this node's cores shared among its torchrun ranks, less one for each
+    rank's main process, at most 8 per rank (decoding and augmenting images keeps a GPU waiting otherwise)."""
+    if not torch.cuda.is_available():
+        return 0
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(0, min(8, (os.cpu_count() or 1) // ranks_here - 1))
+
+
+@contextlib.contextmanager
+def loader_workers(workers: int | None):
+    """Every loader made in the block without its own ``workers`` uses ``workers`` (None: :func:`default_workers`).
+
+    Example:
+        >>> with loader_workers(0):
+        ...     make_loader(range(10), batch_size=4, shuffle=False).num_workers
+        0
+    """
+    token = _LOADER_WORKERS.set(workers)
+    try:
+        yield
+    finally:
+        _LOADER_WORKERS.reset(token)
+
+
+def resolved_workers(workers: int | None = None) -> int:
+    """``workers``, else the block's (:func:`loader_workers`), else :func:`default_workers`."""
+    if workers is None:
+        workers = _LOADER_WORKERS.get()
+    return default_workers() if workers is None else workers
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int | None = None, seed: int = 0, drop_last: bool = False,
+                batch_sampler=None) -> DataLoader:
+    """Batches of ``dataset``: worker processes as :func:`resolved_workers` says, 4 batches each in flight, pinned
+    memory where a GPU is visible. Each loader serves one pass (training makes one per epoch, see ``train_loader``),
+    so its workers do not persist."""
+    workers = resolved_workers(workers)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, prefetch_factor=4 if workers else None,
+                          pin_memory=torch.cuda.is_available())
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         dataset,
@@ -127,7 +172,7 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int = 0, se
         num_workers=workers,
         generator=generator,
         drop_last=drop_last and len(dataset) > batch_size,
-        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
         pin_memory=torch.cuda.is_available(),
     )
 

@@ -17,8 +17,10 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import shutil
 import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -43,7 +45,8 @@ def capture(model: nn.Module, points: list[str], pool: int):
 
     def hook(name):
         def fn(_module, _inputs, output):
-            store[name] = pooled(output.float(), pool)
+            # pooled first, in the output's own dtype: under autocast never a float32 copy of a whole bfloat16 map
+            store[name] = pooled(output, pool)
         return fn
 
     try:
@@ -63,16 +66,16 @@ def pooled(output: torch.Tensor, pool: int) -> torch.Tensor:
     """``adaptive_avg_pool2d(output, pool)`` as ``N x C x pool*pool``: for a contiguous ``N x C x H x W`` output one
     matmul with the pooling matrix (:func:`pooling_matrix`) when ``pool`` is at most ``MATMUL_POOL``: at ``pool`` 2
     2-25x faster on CPU than torch's kernel, which cost 13 % of the feature pass of VGG-16 w/4 at 32 px (a
-    ``2 x 2`` output pooled to ``2 x 2`` took as long as a convolution). The matmul runs in float32 even under
-    autocast (features are cached in full precision). Anything else goes through torch's kernel.
+    ``2 x 2`` output pooled to ``2 x 2`` took as long as a convolution), outside autocast. Anything else (autocast's
+    bfloat16 outputs included: their pooling matrix would round) goes through torch's kernel.
 
     Example:
         >>> x = torch.randn(2, 3, 7, 5)
         >>> torch.allclose(pooled(x, 2), F.adaptive_avg_pool2d(x, 2).flatten(2), atol=1e-6)
         True
     """
-    if output.ndim != 4 or not output.is_contiguous() or pool > MATMUL_POOL:
-        return F.adaptive_avg_pool2d(output, pool).flatten(2)
+    if output.ndim != 4 or not output.is_contiguous() or pool > MATMUL_POOL or output.dtype != torch.float32:
+        return F.adaptive_avg_pool2d(output, pool).flatten(2)  # in bfloat16 too: it averages in float32, rounds once
     n, c, h, w = output.shape
     matrix = pooling_matrix(h, w, pool, output.device, output.dtype)
     with torch.autocast(output.device.type, enabled=False):
@@ -150,7 +153,7 @@ def load_cached(folder: Path, points: list[str]) -> tuple[dict[str, np.ndarray],
 
 @torch.no_grad()
 def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: Path, batch_size: int = 256,
-            device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False, workers: int = 0,
+            device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False, workers: int | None = None,
             dtype: str = "float32", progress=None, description: str = "features") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Run ``model`` once over ``dataset`` and return ``({point: N x C x p*p}, targets)``.
 
@@ -243,31 +246,76 @@ def _npy_writer(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
 
 
 def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp, channels_last, workers, dtype, progress, description):
+    """One pass of ``model`` over ``dataset`` into ``folder``: each point's pooled features cast to the cache dtype on
+    the device, copied to the host without waiting, and written by a background thread while the next batch runs."""
     folder.mkdir(parents=True, exist_ok=True)
     n = len(dataset)
-    files: dict[str, object] = {}
     targets = np.empty(n, dtype=np.int64)
     offset = 0
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
-    try:
-        with capture(model, points, pool) as store:
-            for x, y in track(progress, loader, description):
-                x = x.to(device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with autocast(device, amp):
-                    model(x)
-                for i, name in enumerate(points):
-                    out = store[name].cpu().numpy()
-                    if name not in files:
-                        files[name] = _npy_writer(folder / f"{i}.npy", dtype, (n, *out.shape[1:]))
-                    np.ascontiguousarray(out, dtype=dtype).tofile(files[name])
-                targets[offset:offset + len(y)] = y.numpy()
-                offset += len(y)
-    finally:
-        for f in files.values():
-            f.close()
+    cast = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+    with _Writer(folder, points, dtype, n) as writer, capture(model, points, pool) as store:
+        for x, y in track(progress, loader, description):
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                model(x)
+            writer.put([store[name].to(cast).to("cpu", non_blocking=True) for name in points])
+            targets[offset:offset + len(y)] = y.numpy()
+            offset += len(y)
     np.save(folder / "targets.npy", targets)
+
+
+class _Writer:
+    """Appends each batch's features to the points' ``.npy`` files on a thread of its own (at most two batches
+    queued), after the batch's copies from the device are done; its first error is raised in the caller."""
+
+    def __init__(self, folder: Path, points: list[str], dtype: np.dtype, n: int):
+        self.folder, self.points, self.dtype, self.n = folder, points, dtype, n
+        self.files: dict[int, object] = {}
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="feature-writer", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def put(self, outputs: list[torch.Tensor]) -> None:
+        done = None
+        if any(o.is_pinned() for o in outputs):  # copies from a GPU still under way
+            done = torch.cuda.Event()
+            done.record()
+        self._raise()
+        self.queue.put((outputs, done))
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the caller raises at its next put or at the end
+            outputs, done = item
+            try:
+                if done is not None:
+                    done.synchronize()
+                for i, out in enumerate(outputs):
+                    if i not in self.files:
+                        self.files[i] = _npy_writer(self.folder / f"{i}.npy", self.dtype, (self.n, *out.shape[1:]))
+                    np.ascontiguousarray(out.numpy()).tofile(self.files[i])
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                self.error = err
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, *exc) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        for f in self.files.values():
+            f.close()
+        if exc[0] is None:
+            self._raise()
 
 
 def _join(parts: list[Path], folder: Path, n_points: int) -> None:

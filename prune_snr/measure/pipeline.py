@@ -146,7 +146,7 @@ def measure(
     feats = {}
     for split, ds in splits.items():
         t0 = time.perf_counter()
-        feats[split] = extract(model, ds, names, pool=cfg.pool, folder=folders[split], batch_size=cfg.batch_size,
+        feats[split] = extract(model, ds, names, pool=cfg.pool, folder=folders[split], batch_size=cfg.batch_size, workers=cfg.workers,
                                device=device_t, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress, description=f"features ({split})")
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]

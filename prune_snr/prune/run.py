@@ -17,6 +17,7 @@ from ..atomic import atomic_save_json, atomic_save_text
 from ..checkpoint import build_from_checkpoint, layer_widths, load_checkpoint, save_checkpoint
 from ..config import dump_yaml, to_dict
 from ..errors import ConfigError
+from ..runtime import loader_workers
 from ..train import fine_tune, finetune_options
 from .plan import Context
 from .report import PruneReport, keep_better, kept_channels, options_part, sized_and_graded
@@ -39,6 +40,12 @@ def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Seque
     Raises:
         ConfigError: ``out`` holds a run and ``resume`` is off, or the run there cannot resume with these options.
     """
+    with loader_workers(ctx.cfg.workers):  # every stage's loaders
+        return _run(ctx, before_finetune=before_finetune, after_finetune=after_finetune, out=out, resume=resume, config=config)
+
+
+def _run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Sequence[Stage], out: str | Path | None,
+         resume: bool, config: dict | None) -> tuple[nn.Module, PruneReport]:
     out = Path(out) if out else None
     checkpoint = out / FINETUNE if out else None
     if checkpoint and checkpoint.is_file() and not resume:

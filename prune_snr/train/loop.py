@@ -39,7 +39,8 @@ class GlobalBatchShards(Sampler[list[int]]):
 
     def __iter__(self):
         # Shuffle indices through the very loader one process would use (same RNG draws).
-        indices = make_loader(range(len(self.dataset)), batch_size=self.batch_size, shuffle=True, seed=self.seed, drop_last=True)
+        indices = make_loader(range(len(self.dataset)), batch_size=self.batch_size, shuffle=True, seed=self.seed, drop_last=True,
+                              workers=0)
         share = self.batch_size // self.world_size
         for batch in indices:
             yield batch[self.rank * share: (self.rank + 1) * share].tolist()
@@ -48,8 +49,12 @@ class GlobalBatchShards(Sampler[list[int]]):
         return len(self.dataset) // self.batch_size
 
 
-def train_loader(dataset, *, batch_size: int, seed: int, workers: int = 0) -> DataLoader:
-    """Shuffled, drop-last batches; under torchrun each rank gets ``batch_size / world`` of every batch."""
+def train_loader(dataset, *, batch_size: int, seed: int, workers: int | None = None) -> DataLoader:
+    """Shuffled, drop-last batches; under torchrun each rank gets ``batch_size / world`` of every batch.
+
+    One loader per epoch, its workers new: they are seeded from the epoch's reseeded RNG, so a resumed run
+    augments as the uninterrupted one did (a worker start costs about a second, an epoch at scale minutes).
+    """
     rank, size = world()
     if size == 1:
         return make_loader(dataset, batch_size=batch_size, shuffle=True, workers=workers, seed=seed, drop_last=True)
@@ -58,7 +63,7 @@ def train_loader(dataset, *, batch_size: int, seed: int, workers: int = 0) -> Da
     if len(dataset) < batch_size:
         raise ConfigError(f"the training set has {len(dataset)} images, fewer than --batch-size {batch_size}; lower --batch-size")
     sampler = GlobalBatchShards(dataset, batch_size=batch_size, seed=seed, rank=rank, world_size=size)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available())
+    return make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers, batch_sampler=sampler)
 
 
 def all_sum(*values: torch.Tensor) -> list[torch.Tensor]:
@@ -85,7 +90,7 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
-             channels_last: bool = False, workers: int = 0, progress=None) -> dict:
+             channels_last: bool = False, workers: int | None = None, progress=None) -> dict:
     """Loss and top-1 accuracy of ``model`` on ``dataset`` (sharded over torchrun processes)."""
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)

@@ -110,3 +110,29 @@ def test_pooled_features_stay_float32_under_autocast():
         out = pooled(x, 2)
     assert out.dtype == torch.float32
     assert torch.allclose(out, F.adaptive_avg_pool2d(x, 2).flatten(2), atol=1e-6)
+
+
+def test_a_bfloat16_output_is_pooled_before_any_float32_copy_and_averaged_in_float32():
+    x = torch.randn(2, 3, 9, 7).bfloat16()
+    out = pooled(x, 2)
+    assert out.dtype == torch.bfloat16, "the whole map is never copied to float32 first"
+    exact = F.adaptive_avg_pool2d(x.float(), 2).flatten(2)
+    assert torch.allclose(out.float(), exact.bfloat16().float()), "one rounding of the float32 average"
+
+
+def test_loader_workers_give_the_features_one_process_gives(tmp_path):
+    model = Tiny()
+    one, _ = extract(model, _data(), ["conv"], pool=2, folder=tmp_path / "a" / "train", batch_size=8, workers=0)
+    two, _ = extract(model, _data(), ["conv"], pool=2, folder=tmp_path / "b" / "train", batch_size=8, workers=2)
+    assert np.array_equal(np.asarray(one["conv"]), np.asarray(two["conv"]))
+
+
+def test_a_failed_write_of_the_features_is_raised_and_publishes_nothing(tmp_path, monkeypatch):
+    features = importlib.import_module("prune_snr.measure.features")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(features, "_npy_writer", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        extract(Tiny(), _data(), ["conv"], pool=2, folder=tmp_path / "key" / "train", batch_size=4)
+    assert not (tmp_path / "key" / "train").exists()

@@ -31,3 +31,16 @@ def test_a_bad_workers_count_is_one_line():
     for kind in (MeasureConfig, PruneConfig):
         with pytest.raises(ConfigError, match="--workers -1: use 0"):
             resolve(kind, overrides={"workers": -1})
+
+
+def test_cudnn_picks_its_fastest_convolutions_on_a_gpu_only(monkeypatch):
+    import torch
+
+    from prune_snr.runtime import tune_convolutions
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    tune_convolutions(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    tune_convolutions(torch.device("cuda", 0))
+    assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cuda.matmul.allow_tf32 is False, "heads and fields keep float32 matmuls"

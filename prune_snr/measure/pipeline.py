@@ -20,7 +20,7 @@ from ..data.user import UserDataset, fingerprint, user_data
 from ..errors import DataError, ModelError
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
-from ..runtime import resolve_device, seed_everything
+from ..runtime import resolve_device, seed_everything, tune_convolutions
 from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
 from .fields import field_matrices, layer_stats, top_filters
 from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
@@ -118,6 +118,7 @@ def measure(
     fields_split, threshold, seed = cfg.fields_split, cfg.threshold, cfg.seed
     val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
     device_t = resolve_device(cfg.device)
+    tune_convolutions(device_t)
     train_set, test_set, dataset_id, given_val = measured_data(model, dataset, cfg.data_dir, train=train, val=val, test=test)
     num_classes = len(train_set.classes)
     out_features = _num_outputs(model)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..progress import describe, track
-from ..runtime import autocast, barrier, make_loader, resolve_device, rng_state, set_rng_state, world
+from ..runtime import autocast, barrier, make_loader, resolve_device, rng_state, set_rng_state, tune_convolutions, world
 
 LOSS_CHECK_EVERY = 20
 
@@ -155,6 +155,7 @@ def fit(
         TrainingError: the loss became NaN/inf; the last good checkpoint is kept.
     """
     device = resolve_device(opts.device)
+    tune_convolutions(device)
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     if teacher is not None:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .choices import ALLOCATIONS, CACHE_DTYPES, CLUSTERS, HEAD_OPTIMIZERS, PRESET_CHOICES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
 from .errors import ConfigError, PruneSnrError
-from .runtime import distributed, is_main
+from .runtime import DIST_TIMEOUT, distributed, is_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
@@ -49,8 +49,10 @@ SplitSeed = Annotated[Optional[int], typer.Option("--split-seed", help="Redraw t
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False) -> None:
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+          dist_timeout: Annotated[float, typer.Option("--dist-timeout", help="Under torchrun: seconds a rank waits for the others (rank 0 alone trains the heads and joins the feature cache meanwhile) before the job stops.")] = DIST_TIMEOUT) -> None:
     _state["debug"] = debug
+    _state["dist_timeout"] = dist_timeout
     warnings.showwarning = _one_line_warning
 
 
@@ -74,7 +76,7 @@ def progress_bar():
 @contextlib.contextmanager
 def torchrun(device: str | None):
     """Join torchrun's process group for the command; only rank 0 prints tables."""
-    with distributed(device or "auto"):
+    with distributed(device or "auto", timeout=_state.get("dist_timeout", DIST_TIMEOUT)):
         console.quiet = not is_main()
         yield
 

@@ -3,13 +3,15 @@
 Under ``torchrun`` every process runs the same code on its share of the data: training and
 fine-tuning through DistributedDataParallel (each rank takes ``batch_size / world`` of every
 global batch), evaluation and the measurement's feature pass on disjoint shards summed with
-all-reduce. Everything else (pruning, heads, field matrices) is deterministic and repeated on
-each rank, and only rank 0 writes artifacts.
+all-reduce. The decisions are made once: rank 0 alone trains the heads, computes the field
+matrices, searches the pruning ratio and times latency, and broadcasts what the other ranks need;
+only rank 0 writes artifacts.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import os
 import random
 
@@ -21,6 +23,9 @@ from torch.utils.data import DataLoader
 from .errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Seconds a torchrun rank waits for the others at a collective: rank 0 alone trains the heads, computes the fields
+#: and joins the feature cache while the others wait (hours at ImageNet scale); NCCL's own default is 10 minutes.
+DIST_TIMEOUT = 4 * 3600.0
 
 
 def world() -> tuple[int, int]:
@@ -35,14 +40,27 @@ def is_main() -> bool:
     return world()[0] == 0 and int(os.environ.get("RANK", "0")) == 0
 
 
+_ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("rank_zero_alone", default=False)
+
+
+@contextlib.contextmanager
+def rank_zero_alone():
+    """A block only rank 0 runs (its result broadcast afterwards): collectives inside it are no-ops."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
 def barrier() -> None:
-    if world()[1] > 1:
+    if world()[1] > 1 and not _ALONE.get():
         dist.barrier()
 
 
 def broadcast_object(obj):
-    """Rank 0's ``obj`` on every rank (``obj`` itself outside a process group)."""
-    if world()[1] == 1:
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside a process group, or inside :func:`rank_zero_alone`)."""
+    if world()[1] == 1 or _ALONE.get():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -50,8 +68,9 @@ def broadcast_object(obj):
 
 
 @contextlib.contextmanager
-def distributed(device: str = "auto"):
-    """Join the process group that ``torchrun`` describes (NCCL on GPU, gloo on CPU) for the block.
+def distributed(device: str = "auto", *, timeout: float = DIST_TIMEOUT):
+    """Join the process group that ``torchrun`` describes (NCCL on GPU, gloo on CPU) for the block; a collective
+    waits ``timeout`` seconds for the other ranks.
 
     Outside torchrun (``WORLD_SIZE`` unset or 1) this does nothing.
     """
@@ -61,7 +80,7 @@ def distributed(device: str = "auto"):
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout))
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from ..data.user import UserDataset, fingerprint, user_data
 from ..errors import DataError, ModelError
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
-from ..runtime import resolve_device, seed_everything, tune_convolutions
+from ..runtime import broadcast_object, is_main, resolve_device, seed_everything, tune_convolutions, world
 from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
 from .fields import field_matrices, layer_stats, top_filters
 from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
@@ -151,6 +151,8 @@ def measure(
                                device=device_t, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress, description=f"features ({split})")
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
+    if not is_main():  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
+        return _from_rank_zero(None)
 
     if val_source == "test":  # the backbone's training data is unknown: decide on part of the test split, grade on the rest
         test_rows, val_rows = validation_split(test_y, val_fraction, split_seed=cfg.split_seed)
@@ -255,9 +257,19 @@ def measure(
         "feature_cache_bytes": sum(folder_bytes(f) for f in folders.values()),
         "feature_cache_projected_bytes": projected_bytes(sum(len(ds) for ds in splits.values()), widths, cfg.cache_dtype),
     }
-    return Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
-                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
-                       field_filters={n: f[1] for n, f in fields.items()}, filter_stats={n: f[0] for n, f in fields.items()})
+    return _from_rank_zero(Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
+                                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
+                                       field_filters={n: f[1] for n, f in fields.items()},
+                                       filter_stats={n: f[0] for n, f in fields.items()}))
+
+
+def _from_rank_zero(measurement: Measurement | None) -> Measurement:
+    """Rank 0's measurement on every rank (``measurement`` itself outside torchrun). The other ranks get it without
+    the kept field matrices: every decision reads the per-filter statistics, which it carries."""
+    if world()[1] == 1:
+        return measurement
+    shared = broadcast_object(None if measurement is None else dataclasses.replace(measurement, fields={}, field_filters={}))
+    return measurement if measurement is not None else shared
 
 
 def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str | Path, plots: bool = True,

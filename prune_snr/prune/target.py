@@ -27,6 +27,7 @@ from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
 from .allocation import ALLOCATION_BUILDERS
 from ..models.graph import DEFAULT_TIMEOUT, ChannelGraph
+from ..runtime import broadcast_object, is_main, rank_zero_alone, world
 
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
@@ -134,6 +135,37 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
                     allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
                     gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None,
                     exact: bool = False, graph_timeout: float | None = DEFAULT_TIMEOUT) -> PruneOutcome:
+    """:func:`search_target`, once: under torchrun rank 0 searches (timing alone, for a latency target) and the
+    other ranks prune once at the ratio it found, so every rank holds the same architecture."""
+    search = functools.partial(search_target, model, importance_factory, target=target, metric=metric, allocation=allocation,
+                               round_to=round_to, iterative_steps=iterative_steps, gradient_batches=gradient_batches,
+                               latency=latency, progress=progress, exact=exact, graph_timeout=graph_timeout)
+    if world()[1] == 1:
+        return search()
+    if is_main():
+        try:
+            with rank_zero_alone():
+                outcome = search()
+        except Exception as err:  # the other ranks wait for a ratio: hand them the error instead
+            broadcast_object({"error": err})
+            raise
+        broadcast_object({"ratio": outcome.ratio, "removed": outcome.removed, "trials": outcome.trials, "unreached": outcome.unreached})
+        return outcome
+    found = broadcast_object(None)
+    if "error" in found:
+        raise found["error"]
+    allocation = allocation or Allocation()
+    graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout)
+    m, history, fallback = prune_at(graph, importance_factory, found["ratio"], allocation, round_to=round_to,
+                                    iterative_steps=iterative_steps, gradient_batches=gradient_batches)
+    return PruneOutcome(model=m, ratio=found["ratio"], removed=found["removed"], history=history,
+                        fallback_groups=sorted(set(fallback)), trials=found["trials"], unreached=found["unreached"])
+
+
+def search_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
+                  allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
+                  gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None,
+                  exact: bool = False, graph_timeout: float | None = DEFAULT_TIMEOUT) -> PruneOutcome:
     """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points;
     for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 32).
 

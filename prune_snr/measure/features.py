@@ -123,6 +123,11 @@ def projected_bytes(rows: int, widths: dict[str, int], dtype: str = "float32") -
     return rows * (sum(widths.values()) * np.dtype(dtype).itemsize + np.dtype(np.int64).itemsize)
 
 
+def join_headroom(rows: int, widths: dict[str, int], dtype: str = "float32") -> int:
+    """Bytes the torchrun join needs besides the cache: its widest point once more (0 outside torchrun)."""
+    return rows * max(widths.values()) * np.dtype(dtype).itemsize if world()[1] > 1 and widths else 0
+
+
 def check_disk(folder: Path, need: int) -> None:
     """Refuse, in one line, a feature pass whose cache would not fit the free disk of ``folder``'s filesystem.
 
@@ -319,7 +324,8 @@ class _Writer:
 
 
 def _join(parts: list[Path], folder: Path, n_points: int) -> None:
-    """Concatenate the ranks' feature shards into one cache, then drop the shards."""
+    """Concatenate the ranks' feature shards into one cache, point by point, dropping each point's shards as soon as
+    they are joined: the disk holds at most one point twice (:func:`join_headroom`), never the whole cache."""
     missing = [p for p in parts if not (p / "targets.npy").is_file()]
     if missing:
         raise DataError(f"feature shard {missing[0]} is not visible from rank 0: put the cache (PRUNE_SNR_CACHE) on a filesystem "
@@ -334,5 +340,7 @@ def _join(parts: list[Path], folder: Path, n_points: int) -> None:
                 for start in range(0, len(piece), 4096):  # bounded chunks: the shards stay on disk
                     np.ascontiguousarray(piece[start:start + 4096]).tofile(joined)
         del pieces
+        for p in parts:
+            (p / f"{i}.npy").unlink()
     for p in parts:
         shutil.rmtree(p)

@@ -21,7 +21,7 @@ from ..errors import DataError, ModelError
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
 from ..runtime import broadcast_object, is_main, resolve_device, seed_everything, tune_convolutions, world
-from .features import cache_key, check_disk, extract, folder_bytes, point_widths, projected_bytes
+from .features import cache_key, check_disk, extract, folder_bytes, join_headroom, point_widths, projected_bytes
 from .fields import field_matrices, layer_stats, top_filters
 from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
 from .result import Measurement, point_record, test_figures
@@ -142,7 +142,8 @@ def measure(
         folders["train"] = cache_root / key / f"train-{cfg.train_per_class}pc-{hashlib.sha256(read.tobytes()).hexdigest()[:12]}"
     widths = point_widths(model, test_set[0][0], names, pool=cfg.pool, device=device_t)
     todo = [s for s in splits if not (folders[s] / "done.json").is_file()]
-    check_disk(cache_root, projected_bytes(sum(len(splits[s]) for s in todo), widths, cfg.cache_dtype))
+    rows_todo = sum(len(splits[s]) for s in todo)
+    check_disk(cache_root, projected_bytes(rows_todo, widths, cfg.cache_dtype) + join_headroom(rows_todo, widths, cfg.cache_dtype))
     timings = {}
     feats = {}
     for split, ds in splits.items():

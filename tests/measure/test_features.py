@@ -136,3 +136,26 @@ def test_a_failed_write_of_the_features_is_raised_and_publishes_nothing(tmp_path
     with pytest.raises(OSError, match="No space left"):
         extract(Tiny(), _data(), ["conv"], pool=2, folder=tmp_path / "key" / "train", batch_size=4)
     assert not (tmp_path / "key" / "train").exists()
+
+
+def test_the_torchrun_join_holds_at_most_one_point_twice_on_disk(tmp_path, monkeypatch):
+    features = importlib.import_module("prune_snr.measure.features")
+    widths = [16, 64, 32]
+    parts = [tmp_path / "cache" / f"part{r}" for r in range(2)]
+    for r, part in enumerate(parts):
+        part.mkdir(parents=True)
+        np.save(part / "targets.npy", np.arange(100) + 100 * r)
+        for i, w in enumerate(widths):
+            np.save(part / f"{i}.npy", np.full((100, w), r, dtype=np.float32))
+    cache = sum(f.stat().st_size for p in parts for f in p.iterdir())
+    seen, writer = [], features._npy_writer
+
+    def measured(path, dtype, shape):
+        seen.append(sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file()))
+        return writer(path, dtype, shape)
+    monkeypatch.setattr(features, "_npy_writer", measured)
+    features._join(parts, tmp_path / "cache", len(widths))
+    assert max(seen) <= cache + 200 * max(widths) * 4 + 4096
+    joined = np.load(tmp_path / "cache" / "1.npy")
+    assert joined.shape == (200, 64) and joined[:100].max() == 0 and joined[100:].min() == 1
+    assert not any(p.exists() for p in parts)

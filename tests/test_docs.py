@@ -116,3 +116,7 @@ def test_the_generated_results_in_the_docs_are_what_the_committed_result_files_g
     done = subprocess.run([sys.executable, "benchmarks/readme_results.py", "benchmarks/results/fmnist_vgg16_w025", "docs/results.md",
                            "--check"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_readme_is_a_page_a_newcomer_reads_in_five_minutes():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 120

@@ -6,7 +6,8 @@ For each model, in its own process under ``--timeout`` seconds, as a user's scri
 -> ``prune_snr.export``. A row is ``ok``, ``refused`` (prune-snr's one-line error, kept whole), ``crash``
 (any other exception: a bug to fix) or ``hang`` (killed at the time limit). A timm family's model is its
 smallest (parameters counted on the meta device) with convolutions beyond a patch embedding and no
-attention or recurrent module; ``model_breadth.py``'s timm models (run there by name) are added. Rows accumulate in ``--out``, so a rerun continues where it stopped.
+attention or recurrent module; ``model_breadth.py``'s timm models (run there by name) are added. Rows accumulate in ``--out``, so a rerun
+continues where it stopped.
 
     python benchmarks/api_breadth.py --out benchmarks/results/api_breadth/rows.json
     python benchmarks/api_breadth.py --models timm:rexnet_100,torchvision:resnet18 --out runs/breadth/rows.json
@@ -90,7 +91,8 @@ if library == "timm":
     model = timm.create_model(arch, num_classes=10)
 else:
     import torchvision
-    model = torchvision.models.get_model(arch, num_classes=10, **({"aux_logits": False, "init_weights": False} if arch in ("googlenet", "inception_v3") else {}))
+    extra = {"aux_logits": False, "init_weights": False} if arch in ("googlenet", "inception_v3") else {}
+    model = torchvision.models.get_model(arch, num_classes=10, **extra)
 model.eval()
 for size in sizes:
     try:

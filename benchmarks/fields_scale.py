@@ -76,7 +76,8 @@ def child(args) -> None:
 def run_child(kind: str, used: int, args, tmp: str) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--used", str(used), "--labels", str(args.labels), "--filters",
            str(args.filters), "--budget", str(args.budget), "--tmp", tmp]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")})
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+        "2")})
     if done.returncode:
         return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ''}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -102,7 +103,8 @@ def main() -> None:
           f"W ~ N(0,1), seed 0, θ = 0.3; {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}")
     print(f"one layer's F x L x L float32 matrices alone: {F * L * L * 4 / 2**30:.2f} GiB")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("old (1a3d684)", "old", Fo), (f"new, {args.budget:g} GiB budget", "new", Fo), (f"new, {args.budget:g} GiB budget", "new", F)]
+        runs = [("old (1a3d684)", "old", Fo), (f"new, {args.budget:g} GiB budget", "new", Fo), (f"new, {args.budget:g} GiB budget", "new",
+            F)]
         results = [(label, used, run_child(kind, used, args, tmp)) for label, kind, used in runs]
         print()
         print("| path | filters | wall | peak RSS | bare process | filters per chunk |")

@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     features = {n: np.load(folder / f"{i}.npy", mmap_mode="r") for i, n in enumerate(names)}
     settings = {"30 fixed epochs, lr 1e-3": dict(epochs=30, lr=1e-3, patience=0),
                 f"default: cap {choices.HEAD_EPOCHS} epochs, lr {choices.HEAD_LR:g}, early stopping":
-                    dict(epochs=choices.HEAD_EPOCHS, lr=choices.HEAD_LR, patience=choices.HEAD_PATIENCE, min_epochs=choices.HEAD_MIN_EPOCHS)}
+                    dict(epochs=choices.HEAD_EPOCHS, lr=choices.HEAD_LR, patience=choices.HEAD_PATIENCE,
+                        min_epochs=choices.HEAD_MIN_EPOCHS)}
     for s in args.setting:
         epochs, lr = s.split(":")
         settings[f"cap {epochs} epochs, lr {lr}, early stopping"] = dict(epochs=int(epochs), lr=float(lr), patience=choices.HEAD_PATIENCE,

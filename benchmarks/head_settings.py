@@ -44,7 +44,8 @@ SETTINGS = {
     "early stopping (patience 2), cap 6 epochs, lr 1e-2": dict(head_patience=2, head_min_epochs=3, head_epochs=6, head_lr=1e-2),
     "early stopping (patience 3), cap 20 epochs, lr 1e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=20, head_lr=1e-2),
     "early stopping (patience 3), cap 10 epochs, lr 3e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=3e-2),
-    "the defaults (patience 3, cap 10 epochs, lr 1e-2) with bfloat16 heads": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=1e-2,
+    "the defaults (patience 3, cap 10 epochs, lr 1e-2) with bfloat16 heads": dict(head_patience=3, head_min_epochs=3, head_epochs=10,
+        head_lr=1e-2,
                                                                                   head_dtype="bfloat16"),
     "early stopping, 2,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=2000),
     "early stopping, 1,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=1000),
@@ -117,7 +118,8 @@ def main(argv=None) -> int:
         print(f"{name}: heads {rows[-1]['heads_s']:.1f} s, epochs {rows[-1]['epochs_used']}", flush=True)
     ref = rows[0]
     print(f"\n{args.checkpoint} on {dataset}: full model val accuracy {full_val:.4f}; {torch.get_num_threads()} threads\n")
-    print("| setting | feature pass s | heads s | x reference | epochs used (min-max) | max abs Δ val acc | max abs Δ test acc | cut | ratios | SNR ranking |")
+    print("| setting | feature pass s | heads s | x reference | epochs used (min-max) | max abs Δ val acc | max abs Δ test acc | cut | "
+        "ratios | SNR ranking |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         dv = max(abs(a - b) for a, b in zip(r["val"], ref["val"]))
@@ -128,10 +130,12 @@ def main(argv=None) -> int:
         r.update(max_abs_val_diff=dv, max_abs_test_diff=dt, same_cut=d["cut"] == rd["cut"], max_ratio_diff=ratio_diff,
                  max_abs_snr_diff=snr_diff, min_spearman=rho, min_top_half_overlap=overlap)
         used = [e for e in r["epochs_used"] if e is not None] or [30]
-        print(f"| {r['setting']} | {r['feature_pass_s']:.1f} | {r['heads_s']:.1f} | {r['heads_s'] / ref['heads_s']:.2f} | {min(used)}-{max(used)} | {dv:.4f} | "
+        print(f"| {r['setting']} | {r['feature_pass_s']:.1f} | {r['heads_s']:.1f} | {r['heads_s'] / ref['heads_s']:.2f} | "
+            f"{min(used)}-{max(used)} | {dv:.4f} | "
               f"{dt:.4f} | {d['cut']} ({'same' if r['same_cut'] else 'differs'}) | max Δ {ratio_diff:.4f} | "
               f"max Δ {snr_diff:.1f}, Spearman ≥ {rho:.3f}, top half kept ≥ {overlap:.0%} |")
-    atomic_save_json(Path(args.out), {"checkpoint": str(args.checkpoint), "dataset": dataset, "expanded": args.expanded, "full_val_accuracy": full_val,
+    atomic_save_json(Path(args.out), {"checkpoint": str(args.checkpoint), "dataset": dataset, "expanded": args.expanded,
+        "full_val_accuracy": full_val,
                                       "threads": torch.get_num_threads(), "rows": rows})
     return 0
 

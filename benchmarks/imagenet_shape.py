@@ -272,7 +272,8 @@ def print_tables(results: dict, budget: float) -> None:
         elif name == "measure":
             t = rec["timings"]
             note = (f"feature cache {rec['feature_cache_bytes'] / 1e6:.1f} MB ({rec['bytes_per_row'] / 1e3:.1f} kB/img), fields.npz "
-                    f"{rec['fields_npz_bytes'] / 1e6:.1f} MB; {rec['points']} points; features {t['features_train_s'] + t['features_test_s']:.1f} s, "
+                    f"{rec['fields_npz_bytes'] / 1e6:.1f} MB; {rec['points']} points; features "
+                        f"{t['features_train_s'] + t['features_test_s']:.1f} s, "
                     f"heads {t['heads_s']:.1f} s, all heads+fields {t['heads_and_fields_s']:.1f} s, sweep "
                     f"{sum(v for k, v in t.items() if k.startswith('sweep_') and not k.endswith('heads_s')):.1f} s")
         elif name == "prune":
@@ -287,8 +288,10 @@ def print_tables(results: dict, budget: float) -> None:
         print(f"  ESTIMATE, ImageNet (1,281,167 + 50,000 images) measured on one H100: CPU->H100 ratio {d['cpu_to_h100_ratio']:.0f}x "
               f"(forward {d['flops_here'] / 1e9:.1f} GFLOP/s here vs an assumed {H100_FLOPS / 1e12:.0f} TFLOP/s bf16 dense); JPEG decode "
               f"{d['decode_img_s'] * 1e3:.1f} ms/img/core here, {LOADER_WORKERS} loader workers; cache read at {DISK_BPS / 1e9:.0f} GB/s")
-        print(f"  features {e['features'] / 60:.1f} min, heads {e['heads'] / 60:.1f} min, fields+sweep {e['fields_and_sweep'] / 60:.1f} min "
-              f"(total {(e['features'] + e['heads'] + e['fields_and_sweep']) / 60:.1f} min; one plain pass {e['plain_inference_pass'] / 60:.1f} min); "
+        print(f"  features {e['features'] / 60:.1f} min, heads {e['heads'] / 60:.1f} min, fields+sweep {e['fields_and_sweep'] / 60:.1f} "
+            f"min "
+              f"(total {(e['features'] + e['heads'] + e['fields_and_sweep']) / 60:.1f} min; one plain pass "
+                  f"{e['plain_inference_pass'] / 60:.1f} min); "
               f"feature cache {d['imagenet_cache_bytes'] / 1e9:.0f} GB (with --train-per-class 100: "
               f"{d['imagenet_cache_bytes_train_per_class_100'] / 1e9:.0f} GB)")
 

@@ -15,7 +15,8 @@ they used), the fields and each label-sweep K, once with early stopping (``--hea
 fixed epochs (patience 0) from the same feature cache.
 
     python benchmarks/measure_speed.py runs/demo/model.pt --stages --head-epochs 30 --train-size 60000 --test-size 10000 --labels 3,5,10
-    python benchmarks/measure_speed.py vgg16_full.pt --dataset synthetic:100 --stages --points all --head-epochs 10 --head-dtypes float32,bfloat16
+    python benchmarks/measure_speed.py vgg16_full.pt --dataset synthetic:100 --stages --points all --head-epochs 10 --head-dtypes
+    float32,bfloat16
 """
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ from torch.utils.data import Subset
 import prune_snr
 from prune_snr import choices
 from prune_snr.data import build_dataset
+from prune_snr.errors import run_script
 from prune_snr.measure import measure
 from prune_snr.measure.features import extract
 from prune_snr.measure.heads import Moments
-from prune_snr.errors import run_script
 
 
 def subset(ds, n, seed):
@@ -89,7 +90,8 @@ def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, s
                 sched.step()
         with torch.no_grad():
             w_raw, b_raw = w / std, b - (w / std) @ mean
-            correct = sum((torch.addmm(b_raw, x, w_raw.t()).argmax(1) == y).sum().item() for x, y in pooled(model, test_loader, point, pool))
+            correct = sum((torch.addmm(b_raw, x, w_raw.t()).argmax(1) == y).sum().item() for x, y in pooled(model, test_loader, point,
+                pool))
             C = w_raw.shape[1] // (pool * pool)
             w3 = w_raw.view(num_classes, C, pool * pool)
             fields = []
@@ -148,10 +150,12 @@ def stages(model, train_set, test_set, args) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         dtypes = args.head_dtypes.split(",")
         # the first run fills the cache: its features are the cold pass; every other run reads them
-        settings = [(args.head_patience, dtypes[0])] + [(0, dtypes[0])] * (args.head_patience > 0) + [(args.head_patience, d) for d in dtypes[1:]]
+        settings = [(args.head_patience, dtypes[0])] + [(0, dtypes[0])] * (args.head_patience > 0) + [(args.head_patience,
+            d) for d in dtypes[1:]]
         for run_index, (patience, dtype) in enumerate(settings):
             m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
-                        head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels, seed=args.seed,
+                        head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels,
+                            seed=args.seed,
                         device="cpu", cache_dir=cache, head_dtype=dtype)
             t = m.meta["timings"]
             used = [p["head_epochs_used"] for p in m.points]
@@ -167,7 +171,8 @@ def stages(model, train_set, test_set, args) -> dict:
             rows.append(("measure total", t["total_s"], "(features cached)" if run_index else ""))
             rows.append(("features (cold) + heads + fields", cold_features + t["heads_and_fields_s"], "the default measurement, no sweep"))
             runs.append((f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:", rows))
-            figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {"timings": t, "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
+            figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {"timings": t,
+                "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
                                                "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
                                                "epochs_used": {p["name"]: p["head_epochs_used"] for p in m.points}}
         after = plain_pass(model, (train_set, test_set), 256)
@@ -244,7 +249,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
         fast = measure(model, (train_set, test_set), points=points, pool=args.pool, head_epochs=args.head_epochs,
-                       head_lr=args.head_lr, head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0, fields_split="test",
+                       head_lr=args.head_lr, head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0,
+                           fields_split="test",
                        save_fields="all")
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()

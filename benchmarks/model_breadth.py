@@ -78,7 +78,8 @@ def breadth_row(model: str, work: Path, *, input_size: int, target: float, timeo
         ("measure", [*cli, "measure", str(work / "run" / "model.pt"), "--dataset", "synthetic", "--head-epochs", "5",
                      "--device", "cpu", "--no-plots", "--out", str(work / "measurement")]),
         ("prune", [*cli, "prune", str(work / "run" / "model.pt"), "--dataset", "synthetic", "--measurement", str(work / "measurement"),
-                   "--target", str(target), "--metric", "macs", "--finetune-epochs", "0", "--device", "cpu", "--out", str(work / "pruned")]),
+                   "--target", str(target), "--metric", "macs", "--finetune-epochs", "0", "--device", "cpu", "--out",
+                       str(work / "pruned")]),
         ("export", [*cli, "export", str(work / "pruned" / "pruned.pt"), "--repeats", "3", "--out", str(work / "pruned" / "model.onnx")]),
     ]
     for step, cmd in steps:
@@ -105,8 +106,8 @@ def snr_column(cli: list[str], work: Path, *, target: float, timeout: float) -> 
     ok, error = run(cmd, timeout)
     if not ok:
         return {"ok": False, "error": error}
-    import torch_pruning as tp
     import torch
+    import torch_pruning as tp
 
     from prune_snr import load
     from prune_snr.models import classifier_name, example_input

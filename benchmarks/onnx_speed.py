@@ -6,7 +6,8 @@ its latency (``prune --metric latency``), adds already pruned (e.g. fine-tuned) 
 with ``--pruned``, exports every model to ONNX, quantizes each to int8 (``--int8``: static QDQ,
 calibrated on training images; test accuracy of fp32 vs int8), and times each beside the original
 (and its int8 twin), interleaved, at batch 1 and 32. Every figure is a ratio to the original measured in the
-same run (median over rounds of the ratio within a round, so a drift of the machine speed cancels). Latency does not depend on fine-tuning, so the pruned-here models get none.
+same run (median over rounds of the ratio within a round, so a drift of the machine speed cancels). Latency does not depend on fine-tuning,
+so the pruned-here models get none.
 
     python benchmarks/onnx_speed.py runs/fm/model.pt --measurement runs/fm/measurement \\
         --round-to 1,default,16 --latency-target 0.5 --int8 \\

@@ -34,7 +34,8 @@ def section(folder: Path, target: Path) -> str:
     if metrics:
         epochs = ", ".join(f"{e['test_accuracy']:.4f} ({e['seconds']:.0f} s)" for e in metrics["epochs"])
         out += ["### Training", f"`prune-snr train --recipe recipes/fashion_mnist_vgg16_w025.yaml`: {metrics['model']} (width 1/4) on "
-                f"{metrics['dataset']}, seed {metrics['seed']}: test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} params, "
+                f"{metrics['dataset']}, seed {metrics['seed']}: test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} "
+                    f"params, "
                 f"{metrics['macs']:,} MACs. Test accuracy (seconds) per epoch: {epochs}.", ""]
     m = load_results(folder / "measurement.json")
     if m:
@@ -43,18 +44,22 @@ def section(folder: Path, target: Path) -> str:
         o = recorded_config(m["options"])
         out += ["### Measurement (`prune-snr measure`)",
                 f"{m['model']} on {m['dataset']} (heads trained on {sizes['train']:,} images"
-                + (f", validation {sizes['val']:,} (decides)" if sizes.get("val") else "") + f", test {sizes['test']:,} (grades); seed {m['seed']}, "
+                + (f", validation {sizes['val']:,} (decides)" if sizes.get("val") else "") + f", test {sizes['test']:,} (grades); seed "
+                    f"{m['seed']}, "
                 f"p={o.pool}, θ={o.threshold}, {o.head_epochs} head epochs; field figures on the "
                 f"{o.fields_split} split): heads+fields {t['heads_and_fields_s']:.0f} s, peak RSS {t['peak_rss_mb']:.0f} MB.", "",
                 "| point | filters | val accuracy | test accuracy | layer SNR | noise / filter | clusters / filter | cluster size | dead |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in m["points"]:
             val = p.get("val_accuracy")
-            out.append(f"| {p['name']} | {p['n_filters']} | {'-' if val is None else f'{val:.4f}'} | {p.get('test_accuracy', p.get('accuracy')):.4f} | "
-                       f"{p['snr']:.3f} | {p['noise_per_filter']:.2f} | {p['clusters_per_filter']:.2f} | {p['cluster_size']:.2f} | {p['dead_fraction']:.2f} |")
+            out.append(f"| {p['name']} | {p['n_filters']} | {'-' if val is None else f'{val:.4f}'} | "
+                f"{p.get('test_accuracy', p.get('accuracy')):.4f} | "
+                       f"{p['snr']:.3f} | {p['noise_per_filter']:.2f} | {p['clusters_per_filter']:.2f} | {p['cluster_size']:.2f} | "
+                           f"{p['dead_fraction']:.2f} |")
         if m.get("label_sweep"):
             out += ["", "Label sweep (first K labels, same backbone): last-point error rate " +
-                    ", ".join(f"K={s['labels']}: {s['points'][-1]['error_rate']:.3f}" for s in m["label_sweep"]) + "; last-point cluster size " +
+                    ", ".join(f"K={s['labels']}: {s['points'][-1]['error_rate']:.3f}" for s in m["label_sweep"]) + "; last-point cluster "
+                        "size " +
                     ", ".join(f"{s['points'][-1]['cluster_size']:.2f}" for s in m["label_sweep"]) + "."]
         out += ["", f"![accuracy and SNR by layer]({rel}/layers.png) ![noise and cluster size]({rel}/noise.png)", ""]
     speed = load_results(folder / "measure_speed.json")
@@ -62,7 +67,8 @@ def section(folder: Path, target: Path) -> str:
         diff = max(abs(r["diff_points"]) for r in speed["rows"])
         a = speed["args"]
         out += ["### Measurement speed (`benchmarks/measure_speed.py`)",
-                f"Naive (backbone re-run every head epoch and every filter) {speed['naive_s']:.0f} s vs prune-snr {speed['fast_s']:.1f} s on "
+                f"Naive (backbone re-run every head epoch and every filter) {speed['naive_s']:.0f} s vs prune-snr {speed['fast_s']:.1f} s "
+                    f"on "
                 f"{a['train_size']}/{a['test_size']} images, {len(speed['rows'])} points, {a['head_epochs']} head epochs: "
                 f"**{speed['ratio']:.0f}× faster**, max head-accuracy difference {diff:.2f} points, max relative field difference "
                 f"{max(r['field_rel_diff'] for r in speed['rows']):.1e}.", ""]
@@ -76,7 +82,8 @@ def section(folder: Path, target: Path) -> str:
                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in scale["rows"]:
             out.append(f"| {r['rows']:,} | {r['cache_bytes'] / 2**30:.2f} GiB | {r['peak_rss_mb']:.0f} MB | {r['heads_s']:.1f} s | "
-                       f"{r['us_per_row_per_epoch']:.2f} | {r['fields_s']:.1f} s | {r['sequential_read_s']:.2f} s | {r['heads_over_read']:.1f} |")
+                       f"{r['us_per_row_per_epoch']:.2f} | {r['fields_s']:.1f} s | {r['sequential_read_s']:.2f} s | "
+                           f"{r['heads_over_read']:.1f} |")
         out.append("")
     for path in sorted(folder.glob("measure_run_*.json")):  # a whole measurement's own figures: wall time, peak RSS vs budget
         r = load_results(path)
@@ -147,7 +154,8 @@ def section(folder: Path, target: Path) -> str:
                 "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |" if int8 else "")]
         for r in speed["rows"]:
             line = (f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}× | {r['speedup']['batch_32']:.2f}× | "
-                    f"{r['mac_ratio']:.2f}× | {r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
+                    f"{r['mac_ratio']:.2f}× | {r['speedup_over_mac_ratio']['batch_1']:.2f} | "
+                        f"{r['speedup_over_mac_ratio']['batch_32']:.2f} | "
                     f"{r['latency_fraction']['batch_1']:.3f} |")
             if int8:
                 line += (f" {r['int8_speedup_over_fp32']['batch_1']:.2f}× | {r['int8_speedup_over_fp32']['batch_32']:.2f}× | "
@@ -176,7 +184,8 @@ def section(folder: Path, target: Path) -> str:
             mean = sum(accs) / len(accs)
             std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
             stats[value] = (mean, std)
-            out.append(f"| {value} | {len(accs)} | {mean:.4f} ± {std:.4f} | {cells[0]['after']['params']:,} | {cells[0]['after']['macs']:,} |")
+            out.append(f"| {value} | {len(accs)} | {mean:.4f} ± {std:.4f} | {cells[0]['after']['params']:,} | "
+                f"{cells[0]['after']['macs']:,} |")
         base = stats.get("1")
         for value, (b, sb) in stats.items():
             if base and value != "1":
@@ -191,7 +200,8 @@ def section(folder: Path, target: Path) -> str:
         if "speedup" in x:
             out += [f"### ONNX export ({path.stem.removeprefix('export_')})",
                     f"onnxruntime CPU vs PyTorch max abs diff {x['batch_8_max_abs_diff']:.1e}; latency slimmed/original: " +
-                    ", ".join(f"batch {k.removeprefix('batch_')}: {x['latency_s'][k] * 1e3:.2f} / {x['baseline']['latency_s'][k] * 1e3:.2f} ms "
+                    ", ".join(f"batch {k.removeprefix('batch_')}: {x['latency_s'][k] * 1e3:.2f} / "
+                        f"{x['baseline']['latency_s'][k] * 1e3:.2f} ms "
                               f"({x['speedup'][k]:.2f}×)" for k in x["speedup"]) + ".", ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -225,11 +235,14 @@ def truncation_section(folder: Path) -> list[str]:
     for path in sorted(folder.glob("truncation_*.json")):
         r = load_results(path)
         t = r["truncation"]
-        out += [f"### Truncation candidates: {path.stem.removeprefix('truncation_')} (`prune-snr prune --truncate --cut {t.get('cut', 'measured')} "
+        out += [f"### Truncation candidates: {path.stem.removeprefix('truncation_')} (`prune-snr prune --truncate --cut "
+            f"{t.get('cut', 'measured')} "
                 f"--target {r['target']} --metric {r['metric']}`)",
-                f"Full model: test {r['before']['accuracy']:.4f}, validation {r['before']['val_accuracy']:.4f}, {r['before']['params']:,} params, "
+                f"Full model: test {r['before']['accuracy']:.4f}, validation {r['before']['val_accuracy']:.4f}, {r['before']['params']:,} "
+                    f"params, "
                 f"{r['before']['macs']:,} MACs; δ = {t['delta']}. Cut after **{t['cut_after']}**: test accuracy right after the cut "
-                f"{t.get('accuracy_after_cut', float('nan')):.4f}, after pruning the rest's channels {r['pruned_before_finetune']['accuracy']:.4f}, "
+                f"{t.get('accuracy_after_cut', float('nan')):.4f}, after pruning the rest's channels "
+                    f"{r['pruned_before_finetune']['accuracy']:.4f}, "
                 f"after {r['finetune_epochs']} fine-tuning epoch(s) **{r['after']['accuracy']:.4f}** ({r['after']['params']:,} params, "
                 f"{r['after']['macs']:,} MACs).", "",
                 "| cut after | head val acc | head test acc | adds after (val) | within δ | cuttable | params | MACs |",
@@ -258,11 +271,14 @@ def blocks_section(folder: Path) -> list[str]:
                 f"--metric {r['metric']} --criterion {r['criterion']} --allocation {r['allocation']}`)",
                 f"Full model: test {before['accuracy']:.4f}, validation {before['val_accuracy']:.4f}, {before['params']:,} params, "
                 f"{before['macs']:,} MACs; δ = {b['delta']}. Dropped: **{dropped}**; {after_drop}after pruning the channels "
-                f"{r['pruned_before_finetune']['accuracy']:.4f}, after {r['finetune_epochs']} fine-tuning epoch(s) **{r['after']['accuracy']:.4f}** "
+                f"{r['pruned_before_finetune']['accuracy']:.4f}, after {r['finetune_epochs']} fine-tuning epoch(s) "
+                    f"**{r['after']['accuracy']:.4f}** "
                 f"({r['after']['params']:,} params, {r['after']['macs']:,} MACs).", "",
-                "| block dropped alone | val acc | test acc | costs (val) | params | MACs | dropped |", "| --- | --- | --- | --- | --- | --- | --- |"]
+                "| block dropped alone | val acc | test acc | costs (val) | params | MACs | dropped |", "| --- | --- | --- | --- | --- | "
+                    "--- | --- |"]
         for c in b["candidates"]:
-            out.append(f"| {c['block']} | {c['val_accuracy']:.4f} | {c['accuracy']:.4f} | {100 * (before['val_accuracy'] - c['val_accuracy']):+.2f} pts | "
+            out.append(f"| {c['block']} | {c['val_accuracy']:.4f} | {c['accuracy']:.4f} | "
+                f"{100 * (before['val_accuracy'] - c['val_accuracy']):+.2f} pts | "
                        f"{c['params']:,} | {c['macs']:,} | {'yes' if c['block'] in b['dropped'] else 'no'} |")
         out.append("")
     return out

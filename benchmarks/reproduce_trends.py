@@ -16,7 +16,8 @@ the last measured point only, each draw saved as it finishes (a rerun skips fini
 cluster-size verdicts then read the range over K (max/min of the per-K means, with the spread
 over draws) and cluster size as a fraction of K, since with K ≤ 10 a cluster can hold at most K labels.
 
-Each finding gets a plain verdict ("constant" = within ±25 % from the smallest to the largest K). "Rises" is judged by Spearman's rank correlation with depth
+Each finding gets a plain verdict ("constant" = within ±25 % from the smallest to the largest K). "Rises" is judged by Spearman's rank
+correlation with depth
 (ρ ≥ 0.6: yes, 0.2..0.6: weakly, below: no) and by last-vs-first.
 
     python benchmarks/reproduce_trends.py runs/vgg/model.pt runs/effnet/model.pt \\
@@ -33,10 +34,10 @@ import prune_snr
 import prune_snr.models
 from prune_snr.atomic import atomic_save_text
 from prune_snr.choices import CLUSTERS
+from prune_snr.errors import run_script
 from prune_snr.measure import Measurement, measure
 from prune_snr.measure.plots import save_figure
 from prune_snr.measure.result import paper_accuracy
-from prune_snr.errors import run_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 from _common import add_standard, ints, load_results, load_run, machine_line, save_results, script_parser  # noqa: E402
@@ -167,12 +168,15 @@ def plot(results: list[tuple[str, Measurement]], out: Path) -> list[Path]:
 
 def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
     lines = ["# Does Fashion-MNIST show the paper's trends?", "",
-             f"Machine: {machine}. Test split, θ and pool as recorded in each measurement; label sweep = first K labels, same backbone.", "",
-             "| model | points | head accuracy first → last (ρ) | rises? | layer SNR first → last (ρ) | rises? | noise/filter first → last (ρ) | falls? |",
+             f"Machine: {machine}. Test split, θ and pool as recorded in each measurement; label sweep = first K labels, same "
+                 f"backbone.", "",
+             "| model | points | head accuracy first → last (ρ) | rises? | layer SNR first → last (ρ) | rises? | noise/filter first → "
+                 "last (ρ) | falls? |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         a, s, n = r["accuracy"], r["snr"], r["noise"]
-        lines.append(f"| {r['model']} | {r['points']} | {a['first']:.4f} → {a['last']:.4f} ({a['rho']:+.2f}) | {trend_verdict(a['rho'], True)} | "
+        lines.append(f"| {r['model']} | {r['points']} | {a['first']:.4f} → {a['last']:.4f} ({a['rho']:+.2f}) | "
+            f"{trend_verdict(a['rho'], True)} | "
                      f"{s['first']:.2f} → {s['last']:.2f} ({s['rho']:+.2f}) | {trend_verdict(s['rho'], True)} | "
                      f"{n['first']:.2f} → {n['last']:.2f} ({n['rho']:+.2f}) | {trend_verdict(n['rho'], False)} |")
     lines += ["", "Label sweep at the last measured layer:", "",
@@ -187,12 +191,14 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
                      f" | {w['slope']:.4f}, R² {w['r2']:.2f} | {'yes' if w['r2'] >= 0.8 else 'roughly' if w['r2'] >= 0.5 else 'no'} | " +
                      ", ".join(f"{c:.2f}" for c in w["cluster_size"]) + " | " + ", ".join(f"{c:.2f}" for c in w["clusters_per_filter"]) +
                      f" | size {'yes' if abs(w['cluster_size_change']) <= 0.25 else 'no'} ({w['cluster_size_change']:+.0%}), "
-                     f"per filter {'yes' if abs(w['clusters_per_filter_change']) <= 0.25 else 'no'} ({w['clusters_per_filter_change']:+.0%}) |")
+                     f"per filter {'yes' if abs(w['clusters_per_filter_change']) <= 0.25 else 'no'} "
+                         f"({w['clusters_per_filter_change']:+.0%}) |")
     drawn = [r for r in rows if r.get("draws")]
     if drawn:
         lines += ["", "Label sweep over random label draws at the last measured point (mean ± std over draws per K; range = "
                   "max/min over K of the means; 'constant' = range ≤ 1.25):", "",
-                  "| model | draws | K | error rate | slope, R² | cluster size | cluster size / K | clusters / filter | size range | per-filter range |",
+                  "| model | draws | K | error rate | slope, R² | cluster size | cluster size / K | clusters / filter | size range | "
+                      "per-filter range |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in drawn:
             d = r["draws"]
@@ -210,18 +216,21 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
         a, s, n, w = r["accuracy"], r["snr"], r["noise"], r.get("sweep")
         agree, disagree = [], []
         (agree if trend_verdict(a["rho"], True) != "no" else disagree).append(
-            f"head accuracy {'rises' if a['rho'] > 0 else 'does not rise'} with depth ({a['first']:.3f} → {a['last']:.3f}, ρ {a['rho']:+.2f})")
+            f"head accuracy {'rises' if a['rho'] > 0 else 'does not rise'} with depth ({a['first']:.3f} → {a['last']:.3f}, ρ "
+                f"{a['rho']:+.2f})")
         (agree if trend_verdict(s["rho"], True) != "no" else disagree).append(
             f"layer SNR {'rises' if s['rho'] > 0 else 'does not rise'} with depth ({s['first']:.2f} → {s['last']:.2f}, ρ {s['rho']:+.2f})")
         (agree if trend_verdict(n["rho"], False) != "no" else disagree).append(
-            f"noise per filter {'falls' if n['rho'] < 0 else 'does not fall'} with depth ({n['first']:.2f} → {n['last']:.2f}, ρ {n['rho']:+.2f})")
+            f"noise per filter {'falls' if n['rho'] < 0 else 'does not fall'} with depth ({n['first']:.2f} → {n['last']:.2f}, ρ "
+                f"{n['rho']:+.2f})")
         d = r.get("draws")
         if d:
             for key, name in (("cluster_size", "last-layer cluster size"), ("clusters_per_filter", "last-layer clusters per filter")):
                 constant = d[f"{key}_range"] <= 1.25
                 (agree if constant else disagree).append(
                     f"{name} over K={d['labels'][0]}..{d['labels'][-1]}, {d['draws']} random label draws: range {d[f'{key}_range']:.2f} "
-                    f"(spread over draws {d[f'{key}_spread']:.2f})" + (" — nearly constant" if constant else " — not constant within K ≤ 10"))
+                    f"(spread over draws {d[f'{key}_spread']:.2f})" + (" — nearly constant" if constant else " — not constant within K ≤ "
+                        "10"))
             w = None  # the first-K sweep is superseded by the draws
         if w:
             (agree if w["r2"] >= 0.5 else disagree).append(
@@ -231,7 +240,8 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
                 (agree if constant else disagree).append(
                     f"{name} {w[key][0]:.2f} → {w[key][-1]:.2f} from K={w['labels'][0]} to K={w['labels'][-1]}"
                     + (" (nearly constant, within ±25 %)" if constant else " (not constant; the paper reports nearly constant)"))
-        lines.append(f"- **{r['model']}** agrees: " + "; ".join(agree) + "." + (" **Disagrees:** " + "; ".join(disagree) + "." if disagree else ""))
+        disagrees = " **Disagrees:** " + "; ".join(disagree) + "." if disagree else ""
+        lines.append(f"- **{r['model']}** agrees: " + "; ".join(agree) + "." + disagrees)
     lines += ["", *[f"![{p.stem}]({p.name})" for p in pngs], ""]
     return "\n".join(lines)
 

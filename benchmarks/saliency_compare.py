@@ -42,14 +42,13 @@ import torch
 
 import prune_snr
 from prune_snr.atomic import atomic_save_text
-from prune_snr.errors import PruneSnrError, run_script
+from prune_snr.choices import CLUSTERS, CRITERIA
+from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCATIONS
 from prune_snr.config import MeasureConfig
+from prune_snr.errors import PruneSnrError, run_script
 from prune_snr.measure import Measurement, measure_checkpoint
 from prune_snr.measure.plots import save_figure
 from prune_snr.prune import prune
-
-from prune_snr.choices import MEASURED_ALLOCATIONS as MEASUREMENT_DRIVEN_ALLOCATIONS
-from prune_snr.choices import CLUSTERS, CRITERIA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 from _common import add_standard, floats, ints, load_results, load_run, machine_line, save_results, script_parser  # noqa: E402
@@ -128,7 +127,8 @@ def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
         # the more accurate arm may have bought it with the other metric: then the cells are not comparable
         winner_other, loser_other = (a_other, b_other) if direction == "win" else (b_other, a_other)
         if direction and loser_other > 0 and winner_other > (1 + COMPARABLE) * loser_other:
-            v["verdict"] = f"not comparable (the more accurate arm keeps {winner_other / loser_other - 1:.0%} more {other.removesuffix('_kept')})"
+            more = winner_other / loser_other - 1
+            v["verdict"] = f"not comparable (the more accurate arm keeps {more:.0%} more {other.removesuffix('_kept')})"
         result[split] = {"driven_mean": v.pop("a_mean"), "baseline_mean": v.pop("b_mean"), **v}
     val, test = result["val"], result["test"]
     result["verdict"] = both_splits(val, test)  # validation's verdict when both splits agree, "not comparable" included

@@ -58,9 +58,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-run the step that wrote it") from exc
     if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
-        raise CheckpointError(f"{path} is not a prune-snr checkpoint (no format_version/model keys); pass a file written by prune-snr train or prune")
+        raise CheckpointError(f"{path} is not a prune-snr checkpoint (no format_version/model keys); pass a file written by prune-snr "
+            f"train or prune")
     if payload["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {payload['format_version']}, newer than this prune-snr ({FORMAT_VERSION}); upgrade prune-snr")
+        raise CheckpointError(f"{path} has format_version {payload['format_version']}, newer than this prune-snr ({FORMAT_VERSION}); "
+            f"upgrade prune-snr")
     return payload
 
 
@@ -133,7 +135,8 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit the recorded architecture ({first}); the file is damaged or was edited") from exc
+        raise CheckpointError(f"checkpoint weights do not fit the recorded architecture ({first}); the file is damaged or was "
+            f"edited") from exc
     return model.eval()
 
 

@@ -18,7 +18,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import ALLOCATIONS, CACHE_DTYPES, CLUSTERS, HEAD_OPTIMIZERS, PRESET_CHOICES, CRITERIA, CUTS, DATASETS, FIELDS_SPLITS, FINETUNE_KEEP, GROUP_REDUCTIONS, HEAD_DTYPES, METRICS, MODELS, SCHEDULES, SPACES, VAL_SOURCES
+from .choices import (
+    ALLOCATIONS,
+    CACHE_DTYPES,
+    CLUSTERS,
+    CRITERIA,
+    CUTS,
+    DATASETS,
+    FIELDS_SPLITS,
+    FINETUNE_KEEP,
+    GROUP_REDUCTIONS,
+    HEAD_DTYPES,
+    HEAD_OPTIMIZERS,
+    METRICS,
+    MODELS,
+    PRESET_CHOICES,
+    SCHEDULES,
+    SPACES,
+    VAL_SOURCES,
+)
 from .errors import ConfigError, PruneSnrError
 from .runtime import DIST_TIMEOUT, distributed, is_main
 
@@ -36,21 +54,29 @@ Dataset = Annotated[Optional[str], typer.Option("--dataset", help=DATASETS.help(
 DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the dataset files.")]
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda[:N].")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
-BnRecalibrate = Annotated[Optional[int], typer.Option("--bn-recalibrate", help="After pruning, re-estimate every BatchNorm's running statistics on N training batches (no gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.")]
+BnRecalibrate = Annotated[Optional[int], typer.Option("--bn-recalibrate", help="After pruning, re-estimate every BatchNorm's running "
+    "statistics on N training batches (no gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes for every pass over images (default: none where no GPU is visible; on a GPU machine its cores per torchrun rank less one, at most 8).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes for every pass over images (default: none "
+    "where no GPU is visible; on a GPU machine its cores per torchrun rank less one, at most 8).")]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
-ModelKwargs = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON keyword arguments of a MODULE:CALLABLE architecture, e.g. '{\"width\": 2}'.")]
-TrustModelCode = Annotated[bool, typer.Option("--trust-model-code", help="Let a checkpoint of a MODULE:CALLABLE architecture import its module (that runs its code).")]
-ValSource = Annotated[Optional[str], typer.Option("--val-source", help=VAL_SOURCES.help("Where the validation split comes from:") + " Default: test for an imported checkpoint, else train.")]
-ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held out for decisions (default 0.1).")]
-SplitSeed = Annotated[Optional[int], typer.Option("--split-seed", help="Redraw the validation split with this seed from the images the checkpoint's training held out (use a --val-fraction below what it held out); varies the split between repeated trials.")]
+ModelKwargs = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON keyword arguments of a MODULE:CALLABLE architecture, "
+    "e.g. '{\"width\": 2}'.")]
+TrustModelCode = Annotated[bool, typer.Option("--trust-model-code", help="Let a checkpoint of a MODULE:CALLABLE architecture import its "
+    "module (that runs its code).")]
+ValSource = Annotated[Optional[str], typer.Option("--val-source",
+    help=VAL_SOURCES.help("Where the validation split comes from:") + " Default: test for an imported checkpoint, else train.")]
+ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held "
+    "out for decisions (default 0.1).")]
+SplitSeed = Annotated[Optional[int], typer.Option("--split-seed", help="Redraw the validation split with this seed from the images the "
+    "checkpoint's training held out (use a --val-fraction below what it held out); varies the split between repeated trials.")]
 
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
-          dist_timeout: Annotated[float, typer.Option("--dist-timeout", help="Under torchrun: seconds a rank waits for the others (rank 0 alone trains the heads and joins the feature cache meanwhile) before the job stops.")] = DIST_TIMEOUT) -> None:
+          dist_timeout: Annotated[float, typer.Option("--dist-timeout", help="Under torchrun: seconds a rank waits for the others (rank 0 "
+              "alone trains the heads and joins the feature cache meanwhile) before the job stops.")] = DIST_TIMEOUT) -> None:
     _state["debug"] = debug
     _state["dist_timeout"] = dist_timeout
     warnings.showwarning = _one_line_warning
@@ -133,7 +159,8 @@ def train(
     width_mult: Annotated[Optional[float], typer.Option("--width-mult", help="Scale every conv width (vgg16).")] = None,
     labels: Annotated[Optional[int], typer.Option("--num-labels", help="Keep only the first K labels.")] = None,
     old_labels: Annotated[Optional[str], typer.Option("--labels", hidden=True)] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 32; ImageNet 224; an image folder's own size).")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 32; ImageNet 224; an image "
+        "folder's own size).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     batch_size: BatchSize = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -175,11 +202,15 @@ def import_(
     model: Annotated[str, typer.Argument(help="Architecture: " + MODELS.help())],
     num_classes: Annotated[int, typer.Option("--num-classes", help="Output labels of the model.")],
     model_kwargs: ModelKwargs = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Hub weights (timm/torchvision; their cache when offline).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict: .safetensors, or .pt/.pth read with weights_only=True.")] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 224 for timm:/torchvision:, else 32).")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Hub weights (timm/torchvision; their cache when "
+        "offline).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict: .safetensors, or .pt/.pth read with "
+        "weights_only=True.")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 224 for timm:/torchvision:, "
+        "else 32).")] = None,
     in_chans: Annotated[Optional[int], typer.Option("--in-chans", help="Input channels (default 3).")] = None,
-    reset_classifier: Annotated[Optional[bool], typer.Option("--reset-classifier", help="Start a new classifier when the weights' label count differs.")] = None,
+    reset_classifier: Annotated[Optional[bool], typer.Option("--reset-classifier", help="Start a new classifier when the weights' label "
+        "count differs.")] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     device: Device = None,
@@ -200,7 +231,8 @@ def import_(
         console.print(table)
         if report["reset_classifier"]:
             console.print(f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or train it before measuring")
-        console.print("its training data is unknown: measure and prune carve their validation split from the test split (--val-source test)")
+        console.print("its training data is unknown: measure and prune carve their validation split from the test split (--val-source "
+            "test)")
 
 
 @app.command()
@@ -214,24 +246,34 @@ def measure(
     pool: Annotated[Optional[int], typer.Option("--pool", help="Adaptive average pooling p (head sees C*p*p features).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
     clusters: Annotated[Optional[str], typer.Option("--clusters", help=CLUSTERS.help("What a cluster is:"))] = None,
-    head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head (the cap with early stopping).")] = None,
-    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over --head-epochs).")] = None,
-    head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower validation loss (0 = always --head-epochs).")] = None,
-    head_min_epochs: Annotated[Optional[int], typer.Option("--head-min-epochs", help="Epochs every head trains before it may stop.")] = None,
+    head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head (the cap with early "
+        "stopping).")] = None,
+    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over "
+        "--head-epochs).")] = None,
+    head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower "
+        "validation loss (0 = always --head-epochs).")] = None,
+    head_min_epochs: Annotated[Optional[int], typer.Option("--head-min-epochs", help="Epochs every head trains before it may "
+        "stop.")] = None,
     head_optimizer: Annotated[Optional[str], typer.Option("--head-optimizer", help=HEAD_OPTIMIZERS.help("The heads' optimiser:"))] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help=PRESET_CHOICES.help("Options taken together (flags given beside it win):"))] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help=PRESET_CHOICES.help("Options taken together (flags given beside it "
+        "win):"))] = None,
     label_sweep: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
     label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
     fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
     val_fraction: ValFraction = None,
     val_source: ValSource = None,
     split_seed: SplitSeed = None,
-    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of filters) may hold at once (default: a quarter of the RAM).")] = None,
+    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of "
+        "filters) may hold at once (default: a quarter of the RAM).")] = None,
     cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
-    head_dtype: Annotated[Optional[str], typer.Option("--head-dtype", help=HEAD_DTYPES.help("The heads' training rows and matmuls:"))] = None,
-    train_per_class: Annotated[Optional[int], typer.Option("--train-per-class", help="Read and train the heads on at most N training images per label (seeded, label-stratified; the validation images stay the same).")] = None,
-    expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise outputs.")] = None,
-    save_fields: Annotated[Optional[str], typer.Option("--save-fields", help="Field matrices fields.npz keeps per point: the N highest-SNR filters' (default 16), or all; every filter's statistics are kept.")] = None,
+    head_dtype: Annotated[Optional[str], typer.Option("--head-dtype", help=HEAD_DTYPES.help("The heads' training rows and "
+        "matmuls:"))] = None,
+    train_per_class: Annotated[Optional[int], typer.Option("--train-per-class", help="Read and train the heads on at most N training "
+        "images per label (seeded, label-stratified; the validation images stay the same).")] = None,
+    expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise "
+        "outputs.")] = None,
+    save_fields: Annotated[Optional[str], typer.Option("--save-fields", help="Field matrices fields.npz keeps per point: the N "
+        "highest-SNR filters' (default 16), or all; every filter's statistics are kept.")] = None,
     batch_size: BatchSize = None,
     seed: Seed = None,
     device: Device = None,
@@ -262,31 +304,44 @@ def prune(
     recipe: Recipe = None,
     target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("What --target counts:"))] = None,
-    latency_batch: Annotated[Optional[int], typer.Option("--latency-batch", help="Batch size that --metric latency times (default 32; the report gives 1 and 32).")] = None,
+    latency_batch: Annotated[Optional[int], typer.Option("--latency-batch", help="Batch size that --metric latency times (default 32; the "
+        "report gives 1 and 32).")] = None,
     criterion: Annotated[Optional[str], typer.Option("--criterion", help=CRITERIA.help("Filter ranking inside a layer:"))] = None,
-    allocation: Annotated[Optional[str], typer.Option("--allocation", help=ALLOCATIONS.help("How the budget is spread over layers:"))] = None,
+    allocation: Annotated[Optional[str], typer.Option("--allocation", help=ALLOCATIONS.help("How the budget is spread over "
+        "layers:"))] = None,
     global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
-    group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help=GROUP_REDUCTIONS.help("Aggregate coupled layers' SNR:"))] = None,
+    group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help=GROUP_REDUCTIONS.help("Aggregate coupled layers' "
+        "SNR:"))] = None,
     iterative_steps: Annotated[Optional[int], typer.Option("--iterative-steps", help="Prune in this many steps.")] = None,
-    remeasure: Annotated[Optional[bool], typer.Option("--remeasure/--no-remeasure", help="With --iterative-steps: measure the pruned model anew between steps.")] = None,
-    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (default: ONNX Runtime's CPU alignment here, 16 with AVX-512 else 8; 1 = off).")] = None,
+    remeasure: Annotated[Optional[bool], typer.Option("--remeasure/--no-remeasure", help="With --iterative-steps: measure the pruned "
+        "model anew between steps.")] = None,
+    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (default: ONNX Runtime's "
+        "CPU alignment here, 16 with AVX-512 else 8; 1 = off).")] = None,
     truncate: Annotated[Optional[bool], typer.Option("--truncate/--no-truncate", help="Cut layers that add < delta accuracy.")] = None,
     cut: Annotated[Optional[str], typer.Option("--cut", help=CUTS.help("Where --truncate cuts:"))] = None,
-    drop_blocks: Annotated[Optional[bool], typer.Option("--drop-blocks/--no-drop-blocks", help="Drop residual blocks (identity shortcut) while validation accuracy stays within delta.")] = None,
-    delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")] = None,
+    drop_blocks: Annotated[Optional[bool], typer.Option("--drop-blocks/--no-drop-blocks", help="Drop residual blocks (identity shortcut) "
+        "while validation accuracy stays within delta.")] = None,
+    delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 "
+        "points).")] = None,
     afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
     bn_recalibrate: BnRecalibrate = None,
-    refit_epochs: Annotated[Optional[int], typer.Option("--refit-epochs", help="Retrain the classifier on the pruned model's frozen features for up to N epochs (a measured head's training, early stopping on validation) before fine-tuning; gives width-pruned and cut models equal training.")] = None,
+    refit_epochs: Annotated[Optional[int], typer.Option("--refit-epochs", help="Retrain the classifier on the pruned model's frozen "
+        "features for up to N epochs (a measured head's training, early stopping on validation) before fine-tuning; gives width-pruned "
+            "and cut models equal training.")] = None,
     finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
     finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
-    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
-    finetune_keep: Annotated[Optional[str], typer.Option("--finetune-keep", help=FINETUNE_KEEP.help("Which model fine-tuning leaves:"))] = None,
+    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while "
+        "fine-tuning.")] = None,
+    finetune_keep: Annotated[Optional[str], typer.Option("--finetune-keep", help=FINETUNE_KEEP.help("Which model fine-tuning "
+        "leaves:"))] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
     val_fraction: ValFraction = None,
     val_source: ValSource = None,
     split_seed: SplitSeed = None,
-    exact_target: Annotated[Optional[bool], typer.Option("--exact-target/--closest-target", help="An unreachable --target is an error (default: prune to the closest reachable point, with a warning).")] = None,
-    graph_timeout: Annotated[Optional[float], typer.Option("--graph-timeout", help="Seconds torch-pruning may take to trace and group the model's channels before prune stops with one line (default 300).")] = None,
+    exact_target: Annotated[Optional[bool], typer.Option("--exact-target/--closest-target", help="An unreachable --target is an error "
+        "(default: prune to the closest reachable point, with a warning).")] = None,
+    graph_timeout: Annotated[Optional[float], typer.Option("--graph-timeout", help="Seconds torch-pruning may take to trace and group the "
+        "model's channels before prune stops with one line (default 300).")] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     batch_size: BatchSize = None,
@@ -317,10 +372,13 @@ def export(
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="dynamic, or a fixed batch size.")] = "dynamic",
     input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W (default: the model's).")] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Unpruned checkpoint to compare latency with (default: the one a pruned.pt came from).")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Unpruned checkpoint to compare latency with (default: the one a "
+        "pruned.pt came from).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats (median reported).")] = 30,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write OUT.int8.onnx: static QDQ quantization calibrated on training images; reports its test accuracy and latency.")] = False,
-    calibration_size: Annotated[int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate --int8.")] = 512,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write OUT.int8.onnx: static QDQ quantization calibrated on training images; "
+        "reports its test accuracy and latency.")] = False,
+    calibration_size: Annotated[int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate "
+        "--int8.")] = 512,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     trust_model_code: TrustModelCode = False,
@@ -362,22 +420,30 @@ def search(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
     out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")],
     recipe: Recipe = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Finished trials the study should hold (a rerun resumes). Default 20.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Finished trials the study should hold (a rerun resumes). Default "
+        "20.")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, or a .log JournalStorage file.")] = None,
     study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default prune-snr.")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
     n_jobs: Annotated[Optional[int], typer.Option("--n-jobs", help="Parallel trials in this process.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Start K local worker processes on one journal file (--storage X.log, default OUT/study.log): K cores.")] = None,
-    worker_index: Annotated[Optional[int], typer.Option("--worker-index", help="This process's index when you start several workers on one --storage yourself: its own random stream.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Start K local worker processes on one journal file (--storage "
+        "X.log, default OUT/study.log): K cores.")] = None,
+    worker_index: Annotated[Optional[int], typer.Option("--worker-index", help="This process's index when you start several workers on "
+        "one --storage yourself: its own random stream.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("Size objective:"))] = None,
-    max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs searched (cheap proxy). Default 2.")] = None,
+    max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs "
+        "searched (cheap proxy). Default 2.")] = None,
     measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
-    proxy: Annotated[Optional[str], typer.Option("--proxy", help="Grade trials cheaply, then re-run the Pareto trials fully: bn = right after pruning with BatchNorm recalibrated (no fine-tuning); a fraction F = fine-tuned on F of the training set.")] = None,
+    proxy: Annotated[Optional[str], typer.Option("--proxy", help="Grade trials cheaply, then re-run the Pareto trials fully: bn = right "
+        "after pruning with BatchNorm recalibrated (no fine-tuning); a fraction F = fine-tuned on F of the training set.")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help=SPACES.help("Search space:"))] = None,
-    fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')] = None,
-    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 = off).")] = None,
+    fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. '
+        '"truncate=false,target=0.5".')] = None,
+    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 "
+        "= off).")] = None,
     bn_recalibrate: BnRecalibrate = None,
-    pick: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')] = None,
+    pick: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to '
+        'OUT/pruned.pt.')] = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     seed: Seed = None,
@@ -433,8 +499,10 @@ def _show_pareto(study, out: Path) -> None:
 
     for r in rows:
         full = [fmt(r["full_val_accuracy"]), fmt(r["full_accuracy"])] if proxied else []
-        table.add_row(str(r["trial"]), fmt(r["val_accuracy"]), fmt(r["accuracy"]), *full, f"{r['kept']:.3f}", r["criterion"], r["allocation"], f"{r['target']:.2f}",
-                      str(r.get("threshold", "-")), str(r["finetune_epochs"]), "y" if r.get("truncate") else "n", "y" if r.get("afcc") else "n")
+        table.add_row(str(r["trial"]), fmt(r["val_accuracy"]), fmt(r["accuracy"]), *full, f"{r['kept']:.3f}", r["criterion"],
+            r["allocation"], f"{r['target']:.2f}",
+                      str(r.get("threshold", "-")), str(r["finetune_epochs"]), "y" if r.get("truncate") else "n",
+                          "y" if r.get("afcc") else "n")
     console.print(table)
     if rows:
         console.print(f"Pareto plot: {save_pareto_plot(study, out / 'pareto.png')}")
@@ -464,7 +532,8 @@ def prune_table(report: dict) -> Table:
     mid, recal = report.get("pruned_before_finetune"), report.get("bn_recalibration")
     if recal:
         table.add_row("pruned, BatchNorm as before", f"{recal['without']['accuracy']:.4f}", "", "")
-        table.add_row(f"pruned, BatchNorm on {recal['batches']} batches", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")
+        table.add_row(f"pruned, BatchNorm on {recal['batches']} batches", f"{mid['accuracy']:.4f}", f"{mid['params']:,}",
+            f"{mid['macs']:,}")
     elif mid:
         table.add_row("pruned, no fine-tune", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")
     table.add_row("after", f"{after['accuracy']:.4f}", f"{after['params']:,}", f"{after['macs']:,}")

@@ -49,7 +49,8 @@ def closure(roots: list[str], *, python: str, extras: tuple[str, ...] = ()) -> d
         try:
             found[key] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"error: {name} is required but not installed here; pip install -e '.[dev]' -c constraints.txt first")
+            raise SystemExit(f"error: {name} is required but not installed here; "
+                             "pip install -e '.[dev]' -c constraints.txt first") from None
         for line in metadata.requires(name) or ():
             req = Requirement(line)
             if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *wanted)):

@@ -81,7 +81,8 @@ MEASURE_OUTPUT: list[str] = []  # what `measure` printed, for the table spec
 def test_measure_writes_every_artifact_and_prints_the_layer_table(measured_run):
     _, folder = measured_run
     names = {p.name for p in folder.iterdir()}
-    assert {"measurement.json", "fields.npz", "heads.pt", "layers.png", "noise.png", "filters.png", "label_sweep.png", "config.yaml"} <= names
+    assert {"measurement.json", "fields.npz", "heads.pt", "layers.png", "noise.png", "filters.png", "label_sweep.png",
+        "config.yaml"} <= names
     data = json.loads((folder / "measurement.json").read_text())
     assert (data["options"]["head_epochs"], data["options"]["head_lr"]) == (3, 0.02)
     cells = [line.replace("│", " ").split() for line in MEASURE_OUTPUT[0].splitlines()]

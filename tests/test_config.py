@@ -1,9 +1,8 @@
 """Specs of recipes and option resolution."""
+import dataclasses
 from pathlib import Path
 
 import pytest
-
-import dataclasses
 
 from prune_snr import choices
 from prune_snr.config import MeasureConfig, PruneConfig, SearchConfig, TrainConfig, known_keys, load_recipe, resolve
@@ -26,7 +25,8 @@ def test_unknown_recipe_key_is_an_error_naming_the_key(tmp_path):
         resolve(TrainConfig, recipe)
 
 
-@pytest.mark.parametrize("text,key", [("epochs: three\n", "epochs"), ("lr: -1\n", "lr"), ("amp: maybe\n", "amp"), ("schedule: step\n", "schedule")])
+@pytest.mark.parametrize("text,key", [("epochs: three\n", "epochs"), ("lr: -1\n", "lr"), ("amp: maybe\n", "amp"), ("schedule: step\n",
+    "schedule")])
 def test_bad_recipe_values_name_the_key(tmp_path, text, key):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(text)

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 import prune_snr
-
-pytestmark = pytest.mark.slow  # torchrun processes: minutes; .ci/run runs them after the fast set
 from prune_snr.runtime import make_loader
 from prune_snr.train.loop import GlobalBatchShards
+
+pytestmark = pytest.mark.slow  # torchrun processes: minutes; .ci/run runs them after the fast set
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
 TRAIN = ["train", "--dataset", "synthetic", "--width-mult", "0.125", "--epochs", "2", "--batch-size", "32", "--lr", "0.01",
@@ -43,9 +43,11 @@ def runs(tmp_path_factory):
     for processes in (1, 2):
         folder = tmp / f"p{processes}"
         run([*TRAIN, "--out", folder / "train"], tmp, processes)
-        run(["measure", folder / "train" / "model.pt", "--head-epochs", "3", "--device", "cpu", "--out", folder / "measure"], tmp, processes)
+        run(["measure", folder / "train" / "model.pt", "--head-epochs", "3", "--device", "cpu", "--out", folder / "measure"], tmp,
+            processes)
         run(["prune", folder / "train" / "model.pt", "--target", "0.4", "--criterion", "l1", "--allocation", "uniform",
-             "--finetune-epochs", "3", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp, processes)
+             "--finetune-epochs", "3", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp,
+                 processes)
     return tmp / "p1", tmp / "p2"
 
 

@@ -13,7 +13,8 @@ import gen_cli_docs  # noqa: E402
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 OTHER_TOOLS = {"--help", "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--rdzv_backend",
-               "--rdzv_endpoint", "--collect-only", "--no-index", "--nodes", "--ntasks-per-node", "--gpus-per-node"}  # torchrun, SLURM, pytest, pip
+               # torchrun, SLURM, pytest, pip
+               "--rdzv_endpoint", "--collect-only", "--no-index", "--nodes", "--ntasks-per-node", "--gpus-per-node"}
 
 
 def cli_flags() -> dict[str, set[str]]:

@@ -23,9 +23,9 @@ def _model():
 
 
 def _rank(rank: int, world: int, init: str, out: str) -> None:
-    from torch import distributed as dist
-
     import importlib
+
+    from torch import distributed as dist
 
     import prune_snr
     from prune_snr.prune import build_importance

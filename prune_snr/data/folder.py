@@ -37,7 +37,8 @@ def image_folder(root: str | Path, split: str, *, family: str, channels: int, si
     root = Path(root)
     folder = next((root / d for d in SPLIT_DIRS[split] if (root / d).is_dir()), None)
     if folder is None:
-        raise DataError(f"{root}: no {' or '.join(SPLIT_DIRS[split])}/ folder; expected ROOT/train/<class>/*.jpg and ROOT/val/<class>/*.jpg")
+        raise DataError(f"{root}: no {' or '.join(SPLIT_DIRS[split])}/ folder; expected ROOT/train/<class>/*.jpg and "
+            f"ROOT/val/<class>/*.jpg")
     try:
         ds = ImageFolder(str(folder), transform=file_transform(family, channels, train=train_aug, size=size))
     except (FileNotFoundError, RuntimeError) as exc:

@@ -102,7 +102,8 @@ def fashion_mnist(split: str, data_dir: str | None, *, channels: int, size: int,
 def _fashion_mnist_tensors(ds, *, channels: int, size: int, train_aug: bool) -> TensorImages:
     images = _to_chw(ds.data, channels, size)
     pad = 2 if size == 32 else 4
-    return TensorImages(images, ds.targets, FASHION_MNIST_CLASSES, tensor_transform("fashion-mnist", channels, train=train_aug, size=size, pad=pad))
+    return TensorImages(images, ds.targets, FASHION_MNIST_CLASSES, tensor_transform("fashion-mnist", channels, train=train_aug, size=size,
+        pad=pad))
 
 
 def cifar(name: str, split: str, data_dir: str | None, *, channels: int, size: int, train_aug: bool) -> TensorImages:
@@ -133,14 +134,16 @@ def _download(cls, root: Path, split: str, error):
         raise error(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no network'}") from exc
 
 
-def synthetic(split: str, *, num_classes: int = 10, channels: int = 3, size: int = 32, per_class: int | None = None, train_aug: bool = False, seed: int = 0) -> TensorImages:
+def synthetic(split: str, *, num_classes: int = 10, channels: int = 3, size: int = 32, per_class: int | None = None,
+    train_aug: bool = False, seed: int = 0) -> TensorImages:
     """Images with learnable class structure: a smooth per-class prototype, shifted, plus noise.
 
     Prototypes depend only on ``seed`` and ``num_classes``, so train and test share classes;
     the noise differs by split. Small enough for unit tests (64 train / 32 test per class).
     """
     g = torch.Generator().manual_seed(seed)
-    prototypes = F.interpolate(torch.rand(num_classes, channels, 4, 4, generator=g), size=(size, size), mode="bilinear", align_corners=False)
+    prototypes = F.interpolate(torch.rand(num_classes, channels, 4, 4, generator=g), size=(size, size), mode="bilinear",
+        align_corners=False)
     n = per_class or (64 if split == "train" else 32)
     g.manual_seed(seed + (1 if split == "train" else 2))
     labels = torch.arange(num_classes).repeat_interleave(n)
@@ -148,4 +151,5 @@ def synthetic(split: str, *, num_classes: int = 10, channels: int = 3, size: int
     images = torch.stack([torch.roll(prototypes[c], tuple(s.tolist()), dims=(1, 2)) for c, s in zip(labels, shifts)])
     images = (images + 0.15 * torch.randn(images.shape, generator=g)).clamp(0, 1)
     images = (images * 255).round().to(torch.uint8)
-    return TensorImages(images, labels, [f"class{c}" for c in range(num_classes)], tensor_transform("synthetic", channels, train=train_aug, size=size, pad=2))
+    return TensorImages(images, labels, [f"class{c}" for c in range(num_classes)], tensor_transform("synthetic", channels, train=train_aug,
+        size=size, pad=2))

@@ -34,5 +34,6 @@ def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input
         diff = float(np.abs(got - expected).max())
         report[f"batch_{n}_max_abs_diff"] = diff
         if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
-            raise ExportError(f"{path}: onnxruntime differs from PyTorch at batch {n} (max abs diff {diff:.2e} > atol {ATOL} + rtol {RTOL})")
+            raise ExportError(f"{path}: onnxruntime differs from PyTorch at batch {n} (max abs diff {diff:.2e} > atol {ATOL} + rtol "
+                f"{RTOL})")
     return report

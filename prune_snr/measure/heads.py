@@ -291,7 +291,8 @@ def _standardized(rows: Rows, classes: list[list[str]], stats: dict, positions: 
 def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor,
                    dtypes: list[torch.dtype]) -> tuple[list[torch.Tensor], dict]:
     """The rows of ``ordered`` standardized on their own statistics (returned; the same chunks, hence the same figures,
-    as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the cache's order, a chunk at a
+    as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the
+    cache's order, a chunk at a
     time, and copied into place, so no second copy of a point's rows is ever made. Each class is then stored in its
     ``dtypes`` entry (a lower precision copy is made while its float32 rows still exist: one class at a time)."""
     n = len(ordered.index)
@@ -413,6 +414,7 @@ def _scores(source: _Source, layout, active, weights, biases, count: int) -> tup
 def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
     if device.type != "cuda":
         return True
+    torch.cuda.empty_cache()  # what the caching allocator still holds from the feature pass is free for the heads
     free, _ = torch.cuda.mem_get_info(device)
     return tensors_bytes < free // 2
 

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_save_bytes, atomic_save_json
-
-from ..checkpoint import save_checkpoint, load_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import MeasureConfig
 from ..errors import CheckpointError
 from .fields import FilterStats, filter_stats, layer_summary
@@ -217,7 +216,8 @@ def point_record(name: str, M: torch.Tensor | FilterStats, accuracies: dict[str,
                  train_accuracy: float | None = None) -> dict:
     """The per-point entry of ``measurement.json``: ``val_accuracy``, ``test_accuracy`` and the field figures of ``M``
     (the point's matrices or their statistics)."""
-    record = {"name": name, "n_filters": len(M.snr) if isinstance(M, FilterStats) else int(M.shape[0]), "val_accuracy": accuracies.get("val"),
+    record = {"name": name, "n_filters": len(M.snr) if isinstance(M, FilterStats) else int(M.shape[0]),
+        "val_accuracy": accuracies.get("val"),
               "test_accuracy": accuracies.get("test")}
     record.update(test_figures(M, threshold))
     if train_accuracy is not None:

@@ -1,13 +1,14 @@
 """Models: ``build_model`` (factory over the registry) and ``resolve_points`` (measurement points)."""
 from . import efficientnet, vgg  # noqa: F401  (registers the built-in models)
-from .blocks import droppable_blocks, drop_blocks
-from .counting import count, count_macs_params, prunable_base
-from .points import classifier_name, default_points, expanded_by_default, name_classifier, num_outputs, point_conv, resolve_points
 from .adopt import adopt
+from .blocks import drop_blocks, droppable_blocks
+from .counting import count, count_macs_params, prunable_base
 from .factory import build_model, example_input, remember_input_shape
+from .points import classifier_name, default_points, expanded_by_default, name_classifier, num_outputs, point_conv, resolve_points
 from .registry import list_models, register_model
 from .truncation import cut_spec, cuttable
 
 __all__ = ["adopt", "build_model", "classifier_name", "count", "count_macs_params", "cut_spec", "cuttable", "default_points", "drop_blocks",
-           "droppable_blocks", "example_input", "expanded_by_default", "list_models", "name_classifier", "num_outputs", "point_conv", "prunable_base",
+           "droppable_blocks", "example_input", "expanded_by_default", "list_models", "name_classifier", "num_outputs", "point_conv",
+               "prunable_base",
            "register_model", "remember_input_shape", "resolve_points"]

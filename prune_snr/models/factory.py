@@ -15,8 +15,8 @@ from torch import nn
 from ..errors import ModelError
 from .blocks import drop_blocks
 from .registry import PREFIXES, list_models, model_entrypoint
-from .user_code import build_user_model, is_user_code
 from .truncation import cut_after
+from .user_code import build_user_model, is_user_code
 
 
 def build_model(
@@ -70,7 +70,8 @@ def build_model(
         _check_outputs(model, name, num_classes, in_chans, input_size)
     elif rest:
         if prefix not in PREFIXES:
-            raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare name ({', '.join(list_models())})")
+            raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare "
+                f"name ({', '.join(list_models())})")
         if arch:
             raise ModelError(f"{name}: options {sorted(arch)} apply to prune-snr's own models only")
         if width_mult not in (None, 1, 1.0):

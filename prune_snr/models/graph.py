@@ -166,7 +166,8 @@ def _failing_node(exc: BaseException, names: dict) -> str | None:
     node, layer, tb = None, None, exc.__traceback__
     while tb is not None:
         local = tb.tb_frame.f_locals
-        if isinstance(local.get("self"), nn.Module) and local["self"] in names:  # a forward that failed: the innermost layer of the model running
+        # a forward that failed: the innermost layer of the model running
+        if isinstance(local.get("self"), nn.Module) and local["self"] in names:
             layer = names[local["self"]]
         if isinstance(local.get("group"), tp.dependency.Group) and len(local["group"]):
             node = local["group"][0].dep.target  # the group's root layer

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..choices import CLUSTERS, THRESHOLD
-from ..measure.fields import layer_stats
 from ..errors import ConfigError
+from ..measure.fields import layer_stats
 from ..models import classifier_name
 from ..runtime import make_loader
 from .plan import Context

@@ -16,9 +16,9 @@ from torch import nn
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import PruneConfig, resolve
 from ..data.user import user_data
-from ..models import adopt, name_classifier, num_outputs
 from ..measure import Measurement
 from ..measure.pipeline import plan_validation
+from ..models import adopt, name_classifier, num_outputs
 from .afcc import afcc_stage
 from .blocks import drop_stage
 from .measuring import measure_stage
@@ -115,7 +115,8 @@ def prune(
     cfg = resolve(PruneConfig, overrides=options, base=cfg)
     name_classifier(model, classifier)  # before the label count is read from it
     data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="prune")
-    model = adopt(model, image_shape=data["train"].image_shape if data else None, classifier=classifier)  # the caller's model stays as it was
+    # the caller's model stays as it was
+    model = adopt(model, image_shape=data["train"].image_shape if data else None, classifier=classifier)
     ctx = plan(model, cfg, dataset=dataset, measurement=measurement, backbone_saw_val=backbone_saw_val, progress=progress,
                data=data, finetune=finetune)
     return run(ctx, before_finetune=BEFORE_FINETUNE, after_finetune=AFTER_FINETUNE, out=out, resume=resume, config=config)

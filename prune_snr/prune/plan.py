@@ -80,7 +80,8 @@ def settle(cfg: PruneConfig, model: nn.Module, *, dataset: str | None = None, me
     expanded = expanded_by_default(model) if cfg.measure.expanded is None else cfg.measure.expanded
     # a measured criterion scores every channel group: measure a point for each (squeeze-excite gates too)
     points = "groups" if cfg.criterion in MEASURED_CRITERIA and cfg.measure.points == "all" else cfg.measure.points
-    measure = dataclasses.replace(cfg.measure, points=points, dataset=dataset, data_dir=cfg.data_dir, val_fraction=val_fraction, val_source=val_source,
+    measure = dataclasses.replace(cfg.measure, points=points, dataset=dataset, data_dir=cfg.data_dir, val_fraction=val_fraction,
+        val_source=val_source,
                                   split_seed=split_seed, held_out=held_out, seed=cfg.seed, device=cfg.device, label_sweep=None,
                                   expanded=expanded)
     return dataclasses.replace(cfg, dataset=dataset, val_fraction=val_fraction, val_source=val_source, split_seed=split_seed,

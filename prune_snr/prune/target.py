@@ -25,9 +25,9 @@ from ..config import check_target
 from ..errors import ConfigError
 from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
-from .allocation import ALLOCATION_BUILDERS
 from ..models.graph import DEFAULT_TIMEOUT, ChannelGraph
 from ..runtime import broadcast_object, is_main, rank_zero_alone, world
+from .allocation import ALLOCATION_BUILDERS
 
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs

@@ -1,7 +1,18 @@
 """Search: a multi-objective Optuna study over pruning configurations, and picking from it."""
-from .study import (PARAMETERS, counted_trials, full_result, load_study, make_storage, pareto_rows, parse_fix, pick, run_search,
-                    save_pareto_plot, write_pick)
 from .api import search
+from .study import (
+                    PARAMETERS,
+                    counted_trials,
+                    full_result,
+                    load_study,
+                    make_storage,
+                    pareto_rows,
+                    parse_fix,
+                    pick,
+                    run_search,
+                    save_pareto_plot,
+                    write_pick,
+)
 from .workers import run_workers
 
 __all__ = ["PARAMETERS", "counted_trials", "full_result", "load_study", "make_storage", "pareto_rows", "parse_fix", "pick", "run_search",

@@ -31,6 +31,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import sqlalchemy.exc
 import yaml
@@ -175,8 +176,17 @@ def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
     """
     if threshold == measurement.threshold:
         return measurement
+    if not rethresholdable(measurement):
+        raise ConfigError(f"θ = {threshold}: the measurement keeps only some filters' field matrices, so its SNR holds at its own "
+                          f"θ = {measurement.threshold} only; measure with --save-fields all")
     meta = {**measurement.meta, "options": {**measurement.meta["options"], "threshold": threshold}}
     return dataclasses.replace(measurement, meta=meta, filter_stats={})
+
+
+def rethresholdable(measurement: Measurement) -> bool:
+    """Whether every point keeps every filter's field matrix: what reading the measurement at another θ needs."""
+    return all(np.array_equal(measurement.stored_filters(n), np.arange(measurement.point(n).get("n_filters", -1)))
+               for n in measurement.fields)
 
 
 def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None,
@@ -197,7 +207,9 @@ def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measuremen
     base_cfg = settle(base_cfg, model, measurement=measurement, dataset=USER_DATA if data else None)
     t_measure = time.perf_counter()
     where = {"dataset": base_cfg.dataset} if data is None else {"dataset": None, **data}
-    measurement, _ = measure_if_needed(model, measurement, needed="threshold" in space_of(cfg.space), options=base_cfg.measure,
+    searched = "threshold" in space_of(cfg.space)  # a measurement made here keeps every matrix, so trials may read it at any θ
+    options = dataclasses.replace(base_cfg.measure, save_fields="all") if searched else base_cfg.measure
+    measurement, _ = measure_if_needed(model, measurement, needed=searched, options=options,
                                        progress=progress, **where)
     return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
 
@@ -249,6 +261,10 @@ def run_search(
     payload, base_cfg, model, measurement, measure_seconds = prepare(checkpoint, cfg, measurement=measurement, progress=progress,
                                                                      data=data)
     source = f"{type(model).__name__} object" if payload is None else str(Path(checkpoint).resolve())
+    if "threshold" in parameters and "threshold" not in fixed and measurement is not None and not rethresholdable(measurement):
+        warnings.warn(f"θ stays at the measurement's {measurement.threshold}: it keeps the field matrices of only some filters "
+                      "(measure with --save-fields all to search θ)", stacklevel=2)
+        fixed["threshold"] = measurement.threshold
     if model.spec.get("user_model") and "truncate" in parameters:  # a cut rebuilds the architecture by name
         fixed.setdefault("truncate", False)
     atomic_save_text(out / "config.yaml", dump_yaml(dataclasses.replace(cfg, prune=base_cfg)))
@@ -258,7 +274,8 @@ def run_search(
             if cfg.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
                 existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage_obj).trials)
             # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters; so does each worker.
-            study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True, directions=["maximize", "minimize"],
+            study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True, directions=["maximize",
+                "minimize"],
                                         sampler=optuna.samplers.PartialFixedSampler(
                                             fixed, optuna.samplers.NSGAIISampler(seed=seed + existing + 1009 * (worker or 0))))
             study.set_metric_names(["val_accuracy", f"{metric}_kept"])
@@ -278,7 +295,7 @@ def run_search(
             opts.update(finetune_epochs=0, bn_recalibrate=base_cfg.bn_recalibrate or BN_PROXY_BATCHES)
         if "truncate_layers" in opts:  # a study from before PruneConfig named it so
             opts["truncate"] = opts.pop("truncate_layers")
-        theta = opts.get("threshold", THRESHOLD)
+        theta = opts.get("threshold", measurement.threshold if measurement is not None else THRESHOLD)
         trial_model = model if payload is None else build_from_checkpoint(payload)  # prune works on a copy either way
         _, report = prune(trial_model, cfg=base_cfg, measurement=with_threshold(measurement, theta) if measurement is not None else None,
                           seed=seed + number, out=folder,
@@ -299,7 +316,10 @@ def run_search(
             trial.set_user_attr("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise
         accuracy = report["after"]["val_accuracy"]
-        kept = report["latency"][f"batch_{base_cfg.latency_batch}"]["fraction"] if metric == "latency" else report["after"][metric] / report["before"][metric]
+        if metric == "latency":
+            kept = report["latency"][f"batch_{base_cfg.latency_batch}"]["fraction"]
+        else:
+            kept = report["after"][metric] / report["before"][metric]
         for key in ("accuracy", "val_accuracy", "params", "macs"):
             trial.set_user_attr(key, report["after"][key])
         trial.set_user_attr("accuracy_before_finetune", report["pruned_before_finetune"]["accuracy"])
@@ -368,7 +388,8 @@ def pareto_rows(study: optuna.Study) -> list[dict]:
     """One dict per Pareto trial, smallest first: proxy and full accuracy, kept fraction, parameters."""
     rows = []
     for t in sorted(study.best_trials, key=lambda t: t.values[1]):
-        fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}  # studies before PartialFixedSampler
+        # studies before PartialFixedSampler
+        fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}
         full = study.user_attrs.get(f"full:{t.number:04d}")
         rows.append({"trial": t.number, "val_accuracy": t.values[0], "accuracy": t.user_attrs.get("accuracy"), "kept": t.values[1],
                      **fixed, **t.params,

@@ -4,9 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
 from ..atomic import atomic_save_json, atomic_save_text
-
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import TrainConfig, dump_yaml, model_kwargs, to_dict
 from ..data import build_dataset, hold_out
@@ -38,7 +36,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         DataError, ModelError, CheckpointError, TrainingError: see the stages.
 
     Example:
-        >>> cfg = resolve(TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"})  # doctest: +SKIP
+        >>> cfg = resolve(TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"})  # doctest:
+        +SKIP
         >>> train(cfg)["test_accuracy"]  # doctest: +SKIP
     """
     if not cfg.out:
@@ -52,7 +51,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         changed = [k for k in _RESULT_KEYS if k in previous and previous[k] != getattr(cfg, k)]
         if changed:
             k = changed[0]
-            raise ConfigError(f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or another --out")
+            raise ConfigError(f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or "
+                f"another --out")
     seed_everything(cfg.seed)
     common = dict(labels=cfg.labels, input_size=cfg.input_size)
     train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, augment=cfg.augment, **common)

@@ -5,9 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import timm
 import torch
-import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 import prune_snr

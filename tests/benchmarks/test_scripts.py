@@ -56,7 +56,8 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     assert "stale" not in text and "measurement-driven" in text and "each chosen on validation" in text and "paper's trends" in text
     best = max(r["after"] for r in rows)
     assert f"{best:.4f}" in text
-    assert f"**peak RSS {run['timings']['peak_rss_mb']:,.0f} MB** against a memory budget of {run['options']['memory_budget_gib']} GiB" in text
+    budget = run["options"]["memory_budget_gib"]
+    assert f"**peak RSS {run['timings']['peak_rss_mb']:,.0f} MB** against a memory budget of {budget} GiB" in text
 
 
 def test_search_compare_scores_both_arms_fronts_by_hypervolume(measured, tmp_path):

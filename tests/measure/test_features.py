@@ -9,9 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
-
 from torch.nn import functional as F
+from torch.utils.data import TensorDataset
 
 from prune_snr.measure.features import extract, pooled
 from tests.test_reliability import measurement_without_timings

@@ -162,7 +162,8 @@ def test_a_sweep_over_every_label_is_the_measurement_itself_and_trains_nothing(m
     every = result.label_sweep[-1]
     assert every["label_ids"] == list(range(10)) and result.meta["timings"]["sweep_10_heads_s"] == 0
     for swept, point in zip(every["points"], result.points):
-        assert (swept["test_accuracy"], swept["val_accuracy"], swept["snr"]) == (point["test_accuracy"], point["val_accuracy"], point["snr"])
+        assert (swept["test_accuracy"], swept["val_accuracy"], swept["snr"]) == (point["test_accuracy"], point["val_accuracy"],
+            point["snr"])
     assert result.meta["timings"]["sweep_5_heads_s"] > 0  # a proper subset trains its own heads
 
 

@@ -7,8 +7,8 @@ import torchvision
 
 from prune_snr.errors import ModelError
 from prune_snr.models import build_model, count
-from prune_snr.prune import build_importance, prune_to_target
 from prune_snr.models.graph import ChannelGraph
+from prune_snr.prune import build_importance, prune_to_target
 
 
 def test_a_prune_traces_the_graph_once_for_every_attempt_of_its_search(monkeypatch):

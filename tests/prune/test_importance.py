@@ -5,11 +5,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from prune_snr.choices import CRITERIA
+from prune_snr.errors import ConfigError
 from prune_snr.measure import measure
 from prune_snr.models import classifier_name, example_input, point_conv
-from prune_snr.choices import CRITERIA
 from prune_snr.prune import SNRImportance, build_importance, filter_scores
-from prune_snr.errors import ConfigError
 
 
 def groups_of(model):
@@ -29,7 +29,7 @@ def kinds(group):
     names = " ".join(str(dep.target) for dep, _ in group)
     if "se.conv_reduce" in names:
         found.add("se")
-    if len([l for l in layers if "conv_pwl" in str(l)]) or "conv_pwl" in names:
+    if any("conv_pwl" in str(layer) for layer in layers) or "conv_pwl" in names:
         found.add("residual")
     return found
 

@@ -29,8 +29,8 @@ def test_without_refit_the_report_has_no_refit_part(vgg_measured):
 
 def test_a_refit_that_only_makes_the_validation_loss_worse_keeps_the_classifier_it_started_from(vgg_measured):
     from prune_snr.data import build_dataset, hold_out
-    from prune_snr.prune.refit import refit_classifier
     from prune_snr.prune.plan import Splits
+    from prune_snr.prune.refit import refit_classifier
 
     model, _ = vgg_measured
     train = build_dataset("synthetic", "train", augment=False)

@@ -4,8 +4,7 @@ import math
 import pytest
 
 from prune_snr.errors import ConfigError
-from prune_snr.models import build_model, example_input
-from prune_snr.models import count, point_conv, prunable_base
+from prune_snr.models import build_model, count, example_input, point_conv, prunable_base
 from prune_snr.prune import build_importance, prune_to_target
 from prune_snr.prune.target import Allocation
 

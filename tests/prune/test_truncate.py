@@ -61,8 +61,9 @@ def test_a_cut_model_rebuilds_from_its_spec(resnet_measured):
 
 
 def test_truncated_vgg_computes_exactly_the_measured_head(vgg_measured):
-    from prune_snr.prune.truncate import truncate
     from torch.nn import functional as F
+
+    from prune_snr.prune.truncate import truncate
 
     model, result = vgg_measured
     cut = truncate(model, result, "features.conv7").eval()

@@ -121,7 +121,7 @@ def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(stud
 
 def test_a_bn_proxy_study_grades_trials_right_after_pruning_and_fine_tunes_only_its_pareto_trials(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    fixed = {**FIXED, "finetune_epochs": 1}
+    fixed = {**FIXED, "finetune_epochs": 1, "afcc": False}  # AFCC would change the grade after the recalibrated one
     study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy="bn",
                        bn_recalibrate=2)
     proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
@@ -219,3 +219,12 @@ def test_a_trial_threshold_recomputes_the_snr_the_measurement_stored_at_its_own(
     np.testing.assert_allclose(at_06.snr("conv"), expected)
     assert not np.allclose(expected, stored)
     assert with_threshold(m, 0.3) is m and m.threshold == 0.3
+
+
+def test_a_measurement_with_some_filters_matrices_keeps_its_own_threshold_in_every_trial(study_inputs, tmp_path):
+    checkpoint, result = study_inputs  # measured at the default --save-fields: the 16 highest-SNR filters' matrices per point
+    with pytest.warns(UserWarning, match="θ stays at the measurement's 0.3"):
+        study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=FIXED,
+                           max_finetune_epochs=0)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert {t.params["threshold"] for t in study.trials} == {0.3}

@@ -350,11 +350,6 @@ def _device(cfg) -> None:
         raise ConfigError(f"--device {cfg.device!r}: use auto, cpu or cuda[:N]")
 
 
-def _in(cfg, name: str, choices) -> None:
-    if getattr(cfg, name) not in choices:
-        raise ConfigError(f"{name}={getattr(cfg, name)!r}: choose one of {', '.join(choices)}")
-
-
 def _number(text: str) -> float:
     try:
         return float(text)

@@ -95,9 +95,6 @@ def pooling_matrix(h: int, w: int, pool: int, device: torch.device, dtype: torch
     return torch.kron(bins(h), bins(w)).to(device=device, dtype=dtype)
 
 
-CACHE_DTYPES = ("float32", "float16")
-
-
 def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, dtype: str = "float32") -> str:
     """Hash of everything the features depend on: the weights, the data and the points."""
     h = hashlib.sha256()

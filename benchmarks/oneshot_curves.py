@@ -146,11 +146,12 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     ok = [r for r in rows if "error" not in r]
-    for arm in sorted({r["arm"] for r in ok}):
+    for i, arm in enumerate(sorted({r["arm"] for r in ok})):
         for ax, split in zip(axes, ("val", "test")):
             levels = sorted({r["kept"] for r in ok if r["arm"] == arm})
             means = [np.mean([r[split] for r in ok if r["arm"] == arm and r["kept"] == k]) for k in levels]
-            ax.plot(levels, means, marker="o", ms=3, label=arm, lw=2 if arm in ("l1", "snr", "random") else 1)
+            ax.plot(levels, means, marker="os^"[i // 10], ms=3, label=arm, lw=2 if arm in ("l1", "snr", "random") else 1,
+                    ls="-" if i < 10 else "--", color=f"C{i % 10}")  # ten colours: the arms past ten dashed
     for ax, split in zip(axes, ("validation", "test")):
         ax.set_xlabel("MACs kept")
         ax.set_title(f"{split} accuracy after pruning, BatchNorm recalibrated")

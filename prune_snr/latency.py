@@ -14,7 +14,7 @@ import numpy as np
 from torch import nn
 
 from .onnx_io import export_onnx, ort_session
-from .runtime import broadcast_object, is_main
+from .runtime import broadcast_object, world
 
 
 def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
@@ -78,7 +78,7 @@ class LatencyMeter:
         # runs at batch 1 take ~0.3 ms and jitter on a shared machine: many more repeats there
         self.batch, self.repeats = batch, repeats
         self._tmp = tempfile.TemporaryDirectory()
-        self._reference = export_onnx(reference, Path(self._tmp.name) / "reference.onnx") if is_main() else None
+        self._reference = export_onnx(reference, Path(self._tmp.name) / "reference.onnx") if world()[0] == 0 else None
         spec = getattr(reference, "spec", {}) or {}
         self.shape = (spec.get("in_chans", 3), *(spec.get("input_size", 32),) * 2)
         self._count = 0
@@ -86,7 +86,7 @@ class LatencyMeter:
     def seconds(self, model: nn.Module, *, batch: int | None = None) -> dict[str, float]:
         """Median seconds of ``model`` and of the reference, and their paired ratio: ``{"model", "reference", "fraction"}``."""
         self._count += 1
-        return broadcast_object(self._timed(model, batch or self.batch) if is_main() else None)
+        return broadcast_object(self._timed(model, batch or self.batch) if world()[0] == 0 else None)
 
     def _timed(self, model: nn.Module, batch: int) -> dict[str, float]:
         path = export_onnx(model, Path(self._tmp.name) / f"candidate{self._count}.onnx")

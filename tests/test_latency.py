@@ -62,3 +62,17 @@ def test_under_torchrun_rank_0_alone_times_and_every_rank_gets_its_figures(tmp_p
     first, second = (json.loads((tmp_path / f"figures.{r}").read_text()) for r in (0, 1))
     assert first == second
     assert 0.3 < first[0] < 3 and first[1] > 0
+
+
+def test_a_rank_variable_without_a_process_group_times_in_this_process(monkeypatch):
+    """A scheduler may set RANK for a job that never joins a group: the meter then times here, as one process."""
+    from prune_snr.latency import LatencyMeter
+    from prune_snr.models import build_model
+
+    monkeypatch.setenv("RANK", "1")
+    model = build_model("vgg16", num_classes=10, width_mult=0.125).eval()
+    meter = LatencyMeter(model, batch=1, repeats=3)
+    try:
+        assert 0.3 < meter.fraction(model) < 3
+    finally:
+        meter.close()

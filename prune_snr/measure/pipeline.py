@@ -20,7 +20,7 @@ from ..data.user import UserDataset, fingerprint, user_data
 from ..errors import DataError, ModelError
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
 from ..models.points import unused_convs
-from ..runtime import broadcast_object, is_main, resolve_device, seed_everything, tune_convolutions, world
+from ..runtime import broadcast_object, resolve_device, seed_everything, tune_convolutions, world
 from .features import cache_key, check_disk, extract, folder_bytes, join_headroom, point_widths, projected_bytes
 from .fields import field_matrices, layer_stats, top_filters
 from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
@@ -153,7 +153,7 @@ def measure(
                                device=device_t, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress, description=f"features ({split})")
         timings[f"features_{split}_s"] = time.perf_counter() - t0
     (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
-    if not is_main():  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
+    if world()[0] > 0:  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
         return _from_rank_zero(None)
 
     if val_source == "test":  # the backbone's training data is unknown: decide on part of the test split, grade on the rest

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
 from ..models.graph import DEFAULT_TIMEOUT, ChannelGraph
-from ..runtime import broadcast_object, is_main, rank_zero_alone, world
+from ..runtime import broadcast_object, rank_zero_alone, world
 from .allocation import ALLOCATION_BUILDERS
 
 TOLERANCE = 0.02
@@ -142,7 +142,7 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
                                latency=latency, progress=progress, exact=exact, graph_timeout=graph_timeout)
     if world()[1] == 1:
         return search()
-    if is_main():
+    if world()[0] == 0:
         try:
             with rank_zero_alone():
                 outcome = search()

@@ -188,20 +188,12 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int | None 
     memory where a GPU is visible. Each loader serves one pass (training makes one per epoch, see ``train_loader``),
     so its workers do not persist."""
     workers = resolved_workers(workers)
+    loading = {"num_workers": workers, "prefetch_factor": 4 if workers else None, "pin_memory": torch.cuda.is_available()}
     if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, prefetch_factor=4 if workers else None,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(dataset, batch_sampler=batch_sampler, **loading)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        generator=generator,
-        drop_last=drop_last and len(dataset) > batch_size,
-        prefetch_factor=4 if workers else None,
-        pin_memory=torch.cuda.is_available(),
-    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      drop_last=drop_last and len(dataset) > batch_size, **loading)
 
 
 def autocast(device: torch.device, enabled: bool):

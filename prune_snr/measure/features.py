@@ -256,7 +256,7 @@ def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp
     offset = 0
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers)
     cast = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
-    with _Writer(folder, points, dtype, n) as writer, capture(model, points, pool) as store:
+    with _Writer(folder, dtype, n) as writer, capture(model, points, pool) as store:
         for x, y in track(progress, loader, description):
             x = x.to(device, non_blocking=True)
             if channels_last:
@@ -273,8 +273,8 @@ class _Writer:
     """Appends each batch's features to the points' ``.npy`` files on a thread of its own (at most two batches
     queued), after the batch's copies from the device are done; its first error is raised in the caller."""
 
-    def __init__(self, folder: Path, points: list[str], dtype: np.dtype, n: int):
-        self.folder, self.points, self.dtype, self.n = folder, points, dtype, n
+    def __init__(self, folder: Path, dtype: np.dtype, n: int):
+        self.folder, self.dtype, self.n = folder, dtype, n
         self.files: dict[int, object] = {}
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None

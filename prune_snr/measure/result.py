@@ -107,13 +107,17 @@ class Measurement:
     def stats(self, name: str) -> FilterStats:
         """Per-filter statistics of point ``name``: the stored ones, else recomputed from its field matrices."""
         if name not in self.filter_stats:
-            M = self.fields[name]
-            filters = self.stored_filters(name)
-            n_filters = next((p.get("n_filters") for p in self.points if p["name"] == name), None)
-            if not np.array_equal(filters, np.arange(len(filters))) or n_filters not in (None, len(filters)):
+            if not self.keeps_every_matrix(name):
                 raise CheckpointError(f"measurement point {name} holds neither statistics nor every filter's fields; re-measure it")
-            self.filter_stats[name] = filter_stats(torch.from_numpy(M), threshold=self.threshold, clusters=self.clusters)
+            self.filter_stats[name] = filter_stats(torch.from_numpy(self.fields[name]), threshold=self.threshold, clusters=self.clusters)
         return self.filter_stats[name]
+
+    def keeps_every_matrix(self, name: str) -> bool:
+        """Whether point ``name`` keeps every filter's field matrix (``--save-fields all``): what its statistics at
+        another θ are computed from."""
+        filters = self.stored_filters(name)
+        n_filters = next((p.get("n_filters") for p in self.points if p["name"] == name), None)
+        return np.array_equal(filters, np.arange(len(filters))) and n_filters in (None, len(filters))
 
     def snr(self, name: str) -> np.ndarray:
         return self.stats(name).snr.numpy()

@@ -31,7 +31,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import optuna
 import sqlalchemy.exc
 import yaml
@@ -185,8 +184,7 @@ def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
 
 def rethresholdable(measurement: Measurement) -> bool:
     """Whether every point keeps every filter's field matrix: what reading the measurement at another θ needs."""
-    return all(np.array_equal(measurement.stored_filters(n), np.arange(measurement.point(n).get("n_filters", -1)))
-               for n in measurement.fields)
+    return all(measurement.keeps_every_matrix(n) for n in measurement.fields)
 
 
 def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None,

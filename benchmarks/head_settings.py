@@ -45,8 +45,7 @@ SETTINGS = {
     "early stopping (patience 3), cap 20 epochs, lr 1e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=20, head_lr=1e-2),
     "early stopping (patience 3), cap 10 epochs, lr 3e-2": dict(head_patience=3, head_min_epochs=3, head_epochs=10, head_lr=3e-2),
     "the defaults (patience 3, cap 10 epochs, lr 1e-2) with bfloat16 heads": dict(head_patience=3, head_min_epochs=3, head_epochs=10,
-        head_lr=1e-2,
-                                                                                  head_dtype="bfloat16"),
+                                                                                  head_lr=1e-2, head_dtype="bfloat16"),
     "early stopping, 2,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=2000),
     "early stopping, 1,000 training images per label": dict(head_patience=3, head_min_epochs=5, head_lr=1e-3, train_per_class=1000),
 }

@@ -155,7 +155,7 @@ def stages(model, train_set, test_set, args) -> dict:
         for run_index, (patience, dtype) in enumerate(settings):
             m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
                         head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels,
-                            seed=args.seed,
+                        seed=args.seed,
                         device="cpu", cache_dir=cache, head_dtype=dtype)
             t = m.meta["timings"]
             used = [p["head_epochs_used"] for p in m.points]
@@ -250,7 +250,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as cache:
         fast = measure(model, (train_set, test_set), points=points, pool=args.pool, head_epochs=args.head_epochs,
                        head_lr=args.head_lr, head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0,
-                           fields_split="test",
+                       fields_split="test",
                        save_fields="all")
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -79,7 +79,7 @@ def breadth_row(model: str, work: Path, *, input_size: int, target: float, timeo
                      "--device", "cpu", "--no-plots", "--out", str(work / "measurement")]),
         ("prune", [*cli, "prune", str(work / "run" / "model.pt"), "--dataset", "synthetic", "--measurement", str(work / "measurement"),
                    "--target", str(target), "--metric", "macs", "--finetune-epochs", "0", "--device", "cpu", "--out",
-                       str(work / "pruned")]),
+                   str(work / "pruned")]),
         ("export", [*cli, "export", str(work / "pruned" / "pruned.pt"), "--repeats", "3", "--out", str(work / "pruned" / "model.onnx")]),
     ]
     for step, cmd in steps:

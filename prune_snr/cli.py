@@ -500,9 +500,9 @@ def _show_pareto(study, out: Path) -> None:
     for r in rows:
         full = [fmt(r["full_val_accuracy"]), fmt(r["full_accuracy"])] if proxied else []
         table.add_row(str(r["trial"]), fmt(r["val_accuracy"]), fmt(r["accuracy"]), *full, f"{r['kept']:.3f}", r["criterion"],
-            r["allocation"], f"{r['target']:.2f}",
-                      str(r.get("threshold", "-")), str(r["finetune_epochs"]), "y" if r.get("truncate") else "n",
-                          "y" if r.get("afcc") else "n")
+                      r["allocation"], f"{r['target']:.2f}", str(r.get("threshold", "-")), str(r["finetune_epochs"]),
+                      "y" if r.get("truncate") else "n",
+                      "y" if r.get("afcc") else "n")
     console.print(table)
     if rows:
         console.print(f"Pareto plot: {save_pareto_plot(study, out / 'pareto.png')}")

@@ -47,7 +47,7 @@ def runs(tmp_path_factory):
             processes)
         run(["prune", folder / "train" / "model.pt", "--target", "0.4", "--criterion", "l1", "--allocation", "uniform",
              "--finetune-epochs", "3", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp,
-                 processes)
+             processes)
     return tmp / "p1", tmp / "p2"
 
 

@@ -82,6 +82,6 @@ def _quantize(path: Path, payload: dict, source, dataset: str | None, data_dir: 
     train = build_dataset(dataset, "train", data_dir or recorded_dir, augment=False, input_size=side)
     test = build_dataset(dataset, "test", data_dir or recorded_dir, augment=False, input_size=side)
     quantized = quantize_int8(path, path.with_suffix(".int8.onnx"), calibration_images(train, size=calibration_size))
-    return {"onnx": str(quantized), "bytes": quantized.stat().st_size, "calibration": {"split": "train", "images": calibration_size,
-        "seed": 0},
+    return {"onnx": str(quantized), "bytes": quantized.stat().st_size,
+            "calibration": {"split": "train", "images": calibration_size, "seed": 0},
             "accuracy": onnx_accuracy(quantized, test), "fp32_accuracy": onnx_accuracy(path, test), "split": "test"}

@@ -183,7 +183,7 @@ def measure(
         t_heads = time.perf_counter()
         heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
                             seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress,
-                                description=description,
+                            description=description,
                             patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val",
                             dtype=getattr(torch, cfg.head_dtype), optimizer_name=cfg.head_optimizer)
         head_seconds[description] = time.perf_counter() - t_heads
@@ -249,7 +249,7 @@ def measure(
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_optimizer": cfg.head_optimizer, "preset": cfg.preset,
                     "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split,
-                        "label_seed": cfg.label_seed,
+                    "label_seed": cfg.label_seed,
                     "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,
                     "cache_dtype": cfg.cache_dtype, "head_dtype": cfg.head_dtype, "train_per_class": cfg.train_per_class,
                     "memory_budget_gib": round(process_budget / 2**30, 3), "batch_size": cfg.batch_size, "amp": cfg.amp,

@@ -10,5 +10,5 @@ from .truncation import cut_spec, cuttable
 
 __all__ = ["adopt", "build_model", "classifier_name", "count", "count_macs_params", "cut_spec", "cuttable", "default_points", "drop_blocks",
            "droppable_blocks", "example_input", "expanded_by_default", "list_models", "name_classifier", "num_outputs", "point_conv",
-               "prunable_base",
+           "prunable_base",
            "register_model", "remember_input_shape", "resolve_points"]

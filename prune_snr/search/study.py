@@ -272,8 +272,8 @@ def run_search(
             if cfg.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage_obj)}:
                 existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage_obj).trials)
             # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters; so does each worker.
-            study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True, directions=["maximize",
-                "minimize"],
+            study = optuna.create_study(study_name=cfg.study_name, storage=storage_obj, load_if_exists=True,
+                                        directions=["maximize", "minimize"],
                                         sampler=optuna.samplers.PartialFixedSampler(
                                             fixed, optuna.samplers.NSGAIISampler(seed=seed + existing + 1009 * (worker or 0))))
             study.set_metric_names(["val_accuracy", f"{metric}_kept"])

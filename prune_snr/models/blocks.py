@@ -1,8 +1,9 @@
 """Dropping single residual blocks: a block whose output is ``x + f(x)`` at its input's shape can go whole.
 
-A droppable block is a child of a sequential stage with an identity shortcut: timm's MBConv and
-depthwise-separable blocks with ``has_skip`` (EfficientNet: a stride-1 block whose input and
-output widths agree), and ResNet blocks (timm, torchvision) without a ``downsample`` branch.
+The model's adapter names the droppable blocks: for any model, a child of a sequential stage with
+an identity shortcut, as timm's MBConv and depthwise-separable blocks with ``has_skip``
+(EfficientNet: a stride-1 block whose input and output widths agree) and ResNet blocks (timm,
+torchvision) without a ``downsample`` branch; torchvision's MBConv with ``use_res_connect``.
 Dropping turns it into ``nn.Identity`` in place, so module names (and a measurement's point
 names) stay valid; ``build_model(..., dropped=[...])`` records and replays it.
 
@@ -19,24 +20,13 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ModelError
-
-
-def _has_identity_shortcut(block: nn.Module) -> bool:
-    if hasattr(block, "has_skip"):  # timm EfficientNet / MobileNet blocks
-        return bool(block.has_skip)
-    return hasattr(block, "downsample") and block.downsample is None and hasattr(block, "conv1")
+from .adapters import adapter_for
+from .structure import identity_shortcut_blocks  # noqa: F401  (the generic answer, named here too)
 
 
 def droppable_blocks(model: nn.Module) -> list[str]:
-    """Names (input to output) of the blocks of ``model``'s sequential stages that have an identity shortcut."""
-    names = []
-    for stage_name, stage in model.named_modules():
-        if not isinstance(stage, nn.Sequential) or not stage_name:
-            continue
-        for child_name, block in stage.named_children():
-            if not isinstance(block, nn.Identity) and _has_identity_shortcut(block):
-                names.append(f"{stage_name}.{child_name}")
-    return names
+    """Names (input to output) of the residual blocks of ``model`` that can go whole: its adapter's answer."""
+    return adapter_for(model).droppable_blocks(model)
 
 
 def drop_blocks(model: nn.Module, names: list[str]) -> nn.Module:

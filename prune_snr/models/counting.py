@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .factory import example_input
+from .inputs import example_input
 from .points import classifier_name, point_conv
 
 

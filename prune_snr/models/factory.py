@@ -7,13 +7,12 @@ Bare names are prune-snr's own registered constructors (:mod:`prune_snr.models.r
 """
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import nn
 
 from ..errors import ModelError
 from .blocks import drop_blocks
+from .inputs import example_input, remember_input_shape  # noqa: F401  (re-exported: prune_snr.models)
 from .registry import PREFIXES, list_models, model_entrypoint
 from .truncation import cut_after
 from .user_code import build_user_model, is_user_code
@@ -175,24 +174,3 @@ def check_input_size(model: nn.Module, name: str, *, in_chans: int, input_size: 
                        f"nothing); use --input-size {hi} or more")
     error.smallest_input_size = hi
     raise error
-
-
-#: A user's model (no ``spec``) -> the ``C x H x W`` of its images, as its data showed them.
-_INPUT_SHAPES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def remember_input_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
-    """Record the image shape of a model that carries no ``spec`` (a user's own), for :func:`example_input`."""
-    _INPUT_SHAPES[model] = tuple(shape)
-
-
-def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
-    """A zero batch of the shape ``model`` was built for (for tracing, MACs, export)."""
-    spec = getattr(model, "spec", None) or {}
-    param = next(model.parameters())
-    shape = spec.get("input_shape") or _INPUT_SHAPES.get(model)
-    if shape is None:
-        size = spec.get("input_size", 32)
-        shape = (spec.get("in_chans", 3), size, size)
-    return torch.zeros(batch_size, *shape, device=param.device)
-

@@ -1,9 +1,10 @@
-"""Measurement points: the one place that says which layer outputs prune-snr measures.
+"""Measurement points: which layer outputs prune-snr measures, and the classifier.
 
 A point is a module name whose forward output (N x C x H x W) is the measured feature map,
-taken after the activation (METHOD.md):
+taken after the activation (METHOD.md). The model's adapter (:mod:`prune_snr.models.adapters`)
+names them:
 
-- prune-snr's VGG: each conv block after BN+ReLU (the model lists them itself);
+- prune-snr's VGG: each conv block after BN+ReLU;
 - EfficientNet-B0, timm's or torchvision's: the stem, every MBConv block output and the head
   conv, each after BN+act; ``expanded=True`` adds each MBConv's activated depthwise output,
   where most of its parameters live, so that pruning scores reach them;
@@ -21,123 +22,19 @@ from __future__ import annotations
 
 import weakref
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from .factory import example_input
+from .adapters import adapter_for
 from .graph import ChannelGraph
-
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
-PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Identity, nn.Dropout)
+from .inputs import example_input
+from .structure import name_classifier, named_classifier, trace, traced_points  # noqa: F401  (name_classifier: re-exported)
 
 
 def expanded_by_default(model: nn.Module) -> bool:
     """Whether a measurement made for pruning should include the depthwise points (``--expanded``):
     EfficientNet's MBConv widths live there, so its SNR must reach them (METHOD.md)."""
-    return _is_timm_efficientnet(model) or _is_torchvision_efficientnet(model)
-
-
-def _is_timm_efficientnet(model: nn.Module) -> bool:
-    try:
-        from timm.models.efficientnet import EfficientNet
-    except ImportError:  # pragma: no cover - timm is a dependency
-        return False
-    return isinstance(model, EfficientNet)
-
-
-def _is_torchvision_efficientnet(model: nn.Module) -> bool:
-    from torchvision.models.efficientnet import EfficientNet
-
-    return isinstance(model, EfficientNet)
-
-
-def _timm_efficientnet_points(model: nn.Module, expanded: bool) -> list[str]:
-    points = ["bn1"]
-    for stage_idx, stage in enumerate(model.blocks):
-        for block_idx, block in enumerate(stage):
-            name = f"blocks.{stage_idx}.{block_idx}"
-            if expanded and hasattr(block, "conv_dw") and hasattr(block, "conv_pw"):
-                points.append(f"{name}.bn2")
-            points.append(name)
-    return points + ["bn2"]
-
-
-def _torchvision_efficientnet_points(model: nn.Module, expanded: bool) -> list[str]:
-    """``features.0`` (stem), each ``features.i.j`` MBConv output, ``features.8`` (head conv); with
-    ``expanded``, each MBConv's depthwise ``Conv2dNormActivation``."""
-    from torchvision.ops.misc import Conv2dNormActivation
-
-    points = []
-    for stage_name, stage in model.features.named_children():
-        if isinstance(stage, Conv2dNormActivation):
-            points.append(f"features.{stage_name}")
-            continue
-        for block_name, block in stage.named_children():
-            name = f"features.{stage_name}.{block_name}"
-            parts = [(n, m) for n, m in block.block.named_children() if isinstance(m, Conv2dNormActivation)]
-            if expanded and len(parts) >= 2:  # [expand,] depthwise, project: as timm's (its DepthwiseSeparable too)
-                points.append(f"{name}.block.{parts[-2][0]}")
-            points.append(name)
-    return points
-
-
-def _trace(model: nn.Module) -> tuple[list[str], dict[str, tuple], dict[str, int]]:
-    """One eval-mode forward: leaf modules in call order, their output shapes, and call counts."""
-    order: list[str] = []
-    shapes: dict[str, tuple] = {}
-    calls: dict[str, int] = {}
-    names = {m: n for n, m in model.named_modules()}
-    handles = []
-
-    def hook(module, _inputs, output):
-        name = names[module]
-        order.append(name)
-        calls[name] = calls.get(name, 0) + 1
-        shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
-
-    was_training = model.training
-    try:
-        for m in model.modules():
-            if not list(m.children()) or isinstance(m, nn.Conv2d):
-                handles.append(m.register_forward_hook(hook))
-        model.eval()
-        with torch.no_grad():
-            model(example_input(model))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return order, shapes, calls
-
-
-def _traced_points(model: nn.Module) -> list[str]:
-    order, shapes, calls = _trace(model)
-    modules = dict(model.named_modules())
-    points = []
-    classifier = _conv_classifier(model)
-    for i, name in enumerate(order):
-        conv = modules[name]
-        if not isinstance(conv, nn.Conv2d) or calls[name] != 1 or name == classifier:
-            continue
-        width = shapes[name][:2]
-        point = name
-        for follower in order[i + 1:]:
-            module = modules[follower]
-            if shapes.get(follower, ())[:2] != width or calls[follower] != 1:
-                break
-            if isinstance(module, ACTIVATIONS):
-                point = follower
-                break
-            if not isinstance(module, PASS_THROUGH):
-                break
-        if point == name:
-            parent = name.rpartition(".")[0]
-            if parent and sum(isinstance(m, nn.Conv2d) for m in modules[parent].modules()) == 1 \
-                    and not isinstance(modules[parent], nn.Sequential) or _is_conv_norm_act(modules.get(parent)):
-                point = parent
-        points.append(point)
-    return list(dict.fromkeys(points))
+    return adapter_for(model).expanded_by_default
 
 
 #: model -> {leaf module name: name of the conv that ran last before it with as many channels}, one trace per model.
@@ -148,7 +45,7 @@ def _producer(model: nn.Module, point: str) -> nn.Conv2d | None:
     """The conv that ran last before ``point``'s first call with as many output channels (None: no such conv, or
     ``point`` is not a leaf the trace sees). Pruning keeps the call order, so the names stay right for a pruned model."""
     if model not in _PRODUCERS:
-        order, shapes, _ = _trace(model)
+        order, shapes, _ = trace(model)
         modules = dict(model.named_modules())
         found, last = {}, {}  # last: channel count -> the conv that last produced it
         for name in order:
@@ -161,39 +58,16 @@ def _producer(model: nn.Module, point: str) -> nn.Conv2d | None:
     return None if name is None else dict(model.named_modules())[name]
 
 
-def _is_conv_norm_act(module: nn.Module | None) -> bool:
-    """A ``Sequential`` of one conv, a norm and an activation (torchvision's ``Conv2dNormActivation``)."""
-    if not isinstance(module, nn.Sequential):
-        return False
-    kinds = [type(m) for m in module.children()]
-    return len(kinds) == 3 and issubclass(kinds[0], nn.Conv2d) and issubclass(kinds[2], ACTIVATIONS)
-
-
-def _conv_classifier(model: nn.Module) -> str | None:
-    """A conv that is the classifier (its outputs are the logits): never a measurement point."""
-    try:
-        name = classifier_name(model)
-    except ModelError:
-        return None
-    return name if isinstance(dict(model.named_modules())[name], nn.Conv2d) else None
-
-
 def unused_convs(model: nn.Module) -> list[str]:
     """Convolutions that an eval-mode forward never runs (auxiliary heads): never measurement points."""
-    order, _, _ = _trace(model)
+    order, _, _ = trace(model)
     ran = set(order)
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in ran]
 
 
 def default_points(model: nn.Module, *, expanded: bool = False) -> list[str]:
-    """Ordered (input to output) module names to measure for ``model``."""
-    if hasattr(model, "measurement_points"):
-        return list(model.measurement_points())
-    if _is_timm_efficientnet(model):
-        return _timm_efficientnet_points(model, expanded)
-    if _is_torchvision_efficientnet(model):
-        return _torchvision_efficientnet_points(model, expanded)
-    return _traced_points(model)
+    """Ordered (input to output) module names to measure for ``model``: its adapter's answer."""
+    return list(adapter_for(model).points(model, expanded=expanded))
 
 
 def side_points(model: nn.Module) -> list[str]:
@@ -204,7 +78,7 @@ def side_points(model: nn.Module) -> list[str]:
     names = {id(m): n for n, m in model.named_modules()}
     measured = {names[id(point_conv(model, p))] for p in default_points(model, expanded=True)}
     by_conv = {}
-    for p in _traced_points(model):
+    for p in traced_points(model):
         by_conv.setdefault(names[id(point_conv(model, p))], p)
     graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)])
     extra = []
@@ -243,36 +117,10 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
     return sorted(dict.fromkeys(wanted), key=order.__getitem__)
 
 
-#: A user's model -> the name of its classifier, where the user named it (``classifier=``).
-_CLASSIFIERS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
-def name_classifier(model: nn.Module, name: str | None) -> None:
-    """Record ``name`` (``classifier="head.3"``) as ``model``'s classifier; one line if it names no such layer."""
-    if name is None:
-        return
-    module = dict(model.named_modules()).get(name)
-    if not isinstance(module, (nn.Linear, nn.Conv2d)):
-        raise ModelError(f"classifier={name!r}: {type(model).__name__} has no Linear or Conv2d layer of that name")
-    _CLASSIFIERS[model] = name
-
-
 def classifier_name(model: nn.Module) -> str:
-    """The final classifier (never pruned on its output side): the one the user named (``classifier=``), else the
-    last ``nn.Linear``, else a last convolution whose output channels are the labels (SqueezeNet's 1x1 conv before
-    global pooling)."""
-    named = (getattr(model, "spec", None) or {}).get("classifier") or _CLASSIFIERS.get(model)
-    if named:
-        return named
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if names:
-        return names[-1]
-    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    labels = (getattr(model, "spec", None) or {}).get("num_classes") or getattr(model, "num_classes", None)
-    if convs and labels and convs[-1][1].out_channels == labels:
-        return convs[-1][0]
-    raise ModelError(f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
-                     "name the layer that gives the logits with classifier=\"NAME\"")
+    """The final classifier (never pruned on its output side): the one the user named (``classifier=``), else
+    the one its adapter names (:func:`structural_classifier` for any model)."""
+    return named_classifier(model) or adapter_for(model).classifier(model)
 
 
 def num_outputs(model: nn.Module) -> int:

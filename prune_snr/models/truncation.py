@@ -9,10 +9,9 @@ exactly the linear head the measurement trained at that point. This holds for ti
 ResNets (``conv1, bn1, act1, maxpool, layer1..4 | global_pool/avgpool, fc``) and any model built
 the same way. A point inside a block (e.g. a residual block's inner conv) is no cut point.
 
-A model that knows better how to cut itself says so: a ``truncation_spec(point, *, head_pool)``
-method returns the ``build_model`` arguments of the cut model, or ``None`` where ``point`` is no cut
-point (VGG rebuilds itself with ``cut=k`` after its k-th conv block). This module never asks
-which class a model is.
+A family that knows better how to cut itself says so through its adapter's ``cut_spec`` (VGG
+rebuilds itself with ``cut=k`` after its k-th conv block); this module never asks which class a
+model is.
 
 Example:
     >>> import timm
@@ -26,57 +25,31 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-
-POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-
-
-def _is_pool(module: nn.Module) -> bool:
-    return isinstance(module, POOLS) or type(module).__name__ == "SelectAdaptivePool2d"
+from .adapters import adapter_for
+from .points import classifier_name
+from .structure import head_names, stage_boundary
 
 
-def _head_names(model: nn.Module) -> tuple[str | None, str]:
-    """Top-level names of the global pooling (if any) and of the classifier's top-level ancestor."""
-    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linear:
-        raise ModelError(f"{type(model).__name__} has no nn.Linear classifier to replace")
-    classifier = linear[-1].split(".")[0]
-    pools = [name for name, m in model.named_children() if _is_pool(m)]
-    return (pools[-1] if pools else None), classifier
+def can_cut(model: nn.Module, point: str) -> bool:
+    """Whether ``point`` lies on the feature path at a sequential boundary (so the prefix is a model)."""
+    return stage_boundary(model, point, classifier_name(model))
 
 
 def cuttable(model: nn.Module, point: str) -> bool:
     """Whether ``model`` can be cut after measurement point ``point`` (VGG: any conv block)."""
-    own = getattr(model, "truncation_spec", None)
-    return own(point, head_pool=1) is not None if own else can_cut(model, point)
+    return adapter_for(model).cut_spec(model, point, head_pool=1) is not None
 
 
 def cut_spec(model: nn.Module, point: str, head_pool: int) -> dict:
     """The ``build_model`` keyword arguments of ``model`` cut after ``point`` with a ``p x p`` linear head.
 
     Raises:
-        ModelError: the model's own ``truncation_spec`` has no cut after ``point``.
+        ModelError: ``point`` is none of the model's cut points.
     """
-    own = getattr(model, "truncation_spec", None)
-    cut = own(point, head_pool=head_pool) if own else {"cut_after": point, "head_pool": head_pool}
+    cut = adapter_for(model).cut_spec(model, point, head_pool=head_pool)
     if cut is None:
         raise ModelError(f"cannot cut {type(model).__name__} after {point!r}: not one of its cut points")
     return {**{k: v for k, v in model.spec.items() if k != "name"}, **cut}
-
-
-def can_cut(model: nn.Module, point: str) -> bool:
-    """Whether ``point`` lies on the feature path at a sequential boundary (so the prefix is a model)."""
-    parts = point.split(".")
-    if point not in dict(model.named_modules()) or not parts[0]:
-        return False
-    pool, classifier = _head_names(model)
-    if parts[0] in (pool, classifier):
-        return False
-    parent = model
-    for part in parts[:-1]:
-        parent = getattr(parent, part)
-        if not isinstance(parent, nn.Sequential):
-            return False
-    return True
 
 
 def cut_after(model: nn.Module, point: str, *, head_pool: int, num_classes: int, in_chans: int = 3, input_size: int = 32) -> nn.Module:
@@ -96,7 +69,7 @@ def cut_after(model: nn.Module, point: str, *, head_pool: int, num_classes: int,
             truncated.add_module(n, getattr(child, n))
         setattr(parent, part, truncated)
         parent = truncated
-    pool, classifier = _head_names(model)
+    pool, classifier = head_names(model, classifier_name(model))
     top = [n for n, _ in model.named_children()]
     for name in top[top.index(parts[0]) + 1:]:
         if name == pool:

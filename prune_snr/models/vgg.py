@@ -6,6 +6,7 @@ from collections import OrderedDict
 from torch import nn
 
 from ..errors import ModelError
+from .adapters import Adapter, register_adapter
 from .registry import register_model
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -56,23 +57,27 @@ class VGG(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def measurement_points(self) -> list[str]:
-        return [f"features.{name}" for name, m in self.features.named_children() if isinstance(m, ConvBNReLU)]
-
-    def truncation_spec(self, point: str, *, head_pool: int) -> dict | None:
-        """The ``build_model`` arguments of this VGG cut after conv block ``point`` (``None``: not a conv block).
-
-        VGG rebuilds itself with its first k blocks (``cut=k``) rather than cutting its modules, see
-        :mod:`prune_snr.models.truncation`.
-        """
-        points = self.measurement_points()
-        return {"cut": points.index(point) + 1, "head_pool": head_pool} if point in points else None
-
     def forward_features(self, x):
         return self.pool(self.features(x)).flatten(1)
 
     def forward(self, x):
         return self.classifier(self.forward_features(x))
+
+
+@register_adapter(VGG)
+class VGGAdapter(Adapter):
+    """Each conv block is a point and a cut point: the model cut after the k-th is rebuilt with its first k
+    blocks (``cut=k``) rather than by cutting its modules (:mod:`prune_snr.models.truncation`)."""
+
+    def points(self, model: nn.Module, *, expanded: bool = False) -> list[str]:
+        return [f"features.{name}" for name, m in model.features.named_children() if isinstance(m, ConvBNReLU)]
+
+    def cut_spec(self, model: nn.Module, point: str, *, head_pool: int) -> dict | None:
+        points = self.points(model)
+        return {"cut": points.index(point) + 1, "head_pool": head_pool} if point in points else None
+
+    def droppable_blocks(self, model: nn.Module) -> list[str]:
+        return []
 
 
 @register_model

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from prune_snr.errors import ModelError
-from prune_snr.models import build_model, cut_spec, cuttable
+from prune_snr.models import Adapter, build_model, cut_spec, cuttable, default_points, register_adapter
 from prune_snr.models.truncation import can_cut
 
 
@@ -14,16 +14,18 @@ def test_vgg_is_cut_after_any_conv_block_by_rebuilding_its_first_blocks():
     spec = cut_spec(model, "features.conv5", head_pool=2)
     assert spec["cut"] == 5 and spec["head_pool"] == 2 and spec["width_mult"] == 0.125
     cut = build_model("vgg16", **spec)
-    assert cut.measurement_points()[-1] == "features.conv5" and cut(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert default_points(cut)[-1] == "features.conv5" and cut(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(ModelError, match="not one of its cut points"):
         cut_spec(model, "features.pool2", head_pool=2)
 
 
-def test_a_model_that_has_its_own_truncation_spec_is_asked_whatever_its_class():
+def test_a_family_adapter_that_rebuilds_its_model_cut_is_asked_whatever_the_model_spec_says():
     class Own(nn.Module):
         spec = {"name": "own", "num_classes": 3}
 
-        def truncation_spec(self, point, *, head_pool):
+    @register_adapter(Own)
+    class OwnAdapter(Adapter):
+        def cut_spec(self, model, point, *, head_pool):
             return {"depth": 1, "head_pool": head_pool} if point == "a" else None
 
     model = Own()

@@ -1,0 +1,27 @@
+"""The image shape a model takes, for the passes that need an example input (tracing, MACs, export)."""
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+#: A user's model (no ``spec``) -> the ``C x H x W`` of its images, as its data showed them.
+_INPUT_SHAPES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def remember_input_shape(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Record the image shape of a model that carries no ``spec`` (a user's own), for :func:`example_input`."""
+    _INPUT_SHAPES[model] = tuple(shape)
+
+
+def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
+    """A zero batch of the shape ``model`` was built for (for tracing, MACs, export)."""
+    spec = getattr(model, "spec", None) or {}
+    param = next(model.parameters())
+    shape = spec.get("input_shape") or _INPUT_SHAPES.get(model)
+    if shape is None:
+        size = spec.get("input_size", 32)
+        shape = (spec.get("in_chans", 3), size, size)
+    return torch.zeros(batch_size, *shape, device=param.device)
+

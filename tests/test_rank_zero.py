@@ -30,7 +30,7 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     import prune_snr
     from prune_snr.prune import build_importance
 
-    pipeline, target_module = (importlib.import_module(f"prune_snr.{m}") for m in ("measure.pipeline", "prune.target"))
+    pipeline, target_module = (importlib.import_module(f"prune_snr.{m}") for m in ("measure.problem", "prune.target"))
 
     os.environ["RANK"] = str(rank)
     torch.set_num_threads(1)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import resource
 import time
@@ -15,16 +14,13 @@ from torch import nn
 from torch.utils.data import ConcatDataset
 
 from ..config import MeasureConfig, fields_to_keep, resolve
-from ..data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset, choose_labels, per_class_subset, validation_split
+from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, per_class_subset, validation_split
 from ..data.user import UserDataset, fingerprint, user_data
 from ..errors import DataError, ModelError
 from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
-from ..models.points import unused_convs
 from ..runtime import broadcast_object, resolve_device, seed_everything, tune_convolutions, world
-from .features import cache_key, check_disk, extract, folder_bytes, join_headroom, point_widths, projected_bytes
-from .fields import field_matrices, layer_stats, top_filters
-from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
-from .result import Measurement, point_record, test_figures
+from .problem import FeatureCache, HeadProblem
+from .result import Measurement
 
 
 def _default_cache() -> Path:
@@ -116,155 +112,102 @@ def measure(
         options["points"] = ",".join(options["points"])
     cfg = resolve(MeasureConfig, overrides=options, base=cfg)
     dataset = cfg.dataset if dataset is None and train is None else dataset
-    fields_split, threshold, seed = cfg.fields_split, cfg.threshold, cfg.seed
-    val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
     device_t = resolve_device(cfg.device)
     tune_convolutions(device_t)
     train_set, test_set, dataset_id, given_val = measured_data(model, dataset, cfg.data_dir, train=train, val=val, test=test)
+    num_classes = _check_label_count(model, dataset, train_set)
+    names = resolve_points(model, cfg.points, expanded=bool(cfg.expanded))
+    seed_everything(cfg.seed)
+    val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
+    read, rest_rows, train_val_rows = plan_train_rows(train_set.targets, val_fraction=val_fraction, val_source=cfg.val_source or "train",
+                                                      per_class=cfg.train_per_class, seed=cfg.seed, split_seed=cfg.split_seed,
+                                                      pool=cfg.held_out, given_val=given_val)
+    cache = FeatureCache.plan(model, cfg, names, dataset_id, train_set, test_set, read=read, device=device_t,
+                              root=Path(cache_dir) if cache_dir else _default_cache())
+    feats, timings = cache.extract(model, cfg, names, device=device_t, progress=progress)
+    if world()[0] > 0:  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
+        return _from_rank_zero(None)
+    problem = HeadProblem.of(feats, cfg, names, num_classes, rest_rows=rest_rows, train_val_rows=train_val_rows,
+                             val_fraction=val_fraction, device=device_t, progress=progress)
+    t0 = time.perf_counter()
+    heads, records, fields = problem.solve(None, "heads")
+    timings["heads_and_fields_s"] = time.perf_counter() - t0
+    timings["heads_s"] = problem.head_seconds["heads"]
+    for r in records:
+        r.update(_epochs_used(heads[r["name"]]))
+    sweep = _label_sweep(problem, cfg, heads, records, timings)
+    timings["total_s"] = time.perf_counter() - t_start
+    timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    meta = {**_meta(model, dataset, dataset_id, cfg, train_set, problem, val_fraction, names, device_t),
+            "timings": timings, **cache.meta(model)}
+    return _from_rank_zero(Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
+                                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
+                                       field_filters={n: f[1] for n, f in fields.items()},
+                                       filter_stats={n: f[0] for n, f in fields.items()}))
+
+
+def _check_label_count(model: nn.Module, dataset, train_set) -> int:
+    """The dataset's label count, which must be the model's output count."""
     num_classes = len(train_set.classes)
     out_features = _num_outputs(model)
     if out_features is not None and out_features != num_classes:
         raise ModelError(f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
                          f"has {num_classes} labels; measure it on the dataset it was trained on")
-    names = resolve_points(model, cfg.points, expanded=bool(cfg.expanded))
-    trunk = set(default_points(model, expanded=True)) if cfg.points == "groups" else set(names)
-    side = [n for n in names if n not in trunk]
-    seed_everything(seed)
-    cache_root = Path(cache_dir) if cache_dir else _default_cache()
-    key = cache_key(model, dataset_id, names, cfg.pool, cfg.cache_dtype)
-    val_source = cfg.val_source or "train"
-    read, rest_rows, train_val_rows = plan_train_rows(train_set.targets, val_fraction=val_fraction, val_source=val_source,
-                                                      per_class=cfg.train_per_class, seed=seed, split_seed=cfg.split_seed,
-                                                      pool=cfg.held_out, given_val=given_val)
-    splits = {"train": train_set, "test": test_set}
-    folders = {"train": cache_root / key / "train", "test": cache_root / key / "test"}
-    if read is not None:  # only the selected training images are read; their cache is keyed by the selection
-        splits["train"] = IndexSubset(train_set, read)
-        folders["train"] = cache_root / key / f"train-{cfg.train_per_class}pc-{hashlib.sha256(read.tobytes()).hexdigest()[:12]}"
-    widths = point_widths(model, test_set[0][0], names, pool=cfg.pool, device=device_t)
-    todo = [s for s in splits if not (folders[s] / "done.json").is_file()]
-    rows_todo = sum(len(splits[s]) for s in todo)
-    check_disk(cache_root, projected_bytes(rows_todo, widths, cfg.cache_dtype) + join_headroom(rows_todo, widths, cfg.cache_dtype))
-    timings = {}
-    feats = {}
-    for split, ds in splits.items():
-        t0 = time.perf_counter()
-        feats[split] = extract(model, ds, names, pool=cfg.pool, folder=folders[split], batch_size=cfg.batch_size, workers=cfg.workers,
-                               device=device_t, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress, description=f"features ({split})")
-        timings[f"features_{split}_s"] = time.perf_counter() - t0
-    (train_x, train_y), (test_x, test_y) = feats["train"], feats["test"]
-    if world()[0] > 0:  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
-        return _from_rank_zero(None)
+    return num_classes
 
-    if val_source == "test":  # the backbone's training data is unknown: decide on part of the test split, grade on the rest
-        test_rows, val_rows = validation_split(test_y, val_fraction, split_seed=cfg.split_seed)
-        val_x, val_y = test_x, test_y
-    else:
-        val_rows = train_val_rows
-        test_rows, val_x, val_y = np.arange(len(test_y)), train_x, train_y
-    process_budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
-    keep_fields = fields_to_keep(cfg.save_fields)
 
-    def run(labels: list[int] | None, description: str):
-        """Heads and field matrices on a label subset (None = all labels)."""
-        L = num_classes if labels is None else len(labels)
-        remap = np.arange(num_classes) if labels is None else np.full(num_classes, -1)
-        if labels is not None:
-            remap[labels] = np.arange(L)
-
-        def rows(x, y, candidates):
-            keep = candidates[remap[y[candidates]] >= 0]
-            return Rows(x, keep, torch.from_numpy(remap[y[keep]]))
-
-        train_rows = rows(train_x, train_y, rest_rows)
-        scored = {"test": rows(test_x, test_y, test_rows)}
-        if len(val_rows):
-            scored["val"] = rows(val_x, val_y, val_rows)
-        t_heads = time.perf_counter()
-        heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
-                            seed=seed, device=device_t, memory_budget=chunk_budget(process_budget), progress=progress,
-                            description=description,
-                            patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val",
-                            dtype=getattr(torch, cfg.head_dtype), optimizer_name=cfg.head_optimizer)
-        head_seconds[description] = time.perf_counter() - t_heads
-        fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[fields_split]
-        records, fields = [], {}  # fields: point -> (statistics, kept filters, their matrices); none kept in the sweep
-        for n in names:
-            # phase 3 in filter chunks within the budget; only the per-filter statistics and the kept matrices stay
-            mu = class_means(fields_rows.features[n], fields_rows.index, fields_rows.targets, L)
-            stats = layer_stats(mu, heads[n].weight, threshold=threshold, memory_budget=chunk_budget(process_budget),
-                                clusters=cfg.clusters)
-            kept = top_filters(stats, keep_fields) if labels is None else np.zeros(0, dtype=np.int64)
-            index = torch.from_numpy(kept)
-            fields[n] = stats, kept, field_matrices(mu[:, index], heads[n].weight[:, index]).numpy()
-            record = point_record(n, stats, heads[n].accuracies, threshold, heads[n].train_accuracy)
-            if fields_split != "test":
-                test = scored["test"]
-                record["test"] = test_figures(layer_stats(class_means(test.features[n], test.index, test.targets, L), heads[n].weight,
-                                                          threshold=threshold, memory_budget=chunk_budget(process_budget),
-                                                          clusters=cfg.clusters), threshold)
-            records.append(record)
-        return heads, records, fields
-
-    head_seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-    heads, records, fields = run(None, "heads")
-    timings["heads_and_fields_s"] = time.perf_counter() - t0
-    timings["heads_s"] = head_seconds["heads"]
-    for r in records:
-        r.update(_epochs_used(heads[r["name"]]))
+def _label_sweep(problem: HeadProblem, cfg: MeasureConfig, heads: dict, records: list[dict], timings: dict) -> list[dict]:
+    """The measurement again on the first K labels (or K drawn with ``label_seed``) for each K of ``label_sweep``."""
     sweep = []
     for K in cfg.label_sweep or []:
-        if K > num_classes:
-            raise DataError(f"--labels {K}: the dataset has only {num_classes} labels")
-        labels = choose_labels(num_classes, K, cfg.label_seed)
+        if K > problem.num_classes:
+            raise DataError(f"--labels {K}: the dataset has only {problem.num_classes} labels")
+        labels = choose_labels(problem.num_classes, K, cfg.label_seed)
         t0 = time.perf_counter()
-        if labels == list(range(num_classes)):  # every label, in order: the very problem the measurement just solved
+        if labels == list(range(problem.num_classes)):  # every label, in order: the very problem the measurement just solved
             sweep_heads, recs = heads, records
-            head_seconds[f"heads (K={K})"] = 0.0
+            problem.head_seconds[f"heads (K={K})"] = 0.0
         else:
-            sweep_heads, recs, _ = run(labels, f"heads (K={K})")
+            sweep_heads, recs, _ = problem.solve(labels, f"heads (K={K})")
         timings[f"sweep_{K}_s"] = time.perf_counter() - t0
-        timings[f"sweep_{K}_heads_s"] = head_seconds[f"heads (K={K})"]
+        timings[f"sweep_{K}_heads_s"] = problem.head_seconds[f"heads (K={K})"]
         sweep.append({"labels": K, "label_ids": labels, "points": [
             {"name": r["name"], "val_accuracy": r.get("val_accuracy"), "test_accuracy": r["test_accuracy"],
              "error_rate": 1 - r["test_accuracy"], "snr": r["snr"], "cluster_size": r["cluster_size"],
              "clusters_per_filter": r["clusters_per_filter"], "noise_per_filter": r["noise_per_filter"],
              "clustered_labels_per_filter": r["clustered_labels_per_filter"],
              **_epochs_used(sweep_heads[r["name"]])} for r in recs]})
-    timings["total_s"] = time.perf_counter() - t_start
-    timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return sweep
+
+
+def _meta(model: nn.Module, dataset, dataset_id: str, cfg: MeasureConfig, train_set, problem: HeadProblem, val_fraction: float,
+          names: list[str], device: torch.device) -> dict:
+    """What ``measurement.json`` records of the model, the data, the splits and the options."""
     spec = getattr(model, "spec", None) or {}
-    meta = {
+    trunk = set(default_points(model, expanded=True)) if cfg.points == "groups" else set(names)
+    keep_fields = fields_to_keep(cfg.save_fields)
+    return {
         "model": spec.get("name", type(model).__name__),
         "dataset": dataset if isinstance(dataset, str) else dataset_id,
-        "num_classes": num_classes,
+        "num_classes": problem.num_classes,
         "classes": [str(c) for c in train_set.classes],
-        "split_sizes": {"train": int(len(rest_rows)), "val": int(len(val_rows)), "test": int(len(test_rows))},
-        "val_source": val_source,
-        "seed": seed,
-        "device": str(device_t),
-        "options": {"points": names, "side_points": side, "pool": cfg.pool, "threshold": threshold, "clusters": cfg.clusters,
+        "split_sizes": {"train": int(len(problem.rest_rows)), "val": int(len(problem.val_rows)), "test": int(len(problem.test_rows))},
+        "val_source": cfg.val_source or "train",
+        "seed": cfg.seed,
+        "device": str(device),
+        "options": {"points": names, "side_points": [n for n in names if n not in trunk], "pool": cfg.pool,
+                    "threshold": cfg.threshold, "clusters": cfg.clusters,
                     "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
                     "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
                     "head_optimizer": cfg.head_optimizer, "preset": cfg.preset,
-                    "head_early_stopping": bool(cfg.head_patience and len(val_rows)), "fields_split": fields_split,
+                    "head_early_stopping": bool(cfg.head_patience and len(problem.val_rows)), "fields_split": cfg.fields_split,
                     "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "val_source": val_source, "split_seed": cfg.split_seed, "held_out": cfg.held_out,
+                    "val_fraction": val_fraction, "val_source": cfg.val_source or "train", "split_seed": cfg.split_seed,
+                    "held_out": cfg.held_out,
                     "cache_dtype": cfg.cache_dtype, "head_dtype": cfg.head_dtype, "train_per_class": cfg.train_per_class,
-                    "memory_budget_gib": round(process_budget / 2**30, 3), "batch_size": cfg.batch_size, "amp": cfg.amp,
+                    "memory_budget_gib": round(problem.process_budget / 2**30, 3), "batch_size": cfg.batch_size, "amp": cfg.amp,
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
-        "timings": timings,
-        "feature_cache": str(cache_root / key),
-        "unused_convs": unused_convs(model),  # convs an eval forward never runs (auxiliary heads): no points
-        "feature_rows": {split: len(ds) for split, ds in splits.items()},
-        "feature_cache_bytes": sum(folder_bytes(f) for f in folders.values()),
-        "feature_cache_projected_bytes": projected_bytes(sum(len(ds) for ds in splits.values()), widths, cfg.cache_dtype),
     }
-    return _from_rank_zero(Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
-                                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
-                                       field_filters={n: f[1] for n, f in fields.items()},
-                                       filter_stats={n: f[0] for n, f in fields.items()}))
 
 
 def _from_rank_zero(measurement: Measurement | None) -> Measurement:

@@ -29,7 +29,8 @@ from prune_snr.checkpoint import load_checkpoint
 from prune_snr.data import validation_split
 from prune_snr.errors import run_script
 from prune_snr.measure import measure
-from prune_snr.measure.heads import Rows, train_heads
+from prune_snr.measure.feed import Rows
+from prune_snr.measure.heads import train_heads
 
 
 def figures(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[float, float]:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from prune_snr import choices
-from prune_snr.measure.heads import Rows, train_heads
+from prune_snr.measure.feed import Rows
+from prune_snr.measure.heads import train_heads
 
 VGG_W4_CHANNELS = [16, 16, 32, 32, 64, 64, 64, 128, 128, 128, 128, 128, 128]
 

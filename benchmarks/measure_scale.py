@@ -40,8 +40,9 @@ def sequential_read_seconds(folder: Path) -> float:
 
 def worker(folder: Path, points: list[str], budget_gib: float, epochs: int, batch_size: int) -> dict:
     from prune_snr.data import validation_split
+    from prune_snr.measure.feed import Rows, class_means
     from prune_snr.measure.fields import field_matrices
-    from prune_snr.measure.heads import Rows, class_means, train_heads
+    from prune_snr.measure.heads import train_heads
 
     features = {p: np.load(folder / f"{i}.npy", mmap_mode="r") for i, p in enumerate(points)}
     targets = np.load(folder / "targets.npy")

@@ -39,7 +39,7 @@ from prune_snr.data import build_dataset
 from prune_snr.errors import run_script
 from prune_snr.measure import measure
 from prune_snr.measure.features import extract
-from prune_snr.measure.heads import Moments
+from prune_snr.measure.feed import Moments
 
 
 def subset(ds, n, seed):

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 #: Keys whose values depend on the clock or the folder, not on behaviour.
-VOLATILE = re.compile(r"seconds|_s$|time|wall|elapsed|latency|path|dir$|out$|checkpoint|measurement$|created|host|machine|version|rss|_mb$|source$")
+VOLATILE = re.compile(r"seconds|_s$|time|wall|elapsed|latency|path|dir$|out$|checkpoint|measurement$|created|host|machine"
+                      r"|version|rss|_mb$|^source$")
 COMMON = ["--dataset", "synthetic:4", "--device", "cpu", "--seed", "3"]
 SCENARIOS = {
     "vgg": [["train", "--model", "vgg16", "--width-mult", "0.125", "--epochs", "1", "--out", "{run}", *COMMON],

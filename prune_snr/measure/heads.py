@@ -33,12 +33,15 @@ from torch.nn import functional as F
 from .. import choices
 from ..errors import DataError
 from ..progress import track
+from .feed import (
+    BYTES_PER_READ_VALUE,
+    BYTES_PER_VALUE,
+    ROWS_PER_CHUNK,
+    GroupFeed,
+    Rows,
+    _Source,
+)
 
-ROWS_PER_CHUNK = 8192  # rows per read of one point (statistics, class means)
-#: Bytes per feature value of a chunk: the float32 matrix the rows are standardized in, in place.
-BYTES_PER_VALUE = 4
-#: Bytes per value of the widest point, read before it is copied in (its rows as cached, then as float32).
-BYTES_PER_READ_VALUE = 8
 MIN_CHUNK_BYTES = 64 << 20
 #: Early stopping: a validation loss counts as an improvement when it is lower than the last one that counted by this fraction.
 REL_IMPROVEMENT = 1e-3
@@ -101,27 +104,6 @@ def chunk_budget(process_budget: int) -> int:
     return max(process_budget - held, MIN_CHUNK_BYTES)
 
 
-def chunk_rows(widths: list[int], *, batch_size: int, budget: int) -> int:
-    """Rows per chunk so that the chunk (all ``widths`` side by side) and the read of its widest point fit ``budget``:
-    a whole number of mini-batches, at least one.
-
-    Example:
-        >>> chunk_rows([100, 300], batch_size=10, budget=100 * (400 * BYTES_PER_VALUE + 300 * BYTES_PER_READ_VALUE))
-        100
-    """
-    per_row = sum(widths) * BYTES_PER_VALUE + max(widths) * BYTES_PER_READ_VALUE
-    return max(batch_size, budget // per_row // batch_size * batch_size)
-
-
-@dataclass
-class Rows:
-    """Some rows of a feature cache: ``features[point][index]`` with labels ``targets`` (0..L-1)."""
-
-    features: dict[str, np.ndarray]  # point -> N x C x K (memory-mapped is fine)
-    index: np.ndarray
-    targets: torch.Tensor
-
-
 @dataclass
 class Head:
     weight: torch.Tensor  # L x C x K, raw feature scale
@@ -131,95 +113,6 @@ class Head:
     epochs_used: int = 0  # epochs it trained: the cap, unless early stopping stopped it
     best_epoch: int = 0  # the epoch whose weights it keeps (the last one without early stopping)
     stop_loss: float | None = None  # its lowest mean cross-entropy on the early-stopping rows
-
-
-def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> None:
-    """Copy rows ``index`` of ``features`` (flattened) into the float32 matrix ``out``, in the order of ``index``.
-
-    From a memory-mapped cache the rows are read with ``preadv`` (sorted, so the file is read
-    forward, one call per run of adjacent rows) instead of through the mapping: touching scattered
-    rows of a mapping faults whole neighbourhoods of pages into the process, so its resident memory
-    would grow to the size of the cache. ``out`` may be a column block of a wider matrix: the rows
-    land in place, with no second copy of the chunk.
-    """
-    if not len(index):
-        return
-    mapped = isinstance(features, np.memmap) and features.filename
-    if (mapped and features.dtype == np.float32 and out.dtype == torch.float32 and out.is_contiguous()
-            and bool(np.all(np.diff(index) > 0))):
-        _read_rows(features, index, into=out.numpy())  # already in file order: straight into place
-        return
-    order = np.argsort(index, kind="stable")
-    wanted = index[order]
-    if mapped:
-        rows = _read_rows(features, wanted)
-    else:
-        rows = np.asarray(features[wanted])
-    out.index_copy_(0, torch.from_numpy(order), torch.from_numpy(rows.reshape(len(wanted), -1)).float())
-
-
-def _rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
-    """Rows ``index`` of ``features`` as a float32 tensor of their cached shape."""
-    out = torch.empty(len(index), int(np.prod(features.shape[1:])))
-    _gather_into(out, features, index)
-    return out.view(len(index), *features.shape[1:])
-
-
-def _read_rows(features: np.memmap, wanted: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
-    """Rows ``wanted`` (ascending) of a memory-mapped ``.npy``, read from its file (into ``into``, a contiguous array of
-    the cache's dtype with one row per wanted row, when given)."""
-    row_bytes = int(np.prod(features.shape[1:])) * features.dtype.itemsize
-    rows = np.empty((len(wanted), *features.shape[1:]), dtype=features.dtype) if into is None else into
-    raw = rows.reshape(len(wanted), -1).view(np.uint8)
-    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-    starts, ends = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(wanted)]])
-    with open(features.filename, "rb", buffering=0) as f:
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            position = features.offset + int(wanted[s]) * row_bytes
-            if os.preadv(f.fileno(), [raw[s:e]], position) != (e - s) * row_bytes:
-                raise OSError(f"{features.filename}: short read; the feature cache is damaged, delete it and re-measure")
-    return rows
-
-
-class Moments:
-    """Per-feature mean and variance over chunks of rows: each chunk's in float32 (two passes: its mean, then the
-    squared deviations from it), merged in float64 (Chan et al.'s pairwise update), so no chunk is copied to float64."""
-
-    def __init__(self):
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def add(self, x: torch.Tensor) -> None:
-        mean = x.mean(0)
-        k, mean, m2 = len(x), mean.double(), (x - mean).square_().sum(0).double()
-        if self.mean is None:
-            self.n, self.mean, self.m2 = k, mean, m2
-            return
-        n = self.n + k
-        delta = mean - self.mean
-        self.mean += delta * (k / n)
-        self.m2 += m2 + delta * delta * (self.n * k / n)
-        self.n = n
-
-    def finish(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean.float(), (self.m2 / self.n).sqrt().float().clamp(min=1e-6)
-
-
-def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and std over ``index`` rows, read chunk by chunk."""
-    moments = Moments()
-    for start in range(0, len(index), ROWS_PER_CHUNK):
-        moments.add(_rows(features, index[start:start + ROWS_PER_CHUNK]))
-    return moments.finish()
-
-
-def class_means(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``mu[i]`` = mean feature over the rows of label i: ``L x C x K``."""
-    sums = torch.zeros((num_classes, *features.shape[1:]), dtype=torch.float64)
-    for start in range(0, len(index), ROWS_PER_CHUNK):
-        x = _rows(features, index[start:start + ROWS_PER_CHUNK]).double()
-        sums.index_add_(0, targets[start:start + ROWS_PER_CHUNK], x)
-    counts = torch.bincount(targets, minlength=num_classes).clamp(min=1).double()
-    return (sums / counts.view(-1, *([1] * (sums.ndim - 1)))).float()
 
 
 def plan_groups(dims: dict[str, int], *, batch_size: int, memory_budget: int) -> list[list[str]]:
@@ -263,76 +156,6 @@ def plan_memory(dims: dict[str, int], *, rows: int, budget: int) -> tuple[list[l
         else:
             groups.append([name])
     return groups, streamed
-
-
-def _width_classes(names: list[str], dims: dict[str, int]) -> list[list[str]]:
-    """The points of a group by feature width: the heads of one class train as one batched matmul."""
-    classes: dict[int, list[str]] = {}
-    for n in names:
-        classes.setdefault(dims[n], []).append(n)
-    return list(classes.values())
-
-
-def _standardized(rows: Rows, classes: list[list[str]], stats: dict, positions: np.ndarray | slice = slice(None)) -> list[torch.Tensor]:
-    """Rows ``rows.index[positions]`` of the points of ``classes``, standardized with ``stats``: one ``k x n x d``
-    float32 tensor per width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time)."""
-    index = rows.index[positions]
-    out = []
-    for names in classes:
-        x = torch.empty(len(names), len(index), int(np.prod(rows.features[names[0]].shape[1:])))
-        for j, n in enumerate(names):
-            for s in range(0, len(index), ROWS_PER_CHUNK):
-                _gather_into(x[j, s:s + ROWS_PER_CHUNK], rows.features[n], index[s:s + ROWS_PER_CHUNK])
-            x[j].sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
-        out.append(x)
-    return out
-
-
-def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor,
-                   dtypes: list[torch.dtype]) -> tuple[list[torch.Tensor], dict]:
-    """The rows of ``ordered`` standardized on their own statistics (returned; the same chunks, hence the same figures,
-    as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the
-    cache's order, a chunk at a
-    time, and copied into place, so no second copy of a point's rows is ever made. Each class is then stored in its
-    ``dtypes`` entry (a lower precision copy is made while its float32 rows still exist: one class at a time)."""
-    n = len(ordered.index)
-    place = torch.empty_like(shuffle)
-    place[shuffle] = torch.arange(n)
-    stats, out = {}, []
-    for names, dtype in zip(classes, dtypes):
-        x = torch.empty(len(names), n, int(np.prod(ordered.features[names[0]].shape[1:])))
-        for j, name in enumerate(names):
-            moments = Moments()
-            for s in range(0, n, ROWS_PER_CHUNK):
-                chunk = _rows(ordered.features[name], ordered.index[s:s + ROWS_PER_CHUNK]).flatten(1)
-                moments.add(chunk)
-                x[j].index_copy_(0, place[s:s + ROWS_PER_CHUNK], chunk)
-            stats[name] = moments.finish()
-            x[j].sub_(stats[name][0].flatten()).div_(stats[name][1].flatten())
-        out.append(x.to(dtype))
-        x = None
-    return out, stats
-
-
-class _Source:
-    """The standardized rows of one set for one group of heads, in ``rows.index`` order: held in memory
-    (``held``, read once) or read from the cache chunk by chunk every time they are walked."""
-
-    def __init__(self, rows: Rows, classes, stats, *, chunk: int, device, held: list[torch.Tensor] | None = None,
-                 dtypes: list[torch.dtype] | None = None):
-        self.rows, self.classes, self.stats, self.chunk, self.device, self.held = rows, classes, stats, chunk, device, held
-        self.dtypes = dtypes or [torch.float32] * len(classes)
-
-    def chunks(self):
-        n = len(self.rows.index)
-        step = min(self.chunk, ROWS_PER_CHUNK) if self.held is not None else self.chunk
-        for start in range(0, n, step):
-            if self.held is not None:
-                xs = [x[:, start:start + step] for x in self.held]
-            else:
-                xs = None  # free the previous chunk before the next is read
-                xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))
-            yield [x.to(self.device, d) for x, d in zip(xs, self.dtypes)], self.rows.targets[start:start + step].to(self.device)
 
 
 def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):
@@ -409,14 +232,6 @@ def _scores(source: _Source, layout, active, weights, biases, count: int) -> tup
             loss[which] += ce.double().cpu()
             correct[which] += hit.cpu()
     return loss, correct
-
-
-def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
-    if device.type != "cuda":
-        return True
-    torch.cuda.empty_cache()  # what the caching allocator still holds from the feature pass is free for the heads
-    free, _ = torch.cuda.mem_get_info(device)
-    return tensors_bytes < free // 2
 
 
 def _head_optimizer(name: str, params: list[torch.Tensor], *, lr: float, steps: int, device: torch.device):
@@ -501,113 +316,99 @@ def train_heads(
     train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])
     batches = [(int(b[0]), int(b[-1]) + 1) for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
                if len(b)]
-    steps_per_epoch = len(batches)
     stop_rows = evaluate.get(stop_on) if patience > 0 else None
-    if stop_rows is not None and not len(stop_rows.index):
-        stop_rows = None
+    stop = (stop_on, stop_rows) if stop_rows is not None and len(stop_rows.index) else None
     budget = memory_budget or chunk_budget(default_memory_budget())
-    held_rows = len(train.index) + (len(stop_rows.index) if stop_rows is not None else 0)
-    if in_memory is None:
-        memory_groups, streamed = plan_memory(dims, rows=held_rows, budget=budget)
-    else:
-        memory_groups, streamed = ([names], []) if in_memory else ([], names)
-    plan = [(g, True) for g in memory_groups]
-    plan += [(g, False) for g in plan_groups({n: dims[n] for n in streamed}, batch_size=batch_size, memory_budget=budget)
-             if streamed]
     heads: dict[str, Head] = {}
-    for group, held in plan:
-        train_x = stop_x = source = weights = biases = best = optimizer = None  # the previous group's rows go before these are read
-        classes = _width_classes(group, dims)
-        order = [n for c in classes for n in c]  # the heads in width-class order
-        layout, i = [], 0
-        for c in classes:
-            layout.append(list(range(i, i + len(c))))
-            i += len(c)
-        chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
-        row_dtypes = [dtype if dims[c[0]] * num_classes >= LOW_PRECISION_MIN_WEIGHTS else torch.float32 for c in classes]
-        if held:
-            train_x, stats = _held_shuffled(ordered, classes, shuffle, row_dtypes)
-            on_device = _fits_device(sum(x.numel() * x.element_size() for x in train_x), device)
-            train_x = [x.to(device) for x in train_x] if on_device else train_x
-            stop_x = _standardized(stop_rows, classes, stats) if stop_rows is not None else None
-        else:
-            stats = {n: feature_stats(ordered.features[n], ordered.index) for n in group}
-            train_x = stop_x = None
-        # the training accuracy is scored in the precision the heads trained in, held or streamed
-        source = {key: _Source(rows, classes, stats, chunk=chunk, device=device, held=train_x if key == "train" else None,
-                               dtypes=row_dtypes if key == "train" else None)
-                  for key, rows in {"train": train if held else ordered, **evaluate}.items()}  # streamed: scored in file order
-        if stop_rows is not None:
-            source[stop_on] = _Source(stop_rows, classes, stats, chunk=chunk, device=device, held=stop_x)
-        train_y = train.targets.to(device)
-        weights = [torch.zeros(num_classes, dims[n], device=device) for n in order]
-        biases = [torch.zeros(num_classes, device=device) for _ in order]
-        optimizer, scheduler, per_epoch = _head_optimizer(optimizer_name, weights + biases, lr=lr, steps=epochs * steps_per_epoch,
-                                                          device=device)
-        active = [True] * len(order)
-        epochs_used = [epochs] * len(order)
-        stoppers = [EarlyStopping(patience, min_epochs) for _ in order]
-        best = [None] * len(order)
-
-        def step(xs, y):
-            optimizer.zero_grad(set_to_none=True)
-            _set_gradients(xs, y, layout, active, weights, biases)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-
+    for group, held in _plan(dims, rows=len(train.index) + (len(stop[1].index) if stop else 0), budget=budget, in_memory=in_memory,
+                             batch_size=batch_size):
+        feed = trainer = None  # the previous group's rows go before these are read
+        feed = GroupFeed(group, dims, ordered=ordered, train=train, shuffle=shuffle, held=held, evaluate=evaluate, stop=stop,
+                         num_classes=num_classes, dtype=dtype, low_precision_min=LOW_PRECISION_MIN_WEIGHTS, batch_size=batch_size,
+                         budget=budget, device=device)
+        trainer = _GroupTrainer(feed, dims, num_classes=num_classes, optimizer_name=optimizer_name, lr=lr,
+                                steps=epochs * len(batches), epochs=epochs, patience=patience, min_epochs=min_epochs, device=device)
         g = torch.Generator().manual_seed(seed)  # every group visits the mini-batches in the same orders
         label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
         for epoch in track(progress, range(1, epochs + 1), label, total=epochs):
-            if not any(active):
+            if not any(trainer.active):
                 continue
-            visit = [batches[j] for j in torch.randperm(steps_per_epoch, generator=g).tolist()]
-            if held:
-                for start, end in visit:
-                    step([x[:, start:end].to(device) for x in train_x], train_y[start:end])
-            else:
-                per_chunk = max(1, chunk // batch_size)
-                for c in range(0, steps_per_epoch, per_chunk):
-                    spans = visit[c:c + per_chunk]
-                    positions = np.concatenate([np.arange(start, end) for start, end in spans])
-                    x_chunk = None  # free the previous chunk before the next is read
-                    x_chunk = [x.to(device, d) for x, d in zip(_standardized(train, classes, stats, positions), row_dtypes)]
-                    y_chunk = train.targets[positions].to(device)
-                    offset = 0
-                    for start, end in spans:
-                        step([x[:, offset:offset + end - start] for x in x_chunk], y_chunk[offset:offset + end - start])
-                        offset += end - start
-                x_chunk = None
-            if per_epoch is not None:
-                per_epoch.step()
-            if stop_rows is None:
-                continue
-            losses = _scores(source[stop_on], layout, active, weights, biases, len(order))[0] / len(stop_rows.index)
-            for i in range(len(order)):
-                if not active[i]:
-                    continue
-                improved, stop = stoppers[i].step(losses[i].item(), epoch)
-                if improved:
-                    best[i] = (weights[i].detach().clone(), biases[i].detach().clone())
-                if stop:
-                    active[i], epochs_used[i] = False, epoch
-        if stop_rows is not None:
-            with torch.no_grad():
-                for i, kept in enumerate(best):
-                    if kept is not None:
-                        weights[i].copy_(kept[0])
-                        biases[i].copy_(kept[1])
-        everyone = [True] * len(order)
-        correct = {key: _scores(source[key], layout, everyone, weights, biases, len(order))[1] for key in ("train", *evaluate)}
-        for i, n in enumerate(order):
-            mean, std = stats[n][0].flatten().to(device), stats[n][1].flatten().to(device)
-            w = weights[i].detach()
-            w_raw = w / std  # fold the standardization back: raw-scale head, same logits
-            b_raw = biases[i].detach() - w_raw @ mean
-            rows_of = {"train": train, **evaluate}
-            acc = {key: correct[key][i].item() / max(1, len(rows_of[key].index)) for key in correct}
-            heads[n] = Head(weight=w_raw.reshape(num_classes, *train.features[n].shape[1:]).cpu(), bias=b_raw.cpu(),
-                            train_accuracy=acc.pop("train"), accuracies=acc, epochs_used=epochs_used[i],
-                            best_epoch=stoppers[i].best_epoch if stop_rows is not None else epochs,
-                            stop_loss=stoppers[i].best_loss if stop_rows is not None else None)
+            for xs, y in feed.minibatches([batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]):
+                trainer.step(xs, y)
+            trainer.end_epoch(epoch, feed.sources[stop[0]] if stop else None, len(stop[1].index) if stop else 0)
+        heads.update(trainer.heads(feed, {"train": train, **evaluate}, stopped=stop is not None, shapes=train.features))
     return {n: heads[n] for n in names}
+
+
+def _plan(dims: dict[str, int], *, rows: int, budget: int, in_memory: bool | None, batch_size: int) -> list[tuple[list[str], bool]]:
+    """``(group, held)`` in training order: groups held in memory within ``budget`` first, then the streamed ones."""
+    names = list(dims)
+    if in_memory is None:
+        memory_groups, streamed = plan_memory(dims, rows=rows, budget=budget)
+    else:
+        memory_groups, streamed = ([names], []) if in_memory else ([], names)
+    plan = [(g, True) for g in memory_groups]
+    return plan + [(g, False) for g in plan_groups({n: dims[n] for n in streamed}, batch_size=batch_size, memory_budget=budget)
+                   if streamed]
+
+
+class _GroupTrainer:
+    """The heads of one group: their weights, their optimiser and schedules, and each head's early stopping."""
+
+    def __init__(self, feed: GroupFeed, dims: dict[str, int], *, num_classes: int, optimizer_name: str, lr: float, steps: int,
+                 epochs: int, patience: int, min_epochs: int, device: torch.device):
+        k, self.layout, self.epochs, self.num_classes = len(feed.order), feed.layout, epochs, num_classes
+        self.weights = [torch.zeros(num_classes, dims[n], device=device) for n in feed.order]
+        self.biases = [torch.zeros(num_classes, device=device) for _ in feed.order]
+        self.optimizer, self.scheduler, self.per_epoch = _head_optimizer(optimizer_name, self.weights + self.biases, lr=lr, steps=steps,
+                                                                         device=device)
+        self.active, self.epochs_used = [True] * k, [epochs] * k
+        self.stoppers = [EarlyStopping(patience, min_epochs) for _ in range(k)]
+        self.best = [None] * k
+
+    def step(self, xs: list[torch.Tensor], y: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        _set_gradients(xs, y, self.layout, self.active, self.weights, self.biases)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def end_epoch(self, epoch: int, stop_source: _Source | None, stop_count: int) -> None:
+        """Step the per-epoch schedule; score the early-stopping rows, keep each head's best weights, stop the stale."""
+        if self.per_epoch is not None:
+            self.per_epoch.step()
+        if stop_source is None:
+            return
+        losses = _scores(stop_source, self.layout, self.active, self.weights, self.biases, len(self.weights))[0] / stop_count
+        for i in range(len(self.weights)):
+            if not self.active[i]:
+                continue
+            improved, stop = self.stoppers[i].step(losses[i].item(), epoch)
+            if improved:
+                self.best[i] = (self.weights[i].detach().clone(), self.biases[i].detach().clone())
+            if stop:
+                self.active[i], self.epochs_used[i] = False, epoch
+
+    def heads(self, feed: GroupFeed, rows_of: dict[str, Rows], *, stopped: bool, shapes: dict) -> dict[str, Head]:
+        """The trained heads (each with its best weights under early stopping), scored on every set and folded back to
+        the raw feature scale: ``W_raw = W / sigma``, same logits."""
+        if stopped:
+            with torch.no_grad():
+                for i, kept in enumerate(self.best):
+                    if kept is not None:
+                        self.weights[i].copy_(kept[0])
+                        self.biases[i].copy_(kept[1])
+        everyone = [True] * len(self.weights)
+        correct = {key: _scores(feed.sources[key], self.layout, everyone, self.weights, self.biases, len(self.weights))[1]
+                   for key in rows_of}
+        heads = {}
+        for i, n in enumerate(feed.order):
+            mean, std = feed.stats[n][0].flatten().to(feed.device), feed.stats[n][1].flatten().to(feed.device)
+            w_raw = self.weights[i].detach() / std
+            b_raw = self.biases[i].detach() - w_raw @ mean
+            acc = {key: correct[key][i].item() / max(1, len(rows_of[key].index)) for key in correct}
+            heads[n] = Head(weight=w_raw.reshape(self.num_classes, *shapes[n].shape[1:]).cpu(), bias=b_raw.cpu(),
+                            train_accuracy=acc.pop("train"), accuracies=acc, epochs_used=self.epochs_used[i],
+                            best_epoch=self.stoppers[i].best_epoch if stopped else self.epochs,
+                            stop_loss=self.stoppers[i].best_loss if stopped else None)
+        return heads

@@ -15,8 +15,9 @@ from ..config import MeasureConfig, fields_to_keep
 from ..data import IndexSubset, validation_split
 from ..models.points import unused_convs
 from .features import cache_key, check_disk, extract, folder_bytes, join_headroom, point_widths, projected_bytes
+from .feed import Rows, class_means
 from .fields import field_matrices, layer_stats, top_filters
-from .heads import Rows, chunk_budget, class_means, default_memory_budget, train_heads
+from .heads import chunk_budget, default_memory_budget, train_heads
 from .result import point_record, test_figures
 
 

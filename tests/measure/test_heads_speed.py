@@ -6,7 +6,8 @@ import torch
 from prune_snr.config import MeasureConfig, resolve
 from prune_snr.errors import ConfigError
 from prune_snr.measure import heads as heads_module
-from prune_snr.measure.heads import Rows, train_heads
+from prune_snr.measure.feed import Rows
+from prune_snr.measure.heads import train_heads
 
 from .test_heads import cached_features
 

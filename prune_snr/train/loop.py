@@ -172,58 +172,17 @@ def fit(
         raise ConfigError(f"the training set has {len(train_set)} images, fewer than one batch (--batch-size {opts.batch_size}); "
                           "lower --batch-size")
     scheduler = _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
-    history: list[dict] = []
-    start = 0
+    start, history = 0, []
     if resume and checkpoint_path and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path)
-        for key in ("optimizer", "scheduler", "epoch"):
-            if key not in state:
-                raise CheckpointError(f"{checkpoint_path} has no {key!r}: it is a final model, not a resumable checkpoint")
-        model.load_state_dict(state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError as err:  # parameter groups changed between prune-snr versions
-            raise CheckpointError(f"{checkpoint_path}: its optimizer state does not fit this version's parameter "
-                                  f"groups ({err}); start the run again in a new --out") from None
-        scheduler.load_state_dict(state["scheduler"])
-        start, history = state["epoch"], list(state.get("history", []))
-        set_rng_state(state["rng"])
-
+        start, history = _resume(checkpoint_path, model, optimizer, scheduler)
+    loss_of = _Loss(opts.label_smoothing, teacher, distill_temperature, distill_alpha)
     for epoch in range(start, opts.epochs):
         # Reseed per epoch: a resumed run sees the same shuffles and augmentations.
         torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * rank)
         loader = train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers)
-        model.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step, (x, y) in enumerate(track(progress, loader, f"epoch {epoch + 1}/{opts.epochs}"), 1):
-            x, y = _to(x, device, opts.channels_last), y.to(device, non_blocking=True)
-            with autocast(device, opts.amp):
-                logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=opts.label_smoothing)
-                if teacher is not None:
-                    with torch.no_grad():
-                        soft = F.softmax(teacher(x).float() / distill_temperature, dim=1)
-                    kd = F.kl_div(F.log_softmax(logits.float() / distill_temperature, dim=1), soft, reduction="batchmean")
-                    loss = (1 - distill_alpha) * loss + distill_alpha * distill_temperature**2 * kd
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if step % LOSS_CHECK_EVERY == 0 or step == len(loader):
-                mean_loss = loss_sum.item() / seen
-                if not math.isfinite(mean_loss):
-                    raise TrainingError(
-                        f"loss became {mean_loss} in epoch {epoch + 1}, step {step}; lower --lr"
-                        + (f" (last good checkpoint kept: {checkpoint_path})" if checkpoint_path and Path(checkpoint_path).exists() else "")
-                    )
-                rate = seen / (time.perf_counter() - t0)
-                describe(progress, f"epoch {epoch + 1}/{opts.epochs} loss {mean_loss:.3f} acc {correct.item() / seen:.3f} {rate:.0f} img/s")
+        loss_sum, correct, seen = _train_epoch(net, loader, optimizer, scheduler, loss_of, opts, device=device, progress=progress,
+                                               epoch=epoch, checkpoint_path=checkpoint_path)
         seconds = time.perf_counter() - t0
         loss_sum, correct, seen = all_sum(loss_sum, correct, torch.tensor(seen))
         seen = round(seen.item())
@@ -254,3 +213,68 @@ def fit(
             on_epoch(record)
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _resume(checkpoint_path: str | Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[dict]]:
+    """Load a resumable checkpoint into the model, optimizer, scheduler and RNGs: ``(epochs done, their records)``."""
+    state = load_checkpoint(checkpoint_path)
+    for key in ("optimizer", "scheduler", "epoch"):
+        if key not in state:
+            raise CheckpointError(f"{checkpoint_path} has no {key!r}: it is a final model, not a resumable checkpoint")
+    model.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as err:  # parameter groups changed between prune-snr versions
+        raise CheckpointError(f"{checkpoint_path}: its optimizer state does not fit this version's parameter "
+                              f"groups ({err}); start the run again in a new --out") from None
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state["epoch"], list(state.get("history", []))
+
+
+class _Loss:
+    """Cross-entropy with label smoothing, blended with the KL divergence to a teacher's softened logits if given."""
+
+    def __init__(self, label_smoothing: float, teacher: nn.Module | None, temperature: float, alpha: float):
+        self.label_smoothing, self.teacher, self.temperature, self.alpha = label_smoothing, teacher, temperature, alpha
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad():
+            soft = F.softmax(self.teacher(x).float() / self.temperature, dim=1)
+        kd = F.kl_div(F.log_softmax(logits.float() / self.temperature, dim=1), soft, reduction="batchmean")
+        return (1 - self.alpha) * loss + self.alpha * self.temperature**2 * kd
+
+
+def _train_epoch(net: nn.Module, loader, optimizer, scheduler, loss_of: _Loss, opts, *, device: torch.device, progress, epoch: int,
+                 checkpoint_path) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over ``loader``: ``(loss sum, correct, images)`` on this rank; a non-finite loss stops it in one line."""
+    label = f"epoch {epoch + 1}/{opts.epochs}"
+    net.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(track(progress, loader, label), 1):
+        x, y = _to(x, device, opts.channels_last), y.to(device, non_blocking=True)
+        with autocast(device, opts.amp):
+            logits = net(x)
+            loss = loss_of(logits, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if step % LOSS_CHECK_EVERY == 0 or step == len(loader):
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                kept = checkpoint_path and Path(checkpoint_path).exists()
+                raise TrainingError(f"loss became {mean_loss} in epoch {epoch + 1}, step {step}; lower --lr"
+                                    + (f" (last good checkpoint kept: {checkpoint_path})" if kept else ""))
+            describe(progress, f"{label} loss {mean_loss:.3f} acc {correct.item() / seen:.3f} "
+                               f"{seen / (time.perf_counter() - t0):.0f} img/s")
+    return loss_sum, correct, seen

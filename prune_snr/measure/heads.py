@@ -34,12 +34,11 @@ from .. import choices
 from ..errors import DataError
 from ..progress import track
 from .feed import (
-    BYTES_PER_READ_VALUE,
-    BYTES_PER_VALUE,
-    ROWS_PER_CHUNK,
     GroupFeed,
     Rows,
     _Source,
+    plan_groups,
+    plan_memory,
 )
 
 MIN_CHUNK_BYTES = 64 << 20
@@ -113,49 +112,6 @@ class Head:
     epochs_used: int = 0  # epochs it trained: the cap, unless early stopping stopped it
     best_epoch: int = 0  # the epoch whose weights it keeps (the last one without early stopping)
     stop_loss: float | None = None  # its lowest mean cross-entropy on the early-stopping rows
-
-
-def plan_groups(dims: dict[str, int], *, batch_size: int, memory_budget: int) -> list[list[str]]:
-    """Points in order, grouped so that one mini-batch of a group's rows fits ``memory_budget``.
-
-    Example:
-        >>> plan_groups({"a": 100, "b": 100, "c": 100}, batch_size=10, memory_budget=2 * 100 * 10 * BYTES_PER_VALUE)
-        [['a', 'b'], ['c']]
-    """
-    cap = memory_budget // (BYTES_PER_VALUE * batch_size)
-    groups: list[list[str]] = [[]]
-    width = 0
-    for name, d in dims.items():
-        if groups[-1] and width + d > cap:
-            groups.append([])
-            width = 0
-        groups[-1].append(name)
-        width += d
-    return groups
-
-
-def plan_memory(dims: dict[str, int], *, rows: int, budget: int) -> tuple[list[list[str]], list[str]]:
-    """Points in order, grouped so that a group's ``rows`` standardized rows stay in memory within ``budget``
-    (beside one evaluation chunk and one read of its widest point), and the points too wide to fit alone.
-
-    Example:
-        >>> plan_memory({"a": 10, "b": 10, "c": 10**6}, rows=1000, budget=(1000 + ROWS_PER_CHUNK) * 20 * BYTES_PER_VALUE
-        ...             + ROWS_PER_CHUNK * 10 * BYTES_PER_READ_VALUE)
-        ([['a', 'b']], ['c'])
-    """
-    def cost(widths):
-        return (rows + ROWS_PER_CHUNK) * sum(widths) * BYTES_PER_VALUE + ROWS_PER_CHUNK * max(widths) * BYTES_PER_READ_VALUE
-
-    groups: list[list[str]] = []
-    streamed: list[str] = []
-    for name, d in dims.items():
-        if cost([d]) > budget:
-            streamed.append(name)
-        elif groups and cost([dims[n] for n in groups[-1]] + [d]) <= budget:
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-    return groups, streamed
 
 
 def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from prune_snr.errors import DataError
-from prune_snr.measure.feed import BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, chunk_rows, class_means
+from prune_snr.measure.feed import BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, chunk_rows, class_means, plan_groups
 from prune_snr.measure.fields import field_matrices
-from prune_snr.measure.heads import _cross_entropy, _set_gradients, _softmax, plan_groups, train_heads
+from prune_snr.measure.heads import _cross_entropy, _set_gradients, _softmax, train_heads
 
 
 def cached_features(tmp_path, n=600, dtype=np.float32):

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import yaml
 from torch import nn
 
-from ..config import MeasureConfig
+from ..atomic import atomic_save_text
+from ..config import MeasureConfig, dump_yaml
 from ..measure import Measurement, measure
 from .plan import Context, reads_measurement
+
+#: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and the options it was made with.
+MEASUREMENT_DIR, MADE_WITH = "measurement", "made_with.yaml"
 
 
 def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, needed: bool, dataset: str | None, options: MeasureConfig,
@@ -21,10 +27,26 @@ def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, need
 
 
 def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
-    """Measure ``model`` when a stage decides on a measurement and none was given."""
-    ctx.measurement, made = measure_if_needed(model, ctx.measurement, needed=reads_measurement(ctx.cfg), options=ctx.cfg.measure,
+    """Measure ``model`` when a stage decides on a measurement and none was given. With an output folder the
+    measurement is kept there (``OUT/measurement``), and a resumed run that stopped after it reads it back instead of
+    measuring again, when it was made with the same options."""
+    needed, folder = reads_measurement(ctx.cfg), ctx.out / MEASUREMENT_DIR if ctx.out else None
+    if ctx.measurement is None and needed and ctx.resume and folder and _made_with(folder) == yaml.safe_load(dump_yaml(ctx.cfg.measure)):
+        ctx.measurement = Measurement.load(folder)
+        return model, {"measurement": {"made_here": True, "options": ctx.measurement.meta["options"]}}
+    ctx.measurement, made = measure_if_needed(model, ctx.measurement, needed=needed, options=ctx.cfg.measure,
                                               progress=ctx.progress, **ctx.measure_data())
+    if made and folder:
+        atomic_save_text(folder / MADE_WITH, dump_yaml(ctx.cfg.measure))  # first: measurement.json last marks it complete
+        ctx.measurement.save(folder)
     return model, {"measurement": made} if made else {}
+
+
+def _made_with(folder: Path) -> dict | None:
+    """The options a kept measurement was made with, where it is complete."""
+    if not (folder / "measurement.json").is_file() or not (folder / MADE_WITH).is_file():
+        return None
+    return yaml.safe_load((folder / MADE_WITH).read_text())
 
 
 def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureConfig:

@@ -97,8 +97,8 @@ def prune(
               ``measurement`` is not given.
         measurement: reuse a measurement of ``model`` (default: ``cfg.measurement``'s folder, else
             measured here when a stage needs one).
-        out: folder for ``config.yaml`` (the settled options), ``finetune.pt`` (resumable fine-tuning),
-            ``pruned.pt`` and ``report.json``.
+        out: folder for ``config.yaml`` (the settled options), ``measurement/`` (a measurement made here; a resumed
+            run reads it back), ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
 
     Returns:
         ``(pruned model, report)``: the :class:`PruneReport`, read as the mapping ``report.json`` holds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -41,6 +42,8 @@ class Context:
     report: PruneReport | None = None  # the parts so far: later stages read earlier ones (the unpruned model's accuracy)
     data: dict | None = None  # the user's own train/val/test datasets (None: cfg.dataset names the data)
     finetune: Callable[[nn.Module], nn.Module | None] | None = None  # the user's fine-tuning, instead of the built-in loop
+    out: Path | None = None  # the run's folder, where it keeps what it makes (set by the runner)
+    resume: bool = False  # the run continues one that stopped: stages may read back what it kept
 
     def measure_data(self) -> dict:
         """What :func:`prune_snr.measure.measure` reads this run's data from: the dataset name, or the user's datasets."""

@@ -52,6 +52,7 @@ def _run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Sequ
         raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
     ctx.report = PruneReport(options=options_part(ctx.cfg, ctx.splits, backbone_saw_val=ctx.backbone_saw_val))
     resuming = bool(resume and checkpoint and checkpoint.is_file())
+    ctx.out, ctx.resume = out, resume
     unfinetuned = None  # the pruned weights before fine-tuning, for --finetune-keep best
     if resuming:
         model, unfinetuned = _resume(ctx, checkpoint)

@@ -2,6 +2,7 @@
 what it writes."""
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,31 @@ def test_finetune_keep_best_keeps_fine_tuning_only_when_it_raises_validation_acc
         with pytest.raises(ConfigError, match="without --finetune-keep best"):
             prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, finetune_keep="best",
                   out=tmp_path / "last", resume=True, **common)
+
+
+def test_a_run_stopped_after_its_measurement_resumes_from_the_measurement_it_kept(tiny_run, tmp_path, monkeypatch):
+    from prune_snr.prune import measuring, pipeline
+
+    model = prune_snr.load(tiny_run[0] / "model.pt")
+    options = {"criterion": "snr", "target": 0.3, "round_to": 1, "finetune_epochs": 1, "head_epochs": 2, "device": "cpu"}
+    made = []
+    real_measure = measuring.measure
+    monkeypatch.setattr(measuring, "measure", lambda *a, **k: made.append(1) or real_measure(*a, **k))
+    _, whole = prune(model, "synthetic", out=tmp_path / "whole", **options)
+
+    def stopped(ctx, m):
+        raise KeyboardInterrupt  # the run is killed once its measurement is made
+
+    stages = pipeline.BEFORE_FINETUNE
+    monkeypatch.setattr(pipeline, "BEFORE_FINETUNE", stages[:stages.index(measuring.measure_stage) + 1] + (stopped,))
+    with pytest.raises(KeyboardInterrupt):
+        prune(model, "synthetic", out=tmp_path / "stopped", **options)
+    assert (tmp_path / "stopped" / "measurement" / "measurement.json").is_file() and len(made) == 2
+    shutil.copytree(tmp_path / "stopped", tmp_path / "other")
+    with pytest.raises(KeyboardInterrupt):  # other measurement options: measured again, not read back
+        prune(model, "synthetic", out=tmp_path / "other", resume=True, **{**options, "threshold": 0.4})
+    assert len(made) == 3
+    monkeypatch.setattr(pipeline, "BEFORE_FINETUNE", stages)
+    pruned, resumed = prune(model, "synthetic", out=tmp_path / "stopped", resume=True, **options)
+    assert len(made) == 3, "the resumed run read the kept measurement back instead of measuring again"
+    assert resumed["search"]["removed"] == whole["search"]["removed"] and resumed["after"] == whole["after"]

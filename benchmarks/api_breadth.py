@@ -145,20 +145,50 @@ def run_one(model: str, timeout: float, work: Path) -> dict:
     return {"model": model, "status": "crash", "error": tail[0][:300], "seconds": round(time.perf_counter() - started, 1)}
 
 
+def landed(row: dict) -> bool:
+    """Within prune's landing rule: the MACs kept within ``TOLERANCE`` of the asked 0.5."""
+    from prune_snr.prune.target import TOLERANCE
+
+    return row["status"] == "ok" and abs(row["macs_kept"] - 0.5) <= TOLERANCE
+
+
+def relative_diff(row: dict) -> float:
+    """The ONNX check's largest logit difference over the largest logit (random weights give logits from 1e-15 to 1e7)."""
+    return row["onnx_max_abs_diff"] / max(row.get("logit_scale") or 0.0, 1e-30)
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| model | status | px | points | MACs kept | params kept | s | what |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | status | landed | px | points | MACs kept | params kept | s | what |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         what = r.get("error", "") if r["status"] != "ok" else \
-            f"ONNX diff {r['onnx_max_abs_diff']:.1e} (logits up to {r.get('logit_scale', float('nan')):.1e})"
-        lines.append(f"| {r['model']} | {r['status']} | {r.get('input_size', '')} | {r.get('points', '')} | "
+            f"ONNX diff {r['onnx_max_abs_diff']:.1e} of logits up to {r.get('logit_scale', float('nan')):.1e} ({relative_diff(r):.0e})"
+        mark = ("yes" if landed(r) else "no") if r["status"] == "ok" else ""
+        lines.append(f"| {r['model']} | {r['status']} | {mark} | {r.get('input_size', '')} | {r.get('points', '')} | "
                      f"{r.get('macs_kept', '')} | {r.get('params_kept', '')} | {r['seconds']:.0f} | {what} |")
     return "\n".join(lines)
+
+
+def summary(rows: list[dict], results: dict) -> str:
+    """The table's header: counts, the landing rule, the time per model."""
+    count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "refused", "crash", "hang")}
+    ok = [r for r in rows if r["status"] == "ok"]
+    seconds = sorted(r["seconds"] for r in rows)
+    return (f"`{results['command']}` on {results['machine']}, {results['dataset']}, at most {results['timeout_s']:.0f} s a model: "
+            f"{len(rows)} models (one per timm family that is a CNN classifier, torchvision's CNNs, model_breadth.py's timm "
+            f"models) as instances through `prune_snr.measure` -> `prune(target=0.5, metric=\"macs\")` at default flags -> "
+            f"`export`. **{count['ok']} go through, {sum(map(landed, ok))} of them within the landing rule** (MACs kept "
+            f"0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
+            f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time limit. "
+            f"Largest ONNX difference relative to the logits: {max(map(relative_diff, ok)):.0e}. Time per model: median "
+            f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s.\n\n")
 
 
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
     parser.add_argument("--models", help="comma-separated library:name (default: every timm CNN family, every torchvision CNN)")
     parser.add_argument("--timeout", type=float, default=420, help="seconds one model's process may take")
+    parser.add_argument("--table-only", action="store_true", help="rewrite table.md from the rows, run nothing")
     add_standard(parser, "out")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -168,7 +198,7 @@ def main(argv=None) -> int:
     if not args.models:  # model_breadth.py's models, by name there, as instances here
         models += [m for m in BREADTH_TIMM if m not in models]
     for i, model in enumerate(models):
-        if model in done:
+        if model in done or args.table_only:
             continue
         with tempfile.TemporaryDirectory(prefix="api-breadth-") as work:
             row = done[model] = run_one(model, args.timeout, Path(work))
@@ -180,7 +210,10 @@ def main(argv=None) -> int:
                            "models": earlier.get("models") if args.models else models, "rows": kept})
         print(f"[{i + 1}/{len(models)}] {model}: {row['status']} ({row['seconds']:.0f} s) {row.get('error', '')}", flush=True)
     rows = [done[m] for m in models if m in done]
-    print(table(rows))
+    results = load_results(out, {})
+    text = summary(rows, results) + table(rows) + "\n"
+    out.with_name("table.md").write_text(text)
+    print(text)
     for status in ("ok", "refused", "crash", "hang"):
         print(f"{status}: {sum(r['status'] == status for r in rows)} of {len(rows)}")
     return 0

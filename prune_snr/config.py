@@ -296,7 +296,8 @@ class SearchConfig:
     study_name: str = "prune-snr"
     timeout: Optional[float] = None
     n_jobs: int = 1
-    workers: int = 1  # local worker processes on one journal file (search/workers.py)
+    # local worker processes on one journal file (search/parallel.py); its own key: the trials' loaders keep theirs
+    workers: int = field(default=1, metadata={"own": True})
     max_finetune_epochs: int = 2
     proxy: Optional[str] = None  # "bn": trials graded right after pruning, BatchNorm recalibrated; "F": fine-tuned on F of train
     space: str = choices.SPACES.default
@@ -459,10 +460,12 @@ def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | N
 def _build(cls, base, sources: list[tuple[dict, str]]):
     hints = typing.get_type_hints(cls)
     changes: dict[str, Any] = {}
+    own = {f.metadata.get("key", f.name) for f in dataclasses.fields(cls) if f.metadata.get("own")}  # keys nested configs skip
+    inner = [({k: v for k, v in values.items() if k not in own}, where) for values, where in sources]
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if _nested(hint):
-            changes[f.name] = _build(hint, getattr(base, f.name) if base is not None else None, sources)
+            changes[f.name] = _build(hint, getattr(base, f.name) if base is not None else None, inner)
             continue
         name = f.metadata.get("key", f.name)
         for values, where in sources:

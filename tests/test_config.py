@@ -112,3 +112,10 @@ def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_ou
     """The depth baseline counts params or MACs; --remeasure needs steps, a measured choice and a params or MACs budget."""
     with pytest.raises(ConfigError, match=message):
         resolve(PruneConfig, overrides=overrides)
+
+
+def test_a_searchs_worker_processes_are_its_own_and_do_not_become_its_trials_loader_workers():
+    cfg = resolve(SearchConfig, overrides={"workers": 3, "threshold": 0.4})
+    assert cfg.workers == 3 and cfg.prune.workers is None and cfg.prune.measure.workers is None
+    assert cfg.prune.measure.threshold == 0.4  # any other flat key still reaches every nested config
+    assert resolve(PruneConfig, overrides={"workers": 2}).measure.workers == 2

@@ -34,7 +34,7 @@ import optuna
 import sqlalchemy.exc
 from torch import nn
 
-from ..atomic import atomic_save_text
+from ..atomic import atomic_copy, atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import SearchConfig, dump_yaml, resolve
 from ..errors import ConfigError
@@ -275,8 +275,6 @@ def write_pick(study: optuna.Study, rule: str, out: str | Path) -> tuple[optuna.
 
     Returns ``(trial, its full_result, the path written)``.
     """
-    from ..atomic import atomic_copy
-
     trial = pick(study, rule)
     chosen = full_result(study, trial)
     source = Path(chosen["artifacts"]) / "pruned.pt"

@@ -16,8 +16,7 @@ machines, a JournalStorage ``.log`` file on one machine); together they finish e
 - **Outages.** A storage call that fails (the database restarts, the network drops) is retried with
   a one-line warning for up to ``RETRY_SECONDS``; finished trials are in the storage already.
 
-Example:
-    >>> run_workers("runs/fm/model.pt", cfg, out="runs/fm/search", workers=2)  # doctest: +SKIP
+``--workers K`` on one machine is :func:`prune_snr.search.parallel.run_workers`.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import PruneSnrError, StorageError
+from ..errors import StorageError
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats (RDB storages)
 GRACE_PERIOD = 30  # a RUNNING trial without a heartbeat for this long is failed, and retried
@@ -172,64 +171,3 @@ class Outage:
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, 15.0)
         return True
-
-
-def _worker_main(checkpoint: str, cfg, out: str, index: int) -> None:
-    """One ``--workers`` process: run the study with its own sampler stream; an error is one line and exit 2."""
-    import sys
-
-    from .study import run_search
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        run_search(checkpoint, cfg, out=out, worker=index)
-    except PruneSnrError as exc:
-        print(f"error: worker {index}: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
-def run_workers(checkpoint: str | Path, cfg, *, out: str | Path, workers: int, progress=None) -> optuna.Study:
-    """Run the study ``cfg`` with ``workers`` local processes on one JournalStorage file; return it.
-
-    The checkpoint is measured once here (when the space needs it) and every worker reuses that
-    measurement (``OUT/measurement``). The storage is ``cfg.storage``, else ``OUT/study.log``.
-    Each worker process uses one thread (``OMP_NUM_THREADS=1`` unless set), so K workers use K cores.
-    """
-    import dataclasses
-    import multiprocessing
-
-    from .study import counted_trials, make_storage, prepare
-
-    out = Path(out)
-    cfg = dataclasses.replace(cfg, storage=cfg.storage or str(out / "study.log"))
-    make_storage(cfg.storage, out)  # a bad URL: one line now, not K times
-    measurement = prepare(checkpoint, cfg, progress=progress)[3]
-    if measurement is not None and not cfg.prune.measurement:
-        measurement.save(out / "measurement")
-        cfg = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, measurement=str(out / "measurement")))
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(str(checkpoint), cfg, str(out), i), name=f"prune-snr-worker-{i}")
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    task = progress.add_task(f"search ({workers} workers)", total=cfg.trials) if progress is not None else None
-    try:
-        while any(p.is_alive() for p in procs):
-            time.sleep(POLL_SECONDS)
-            if task is not None:
-                with contextlib.suppress(Exception):  # the bar only
-                    study = optuna.load_study(study_name=cfg.study_name, storage=make_storage(cfg.storage, out))
-                    progress.update(task, completed=len(counted_trials(study)))
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
-        if task is not None:
-            progress.remove_task(task)
-    study = optuna.load_study(study_name=cfg.study_name, storage=make_storage(cfg.storage, out))
-    failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
-    if len(counted_trials(study)) < cfg.trials:
-        raise PruneSnrError(f"workers {failed} stopped with an error (see above) and the study holds {len(counted_trials(study))} of "
-                            f"{cfg.trials} trials; fix the cause and run the same command again")
-    return study

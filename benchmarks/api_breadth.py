@@ -181,7 +181,7 @@ def summary(rows: list[dict], results: dict) -> str:
             f"0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
             f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time limit. "
             f"Largest ONNX difference relative to the logits: {max(map(relative_diff, ok)):.0e}. Time per model: median "
-            f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s.\n\n")
+            f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s. {results.get('note', '')}\n\n")
 
 
 def main(argv=None) -> int:
@@ -189,6 +189,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", help="comma-separated library:name (default: every timm CNN family, every torchvision CNN)")
     parser.add_argument("--timeout", type=float, default=420, help="seconds one model's process may take")
     parser.add_argument("--table-only", action="store_true", help="rewrite table.md from the rows, run nothing")
+    parser.add_argument("--note", help="what the table's reader should know of the run (kept in the rows file)")
     add_standard(parser, "out")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -211,6 +212,9 @@ def main(argv=None) -> int:
         print(f"[{i + 1}/{len(models)}] {model}: {row['status']} ({row['seconds']:.0f} s) {row.get('error', '')}", flush=True)
     rows = [done[m] for m in models if m in done]
     results = load_results(out, {})
+    if args.note is not None:
+        save_results(out, {**results, "note": args.note})
+        results["note"] = args.note
     text = summary(rows, results) + table(rows) + "\n"
     out.with_name("table.md").write_text(text)
     print(text)

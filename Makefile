@@ -1,7 +1,7 @@
 PYTHON ?= python3
 RUN ?= runs/demo
 
-.PHONY: install data demo test test-slow offline-bundle
+.PHONY: install data demo test test-slow lint same-outputs offline-bundle
 
 install:
 	PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install -e ".[dev]" -c constraints.txt
@@ -22,6 +22,13 @@ test:
 
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
+
+lint:
+	$(PYTHON) -m ruff check .
+
+# Fingerprints of fixed seeded scenarios: BEFORE=FILE (from another commit's `make same-outputs OUT=FILE`) compares.
+same-outputs:
+	$(PYTHON) scripts/same_outputs.py $(if $(OUT),--out $(OUT)) $(if $(BEFORE),--compare $(BEFORE))
 
 # The wheels an air-gapped GPU node lacks, for its Python, and Fashion-MNIST: .whl/ and .data/, read by
 # benchmarks/gpu_paper.sh. HAVE=FILE: the node's `pip list --format=freeze` (default: a plain CUDA PyTorch image).

@@ -173,14 +173,16 @@ def summary(rows: list[dict], results: dict) -> str:
     """The table's header: counts, the landing rule, the time per model."""
     count = {s: sum(r["status"] == s for r in rows) for s in ("ok", "refused", "crash", "hang")}
     ok = [r for r in rows if r["status"] == "ok"]
-    seconds = sorted(r["seconds"] for r in rows)
-    return (f"`{results['command']}` on {results['machine']}, {results['dataset']}, at most {results['timeout_s']:.0f} s a model: "
+    seconds = sorted(r["seconds"] for r in rows) or [0.0]
+    worst = f"{max(map(relative_diff, ok)):.0e}" if ok else "none exported"
+    command = results.get("command", "python benchmarks/api_breadth.py")
+    return (f"`{command}` on {results['machine']}, {results['dataset']}, at most {results['timeout_s']:.0f} s a model: "
             f"{len(rows)} models (one per timm family that is a CNN classifier, torchvision's CNNs, model_breadth.py's timm "
             f"models) as instances through `prune_snr.measure` -> `prune(target=0.5, metric=\"macs\")` at default flags -> "
             f"`export`. **{count['ok']} go through, {sum(map(landed, ok))} of them within the landing rule** (MACs kept "
             f"0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
             f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time limit. "
-            f"Largest ONNX difference relative to the logits: {max(map(relative_diff, ok)):.0e}. Time per model: median "
+            f"Largest ONNX difference relative to the logits: {worst}. Time per model: median "
             f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s. {results.get('note', '')}\n\n")
 
 

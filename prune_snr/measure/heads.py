@@ -7,13 +7,9 @@ matrices must be computed on raw, un-centered class means (METHOD.md).
 At memory speed where the budget allows: points are grouped so that a group's standardized
 training (and early-stopping) rows fit ``memory_budget``; such a group reads its rows from the
 cache once, computes its statistics on them, standardizes them in place and trains every epoch
-from memory. The training rows are shuffled once into fixed mini-batches, and each epoch visits the
-mini-batches in a new random order: held rows are stored in that shuffled order, so a mini-batch is a
-slice of memory, not a gather of scattered rows (the gathers were 40 % of an epoch). A point too wide
-to be held streams: each epoch walks its mini-batches in chunks; a chunk's rows are read from the
-cache file (sorted, so the file is read forward, with ``preadv`` rather than through the mapping,
-whose page faults would pull the whole file into the process), standardized, and cut into its
-mini-batches; such points are grouped so that one mini-batch fits.
+from memory; a point too wide to be held streams its mini-batches from the cache every epoch
+(:mod:`prune_snr.measure.feed` reads, standardizes, holds or streams the rows). The training rows
+are shuffled once into fixed mini-batches, and each epoch visits them in a new random order.
 Each mini-batch updates all heads of a group at once (one ``baddbmm`` and one ``bmm`` per
 feature width, one Adam). Heads are independent (own loss, element-wise Adam) and every group
 walks the same mini-batches in the same order, so grouping, chunking and memory vs stream change
@@ -291,6 +287,7 @@ def train_heads(
                 continue
             for xs, y in feed.minibatches([batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]):
                 trainer.step(xs, y)
+                del xs, y  # hold none of this chunk while the feed reads the next (and none of the group once it ends)
             trainer.end_epoch(epoch, feed.sources[stop[0]] if stop else None, len(stop[1].index) if stop else 0)
         heads.update(trainer.heads(feed, {"train": train, **evaluate}, stopped=stop is not None, shapes=train.features))
     return {n: heads[n] for n in names}

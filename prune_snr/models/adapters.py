@@ -6,8 +6,9 @@ model is rebuilt cut after a point, and which residual blocks can be dropped who
 :class:`Adapter` answers them for any ``nn.Module`` from its structure (one traced forward, the
 last ``Linear``, the sequential stages of its feature path, identity shortcuts); a family that
 knows better registers a subclass for its class, found along the model's class hierarchy, so a
-subclass of a registered class is served by its parent's adapter. prune-snr registers its VGG,
-timm's and torchvision's EfficientNet and ResNet; a user registers one for their own class:
+subclass of a registered class is served by its parent's adapter. prune-snr registers its VGG and
+timm's and torchvision's EfficientNet (ResNets and the other families get the base answers right); a user
+registers one for their own class:
 
 Example:
     >>> import torch
@@ -32,6 +33,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import ModelError
 from .structure import identity_shortcut_blocks, named_classifier, stage_boundary, structural_classifier, traced_points
 
 #: ``module.QualifiedName`` of a class -> its adapter; names, so that registering timm's classes imports no timm.
@@ -45,8 +47,16 @@ class Adapter:
     expanded_by_default = False
 
     def points(self, model: nn.Module, *, expanded: bool = False) -> list[str]:
-        """Module names to measure, input to output: after the activation that follows each conv that runs in eval."""
-        return traced_points(model)
+        """Module names to measure, input to output: after the activation that follows each conv that runs in eval
+        (a model with a ``measurement_points()`` method names them itself)."""
+        own = getattr(model, "measurement_points", None)
+        if callable(own):
+            return list(own())
+        try:
+            classifier = named_classifier(model) or self.classifier(model)
+        except ModelError:
+            classifier = None
+        return traced_points(model, classifier=classifier)
 
     def classifier(self, model: nn.Module) -> str:
         """The layer whose outputs are the logits: the last ``nn.Linear``, else a last conv with one output per label."""
@@ -54,7 +64,11 @@ class Adapter:
 
     def cut_spec(self, model: nn.Module, point: str, *, head_pool: int) -> dict | None:
         """What ``build_model(**model.spec, **answer)`` needs to rebuild ``model`` cut after ``point`` with a
-        ``p x p`` linear head; ``None`` where ``point`` is no cut point (not a stage boundary of the feature path)."""
+        ``p x p`` linear head; ``None`` where ``point`` is no cut point (not a stage boundary of the feature path).
+        A model with a ``truncation_spec(point, *, head_pool)`` method answers itself."""
+        own = getattr(model, "truncation_spec", None)
+        if callable(own):
+            return own(point, head_pool=head_pool)
         boundary = stage_boundary(model, point, named_classifier(model) or self.classifier(model))
         return {"cut_after": point, "head_pool": head_pool} if boundary else None
 
@@ -121,6 +135,9 @@ class TorchvisionEfficientNet(Adapter):
                 continue
             for block_name, block in stage.named_children():
                 name = f"features.{stage_name}.{block_name}"
+                if isinstance(block, nn.Identity):  # a dropped block (drop_blocks): its output is its input
+                    points.append(name)
+                    continue
                 parts = [(n, m) for n, m in block.block.named_children() if isinstance(m, Conv2dNormActivation)]
                 if expanded and len(parts) >= 2:  # [expand,] depthwise, project: as timm's (its DepthwiseSeparable too)
                     points.append(f"{name}.block.{parts[-2][0]}")
@@ -130,14 +147,3 @@ class TorchvisionEfficientNet(Adapter):
     def droppable_blocks(self, model: nn.Module) -> list[str]:
         return [f"features.{s}.{b}" for s, stage in model.features.named_children() for b, block in stage.named_children()
                 if getattr(block, "use_res_connect", False)]
-
-
-@register_adapter("timm.models.resnet.ResNet")
-@register_adapter("torchvision.models.resnet.ResNet")
-class ResNet(Adapter):
-    """Residual blocks without a ``downsample`` branch (``layerK.i``) can be dropped; points and cuts are traced."""
-
-    def droppable_blocks(self, model: nn.Module) -> list[str]:
-        return [f"{stage}.{i}" for stage in ("layer1", "layer2", "layer3", "layer4")
-                for i, block in enumerate(getattr(model, stage))
-                if not isinstance(block, nn.Identity) and getattr(block, "downsample", None) is None]

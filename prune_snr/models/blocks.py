@@ -21,7 +21,6 @@ from torch import nn
 
 from ..errors import ModelError
 from .adapters import adapter_for
-from .structure import identity_shortcut_blocks  # noqa: F401  (the generic answer, named here too)
 
 
 def droppable_blocks(model: nn.Module) -> list[str]:

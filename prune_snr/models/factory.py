@@ -12,7 +12,6 @@ from torch import nn
 
 from ..errors import ModelError
 from .blocks import drop_blocks
-from .inputs import example_input, remember_input_shape  # noqa: F401  (re-exported: prune_snr.models)
 from .registry import PREFIXES, list_models, model_entrypoint
 from .truncation import cut_after
 from .user_code import build_user_model, is_user_code

@@ -54,13 +54,13 @@ def trace(model: nn.Module) -> tuple[list[str], dict[str, tuple], dict[str, int]
     return order, shapes, calls
 
 
-def traced_points(model: nn.Module) -> list[str]:
+def traced_points(model: nn.Module, *, classifier: str | None = None) -> list[str]:
     """Each conv that runs once in eval, at the activation that follows it (past a norm of its width), else at the
     module that wraps it alone, else at the conv itself (the generic :class:`~prune_snr.models.adapters.Adapter`)."""
     order, shapes, calls = trace(model)
     modules = dict(model.named_modules())
     points = []
-    classifier = conv_classifier(model)
+    classifier = classifier if classifier is not None else conv_classifier(model)
     for i, name in enumerate(order):
         conv = modules[name]
         if not isinstance(conv, nn.Conv2d) or calls[name] != 1 or name == classifier:

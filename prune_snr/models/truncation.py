@@ -48,7 +48,8 @@ def cut_spec(model: nn.Module, point: str, head_pool: int) -> dict:
     """
     cut = adapter_for(model).cut_spec(model, point, head_pool=head_pool)
     if cut is None:
-        raise ModelError(f"cannot cut {type(model).__name__} after {point!r}: not one of its cut points")
+        raise ModelError(f"cannot cut {type(model).__name__} after {point!r}: not one of its cut points (stage boundaries of "
+                         "the feature path: top-level stages or blocks of sequential stages, unless its adapter says otherwise)")
     return {**{k: v for k, v in model.spec.items() if k != "name"}, **cut}
 
 

@@ -9,7 +9,9 @@ from torch import nn
 
 from ..atomic import atomic_save_text
 from ..config import MeasureConfig, dump_yaml
+from ..data.user import fingerprint
 from ..measure import Measurement, measure
+from ..measure.features import cache_key
 from .plan import Context, reads_measurement
 
 #: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and the options it was made with.
@@ -29,21 +31,31 @@ def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, need
 def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     """Measure ``model`` when a stage decides on a measurement and none was given. With an output folder the
     measurement is kept there (``OUT/measurement``), and a resumed run that stopped after it reads it back instead of
-    measuring again, when it was made with the same options."""
+    measuring again, when it was made of the same weights and data with the same options."""
     needed, folder = reads_measurement(ctx.cfg), ctx.out / MEASUREMENT_DIR if ctx.out else None
-    if ctx.measurement is None and needed and ctx.resume and folder and _made_with(folder) == yaml.safe_load(dump_yaml(ctx.cfg.measure)):
+    made_of = _made_of(ctx, model) if folder and needed and ctx.measurement is None else None
+    if made_of and ctx.resume and _kept(folder) == made_of:
         ctx.measurement = Measurement.load(folder)
         return model, {"measurement": {"made_here": True, "options": ctx.measurement.meta["options"]}}
     ctx.measurement, made = measure_if_needed(model, ctx.measurement, needed=needed, options=ctx.cfg.measure,
                                               progress=ctx.progress, **ctx.measure_data())
     if made and folder:
-        atomic_save_text(folder / MADE_WITH, dump_yaml(ctx.cfg.measure))  # first: measurement.json last marks it complete
-        ctx.measurement.save(folder)
+        (folder / "measurement.json").unlink(missing_ok=True)  # an earlier measurement there is incomplete from now on
+        atomic_save_text(folder / MADE_WITH, yaml.safe_dump(made_of, sort_keys=False))
+        ctx.measurement.save(folder)  # measurement.json last: its presence marks the set complete
     return model, {"measurement": made} if made else {}
 
 
-def _made_with(folder: Path) -> dict | None:
-    """The options a kept measurement was made with, where it is complete."""
+def _made_of(ctx: Context, model: nn.Module) -> dict:
+    """What a kept measurement must have been made of to stand for this run's: options, weights and data."""
+    data = ctx.measure_data()
+    where = data["dataset"] or "|".join(fingerprint(data[k]) for k in ("train", "val", "test") if data.get(k) is not None)
+    return {"options": yaml.safe_load(dump_yaml(ctx.cfg.measure)),
+            "weights_and_data": cache_key(model, str(where), points=[], pool=0)}  # the feature cache's digest of both
+
+
+def _kept(folder: Path) -> dict | None:
+    """What a kept measurement was made of, where it is complete."""
     if not (folder / "measurement.json").is_file() or not (folder / MADE_WITH).is_file():
         return None
     return yaml.safe_load((folder / MADE_WITH).read_text())

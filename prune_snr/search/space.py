@@ -46,7 +46,7 @@ def space_of(name: str) -> dict:
 
 
 def suggest(trial: optuna.Trial, name: str, fixed: dict, max_finetune_epochs: int, parameters: dict | None = None):
-    """Draw parameter ``name`` (a fixed value comes through the sampler, see :func:`run_search`)."""
+    """Draw parameter ``name`` (a fixed value comes through the sampler, see :func:`prune_snr.search.study.run_search`)."""
     kind, space = (parameters or PARAMETERS)[name]
     if kind == "categorical":
         choices = tuple(space) + ((fixed[name],) if name in fixed and fixed[name] not in space else ())

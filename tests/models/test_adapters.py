@@ -69,6 +69,8 @@ def test_a_torchvision_mbconv_with_a_residual_connection_is_dropped_whole():
     x = torch.randn(1, block.block[0][0].in_channels, 8, 8)
     drop_blocks(model, ["features.2.1"])
     assert torch.equal(model.features[2][1](x), x) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    points = default_points(model, expanded=True)  # what a remeasurement after the drop asks
+    assert "features.2.1" in points and "features.2.1.block.1" not in points and "features.2.0.block.1" in points
 
 
 def test_a_cut_replaces_the_classifier_the_user_named_not_a_later_linear():
@@ -88,3 +90,16 @@ def test_a_cut_replaces_the_classifier_the_user_named_not_a_later_linear():
     assert models.classifier_name(model) == "fc"
     cut = cut_after(model, "features.1", head_pool=2, num_classes=10)
     assert isinstance(cut.fc, nn.Linear) and cut.fc.in_features == 4 * 2 * 2 and cut(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+
+
+def test_a_model_that_names_its_own_points_and_cuts_by_method_is_still_asked():
+    class Own(nn.Module):
+        spec = {"name": "own", "num_classes": 3}
+
+        def measurement_points(self):
+            return ["a"]
+
+        def truncation_spec(self, point, *, head_pool):
+            return {"depth": 1, "head_pool": head_pool} if point == "a" else None
+
+    assert default_points(Own()) == ["a"] and cuttable(Own(), "a") and not cuttable(Own(), "b")

@@ -36,8 +36,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         DataError, ModelError, CheckpointError, TrainingError: see the stages.
 
     Example:
-        >>> cfg = resolve(TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"})  # doctest:
-        +SKIP
+        >>> from prune_snr.config import TrainConfig, resolve
+        >>> cfg = resolve(TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"})
         >>> train(cfg)["test_accuracy"]  # doctest: +SKIP
     """
     if not cfg.out:

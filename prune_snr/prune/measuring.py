@@ -14,7 +14,7 @@ from ..measure import Measurement, measure
 from ..measure.features import cache_key
 from .plan import Context, reads_measurement
 
-#: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and the options it was made with.
+#: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and what it was made of (options, weights, data).
 MEASUREMENT_DIR, MADE_WITH = "measurement", "made_with.yaml"
 
 

@@ -53,7 +53,7 @@ class Adapter:
         if callable(own):
             return list(own())
         try:
-            classifier = named_classifier(model) or self.classifier(model)
+            classifier = classifier_name(model)
         except ModelError:
             classifier = None
         return traced_points(model, classifier=classifier)
@@ -69,7 +69,7 @@ class Adapter:
         own = getattr(model, "truncation_spec", None)
         if callable(own):
             return own(point, head_pool=head_pool)
-        boundary = stage_boundary(model, point, named_classifier(model) or self.classifier(model))
+        boundary = stage_boundary(model, point, classifier_name(model))
         return {"cut_after": point, "head_pool": head_pool} if boundary else None
 
     def droppable_blocks(self, model: nn.Module) -> list[str]:
@@ -98,6 +98,12 @@ def adapter_for(model: nn.Module) -> Adapter:
 
 
 _GENERIC = Adapter()
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The final classifier (never pruned on its output side): the one the user named (``classifier=``), else
+    the one its adapter names (the last ``Linear``, or a last conv with one output per label, for any model)."""
+    return named_classifier(model) or adapter_for(model).classifier(model)
 
 
 @register_adapter("timm.models.efficientnet.EfficientNet")

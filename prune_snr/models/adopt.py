@@ -6,7 +6,8 @@ import copy
 from torch import nn
 
 from ..errors import ModelError
-from .points import name_classifier, num_outputs
+from .points import num_outputs
+from .structure import name_classifier
 
 
 def adopt(model: nn.Module, *, image_shape: tuple[int, ...] | None = None, classifier: str | None = None) -> nn.Module:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .adapters import classifier_name
 from .inputs import example_input
-from .points import classifier_name, point_conv
+from .points import point_conv
 
 
 def count_macs_params(model: nn.Module) -> tuple[int, int]:

@@ -25,10 +25,10 @@ import weakref
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from .adapters import adapter_for
+from .adapters import adapter_for, classifier_name
 from .graph import ChannelGraph
 from .inputs import example_input
-from .structure import name_classifier, named_classifier, trace, traced_points  # noqa: F401  (name_classifier: re-exported)
+from .structure import trace, traced_points
 
 
 def expanded_by_default(model: nn.Module) -> bool:
@@ -77,10 +77,11 @@ def side_points(model: nn.Module) -> list[str]:
     the cut read the default points only (a gate's accuracy is no step of the network's depth)."""
     names = {id(m): n for n, m in model.named_modules()}
     measured = {names[id(point_conv(model, p))] for p in default_points(model, expanded=True)}
+    classifier = classifier_name(model)
     by_conv = {}
-    for p in traced_points(model):
+    for p in traced_points(model, classifier=classifier):
         by_conv.setdefault(names[id(point_conv(model, p))], p)
-    graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)])
+    graph = ChannelGraph(model, example_input(model), ignored=[classifier])
     extra = []
     for members in graph.members:
         if any(m in measured for m in members):
@@ -115,12 +116,6 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
         raise ModelError(f"--points: {idle[0]} never runs in eval mode (an auxiliary branch); measure another module")
     order = {name: i for i, name in enumerate(modules)}
     return sorted(dict.fromkeys(wanted), key=order.__getitem__)
-
-
-def classifier_name(model: nn.Module) -> str:
-    """The final classifier (never pruned on its output side): the one the user named (``classifier=``), else
-    the one its adapter names (:func:`structural_classifier` for any model)."""
-    return named_classifier(model) or adapter_for(model).classifier(model)
 
 
 def num_outputs(model: nn.Module) -> int:

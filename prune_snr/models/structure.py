@@ -54,13 +54,13 @@ def trace(model: nn.Module) -> tuple[list[str], dict[str, tuple], dict[str, int]
     return order, shapes, calls
 
 
-def traced_points(model: nn.Module, *, classifier: str | None = None) -> list[str]:
+def traced_points(model: nn.Module, *, classifier: str | None) -> list[str]:
     """Each conv that runs once in eval, at the activation that follows it (past a norm of its width), else at the
-    module that wraps it alone, else at the conv itself (the generic :class:`~prune_snr.models.adapters.Adapter`)."""
+    module that wraps it alone, else at the conv itself (the generic :class:`~prune_snr.models.adapters.Adapter`);
+    a conv ``classifier`` (its outputs are the logits) is no point."""
     order, shapes, calls = trace(model)
     modules = dict(model.named_modules())
     points = []
-    classifier = classifier if classifier is not None else conv_classifier(model)
     for i, name in enumerate(order):
         conv = modules[name]
         if not isinstance(conv, nn.Conv2d) or calls[name] != 1 or name == classifier:
@@ -91,15 +91,6 @@ def _is_conv_norm_act(module: nn.Module | None) -> bool:
         return False
     kinds = [type(m) for m in module.children()]
     return len(kinds) == 3 and issubclass(kinds[0], nn.Conv2d) and issubclass(kinds[2], ACTIVATIONS)
-
-
-def conv_classifier(model: nn.Module) -> str | None:
-    """A conv that is the classifier (its outputs are the logits): never a measurement point."""
-    try:
-        name = named_classifier(model) or structural_classifier(model)
-    except ModelError:
-        return None
-    return name if isinstance(dict(model.named_modules())[name], nn.Conv2d) else None
 
 
 #: A user's model -> the name of its classifier, where the user named it (``classifier=``).

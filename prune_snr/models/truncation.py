@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .adapters import adapter_for
-from .points import classifier_name
+from .adapters import adapter_for, classifier_name
 from .structure import head_names, stage_boundary
 
 

@@ -76,9 +76,6 @@ class VGGAdapter(Adapter):
         points = self.points(model)
         return {"cut": points.index(point) + 1, "head_pool": head_pool} if point in points else None
 
-    def droppable_blocks(self, model: nn.Module) -> list[str]:
-        return []
-
 
 @register_model
 def vgg16(*, num_classes: int, in_chans: int = 3, width_mult: float | None = None, pretrained: bool = False,

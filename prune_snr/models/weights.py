@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelError
-from .points import classifier_name
+from .adapters import classifier_name
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _NESTING_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net")
@@ -75,7 +75,7 @@ def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
 
 
 def classifier_keys(model: nn.Module) -> tuple[str, str]:
-    """``(weight key, bias key)`` of the model's final classifier (:func:`prune_snr.models.points.classifier_name`)."""
+    """``(weight key, bias key)`` of the model's final classifier (:func:`prune_snr.models.adapters.classifier_name`)."""
     name = classifier_name(model)
     return f"{name}.weight", f"{name}.bias"
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import ModelError
 from ..measure.heads import EarlyStopping
-from ..models.points import classifier_name
+from ..models import classifier_name
 from ..progress import track
 from ..runtime import resolve_device
 from .plan import Context

@@ -152,12 +152,22 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
         >>> c["driven"], c["baseline"], c["val"]["verdict"], c["test"]["verdict"], c["verdict"]  # doctest: +SKIP
     """
     cells = cells_at(rows, budget)
-    driven = [k for k in cells if measurement_driven(*k)]
     base = [k for k in cells if baseline(*k)]
+    inert = {k: twin for k in cells if measurement_driven(*k) for twin in base if same_rows(cells[k], cells[twin])}
+    driven = [k for k in cells if measurement_driven(*k) and k not in inert]
     if not driven or not base:
         return None
     best = {side: best_on_validation(cells, keys) for side, keys in (("driven", driven), ("base", base))}
-    return {"driven": best["driven"], "baseline": best["base"], **judge(cells[best["driven"]], cells[best["base"]], metric)}
+    return {"driven": best["driven"], "baseline": best["base"], "inert": inert,
+            **judge(cells[best["driven"]], cells[best["base"]], metric)}
+
+
+def same_rows(a: list[dict], b: list[dict]) -> bool:
+    """Two cells that gave the same model at every seed (same accuracies and sizes): a measurement-driven arm whose
+    measurement did not act (e.g. ``--cut deeper`` taking the budget's own cut), not a contender of its own."""
+    fields = ("val_after", "after", "params", "macs", "params_kept", "macs_kept")
+    by_seed = {r["seed"]: tuple(r.get(f) for f in fields) for r in b}
+    return {r["seed"] for r in a} == set(by_seed) and all(tuple(r.get(f) for f in fields) == by_seed[r["seed"]] for r in a)
 
 
 def contrasts(rows: list[dict], budget: float, metric: str = "macs") -> list[dict]:
@@ -183,7 +193,15 @@ def _splits(v: dict) -> str:
     return "; ".join(f"{split} {v[split]['driven_mean']:.4f} vs {v[split]['baseline_mean']:.4f}, {100 * v[split]['diff']:+.2f} pts "
                      f"(2× pooled std {100 * v[split]['two_pooled_std']:.2f}, paired 95 % [{100 * v[split]['paired_95'][0]:+.2f}, "
                      f"{100 * v[split]['paired_95'][1]:+.2f}], {v[split]['pairs']} seeds) -> **{v[split]['verdict']}**"
-                     for split in ("val", "test"))
+                     + _margin(v[split]) for split in ("val", "test"))
+
+
+def _margin(v: dict) -> str:
+    """How far a win or loss clears 2 × pooled std: a verdict won by less than a tenth of a point is said to be."""
+    if v["verdict"] not in ("win", "loss"):
+        return ""
+    margin = 100 * (abs(v["diff"]) - v["two_pooled_std"])
+    return f" (beyond 2× pooled std by {margin:.2f} pts{': by a hair' if margin < 0.1 else ''})"
 
 
 def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
@@ -199,6 +217,9 @@ def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
                        f"{c['other_kept'][1]:.3f}): " + _splits(c)
                        + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
                        f"**{c['verdict']}**")
+            for arm, twin in sorted(c["inert"].items()):
+                out.append(f"- {budget:.0%} removed: {arm[1]}/{arm[0]} is {twin[1]}/{twin[0]} at every seed (the same accuracies and "
+                           "sizes: the measurement did not act), so it is not a contender of its own")
         for q in contrasts(rows, budget, metric):
             other = q["other_metric"].removesuffix("_kept")
             out.append(f"- {budget:.0%} removed, {q['question']}: {q['a'][1]}/{q['a'][0]} vs {q['b'][1]}/{q['b'][0]} ({other} kept "

@@ -159,6 +159,19 @@ def test_each_side_s_best_arm_is_chosen_on_validation_and_a_win_needs_both_split
     assert compare(flipped, 0.5, "macs")["verdict"] == "no significant difference", "val wins, test loses: no verdict"
 
 
+def test_an_arm_the_measurement_did_not_act_on_is_no_contender_against_its_twin():
+    compare = script("saliency_compare").compare
+    rows = []
+    for seed in range(3):
+        rows.append(_cell("uniform+depth", "l1", seed, 0.90 + 0.001 * seed, 0.89))
+        rows.append(_cell("uniform+deeper", "l1", seed, 0.90 + 0.001 * seed, 0.89))  # took the budget's own cut: the same model
+        rows.append(_cell("measured", "l1", seed, 0.88 + 0.002 * seed, 0.87))
+    c = compare(rows, 0.5, "macs")
+    assert c["driven"] == ("measured", "l1"), "the best arm where the measurement acts, not the twin of a baseline"
+    assert c["inert"] == {("uniform+deeper", "l1"): ("uniform+depth", "l1")}
+    assert c["val"]["diff"] < 0
+
+
 def test_a_win_bought_with_the_other_size_metric_is_not_comparable():
     compare = script("saliency_compare").compare
     rows = [_cell(a, "l1", seed, v + 0.001 * seed, v + 0.001 * seed, macs=m)

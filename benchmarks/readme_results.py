@@ -125,13 +125,11 @@ def section(folder: Path, target: Path) -> str:
                         ("fair_macs_5ep", "50 % of MACs removed with 5 fine-tuning epochs, seeds that vary the heads, the validation "
                                           "split and fine-tuning, VGG-16 w/4"),
                         ("fair_macs_eff", "50 % of MACs removed, EfficientNet-B0 (8-epoch recipe), seeds that vary the heads, "
-                                          "the validation split and fine-tuning"),
-                        ("saliency", "MACs removed, VGG-16 w/4 (before the validation split: decisions read test)"),
-                        ("saliency_eff", "MACs removed, EfficientNet-B0 (before the validation split)")):
+                                          "the validation split and fine-tuning")):
         out += saliency_section(folder / name, rel, title)
     out += truncation_section(folder)
     out += blocks_section(folder)
-    out += trends_section(folder / "trends_draws" if (folder / "trends_draws" / "trends.md").exists() else folder / "trends", rel)
+    out += trends_section(folder / "trends_draws", rel)
     out += search_section(folder / "search", rel)
     for name, objective in (("search_compare", "MACs"), ("search_compare_params", "params")):
         if (folder / name / "table.md").exists():
@@ -169,32 +167,7 @@ def section(folder: Path, target: Path) -> str:
                         + f" (target {1 - r['target']:.2f} of the original); the benchmark's separate timing above: "
                         f"{r['latency_fraction']['batch_32'] if 'batch_32' in r['latency_fraction'] else float('nan'):.3f} at batch 32."]
         out.append("")
-    cost = load_results(folder / "round_to_cost.json")
-    if cost:
-        groups: dict = {}
-        for key, cell in cost["cells"].items():
-            groups.setdefault(key.split("|")[0].split("=")[1], []).append(cell)
-        out += ["### Accuracy cost of the default channel alignment (`benchmarks/round_to_cost.py`)",
-                f"{cost['target_macs_removed']:.0%} of MACs removed with prune's defaults, {cost['finetune_epochs']} fine-tuning epoch(s); "
-                "test accuracy mean ± std over the seeds of each row (the same seeds in every row).", "",
-                "| --round-to | seeds | test accuracy | params | MACs |", "| --- | --- | --- | --- | --- |"]
-        stats = {}
-        for value, cells in groups.items():
-            accs = [c["after"]["accuracy"] for c in cells]
-            mean = sum(accs) / len(accs)
-            std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
-            stats[value] = (mean, std)
-            out.append(f"| {value} | {len(accs)} | {mean:.4f} ± {std:.4f} | {cells[0]['after']['params']:,} | "
-                f"{cells[0]['after']['macs']:,} |")
-        base = stats.get("1")
-        for value, (b, sb) in stats.items():
-            if base and value != "1":
-                a, sa = base
-                pooled = ((sa ** 2 + sb ** 2) / 2) ** 0.5
-                verdict = "a significant difference" if abs(b - a) > 2 * pooled else "no significant difference"
-                out += ["", f"--round-to {value} vs 1: {100 * (b - a):+.2f} points; twice the pooled seed std is {200 * pooled:.2f} "
-                        f"points: {verdict}."]
-        out.append("")
+    out += round_to_section(load_results(folder / "round_to_cost.json"))
     for path in sorted(folder.glob("export_*.json")):
         x = load_results(path)
         if "speedup" in x:
@@ -204,6 +177,36 @@ def section(folder: Path, target: Path) -> str:
                         f"{x['baseline']['latency_s'][k] * 1e3:.2f} ms "
                               f"({x['speedup'][k]:.2f}×)" for k in x["speedup"]) + ".", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def round_to_section(cost: dict | None) -> list[str]:
+    """The accuracy each ``--round-to`` costs against 1 (no alignment), by the rule on validation and on test."""
+    from _rule import both_splits, mean_std, rule
+
+    if not cost:
+        return []
+    groups: dict = {}
+    for key, cell in cost["cells"].items():
+        value, seed = (part.split("=")[1] for part in key.split("|"))
+        groups.setdefault(value, {})[int(seed)] = cell
+    out = ["### Accuracy cost of the default channel alignment (`benchmarks/round_to_cost.py`)",
+           f"{cost['target_macs_removed']:.0%} of MACs removed with prune's defaults, {cost['finetune_epochs']} fine-tuning epoch(s); "
+           "accuracy mean ± std over the seeds of each row (the same seeds in every row).", "",
+           "| --round-to | seeds | val accuracy | test accuracy | params | MACs |", "| --- | --- | --- | --- | --- | --- |"]
+    for value, cells in groups.items():
+        first = next(iter(cells.values()))["after"]
+        val, test = (mean_std([c["after"][k] for c in cells.values()]) for k in ("val_accuracy", "accuracy"))
+        out.append(f"| {value} | {len(cells)} | {val[0]:.4f} ± {val[1]:.4f} | {test[0]:.4f} ± {test[1]:.4f} | {first['params']:,} | "
+                   f"{first['macs']:,} |")
+    for value, cells in groups.items():
+        if value == "1" or "1" not in groups:
+            continue
+        v = {split: rule({s: c["after"][k] for s, c in cells.items()}, {s: c["after"][k] for s, c in groups["1"].items()})
+             for split, k in (("val", "val_accuracy"), ("test", "accuracy"))}
+        parts = "; ".join(f"{split} {100 * x['diff']:+.2f} points (2× pooled std {100 * x['two_pooled_std']:.2f}, paired 95 % "
+                          f"[{100 * x['paired_95'][0]:+.2f}, {100 * x['paired_95'][1]:+.2f}]) -> {x['verdict']}" for split, x in v.items())
+        out += ["", f"--round-to {value} vs 1: {parts}; by the rule (both splits): **{both_splits(v['val'], v['test'])}**."]
+    return out + [""]
 
 
 def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:

@@ -6,7 +6,7 @@
 Each command's list lies between ``<!-- cli:NAME:start -->`` and ``<!-- cli:NAME:end -->``
 (``NAME`` = ``prune-snr`` for the global options); everything outside the markers is written by
 hand and kept. A command without markers gets a new section at the end of the file. Defaults
-come from the command's config dataclass (defaults -> recipe -> flags, ``prune_snr/config.py``),
+come from the command's config dataclass (defaults -> recipe -> flags, ``prune_snr/config/stages.py``),
 or from the typer signature for commands without one.
 """
 from __future__ import annotations

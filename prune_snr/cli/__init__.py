@@ -18,27 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .choices import (
-    ALLOCATIONS,
-    CACHE_DTYPES,
-    CLUSTERS,
-    CRITERIA,
-    CUTS,
-    DATASETS,
-    FIELDS_SPLITS,
-    FINETUNE_KEEP,
-    GROUP_REDUCTIONS,
-    HEAD_DTYPES,
-    HEAD_OPTIMIZERS,
-    METRICS,
-    MODELS,
-    PRESET_CHOICES,
-    SCHEDULES,
-    SPACES,
-    VAL_SOURCES,
-)
-from .errors import ConfigError, PruneSnrError
-from .runtime import DIST_TIMEOUT, distributed, is_main
+from ..choices import DATASETS
+from ..config import ImportConfig, MeasureConfig, PruneConfig, SearchConfig, TrainConfig, resolve
+from ..config.stages import DATA_DIR
+from ..errors import ConfigError, PruneSnrError
+from ..runtime import DIST_TIMEOUT, distributed, is_main
+from .flags import TrustModelCode, takes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
@@ -48,29 +33,8 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
 _show_python_warning = warnings.showwarning
 
-# Options shared by several commands, declared once.
-Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; flags given here override its keys.")]
-Dataset = Annotated[Optional[str], typer.Option("--dataset", help=DATASETS.help())]
-DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the dataset files.")]
-Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda[:N].")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed.")]
-BnRecalibrate = Annotated[Optional[int], typer.Option("--bn-recalibrate", help="After pruning, re-estimate every BatchNorm's running "
-    "statistics on N training batches (no gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.")]
-Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bfloat16 autocast.")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes for every pass over images (default: none "
-    "where no GPU is visible; on a GPU machine its cores per torchrun rank less one, at most 8).")]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Batch size.")]
-Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder.")]
-ModelKwargs = Annotated[Optional[str], typer.Option("--model-kwargs", help="JSON keyword arguments of a MODULE:CALLABLE architecture, "
-    "e.g. '{\"width\": 2}'.")]
-TrustModelCode = Annotated[bool, typer.Option("--trust-model-code", help="Let a checkpoint of a MODULE:CALLABLE architecture import its "
-    "module (that runs its code).")]
-ValSource = Annotated[Optional[str], typer.Option("--val-source",
-    help=VAL_SOURCES.help("Where the validation split comes from:") + " Default: test for an imported checkpoint, else train.")]
-ValFraction = Annotated[Optional[float], typer.Option("--val-fraction", help="Seeded, label-stratified part of the training split held "
-    "out for decisions (default 0.1).")]
-SplitSeed = Annotated[Optional[int], typer.Option("--split-seed", help="Redraw the validation split with this seed from the images the "
-    "checkpoint's training held out (use a --val-fraction below what it held out); varies the split between repeated trials.")]
+# The command's own options (config options come from the config fields, flags.py).
+OutFolder = Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")]
 
 
 @app.callback()
@@ -92,7 +56,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def progress_bar():
     """A live rich bar on a terminal; elsewhere one plain line per finished epoch or phase."""
     if not err_console.is_terminal:
-        from .progress import PlainProgress
+        from ..progress import PlainProgress
 
         return PlainProgress(lambda line: err_console.print(line, highlight=False, markup=False) if is_main() else None)
     return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -136,53 +100,25 @@ def _size(path: Path) -> str:
 
 def _trust(trust_model_code: bool) -> None:
     if trust_model_code:
-        from .models.user_code import TRUST_ENV
+        from ..models.user_code import TRUST_ENV
 
         os.environ[TRUST_ENV] = "1"
 
 
-def _flags(given: dict, *not_options: str) -> dict:
-    """A command's parameters (its ``locals()`` on entry) as config overrides: every flag is written
-    once, in the signature, under its config key; paths become strings. ``--trust-model-code`` is no option
-    of a stage: it holds for the whole process (and the worker processes it starts), so it goes to the environment."""
-    _trust(given.get("trust_model_code", False))
-    return {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if k not in ("recipe", "trust_model_code", *not_options)}
-
-
 @app.command()
+@takes(TrainConfig)
 def train(
-    recipe: Recipe = None,
-    model: Annotated[Optional[str], typer.Option("--model", help=MODELS.help())] = None,
-    model_kwargs: ModelKwargs = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    width_mult: Annotated[Optional[float], typer.Option("--width-mult", help="Scale every conv width (vgg16).")] = None,
-    labels: Annotated[Optional[int], typer.Option("--num-labels", help="Keep only the first K labels.")] = None,
     old_labels: Annotated[Optional[str], typer.Option("--labels", hidden=True)] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 32; ImageNet 224; an image "
-        "folder's own size).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
-    batch_size: BatchSize = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
-    schedule: Annotated[Optional[str], typer.Option("--schedule", help=SCHEDULES.help("Learning-rate schedule:"))] = None,
-    seed: Seed = None,
-    device: Device = None,
-    amp: Amp = None,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random crop + flip on the training set.")] = None,
-    workers: Workers = None,
-    val_fraction: ValFraction = None,
-    out: Out = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    *, options: dict, recipe: Optional[Path] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt every epoch, then OUT/model.pt and OUT/metrics.json."""
-    flags = _flags(locals(), "resume", "old_labels")
-    from .config import TrainConfig, resolve
-    from .train import train as run_train
+    from ..train import train as run_train
     with user_errors():
         if old_labels is not None:  # the spelling before --num-labels (measure --labels is a label sweep)
             raise ConfigError(f"train --labels is now --num-labels {old_labels} (keep the first K labels); "
                               "--labels is measure's label sweep")
-        cfg = resolve(TrainConfig, recipe, flags)
+        cfg = resolve(TrainConfig, recipe, options)
 
         def report(rec: dict) -> None:
             console.print(f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
@@ -198,36 +134,18 @@ def train(
 
 
 @app.command("import")
-def import_(
-    model: Annotated[str, typer.Argument(help="Architecture: " + MODELS.help())],
-    num_classes: Annotated[int, typer.Option("--num-classes", help="Output labels of the model.")],
-    model_kwargs: ModelKwargs = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained", help="Hub weights (timm/torchvision; their cache when "
-        "offline).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="A state_dict: .safetensors, or .pt/.pth read with "
-        "weights_only=True.")] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side in pixels (default: 224 for timm:/torchvision:, "
-        "else 32).")] = None,
-    in_chans: Annotated[Optional[int], typer.Option("--in-chans", help="Input channels (default 3).")] = None,
-    reset_classifier: Annotated[Optional[bool], typer.Option("--reset-classifier", help="Start a new classifier when the weights' label "
-        "count differs.")] = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    device: Device = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for model.pt (+ metrics.json with --dataset).")] = ...,
-) -> None:
+@takes(ImportConfig, recipe=False)
+def import_(*, options: dict) -> None:
     """Bring your own model: write a prune-snr checkpoint from hub or state_dict weights, for measure/prune/search/export."""
-    flags = _flags(locals())
-    from .config import ImportConfig, resolve
-    from .train.importing import import_model
+    from ..train.importing import import_model
     with user_errors():
-        cfg = resolve(ImportConfig, None, flags)
+        cfg = resolve(ImportConfig, None, options)
         report = import_model(cfg)
         table = Table(title=f"import {cfg.model} ({report['source']})")
         for col in ("params", "MACs", "input", *(["test accuracy"] if "test_accuracy" in report else []), "checkpoint"):
             table.add_column(col)
         table.add_row(f"{report['params']:,}", f"{report['macs']:,}", f"{report['input_size']} px",
-                      *([f"{report['test_accuracy']:.4f}"] if "test_accuracy" in report else []), str(out / "model.pt"))
+                      *([f"{report['test_accuracy']:.4f}"] if "test_accuracy" in report else []), str(Path(cfg.out) / "model.pt"))
         console.print(table)
         if report["reset_classifier"]:
             console.print(f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or train it before measuring")
@@ -236,58 +154,19 @@ def import_(
 
 
 @app.command()
+@takes(MeasureConfig, trust=True)
 def measure(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
-    trust_model_code: TrustModelCode = False,
-    recipe: Recipe = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    points: Annotated[Optional[str], typer.Option("--points", help="all, or comma-separated module names.")] = None,
-    pool: Annotated[Optional[int], typer.Option("--pool", help="Adaptive average pooling p (head sees C*p*p features).")] = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="θ for clusters and noise.")] = None,
-    clusters: Annotated[Optional[str], typer.Option("--clusters", help=CLUSTERS.help("What a cluster is:"))] = None,
-    head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Epochs of each linear head (the cap with early "
-        "stopping).")] = None,
-    head_lr: Annotated[Optional[float], typer.Option("--head-lr", help="Adam's learning rate for the heads (cosine over "
-        "--head-epochs).")] = None,
-    head_patience: Annotated[Optional[int], typer.Option("--head-patience", help="Stop a head after this many epochs without a lower "
-        "validation loss (0 = always --head-epochs).")] = None,
-    head_min_epochs: Annotated[Optional[int], typer.Option("--head-min-epochs", help="Epochs every head trains before it may "
-        "stop.")] = None,
-    head_optimizer: Annotated[Optional[str], typer.Option("--head-optimizer", help=HEAD_OPTIMIZERS.help("The heads' optimiser:"))] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help=PRESET_CHOICES.help("Options taken together (flags given beside it "
-        "win):"))] = None,
-    label_sweep: Annotated[Optional[str], typer.Option("--labels", help="Label sweep: label counts, e.g. 3,5,10.")] = None,
-    label_seed: Annotated[Optional[int], typer.Option("--label-seed", help="Draw the K labels at random with this seed.")] = None,
-    fields_split: Annotated[Optional[str], typer.Option("--fields-split", help=FIELDS_SPLITS.help("Split for the class means:"))] = None,
-    val_fraction: ValFraction = None,
-    val_source: ValSource = None,
-    split_seed: SplitSeed = None,
-    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the heads and the fields (phase 3, in chunks of "
-        "filters) may hold at once (default: a quarter of the RAM).")] = None,
-    cache_dtype: Annotated[Optional[str], typer.Option("--cache-dtype", help=CACHE_DTYPES.help("Feature cache:"))] = None,
-    head_dtype: Annotated[Optional[str], typer.Option("--head-dtype", help=HEAD_DTYPES.help("The heads' training rows and "
-        "matmuls:"))] = None,
-    train_per_class: Annotated[Optional[int], typer.Option("--train-per-class", help="Read and train the heads on at most N training "
-        "images per label (seeded, label-stratified; the validation images stay the same).")] = None,
-    expanded: Annotated[Optional[bool], typer.Option("--expanded/--no-expanded", help="EfficientNet: also measure depthwise "
-        "outputs.")] = None,
-    save_fields: Annotated[Optional[str], typer.Option("--save-fields", help="Field matrices fields.npz keeps per point: the N "
-        "highest-SNR filters' (default 16), or all; every filter's statistics are kept.")] = None,
-    batch_size: BatchSize = None,
-    seed: Seed = None,
-    device: Device = None,
-    amp: Amp = None,
-    workers: Workers = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")] = ...,
+    out: OutFolder = ...,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
+    *, options: dict, recipe: Optional[Path] = None, trust_model_code: bool = False,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
-    flags = _flags(locals(), "checkpoint", "out", "plots")
-    from .config import MeasureConfig, resolve
-    from .measure import measure_checkpoint
+    from ..measure import measure_checkpoint
+
+    _trust(trust_model_code)
     with user_errors():
-        cfg = resolve(MeasureConfig, recipe, flags)
+        cfg = resolve(MeasureConfig, recipe, options)
         with torchrun(cfg.device), progress_bar() as progress:
             result = measure_checkpoint(checkpoint, cfg, out=out, plots=plots, progress=progress)
         console.print(points_table(result))
@@ -298,68 +177,22 @@ def measure(
 
 
 @app.command()
+@takes(PruneConfig, nested=("finetune",), trust=True)
 def prune(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
-    trust_model_code: TrustModelCode = False,
-    recipe: Recipe = None,
-    target: Annotated[Optional[float], typer.Option("--target", help="Fraction of the prunable metric to remove, in (0, 1).")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("What --target counts:"))] = None,
-    latency_batch: Annotated[Optional[int], typer.Option("--latency-batch", help="Batch size that --metric latency times (default 32; the "
-        "report gives 1 and 32).")] = None,
-    criterion: Annotated[Optional[str], typer.Option("--criterion", help=CRITERIA.help("Filter ranking inside a layer:"))] = None,
-    allocation: Annotated[Optional[str], typer.Option("--allocation", help=ALLOCATIONS.help("How the budget is spread over "
-        "layers:"))] = None,
     global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
-    group_reduction: Annotated[Optional[str], typer.Option("--group-reduction", help=GROUP_REDUCTIONS.help("Aggregate coupled layers' "
-        "SNR:"))] = None,
-    iterative_steps: Annotated[Optional[int], typer.Option("--iterative-steps", help="Prune in this many steps.")] = None,
-    remeasure: Annotated[Optional[bool], typer.Option("--remeasure/--no-remeasure", help="With --iterative-steps: measure the pruned "
-        "model anew between steps.")] = None,
-    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this (default: ONNX Runtime's "
-        "CPU alignment here, 16 with AVX-512 else 8; 1 = off).")] = None,
-    truncate: Annotated[Optional[bool], typer.Option("--truncate/--no-truncate", help="Cut layers that add < delta accuracy.")] = None,
-    cut: Annotated[Optional[str], typer.Option("--cut", help=CUTS.help("Where --truncate cuts:"))] = None,
-    drop_blocks: Annotated[Optional[bool], typer.Option("--drop-blocks/--no-drop-blocks", help="Drop residual blocks (identity shortcut) "
-        "while validation accuracy stays within delta.")] = None,
-    delta: Annotated[Optional[float], typer.Option("--delta", help="Truncation threshold δ (accuracy fraction; 0.005 = 0.5 "
-        "points).")] = None,
-    afcc: Annotated[Optional[bool], typer.Option("--afcc/--no-afcc", help="Keep classifier weights inside filter clusters only.")] = None,
-    bn_recalibrate: BnRecalibrate = None,
-    refit_epochs: Annotated[Optional[int], typer.Option("--refit-epochs", help="Retrain the classifier on the pruned model's frozen "
-        "features for up to N epochs (a measured head's training, early stopping on validation) before fine-tuning; gives width-pruned "
-            "and cut models equal training.")] = None,
-    finetune_epochs: Annotated[Optional[int], typer.Option("--finetune-epochs")] = None,
-    finetune_lr: Annotated[Optional[float], typer.Option("--finetune-lr")] = None,
-    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while "
-        "fine-tuning.")] = None,
-    finetune_keep: Annotated[Optional[str], typer.Option("--finetune-keep", help=FINETUNE_KEEP.help("Which model fine-tuning "
-        "leaves:"))] = None,
-    measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Folder of a prune-snr measure run of this model.")] = None,
-    val_fraction: ValFraction = None,
-    val_source: ValSource = None,
-    split_seed: SplitSeed = None,
-    exact_target: Annotated[Optional[bool], typer.Option("--exact-target/--closest-target", help="An unreachable --target is an error "
-        "(default: prune to the closest reachable point, with a warning).")] = None,
-    graph_timeout: Annotated[Optional[float], typer.Option("--graph-timeout", help="Seconds torch-pruning may take to trace and group the "
-        "model's channels before prune stops with one line (default 300).")] = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    batch_size: BatchSize = None,
-    seed: Seed = None,
-    device: Device = None,
-    amp: Amp = None,
-    workers: Workers = None,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (required; a recipe's out is the training run).")] = ...,
+    out: OutFolder = ...,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
+    *, options: dict, recipe: Optional[Path] = None, trust_model_code: bool = False,
 ) -> None:
     """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
-    if global_ is not None and allocation is None:
-        allocation = "global" if global_ else "uniform"
-    flags = _flags(locals(), "checkpoint", "out", "resume", "global_")
-    from .config import PruneConfig, resolve
-    from .prune import prune_checkpoint
+    from ..prune import prune_checkpoint
+
+    _trust(trust_model_code)
+    if global_ is not None and "allocation" not in options:
+        options["allocation"] = "global" if global_ else "uniform"
     with user_errors():
-        cfg = resolve(PruneConfig, recipe, flags)
+        cfg = resolve(PruneConfig, recipe, options)
         with torchrun(cfg.device), progress_bar() as progress:
             _, report = prune_checkpoint(checkpoint, cfg, out=out, resume=resume, progress=progress)
         console.print(prune_table(report))
@@ -379,12 +212,12 @@ def export(
         "reports its test accuracy and latency.")] = False,
     calibration_size: Annotated[int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate "
         "--int8.")] = 512,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help=DATASETS.help("Images that calibrate --int8 and grade it:"))] = None,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help=DATA_DIR)] = None,
     trust_model_code: TrustModelCode = False,
 ) -> None:
     """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed (and int8)."""
-    from .export import export_checkpoint
+    from ..export import export_checkpoint
 
     _trust(trust_model_code)
     with user_errors():
@@ -416,46 +249,20 @@ def export(
 
 
 @app.command()
+@takes(SearchConfig, include=("metric", "measurement", "round_to", "bn_recalibrate", "dataset", "data_dir", "seed", "device"), trust=True)
 def search(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
-    out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")],
-    recipe: Recipe = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Finished trials the study should hold (a rerun resumes). Default "
-        "20.")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL, or a .log JournalStorage file.")] = None,
-    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Default prune-snr.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
-    n_jobs: Annotated[Optional[int], typer.Option("--n-jobs", help="Parallel trials in this process.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Start K local worker processes on one journal file (--storage "
-        "X.log, default OUT/study.log): K cores.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")] = ...,
     worker_index: Annotated[Optional[int], typer.Option("--worker-index", help="This process's index when you start several workers on "
         "one --storage yourself: its own random stream.")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help=METRICS.help("Size objective:"))] = None,
-    max_finetune_epochs: Annotated[Optional[int], typer.Option("--max-finetune-epochs", help="Upper bound of the fine-tune epochs "
-        "searched (cheap proxy). Default 2.")] = None,
-    measurement: Annotated[Optional[Path], typer.Option("--measurement", help="Reuse a prune-snr measure folder.")] = None,
-    proxy: Annotated[Optional[str], typer.Option("--proxy", help="Grade trials cheaply, then re-run the Pareto trials fully: bn = right "
-        "after pruning with BatchNorm recalibrated (no fine-tuning); a fraction F = fine-tuned on F of the training set.")] = None,
-    space: Annotated[Optional[str], typer.Option("--space", help=SPACES.help("Search space:"))] = None,
-    fix: Annotated[Optional[str], typer.Option("--fix", help='Pin parameters instead of searching them, e.g. '
-        '"truncate=false,target=0.5".')] = None,
-    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Channel alignment of every trial (default: ONNX Runtime's here; 1 "
-        "= off).")] = None,
-    bn_recalibrate: BnRecalibrate = None,
-    pick: Annotated[Optional[str], typer.Option("--pick", help='Then write the best Pareto trial meeting e.g. "params<=0.5" to '
-        'OUT/pruned.pt.')] = None,
-    dataset: Dataset = None,
-    data_dir: DataDir = None,
-    seed: Seed = None,
-    device: Device = None,
-    trust_model_code: TrustModelCode = False,
+    *, options: dict, recipe: Optional[Path] = None, trust_model_code: bool = False,
 ) -> None:
     """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
-    flags = _flags(locals(), "checkpoint", "out", "worker_index")
-    from .config import SearchConfig, resolve
-    from .search import run_search, run_workers
+    from ..search import run_search, run_workers
+
+    _trust(trust_model_code)
     with user_errors():
-        cfg = resolve(SearchConfig, recipe, flags)
+        cfg = resolve(SearchConfig, recipe, options)
         with progress_bar() as progress:
             if cfg.workers > 1:
                 study = run_workers(checkpoint, cfg, out=out, workers=cfg.workers, progress=progress)
@@ -471,21 +278,20 @@ def search(
 
 
 @app.command("pick")
-def pick_cmd(
-    out: Annotated[Path, typer.Argument(help="Study folder written by prune-snr search.")],
-    rule: Annotated[str, typer.Option("--pick", help='Conditions, e.g. "params<=0.5,accuracy>=0.9".')],
-    storage: Annotated[Optional[str], typer.Option("--storage")] = None,
-    study_name: Annotated[str, typer.Option("--study-name")] = "prune-snr",
-) -> None:
+@takes(SearchConfig, only=("storage", "study_name", "pick"), recipe=False)
+def pick_cmd(out: Annotated[Path, typer.Argument(help="Study folder written by prune-snr search.")], *, options: dict) -> None:
     """Write the most accurate Pareto trial meeting --pick to OUT/pruned.pt."""
-    from .search import load_study
+    from ..search import load_study
 
     with user_errors():
-        _pick(load_study(out, storage, study_name), rule, out)
+        cfg = resolve(SearchConfig, None, options)
+        if not cfg.pick:
+            raise ConfigError('pick needs --pick CONDITIONS, e.g. --pick "params<=0.5,accuracy>=0.9"')
+        _pick(load_study(out, cfg.storage, cfg.study_name), cfg.pick, out)
 
 
 def _show_pareto(study, out: Path) -> None:
-    from .search import pareto_rows, save_pareto_plot
+    from ..search import pareto_rows, save_pareto_plot
 
     rows = pareto_rows(study)
     table = Table(title=f"Pareto front of {study.study_name} ({len(study.trials)} trials; val decides, test grades)")
@@ -509,7 +315,7 @@ def _show_pareto(study, out: Path) -> None:
 
 
 def _pick(study, rule: str, out: Path) -> None:
-    from .search import write_pick
+    from ..search import write_pick
 
     trial, chosen, target = write_pick(study, rule, out)
     console.print(f"picked trial {trial.number} (val accuracy {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}, "
@@ -546,7 +352,7 @@ def prune_table(report: dict) -> Table:
 
 
 def points_table(result) -> Table:
-    from .measure.result import paper_accuracy
+    from ..measure.result import paper_accuracy
 
     split = result.config.fields_split
     table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "

@@ -1,127 +1,121 @@
-"""Options as data: defaults -> ``--recipe FILE`` (YAML) -> flags given on the command line.
+"""The options of each stage: one frozen dataclass per command, every field declared once with :func:`option`.
 
-Each stage has one frozen dataclass of options (:class:`TrainConfig`, :class:`MeasureConfig`,
-:class:`PruneConfig` with its nested :class:`FineTuneConfig` and the :class:`MeasureConfig` of
-the measurement it makes for itself, :class:`SearchConfig` around a :class:`PruneConfig`),
-built once by :func:`resolve` and handed to the library function of that stage. A recipe is one
-flat YAML mapping that may hold the options of several stages (a paper setting: model, dataset,
-epochs, pool, ...); every (nested) config takes the keys it knows, so a recipe's ``threshold``
-reaches the measurement that ``prune`` or ``search`` makes. A key no stage knows, or a value of
-the wrong type, is a :class:`ConfigError` naming the file and the key. The resolved options are
-written into every run folder as ``config.yaml``.
-
-Example:
-    >>> cfg = resolve(PruneConfig, overrides={"target": 0.3, "finetune_epochs": 3, "threshold": 0.4})
-    >>> cfg.target, cfg.finetune.epochs, cfg.measure.threshold
-    (0.3, 3, 0.4)
+:class:`TrainConfig`, :class:`ImportConfig`, :class:`MeasureConfig`, :class:`PruneConfig` (with its nested
+:class:`FineTuneConfig` and the :class:`MeasureConfig` of the measurement it makes for itself) and
+:class:`SearchConfig` (around a :class:`PruneConfig`); each validates itself when built.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import types
-import typing
-from dataclasses import field
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import yaml
+from .. import choices
+from ..errors import ConfigError
+from .fields import ALWAYS, GIVEN, ON, as_number, check_device, check_fraction, check_positive, check_workers, config, option
 
-from . import choices
-from .errors import ConfigError
-
-_CONFIGS: list[type] = []
-
-
-def config(cls):
-    """Declare a frozen options dataclass whose keys recipes may use."""
-    cls = dataclasses.dataclass(frozen=True)(cls)
-    _CONFIGS.append(cls)
-    return cls
-
-
-def key(name: str) -> dict:
-    """Field metadata: the flat recipe key / flag name of a nested config's field (``finetune_lr``)."""
-    return {"key": name}
+# Help shared by the options several stages have.
+DATA_DIR = "Folder holding the dataset files."
+DEVICE = "auto, cpu or cuda[:N]."
+SEED = "Random seed."
+AMP = "bfloat16 autocast."
+BATCH = "Batch size."
+WORKERS = ("DataLoader worker processes for every pass over images (default: none where no GPU is visible; on a GPU machine its "
+           "cores per torchrun rank less one, at most 8).")
+MODEL_KWARGS = "JSON keyword arguments of a MODULE:CALLABLE architecture, e.g. '{\"width\": 2}'."
+VAL_FRACTION = "Seeded, label-stratified part of the training split held out for decisions"
+VAL_SOURCE = "Where the validation split comes from:"
+SPLIT_SEED = ("Redraw the validation split with this seed from the images the checkpoint's training held out (use a --val-fraction "
+              "below what it held out); varies the split between repeated trials.")
+CHECKPOINTS_DATA = "Default: the dataset the checkpoint was trained on."
 
 
 @config
 class TrainConfig:
-    model: str = choices.MODELS.default
-    model_kwargs: Optional[str] = None  # JSON object: keyword arguments of a MODULE:CALLABLE architecture
-    dataset: str = "fashion-mnist"
-    data_dir: Optional[str] = None
-    width_mult: Optional[float] = None
-    labels: Optional[int] = None
-    input_size: Optional[int] = None
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = choices.SCHEDULES.default
-    label_smoothing: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = True
-    augment: bool = True
-    workers: Optional[int] = None  # DataLoader worker processes; None: runtime.default_workers()
-    val_fraction: float = 0.1  # held out of training, so the decisions that read it see unseen images
-    out: Optional[str] = None
+    model: str = option(choices.MODELS.default, choices=choices.MODELS, result=True)
+    model_kwargs: Optional[str] = option(None, MODEL_KWARGS)
+    dataset: str = option("fashion-mnist", choices=choices.DATASETS, result=True)
+    data_dir: Optional[str] = option(None, DATA_DIR)
+    width_mult: Optional[float] = option(None, "Scale every conv width (vgg16).", result=True)
+    labels: Optional[int] = option(None, "Keep only the first K labels.", flag="--num-labels", result=True)
+    input_size: Optional[int] = option(None, "Image side in pixels (default: 32; ImageNet 224; an image folder's own size).",
+                                       hidden_default=True, result=True)
+    epochs: int = option(2, "Training epochs.", result=True)
+    batch_size: int = option(128, BATCH, result=True)
+    lr: float = option(0.05, "Peak learning rate (SGD).", result=True)
+    momentum: float = option(0.9, "SGD momentum.", result=True)
+    weight_decay: float = option(5e-4, "L2 weight decay.", result=True)
+    schedule: str = option(choices.SCHEDULES.default, "Learning-rate schedule:", choices=choices.SCHEDULES, result=True)
+    label_smoothing: float = option(0.0, "Label smoothing of the training loss.", result=True)
+    seed: int = option(0, SEED, result=True)
+    device: str = option("auto", DEVICE)
+    amp: bool = option(False, AMP)
+    channels_last: bool = option(True, "Channels-last memory layout of the training batches.")
+    augment: bool = option(True, "Random crop + flip on the training set.", result=True)
+    workers: Optional[int] = option(None, WORKERS, hidden_default=True)
+    # held out of training, so the decisions that read it see unseen images
+    val_fraction: float = option(0.1, VAL_FRACTION + ".", result=True)
+    out: Optional[str] = option(None, "Output folder.")
 
     def validate(self) -> None:
         model_kwargs(self)
-        _positive(self, "epochs", "batch_size", "lr")
-        _fraction(self, "val_fraction", allow_zero=True)
-        _device(self)
+        check_positive(self, "epochs", "batch_size", "lr")
+        check_fraction(self, "val_fraction", allow_zero=True)
+        check_device(self)
         choices.SCHEDULES.check(self.schedule)
         if self.width_mult is not None and not 0 < self.width_mult <= 4:
             raise ConfigError(f"width_mult={self.width_mult}: use a value in (0, 4]")
-        _workers(self)
+        check_workers(self)
 
 
 @config
 class MeasureConfig:
-    dataset: Optional[str] = None  # default: the dataset the checkpoint was trained on
-    data_dir: Optional[str] = None
-    points: str = "all"
-    pool: int = choices.POOL
-    threshold: float = choices.THRESHOLD
-    clusters: str = choices.CLUSTERS.default  # blocks (the paper authors' complete blocks) or components
-    head_epochs: int = choices.HEAD_EPOCHS
-    head_lr: float = choices.HEAD_LR
-    head_batch_size: int = 1024
-    head_patience: int = choices.HEAD_PATIENCE  # epochs without a lower validation loss before a head stops; 0 = run head_epochs
-    head_min_epochs: int = choices.HEAD_MIN_EPOCHS  # epochs every head trains before it may stop
-    head_optimizer: str = choices.HEAD_OPTIMIZERS.default  # adam, or the paper authors' sgd
-    preset: Optional[str] = None  # options taken together (choices.PRESETS): "paper" = the authors' choices
-    label_sweep: Optional[list[int]] = None
-    label_seed: Optional[int] = None
-    fields_split: str = choices.FIELDS_SPLITS.default
-    val_fraction: Optional[float] = None  # default: what the checkpoint's training held out, else 0.1
-    val_source: Optional[str] = None  # default: "test" for an imported checkpoint, else "train"
-    split_seed: Optional[int] = None  # redraw the validation split (seeded) from the rows the checkpoint held out
-    held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
-    cache_dtype: str = choices.CACHE_DTYPES.default
-    head_dtype: str = choices.HEAD_DTYPES.default  # precision of the heads' training rows and matmuls (weights and scores stay float32)
-    train_per_class: Optional[int] = None  # read and train the heads on at most N training images per label (seeded, stratified)
-    memory_budget: Optional[float] = None  # GiB; default a quarter of the RAM
-    expanded: Optional[bool] = None  # None: off for `measure`, on for EfficientNet in the measurement prune makes
-    save_fields: str = str(choices.SAVE_FIELDS)  # field matrices kept per point: the N highest-SNR filters', or "all"
-    batch_size: int = 256
-    workers: Optional[int] = None  # DataLoader worker processes of the feature pass; None: runtime.default_workers()
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
+    dataset: Optional[str] = option(None, choices=choices.DATASETS, note=CHECKPOINTS_DATA, recorded=False)
+    data_dir: Optional[str] = option(None, DATA_DIR, recorded=False)
+    points: str = option("all", "all, or comma-separated module names.")
+    pool: int = option(choices.POOL, "Adaptive average pooling p (the head sees C*p*p features).")
+    threshold: float = option(choices.THRESHOLD, "θ for clusters and noise.")
+    clusters: str = option(choices.CLUSTERS.default, "What a cluster is:", choices=choices.CLUSTERS)
+    head_epochs: int = option(choices.HEAD_EPOCHS, "Epochs of each linear head (the cap with early stopping).")
+    head_lr: float = option(choices.HEAD_LR, "Adam's learning rate for the heads (cosine over --head-epochs).")
+    head_batch_size: int = option(1024, "Rows per mini-batch of the heads.")
+    head_patience: int = option(choices.HEAD_PATIENCE, "Stop a head after this many epochs without a lower validation loss "
+                                "(0 = always --head-epochs).")
+    head_min_epochs: int = option(choices.HEAD_MIN_EPOCHS, "Epochs every head trains before it may stop.")
+    head_optimizer: str = option(choices.HEAD_OPTIMIZERS.default, "The heads' optimiser:", choices=choices.HEAD_OPTIMIZERS)
+    preset: Optional[str] = option(None, "Options taken together (flags given beside it win):", choices=choices.PRESET_CHOICES)
+    label_sweep: Optional[list[int]] = option(None, "Label sweep: label counts, e.g. 3,5,10.", flag="--labels", recorded=False)
+    label_seed: Optional[int] = option(None, "Draw the K labels at random with this seed.")
+    fields_split: str = option(choices.FIELDS_SPLITS.default, "Split for the class means:", choices=choices.FIELDS_SPLITS)
+    val_fraction: Optional[float] = option(None, VAL_FRACTION + " (default: what the checkpoint's training held out, else 0.1).",
+                                           hidden_default=True)
+    val_source: Optional[str] = option(None, VAL_SOURCE, choices=choices.VAL_SOURCES,
+                                       note="Default: test for an imported checkpoint, else train.")
+    split_seed: Optional[int] = option(None, SPLIT_SEED)
+    held_out: Optional[float] = option(None, cli=False)  # what the checkpoint's training held out (read from it); split_seed draws from it
+    cache_dtype: str = option(choices.CACHE_DTYPES.default, "Feature cache:", choices=choices.CACHE_DTYPES)
+    # the heads' weights and scores stay float32
+    head_dtype: str = option(choices.HEAD_DTYPES.default, "The heads' training rows and matmuls:", choices=choices.HEAD_DTYPES)
+    train_per_class: Optional[int] = option(None, "Read and train the heads on at most N training images per label (seeded, "
+                                            "label-stratified; the validation images stay the same).")
+    memory_budget: Optional[float] = option(None, "GiB the heads and the fields (phase 3, in chunks of filters) may hold at once "
+                                            "(default: a quarter of the RAM).", hidden_default=True, recorded=False)
+    # None: off for `measure`, on for EfficientNet in the measurement prune makes
+    expanded: Optional[bool] = option(None, "EfficientNet: also measure depthwise outputs.", hidden_default=True, recorded=False)
+    save_fields: str = option(str(choices.SAVE_FIELDS), "Field matrices fields.npz keeps per point: the N highest-SNR filters', "
+                              "or all; every filter's statistics are kept.")
+    batch_size: int = option(256, BATCH)
+    workers: Optional[int] = option(None, WORKERS, hidden_default=True, recorded=False)
+    seed: int = option(0, SEED, recorded=False)  # recorded beside the options
+    device: str = option("auto", DEVICE, recorded=False)
+    amp: bool = option(False, AMP)
 
     def validate(self) -> None:
-        _positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size", "head_min_epochs")
-        _workers(self)
+        check_positive(self, "pool", "head_epochs", "head_lr", "head_batch_size", "batch_size", "head_min_epochs")
+        check_workers(self)
         if not (isinstance(self.head_patience, int) and not isinstance(self.head_patience, bool) and self.head_patience >= 0):
             raise ConfigError(f"head_patience={self.head_patience}: use 0 (train every head head_epochs epochs) or more")
-        _device(self)
+        check_device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
         choices.CLUSTERS.check(self.clusters)
         choices.HEAD_OPTIMIZERS.check(self.head_optimizer)
@@ -132,7 +126,7 @@ class MeasureConfig:
         if self.val_source is not None:
             choices.VAL_SOURCES.check(self.val_source)
         if self.val_fraction is not None:
-            _fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
+            check_fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
         if self.memory_budget is not None and not self.memory_budget > 0:
             raise ConfigError(f"memory_budget={self.memory_budget}: give GiB > 0")
         if self.train_per_class is not None and not self.train_per_class >= 1:
@@ -169,65 +163,85 @@ def fields_to_keep(value) -> int | None:
     raise ConfigError(f"save_fields={value!r}: give a positive number of filters per point, or all")
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class FineTuneConfig:
     """Fine-tuning after pruning (SGD + cosine on the training split less its validation part)."""
 
-    epochs: int = field(default=1, metadata=key("finetune_epochs"))
-    lr: float = field(default=0.01, metadata=key("finetune_lr"))
-    fraction: float = field(default=1.0, metadata=key("finetune_fraction"))  # < 1: a cheap proxy for search trials
-    distill: bool = False
-    keep: str = field(default=choices.FINETUNE_KEEP.default, metadata=key("finetune_keep"))
+    epochs: int = option(1, "Fine-tuning epochs after pruning.", key="finetune_epochs", report=ALWAYS)
+    lr: float = option(0.01, "Fine-tuning learning rate (SGD, cosine schedule).", key="finetune_lr")
+    fraction: float = option(1.0, "Fine-tune on this fraction of the training split (< 1: a cheap proxy for search trials).",
+                             key="finetune_fraction", report=ALWAYS)
+    distill: bool = option(False, "Distill from the unpruned model while fine-tuning.")
+    keep: str = option(choices.FINETUNE_KEEP.default, "Which model fine-tuning leaves:", choices=choices.FINETUNE_KEEP,
+                       key="finetune_keep")
 
     def validate(self) -> None:
         choices.FINETUNE_KEEP.check(self.keep)
         if self.epochs < 0:
             raise ConfigError(f"finetune_epochs={self.epochs}: use 0 or more")
-        _positive(self, "lr")
+        check_positive(self, "lr")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"finetune_fraction={self.fraction}: use a fraction in (0, 1]")
 
 
+def _with_truncate(cfg) -> bool:
+    return cfg.truncate
+
+
 @config
 class PruneConfig:
-    dataset: Optional[str] = None  # default: the dataset the checkpoint was trained on
-    data_dir: Optional[str] = None
-    target: float = 0.5
-    metric: str = choices.METRICS.default
-    criterion: str = choices.CRITERIA.default
-    allocation: str = choices.ALLOCATIONS.default
-    group_reduction: str = choices.GROUP_REDUCTIONS.default
-    iterative_steps: int = 1
-    remeasure: bool = False  # with iterative_steps > 1: measure the pruned model anew between steps
-    round_to: Optional[int] = None  # None: ONNX Runtime's CPU alignment here (prune/target.py default_round_to); 1 = off
-    latency_batch: int = 32  # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
-    truncate: bool = False
-    cut: str = choices.CUTS.default  # where --truncate cuts
-    drop_blocks: bool = False  # drop residual blocks that cost < delta validation accuracy
-    delta: float = 0.005
-    afcc: bool = False
-    bn_recalibrate: int = 0  # re-estimate BatchNorm statistics on this many training batches after pruning (prune/recalibrate.py)
-    refit_epochs: int = 0  # retrain the classifier on the pruned model's frozen features (a measured head's training) first
-    measurement: Optional[str] = None
-    val_fraction: Optional[float] = None  # default: the measurement's (0.1)
-    val_source: Optional[str] = None  # default: the measurement's, else "test" for an imported checkpoint, else "train"
-    split_seed: Optional[int] = None  # default: the measurement's; redraw the validation split from the rows the checkpoint held out
-    held_out: Optional[float] = None  # what the checkpoint's training held out (set from the checkpoint); split_seed draws from it
-    exact_target: bool = False  # an unreachable --target is an error instead of the closest reachable point with a warning
-    graph_timeout: float = 300.0  # s for torch-pruning to trace and group the channels (models/graph.py)
-    batch_size: int = 128
-    workers: Optional[int] = None  # DataLoader worker processes of every stage; None: runtime.default_workers()
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    dataset: Optional[str] = option(None, choices=choices.DATASETS, note=CHECKPOINTS_DATA, report=ALWAYS)
+    data_dir: Optional[str] = option(None, DATA_DIR)
+    target: float = option(0.5, "Fraction of the prunable metric to remove, in (0, 1).", report=ALWAYS)
+    metric: str = option(choices.METRICS.default, "What --target counts (a search: its size objective):", choices=choices.METRICS,
+                         report=ALWAYS)
+    criterion: str = option(choices.CRITERIA.default, "Filter ranking inside a layer:", choices=choices.CRITERIA, report=ALWAYS)
+    allocation: str = option(choices.ALLOCATIONS.default, "How the budget is spread over layers:", choices=choices.ALLOCATIONS,
+                             report=ALWAYS)
+    group_reduction: str = option(choices.GROUP_REDUCTIONS.default, "Aggregate coupled layers' SNR:", choices=choices.GROUP_REDUCTIONS)
+    iterative_steps: int = option(1, "Prune in this many steps.", report=lambda cfg: cfg.remeasure)
+    remeasure: bool = option(False, "With --iterative-steps: measure the pruned model anew between steps.", report=ON)
+    # None: ONNX Runtime's CPU alignment here (prune/target.py default_round_to)
+    round_to: Optional[int] = option(None, "Keep channel counts multiples of this (default: ONNX Runtime's CPU alignment here, 16 "
+                                     "with AVX-512 else 8; 1 = off).", hidden_default=True, report=ALWAYS)
+    # at batch 1 a small model's latency is mostly per-layer overhead that channels do not remove
+    latency_batch: int = option(32, "Batch size that --metric latency times (the report gives 1 and 32).",
+                                report=lambda cfg: cfg.metric == "latency")
+    truncate: bool = option(False, "Cut layers that add < delta accuracy.", report=ALWAYS)
+    cut: str = option(choices.CUTS.default, "Where --truncate cuts:", choices=choices.CUTS, report=_with_truncate)
+    drop_blocks: bool = option(False, "Drop residual blocks (identity shortcut) while validation accuracy stays within delta.",
+                               report=ON)
+    delta: float = option(0.005, "Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")
+    afcc: bool = option(False, "Keep classifier weights inside filter clusters only.", report=ALWAYS)  # the AFCC stage's figures replace it
+    bn_recalibrate: int = option(0, "After pruning, re-estimate every BatchNorm's running statistics on N training batches (no "
+                                 "gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.", report=ON)
+    refit_epochs: int = option(0, "Retrain the classifier on the pruned model's frozen features for up to N epochs (a measured head's "
+                               "training, early stopping on validation) before fine-tuning; gives width-pruned and cut models equal "
+                               "training.", report=ON)
+    measurement: Optional[str] = option(None, "Folder of a prune-snr measure run of this model.")
+    val_fraction: Optional[float] = option(None, VAL_FRACTION + " (default: the measurement's, else 0.1).", hidden_default=True,
+                                           report=ALWAYS)
+    val_source: Optional[str] = option(None, VAL_SOURCE, choices=choices.VAL_SOURCES, note="Default: the measurement's, else test for "
+                                       "an imported checkpoint, else train.", report=ALWAYS)
+    split_seed: Optional[int] = option(None, SPLIT_SEED, report=GIVEN)
+    held_out: Optional[float] = option(None, cli=False)  # what the checkpoint's training held out (read from it)
+    exact_target: bool = option(False, "An unreachable --target is an error (default: prune to the closest reachable point, with a "
+                                "warning).", flag="--exact-target/--closest-target")
+    graph_timeout: float = option(300.0, "Seconds torch-pruning may take to trace and group the model's channels before prune stops "
+                                  "with one line.")
+    batch_size: int = option(128, BATCH)
+    workers: Optional[int] = option(None, WORKERS, hidden_default=True)
+    seed: int = option(0, SEED, report=ALWAYS)
+    device: str = option("auto", DEVICE)
+    amp: bool = option(False, AMP)
+    finetune: FineTuneConfig = option(factory=FineTuneConfig)
     # the measurement prune makes when --measurement is not given (on prune's dataset, split, seed, device)
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    measure: MeasureConfig = option(factory=MeasureConfig)
 
     def validate(self) -> None:
-        _workers(self)
+        check_workers(self)
         if self.val_fraction is not None:
-            _fraction(self, "val_fraction", allow_zero=False)
+            check_fraction(self, "val_fraction", allow_zero=False)
         if self.bn_recalibrate < 0:
             raise ConfigError(f"bn_recalibrate={self.bn_recalibrate}: use a number of batches, 0 (off) or more")
         if self.graph_timeout <= 0:
@@ -242,7 +256,7 @@ class PruneConfig:
         choices.CUTS.check(self.cut)
         if self.truncate and self.cut == "budget" and self.metric == "latency":
             raise ConfigError("--cut budget counts params or MACs; use --metric params or macs with it")
-        _positive(self, "iterative_steps", "batch_size", "latency_batch")
+        check_positive(self, "iterative_steps", "batch_size", "latency_batch")
         if self.remeasure:
             if self.iterative_steps < 2:
                 raise ConfigError("--remeasure re-measures between pruning steps; add --iterative-steps 2 or more")
@@ -256,26 +270,27 @@ class PruneConfig:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")
         if not (isinstance(self.refit_epochs, int) and self.refit_epochs >= 0):
             raise ConfigError(f"refit_epochs={self.refit_epochs}: use 0 (keep the classifier) or more epochs")
-        _device(self)
+        check_device(self)
+
 
 
 @config
 class ImportConfig:
     """``prune-snr import``: an architecture with the user's or a hub's weights, as a prune-snr checkpoint."""
 
-    model: str = choices.MODELS.default
-    model_kwargs: Optional[str] = None  # JSON object: keyword arguments of a MODULE:CALLABLE architecture
-    num_classes: Optional[int] = None
-    pretrained: bool = False
-    weights: Optional[str] = None
-    input_size: Optional[int] = None  # default: 224 for timm:/torchvision: models, 32 for prune-snr's own
-    in_chans: int = 3
-    reset_classifier: bool = False
-    dataset: Optional[str] = None  # given: the data the model will be measured on, graded into metrics.json
-    data_dir: Optional[str] = None
-    batch_size: int = 256
-    device: str = "auto"
-    out: Optional[str] = None
+    model: str = option(choices.MODELS.default, "Architecture:", choices=choices.MODELS, argument=True)
+    model_kwargs: Optional[str] = option(None, MODEL_KWARGS)
+    num_classes: Optional[int] = option(None, "Output labels of the model.", required=True)
+    pretrained: bool = option(False, "Hub weights (timm/torchvision; their cache when offline).", flag="--pretrained")
+    weights: Optional[str] = option(None, "A state_dict: .safetensors, or .pt/.pth read with weights_only=True.")
+    input_size: Optional[int] = option(None, "Image side in pixels (default: 224 for timm:/torchvision:, else 32).", hidden_default=True)
+    in_chans: int = option(3, "Input channels.")
+    reset_classifier: bool = option(False, "Start a new classifier when the weights' label count differs.", flag="--reset-classifier")
+    dataset: Optional[str] = option(None, "The data the model will be measured on, graded into metrics.json:", choices=choices.DATASETS)
+    data_dir: Optional[str] = option(None, DATA_DIR)
+    batch_size: int = option(256, BATCH)
+    device: str = option("auto", DEVICE)
+    out: Optional[str] = option(None, "Folder for model.pt (+ metrics.json with --dataset).", required=True)
 
     def validate(self) -> None:
         if self.num_classes is None or self.num_classes < 2:
@@ -284,33 +299,37 @@ class ImportConfig:
             raise ConfigError("--pretrained and --weights both give weights; pass one")
         if self.input_size is not None and self.input_size < 1:
             raise ConfigError(f"--input-size {self.input_size}: give the image side in pixels")
-        _positive(self, "batch_size", "in_chans")
-        _device(self)
+        check_positive(self, "batch_size", "in_chans")
+        check_device(self)
         model_kwargs(self)
+
 
 
 @config
 class SearchConfig:
-    trials: int = 20
-    storage: Optional[str] = None
-    study_name: str = "prune-snr"
-    timeout: Optional[float] = None
-    n_jobs: int = 1
-    # local worker processes on one journal file (search/parallel.py); its own key: the trials' loaders keep theirs
-    workers: int = field(default=1, metadata={"own": True})
-    max_finetune_epochs: int = 2
-    proxy: Optional[str] = None  # "bn": trials graded right after pruning, BatchNorm recalibrated; "F": fine-tuned on F of train
-    space: str = choices.SPACES.default
-    fix: Optional[str] = None  # "truncate=false,target=0.5"
-    pick: Optional[str] = None
+    trials: int = option(20, "Finished trials the study should hold (a rerun resumes).")
+    storage: Optional[str] = option(None, "Optuna storage URL, or a .log JournalStorage file (default: OUT/study.db).",
+                                    hidden_default=True)
+    study_name: str = option("prune-snr", "The study's name in the storage.")
+    timeout: Optional[float] = option(None, "Stop starting trials after S seconds.")
+    n_jobs: int = option(1, "Parallel trials in this process.")
+    # its own key: the trials' loaders keep theirs
+    workers: int = option(1, "Start K local worker processes on one journal file (--storage X.log, default OUT/study.log): K cores.",
+                          own=True)
+    max_finetune_epochs: int = option(2, "Upper bound of the fine-tune epochs searched.")
+    proxy: Optional[str] = option(None, "Grade trials cheaply, then re-run the Pareto trials fully: bn = right after pruning with "
+                                  "BatchNorm recalibrated (no fine-tuning); a fraction F = fine-tuned on F of the training set.")
+    space: str = option(choices.SPACES.default, "Search space:", choices=choices.SPACES)
+    fix: Optional[str] = option(None, 'Pin parameters instead of searching them, e.g. "truncate=false,target=0.5".')
+    pick: Optional[str] = option(None, 'Then write the most accurate Pareto trial meeting e.g. "params<=0.5" to OUT/pruned.pt.')
     # every trial starts from these options; the drawn parameters replace theirs
-    prune: PruneConfig = field(default_factory=PruneConfig)
+    prune: PruneConfig = option(factory=PruneConfig)
 
     def validate(self) -> None:
         choices.SPACES.check(self.space)
         if self.trials < 1:
             raise ConfigError(f"--trials {self.trials}: use 1 or more")
-        if self.proxy is not None and self.proxy != "bn" and not 0 < _number(self.proxy) <= 1:
+        if self.proxy is not None and self.proxy != "bn" and not 0 < as_number(self.proxy) <= 1:
             raise ConfigError(f"--proxy {self.proxy}: use bn, or a fraction of the training set in (0, 1]")
         if self.n_jobs < 1:
             raise ConfigError(f"--n-jobs {self.n_jobs}: use 1 or more")
@@ -327,158 +346,3 @@ def check_target(target) -> None:
         raise ConfigError(f"--target {target}: use a fraction strictly between 0 and 1 (0.5 = remove half)")
 
 
-def _positive(cfg, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name}={value}: must be a positive number")
-
-
-def _fraction(cfg, name: str, *, allow_zero: bool) -> None:
-    value = getattr(cfg, name)
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and low_ok and value < 1):
-        raise ConfigError(f"{name}={value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) (0.1 = 10 % of the training split)")
-
-
-def _workers(cfg) -> None:
-    if cfg.workers is not None and not (isinstance(cfg.workers, int) and cfg.workers >= 0):
-        raise ConfigError(f"--workers {cfg.workers}: use 0 (load in the main process) or more")
-
-
-def _device(cfg) -> None:
-    if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
-        raise ConfigError(f"--device {cfg.device!r}: use auto, cpu or cuda[:N]")
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
-def _nested(hint) -> bool:
-    return dataclasses.is_dataclass(hint)
-
-
-def flat_keys(cls) -> set[str]:
-    """The recipe keys / flag names a config (with its nested configs) understands."""
-    hints = typing.get_type_hints(cls)
-    keys: set[str] = set()
-    for f in dataclasses.fields(cls):
-        keys |= flat_keys(hints[f.name]) if _nested(hints[f.name]) else {f.metadata.get("key", f.name)}
-    return keys
-
-
-def known_keys() -> set[str]:
-    return set().union(*(flat_keys(cls) for cls in _CONFIGS)) | {"recipe"}
-
-
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a recipe, checking every key against the options of all commands."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"recipe {path} does not exist; see recipes/ for examples") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {path} must be a mapping of option: value, got a {type(data).__name__}")
-    recipe = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(recipe) - known_keys())
-    if unknown:
-        raise ConfigError(f"recipe {path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known_keys()))}")
-    return recipe
-
-
-def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(name, value, args[0], where)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [_coerce(name, v, item, where) for v in value]
-    try:
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(value).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if hint is str:
-            if not isinstance(value, (str, int, float)):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
-    return value
-
-
-def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | None = None, *, base=None):
-    """Build ``cls`` from ``base`` (default: its defaults), then the recipe's keys, then non-``None`` overrides.
-
-    Keys are flat (``finetune_lr``, ``threshold``): each reaches every nested config that has it.
-    """
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    unknown = sorted(set(overrides) - flat_keys(cls))
-    if unknown:
-        raise ConfigError(f"option {unknown[0]!r} does not apply to this command")
-    values = load_recipe(recipe) if recipe else {}
-    sources = [(values, f"recipe {recipe}"), (overrides, "command line")]
-    preset = overrides.get("preset", values.get("preset", getattr(base, "preset", None)))
-    if preset is not None:  # a preset's options come before the recipe's and the flags, which win
-        choices.PRESET_CHOICES.check(preset)
-        taken = choices.PRESETS[preset]
-        if base is not None:  # a base config's own choices win too: the preset fills what it leaves at the default
-            defaults = {f.name: f.default for f in dataclasses.fields(base)}
-            taken = {k: v for k, v in taken.items() if getattr(base, k, None) == defaults.get(k)}
-        sources.insert(0, (taken, f"preset {preset}"))
-    return _build(cls, base, sources)
-
-
-def _build(cls, base, sources: list[tuple[dict, str]]):
-    hints = typing.get_type_hints(cls)
-    changes: dict[str, Any] = {}
-    own = {f.metadata.get("key", f.name) for f in dataclasses.fields(cls) if f.metadata.get("own")}  # keys nested configs skip
-    inner = [({k: v for k, v in values.items() if k not in own}, where) for values, where in sources]
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if _nested(hint):
-            changes[f.name] = _build(hint, getattr(base, f.name) if base is not None else None, inner)
-            continue
-        name = f.metadata.get("key", f.name)
-        for values, where in sources:
-            if name in values:
-                changes[f.name] = _coerce(name, values[name], hint, where)
-    cfg = dataclasses.replace(base, **changes) if base is not None else cls(**changes)
-    cfg.validate()
-    return cfg
-
-
-def to_dict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def dump_yaml(cfg) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -195,17 +195,12 @@ def _meta(model: nn.Module, dataset, dataset_id: str, cfg: MeasureConfig, train_
         "val_source": cfg.val_source or "train",
         "seed": cfg.seed,
         "device": str(device),
-        "options": {"points": names, "side_points": [n for n in names if n not in trunk], "pool": cfg.pool,
-                    "threshold": cfg.threshold, "clusters": cfg.clusters,
-                    "head_epochs": cfg.head_epochs, "head_lr": cfg.head_lr,
-                    "head_batch_size": cfg.head_batch_size, "head_patience": cfg.head_patience, "head_min_epochs": cfg.head_min_epochs,
-                    "head_optimizer": cfg.head_optimizer, "preset": cfg.preset,
-                    "head_early_stopping": bool(cfg.head_patience and len(problem.val_rows)), "fields_split": cfg.fields_split,
-                    "label_seed": cfg.label_seed,
-                    "val_fraction": val_fraction, "val_source": cfg.val_source or "train", "split_seed": cfg.split_seed,
-                    "held_out": cfg.held_out,
-                    "cache_dtype": cfg.cache_dtype, "head_dtype": cfg.head_dtype, "train_per_class": cfg.train_per_class,
-                    "memory_budget_gib": round(problem.process_budget / 2**30, 3), "batch_size": cfg.batch_size, "amp": cfg.amp,
+        # every option a measurement records (``option(recorded=True)``), then what it resolved them to
+        "options": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("recorded")},
+                    "points": names, "side_points": [n for n in names if n not in trunk],
+                    "head_early_stopping": bool(cfg.head_patience and len(problem.val_rows)),
+                    "val_fraction": val_fraction, "val_source": cfg.val_source or "train",
+                    "memory_budget_gib": round(problem.process_budget / 2**30, 3),
                     "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
     }
 

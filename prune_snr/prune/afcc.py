@@ -28,7 +28,7 @@ def afcc_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     measured = ctx.measurement.config if ctx.measurement else ctx.cfg.measure
     stats = apply_afcc(model, ctx.splits.plain, threshold=measured.threshold, clusters=measured.clusters)
     graded = grade(model, ctx.splits, ctx.cfg.device)
-    after = ctx.report.after
+    after = ctx.report.get("after")
     return model, {"afcc": {**stats, "accuracy_before": after["accuracy"], "accuracy_after": graded["accuracy"]},
                    "after": {**after, **graded}}
 

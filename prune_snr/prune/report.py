@@ -1,19 +1,20 @@
 """What a pruning run reports (``report.json``), and the grading every stage's part uses.
 
-:class:`PruneReport` is typed, one field per stage's part; callers still read it as the mapping
-``report.json`` holds (``report["after"]["accuracy"]``), and :meth:`PruneReport.to_json` is that file.
+:class:`PruneReport` holds the options and each stage's part; callers read it as the mapping ``report.json``
+holds (``report["after"]["accuracy"]``), and :meth:`PruneReport.to_json` is that file.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import PruneConfig
+from ..config import PruneConfig, key_of, shown_in_report
 from ..latency import LatencyMeter
 from ..models import count
 from ..train.loop import evaluate
@@ -35,50 +36,30 @@ class Splits:
 
 @dataclass(eq=False)  # equal to what it reads as: Mapping's ==, so report == report.to_json()
 class PruneReport(Mapping):
-    """What ``report.json`` holds; its keys are a contract (the options first, then each stage's part
-    in this order; a stage that did not run leaves no key)."""
+    """What ``report.json`` holds: the options first (:func:`options_part`), then each stage's part in the order the
+    stages ran; a stage that did not run leaves no key. A part is whatever a stage returns (``{name: value}``),
+    so a new stage needs no change here."""
 
     options: dict
-    before: dict | None = None
-    channels_before: dict | None = None
-    measurement: dict | None = None
-    truncation: dict | None = None
-    blocks: dict | None = None
-    search: dict | None = None
-    refit: dict | None = None
-    bn_recalibration: dict | None = None
-    pruned_before_finetune: dict | None = None
-    finetune: dict | None = None
-    latency: dict | None = None
-    afcc: dict | None = None
-    after: dict | None = None
-    channels_after: dict | None = None
-    seconds: float | None = None
+    parts: dict = dataclasses.field(default_factory=dict)
 
     def add(self, part: dict) -> None:
-        """Record a stage's part, ``{field: value}``; a later part of the same name replaces the earlier one."""
-        for name, value in part.items():
-            if name not in self._parts():
-                raise KeyError(f"{name!r} is not a part of a PruneReport")
-            setattr(self, name, value)
+        """Record a stage's part, ``{name: value}``; a later part of the same name replaces the earlier one."""
+        self.parts.update({name: value for name, value in part.items() if value is not None})
 
     def to_json(self) -> dict:
         """``report.json``: the options, then every part a stage wrote (a deep copy)."""
-        parts = {k: v for k, v in dataclasses.asdict(self).items() if k != "options" and v is not None}
-        return {**self.options, **parts}
+        return copy.deepcopy(self._view())
 
     @classmethod
-    def from_json(cls, data: dict) -> "PruneReport":
-        names = cls._parts()
-        return cls(options={k: v for k, v in data.items() if k not in names}, **{k: v for k, v in data.items() if k in names})
-
-    @classmethod
-    def _parts(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+    def from_json(cls, data: dict, *, options: Iterable[str]) -> "PruneReport":
+        """The report ``data`` (a ``report.json``) whose ``options`` keys are options, the rest stages' parts."""
+        options = set(options)
+        return cls(options={k: v for k, v in data.items() if k in options}, parts={k: v for k, v in data.items() if k not in options})
 
     # Read as the mapping report.json holds (what callers index), without the copy to_json makes.
     def _view(self) -> dict:
-        return {**self.options, **{name: getattr(self, name) for name in self._parts() if getattr(self, name) is not None}}
+        return {**self.options, **self.parts}
 
     def __getitem__(self, key: str):
         return self._view()[key]
@@ -91,38 +72,19 @@ class PruneReport(Mapping):
 
 
 def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None) -> dict:
-    """The head of ``report.json``: the settled options of the run. An option in use brings its
-    companions (``cut`` with ``truncate``; ``latency_batch`` with a latency target); one not in use
-    leaves no key, so reports of runs without it read as before it existed."""
-    split_sizes = {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)}
-    rows = [  # (key, value, shown)
-        ("dataset", cfg.dataset, True),
-        ("split", "test", True),
-        ("decision_split", "val", True),
-        ("val_fraction", cfg.val_fraction, True),
-        ("val_source", cfg.val_source, True),
-        ("split_seed", cfg.split_seed, cfg.split_seed is not None),
-        ("split_sizes", split_sizes, True),
-        ("backbone_saw_val", backbone_saw_val, backbone_saw_val is not None),
-        ("seed", cfg.seed, True),
-        ("round_to", cfg.round_to, True),
-        ("latency_batch", cfg.latency_batch, cfg.metric == "latency"),
-        ("target", cfg.target, True),
-        ("metric", cfg.metric, True),
-        ("criterion", cfg.criterion, True),
-        ("allocation", cfg.allocation, True),
-        ("truncate", cfg.truncate, True),
-        ("cut", cfg.cut, cfg.truncate),
-        ("drop_blocks", True, cfg.drop_blocks),
-        ("iterative_steps", cfg.iterative_steps, cfg.remeasure),
-        ("remeasure", True, cfg.remeasure),
-        ("afcc", cfg.afcc, True),  # replaced by the AFCC stage's figures when it runs
-        ("refit_epochs", cfg.refit_epochs, bool(cfg.refit_epochs)),
-        ("bn_recalibrate", cfg.bn_recalibrate, bool(cfg.bn_recalibrate)),
-        ("finetune_epochs", cfg.finetune.epochs, True),
-        ("finetune_fraction", cfg.finetune.fraction, True),
-    ]
-    return {key: value for key, value, shown in rows if shown}
+    """The head of ``report.json``: the splits and the settled options of the run that a report shows
+    (each option's ``report`` rule in ``config/stages.py``: an option in use brings its companions, ``cut``
+    with ``truncate``; one not in use leaves no key, so reports of runs without it read as before it existed)."""
+    part = {"split": "test", "decision_split": "val",
+            "split_sizes": {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)}}
+    if backbone_saw_val is not None:
+        part["backbone_saw_val"] = backbone_saw_val
+    for owner in (cfg, cfg.finetune):
+        for f in dataclasses.fields(owner):
+            value = getattr(owner, f.name)
+            if shown_in_report(f, value, cfg):
+                part[key_of(f)] = value
+    return part
 
 
 def grade(model: nn.Module, splits: Splits, device: str) -> dict:

@@ -90,7 +90,7 @@ def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
         raise ConfigError(f"{checkpoint} was pruned with --bn-recalibrate {recalibrated}; resume with that, or start again in "
                           "another --out")
     model, ctx.history = build_from_checkpoint(state), state["pruning"]
-    ctx.report = PruneReport.from_json({**ctx.report.to_json(), **state["config"]["report"]})
+    ctx.report = PruneReport.from_json({**ctx.report.to_json(), **state["config"]["report"]}, options=ctx.report.options)
     unfinetuned = state.get("before_finetune")
     if _keeps_best(ctx) and unfinetuned is None:
         raise ConfigError(f"{checkpoint} was written without --finetune-keep best, so the weights before fine-tuning are gone; "
@@ -133,4 +133,4 @@ def fine_tune_stage(ctx: Context, model: nn.Module, *, checkpoint: Path | None, 
     after = sized_and_graded(model, ctx.splits, cfg.device)
     if not keep_best:
         return model, {"after": after}
-    return model, keep_better(model, unfinetuned, before=ctx.report.pruned_before_finetune, after=after)
+    return model, keep_better(model, unfinetuned, before=ctx.report.get("pruned_before_finetune"), after=after)

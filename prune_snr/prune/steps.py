@@ -61,8 +61,8 @@ def prune_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
             meter.close()
     ctx.history = history
     part = {"search": search}
-    if ctx.report.truncation and model is not original:
-        part["truncation"] = {**ctx.report.truncation, "target_left_for_channels": max(0.0, base_target)}
+    if ctx.report.get("truncation") and model is not original:
+        part["truncation"] = {**ctx.report["truncation"], "target_left_for_channels": max(0.0, base_target)}
     return pruned, part
 
 

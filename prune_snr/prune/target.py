@@ -181,67 +181,76 @@ def search_target(model: nn.Module, importance_factory, *, target: float, metric
     check_target(target)
     METRIC_CHOICES.check(metric)
     allocation = allocation or Allocation()
-    tol = tolerance(metric, target)
-    if metric == "latency":
-        meter = latency or LatencyMeter(model)
-
-        def removed_of(m):
-            return 1 - meter.fraction(m)
-    else:
-        total, base = count(model)[metric], prunable_base(model, metric)
-
-        def removed_of(m):
-            return (total - count(m)[metric]) / base
-
+    tol, removed_of = tolerance(metric, target), _removed(model, metric, latency)
     graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout, progress=progress)
+    attempts = []
 
     def attempt(r: float) -> Attempt:
         m, history, fallback = prune_at(graph, importance_factory, r, allocation, round_to=round_to,
                                         iterative_steps=iterative_steps, gradient_batches=gradient_batches)
-        return Attempt(m, history, fallback, removed_of(m), r)
+        attempts.append(Attempt(m, history, fallback, removed_of(m), r))
+        return attempts[-1]
 
-    lo, hi = 0.0, (1.0 if allocation.kind == "measured" else MAX_RATIO)
-    task = progress.add_task(f"target search ({metric})", total=None) if progress is not None else None
-    best = attempt(hi)
-    trials = 1
-    if best.removed < target - tol and round_to and round_to > 1:
-        # alignment can round a layer's kept channels down to 0, and torch-pruning then leaves that layer whole: the most
-        # that can be removed may lie below the largest ratio, so look along the way down and search below the best
-        for r in np.linspace(hi, 0.0, ALIGNED_SCAN + 1)[1:-1]:
-            result = attempt(float(r))
-            trials += 1
-            if result.removed > best.removed:
-                best = result
-        hi = best.ratio
+    aligned = bool(round_to and round_to > 1)
+    best = _most_removed(attempt, 1.0 if allocation.kind == "measured" else MAX_RATIO, enough=target - tol, aligned=aligned)
     unreached = None
-    if best.removed < target - tol:
-        aligned = f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)" \
-            if round_to and round_to > 1 else ""
+    if best.removed < target - tol:  # the most that can be removed is then the closest point: no search
         unreached = (f"--target {target:.4g}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
-                     f"--allocation {allocation.kind}{aligned}")
+                     f"--allocation {allocation.kind}" + (f" and --round-to {round_to} (channel counts kept multiples of "
+                                                          f"{round_to}; --round-to 1 frees them)" if aligned else ""))
         if exact:
             raise ConfigError(f"{unreached}; lower --target")
-        lo = hi  # the most that can be removed is the closest point: no search
-    for _ in range(20):
-        if abs(best.removed - target) <= tol / 4 or hi - lo < 1e-3:
-            break
-        mid = (lo + hi) / 2
-        result = attempt(mid)
-        trials += 1
-        if progress is not None:
-            progress.update(task, description=f"target search ({metric}): ratio {mid:.3f} removes {result.removed:.1%}")
-        if abs(result.removed - target) < abs(best.removed - target):
-            best = result
-        lo, hi = (mid, hi) if result.removed < target else (lo, mid)
-    if progress is not None:
-        progress.remove_task(task)
-    removed = best.removed
+    else:
+        best = _bisect(attempt, best, target=target, tol=tol, progress=progress, label=f"target search ({metric})")
+    removed, trials = best.removed, len(attempts)
     if unreached is None and abs(removed - target) > tol:
         unreached = f"--target {target:.4g}: the closest reachable is {removed:.1%} of {metric}" + (
-            f" with --round-to {round_to}; try --round-to 1" if round_to and round_to > 1 else "; try another target")
+            f" with --round-to {round_to}; try --round-to 1" if aligned else "; try another target")
         if exact:
             raise ConfigError(unreached)
     if unreached:
         warnings.warn(f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)", stacklevel=2)
     return PruneOutcome(model=best.model, ratio=best.ratio, removed=removed, history=best.history,
                         fallback_groups=sorted(set(best.fallback_groups)), trials=trials, unreached=unreached)
+
+
+def _removed(model: nn.Module, metric: str, latency: LatencyMeter | None):
+    """``m ->`` the fraction of ``model``'s prunable ``metric`` that ``m`` removed."""
+    if metric == "latency":
+        meter = latency or LatencyMeter(model)
+        return lambda m: 1 - meter.fraction(m)
+    total, base = count(model)[metric], prunable_base(model, metric)
+    return lambda m: (total - count(m)[metric]) / base
+
+
+def _most_removed(attempt, hi: float, *, enough: float, aligned: bool) -> Attempt:
+    """The attempt at the largest ratio ``hi``; when it removes less than ``enough`` under channel alignment, the one
+    that removes most along the way down: alignment can round a layer's kept channels down to 0, and torch-pruning then
+    leaves that layer whole, so the most that can be removed may lie below the largest ratio."""
+    best = attempt(hi)
+    if best.removed >= enough or not aligned:
+        return best
+    for r in np.linspace(hi, 0.0, ALIGNED_SCAN + 1)[1:-1]:
+        result = attempt(float(r))
+        if result.removed > best.removed:
+            best = result
+    return best
+
+
+def _bisect(attempt, best: Attempt, *, target: float, tol: float, progress, label: str) -> Attempt:
+    """Bisect the ratio between 0 and ``best``'s for the attempt closest to ``target``."""
+    lo, hi = 0.0, best.ratio
+    task = progress.add_task(label, total=None) if progress is not None else None
+    for _ in range(20):
+        if abs(best.removed - target) <= tol / 4 or hi - lo < 1e-3:
+            break
+        mid = (lo + hi) / 2
+        result = attempt(mid)
+        if progress is not None:
+            progress.update(task, description=f"{label}: ratio {mid:.3f} removes {result.removed:.1%}")
+        if abs(result.removed - target) < abs(best.removed - target):
+            best = result
+        lo, hi = (mid, hi) if result.removed < target else (lo, mid)
+    if progress is not None:
+        progress.remove_task(task)
+    return best

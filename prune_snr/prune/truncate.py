@@ -33,7 +33,7 @@ def truncate_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     if not cfg.truncate:
         return model, {}
     measurement = ctx.measurement
-    rows = candidates(measurement.trunk(), ctx.report.before["val_accuracy"], cfg.delta)
+    rows = candidates(measurement.trunk(), ctx.report["before"]["val_accuracy"], cfg.delta)
     sized = size_metric(cfg.metric)
     cuts = {}
     for row in rows:  # every candidate with the size it would leave

@@ -154,31 +154,15 @@ def fit(
     Raises:
         TrainingError: the loss became NaN/inf; the last good checkpoint is kept.
     """
-    device = resolve_device(opts.device)
-    tune_convolutions(device)
-    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    if teacher is not None:
-        teacher.to(device, memory_format=memory_format).eval()
-    rank, size = world()
-    net = model
-    if size > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # no weight decay on biases and norm parameters (timm's grouping)
-    optimizer = torch.optim.SGD(param_groups_weight_decay(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
-                                nesterov=opts.momentum > 0)
-    steps = len(train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed))
-    if steps == 0 and opts.epochs > 0:
-        raise ConfigError(f"the training set has {len(train_set)} images, fewer than one batch (--batch-size {opts.batch_size}); "
-                          "lower --batch-size")
-    scheduler = _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
+    device, net = _place(model, teacher, opts)
+    optimizer, scheduler = _optimisation(model, train_set, opts)
     start, history = 0, []
     if resume and checkpoint_path and Path(checkpoint_path).is_file():
         start, history = _resume(checkpoint_path, model, optimizer, scheduler)
     loss_of = _Loss(opts.label_smoothing, teacher, distill_temperature, distill_alpha)
     for epoch in range(start, opts.epochs):
         # Reseed per epoch: a resumed run sees the same shuffles and augmentations.
-        torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * rank)
+        torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * world()[0])
         loader = train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers)
         t0 = time.perf_counter()
         loss_sum, correct, seen = _train_epoch(net, loader, optimizer, scheduler, loss_of, opts, device=device, progress=progress,
@@ -188,31 +172,44 @@ def fit(
         seen = round(seen.item())
         test = evaluate(model, test_set, batch_size=max(256, opts.batch_size), device=device, amp=opts.amp,
                         channels_last=opts.channels_last, workers=opts.workers, progress=progress)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum.item() / seen,
-            "train_accuracy": correct.item() / seen,
-            "test_loss": test["loss"],
-            "test_accuracy": test["accuracy"],
-            "seconds": seconds,
-            "images_per_second": seen / seconds,
-        }
-        history.append(record)
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+                        "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": seconds,
+                        "images_per_second": seen / seconds})
         if checkpoint_path:
-            save_checkpoint(checkpoint_path, {
-                **(checkpoint_extra or {}),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "rng": rng_state(),
-                "history": history,
-            })
+            save_checkpoint(checkpoint_path, {**(checkpoint_extra or {}), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
+                                              "history": history})
             barrier()  # every rank may read the checkpoint (resume) once it is complete
         if on_epoch:
-            on_epoch(record)
+            on_epoch(history[-1])
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _place(model: nn.Module, teacher: nn.Module | None, opts) -> tuple[torch.device, nn.Module]:
+    """The device, with the model (and the teacher) on it in training's memory layout; and the network a step calls
+    (the model, or its DistributedDataParallel wrapper under torchrun)."""
+    device = resolve_device(opts.device)
+    tune_convolutions(device)
+    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    if teacher is not None:
+        teacher.to(device, memory_format=memory_format).eval()
+    if world()[1] > 1:
+        return device, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return device, model
+
+
+def _optimisation(model: nn.Module, train_set, opts):
+    """SGD with Nesterov momentum, no weight decay on biases and norm parameters (timm's grouping), and its
+    per-step learning-rate schedule."""
+    optimizer = torch.optim.SGD(param_groups_weight_decay(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
+                                nesterov=opts.momentum > 0)
+    steps = len(train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed))
+    if steps == 0 and opts.epochs > 0:
+        raise ConfigError(f"the training set has {len(train_set)} images, fewer than one batch (--batch-size {opts.batch_size}); "
+                          "lower --batch-size")
+    return optimizer, _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
 
 
 def _resume(checkpoint_path: str | Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[dict]]:

@@ -1,6 +1,7 @@
 """``prune-snr train``: a run folder with per-epoch checkpoints, final model and metrics."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,9 +17,8 @@ from .loop import evaluate, fit
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 METRICS = "metrics.json"
-# Options that change the result: a resumed run must match the interrupted one on these.
-_RESULT_KEYS = ("model", "dataset", "width_mult", "labels", "input_size", "epochs", "batch_size", "lr", "momentum",
-                "weight_decay", "schedule", "label_smoothing", "seed", "augment", "val_fraction")
+#: the options a resumed training must keep: those that change its result (``option(result=True)``)
+_RESULT_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("result"))
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=None) -> dict:

@@ -42,11 +42,11 @@ def test_the_readme_results_section_is_generated_from_benchmark_outputs(measured
     results = tmp_path / "results"
     args = [str(checkpoint), "--measurement", str(folder), "--criteria", "l1,snr", "--allocations", "uniform,measured",
             "--budgets", "0.3", "--seeds", "0", "--finetune-epochs", "0", "--round-to", "1", "--device", "cpu"]
-    assert script("saliency_compare").main([*args, "--out", str(results / "saliency")]) == 0
-    rows = json.loads((results / "saliency" / "results.json").read_text())["rows"]
+    assert script("saliency_compare").main([*args, "--out", str(results / "fair_seeds")]) == 0
+    rows = json.loads((results / "fair_seeds" / "results.json").read_text())["rows"]
     assert {(r["allocation"], r["criterion"]) for r in rows} == {("uniform", "l1"), ("uniform", "snr"), ("measured", "l1"),
                                                                  ("measured", "snr")}
-    script("reproduce_trends").main([str(checkpoint), "--measurement", str(folder), "--out", str(results / "trends")])
+    script("reproduce_trends").main([str(checkpoint), "--measurement", str(folder), "--out", str(results / "trends_draws")])
     run = json.loads((folder / "measurement.json").read_text())
     (results / "measure_run_tiny.json").write_text(json.dumps(run))
     readme = tmp_path / "results.md"

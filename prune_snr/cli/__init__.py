@@ -48,7 +48,7 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """prune-snr's own warnings as one yellow line (where and why); others as Python prints them."""
-    if not str(filename).startswith(str(Path(__file__).parent)) and category is not UserWarning:
+    if not str(filename).startswith(str(Path(__file__).parent.parent)) and category is not UserWarning:
         return _show_python_warning(message, category, filename, lineno, file, line)
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
@@ -278,16 +278,18 @@ def search(
 
 
 @app.command("pick")
-@takes(SearchConfig, only=("storage", "study_name", "pick"), recipe=False)
-def pick_cmd(out: Annotated[Path, typer.Argument(help="Study folder written by prune-snr search.")], *, options: dict) -> None:
+@takes(SearchConfig, only=("storage", "study_name"), recipe=False)
+def pick_cmd(
+    out: Annotated[Path, typer.Argument(help="Study folder written by prune-snr search.")],
+    rule: Annotated[str, typer.Option("--pick", help='Conditions, e.g. "params<=0.5,accuracy>=0.9".')],
+    *, options: dict,
+) -> None:
     """Write the most accurate Pareto trial meeting --pick to OUT/pruned.pt."""
     from ..search import load_study
 
     with user_errors():
         cfg = resolve(SearchConfig, None, options)
-        if not cfg.pick:
-            raise ConfigError('pick needs --pick CONDITIONS, e.g. --pick "params<=0.5,accuracy>=0.9"')
-        _pick(load_study(out, cfg.storage, cfg.study_name), cfg.pick, out)
+        _pick(load_study(out, cfg.storage, cfg.study_name), rule, out)
 
 
 def _show_pareto(study, out: Path) -> None:

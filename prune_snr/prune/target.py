@@ -183,15 +183,18 @@ def search_target(model: nn.Module, importance_factory, *, target: float, metric
     allocation = allocation or Allocation()
     tol, removed_of = tolerance(metric, target), _removed(model, metric, latency)
     graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout, progress=progress)
-    attempts = []
+    trials = 0
 
     def attempt(r: float) -> Attempt:
+        nonlocal trials
+        trials += 1
         m, history, fallback = prune_at(graph, importance_factory, r, allocation, round_to=round_to,
                                         iterative_steps=iterative_steps, gradient_batches=gradient_batches)
-        attempts.append(Attempt(m, history, fallback, removed_of(m), r))
-        return attempts[-1]
+        return Attempt(m, history, fallback, removed_of(m), r)
 
     aligned = bool(round_to and round_to > 1)
+    label = f"target search ({metric})"
+    task = progress.add_task(label, total=None) if progress is not None else None
     best = _most_removed(attempt, 1.0 if allocation.kind == "measured" else MAX_RATIO, enough=target - tol, aligned=aligned)
     unreached = None
     if best.removed < target - tol:  # the most that can be removed is then the closest point: no search
@@ -201,8 +204,11 @@ def search_target(model: nn.Module, importance_factory, *, target: float, metric
         if exact:
             raise ConfigError(f"{unreached}; lower --target")
     else:
-        best = _bisect(attempt, best, target=target, tol=tol, progress=progress, label=f"target search ({metric})")
-    removed, trials = best.removed, len(attempts)
+        best = _bisect(attempt, best, target=target, tol=tol, step=lambda text: progress.update(task, description=f"{label}: {text}")
+                       if progress is not None else None)
+    if progress is not None:
+        progress.remove_task(task)
+    removed = best.removed
     if unreached is None and abs(removed - target) > tol:
         unreached = f"--target {target:.4g}: the closest reachable is {removed:.1%} of {metric}" + (
             f" with --round-to {round_to}; try --round-to 1" if aligned else "; try another target")
@@ -237,20 +243,16 @@ def _most_removed(attempt, hi: float, *, enough: float, aligned: bool) -> Attemp
     return best
 
 
-def _bisect(attempt, best: Attempt, *, target: float, tol: float, progress, label: str) -> Attempt:
-    """Bisect the ratio between 0 and ``best``'s for the attempt closest to ``target``."""
+def _bisect(attempt, best: Attempt, *, target: float, tol: float, step) -> Attempt:
+    """Bisect the ratio between 0 and ``best``'s for the attempt closest to ``target``; ``step(text)`` tells progress."""
     lo, hi = 0.0, best.ratio
-    task = progress.add_task(label, total=None) if progress is not None else None
     for _ in range(20):
         if abs(best.removed - target) <= tol / 4 or hi - lo < 1e-3:
             break
         mid = (lo + hi) / 2
         result = attempt(mid)
-        if progress is not None:
-            progress.update(task, description=f"{label}: ratio {mid:.3f} removes {result.removed:.1%}")
+        step(f"ratio {mid:.3f} removes {result.removed:.1%}")
         if abs(result.removed - target) < abs(best.removed - target):
             best = result
         lo, hi = (mid, hi) if result.removed < target else (lo, mid)
-    if progress is not None:
-        progress.remove_task(task)
     return best

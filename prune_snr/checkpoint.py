@@ -24,6 +24,8 @@ import torch
 
 from .atomic import atomic_save_bytes
 from .errors import CheckpointError, ConfigError
+from .models import build_model, drop_blocks, example_input, name_classifier, remember_input_shape
+from .models.user_code import TRUST_ENV, is_user_code, trusted, trusting
 
 FORMAT_VERSION = 1
 
@@ -101,14 +103,10 @@ def with_trained_data(cfg, payload: dict, checkpoint):
 
 def build_from_checkpoint(payload: dict) -> torch.nn.Module:
     """Rebuild the architecture recorded in a loaded checkpoint and load its weights."""
-    from .models import build_model, example_input
-
     spec = payload.get("config", {}).get("model")
     if not isinstance(spec, dict) or "name" not in spec:
         raise CheckpointError("checkpoint has no config['model'] spec; it was not written by prune-snr train or prune")
     spec = dict(spec)
-    from .models.user_code import TRUST_ENV, is_user_code, trusted
-
     if is_user_code(spec["name"]) and not trusted():
         raise CheckpointError(f"this checkpoint's architecture is code ({spec['name']}), which reading it does not import: pass "
                               f"--trust-model-code (API: prune_snr.load(path, trust_model_code=True) or load(path, model=instance); "
@@ -120,8 +118,6 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
     if input_shape:
         model.spec["input_shape"] = list(input_shape)
     if classifier:
-        from .models import name_classifier
-
         name_classifier(model, classifier)
     if payload.get("widths") is not None and not payload.get("pruning"):  # save()'d: reshape by the recorded widths
         return reshape_into(model, payload["widths"], payload["model"]).eval()
@@ -226,8 +222,6 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust
     """
     payload = load_checkpoint(path)
     if model is None:
-        from .models.user_code import trusting
-
         with trusting(trust_model_code):
             return build_from_checkpoint(payload)
     import copy
@@ -235,14 +229,10 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust
     copied = copy.deepcopy(model).cpu()
     spec = payload.get("config", {}).get("model") or {}
     if spec.get("dropped"):  # residual blocks the run replaced by identity
-        from .models import drop_blocks
-
         drop_blocks(copied, spec["dropped"])
     widths = payload.get("widths")
     if widths is None and payload.get("pruning"):  # a pruning run's file: replay its history on the instance
         import torch_pruning as tp
-
-        from .models import example_input, remember_input_shape
 
         if spec.get("input_shape"):
             remember_input_shape(copied, spec["input_shape"])

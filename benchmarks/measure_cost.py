@@ -1,8 +1,8 @@
 """What the measurement costs, in plain inference passes over the same images, timed side by side in one process.
 
 A plain no-grad pass over the checkpoint's training and test splits with the measurement's loader (batch 256),
-then ``prune_snr.measure`` at its defaults on a fresh feature cache (without a label sweep, then with
-``--labels`` on the cache it wrote), then a second plain pass. The plain pass drifts within a process, so the
+then ``prune_snr.measure`` at its defaults on a fresh feature cache, without a label sweep and then with
+``--labels``, then a second plain pass. The plain pass drifts within a process, so the
 ratio is given against each of the three denominators (the pass before, the pass after, their mean) and the
 spread between them is the figure's own noise.
 
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     size = model.spec.get("input_size")
     before = plain_pass(model, dataset, size)
     timed = {}
-    with tempfile.TemporaryDirectory(prefix="measure-cost-") as cache:
-        for name, sweep in (("measure", None), ("measure_with_sweep", [int(k) for k in args.labels.split(",")])):
+    for name, sweep in (("measure", None), ("measure_with_sweep", [int(k) for k in args.labels.split(",")])):
+        with tempfile.TemporaryDirectory(prefix="measure-cost-") as cache:  # a fresh feature cache each
             started = time.perf_counter()
             m = measure(model, dataset, label_sweep=sweep, val_fraction=val_fraction, device="cpu", cache_dir=cache)
             timed[name] = {"seconds": time.perf_counter() - started, "timings": m.meta["timings"]}

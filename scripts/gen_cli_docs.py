@@ -5,13 +5,12 @@
 
 Each command's list lies between ``<!-- cli:NAME:start -->`` and ``<!-- cli:NAME:end -->``
 (``NAME`` = ``prune-snr`` for the global options); everything outside the markers is written by
-hand and kept. A command without markers gets a new section at the end of the file. Defaults
-come from the command's config dataclass (defaults -> recipe -> flags, ``prune_snr/config/stages.py``),
-or from the typer signature for commands without one.
+hand and kept. A command without markers gets a new section at the end of the file. Defaults are
+the ones ``--help`` shows: a config option's from its field (``prune_snr/config/stages.py``), a command's
+own parameter's from its signature.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 import typing
@@ -19,8 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
-CONFIGS = {"train": "TrainConfig", "import": "ImportConfig", "measure": "MeasureConfig", "prune": "PruneConfig",
-           "search": "SearchConfig"}
 
 
 def click_app() -> typing.Any:
@@ -30,21 +27,6 @@ def click_app() -> typing.Any:
     from prune_snr.cli import app
 
     return typer.main.get_command(app)
-
-
-def config_defaults(cls) -> dict[str, typing.Any]:
-    """Flat recipe key -> default of a config dataclass, nested configs included (the outer key wins)."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, typing.Any] = {}
-    nested: dict[str, typing.Any] = {}
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            nested.update(config_defaults(hints[f.name]))
-        elif f.default is not dataclasses.MISSING:
-            out[f.metadata.get("key", f.name)] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.metadata.get("key", f.name)] = f.default_factory()
-    return {**nested, **out}
 
 
 def is_option(param) -> bool:
@@ -77,8 +59,12 @@ def metavar_of(annotation) -> str:
     return {int: "N", float: "X", str: "TEXT", Path: "PATH"}.get(annotation, getattr(annotation, "__name__", "VALUE").upper())
 
 
-def default_text(param: typing.Any, defaults: dict) -> str:
-    value = defaults.get(param.name, param.default) if param.name in defaults else param.default
+def default_text(param: typing.Any) -> str:
+    """The default an option shows: a config field's (the ``show_default`` its typer option was given from the
+    field, prune_snr/cli/flags.py), else the parameter's own."""
+    value = param.default
+    if isinstance(getattr(param, "show_default", None), str):
+        value = {"True": True, "False": False}.get(param.show_default, param.show_default)
     if value is None or value is ... or (is_option(param) and param.is_flag and value is False and not param.secondary_opts):
         return ""
     if is_option(param) and param.secondary_opts and isinstance(value, bool):
@@ -86,7 +72,7 @@ def default_text(param: typing.Any, defaults: dict) -> str:
     return f" Default: `{value}`."
 
 
-def render(name: str, cmd: typing.Any, defaults: dict) -> str:
+def render(name: str, cmd: typing.Any) -> str:
     """The generated block of one command: usage, its one-line help, one bullet per argument and option."""
     args = [p for p in cmd.params if not is_option(p)]
     usage = " ".join(["prune-snr" if name == "prune-snr" else f"prune-snr {name}", *(p.name.upper() for p in args), "[OPTIONS]"])
@@ -104,7 +90,7 @@ def render(name: str, cmd: typing.Any, defaults: dict) -> str:
         help_text = (p.help or "").strip()
         if help_text and not help_text.endswith("."):
             help_text += "."
-        default = "" if re.search(r"\bdefault\b", help_text, re.I) else default_text(p, defaults)  # the help says it already
+        default = "" if re.search(r"\bdefault\b", help_text, re.I) else default_text(p)  # the help says it already
         rest = re.sub(r"\s+", " ", f"{help_text}{required}{default}").strip()
         lines.append(f"- `{spelled}{' ' + mv if mv else ''}`" + (f": {rest}" if rest else ""))
     return "\n".join(lines)
@@ -113,13 +99,7 @@ def render(name: str, cmd: typing.Any, defaults: dict) -> str:
 def blocks() -> dict[str, str]:
     """Command name -> generated block, the global options first, then the commands in the app's order."""
     group = click_app()
-    from prune_snr import config
-
-    out = {"prune-snr": render("prune-snr", group, {})}
-    for name, cmd in group.commands.items():
-        cls = getattr(config, CONFIGS[name]) if name in CONFIGS else None
-        out[name] = render(name, cmd, config_defaults(cls) if cls else {})
-    return out
+    return {"prune-snr": render("prune-snr", group), **{name: render(name, cmd) for name, cmd in group.commands.items()}}
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -7,7 +7,6 @@ traceback instead).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..config import ImportConfig, MeasureConfig, PruneConfig, SearchConfig, Tra
 from ..config.stages import DATA_DIR
 from ..errors import ConfigError, PruneSnrError
 from ..runtime import DIST_TIMEOUT, distributed, is_main
-from .flags import TrustModelCode, takes
+from .flags import TrustModelCode, apply_trust, takes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
@@ -98,13 +97,6 @@ def _size(path: Path) -> str:
     return f"{size:.1f} GB"
 
 
-def _trust(trust_model_code: bool) -> None:
-    if trust_model_code:
-        from ..models.user_code import TRUST_ENV
-
-        os.environ[TRUST_ENV] = "1"
-
-
 @app.command()
 @takes(TrainConfig)
 def train(
@@ -159,12 +151,10 @@ def measure(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
     out: OutFolder = ...,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
-    *, options: dict, recipe: Optional[Path] = None, trust_model_code: bool = False,
+    *, options: dict, recipe: Optional[Path] = None,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
     from ..measure import measure_checkpoint
-
-    _trust(trust_model_code)
     with user_errors():
         cfg = resolve(MeasureConfig, recipe, options)
         with torchrun(cfg.device), progress_bar() as progress:
@@ -183,12 +173,10 @@ def prune(
     global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
     out: OutFolder = ...,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
-    *, options: dict, recipe: Optional[Path] = None, trust_model_code: bool = False,
+    *, options: dict, recipe: Optional[Path] = None,
 ) -> None:
     """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
     from ..prune import prune_checkpoint
-
-    _trust(trust_model_code)
     if global_ is not None and "allocation" not in options:
         options["allocation"] = "global" if global_ else "uniform"
     with user_errors():
@@ -219,7 +207,7 @@ def export(
     """Export to ONNX, check it with onnx.checker and onnxruntime, and time original vs slimmed (and int8)."""
     from ..export import export_checkpoint
 
-    _trust(trust_model_code)
+    apply_trust(trust_model_code)
     with user_errors():
         report = export_checkpoint(checkpoint, out, opset=opset, batch=batch, input_size=tuple(input_size) if input_size else None,
                                    baseline=baseline, repeats=repeats, int8=int8, calibration_size=calibration_size, dataset=dataset,
@@ -255,12 +243,10 @@ def search(
     out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")] = ...,
     worker_index: Annotated[Optional[int], typer.Option("--worker-index", help="This process's index when you start several workers on "
         "one --storage yourself: its own random stream.")] = None,
-    *, options: dict, recipe: Optional[Path] = None, trust_model_code: bool = False,
+    *, options: dict, recipe: Optional[Path] = None,
 ) -> None:
     """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
     from ..search import run_search, run_workers
-
-    _trust(trust_model_code)
     with user_errors():
         cfg = resolve(SearchConfig, recipe, options)
         with progress_bar() as progress:

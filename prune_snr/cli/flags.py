@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import types
 import typing
 from pathlib import Path
@@ -18,11 +19,19 @@ from typing import Annotated, Any, Callable, Iterable, Optional
 import typer
 
 from ..config import flag_of, key_of
+from ..models.user_code import TRUST_ENV
 
 Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; flags given here override its keys.")]
 TrustModelCode = Annotated[bool, typer.Option("--trust-model-code", help="Let a checkpoint of a MODULE:CALLABLE architecture import "
                                               "its module (that runs its code).")]
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def apply_trust(trust_model_code: bool) -> None:
+    """``--trust-model-code`` is no option of a stage: it holds for the whole process and the worker processes it
+    starts, so it goes to the environment."""
+    if trust_model_code:
+        os.environ[TRUST_ENV] = "1"
 
 
 def flag_fields(cls, *, only: Iterable[str] | None = None, nested: Iterable[str] = (), include: Iterable[str] = ()) -> list:
@@ -67,21 +76,21 @@ def _cli_type(hint: Any) -> type:
 def takes(cls, *, only: Iterable[str] | None = None, nested: Iterable[str] = (), include: Iterable[str] = (), recipe: bool = True,
           trust: bool = False) -> Callable:
     """Decorator: the command takes the flags of ``cls`` (:func:`flag_fields`), ``--recipe`` (unless ``recipe=False``) and,
-    with ``trust``, ``--trust-model-code``; it is called with the flags given as ``options`` beside ``recipe`` and
-    ``trust_model_code``."""
+    with ``trust``, ``--trust-model-code`` (applied here, :func:`apply_trust`); it is called with the flags given as ``options``
+    beside ``recipe``."""
     generated = [parameter(f, hint) for f, hint in flag_fields(cls, only=only, nested=nested, include=include)]
     keys = [p.name for p in generated]
     extra = ([inspect.Parameter("recipe", _KEYWORD, annotation=Recipe, default=None)] if recipe else []) + (
         [inspect.Parameter("trust_model_code", _KEYWORD, annotation=TrustModelCode, default=False)] if trust else [])
 
     def wrap(func: Callable) -> Callable:
-        own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
-               if p.name not in ("options", "recipe", "trust_model_code")]
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in ("options", "recipe")]
         params = own + generated + extra
         arguments = [p for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
         @functools.wraps(func)
         def command(**given):
+            apply_trust(given.pop("trust_model_code", False))
             options = {k: str(v) if isinstance(v, Path) else v for k in keys if (v := given.pop(k, None)) is not None}
             return func(**given, options=options)
 

@@ -184,10 +184,6 @@ class FineTuneConfig:
             raise ConfigError(f"finetune_fraction={self.fraction}: use a fraction in (0, 1]")
 
 
-def _with_truncate(cfg) -> bool:
-    return cfg.truncate
-
-
 @config
 class PruneConfig:
     dataset: Optional[str] = option(None, choices=choices.DATASETS, note=CHECKPOINTS_DATA, report=ALWAYS)
@@ -208,7 +204,7 @@ class PruneConfig:
     latency_batch: int = option(32, "Batch size that --metric latency times (the report gives 1 and 32).",
                                 report=lambda cfg: cfg.metric == "latency")
     truncate: bool = option(False, "Cut layers that add < delta accuracy.", report=ALWAYS)
-    cut: str = option(choices.CUTS.default, "Where --truncate cuts:", choices=choices.CUTS, report=_with_truncate)
+    cut: str = option(choices.CUTS.default, "Where --truncate cuts:", choices=choices.CUTS, report=lambda cfg: cfg.truncate)
     drop_blocks: bool = option(False, "Drop residual blocks (identity shortcut) while validation accuracy stays within delta.",
                                report=ON)
     delta: float = option(0.005, "Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")

@@ -209,7 +209,9 @@ class PruneConfig:
                                report=ON)
     delta: float = option(0.005, "Truncation threshold δ (accuracy fraction; 0.005 = 0.5 points).")
     afcc: bool = option(False, "Keep classifier weights inside filter clusters only.", report=ALWAYS)  # the AFCC stage's figures replace it
-    bn_recalibrate: int = option(0, "After pruning, re-estimate every BatchNorm's running statistics on N training batches (no "
+    # on by default: fine-tuning reads batch statistics, so the fine-tuned weights are the same either way, while the grade
+    # right after pruning (what keep-best and a search's one-shot proxy compare) becomes one that ranks prunings
+    bn_recalibrate: int = option(50, "After pruning, re-estimate every BatchNorm's running statistics on N training batches (no "
                                  "gradients) before grading and fine-tuning; the report gives the accuracy both ways. 0 = off.", report=ON)
     refit_epochs: int = option(0, "Retrain the classifier on the pruned model's frozen features for up to N epochs (a measured head's "
                                "training, early stopping on validation) before fine-tuning; gives width-pruned and cut models equal "

@@ -35,7 +35,7 @@ def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration
     model, measurement = vgg_measured
     common = dict(target=0.5, metric="params", criterion="l1", round_to=1, finetune_epochs=0, device="cpu",
                   measurement=measurement, batch_size=32)
-    plain, plain_report = prune(copy.deepcopy(model), "synthetic", **common)
+    plain, plain_report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=0, **common)
     recalibrated, report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=3, **common)
     part = report["bn_recalibration"]
     assert part["batches"] == 3 and report["bn_recalibrate"] == 3
@@ -45,3 +45,16 @@ def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration
     changed = {k for k, v in recalibrated.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
     assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
     assert "bn_recalibration" not in plain_report and "bn_recalibrate" not in plain_report
+
+
+def test_recalibration_is_on_by_default_and_leaves_the_fine_tuned_weights_as_they_were(vgg_measured):
+    model, measurement = vgg_measured
+    common = dict(target=0.5, metric="params", criterion="l1", round_to=1, finetune_epochs=1, device="cpu",
+                  measurement=measurement, batch_size=32)
+    plain, _ = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=0, **common)
+    recalibrated, report = prune(copy.deepcopy(model), "synthetic", **common)
+    assert report["bn_recalibration"]["batches"] > 0
+    # fine-tuning trains on batch statistics and draws the same batches: only the running statistics may differ
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    weights = {k for k in plain.state_dict() if not k.endswith(stats)}
+    assert all(torch.equal(plain.state_dict()[k], recalibrated.state_dict()[k]) for k in weights)

@@ -25,6 +25,7 @@ test-slow:
 
 lint:
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 # Fingerprints of fixed seeded scenarios: BEFORE=FILE (from another commit's `make same-outputs OUT=FILE`) compares.
 same-outputs:

@@ -13,6 +13,7 @@ Example:
     >>> args.checkpoint, ints(args.seeds), args.out
     ('model.pt', [0, 1, 2], 'runs/x')
 """
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@ the differences that excludes 0 (seeds shared by both sides are the pairs).
 
 Not part of the installed package (see ``_common.py`` for how scripts import it).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,22 @@ import math
 import numpy as np
 
 #: two-sided 95 % Student t quantiles by degrees of freedom (scipy-free; 30+ ~ normal)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 12: 2.179,
-       15: 2.131, 20: 2.086, 30: 2.042}
+T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
 UNDECIDED = "n < 2 seeds: undecided"
 
 
@@ -57,8 +72,16 @@ def rule(a: dict[int, float], b: dict[int, float]) -> dict:
         verdict = direction = "loss"
     else:
         verdict = "no significant difference"
-    return {"a_mean": a_mean, "b_mean": b_mean, "diff": diff,
-            "two_pooled_std": 2 * pooled, "paired_95": (low, high), "pairs": pairs, "verdict": verdict, "direction": direction}
+    return {
+        "a_mean": a_mean,
+        "b_mean": b_mean,
+        "diff": diff,
+        "two_pooled_std": 2 * pooled,
+        "paired_95": (low, high),
+        "pairs": pairs,
+        "verdict": verdict,
+        "direction": direction,
+    }
 
 
 def both_splits(val: dict, test: dict) -> str:

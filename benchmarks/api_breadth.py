@@ -12,6 +12,7 @@ continues where it stopped.
     python benchmarks/api_breadth.py --out benchmarks/results/api_breadth/rows.json
     python benchmarks/api_breadth.py --models timm:rexnet_100,torchvision:resnet18 --out runs/breadth/rows.json
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 from _common import add_standard, load_results, machine_line, save_results, script_parser  # noqa: E402
 
-NOT_CNN = re.compile(r"Attention|Attn|LiteMLA|LSTM|GRU|Transformer", re.I)  # module class names of attention or recurrence
+NOT_CNN = re.compile(
+    r"Attention|Attn|LiteMLA|LSTM|GRU|Transformer", re.I
+)  # module class names of attention or recurrence
 TORCHVISION_NOT_CNN = ("vit_", "swin_", "maxvit_")
-BREADTH_TIMM = [f"timm:{n}" for n in ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnety_002", "convnext_atto",
-                                      "densenet121", "ghostnet_100", "rexnet_100")]
+BREADTH_TIMM = [
+    f"timm:{n}"
+    for n in (
+        "resnet18",
+        "efficientnet_b0",
+        "mobilenetv3_large_100",
+        "regnety_002",
+        "convnext_atto",
+        "densenet121",
+        "ghostnet_100",
+        "rexnet_100",
+    )
+]
 SIZES = (32, 64, 128, 224)  # the first at which the model's forward runs (Inception wants 75 px and more)
 
 
@@ -37,8 +51,11 @@ def is_cnn(model) -> bool:
     from torch import nn
 
     modules = list(model.modules())
-    return (sum(isinstance(m, nn.Conv2d) for m in modules) >= 3 and not any(hasattr(m, "qkv") for m in modules)
-            and not any(NOT_CNN.search(type(m).__name__) for m in modules))
+    return (
+        sum(isinstance(m, nn.Conv2d) for m in modules) >= 3
+        and not any(hasattr(m, "qkv") for m in modules)
+        and not any(NOT_CNN.search(type(m).__name__) for m in modules)
+    )
 
 
 def timm_families() -> list[str]:
@@ -65,12 +82,15 @@ def timm_families() -> list[str]:
 def torchvision_cnns() -> list[str]:
     import torchvision
 
-    return [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)
-            if not n.startswith(TORCHVISION_NOT_CNN)]
+    return [
+        f"torchvision:{n}"
+        for n in torchvision.models.list_models(module=torchvision.models)
+        if not n.startswith(TORCHVISION_NOT_CNN)
+    ]
 
 
 #: What each model's process runs (argv: name, size list, json path): the API path, as a user script would.
-CHILD = r'''
+CHILD = r"""
 import json, sys, time, traceback
 import torch
 from torch.utils.data import TensorDataset
@@ -127,7 +147,7 @@ except Exception as exc:
     row.update(status="crash", stage=stage, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
                where=traceback.format_exc().strip().splitlines()[-3].strip()[:200])
 save()
-'''
+"""
 
 
 def run_one(model: str, timeout: float, work: Path) -> dict:
@@ -135,14 +155,30 @@ def run_one(model: str, timeout: float, work: Path) -> dict:
     out.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-c", CHILD, model, ",".join(map(str, SIZES)), str(out)],
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, model, ",".join(map(str, SIZES)), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        return {"model": model, "status": "hang", "error": f"killed after {timeout:.0f} s", "seconds": round(timeout, 1)}
+        return {
+            "model": model,
+            "status": "hang",
+            "error": f"killed after {timeout:.0f} s",
+            "seconds": round(timeout, 1),
+        }
     if out.exists():
         return json.loads(out.read_text())
-    tail = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()][-1:] or [f"exit {done.returncode}"]
-    return {"model": model, "status": "crash", "error": tail[0][:300], "seconds": round(time.perf_counter() - started, 1)}
+    tail = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()][-1:] or [
+        f"exit {done.returncode}"
+    ]
+    return {
+        "model": model,
+        "status": "crash",
+        "error": tail[0][:300],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def landed(row: dict) -> bool:
@@ -158,14 +194,21 @@ def relative_diff(row: dict) -> float:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | status | landed | px | points | MACs kept | params kept | s | what |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | status | landed | px | points | MACs kept | params kept | s | what |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        what = r.get("error", "") if r["status"] != "ok" else \
-            f"ONNX diff {r['onnx_max_abs_diff']:.1e} of logits up to {r.get('logit_scale', float('nan')):.1e} ({relative_diff(r):.0e})"
+        what = (
+            r.get("error", "")
+            if r["status"] != "ok"
+            else f"ONNX diff {r['onnx_max_abs_diff']:.1e} of logits up to {r.get('logit_scale', float('nan')):.1e} ({relative_diff(r):.0e})"
+        )
         mark = ("yes" if landed(r) else "no") if r["status"] == "ok" else ""
-        lines.append(f"| {r['model']} | {r['status']} | {mark} | {r.get('input_size', '')} | {r.get('points', '')} | "
-                     f"{r.get('macs_kept', '')} | {r.get('params_kept', '')} | {r['seconds']:.0f} | {what} |")
+        lines.append(
+            f"| {r['model']} | {r['status']} | {mark} | {r.get('input_size', '')} | {r.get('points', '')} | "
+            f"{r.get('macs_kept', '')} | {r.get('params_kept', '')} | {r['seconds']:.0f} | {what} |"
+        )
     return "\n".join(lines)
 
 
@@ -176,19 +219,23 @@ def summary(rows: list[dict], results: dict) -> str:
     seconds = sorted(r["seconds"] for r in rows) or [0.0]
     worst = f"{max(map(relative_diff, ok)):.0e}" if ok else "none exported"
     command = results.get("command", "python benchmarks/api_breadth.py")
-    return (f"`{command}` on {results['machine']}, {results['dataset']}, at most {results['timeout_s']:.0f} s a model: "
-            f"{len(rows)} models (one per timm family that is a CNN classifier, torchvision's CNNs, model_breadth.py's timm "
-            f"models) as instances through `prune_snr.measure` -> `prune(target=0.5, metric=\"macs\")` at default flags -> "
-            f"`export`. **{count['ok']} go through, {sum(map(landed, ok))} of them within the landing rule** (MACs kept "
-            f"0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
-            f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time limit. "
-            f"Largest ONNX difference relative to the logits: {worst}. Time per model: median "
-            f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s. {results.get('note', '')}\n\n")
+    return (
+        f"`{command}` on {results['machine']}, {results['dataset']}, at most {results['timeout_s']:.0f} s a model: "
+        f"{len(rows)} models (one per timm family that is a CNN classifier, torchvision's CNNs, model_breadth.py's timm "
+        f'models) as instances through `prune_snr.measure` -> `prune(target=0.5, metric="macs")` at default flags -> '
+        f"`export`. **{count['ok']} go through, {sum(map(landed, ok))} of them within the landing rule** (MACs kept "
+        f"0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
+        f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time limit. "
+        f"Largest ONNX difference relative to the logits: {worst}. Time per model: median "
+        f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s. {results.get('note', '')}\n\n"
+    )
 
 
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
-    parser.add_argument("--models", help="comma-separated library:name (default: every timm CNN family, every torchvision CNN)")
+    parser.add_argument(
+        "--models", help="comma-separated library:name (default: every timm CNN family, every torchvision CNN)"
+    )
     parser.add_argument("--timeout", type=float, default=420, help="seconds one model's process may take")
     parser.add_argument("--table-only", action="store_true", help="rewrite table.md from the rows, run nothing")
     parser.add_argument("--note", help="what the table's reader should know of the run (kept in the rows file)")
@@ -207,11 +254,22 @@ def main(argv=None) -> int:
             row = done[model] = run_one(model, args.timeout, Path(work))
         kept = [done[m] for m in models if m in done] + [r for m, r in done.items() if m not in models]
         command = "python benchmarks/api_breadth.py " + " ".join(argv or sys.argv[1:])
-        save_results(out, {"machine": machine_line(), "timeout_s": args.timeout, "dataset": "synthetic, 120 train / 60 test",
-                           # a run of a few --models adds rows to the whole list's run: its list and command stay
-                           "command": earlier.get("command", command) if args.models else command,
-                           "models": earlier.get("models") if args.models else models, "rows": kept})
-        print(f"[{i + 1}/{len(models)}] {model}: {row['status']} ({row['seconds']:.0f} s) {row.get('error', '')}", flush=True)
+        save_results(
+            out,
+            {
+                "machine": machine_line(),
+                "timeout_s": args.timeout,
+                "dataset": "synthetic, 120 train / 60 test",
+                # a run of a few --models adds rows to the whole list's run: its list and command stay
+                "command": earlier.get("command", command) if args.models else command,
+                "models": earlier.get("models") if args.models else models,
+                "rows": kept,
+            },
+        )
+        print(
+            f"[{i + 1}/{len(models)}] {model}: {row['status']} ({row['seconds']:.0f} s) {row.get('error', '')}",
+            flush=True,
+        )
     rows = [done[m] for m in models if m in done]
     results = load_results(out, {})
     if args.note is not None:

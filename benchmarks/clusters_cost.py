@@ -9,6 +9,7 @@ time and the peak, and the ratio blocks / components.
 
     python benchmarks/clusters_cost.py --labels 1000 --out benchmarks/results/clusters_cost.json
 """
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,20 @@ def one_run(clusters: str, labels: int, budget_gib: float) -> dict:
         t0 = time.perf_counter()
         layer_stats(mu, weight, memory_budget=int(budget_gib * 2**30), clusters=clusters)
         seconds += time.perf_counter() - t0
-    return {"clusters": clusters, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "clusters": clusters,
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
     parser = script_parser(__doc__)
     parser.add_argument("--labels", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--memory-budget", type=float, default=2.0, help="GiB phase 3 may hold (the chunk size follows)")
+    parser.add_argument(
+        "--memory-budget", type=float, default=2.0, help="GiB phase 3 may hold (the chunk size follows)"
+    )
     parser.add_argument("--one", help=argparse_hidden())
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -58,22 +65,38 @@ def main() -> None:
     rows = []
     for _ in range(args.repeats):
         for clusters in ("components", "blocks"):
-            cmd = [sys.executable, __file__, "--one", clusters, "--labels", str(args.labels),
-                   "--memory-budget", str(args.memory_budget), "--out", args.out]
-            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                clusters,
+                "--labels",
+                str(args.labels),
+                "--memory-budget",
+                str(args.memory_budget),
+                "--out",
+                args.out,
+            ]
+            rows.append(
+                json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            )
             print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for clusters in ("components", "blocks"):
         mine = [r for r in rows if r["clusters"] == clusters]
-        summary[clusters] = {"seconds_median": statistics.median(r["seconds"] for r in mine),
-                             "peak_rss_mb": max(r["peak_rss_mb"] for r in mine)}
+        summary[clusters] = {
+            "seconds_median": statistics.median(r["seconds"] for r in mine),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
+        }
     ratio = {key: summary["blocks"][key] / summary["components"][key] for key in ("seconds_median", "peak_rss_mb")}
     print(f"{'clusters':<12}{'phase 3 s (median)':>20}{'peak RSS MB':>14}")
     for clusters, s in summary.items():
         print(f"{clusters:<12}{s['seconds_median']:>20.1f}{s['peak_rss_mb']:>14.0f}")
     print(f"blocks / components: time {ratio['seconds_median']:.2f}x, peak memory {ratio['peak_rss_mb']:.2f}x")
     command = f"python benchmarks/clusters_cost.py --labels {args.labels} --repeats {args.repeats} --memory-budget {args.memory_budget}"
-    save_results(args.out, {"machine": machine_line(), "command": command, "rows": rows, "summary": summary, "ratio": ratio})
+    save_results(
+        args.out, {"machine": machine_line(), "command": command, "rows": rows, "summary": summary, "ratio": ratio}
+    )
 
 
 def argparse_hidden() -> str:

@@ -11,6 +11,7 @@ the optimum's *validation* figures show where more fitting stops paying (wide po
     python benchmarks/head_convergence.py runs/demo/model.pt --points features.conv1,features.conv8,features.conv13 \\
         --json benchmarks/results/fmnist_vgg16_w025/head_convergence.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,15 @@ def optimum(x: torch.Tensor, y: torch.Tensor, num_classes: int, iters: int) -> t
     xs = (x - mean) / std
     w = torch.zeros(num_classes, x.shape[1], requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1,
+        max_iter=iters,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+    )
 
     def closure():
         opt.zero_grad()
@@ -64,7 +72,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--dataset")
-    parser.add_argument("--points", default="all", help="points to compare (comma-separated; heads train on all of the cache's)")
+    parser.add_argument(
+        "--points", default="all", help="points to compare (comma-separated; heads train on all of the cache's)"
+    )
     parser.add_argument("--setting", action="append", default=[], help="EPOCHS:LR, a further setting (repeatable)")
     parser.add_argument("--lbfgs-iters", type=int, default=300)
     parser.add_argument("--json")
@@ -81,14 +91,20 @@ def main(argv=None) -> int:
     num_classes = m.meta["num_classes"]
     rest, val = (np.sort(r) for r in validation_split(y_all.numpy(), val_fraction))
     features = {n: np.load(folder / f"{i}.npy", mmap_mode="r") for i, n in enumerate(names)}
-    settings = {"30 fixed epochs, lr 1e-3": dict(epochs=30, lr=1e-3, patience=0),
-                f"default: cap {choices.HEAD_EPOCHS} epochs, lr {choices.HEAD_LR:g}, early stopping":
-                    dict(epochs=choices.HEAD_EPOCHS, lr=choices.HEAD_LR, patience=choices.HEAD_PATIENCE,
-                        min_epochs=choices.HEAD_MIN_EPOCHS)}
+    settings = {
+        "30 fixed epochs, lr 1e-3": dict(epochs=30, lr=1e-3, patience=0),
+        f"default: cap {choices.HEAD_EPOCHS} epochs, lr {choices.HEAD_LR:g}, early stopping": dict(
+            epochs=choices.HEAD_EPOCHS,
+            lr=choices.HEAD_LR,
+            patience=choices.HEAD_PATIENCE,
+            min_epochs=choices.HEAD_MIN_EPOCHS,
+        ),
+    }
     for s in args.setting:
         epochs, lr = s.split(":")
-        settings[f"cap {epochs} epochs, lr {lr}, early stopping"] = dict(epochs=int(epochs), lr=float(lr), patience=choices.HEAD_PATIENCE,
-                                                                         min_epochs=choices.HEAD_MIN_EPOCHS)
+        settings[f"cap {epochs} epochs, lr {lr}, early stopping"] = dict(
+            epochs=int(epochs), lr=float(lr), patience=choices.HEAD_PATIENCE, min_epochs=choices.HEAD_MIN_EPOCHS
+        )
     train_rows, val_rows = Rows(features, rest, y_all[rest]), Rows(features, val, y_all[val])
     heads, seconds = {}, {}
     for name, s in settings.items():
@@ -96,7 +112,9 @@ def main(argv=None) -> int:
         heads[name] = train_heads(train_rows, {"val": val_rows}, num_classes=num_classes, **s)
         seconds[name] = time.perf_counter() - t0
     rows = []
-    print(f"{args.checkpoint} on {dataset}: {len(rest)} training rows, {len(val)} validation rows; {torch.get_num_threads()} threads")
+    print(
+        f"{args.checkpoint} on {dataset}: {len(rest)} training rows, {len(val)} validation rows; {torch.get_num_threads()} threads"
+    )
     print("| point | features | setting | train loss | val loss | val acc | epochs |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in names if args.points == "all" else args.points.split(","):
@@ -111,13 +129,30 @@ def main(argv=None) -> int:
         for name, (weight, bias, epochs) in fits.items():
             train_loss, _ = figures(x, y, weight, bias)
             val_loss, val_acc = figures(xv, yv, weight, bias)
-            row["fits"][name] = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "epochs_used": epochs}
-            print(f"| {n} | {x.shape[1]} | {name} | {train_loss:.4f} | {val_loss:.4f} | {val_acc:.4f} | {epochs or '-'} |", flush=True)
+            row["fits"][name] = {
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "epochs_used": epochs,
+            }
+            print(
+                f"| {n} | {x.shape[1]} | {name} | {train_loss:.4f} | {val_loss:.4f} | {val_acc:.4f} | {epochs or '-'} |",
+                flush=True,
+            )
         rows.append(row)
     print("heads seconds (all points): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     if args.json:
-        atomic_save_json(Path(args.json), {"checkpoint": str(args.checkpoint), "dataset": dataset, "threads": torch.get_num_threads(),
-                                           "lbfgs_iters": args.lbfgs_iters, "heads_s": seconds, "rows": rows})
+        atomic_save_json(
+            Path(args.json),
+            {
+                "checkpoint": str(args.checkpoint),
+                "dataset": dataset,
+                "threads": torch.get_num_threads(),
+                "lbfgs_iters": args.lbfgs_iters,
+                "heads_s": seconds,
+                "rows": rows,
+            },
+        )
     return 0
 
 

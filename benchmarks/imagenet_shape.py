@@ -15,6 +15,7 @@ Per phase it prints wall time, peak RSS of that child (``wait4``'s ``ru_maxrss``
     OMP_NUM_THREADS=1 python benchmarks/imagenet_shape.py --out runs/in_small --classes 100 --train-per-class 4 \\
         --test-per-class 2 --size 112
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,7 +86,10 @@ def run_child(argv: list[str], log: Path, env: dict | None = None) -> dict:
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        sys.exit(f"{' '.join(map(str, argv[:4]))} ... failed (exit {code}); see {log}:\n" + "".join(log.read_text().splitlines(True)[-15:]))
+        sys.exit(
+            f"{' '.join(map(str, argv[:4]))} ... failed (exit {code}); see {log}:\n"
+            + "".join(log.read_text().splitlines(True)[-15:])
+        )
     return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -127,14 +131,19 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--head-epochs", type=int, default=None)
-    ap.add_argument("--memory-budget", type=float, default=None, help="GiB for measure (default: its own, a quarter of the RAM).")
+    ap.add_argument(
+        "--memory-budget", type=float, default=None, help="GiB for measure (default: its own, a quarter of the RAM)."
+    )
     ap.add_argument("--repeats", type=int, default=3, help="export latency repeats.")
     args = ap.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = load_results(results_path, {})
-    setting = {k: getattr(args, k) for k in ("classes", "train_per_class", "test_per_class", "size", "format", "pool", "batch_size")}
+    setting = {
+        k: getattr(args, k)
+        for k in ("classes", "train_per_class", "test_per_class", "size", "format", "pool", "batch_size")
+    }
     if results.get("setting", setting) != setting:
         sys.exit(f"{out} holds a run of another setting {results['setting']}; choose another --out")
     results["setting"] = setting
@@ -155,8 +164,13 @@ def main() -> int:
     def gen():
         t0 = time.perf_counter()
         shutil.rmtree(data, ignore_errors=True)
-        generate(data, classes=args.classes, per_split={"train": args.train_per_class, "val": args.test_per_class}, size=args.size,
-                 fmt=args.format)
+        generate(
+            data,
+            classes=args.classes,
+            per_split={"train": args.train_per_class, "val": args.test_per_class},
+            size=args.size,
+            fmt=args.format,
+        )
         return {"wall_s": time.perf_counter() - t0, "disk_bytes": folder_bytes(data)}
 
     phase("generate", gen)
@@ -173,54 +187,145 @@ def main() -> int:
         def import_():
             rec = run_child([sys.executable, "-c", WEIGHTS, arch, str(args.classes), str(weights)], d / "weights.log")
             shutil.rmtree(d / "model", ignore_errors=True)
-            imp = run_child(cli + ["import", arch, "--num-classes", str(args.classes), "--weights", str(weights), "--input-size",
-                                   str(args.size), "--dataset", dataset, "--device", "cpu", "--out", str(d / "model")], d / "import.log")
+            imp = run_child(
+                cli
+                + [
+                    "import",
+                    arch,
+                    "--num-classes",
+                    str(args.classes),
+                    "--weights",
+                    str(weights),
+                    "--input-size",
+                    str(args.size),
+                    "--dataset",
+                    dataset,
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(d / "model"),
+                ],
+                d / "import.log",
+            )
             metrics = json.loads((d / "model" / "metrics.json").read_text())
-            return {**imp, "weights_s": rec["wall_s"], "weights_bytes": weights.stat().st_size, "macs": metrics["macs"],
-                    "params": metrics["params"]}
+            return {
+                **imp,
+                "weights_s": rec["wall_s"],
+                "weights_bytes": weights.stat().st_size,
+                "macs": metrics["macs"],
+                "params": metrics["params"],
+            }
 
         imp = phase(f"{name}/import", import_)
 
         def inference():
-            rec = run_child([sys.executable, "-c", INFERENCE, str(d / "model" / "model.pt"), dataset, str(args.batch_size),
-                             str(d / "inference.json")], d / "inference.log")
+            rec = run_child(
+                [
+                    sys.executable,
+                    "-c",
+                    INFERENCE,
+                    str(d / "model" / "model.pt"),
+                    dataset,
+                    str(args.batch_size),
+                    str(d / "inference.json"),
+                ],
+                d / "inference.log",
+            )
             return {**rec, **json.loads((d / "inference.json").read_text())}
 
         inf = phase(f"{name}/inference_pass", inference)
 
         def measure():
             shutil.rmtree(d / "measurement", ignore_errors=True)
-            argv = cli + ["measure", str(d / "model" / "model.pt"), "--points", "all", *extra, "--pool", str(args.pool),
-                          "--labels", ",".join(map(str, labels)), "--batch-size", str(args.batch_size), "--device", "cpu", "--no-plots",
-                          "--memory-budget", f"{budget:.3f}", "--out", str(d / "measurement")]
+            argv = cli + [
+                "measure",
+                str(d / "model" / "model.pt"),
+                "--points",
+                "all",
+                *extra,
+                "--pool",
+                str(args.pool),
+                "--labels",
+                ",".join(map(str, labels)),
+                "--batch-size",
+                str(args.batch_size),
+                "--device",
+                "cpu",
+                "--no-plots",
+                "--memory-budget",
+                f"{budget:.3f}",
+                "--out",
+                str(d / "measurement"),
+            ]
             if args.head_epochs:
                 argv += ["--head-epochs", str(args.head_epochs)]
             rec = run_child(argv, d / "measure.log", env={"PRUNE_SNR_CACHE": str(out / "cache")})
             meas = json.loads((d / "measurement" / "measurement.json").read_text())
             cache = Path(meas["feature_cache"])
-            shutil.rmtree(cache, ignore_errors=True)  # measured, reported, removed: the next model's cache needs the disk
-            return {**rec, "timings": meas["timings"], "feature_cache_bytes": meas["feature_cache_bytes"],
-                    "feature_rows": meas["feature_rows"], "split_sizes": meas["split_sizes"], "points": len(meas["points"]),
-                    "max_head_epochs_used": max(p["head_epochs_used"] for p in meas["points"]),
-                    "fields_npz_bytes": (d / "measurement" / "fields.npz").stat().st_size,
-                    "bytes_per_row": meas["feature_cache_projected_bytes"] / sum(meas["feature_rows"].values())}
+            shutil.rmtree(
+                cache, ignore_errors=True
+            )  # measured, reported, removed: the next model's cache needs the disk
+            return {
+                **rec,
+                "timings": meas["timings"],
+                "feature_cache_bytes": meas["feature_cache_bytes"],
+                "feature_rows": meas["feature_rows"],
+                "split_sizes": meas["split_sizes"],
+                "points": len(meas["points"]),
+                "max_head_epochs_used": max(p["head_epochs_used"] for p in meas["points"]),
+                "fields_npz_bytes": (d / "measurement" / "fields.npz").stat().st_size,
+                "bytes_per_row": meas["feature_cache_projected_bytes"] / sum(meas["feature_rows"].values()),
+            }
 
         meas = phase(f"{name}/measure", measure)
 
         def prune():
             shutil.rmtree(d / "pruned", ignore_errors=True)
-            rec = run_child(cli + ["prune", str(d / "model" / "model.pt"), "--measurement", str(d / "measurement"), "--target", "0.5",
-                                   "--metric", "macs", "--finetune-epochs", "0", "--batch-size", str(args.batch_size), "--device", "cpu",
-                                   "--out", str(d / "pruned")], d / "prune.log", env={"PRUNE_SNR_CACHE": str(out / "cache")})
+            rec = run_child(
+                cli
+                + [
+                    "prune",
+                    str(d / "model" / "model.pt"),
+                    "--measurement",
+                    str(d / "measurement"),
+                    "--target",
+                    "0.5",
+                    "--metric",
+                    "macs",
+                    "--finetune-epochs",
+                    "0",
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(d / "pruned"),
+                ],
+                d / "prune.log",
+                env={"PRUNE_SNR_CACHE": str(out / "cache")},
+            )
             report = json.loads((d / "pruned" / "report.json").read_text())
-            return {**rec, "macs": [report["before"]["macs"], report["after"]["macs"]],
-                    "accuracy": [report["before"].get("accuracy"), report["after"].get("accuracy")]}
+            return {
+                **rec,
+                "macs": [report["before"]["macs"], report["after"]["macs"]],
+                "accuracy": [report["before"].get("accuracy"), report["after"].get("accuracy")],
+            }
 
         phase(f"{name}/prune", prune)
 
         def export():
-            rec = run_child(cli + ["export", str(d / "pruned" / "pruned.pt"), "--out", str(d / "pruned" / "model.onnx"), "--repeats",
-                                   str(args.repeats)], d / "export.log")
+            rec = run_child(
+                cli
+                + [
+                    "export",
+                    str(d / "pruned" / "pruned.pt"),
+                    "--out",
+                    str(d / "pruned" / "model.onnx"),
+                    "--repeats",
+                    str(args.repeats),
+                ],
+                d / "export.log",
+            )
             return {**rec, "onnx_bytes": (d / "pruned" / "model.onnx").stat().st_size}
 
         phase(f"{name}/export", export)
@@ -246,18 +351,30 @@ def derive(imp: dict, inf: dict, meas: dict) -> dict:
     heads_h100 = max(t["heads_s"] / train_rows * n_train / ratio, meas["max_head_epochs_used"] * cache_full / DISK_BPS)
     rest_h100 = rest_s / ratio + cache_full / DISK_BPS  # one read of the cache for the class means
     # in-process times on both sides (the child's interpreter and imports are not the measurement's work)
-    return {"measure_over_inference_pass": t["total_s"] / inf["pass_s"], "features_over_inference_pass": feature_s / inf["pass_s"],
-            "flops_here": flops_here, "cpu_to_h100_ratio": ratio, "decode_img_s": decode_img_s,
-            "imagenet_cache_bytes": cache_full, "imagenet_cache_bytes_train_per_class_100": meas["bytes_per_row"] * (100_000 + 50_000),
-            "h100_estimate_s": {"features": features_h100, "heads": heads_h100, "fields_and_sweep": rest_h100,
-                                "plain_inference_pass": max(n_all * inf["compute_img_s"] / ratio, n_all * decode_img_s / LOADER_WORKERS)}}
+    return {
+        "measure_over_inference_pass": t["total_s"] / inf["pass_s"],
+        "features_over_inference_pass": feature_s / inf["pass_s"],
+        "flops_here": flops_here,
+        "cpu_to_h100_ratio": ratio,
+        "decode_img_s": decode_img_s,
+        "imagenet_cache_bytes": cache_full,
+        "imagenet_cache_bytes_train_per_class_100": meas["bytes_per_row"] * (100_000 + 50_000),
+        "h100_estimate_s": {
+            "features": features_h100,
+            "heads": heads_h100,
+            "fields_and_sweep": rest_h100,
+            "plain_inference_pass": max(n_all * inf["compute_img_s"] / ratio, n_all * decode_img_s / LOADER_WORKERS),
+        },
+    }
 
 
 def print_tables(results: dict, budget: float) -> None:
     s, ph = results["setting"], results["phases"]
-    print(f"\nsetting: {s['classes']} classes x ({s['train_per_class']} train + {s['test_per_class']} val) images of {s['size']} px "
-          f"({s['format']}), pool {s['pool']}, batch {s['batch_size']}, {results['threads']} thread(s); memory budget {budget:.1f} GiB; "
-          f"dataset {ph['generate']['disk_bytes'] / 1e6:.1f} MB, generated in {ph['generate']['wall_s']:.1f} s")
+    print(
+        f"\nsetting: {s['classes']} classes x ({s['train_per_class']} train + {s['test_per_class']} val) images of {s['size']} px "
+        f"({s['format']}), pool {s['pool']}, batch {s['batch_size']}, {results['threads']} thread(s); memory budget {budget:.1f} GiB; "
+        f"dataset {ph['generate']['disk_bytes'] / 1e6:.1f} MB, generated in {ph['generate']['wall_s']:.1f} s"
+    )
     print(f"{'model':16} {'phase':15} {'wall s':>8} {'peak RSS MB':>12} {'of budget':>9}  disk / notes")
     for key, rec in ph.items():
         if key == "generate":
@@ -267,33 +384,45 @@ def print_tables(results: dict, budget: float) -> None:
         if name == "import":
             note = f"weights {rec['weights_bytes'] / 1e6:.0f} MB; {rec['params']:,} params, {rec['macs'] / 1e9:.2f} GMACs/img"
         elif name == "inference_pass":
-            note = f"{rec['images']} images in {rec['pass_s']:.1f} s ({rec['pass_s'] / rec['images'] * 1e3:.0f} ms/img; forward only " \
-                   f"{rec['compute_img_s'] * 1e3:.0f} ms/img)"
+            note = (
+                f"{rec['images']} images in {rec['pass_s']:.1f} s ({rec['pass_s'] / rec['images'] * 1e3:.0f} ms/img; forward only "
+                f"{rec['compute_img_s'] * 1e3:.0f} ms/img)"
+            )
         elif name == "measure":
             t = rec["timings"]
-            note = (f"feature cache {rec['feature_cache_bytes'] / 1e6:.1f} MB ({rec['bytes_per_row'] / 1e3:.1f} kB/img), fields.npz "
-                    f"{rec['fields_npz_bytes'] / 1e6:.1f} MB; {rec['points']} points; features "
-                        f"{t['features_train_s'] + t['features_test_s']:.1f} s, "
-                    f"heads {t['heads_s']:.1f} s, all heads+fields {t['heads_and_fields_s']:.1f} s, sweep "
-                    f"{sum(v for k, v in t.items() if k.startswith('sweep_') and not k.endswith('heads_s')):.1f} s")
+            note = (
+                f"feature cache {rec['feature_cache_bytes'] / 1e6:.1f} MB ({rec['bytes_per_row'] / 1e3:.1f} kB/img), fields.npz "
+                f"{rec['fields_npz_bytes'] / 1e6:.1f} MB; {rec['points']} points; features "
+                f"{t['features_train_s'] + t['features_test_s']:.1f} s, "
+                f"heads {t['heads_s']:.1f} s, all heads+fields {t['heads_and_fields_s']:.1f} s, sweep "
+                f"{sum(v for k, v in t.items() if k.startswith('sweep_') and not k.endswith('heads_s')):.1f} s"
+            )
         elif name == "prune":
             note = f"MACs {rec['macs'][0] / 1e9:.2f} -> {rec['macs'][1] / 1e9:.2f} G"
         elif name == "export":
             note = f"ONNX {rec['onnx_bytes'] / 1e6:.1f} MB"
-        print(f"{model:16} {name:15} {rec['wall_s']:8.1f} {rec['peak_rss_mb']:12.0f} {rec['peak_rss_mb'] / 1024 / budget:9.1%}  {note}")
+        print(
+            f"{model:16} {name:15} {rec['wall_s']:8.1f} {rec['peak_rss_mb']:12.0f} {rec['peak_rss_mb'] / 1024 / budget:9.1%}  {note}"
+        )
     for model, d in results.get("derived", {}).items():
         e = d["h100_estimate_s"]
-        print(f"\n{model}: measure / one plain inference pass = {d['measure_over_inference_pass']:.2f}x "
-              f"(its feature pass alone {d['features_over_inference_pass']:.2f}x)")
-        print(f"  ESTIMATE, ImageNet (1,281,167 + 50,000 images) measured on one H100: CPU->H100 ratio {d['cpu_to_h100_ratio']:.0f}x "
-              f"(forward {d['flops_here'] / 1e9:.1f} GFLOP/s here vs an assumed {H100_FLOPS / 1e12:.0f} TFLOP/s bf16 dense); JPEG decode "
-              f"{d['decode_img_s'] * 1e3:.1f} ms/img/core here, {LOADER_WORKERS} loader workers; cache read at {DISK_BPS / 1e9:.0f} GB/s")
-        print(f"  features {e['features'] / 60:.1f} min, heads {e['heads'] / 60:.1f} min, fields+sweep {e['fields_and_sweep'] / 60:.1f} "
+        print(
+            f"\n{model}: measure / one plain inference pass = {d['measure_over_inference_pass']:.2f}x "
+            f"(its feature pass alone {d['features_over_inference_pass']:.2f}x)"
+        )
+        print(
+            f"  ESTIMATE, ImageNet (1,281,167 + 50,000 images) measured on one H100: CPU->H100 ratio {d['cpu_to_h100_ratio']:.0f}x "
+            f"(forward {d['flops_here'] / 1e9:.1f} GFLOP/s here vs an assumed {H100_FLOPS / 1e12:.0f} TFLOP/s bf16 dense); JPEG decode "
+            f"{d['decode_img_s'] * 1e3:.1f} ms/img/core here, {LOADER_WORKERS} loader workers; cache read at {DISK_BPS / 1e9:.0f} GB/s"
+        )
+        print(
+            f"  features {e['features'] / 60:.1f} min, heads {e['heads'] / 60:.1f} min, fields+sweep {e['fields_and_sweep'] / 60:.1f} "
             f"min "
-              f"(total {(e['features'] + e['heads'] + e['fields_and_sweep']) / 60:.1f} min; one plain pass "
-                  f"{e['plain_inference_pass'] / 60:.1f} min); "
-              f"feature cache {d['imagenet_cache_bytes'] / 1e9:.0f} GB (with --train-per-class 100: "
-              f"{d['imagenet_cache_bytes_train_per_class_100'] / 1e9:.0f} GB)")
+            f"(total {(e['features'] + e['heads'] + e['fields_and_sweep']) / 60:.1f} min; one plain pass "
+            f"{e['plain_inference_pass'] / 60:.1f} min); "
+            f"feature cache {d['imagenet_cache_bytes'] / 1e9:.0f} GB (with --train-per-class 100: "
+            f"{d['imagenet_cache_bytes_train_per_class_100'] / 1e9:.0f} GB)"
+        )
 
 
 if __name__ == "__main__":

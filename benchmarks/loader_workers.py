@@ -6,6 +6,7 @@ per-point accuracies): loader workers only move where images are decoded.
 
     python benchmarks/loader_workers.py runs/demo/model.pt --workers 0,2 --rounds 2 --out benchmarks/results/loader_workers.json
 """
+
 from __future__ import annotations
 
 import os
@@ -34,24 +35,42 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for w in settings:
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = resolve(MeasureConfig, overrides={"workers": w, "device": args.device, "head_epochs": args.head_epochs})
+                cfg = resolve(
+                    MeasureConfig, overrides={"workers": w, "device": args.device, "head_epochs": args.head_epochs}
+                )
                 os.environ["PRUNE_SNR_CACHE"] = str(Path(tmp) / "cache")  # a fresh feature cache per measurement
                 m = measure_checkpoint(args.checkpoint, cfg, out=Path(tmp) / "m", plots=False)
                 t = m.meta["timings"]
-                rows.append({"round": r, "workers": w, "features_s": t["features_train_s"] + t["features_test_s"],
-                             "total_s": t["total_s"], "accuracies": [p["test_accuracy"] for p in m.points]})
-                print(f"round {r} --workers {w}: features {rows[-1]['features_s']:.1f} s, measurement {t['total_s']:.1f} s", flush=True)
+                rows.append(
+                    {
+                        "round": r,
+                        "workers": w,
+                        "features_s": t["features_train_s"] + t["features_test_s"],
+                        "total_s": t["total_s"],
+                        "accuracies": [p["test_accuracy"] for p in m.points],
+                    }
+                )
+                print(
+                    f"round {r} --workers {w}: features {rows[-1]['features_s']:.1f} s, measurement {t['total_s']:.1f} s",
+                    flush=True,
+                )
     ref = settings[0]
     ratios = {}
     for w in settings[1:]:
-        pairs = [(a, b) for a in rows for b in rows if a["round"] == b["round"] and a["workers"] == w and b["workers"] == ref]
+        pairs = [
+            (a, b) for a in rows for b in rows if a["round"] == b["round"] and a["workers"] == w and b["workers"] == ref
+        ]
         ratios[w] = {k: statistics.median(a[k] / b[k] for a, b in pairs) for k in ("features_s", "total_s")}
         ratios[w]["same_accuracies"] = all(a["accuracies"] == b["accuracies"] for a, b in pairs)
-        print(f"--workers {w} / --workers {ref}: feature pass {ratios[w]['features_s']:.2f}x, whole measurement "
-              f"{ratios[w]['total_s']:.2f}x, same accuracies: {ratios[w]['same_accuracies']}")
+        print(
+            f"--workers {w} / --workers {ref}: feature pass {ratios[w]['features_s']:.2f}x, whole measurement "
+            f"{ratios[w]['total_s']:.2f}x, same accuracies: {ratios[w]['same_accuracies']}"
+        )
     command = "python benchmarks/loader_workers.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    save_results(args.out, {"machine": machine_line(), "command": command, "rows": rows,
-                            "ratios": {str(k): v for k, v in ratios.items()}})
+    save_results(
+        args.out,
+        {"machine": machine_line(), "command": command, "rows": rows, "ratios": {str(k): v for k, v in ratios.items()}},
+    )
     return 0
 
 

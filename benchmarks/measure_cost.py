@@ -8,6 +8,7 @@ spread between them is the figure's own noise.
 
     python benchmarks/measure_cost.py runs/demo/model.pt --labels 3,5,10 --out benchmarks/results/fmnist_vgg16_w025/measure_cost.json
 """
+
 from __future__ import annotations
 
 import sys
@@ -52,7 +53,10 @@ def main(argv=None) -> int:
     from prune_snr.measure import measure
 
     payload = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
-    dataset, val_fraction = payload["config"]["train"]["dataset"], payload["config"]["train"].get("val_fraction") or None
+    dataset, val_fraction = (
+        payload["config"]["train"]["dataset"],
+        payload["config"]["train"].get("val_fraction") or None,
+    )
     model = prune_snr.load(args.checkpoint).eval()
     size = model.spec.get("input_size")
     before = plain_pass(model, dataset, size)
@@ -63,14 +67,20 @@ def main(argv=None) -> int:
             m = measure(model, dataset, label_sweep=sweep, val_fraction=val_fraction, device="cpu", cache_dir=cache)
             timed[name] = {"seconds": time.perf_counter() - started, "timings": m.meta["timings"]}
     after = plain_pass(model, dataset, size)
-    result = {"command": "python benchmarks/measure_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine_line(), "plain_before_s": before, "plain_after_s": after,
-              **{name: {**t, "plain_passes": ratios(t["seconds"], before, after)} for name, t in timed.items()}}
+    result = {
+        "command": "python benchmarks/measure_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_line(),
+        "plain_before_s": before,
+        "plain_after_s": after,
+        **{name: {**t, "plain_passes": ratios(t["seconds"], before, after)} for name, t in timed.items()},
+    }
     print(f"plain pass {before:.1f} s before, {after:.1f} s after")
     for name, t in timed.items():
         r = result[name]["plain_passes"]
-        print(f"{name}: {t['seconds']:.1f} s = {r['before']:.2f}x (the pass before), {r['mean']:.2f}x (their mean), "
-              f"{r['after']:.2f}x (the pass after)")
+        print(
+            f"{name}: {t['seconds']:.1f} s = {r['before']:.2f}x (the pass before), {r['mean']:.2f}x (their mean), "
+            f"{r['after']:.2f}x (the pass after)"
+        )
     save_results(args.out, result)
     return 0
 

@@ -10,6 +10,7 @@ grow linearly with the rows.
     python benchmarks/measure_scale.py runs/fm/model.pt --points features.conv13 --rows 60000,250000,1000000 \\
         --out benchmarks/results/fmnist_vgg16_w025/measure_scale.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,16 +52,26 @@ def worker(folder: Path, points: list[str], budget_gib: float, epochs: int, batc
     train = Rows(features, rest, torch.from_numpy(targets[rest]))
     held = Rows(features, val, torch.from_numpy(targets[val]))
     t0 = time.perf_counter()
-    heads = train_heads(train, {"val": held}, num_classes=num_classes, epochs=epochs, batch_size=batch_size,
-                        memory_budget=int(budget_gib * 2**30))
+    heads = train_heads(
+        train,
+        {"val": held},
+        num_classes=num_classes,
+        epochs=epochs,
+        batch_size=batch_size,
+        memory_budget=int(budget_gib * 2**30),
+    )
     t_heads = time.perf_counter() - t0
     t0 = time.perf_counter()
     for p in points:
         field_matrices(class_means(features[p], held.index, held.targets, num_classes), heads[p].weight)
     t_fields = time.perf_counter() - t0
-    return {"rows": len(targets), "heads_s": t_heads, "fields_s": t_fields,
-            "val_accuracy": {p: h.accuracies["val"] for p, h in heads.items()},
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "rows": len(targets),
+        "heads_s": t_heads,
+        "fields_s": t_fields,
+        "val_accuracy": {p: h.accuracies["val"] for p, h in heads.items()},
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -82,7 +93,7 @@ def tile_cache(source: Path, target: Path, n_points: int, rows: int) -> None:
         dst = np.lib.format.open_memmap(target / f"{i}.npy", mode="w+", dtype=src.dtype, shape=(rows, *src.shape[1:]))
         for start in range(0, rows, len(src)):
             n = min(len(src), rows - start)
-            dst[start:start + n] = src[:n]
+            dst[start : start + n] = src[:n]
         dst.flush()
         del dst
 
@@ -125,32 +136,62 @@ def main(argv=None) -> int:
             if folder is not real:
                 tile_cache(real, folder, len(points), rows)
             read_s = sequential_read_seconds(folder)
-            out = subprocess.run([sys.executable, __file__, "--worker", str(folder), "--points", args.points, "--memory-budget",
-                                  str(args.memory_budget), "--head-epochs", str(args.head_epochs), "--batch-size", str(args.batch_size)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    str(folder),
+                    "--points",
+                    args.points,
+                    "--memory-budget",
+                    str(args.memory_budget),
+                    "--head-epochs",
+                    str(args.head_epochs),
+                    "--batch-size",
+                    str(args.batch_size),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             r["cache_bytes"] = sum(p.stat().st_size for p in folder.glob("*.npy"))
             r["sequential_read_s"] = read_s
             r["heads_over_read"] = r["heads_s"] / (read_s * args.head_epochs)
             r["us_per_row_per_epoch"] = 1e6 * r["heads_s"] / (rows * args.head_epochs)
             results.append(r)
-            print(f"{rows:>9,} rows ({r['cache_bytes'] / 2**30:.2f} GiB cache): peak RSS {r['peak_rss_mb']:.0f} MB, heads "
+            print(
+                f"{rows:>9,} rows ({r['cache_bytes'] / 2**30:.2f} GiB cache): peak RSS {r['peak_rss_mb']:.0f} MB, heads "
                 f"{r['heads_s']:.1f} s "
-                  f"({r['us_per_row_per_epoch']:.2f} µs/row/epoch), fields {r['fields_s']:.1f} s, one sequential read "
-                  f"{read_s:.2f} s, heads ÷ (epochs × read) {r['heads_over_read']:.1f}", flush=True)
+                f"({r['us_per_row_per_epoch']:.2f} µs/row/epoch), fields {r['fields_s']:.1f} s, one sequential read "
+                f"{read_s:.2f} s, heads ÷ (epochs × read) {r['heads_over_read']:.1f}",
+                flush=True,
+            )
             if folder is not real:
                 for p in folder.glob("*"):
                     p.unlink()
     rss = [r["peak_rss_mb"] for r in results]
     flat = max(rss) / min(rss)
-    print(f"peak RSS max/min over sizes: {flat:.2f} ({'flat within 20 %' if flat <= 1.2 else 'NOT flat within 20 %'}); "
-          f"points {points}, memory budget {args.memory_budget} GiB, {args.head_epochs} head epochs")
+    print(
+        f"peak RSS max/min over sizes: {flat:.2f} ({'flat within 20 %' if flat <= 1.2 else 'NOT flat within 20 %'}); "
+        f"points {points}, memory budget {args.memory_budget} GiB, {args.head_epochs} head epochs"
+    )
     if args.out:
         from prune_snr.atomic import atomic_save_json
 
-        atomic_save_json(args.out, {"checkpoint": args.checkpoint, "points": points, "memory_budget_gib": args.memory_budget,
-                                    "head_epochs": args.head_epochs, "rows": results, "rss_max_over_min": flat,
-                                    "note": "caches beyond the real rows repeat them; reads may come from the page cache"})
+        atomic_save_json(
+            args.out,
+            {
+                "checkpoint": args.checkpoint,
+                "points": points,
+                "memory_budget_gib": args.memory_budget,
+                "head_epochs": args.head_epochs,
+                "rows": results,
+                "rss_max_over_min": flat,
+                "note": "caches beyond the real rows repeat them; reads may come from the page cache",
+            },
+        )
     return 0
 
 

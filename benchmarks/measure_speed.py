@@ -18,6 +18,7 @@ fixed epochs (patience 0) from the same feature cache.
     python benchmarks/measure_speed.py vgg16_full.pt --dataset synthetic:100 --stages --points all --head-epochs 10 --head-dtypes
     float32,bfloat16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,7 +78,10 @@ def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, s
         opt = torch.optim.Adam([w, b], lr=lr)
         # train_heads' mini-batches: one seeded shuffle cut into ceil(n / batch_size) batches, visited in a new order each epoch
         shuffle = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
-        batches = [shuffle[part].tolist() for part in torch.arange(len(train_set)).tensor_split(-(-len(train_set) // batch_size))]
+        batches = [
+            shuffle[part].tolist()
+            for part in torch.arange(len(train_set)).tensor_split(-(-len(train_set) // batch_size))
+        ]
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(batches))
         g = torch.Generator().manual_seed(seed)
         for _ in range(epochs):  # the backbone runs again every head epoch
@@ -90,8 +94,10 @@ def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, s
                 sched.step()
         with torch.no_grad():
             w_raw, b_raw = w / std, b - (w / std) @ mean
-            correct = sum((torch.addmm(b_raw, x, w_raw.t()).argmax(1) == y).sum().item() for x, y in pooled(model, test_loader, point,
-                pool))
+            correct = sum(
+                (torch.addmm(b_raw, x, w_raw.t()).argmax(1) == y).sum().item()
+                for x, y in pooled(model, test_loader, point, pool)
+            )
             C = w_raw.shape[1] // (pool * pool)
             w3 = w_raw.view(num_classes, C, pool * pool)
             fields = []
@@ -127,7 +133,7 @@ def interleaved(model, datasets, points: list[str], pool: int, parts: int = 8) -
         for d, ds in enumerate(datasets):
             for i, index in enumerate(torch.arange(len(ds)).tensor_split(parts)):
                 part, folder = Subset(ds, index.tolist()), Path(tmp) / f"{d}_{i}"
-                for run in ((0, 1) if i % 2 == 0 else (1, 0)):
+                for run in (0, 1) if i % 2 == 0 else (1, 0):
                     t0 = time.perf_counter()
                     if run == 0:
                         plain_pass(model, (part,), 256)
@@ -150,31 +156,65 @@ def stages(model, train_set, test_set, args) -> dict:
     with tempfile.TemporaryDirectory() as cache:
         dtypes = args.head_dtypes.split(",")
         # the first run fills the cache: its features are the cold pass; every other run reads them
-        settings = [(args.head_patience, dtypes[0])] + [(0, dtypes[0])] * (args.head_patience > 0) + [(args.head_patience,
-            d) for d in dtypes[1:]]
+        settings = (
+            [(args.head_patience, dtypes[0])]
+            + [(0, dtypes[0])] * (args.head_patience > 0)
+            + [(args.head_patience, d) for d in dtypes[1:]]
+        )
         for run_index, (patience, dtype) in enumerate(settings):
-            m = measure(model, (train_set, test_set), points=args.points, pool=args.pool, head_epochs=args.head_epochs,
-                        head_lr=args.head_lr, head_patience=patience, head_min_epochs=args.head_min_epochs, label_sweep=labels,
-                        seed=args.seed,
-                        device="cpu", cache_dir=cache, head_dtype=dtype)
+            m = measure(
+                model,
+                (train_set, test_set),
+                points=args.points,
+                pool=args.pool,
+                head_epochs=args.head_epochs,
+                head_lr=args.head_lr,
+                head_patience=patience,
+                head_min_epochs=args.head_min_epochs,
+                label_sweep=labels,
+                seed=args.seed,
+                device="cpu",
+                cache_dir=cache,
+                head_dtype=dtype,
+            )
             t = m.meta["timings"]
             used = [p["head_epochs_used"] for p in m.points]
-            rows = [("features (train+test)", t["features_train_s"] + t["features_test_s"], ""),
-                    ("heads", t["heads_s"], f"epochs used {min(used)}..{max(used)} of {args.head_epochs}"),
-                    ("fields", t["heads_and_fields_s"] - t["heads_s"], "")]
+            rows = [
+                ("features (train+test)", t["features_train_s"] + t["features_test_s"], ""),
+                ("heads", t["heads_s"], f"epochs used {min(used)}..{max(used)} of {args.head_epochs}"),
+                ("fields", t["heads_and_fields_s"] - t["heads_s"], ""),
+            ]
             for run in m.label_sweep:
                 K, u = run["labels"], [p["head_epochs_used"] for p in run["points"]]
-                rows.append((f"sweep K={K} (heads+fields)", t[f"sweep_{K}_s"],
-                             f"heads {t[f'sweep_{K}_heads_s']:.1f} s, epochs used {min(u)}..{max(u)}"))
+                rows.append(
+                    (
+                        f"sweep K={K} (heads+fields)",
+                        t[f"sweep_{K}_s"],
+                        f"heads {t[f'sweep_{K}_heads_s']:.1f} s, epochs used {min(u)}..{max(u)}",
+                    )
+                )
             if run_index == 0:
                 cold_features = t["features_train_s"] + t["features_test_s"]
             rows.append(("measure total", t["total_s"], "(features cached)" if run_index else ""))
-            rows.append(("features (cold) + heads + fields", cold_features + t["heads_and_fields_s"], "the default measurement, no sweep"))
-            runs.append((f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:", rows))
-            figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {"timings": t,
+            rows.append(
+                (
+                    "features (cold) + heads + fields",
+                    cold_features + t["heads_and_fields_s"],
+                    "the default measurement, no sweep",
+                )
+            )
+            runs.append(
+                (
+                    f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:",
+                    rows,
+                )
+            )
+            figures[f"patience_{patience}" + ("" if dtype == dtypes[0] else f"_{dtype}")] = {
+                "timings": t,
                 "val_accuracy": {p["name"]: p["val_accuracy"] for p in m.points},
-                                               "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
-                                               "epochs_used": {p["name"]: p["head_epochs_used"] for p in m.points}}
+                "test_accuracy": {p["name"]: p["test_accuracy"] for p in m.points},
+                "epochs_used": {p["name"]: p["head_epochs_used"] for p in m.points},
+            }
         after = plain_pass(model, (train_set, test_set), 256)
     plain = (before + after) / 2
     figures.update(plain_s=plain, plain_before_s=before, plain_after_s=after)
@@ -187,8 +227,10 @@ def stages(model, train_set, test_set, args) -> dict:
     plain_parts, feature_parts = interleaved(model, (train_set, test_set), names, args.pool, parts)
     overhead = feature_parts / plain_parts
     figures.update(interleaved_plain_s=plain_parts, interleaved_features_s=feature_parts)
-    print(f"feature pass vs plain pass, interleaved over {parts} parts of each split: {feature_parts:.1f} s vs {plain_parts:.1f} s "
-          f"= {overhead:.2f}x")
+    print(
+        f"feature pass vs plain pass, interleaved over {parts} parts of each split: {feature_parts:.1f} s vs {plain_parts:.1f} s "
+        f"= {overhead:.2f}x"
+    )
     for key in figures:
         if key.startswith("patience_"):
             t = figures[key]["timings"]
@@ -198,13 +240,17 @@ def stages(model, train_set, test_set, args) -> dict:
     a, b = figures[f"patience_{args.head_patience}"], figures["patience_0"]
     if args.head_patience > 0:
         diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
-        print(f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
-              f"{100 * diff:.2f} points")
+        print(
+            f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
+            f"{100 * diff:.2f} points"
+        )
     for dtype in dtypes[1:]:
         c = figures[f"patience_{args.head_patience}_{dtype}"]
         for split in ("val", "test"):
             d = max(abs(a[f"{split}_accuracy"][n] - c[f"{split}_accuracy"][n]) for n in a[f"{split}_accuracy"])
-            print(f"max |{split} accuracy ({dtype} heads) - {split} accuracy ({dtypes[0]} heads)| over points: {100 * d:.2f} points")
+            print(
+                f"max |{split} accuracy ({dtype} heads) - {split} accuracy ({dtypes[0]} heads)| over points: {100 * d:.2f} points"
+            )
     return figures
 
 
@@ -221,25 +267,36 @@ def main(argv=None):
     parser.add_argument("--pool", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--stages", action="store_true", help="stage costs as multiples of a plain pass instead of naive vs fast")
+    parser.add_argument(
+        "--stages", action="store_true", help="stage costs as multiples of a plain pass instead of naive vs fast"
+    )
     parser.add_argument("--labels", help="with --stages: label sweep, e.g. 3,5,10")
     parser.add_argument("--head-patience", type=int, default=3)
-    parser.add_argument("--head-dtypes", default="float32",
-                        help="with --stages: the heads' precisions to time, e.g. float32,bfloat16 (the first also runs with patience 0)")
+    parser.add_argument(
+        "--head-dtypes",
+        default="float32",
+        help="with --stages: the heads' precisions to time, e.g. float32,bfloat16 (the first also runs with patience 0)",
+    )
     parser.add_argument("--head-min-epochs", type=int, default=choices.HEAD_MIN_EPOCHS)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     model = prune_snr.load(args.checkpoint)
     size = model.spec["input_size"]
-    train_set = subset(build_dataset(args.dataset, "train", args.data_dir, augment=False, input_size=size), args.train_size, args.seed)
-    test_set = subset(build_dataset(args.dataset, "test", args.data_dir, augment=False, input_size=size), args.test_size, args.seed)
+    train_set = subset(
+        build_dataset(args.dataset, "train", args.data_dir, augment=False, input_size=size), args.train_size, args.seed
+    )
+    test_set = subset(
+        build_dataset(args.dataset, "test", args.data_dir, augment=False, input_size=size), args.test_size, args.seed
+    )
     points = args.points.split(",")
     num_classes = len(train_set.classes)
     if args.stages:
         if args.points == parser.get_default("points"):
             args.points = "all"
-        print(f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), "
-              f"points {args.points}, p={args.pool}, {torch.get_num_threads()} CPU threads")
+        print(
+            f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), "
+            f"points {args.points}, p={args.pool}, {torch.get_num_threads()} CPU threads"
+        )
         figures = stages(model, train_set, test_set, args)
         if args.json:
             with open(args.json, "w") as f:
@@ -248,33 +305,70 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
-        fast = measure(model, (train_set, test_set), points=points, pool=args.pool, head_epochs=args.head_epochs,
-                       head_lr=args.head_lr, head_batch_size=256, seed=args.seed, device="cpu", cache_dir=cache, val_fraction=0,
-                       fields_split="test",
-                       save_fields="all")
+        fast = measure(
+            model,
+            (train_set, test_set),
+            points=points,
+            pool=args.pool,
+            head_epochs=args.head_epochs,
+            head_lr=args.head_lr,
+            head_batch_size=256,
+            seed=args.seed,
+            device="cpu",
+            cache_dir=cache,
+            val_fraction=0,
+            fields_split="test",
+            save_fields="all",
+        )
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()
-    slow = naive(model, train_set, test_set, points, pool=args.pool, epochs=args.head_epochs, lr=args.head_lr, batch_size=256,
-                 seed=args.seed, num_classes=num_classes)
+    slow = naive(
+        model,
+        train_set,
+        test_set,
+        points,
+        pool=args.pool,
+        epochs=args.head_epochs,
+        lr=args.head_lr,
+        batch_size=256,
+        seed=args.seed,
+        num_classes=num_classes,
+    )
     t_naive = time.perf_counter() - t0
 
-    print(f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), points {points}, "
-          f"p={args.pool}, {args.head_epochs} head epochs, {torch.get_num_threads()} CPU threads")
+    print(
+        f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), points {points}, "
+        f"p={args.pool}, {args.head_epochs} head epochs, {torch.get_num_threads()} CPU threads"
+    )
     print(f"{'point':18} {'filters':>7} {'acc naive':>9} {'acc fast':>9} {'diff (pts)':>10} {'max |dM|/max|M|':>16}")
     rows = []
     for p in fast.points:
         s = slow[p["name"]]
         rel = float(np.abs(fast.fields[p["name"]] - s["M"]).max() / np.abs(s["M"]).max())
         diff = 100 * (p["test_accuracy"] - s["accuracy"])
-        rows.append({"point": p["name"], "filters": p["n_filters"], "acc_naive": s["accuracy"], "acc_fast": p["test_accuracy"],
-                     "diff_points": diff, "field_rel_diff": rel})
-        print(f"{p['name']:18} {p['n_filters']:>7} {s['accuracy']:>9.4f} {p['test_accuracy']:>9.4f} {diff:>10.2f} {rel:>16.2e}")
+        rows.append(
+            {
+                "point": p["name"],
+                "filters": p["n_filters"],
+                "acc_naive": s["accuracy"],
+                "acc_fast": p["test_accuracy"],
+                "diff_points": diff,
+                "field_rel_diff": rel,
+            }
+        )
+        print(
+            f"{p['name']:18} {p['n_filters']:>7} {s['accuracy']:>9.4f} {p['test_accuracy']:>9.4f} {diff:>10.2f} {rel:>16.2e}"
+        )
     ratio = t_naive / t_fast
-    print(f"naive {t_naive:.1f} s, prune-snr {t_fast:.1f} s: speed ratio {ratio:.1f}x; "
-          f"max head-accuracy difference {max(abs(r['diff_points']) for r in rows):.2f} points")
+    print(
+        f"naive {t_naive:.1f} s, prune-snr {t_fast:.1f} s: speed ratio {ratio:.1f}x; "
+        f"max head-accuracy difference {max(abs(r['diff_points']) for r in rows):.2f} points"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"naive_s": t_naive, "fast_s": t_fast, "ratio": ratio, "rows": rows, "args": vars(args)}, f, indent=2)
+            json.dump(
+                {"naive_s": t_naive, "fast_s": t_fast, "ratio": ratio, "rows": rows, "args": vars(args)}, f, indent=2
+            )
     return 0
 
 

@@ -18,6 +18,7 @@ rows accumulate in ``--out``/rows.json, so a rerun continues where it stopped.
     python benchmarks/oneshot_curves.py runs/demo/model.pt --measurement runs/demo/measurement \\
         --seeds 0,1,2,3,4 --out benchmarks/results/oneshot/vgg16_w025
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,14 +32,18 @@ from _common import add_standard, floats, ints, load_results, load_run, machine_
 from _rule import both_splits, mean_std, rule  # noqa: E402
 
 CRITERIA = ("l1", "l2", "fpgm", "taylor", "lamp", "bn", "random", "snr", "snr-strength")
-ARMS = {**{c: {"criterion": c} for c in CRITERIA},
-        "l1+measured": {"criterion": "l1", "allocation": "measured"},
-        "snr+measured": {"criterion": "snr", "allocation": "measured"},
-        "l1+cut": {"criterion": "l1", "truncate": True, "cut": "measured"}}
+ARMS = {
+    **{c: {"criterion": c} for c in CRITERIA},
+    "l1+measured": {"criterion": "l1", "allocation": "measured"},
+    "snr+measured": {"criterion": "snr", "allocation": "measured"},
+    "l1+cut": {"criterion": "l1", "truncate": True, "cut": "measured"},
+}
 KEPT = (0.8, 0.6, 0.4, 0.2, 0.9, 0.7, 0.5, 0.3)  # coarse levels first: a stopped run still spans the range
 
 
-def cell(model, measurement, dataset: str, data_dir: str | None, arm: str, kept: float, seed: int, batches: int, timed: bool) -> dict:
+def cell(
+    model, measurement, dataset: str, data_dir: str | None, arm: str, kept: float, seed: int, batches: int, timed: bool
+) -> dict:
     import prune_snr
     from prune_snr.errors import PruneSnrError
     from prune_snr.latency import LatencyMeter
@@ -46,15 +51,33 @@ def cell(model, measurement, dataset: str, data_dir: str | None, arm: str, kept:
     started = time.perf_counter()
     options = {"allocation": "uniform", "round_to": 1, **ARMS[arm]}
     try:
-        pruned, report = prune_snr.prune(model, dataset, data_dir=data_dir, target=round(1 - kept, 4), metric="macs", finetune_epochs=0,
-                                         bn_recalibrate=batches, seed=seed, measurement=measurement, **options)
+        pruned, report = prune_snr.prune(
+            model,
+            dataset,
+            data_dir=data_dir,
+            target=round(1 - kept, 4),
+            metric="macs",
+            finetune_epochs=0,
+            bn_recalibrate=batches,
+            seed=seed,
+            measurement=measurement,
+            **options,
+        )
     except PruneSnrError as exc:
         return {"arm": arm, "kept": kept, "seed": seed, "error": str(exc)}
     before, mid, without = report["before"], report["pruned_before_finetune"], report["bn_recalibration"]["without"]
-    row = {"arm": arm, "kept": kept, "seed": seed, "val": mid["val_accuracy"], "test": mid["accuracy"],
-           "val_without": without["val_accuracy"], "test_without": without["accuracy"],
-           "macs_kept": mid["macs"] / before["macs"], "params_kept": mid["params"] / before["params"],
-           "seconds": time.perf_counter() - started}
+    row = {
+        "arm": arm,
+        "kept": kept,
+        "seed": seed,
+        "val": mid["val_accuracy"],
+        "test": mid["accuracy"],
+        "val_without": without["val_accuracy"],
+        "test_without": without["accuracy"],
+        "macs_kept": mid["macs"] / before["macs"],
+        "params_kept": mid["params"] / before["params"],
+        "seconds": time.perf_counter() - started,
+    }
     if timed:
         meter = LatencyMeter(model, batch=32)
         row["latency_kept"] = meter.fraction(pruned)
@@ -91,8 +114,10 @@ def verdicts(area: dict, baseline: str) -> dict:
     for arm, by_seed in area.items():
         if arm == baseline or baseline not in area:
             continue
-        v = {split: rule({s: x[split] for s, x in by_seed.items()}, {s: x[split] for s, x in area[baseline].items()})
-             for split in ("val", "test")}
+        v = {
+            split: rule({s: x[split] for s, x in by_seed.items()}, {s: x[split] for s, x in area[baseline].items()})
+            for split in ("val", "test")
+        }
         result[arm] = {**v, "verdict": both_splits(v["val"], v["test"])}
     return result
 
@@ -100,16 +125,23 @@ def verdicts(area: dict, baseline: str) -> dict:
 def cells(rows: list[dict]) -> str:
     """Every cell: the mean over its seeds, with and without the recalibration, and its size."""
     ok = [r for r in rows if "error" not in r]
-    lines = ["| MACs kept (target) | arm | seeds | val | test | val, BatchNorm as before | test, as before | MACs kept | "
-             "params kept | latency kept |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| MACs kept (target) | arm | seeds | val | test | val, BatchNorm as before | test, as before | MACs kept | "
+        "params kept | latency kept |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for kept in sorted({r["kept"] for r in ok}, reverse=True):
         here = [r for r in ok if r["kept"] == kept]
         for arm in sorted({r["arm"] for r in here}, key=lambda a: -np.mean([r["val"] for r in here if r["arm"] == a])):
             mine = [r for r in here if r["arm"] == arm]
-            mean = {k: np.mean([r[k] for r in mine if k in r]) if any(k in r for r in mine) else float("nan")
-                    for k in ("val", "test", "val_without", "test_without", "macs_kept", "params_kept", "latency_kept")}
-            lines.append(f"| {kept:g} | {arm} | {len(mine)} | {mean['val']:.4f} | {mean['test']:.4f} | {mean['val_without']:.4f} | "
-                         f"{mean['test_without']:.4f} | {mean['macs_kept']:.3f} | {mean['params_kept']:.3f} | {mean['latency_kept']:.3f} |")
+            mean = {
+                k: np.mean([r[k] for r in mine if k in r]) if any(k in r for r in mine) else float("nan")
+                for k in ("val", "test", "val_without", "test_without", "macs_kept", "params_kept", "latency_kept")
+            }
+            lines.append(
+                f"| {kept:g} | {arm} | {len(mine)} | {mean['val']:.4f} | {mean['test']:.4f} | {mean['val_without']:.4f} | "
+                f"{mean['test_without']:.4f} | {mean['macs_kept']:.3f} | {mean['params_kept']:.3f} | {mean['latency_kept']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -118,13 +150,21 @@ def summary(rows: list[dict]) -> str:
     if not area:
         return "No arm has two MACs levels on every seed yet: no area under the curve, no verdict.\n\n" + cells(rows)
     vs_l1, vs_random = verdicts(area, "l1"), verdicts(area, "random")
-    size = {a: {k: np.mean([r[k] for r in rows if r["arm"] == a and "error" not in r and k in r])
-                for k in ("macs_kept", "params_kept", "latency_kept")} for a in area}
-    lines = [f"Area under the one-shot curve over MACs kept {levels[0]:g}–{levels[-1]:g} ({len(levels)} levels), "
-             "mean ± seed std; paired differences with 95 % intervals; a win needs > 2 × pooled std and the interval "
-             "excluding 0 on validation and test.", "",
-             "| arm | seeds | val AUC | test AUC | MACs kept | params kept | latency kept | vs l1 (test diff, 95 %) | vs random |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    size = {
+        a: {
+            k: np.mean([r[k] for r in rows if r["arm"] == a and "error" not in r and k in r])
+            for k in ("macs_kept", "params_kept", "latency_kept")
+        }
+        for a in area
+    }
+    lines = [
+        f"Area under the one-shot curve over MACs kept {levels[0]:g}–{levels[-1]:g} ({len(levels)} levels), "
+        "mean ± seed std; paired differences with 95 % intervals; a win needs > 2 × pooled std and the interval "
+        "excluding 0 on validation and test.",
+        "",
+        "| arm | seeds | val AUC | test AUC | MACs kept | params kept | latency kept | vs l1 (test diff, 95 %) | vs random |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for arm in sorted(area, key=lambda a: -np.mean([x["val"] for x in area[a].values()])):
         (vm, vs), (tm, ts) = (mean_std([x[s] for x in area[arm].values()]) for s in ("val", "test"))
 
@@ -133,14 +173,18 @@ def summary(rows: list[dict]) -> str:
                 return "—"
             t = v["test"]
             return f"{v['verdict']} ({t['diff']:+.4f}, [{t['paired_95'][0]:+.4f}, {t['paired_95'][1]:+.4f}])"
-        lines.append(f"| {arm} | {len(area[arm])} | {vm:.4f} ± {vs:.4f} | {tm:.4f} ± {ts:.4f} | {size[arm]['macs_kept']:.3f} | "
-                     f"{size[arm]['params_kept']:.3f} | {size[arm]['latency_kept']:.3f} | {against(vs_l1.get(arm))} | "
-                     f"{against(vs_random.get(arm))} |")
+
+        lines.append(
+            f"| {arm} | {len(area[arm])} | {vm:.4f} ± {vs:.4f} | {tm:.4f} ± {ts:.4f} | {size[arm]['macs_kept']:.3f} | "
+            f"{size[arm]['params_kept']:.3f} | {size[arm]['latency_kept']:.3f} | {against(vs_l1.get(arm))} | "
+            f"{against(vs_random.get(arm))} |"
+        )
     return "\n".join(lines) + "\n\n" + cells(rows)
 
 
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -150,8 +194,16 @@ def plot(rows: list[dict], path: Path) -> None:
         for ax, split in zip(axes, ("val", "test")):
             levels = sorted({r["kept"] for r in ok if r["arm"] == arm})
             means = [np.mean([r[split] for r in ok if r["arm"] == arm and r["kept"] == k]) for k in levels]
-            ax.plot(levels, means, marker="os^"[i // 10], ms=3, label=arm, lw=2 if arm in ("l1", "snr", "random") else 1,
-                    ls="-" if i < 10 else "--", color=f"C{i % 10}")  # ten colours: the arms past ten dashed
+            ax.plot(
+                levels,
+                means,
+                marker="os^"[i // 10],
+                ms=3,
+                label=arm,
+                lw=2 if arm in ("l1", "snr", "random") else 1,
+                ls="-" if i < 10 else "--",
+                color=f"C{i % 10}",
+            )  # ten colours: the arms past ten dashed
     for ax, split in zip(axes, ("validation", "test")):
         ax.set_xlabel("MACs kept")
         ax.set_title(f"{split} accuracy after pruning, BatchNorm recalibrated")
@@ -160,13 +212,16 @@ def plot(rows: list[dict], path: Path) -> None:
     axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     from prune_snr.measure.plots import save_figure
+
     save_figure(fig, path)
 
 
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
     add_standard(parser, "checkpoint")
-    parser.add_argument("--measurement", help="a prune-snr measure folder of the checkpoint (needed by snr arms, +measured, +cut)")
+    parser.add_argument(
+        "--measurement", help="a prune-snr measure folder of the checkpoint (needed by snr arms, +measured, +cut)"
+    )
     parser.add_argument("--dataset", default=None, help="default: the checkpoint's")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--kept", default=",".join(map(str, KEPT)), help="MACs kept, in the order they run")
@@ -186,13 +241,20 @@ def main(argv=None) -> int:
             for arm in args.arms.split(","):
                 if (arm, kept, seed) in done:
                     continue
-                row = cell(model, run.measurement, dataset, run.data_dir, arm, kept, seed, args.batches, timed=seed == 0)
+                row = cell(
+                    model, run.measurement, dataset, run.data_dir, arm, kept, seed, args.batches, timed=seed == 0
+                )
                 results["rows"].append(row)
                 results.update(machine=machine_line(), command=command, batches=args.batches)
                 save_results(out / "rows.json", results)
-                shown = row.get("error") or f"val {row['val']:.4f} (without {row['val_without']:.4f}) test {row['test']:.4f}"
+                shown = (
+                    row.get("error")
+                    or f"val {row['val']:.4f} (without {row['val_without']:.4f}) test {row['test']:.4f}"
+                )
                 print(f"seed {seed} kept {kept} {arm}: {shown}", flush=True)
-    (out / "summary.md").write_text(f"{summary(results['rows'])}\n\nMachine: {results.get('machine')}\nCommand: {command}\n")
+    (out / "summary.md").write_text(
+        f"{summary(results['rows'])}\n\nMachine: {results.get('machine')}\nCommand: {command}\n"
+    )
     plot(results["rows"], out / "oneshot.png")
     print(summary(results["rows"]))
     return 0
@@ -200,4 +262,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     from prune_snr.errors import run_script
+
     sys.exit(run_script(main))

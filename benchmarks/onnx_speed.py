@@ -13,6 +13,7 @@ so the pruned-here models get none.
         --round-to 1,default,16 --latency-target 0.5 --int8 \\
         --out benchmarks/results/fmnist_vgg16_w025/onnx_speed.json
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def main(argv=None) -> int:
     parser.add_argument("--round-to", default="1,default")
     parser.add_argument("--latency-target", type=float, help="also prune with --metric latency to this target")
     parser.add_argument("--latency-batch", type=int, default=32, help="the batch --metric latency times")
-    parser.add_argument("--pruned", action="append", default=[], help="NAME=PRUNED.pt: time an already pruned model too")
+    parser.add_argument(
+        "--pruned", action="append", default=[], help="NAME=PRUNED.pt: time an already pruned model too"
+    )
     parser.add_argument("--int8", action="store_true", help="quantize every model to int8 and time and grade it too")
     parser.add_argument("--repeats", type=int, default=50)
     add_standard(parser, "out")
@@ -64,30 +67,55 @@ def main(argv=None) -> int:
     shape = (original.spec.get("in_chans", 3), size, size)
     base = count(original)
     test = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
-    calibration = calibration_images(build_dataset(dataset, "train", data_dir, augment=False, input_size=size)) if args.int8 else None
+    calibration = (
+        calibration_images(build_dataset(dataset, "train", data_dir, augment=False, input_size=size))
+        if args.int8
+        else None
+    )
     models = {}
     for allocation, value in [(a, v) for a in args.allocation.split(",") for v in args.round_to.split(",")]:
         round_to = default_round_to() if value == "default" else int(value)
         try:
             models[f"{allocation}, macs {args.target}, round_to={round_to}"] = prune(
-                prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.target, metric="macs",
-                criterion=args.criterion, allocation=allocation, measurement=measurement, round_to=round_to, finetune_epochs=0,
-                device="cpu")
+                prune_snr.load(args.checkpoint),
+                dataset,
+                data_dir=data_dir,
+                target=args.target,
+                metric="macs",
+                criterion=args.criterion,
+                allocation=allocation,
+                measurement=measurement,
+                round_to=round_to,
+                finetune_epochs=0,
+                device="cpu",
+            )
         except ConfigError as exc:
             print(f"{allocation}, round_to={value}: skipped ({exc})")
     if args.latency_target:
         key = f"{args.allocation.split(',')[0]}, latency {args.latency_target} at batch {args.latency_batch}, round_to={default_round_to()}"
         try:
-            models[key] = prune(prune_snr.load(args.checkpoint), dataset, data_dir=data_dir, target=args.latency_target, metric="latency",
-                                latency_batch=args.latency_batch, criterion=args.criterion, allocation=args.allocation.split(",")[0],
-                                measurement=measurement, finetune_epochs=0, device="cpu")
+            models[key] = prune(
+                prune_snr.load(args.checkpoint),
+                dataset,
+                data_dir=data_dir,
+                target=args.latency_target,
+                metric="latency",
+                latency_batch=args.latency_batch,
+                criterion=args.criterion,
+                allocation=args.allocation.split(",")[0],
+                measurement=measurement,
+                finetune_epochs=0,
+                device="cpu",
+            )
         except ConfigError as exc:
             print(f"{key}: skipped ({exc})")
     for item in args.pruned:
         name, _, path = item.partition("=")
         report_file = Path(path).with_name("report.json")
-        models[name] = (prune_snr.load(path), json.loads(report_file.read_text()) if report_file.is_file()
-                        else load_checkpoint(path)["config"]["report"])
+        models[name] = (
+            prune_snr.load(path),
+            json.loads(report_file.read_text()) if report_file.is_file() else load_checkpoint(path)["config"]["report"],
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"original": export_onnx(original, Path(tmp) / "original.onnx")}
@@ -95,10 +123,18 @@ def main(argv=None) -> int:
         for i, (key, (model, report)) in enumerate(models.items()):
             paths[key] = export_onnx(model, Path(tmp) / f"m{i}.onnx")
             now = count(model)
-            row = {"key": key, "round_to": report.get("round_to"), "metric": report["metric"], "target": report["target"],
-                   "macs_kept": now["macs"] / base["macs"], "params_kept": now["params"] / base["params"],
-                   "fp32_accuracy": onnx_accuracy(paths[key], test), "finetune_epochs": report.get("finetune_epochs", 0),
-                   "channels": report["channels_after"], "prune_latency_report": report.get("latency")}
+            row = {
+                "key": key,
+                "round_to": report.get("round_to"),
+                "metric": report["metric"],
+                "target": report["target"],
+                "macs_kept": now["macs"] / base["macs"],
+                "params_kept": now["params"] / base["params"],
+                "fp32_accuracy": onnx_accuracy(paths[key], test),
+                "finetune_epochs": report.get("finetune_epochs", 0),
+                "channels": report["channels_after"],
+                "prune_latency_report": report.get("latency"),
+            }
             if args.int8:
                 paths[f"{key} int8"] = quantize_int8(paths[key], Path(tmp) / f"m{i}.int8.onnx", calibration)
                 row["int8_accuracy"] = onnx_accuracy(paths[f"{key} int8"], test)
@@ -125,20 +161,33 @@ def main(argv=None) -> int:
         if args.int8:
             row["int8_speedup_over_fp32"] = {f"batch_{b}": 1 / ratio(rounds[b], f"{key} int8", key) for b in timings}
     machine = f"{machine_line(platform.processor() or platform.machine())}, onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
-    result = {"checkpoint": args.checkpoint, "criterion": args.criterion, "machine": machine, "split": "test",
-              "original_latency_s": {f"batch_{b}": timings[b]["original"] for b in timings},
-              "original_fp32_accuracy": original_accuracy, "rows": rows}
+    result = {
+        "checkpoint": args.checkpoint,
+        "criterion": args.criterion,
+        "machine": machine,
+        "split": "test",
+        "original_latency_s": {f"batch_{b}": timings[b]["original"] for b in timings},
+        "original_fp32_accuracy": original_accuracy,
+        "rows": rows,
+    }
     save_results(args.out, result)
-    print("| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup/MAC b1 | speedup/MAC b32 | latency kept b1 |"
-          + (" int8 vs fp32 b1 | int8 vs fp32 b32 | fp32 acc | int8 acc |" if args.int8 else "")
-          + "\n|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if args.int8 else ""))
+    print(
+        "| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup/MAC b1 | speedup/MAC b32 | latency kept b1 |"
+        + (" int8 vs fp32 b1 | int8 vs fp32 b32 | fp32 acc | int8 acc |" if args.int8 else "")
+        + "\n|---|---|---|---|---|---|---|---|"
+        + ("---|---|---|---|" if args.int8 else "")
+    )
     for r in rows:
-        line = (f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | {r['speedup']['batch_32']:.2f}x | "
-                f"{r['mac_ratio']:.2f}x | {r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
-                f"{r['latency_fraction']['batch_1']:.3f} |")
+        line = (
+            f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | {r['speedup']['batch_32']:.2f}x | "
+            f"{r['mac_ratio']:.2f}x | {r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
+            f"{r['latency_fraction']['batch_1']:.3f} |"
+        )
         if args.int8:
-            line += (f" {r['int8_speedup_over_fp32']['batch_1']:.2f}x | {r['int8_speedup_over_fp32']['batch_32']:.2f}x | "
-                     f"{r['fp32_accuracy']:.4f} | {r['int8_accuracy']:.4f} |")
+            line += (
+                f" {r['int8_speedup_over_fp32']['batch_1']:.2f}x | {r['int8_speedup_over_fp32']['batch_32']:.2f}x | "
+                f"{r['fp32_accuracy']:.4f} | {r['int8_accuracy']:.4f} |"
+            )
         print(line)
     return 0
 

@@ -7,6 +7,7 @@ the test split; one untimed warm-up batch first (CUDA context, cuDNN plans). Pri
 
     python benchmarks/plain_pass.py RUN/model.pt RUN/measurement --data-dir .data --device cuda --out RUN/plain_pass.json
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,14 +32,24 @@ def plain_pass(model_pt: str, measurement: str, *, data_dir: str | None, device:
     dev = resolve_device(device)
     model = prune_snr.load(model_pt).to(dev).eval()
     size = model.spec.get("input_size")
-    train, test = (build_dataset(m.meta["dataset"], split, data_dir, augment=False, input_size=size) for split in ("train", "test"))
-    read, _, _ = plan_train_rows(train.targets, val_fraction=DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction,
-                                 val_source=cfg.val_source or "train", per_class=cfg.train_per_class, seed=cfg.seed,
-                                 split_seed=cfg.split_seed, pool=cfg.held_out)
+    train, test = (
+        build_dataset(m.meta["dataset"], split, data_dir, augment=False, input_size=size) for split in ("train", "test")
+    )
+    read, _, _ = plan_train_rows(
+        train.targets,
+        val_fraction=DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction,
+        val_source=cfg.val_source or "train",
+        per_class=cfg.train_per_class,
+        seed=cfg.seed,
+        split_seed=cfg.split_seed,
+        pool=cfg.held_out,
+    )
     sets = [train if read is None else IndexSubset(train, read), test]
     if "feature_rows" in m.meta and [len(s) for s in sets] != [m.meta["feature_rows"][k] for k in ("train", "test")]:
-        raise SystemExit(f"error: {measurement} read {m.meta['feature_rows']} images, not these {[len(s) for s in sets]}: "
-                         "measure with this prune-snr and data")
+        raise SystemExit(
+            f"error: {measurement} read {m.meta['feature_rows']} images, not these {[len(s) for s in sets]}: "
+            "measure with this prune-snr and data"
+        )
     batch, amp = cfg.batch_size, bool(cfg.amp) and dev.type == "cuda"
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.no_grad():

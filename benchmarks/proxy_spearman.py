@@ -13,6 +13,7 @@ Rows accumulate in ``--out``/rows.json, so a rerun continues where it stopped.
     python benchmarks/proxy_spearman.py runs/demo/model.pt --measurement runs/demo/measurement \\
         --configs 20 --out benchmarks/results/proxy/vgg16_w025
 """
+
 from __future__ import annotations
 
 import sys
@@ -50,7 +51,9 @@ def spearman(rows: list[dict], proxy: str, answer: str) -> float:
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
     add_standard(parser, "checkpoint")
-    parser.add_argument("--measurement", help="a prune-snr measure folder of the checkpoint (measured criteria, allocation, cut)")
+    parser.add_argument(
+        "--measurement", help="a prune-snr measure folder of the checkpoint (measured criteria, allocation, cut)"
+    )
     parser.add_argument("--configs", type=int, default=20)
     parser.add_argument("--removed", default="0.5,0.9", help="range of the MACs fraction removed")
     parser.add_argument("--space", default="full")
@@ -67,7 +70,13 @@ def main(argv=None) -> int:
     run = load_run(args.checkpoint, args.measurement)
     model = prune_snr.load(args.checkpoint)
     drawn = configurations(args.configs, space=args.space, removed=tuple(floats(args.removed)), seed=args.seed)
-    draw = {"space": args.space, "removed": args.removed, "seed": args.seed, "epochs": args.epochs, "batches": args.batches}
+    draw = {
+        "space": args.space,
+        "removed": args.removed,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "batches": args.batches,
+    }
     if results["rows"] and results.get("draw") != draw:  # rows are resumed by index: only the same draw continues
         raise SystemExit(f"error: {out / 'rows.json'} holds a run of {results.get('draw')}; use another --out")
     results["draw"] = draw
@@ -77,16 +86,30 @@ def main(argv=None) -> int:
             continue
         started = time.perf_counter()
         try:
-            _, report = prune_snr.prune(model, run.dataset, data_dir=run.data_dir, measurement=run.measurement, metric="macs",
-                                        finetune_epochs=args.epochs, finetune_keep="last", bn_recalibrate=args.batches,
-                                        seed=args.seed + i, **config)
+            _, report = prune_snr.prune(
+                model,
+                run.dataset,
+                data_dir=run.data_dir,
+                measurement=run.measurement,
+                metric="macs",
+                finetune_epochs=args.epochs,
+                finetune_keep="last",
+                bn_recalibrate=args.batches,
+                seed=args.seed + i,
+                **config,
+            )
             mid, after = report["pruned_before_finetune"], report["after"]
-            row = {"config": config, "macs_kept": after["macs"] / report["before"]["macs"],
-                   "params_kept": after["params"] / report["before"]["params"],
-                   "proxy_val": mid["val_accuracy"], "proxy_test": mid["accuracy"],
-                   "without_val": report["bn_recalibration"]["without"]["val_accuracy"],
-                   "val": after["val_accuracy"], "test": after["accuracy"],
-                   "seconds": time.perf_counter() - started}
+            row = {
+                "config": config,
+                "macs_kept": after["macs"] / report["before"]["macs"],
+                "params_kept": after["params"] / report["before"]["params"],
+                "proxy_val": mid["val_accuracy"],
+                "proxy_test": mid["accuracy"],
+                "without_val": report["bn_recalibration"]["without"]["val_accuracy"],
+                "val": after["val_accuracy"],
+                "test": after["accuracy"],
+                "seconds": time.perf_counter() - started,
+            }
         except PruneSnrError as exc:
             row = {"config": config, "error": str(exc)}
         results["rows"].append(row)
@@ -96,11 +119,13 @@ def main(argv=None) -> int:
         print(f"[{i + 1}/{len(drawn)}] {shown}", flush=True)
     ok = [r for r in results["rows"] if "error" not in r]
     if len(ok) >= 3:
-        lines = [f"{len(ok)} configurations ({len(results['rows']) - len(ok)} refused), {args.removed} of the MACs removed, "
-                 f"{args.epochs} fine-tuning epochs",
-                 f"Spearman rho, one-shot (BatchNorm on {args.batches} batches) vs fine-tuned: validation "
-                 f"{spearman(ok, 'proxy_val', 'val'):.3f}, test {spearman(ok, 'proxy_test', 'test'):.3f}",
-                 f"Spearman rho, one-shot without recalibration vs fine-tuned (validation): {spearman(ok, 'without_val', 'val'):.3f}"]
+        lines = [
+            f"{len(ok)} configurations ({len(results['rows']) - len(ok)} refused), {args.removed} of the MACs removed, "
+            f"{args.epochs} fine-tuning epochs",
+            f"Spearman rho, one-shot (BatchNorm on {args.batches} batches) vs fine-tuned: validation "
+            f"{spearman(ok, 'proxy_val', 'val'):.3f}, test {spearman(ok, 'proxy_test', 'test'):.3f}",
+            f"Spearman rho, one-shot without recalibration vs fine-tuned (validation): {spearman(ok, 'without_val', 'val'):.3f}",
+        ]
         lines.append(f"seconds per configuration, pruned and fine-tuned: {sum(r['seconds'] for r in ok) / len(ok):.0f}")
         text = "\n".join(lines)
         (out / "summary.md").write_text(f"{text}\n\nMachine: {results['machine']}\nCommand: {command}\n")
@@ -110,4 +135,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     from prune_snr.errors import run_script
+
     sys.exit(run_script(main))

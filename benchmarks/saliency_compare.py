@@ -30,6 +30,7 @@ seeds; a difference is a win only beyond twice the pooled seed std) and a PNG.
     python benchmarks/saliency_compare.py runs/demo/model.pt --refit-epochs 30 \\
         --criteria l1,snr --allocations uniform,measured,uniform+truncate,uniform+depth --budgets 0.5 --seeds 0,1,2 --out runs/fair
 """
+
 from __future__ import annotations
 
 import math
@@ -55,9 +56,13 @@ from _common import add_standard, floats, ints, load_results, load_run, machine_
 from _rule import both_splits, mean_std, rule  # noqa: E402
 
 #: arm suffix -> the prune options it adds
-ARM_SUFFIXES = {"+truncate": {"truncate": True, "cut": "measured"}, "+depth": {"truncate": True, "cut": "budget"},
-                "+deeper": {"truncate": True, "cut": "deeper"},
-                "+remeasure": {"iterative_steps": 2, "remeasure": True}, "+drop": {"drop_blocks": True}}
+ARM_SUFFIXES = {
+    "+truncate": {"truncate": True, "cut": "measured"},
+    "+depth": {"truncate": True, "cut": "budget"},
+    "+deeper": {"truncate": True, "cut": "deeper"},
+    "+remeasure": {"iterative_steps": 2, "remeasure": True},
+    "+drop": {"drop_blocks": True},
+}
 
 
 def split_arm(arm: str) -> tuple[str, dict]:
@@ -77,7 +82,11 @@ def split_arm(arm: str) -> tuple[str, dict]:
 
 def measurement_driven(allocation: str, criterion: str) -> bool:
     base, options = split_arm(allocation)
-    return base in MEASUREMENT_DRIVEN_ALLOCATIONS or options.get("cut") in ("measured", "deeper") or criterion.startswith("snr")
+    return (
+        base in MEASUREMENT_DRIVEN_ALLOCATIONS
+        or options.get("cut") in ("measured", "deeper")
+        or criterion.startswith("snr")
+    )
 
 
 def baseline(allocation: str, criterion: str) -> bool:
@@ -119,8 +128,12 @@ def judge(a: list[dict], b: list[dict], metric: str = "macs") -> dict:
         a, b = [r for r in a if r["seed"] in shared], [r for r in b if r["seed"] in shared]
     other = "params_kept" if metric == "macs" else "macs_kept"
     a_other, b_other = (float(np.mean([r.get(other, math.nan) for r in x])) for x in (a, b))
-    result = {"n": (len(a), len(b)), "other_metric": other, "other_kept": (a_other, b_other),
-              "test_binomial_se": binomial_se(a + b)}
+    result = {
+        "n": (len(a), len(b)),
+        "other_metric": other,
+        "other_kept": (a_other, b_other),
+        "test_binomial_se": binomial_se(a + b),
+    }
     for split, key in (("val", "val_after"), ("test", "after")):
         v = rule({r["seed"]: r[key] for r in a}, {r["seed"]: r[key] for r in b})
         direction = v["direction"]
@@ -158,8 +171,12 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
     if not driven or not base:
         return None
     best = {side: best_on_validation(cells, keys) for side, keys in (("driven", driven), ("base", base))}
-    return {"driven": best["driven"], "baseline": best["base"], "inert": inert,
-            **judge(cells[best["driven"]], cells[best["base"]], metric)}
+    return {
+        "driven": best["driven"],
+        "baseline": best["base"],
+        "inert": inert,
+        **judge(cells[best["driven"]], cells[best["base"]], metric),
+    }
 
 
 def same_rows(a: list[dict], b: list[dict]) -> bool:
@@ -167,7 +184,9 @@ def same_rows(a: list[dict], b: list[dict]) -> bool:
     measurement did not act (e.g. ``--cut deeper`` taking the budget's own cut), not a contender of its own."""
     fields = ("val_after", "after", "params", "macs", "params_kept", "macs_kept")
     by_seed = {r["seed"]: tuple(r.get(f) for f in fields) for r in b}
-    return {r["seed"] for r in a} == set(by_seed) and all(tuple(r.get(f) for f in fields) == by_seed[r["seed"]] for r in a)
+    return {r["seed"] for r in a} == set(by_seed) and all(
+        tuple(r.get(f) for f in fields) == by_seed[r["seed"]] for r in a
+    )
 
 
 def contrasts(rows: list[dict], budget: float, metric: str = "macs") -> list[dict]:
@@ -181,19 +200,34 @@ def contrasts(rows: list[dict], budget: float, metric: str = "macs") -> list[dic
     for (allocation, criterion), a in sorted(cells.items()):
         if allocation.endswith("+truncate") and (allocation.removesuffix("+truncate") + "+depth", criterion) in cells:
             b = (allocation.removesuffix("+truncate") + "+depth", criterion)
-            out.append({"question": "where to cut (measured vs budget-only cut)", "a": (allocation, criterion), "b": b,
-                        **judge(a, cells[b], metric)})
+            out.append(
+                {
+                    "question": "where to cut (measured vs budget-only cut)",
+                    "a": (allocation, criterion),
+                    "b": b,
+                    **judge(a, cells[b], metric),
+                }
+            )
         if criterion in ("snr", "snr-strength", "random") and (allocation, "l1") in cells:
-            out.append({"question": f"which filters ({criterion} vs l1)", "a": (allocation, criterion), "b": (allocation, "l1"),
-                        **judge(a, cells[(allocation, "l1")], metric)})
+            out.append(
+                {
+                    "question": f"which filters ({criterion} vs l1)",
+                    "a": (allocation, criterion),
+                    "b": (allocation, "l1"),
+                    **judge(a, cells[(allocation, "l1")], metric),
+                }
+            )
     return out
 
 
 def _splits(v: dict) -> str:
-    return "; ".join(f"{split} {v[split]['driven_mean']:.4f} vs {v[split]['baseline_mean']:.4f}, {100 * v[split]['diff']:+.2f} pts "
-                     f"(2× pooled std {100 * v[split]['two_pooled_std']:.2f}, paired 95 % [{100 * v[split]['paired_95'][0]:+.2f}, "
-                     f"{100 * v[split]['paired_95'][1]:+.2f}], {v[split]['pairs']} seeds) -> **{v[split]['verdict']}**"
-                     + _margin(v[split]) for split in ("val", "test"))
+    return "; ".join(
+        f"{split} {v[split]['driven_mean']:.4f} vs {v[split]['baseline_mean']:.4f}, {100 * v[split]['diff']:+.2f} pts "
+        f"(2× pooled std {100 * v[split]['two_pooled_std']:.2f}, paired 95 % [{100 * v[split]['paired_95'][0]:+.2f}, "
+        f"{100 * v[split]['paired_95'][1]:+.2f}], {v[split]['pairs']} seeds) -> **{v[split]['verdict']}**"
+        + _margin(v[split])
+        for split in ("val", "test")
+    )
 
 
 def _margin(v: dict) -> str:
@@ -212,18 +246,27 @@ def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
         c = compare(rows, budget, metric)
         if c:
             other = c["other_metric"].removesuffix("_kept")
-            out.append(f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best torch-pruning "
-                       f"{c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept {c['other_kept'][0]:.3f} vs "
-                       f"{c['other_kept'][1]:.3f}): " + _splits(c)
-                       + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
-                       f"**{c['verdict']}**")
+            out.append(
+                f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best torch-pruning "
+                f"{c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept {c['other_kept'][0]:.3f} vs "
+                f"{c['other_kept'][1]:.3f}): "
+                + _splits(c)
+                + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
+                f"**{c['verdict']}**"
+            )
             for arm, twin in sorted(c["inert"].items()):
-                out.append(f"- {budget:.0%} removed: {arm[1]}/{arm[0]} is {twin[1]}/{twin[0]} at every seed (the same accuracies and "
-                           "sizes: the measurement did not act), so it is not a contender of its own")
+                out.append(
+                    f"- {budget:.0%} removed: {arm[1]}/{arm[0]} is {twin[1]}/{twin[0]} at every seed (the same accuracies and "
+                    "sizes: the measurement did not act), so it is not a contender of its own"
+                )
         for q in contrasts(rows, budget, metric):
             other = q["other_metric"].removesuffix("_kept")
-            out.append(f"- {budget:.0%} removed, {q['question']}: {q['a'][1]}/{q['a'][0]} vs {q['b'][1]}/{q['b'][0]} ({other} kept "
-                       f"{q['other_kept'][0]:.3f} vs {q['other_kept'][1]:.3f}): " + _splits(q) + f"; verdict: **{q['verdict']}**")
+            out.append(
+                f"- {budget:.0%} removed, {q['question']}: {q['a'][1]}/{q['a'][0]} vs {q['b'][1]}/{q['b'][0]} ({other} kept "
+                f"{q['other_kept'][0]:.3f} vs {q['other_kept'][1]:.3f}): "
+                + _splits(q)
+                + f"; verdict: **{q['verdict']}**"
+            )
     return out
 
 
@@ -246,9 +289,11 @@ def summarise(rows: list[dict], metric: str) -> str:
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
         cells.setdefault((r["budget"], r["allocation"], r["criterion"]), []).append(r)
-    lines = [f"| {metric} removed | arm | criterion | seeds | params kept | MACs kept | latency b32 kept | cut after | "
-             "acc. before fine-tune | val. acc. after fine-tune | acc. after fine-tune |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"| {metric} removed | arm | criterion | seeds | params kept | MACs kept | latency b32 kept | cut after | "
+        "acc. before fine-tune | val. acc. after fine-tune | acc. after fine-tune |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for budget in sorted({k[0] for k in cells}):
         at = [k for k in cells if k[0] == budget]
         by_val = all(r.get("val_after") is not None for k in at for r in cells[k])
@@ -256,15 +301,22 @@ def summarise(rows: list[dict], metric: str) -> str:
         for k in keys:
             rs = cells[k]
             lat = [r["latency_b32_kept"] for r in rs if r.get("latency_b32_kept") is not None]
-            cut = sorted({str(r.get("cut_after") or "-") + (f" -{len(r['dropped'])} blocks" if r.get("dropped") else "") for r in rs})
+            cut = sorted(
+                {
+                    str(r.get("cut_after") or "-") + (f" -{len(r['dropped'])} blocks" if r.get("dropped") else "")
+                    for r in rs
+                }
+            )
             val = _mean_std([r["val_after"] for r in rs if r.get("val_after") is not None])
             after = _mean_std([r["after"] for r in rs])
             if k == keys[0]:
                 val, after = (f"**{val}**", after) if by_val else (val, f"**{after}**")
-            lines.append(f"| {budget:.0%} | {k[1]} | {k[2]} | {len(rs)} ({','.join(str(r['seed']) for r in rs)}) | "
-                         f"{kept(rs, 'params_kept')} | {kept(rs, 'macs_kept')} | "
-                         f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | "
-                         f"{_mean_std([r['before_finetune'] for r in rs])} | {val} | {after} |")
+            lines.append(
+                f"| {budget:.0%} | {k[1]} | {k[2]} | {len(rs)} ({','.join(str(r['seed']) for r in rs)}) | "
+                f"{kept(rs, 'params_kept')} | {kept(rs, 'macs_kept')} | "
+                f"{(f'{np.median(lat):.2f}' if lat else '-')} | {'/'.join(cut)} | "
+                f"{_mean_std([r['before_finetune'] for r in rs])} | {val} | {after} |"
+            )
     return "\n".join(lines)
 
 
@@ -295,33 +347,62 @@ def plot(rows: list[dict], path: Path, metric: str) -> None:
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
     add_standard(parser, "checkpoint")
-    parser.add_argument("--measurement", help="prune-snr measure --out folder of this checkpoint, shared by every seed "
-                        "(default: each seed measures anew into OUT/measurements/seed_S with that seed's heads and --split-seed)")
-    parser.add_argument("--val-fraction", type=float, default=None,
-                        help="validation split of the per-seed measurements, drawn with --split-seed S from what the checkpoint held out "
-                             "(default: half of what it held out)")
-    parser.add_argument("--refit-epochs", type=int, default=0,
-                        help="every arm's classifier is refit on its frozen pruned features for up to N epochs before fine-tuning")
+    parser.add_argument(
+        "--measurement",
+        help="prune-snr measure --out folder of this checkpoint, shared by every seed "
+        "(default: each seed measures anew into OUT/measurements/seed_S with that seed's heads and --split-seed)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="validation split of the per-seed measurements, drawn with --split-seed S from what the checkpoint held out "
+        "(default: half of what it held out)",
+    )
+    parser.add_argument(
+        "--refit-epochs",
+        type=int,
+        default=0,
+        help="every arm's classifier is refit on its frozen pruned features for up to N epochs before fine-tuning",
+    )
     parser.add_argument("--dataset")
     parser.add_argument("--data-dir")
     parser.add_argument("--criteria", default="snr,l1,taylor,lamp,random")
-    parser.add_argument("--allocations", default="uniform",
-                        help="uniform, measured, global; NAME+truncate (measured cut) or NAME+depth (budget-only cut)")
+    parser.add_argument(
+        "--allocations",
+        default="uniform",
+        help="uniform, measured, global; NAME+truncate (measured cut) or NAME+depth (budget-only cut)",
+    )
     parser.add_argument("--budgets", default="0.3,0.5,0.7")
     parser.add_argument("--metric", default="macs")
     add_standard(parser, "seeds")
     parser.add_argument("--delta", type=float, default=0.005, help="truncation threshold of the +truncate arms")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
-    parser.add_argument("--finetune-fraction", type=float, default=1.0,
-                        help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)")
-    parser.add_argument("--clusters", default=CLUSTERS.default, choices=list(CLUSTERS),
-                        help="what a cluster is in each seed's measurement (the SNR criteria read it)")
-    parser.add_argument("--points", default=None,
-                        help="points of each seed's measurement (default: a point for every channel group where a criterion "
-                             "reads the measurement, else the model's default points)")
-    parser.add_argument("--round-to", type=int, default=None, help="channel alignment of every cell (default: prune's; 1 = off)")
-    parser.add_argument("--latency-batch", type=int, default=32, help="ONNX Runtime batch of the latency column (0 = no latency)")
+    parser.add_argument(
+        "--finetune-fraction",
+        type=float,
+        default=1.0,
+        help="fine-tune on this seeded fraction of the training split (a cheaper, equal budget for every cell)",
+    )
+    parser.add_argument(
+        "--clusters",
+        default=CLUSTERS.default,
+        choices=list(CLUSTERS),
+        help="what a cluster is in each seed's measurement (the SNR criteria read it)",
+    )
+    parser.add_argument(
+        "--points",
+        default=None,
+        help="points of each seed's measurement (default: a point for every channel group where a criterion "
+        "reads the measurement, else the model's default points)",
+    )
+    parser.add_argument(
+        "--round-to", type=int, default=None, help="channel alignment of every cell (default: prune's; 1 = off)"
+    )
+    parser.add_argument(
+        "--latency-batch", type=int, default=32, help="ONNX Runtime batch of the latency column (0 = no latency)"
+    )
     add_standard(parser, "device", "out")
     args = parser.parse_args(argv)
 
@@ -344,10 +425,22 @@ def main(argv=None) -> int:
         folder = out / "measurements" / f"seed_{seed}"
         if (folder / "measurement.json").is_file():
             return Measurement.load(folder)
-        cfg = MeasureConfig(dataset=dataset, data_dir=args.data_dir, seed=seed, split_seed=seed, val_fraction=val_fraction,
-                            device=args.device, clusters=args.clusters, points=points)
-        print(f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation {val_fraction:g} of the training split)", flush=True)
+        cfg = MeasureConfig(
+            dataset=dataset,
+            data_dir=args.data_dir,
+            seed=seed,
+            split_seed=seed,
+            val_fraction=val_fraction,
+            device=args.device,
+            clusters=args.clusters,
+            points=points,
+        )
+        print(
+            f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation {val_fraction:g} of the training split)",
+            flush=True,
+        )
         return measure_checkpoint(args.checkpoint, cfg, out=folder, plots=False)
+
     machine = machine_line()
     original = prune_snr.load(args.checkpoint)
     meter = None
@@ -368,36 +461,64 @@ def main(argv=None) -> int:
                         torch.manual_seed(seed)
                         t0 = time.perf_counter()
                         try:
-                            pruned, report = prune(prune_snr.load(args.checkpoint), dataset, data_dir=args.data_dir, target=budget,
-                                                   metric=args.metric, criterion=criterion, allocation=allocation, delta=args.delta,
-                                                   measurement=measurement, **arm_options,
-                                                   finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-                                                   finetune_fraction=args.finetune_fraction, round_to=args.round_to, seed=seed,
-                                                   refit_epochs=args.refit_epochs, device=args.device)
+                            pruned, report = prune(
+                                prune_snr.load(args.checkpoint),
+                                dataset,
+                                data_dir=args.data_dir,
+                                target=budget,
+                                metric=args.metric,
+                                criterion=criterion,
+                                allocation=allocation,
+                                delta=args.delta,
+                                measurement=measurement,
+                                **arm_options,
+                                finetune_epochs=args.finetune_epochs,
+                                finetune_lr=args.finetune_lr,
+                                finetune_fraction=args.finetune_fraction,
+                                round_to=args.round_to,
+                                seed=seed,
+                                refit_epochs=args.refit_epochs,
+                                device=args.device,
+                            )
                         except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on
                             print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: skipped ({exc})", flush=True)
                             continue
                         seconds = time.perf_counter() - t0
                         before, after = report["before"], report["after"]
-                        row = {"criterion": criterion, "allocation": arm, "budget": budget, "seed": seed,
-                               "removed": report["search"]["removed"], "kept": round(1 - budget, 2),
-                               "before_finetune": report["pruned_before_finetune"]["accuracy"], "after": after["accuracy"],
-                               "val_after": after["val_accuracy"], "baseline": before["accuracy"],
-                               "params": after["params"], "macs": after["macs"],
-                               "params_kept": after["params"] / before["params"], "macs_kept": after["macs"] / before["macs"],
-                               "latency_b32_kept": meter.fraction(pruned) if meter else None,
-                               "cut_after": (report.get("truncation") or {}).get("cut_after"),
-                               "dropped": (report.get("blocks") or {}).get("dropped"), "seconds": seconds,
-                               "split_seed": report.get("split_seed"), "val_size": report["split_sizes"]["val"],
-                               "test_size": report["split_sizes"]["test"],
-                               "refit_epochs_used": (report.get("refit") or {}).get("epochs_used"),
-                               # groups a measured criterion could not score (no measured conv in them): ranked by L1
-                               "fallback_groups": report["search"].get("fallback_groups") or []}
+                        row = {
+                            "criterion": criterion,
+                            "allocation": arm,
+                            "budget": budget,
+                            "seed": seed,
+                            "removed": report["search"]["removed"],
+                            "kept": round(1 - budget, 2),
+                            "before_finetune": report["pruned_before_finetune"]["accuracy"],
+                            "after": after["accuracy"],
+                            "val_after": after["val_accuracy"],
+                            "baseline": before["accuracy"],
+                            "params": after["params"],
+                            "macs": after["macs"],
+                            "params_kept": after["params"] / before["params"],
+                            "macs_kept": after["macs"] / before["macs"],
+                            "latency_b32_kept": meter.fraction(pruned) if meter else None,
+                            "cut_after": (report.get("truncation") or {}).get("cut_after"),
+                            "dropped": (report.get("blocks") or {}).get("dropped"),
+                            "seconds": seconds,
+                            "split_seed": report.get("split_seed"),
+                            "val_size": report["split_sizes"]["val"],
+                            "test_size": report["split_sizes"]["test"],
+                            "refit_epochs_used": (report.get("refit") or {}).get("epochs_used"),
+                            # groups a measured criterion could not score (no measured conv in them): ranked by L1
+                            "fallback_groups": report["search"].get("fallback_groups") or [],
+                        }
                         rows.append(row)
                         save_results(results_path, {"machine": machine, "args": vars(args), "rows": rows})
-                        print(f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "
-                              f"after ft {row['after']:.4f}, params {row['params_kept']:.3f} MACs {row['macs_kept']:.3f} kept "
-                              f"({seconds:.0f} s)", flush=True)
+                        print(
+                            f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "
+                            f"after ft {row['after']:.4f}, params {row['params_kept']:.3f} MACs {row['macs_kept']:.3f} kept "
+                            f"({seconds:.0f} s)",
+                            flush=True,
+                        )
     finally:
         if meter:
             meter.close()
@@ -407,21 +528,33 @@ def main(argv=None) -> int:
     table = summarise(rows, args.metric)
     fraction = f" on {args.finetune_fraction:.0%} of the training split" if args.finetune_fraction < 1 else ""
     seeds = sorted({r["seed"] for r in rows})
-    counts = sorted({sum(1 for r in rows if (r["budget"], r["allocation"], r["criterion"]) == k)
-                     for k in {(r["budget"], r["allocation"], r["criterion"]) for r in rows}})
+    counts = sorted(
+        {
+            sum(1 for r in rows if (r["budget"], r["allocation"], r["criterion"]) == k)
+            for k in {(r["budget"], r["allocation"], r["criterion"]) for r in rows}
+        }
+    )
     head_epochs = measurement_of(seeds[0]).config.head_epochs
-    varied = ("each seed varies the measurement's heads, the validation split (--split-seed, "
-              f"{rows[0].get('val_size')} images drawn from what training held out) and fine-tuning"
-              if shared is None else "seeds vary fine-tuning only (one shared measurement)")
-    classifiers = (f"every arm's classifier refit on its frozen pruned features (up to {args.refit_epochs} epochs, early "
-                   "stopping on validation) before fine-tuning; cut models start from the measurement's heads"
-                   if args.refit_epochs else f"cut models' classifiers are the measurement's linear heads ({head_epochs} epochs on "
-                   "frozen features); width-pruned models keep their classifier")
-    header = (f"Model {args.checkpoint} ({dataset}; test split grades, validation split decides; baseline accuracy "
-              f"{rows[0]['baseline']:.4f}); fine-tuning: {args.finetune_epochs} epoch(s){fraction}, SGD lr {args.finetune_lr} "
-              f"cosine, batch 128, the same in every cell; seeds per cell: {'/'.join(map(str, counts))} (from {seeds}; {varied}); "
-              f"{classifiers}; latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction of the original's "
-              f"(median of paired rounds); machine: {machine}.\n\n")
+    varied = (
+        "each seed varies the measurement's heads, the validation split (--split-seed, "
+        f"{rows[0].get('val_size')} images drawn from what training held out) and fine-tuning"
+        if shared is None
+        else "seeds vary fine-tuning only (one shared measurement)"
+    )
+    classifiers = (
+        f"every arm's classifier refit on its frozen pruned features (up to {args.refit_epochs} epochs, early "
+        "stopping on validation) before fine-tuning; cut models start from the measurement's heads"
+        if args.refit_epochs
+        else f"cut models' classifiers are the measurement's linear heads ({head_epochs} epochs on "
+        "frozen features); width-pruned models keep their classifier"
+    )
+    header = (
+        f"Model {args.checkpoint} ({dataset}; test split grades, validation split decides; baseline accuracy "
+        f"{rows[0]['baseline']:.4f}); fine-tuning: {args.finetune_epochs} epoch(s){fraction}, SGD lr {args.finetune_lr} "
+        f"cosine, batch 128, the same in every cell; seeds per cell: {'/'.join(map(str, counts))} (from {seeds}; {varied}); "
+        f"{classifiers}; latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction of the original's "
+        f"(median of paired rounds); machine: {machine}.\n\n"
+    )
     verdicts = verdict_lines(rows, args.metric)
     atomic_save_text(out / "table.md", header + table + "\n\n" + "\n".join(verdicts) + "\n")
     plot(rows, out / "accuracy_vs_kept.png", args.metric)

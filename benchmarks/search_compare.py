@@ -16,6 +16,7 @@ it stopped).
     python benchmarks/search_compare.py runs/fmv/model.pt --measurement runs/fmv/measurement \\
         --trials 12 --proxy 0.1 --seeds 0,1,2 --out benchmarks/results/fmnist_vgg16_w025/search_compare
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,8 +45,15 @@ def front(study) -> list[dict]:
     rows = []
     for t in study.best_trials:
         graded = full_result(study, t)
-        rows.append({"trial": t.number, "accuracy": graded["accuracy"], "val_accuracy": graded["val_accuracy"],
-                     "macs_kept": t.user_attrs["macs"] / base["macs"], "params_kept": t.user_attrs["params"] / base["params"]})
+        rows.append(
+            {
+                "trial": t.number,
+                "accuracy": graded["accuracy"],
+                "val_accuracy": graded["val_accuracy"],
+                "macs_kept": t.user_attrs["macs"] / base["macs"],
+                "params_kept": t.user_attrs["params"] / base["params"],
+            }
+        )
     return rows
 
 
@@ -71,8 +79,15 @@ def plot(fronts: dict[str, list[list[dict]]], path: Path, floor: float = 0.0) ->
         for (arm, studies), color in zip(fronts.items(), ("tab:red", "tab:blue")):
             for i, rows in enumerate(studies):
                 rows = sorted(rows, key=lambda r: r[size])
-                ax.step([r[size] for r in rows], [r["accuracy"] for r in rows], where="post", color=color, alpha=0.7,
-                        marker="o", label=arm if i == 0 else None)
+                ax.step(
+                    [r[size] for r in rows],
+                    [r["accuracy"] for r in rows],
+                    where="post",
+                    color=color,
+                    alpha=0.7,
+                    marker="o",
+                    label=arm if i == 0 else None,
+                )
         ax.set_xlabel(f"fraction of {size.removesuffix('_kept')} kept")
         ax.set_ylim(bottom=floor)
     axes[0].set_ylabel(f"test accuracy (Pareto trials, decided on validation; axis from {floor})")
@@ -85,11 +100,14 @@ def table(rows: list[dict], args, reference: tuple[float, float]) -> list[str]:
     trials' wall time; then, per plane, full against torch-pruning by METHOD.md's rule on both splits (the
     studies are paired by sampler seed)."""
     cell = {k: "HV (val / test acc, {} kept)".format(k) for k in ("MACs", "params")}
-    lines = [f"Reference point: accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, proxy "
-             f"{args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective **{args.metric}** (the plane to read "
-             f"from this study; the other plane's figures are from fronts optimised for {args.metric}); sampler seeds {args.seeds}.",
-             "", f"| arm | studies | {cell['MACs']} | {cell['params']} | trial time per study | measurement time |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Reference point: accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, proxy "
+        f"{args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective **{args.metric}** (the plane to read "
+        f"from this study; the other plane's figures are from fronts optimised for {args.metric}); sampler seeds {args.seeds}.",
+        "",
+        f"| arm | studies | {cell['MACs']} | {cell['params']} | trial time per study | measurement time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
@@ -98,26 +116,35 @@ def table(rows: list[dict], args, reference: tuple[float, float]) -> list[str]:
             mean, std = mean_std([r[key] for r in mine])
             return f"{mean:.4f}" if len(mine) == 1 else f"{mean:.4f} ± {std:.4f}"
 
-        lines.append(f"| {arm} | {len(mine)} | {hv('val_hv_macs')} / {hv('hv_macs')} | {hv('val_hv_params')} / {hv('hv_params')} | "
-                     f"{np.mean([r['trial_seconds'] for r in mine]):.0f} s | {np.mean([r['measurement_seconds'] for r in mine]):.0f} s |")
+        lines.append(
+            f"| {arm} | {len(mine)} | {hv('val_hv_macs')} / {hv('hv_macs')} | {hv('val_hv_params')} / {hv('hv_params')} | "
+            f"{np.mean([r['trial_seconds'] for r in mine]):.0f} s | {np.mean([r['measurement_seconds'] for r in mine]):.0f} s |"
+        )
     if set(ARMS) <= set(arms):
         for size, name in (("macs", "MACs"), ("params", "params")):
             split = {}
             for prefix, label in (("val_", "val"), ("", "test")):
                 by_seed = {arm: {r["seed"]: r[f"{prefix}hv_{size}"] for r in rows if r["arm"] == arm} for arm in ARMS}
                 split[label] = rule(by_seed["full"], by_seed["torch-pruning"])
-            parts = "; ".join(f"{label} {v['diff']:+.4f} (2× pooled std {v['two_pooled_std']:.4f}, paired 95 % "
-                              f"[{v['paired_95'][0]:+.4f}, {v['paired_95'][1]:+.4f}]) -> {v['verdict']}" for label, v in split.items())
+            parts = "; ".join(
+                f"{label} {v['diff']:+.4f} (2× pooled std {v['two_pooled_std']:.4f}, paired 95 % "
+                f"[{v['paired_95'][0]:+.4f}, {v['paired_95'][1]:+.4f}]) -> {v['verdict']}"
+                for label, v in split.items()
+            )
             own = " (this study's objective)" if size == args.metric else ""
-            lines.append(f"\n- HV ({name} kept){own}: full − torch-pruning: {parts}; verdict (a win needs both splits): "
-                         f"**{both_splits(split['val'], split['test'])}**")
+            lines.append(
+                f"\n- HV ({name} kept){own}: full − torch-pruning: {parts}; verdict (a win needs both splits): "
+                f"**{both_splits(split['val'], split['test'])}**"
+            )
     return lines
 
 
 def main(argv=None) -> int:
     parser = script_parser(__doc__)
     add_standard(parser, "checkpoint")
-    parser.add_argument("--measurement", help="prune-snr measure folder of this checkpoint (the full arm; else measured once)")
+    parser.add_argument(
+        "--measurement", help="prune-snr measure folder of this checkpoint (the full arm; else measured once)"
+    )
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--proxy", type=float, default=0.1)
     parser.add_argument("--max-finetune-epochs", type=int, default=1)
@@ -136,18 +163,44 @@ def main(argv=None) -> int:
     rows = []
     for arm in args.arms.split(","):
         for seed in ints(args.seeds):
-            study = run_search(args.checkpoint, out=out / arm / f"seed{seed}", space=arm, trials=args.trials, proxy=args.proxy,
-                               max_finetune_epochs=args.max_finetune_epochs, metric=args.metric, seed=seed, round_to=args.round_to,
-                               device=args.device, measurement=measurement if arm == "full" else None)
+            study = run_search(
+                args.checkpoint,
+                out=out / arm / f"seed{seed}",
+                space=arm,
+                trials=args.trials,
+                proxy=args.proxy,
+                max_finetune_epochs=args.max_finetune_epochs,
+                metric=args.metric,
+                seed=seed,
+                round_to=args.round_to,
+                device=args.device,
+                measurement=measurement if arm == "full" else None,
+            )
             pareto = front(study)
             fronts.setdefault(arm, []).append(pareto)
-            seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials if t.datetime_complete)
-            rows.append({"arm": arm, "seed": seed, "trials": len(study.trials), "pareto": pareto, "trial_seconds": seconds,
-                         "measurement_seconds": study.user_attrs.get("measurement_seconds", 0.0),
-                         **{f"{prefix}hv_{size}": hypervolume(pareto, f"{size}_kept", reference, accuracy)
-                            for prefix, accuracy in (("", "accuracy"), ("val_", "val_accuracy")) for size in ("macs", "params")}})
-            print(f"{arm:>14} seed {seed}: {len(pareto)} Pareto trials, HV(acc, MACs) {rows[-1]['hv_macs']:.4f}, "
-                  f"HV(acc, params) {rows[-1]['hv_params']:.4f}", flush=True)
+            seconds = sum(
+                (t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials if t.datetime_complete
+            )
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "trials": len(study.trials),
+                    "pareto": pareto,
+                    "trial_seconds": seconds,
+                    "measurement_seconds": study.user_attrs.get("measurement_seconds", 0.0),
+                    **{
+                        f"{prefix}hv_{size}": hypervolume(pareto, f"{size}_kept", reference, accuracy)
+                        for prefix, accuracy in (("", "accuracy"), ("val_", "val_accuracy"))
+                        for size in ("macs", "params")
+                    },
+                }
+            )
+            print(
+                f"{arm:>14} seed {seed}: {len(pareto)} Pareto trials, HV(acc, MACs) {rows[-1]['hv_macs']:.4f}, "
+                f"HV(acc, params) {rows[-1]['hv_params']:.4f}",
+                flush=True,
+            )
     lines = table(rows, args, reference)
     out.mkdir(parents=True, exist_ok=True)
     save_results(out / "results.json", {"args": vars(args), "rows": rows})

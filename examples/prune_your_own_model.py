@@ -1,8 +1,9 @@
 """Prune your own model: your class, your data, your training loop; prune-snr measures, prunes, saves, exports.
 
-    python examples/prune_your_own_model.py            # ~12k Fashion-MNIST images, 3 epochs
-    python examples/prune_your_own_model.py --fast     # a quick run (what the tests run)
+python examples/prune_your_own_model.py            # ~12k Fashion-MNIST images, 3 epochs
+python examples/prune_your_own_model.py --fast     # a quick run (what the tests run)
 """
+
 import argparse
 import gzip
 import os
@@ -26,7 +27,9 @@ class Block(nn.Module):  # a residual block with a grouped conv and a squeeze-ex
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(c)
         self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // 4, 1), nn.ReLU(), nn.Conv2d(c // 4, c, 1), nn.Sigmoid())
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // 4, 1), nn.ReLU(), nn.Conv2d(c // 4, c, 1), nn.Sigmoid()
+        )
 
     def forward(self, x):
         y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
@@ -36,7 +39,9 @@ class Block(nn.Module):  # a residual block with a grouped conv and a squeeze-ex
 class MyNet(nn.Module):
     def __init__(self, width=32, num_classes=10):
         super().__init__()
-        stage = lambda i, o, s: nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(), Block(o))
+        stage = lambda i, o, s: nn.Sequential(
+            nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(), Block(o)
+        )
         self.features = nn.Sequential(stage(1, width, 1), stage(width, 2 * width, 2), stage(2 * width, 4 * width, 2))
         self.head = nn.Linear(4 * width, num_classes)
 
@@ -50,7 +55,9 @@ def fashion_mnist(split, n):
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
     with gzip.open(f"{FASHION_MNIST}/{prefix}-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    return TensorDataset((torch.from_numpy(images.copy()).float() / 255 - 0.29) / 0.35, torch.from_numpy(labels.astype(np.int64)))
+    return TensorDataset(
+        (torch.from_numpy(images.copy()).float() / 255 - 0.29) / 0.35, torch.from_numpy(labels.astype(np.int64))
+    )
 
 
 def train_epochs(model, loader, epochs, lr=0.05):  # your own training loop
@@ -80,11 +87,20 @@ def main():
     model = train_epochs(MyNet(), train_loader, epochs)
 
     result = prune_snr.measure(model, train=train_loader, test=test, head_epochs=3 if args.fast else 10)
-    slim, report = prune_snr.prune(model, train=train_loader, test=test, target=0.5, metric="macs", measurement=result,
-                                   finetune=lambda m: train_epochs(m, train_loader, 1, lr=0.01))
-    print(f"accuracy {report['before']['accuracy']:.4f} -> {report['after']['accuracy']:.4f}, "
-          f"MACs {report['after']['macs'] / report['before']['macs']:.3f} of the original, "
-          f"params {report['after']['params'] / report['before']['params']:.3f}")
+    slim, report = prune_snr.prune(
+        model,
+        train=train_loader,
+        test=test,
+        target=0.5,
+        metric="macs",
+        measurement=result,
+        finetune=lambda m: train_epochs(m, train_loader, 1, lr=0.01),
+    )
+    print(
+        f"accuracy {report['before']['accuracy']:.4f} -> {report['after']['accuracy']:.4f}, "
+        f"MACs {report['after']['macs'] / report['before']['macs']:.3f} of the original, "
+        f"params {report['after']['params'] / report['before']['params']:.3f}"
+    )
 
     folder = tempfile.mkdtemp()
     prune_snr.save(slim, f"{folder}/slim.pt")
@@ -94,8 +110,10 @@ def main():
     with torch.no_grad():
         same = torch.equal(torch.load(f"{folder}/x.pt.out"), slim.eval()(x))
     exported = prune_snr.export(slim, f"{folder}/slim.onnx", example_input=x[:1])
-    print(f"reloaded in a fresh process: logits equal {same}; ONNX max abs diff {exported['batch_8_max_abs_diff']:.1e}; "
-          f"{time.time() - t0:.0f} s")
+    print(
+        f"reloaded in a fresh process: logits equal {same}; ONNX max abs diff {exported['batch_8_max_abs_diff']:.1e}; "
+        f"{time.time() - t0:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ functions; their subpackages are imported by their full names (``from prune_snr.
 filter_stats``, ``importlib.import_module("prune_snr.prune")``), and each subpackage also holds its function
 (``from prune_snr.export import export``).
 """
+
 from .checkpoint import load, save
 from .data import build_dataset
 from .export import export

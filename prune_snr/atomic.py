@@ -4,6 +4,7 @@ Example:
     >>> atomic_save_json(Path(tempfile.mkdtemp()) / "report.json", {"accuracy": 0.9}).name
     'report.json'
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ def _atomic_write(path: Path, write, all_ranks: bool = False) -> Path:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise PruneSnrError(f"could not write {path}: {exc.strerror or exc}; free disk space or choose another --out") from exc
+            raise PruneSnrError(
+                f"could not write {path}: {exc.strerror or exc}; free disk space or choose another --out"
+            ) from exc
         raise
     return path
 

@@ -12,6 +12,7 @@ A checkpoint is a dict of plain types and tensors, written atomically and read b
 architecture (name, num_classes, width_mult, in_chans, input_size); a pruned model is rebuilt
 by replaying its torch-pruning history on that architecture before loading the weights.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,19 +53,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "global" not in str(exc).lower():  # not an object being refused: the bytes are not a pickle at all
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated (not a torch file); re-run the step that wrote it") from exc
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or truncated (not a torch file); re-run the step that wrote it"
+            ) from exc
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
             "(weights_only=True); re-save it as a state_dict"
         ) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-run the step that wrote it") from exc
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-run the step that wrote it"
+        ) from exc
     if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
-        raise CheckpointError(f"{path} is not a prune-snr checkpoint (no format_version/model keys); pass a file written by prune-snr "
-            f"train or prune")
+        raise CheckpointError(
+            f"{path} is not a prune-snr checkpoint (no format_version/model keys); pass a file written by prune-snr "
+            f"train or prune"
+        )
     if payload["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {payload['format_version']}, newer than this prune-snr ({FORMAT_VERSION}); "
-            f"upgrade prune-snr")
+        raise CheckpointError(
+            f"{path} has format_version {payload['format_version']}, newer than this prune-snr ({FORMAT_VERSION}); "
+            f"upgrade prune-snr"
+        )
     return payload
 
 
@@ -108,9 +117,11 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
         raise CheckpointError("checkpoint has no config['model'] spec; it was not written by prune-snr train or prune")
     spec = dict(spec)
     if is_user_code(spec["name"]) and not trusted():
-        raise CheckpointError(f"this checkpoint's architecture is code ({spec['name']}), which reading it does not import: pass "
-                              f"--trust-model-code (API: prune_snr.load(path, trust_model_code=True) or load(path, model=instance); "
-                              f"environment {TRUST_ENV}=1)")
+        raise CheckpointError(
+            f"this checkpoint's architecture is code ({spec['name']}), which reading it does not import: pass "
+            f"--trust-model-code (API: prune_snr.load(path, trust_model_code=True) or load(path, model=instance); "
+            f"environment {TRUST_ENV}=1)"
+        )
     spec.pop("user_model", None)
     input_shape = spec.pop("input_shape", None)
     classifier = spec.pop("classifier", None)
@@ -131,15 +142,20 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint weights do not fit the recorded architecture ({first}); the file is damaged or was "
-            f"edited") from exc
+        raise CheckpointError(
+            f"checkpoint weights do not fit the recorded architecture ({first}); the file is damaged or was edited"
+        ) from exc
     return model.eval()
 
 
 #: The attributes that say a layer's width (what structural pruning changes besides the tensors), per layer type.
-WIDTHS = ((torch.nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")), (torch.nn.Linear, ("in_features", "out_features")),
-          (torch.nn.modules.batchnorm._NormBase, ("num_features",)), (torch.nn.GroupNorm, ("num_groups", "num_channels")),
-          (torch.nn.LayerNorm, ("normalized_shape",)))
+WIDTHS = (
+    (torch.nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")),
+    (torch.nn.Linear, ("in_features", "out_features")),
+    (torch.nn.modules.batchnorm._NormBase, ("num_features",)),
+    (torch.nn.GroupNorm, ("num_groups", "num_channels")),
+    (torch.nn.LayerNorm, ("normalized_shape",)),
+)
 
 
 def layer_widths(model: torch.nn.Module) -> dict[str, dict]:
@@ -148,7 +164,9 @@ def layer_widths(model: torch.nn.Module) -> dict[str, dict]:
     for name, module in model.named_modules():
         for kind, attrs in WIDTHS:
             if isinstance(module, kind):
-                out[name] = {a: list(v) if isinstance(v, tuple) else v for a, v in ((a, getattr(module, a)) for a in attrs)}
+                out[name] = {
+                    a: list(v) if isinstance(v, tuple) else v for a, v in ((a, getattr(module, a)) for a in attrs)
+                }
                 break
     return out
 
@@ -171,8 +189,15 @@ def save(model: torch.nn.Module, path: str | os.PathLike) -> Path:
         2
     """
     spec = getattr(model, "spec", None)
-    return save_checkpoint(path, {"kind": "module", "model": model.state_dict(), "widths": layer_widths(model),
-                                  "config": {"model": dict(spec)} if spec else {}})
+    return save_checkpoint(
+        path,
+        {
+            "kind": "module",
+            "model": model.state_dict(),
+            "widths": layer_widths(model),
+            "config": {"model": dict(spec)} if spec else {},
+        },
+    )
 
 
 def reshape_into(model: torch.nn.Module, widths: dict[str, dict], state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -180,8 +205,10 @@ def reshape_into(model: torch.nn.Module, widths: dict[str, dict], state: dict[st
     modules = dict(model.named_modules())
     missing = [name for name in widths if name not in modules]
     if missing:
-        raise CheckpointError(f"the saved model has a layer {missing[0]!r} that {type(model).__name__} does not; pass an instance "
-                              "of the class that was saved")
+        raise CheckpointError(
+            f"the saved model has a layer {missing[0]!r} that {type(model).__name__} does not; pass an instance "
+            "of the class that was saved"
+        )
     for name, attrs in widths.items():
         for attr, value in attrs.items():
             setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
@@ -191,19 +218,25 @@ def reshape_into(model: torch.nn.Module, widths: dict[str, dict], state: dict[st
         if module is None:
             continue  # load_state_dict names it below
         if module._parameters.get(leaf) is not None and module._parameters[leaf].shape != tensor.shape:
-            module._parameters[leaf] = torch.nn.Parameter(torch.empty_like(tensor), requires_grad=module._parameters[leaf].requires_grad)
+            module._parameters[leaf] = torch.nn.Parameter(
+                torch.empty_like(tensor), requires_grad=module._parameters[leaf].requires_grad
+            )
         elif module._buffers.get(leaf) is not None and module._buffers[leaf].shape != tensor.shape:
             module._buffers[leaf] = torch.empty_like(tensor)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"the saved weights do not fit {type(model).__name__} ({first}); pass an instance of the class "
-                              "that was saved") from exc
+        raise CheckpointError(
+            f"the saved weights do not fit {type(model).__name__} ({first}); pass an instance of the class "
+            "that was saved"
+        ) from exc
     return model
 
 
-def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust_model_code: bool = False) -> torch.nn.Module:
+def load(
+    path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust_model_code: bool = False
+) -> torch.nn.Module:
     """Rebuild any model prune-snr saved (trained, pruned, or :func:`save`'d), on CPU, in eval mode.
 
     Without ``model`` the architecture is rebuilt by the name the file records (prune-snr's own and hub models; a
@@ -236,6 +269,8 @@ def load(path: str | os.PathLike, *, model: torch.nn.Module | None = None, trust
 
         if spec.get("input_shape"):
             remember_input_shape(copied, spec["input_shape"])
-        tp.DependencyGraph().build_dependency(copied, example_inputs=example_input(copied)).load_pruning_history(payload["pruning"])
+        tp.DependencyGraph().build_dependency(copied, example_inputs=example_input(copied)).load_pruning_history(
+            payload["pruning"]
+        )
         widths = {}
     return reshape_into(copied, widths or {}, payload["model"]).eval()

@@ -5,6 +5,7 @@ subclass of :class:`PruneSnrError` with a one-line message that says what is wro
 and what to do. The CLI (and :func:`run_script` for the benchmark scripts) prints that line and
 exits with code 2; nothing else in the package prints or exits.
 """
+
 import sys
 
 
@@ -43,8 +44,8 @@ class ExportError(PruneSnrError):
 def run_script(main) -> int:
     """Run a benchmark script's ``main``: a :class:`PruneSnrError` becomes one line on stderr and exit code 2.
 
-        >>> if __name__ == "__main__":  # doctest: +SKIP
-        ...     sys.exit(run_script(main))
+    >>> if __name__ == "__main__":  # doctest: +SKIP
+    ...     sys.exit(run_script(main))
     """
     try:
         return main()

@@ -3,6 +3,7 @@
 Below the stages: ``prune --metric latency`` bisects against :class:`LatencyMeter`, and
 ``prune-snr export`` reports :func:`latency_rounds` of the slimmed, original and int8 models.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -17,11 +18,22 @@ from .onnx_io import export_onnx, ort_session
 from .runtime import broadcast_object, world
 
 
-def latency(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
-            warmup: int = 5, block: int = 3) -> dict[str, float]:
+def latency(
+    paths: dict[str, str | Path],
+    *,
+    batch: int,
+    input_shape: tuple[int, int, int],
+    repeats: int = 30,
+    warmup: int = 5,
+    block: int = 3,
+) -> dict[str, float]:
     """Median seconds of one onnxruntime CPU run at ``batch`` for each model (see :func:`latency_rounds`)."""
-    return {key: statistics.median(t) for key, t in latency_rounds(paths, batch=batch, input_shape=input_shape, repeats=repeats,
-                                                                     warmup=warmup, block=block).items()}
+    return {
+        key: statistics.median(t)
+        for key, t in latency_rounds(
+            paths, batch=batch, input_shape=input_shape, repeats=repeats, warmup=warmup, block=block
+        ).items()
+    }
 
 
 def ratio(rounds: dict[str, list[float]], key: str, reference: str) -> float:
@@ -33,8 +45,15 @@ def ratio(rounds: dict[str, list[float]], key: str, reference: str) -> float:
     return statistics.median(a / b for a, b in zip(rounds[key], rounds[reference]))
 
 
-def latency_rounds(paths: dict[str, str | Path], *, batch: int, input_shape: tuple[int, int, int], repeats: int = 30,
-                   warmup: int = 5, block: int = 3) -> dict[str, list[float]]:
+def latency_rounds(
+    paths: dict[str, str | Path],
+    *,
+    batch: int,
+    input_shape: tuple[int, int, int],
+    repeats: int = 30,
+    warmup: int = 5,
+    block: int = 3,
+) -> dict[str, list[float]]:
     """Seconds of one onnxruntime CPU run at ``batch`` for each model, one figure per round.
 
     Models take turns (a, b, a, b, ...) so that load from elsewhere on the machine hits every model
@@ -91,12 +110,19 @@ class LatencyMeter:
     def _timed(self, model: nn.Module, batch: int) -> dict[str, float]:
         path = export_onnx(model, Path(self._tmp.name) / f"candidate{self._count}.onnx")
         try:
-            rounds = latency_rounds({"reference": self._reference, "model": path}, batch=batch, input_shape=self.shape,
-                                    repeats=self.repeats or (100 if batch == 1 else 30))
+            rounds = latency_rounds(
+                {"reference": self._reference, "model": path},
+                batch=batch,
+                input_shape=self.shape,
+                repeats=self.repeats or (100 if batch == 1 else 30),
+            )
         finally:
             path.unlink(missing_ok=True)
-        return {"model": statistics.median(rounds["model"]), "reference": statistics.median(rounds["reference"]),
-                "fraction": ratio(rounds, "model", "reference")}
+        return {
+            "model": statistics.median(rounds["model"]),
+            "reference": statistics.median(rounds["reference"]),
+            "fraction": ratio(rounds, "model", "reference"),
+        }
 
     def fraction(self, model: nn.Module, *, batch: int | None = None) -> float:
         """``model``'s latency as a fraction of the reference's (median of per-round ratios)."""

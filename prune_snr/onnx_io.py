@@ -4,6 +4,7 @@ The export stage (:mod:`prune_snr.export`) writes and checks these files for use
 meter (:mod:`prune_snr.latency`) writes them to time candidates while ``prune`` searches a latency
 target. Both convert with :func:`export_onnx`, so what is timed is what is shipped.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ def input_chw(model: nn.Module, input_size: tuple[int, int] | None = None) -> tu
     return spec.get("in_chans", 3), h, w
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, int] | None = None, batch: int | str = "dynamic",
-                opset: int | None = None, image_shape: tuple[int, int, int] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    batch: int | str = "dynamic",
+    opset: int | None = None,
+    image_shape: tuple[int, int, int] | None = None,
+) -> Path:
     """Export ``model`` to ``path`` (atomically), with a dynamic batch dimension by default.
 
     Example:
@@ -49,11 +57,22 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_size: tuple[int, in
         tmp_path = Path(tmp) / path.name
         kwargs = {"opset_version": opset} if opset else {}
         try:
-            program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=dynamic, input_names=["input"],
-                                        output_names=["logits"], external_data=large, verbose=False, **kwargs)
+            program = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=["input"],
+                output_names=["logits"],
+                external_data=large,
+                verbose=False,
+                **kwargs,
+            )
             program.save(str(tmp_path), external_data=large)
         except Exception as exc:  # torch.export raises many types; report one line
-            raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {str(exc).splitlines()[0]}") from exc
+            raise ExportError(
+                f"torch.onnx.export failed for {type(model).__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
         onnx.checker.check_model(str(tmp_path), full_check=True)
         for f in Path(tmp).iterdir():
             os.replace(f, path.parent / f.name)

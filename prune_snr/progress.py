@@ -3,6 +3,7 @@
 Core code never prints: it calls :func:`track`, which is a plain loop when no progress
 display is given (library use, tests).
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,13 @@ class PlainProgress:
 
     def add_task(self, description: str, total: float | None = None, **_) -> int:
         task = len(self._tasks)
-        self._tasks[task] = {"description": description, "total": total, "done": 0, "start": time.perf_counter(),
-                             "said": time.perf_counter()}
+        self._tasks[task] = {
+            "description": description,
+            "total": total,
+            "done": 0,
+            "start": time.perf_counter(),
+            "said": time.perf_counter(),
+        }
         self.task_ids.append(task)
         return task
 

@@ -7,6 +7,7 @@ all-reduce. The decisions are made once: rank 0 alone trains the heads, computes
 matrices, searches the pruning ratio and times latency, and broadcasts what the other ranks need;
 only rank 0 writes artifacts.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -94,8 +95,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     rank on GPU N, so it is refused there.
     """
     if name.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(f"--device {name} under torchrun puts every rank on GPU {name.partition(':')[2]}; use --device cuda "
-                          "(each rank its own LOCAL_RANK GPU) and choose GPUs with CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            f"--device {name} under torchrun puts every rank on GPU {name.partition(':')[2]}; use --device cuda "
+            "(each rank its own LOCAL_RANK GPU) and choose GPUs with CUDA_VISIBLE_DEVICES"
+        )
     if name in ("auto", "cuda") and torch.cuda.is_available() and world()[1] > 1:
         return torch.device("cuda", torch.cuda.current_device())
     if name == "auto":
@@ -182,18 +185,36 @@ def resolved_workers(workers: int | None = None) -> int:
     return default_workers() if workers is None else workers
 
 
-def make_loader(dataset, *, batch_size: int, shuffle: bool, workers: int | None = None, seed: int = 0, drop_last: bool = False,
-                batch_sampler=None) -> DataLoader:
+def make_loader(
+    dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    workers: int | None = None,
+    seed: int = 0,
+    drop_last: bool = False,
+    batch_sampler=None,
+) -> DataLoader:
     """Batches of ``dataset``: worker processes as :func:`resolved_workers` says, 4 batches each in flight, pinned
     memory where a GPU is visible. Each loader serves one pass (training makes one per epoch, see ``train_loader``),
     so its workers do not persist."""
     workers = resolved_workers(workers)
-    loading = {"num_workers": workers, "prefetch_factor": 4 if workers else None, "pin_memory": torch.cuda.is_available()}
+    loading = {
+        "num_workers": workers,
+        "prefetch_factor": 4 if workers else None,
+        "pin_memory": torch.cuda.is_available(),
+    }
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **loading)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      drop_last=drop_last and len(dataset) > batch_size, **loading)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last and len(dataset) > batch_size,
+        **loading,
+    )
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -9,6 +9,7 @@ hand and kept. A command without markers gets a new section at the end of the fi
 the ones ``--help`` shows: a config option's from its field (``prune_snr/config/stages.py``), a command's
 own parameter's from its signature.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,7 +57,9 @@ def metavar(param) -> str:
 
 
 def metavar_of(annotation) -> str:
-    return {int: "N", float: "X", str: "TEXT", Path: "PATH"}.get(annotation, getattr(annotation, "__name__", "VALUE").upper())
+    return {int: "N", float: "X", str: "TEXT", Path: "PATH"}.get(
+        annotation, getattr(annotation, "__name__", "VALUE").upper()
+    )
 
 
 def default_text(param: typing.Any) -> str:
@@ -65,7 +68,11 @@ def default_text(param: typing.Any) -> str:
     value = param.default
     if isinstance(getattr(param, "show_default", None), str):
         value = {"True": True, "False": False}.get(param.show_default, param.show_default)
-    if value is None or value is ... or (is_option(param) and param.is_flag and value is False and not param.secondary_opts):
+    if (
+        value is None
+        or value is ...
+        or (is_option(param) and param.is_flag and value is False and not param.secondary_opts)
+    ):
         return ""
     if is_option(param) and param.secondary_opts and isinstance(value, bool):
         return f" Default: `{param.opts[0] if value else param.secondary_opts[0]}`."
@@ -75,7 +82,9 @@ def default_text(param: typing.Any) -> str:
 def render(name: str, cmd: typing.Any) -> str:
     """The generated block of one command: usage, its one-line help, one bullet per argument and option."""
     args = [p for p in cmd.params if not is_option(p)]
-    usage = " ".join(["prune-snr" if name == "prune-snr" else f"prune-snr {name}", *(p.name.upper() for p in args), "[OPTIONS]"])
+    usage = " ".join(
+        ["prune-snr" if name == "prune-snr" else f"prune-snr {name}", *(p.name.upper() for p in args), "[OPTIONS]"]
+    )
     lines = [f"Usage: `{usage}`", ""]
     if cmd.help and name != "prune-snr":
         lines += [cmd.help.strip().splitlines()[0], ""]
@@ -99,7 +108,10 @@ def render(name: str, cmd: typing.Any) -> str:
 def blocks() -> dict[str, str]:
     """Command name -> generated block, the global options first, then the commands in the app's order."""
     group = click_app()
-    return {"prune-snr": render("prune-snr", group), **{name: render(name, cmd) for name, cmd in group.commands.items()}}
+    return {
+        "prune-snr": render("prune-snr", group),
+        **{name: render(name, cmd) for name, cmd in group.commands.items()},
+    }
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ node's own ``python3 -m pip list --format=freeze`` instead.
     python scripts/offline_bundle.py --python 3.12                      # or: make offline-bundle
     python scripts/offline_bundle.py --python 3.12 --have node-pip-list.txt --extra dev
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,13 @@ from packaging.requirements import Requirement
 
 #: What a plain CUDA PyTorch image holds besides torch's own requirements (pytorch/pytorch, NGC's PyTorch).
 PLAIN_IMAGE = ("torch", "torchvision", "numpy", "pillow", "pip", "setuptools", "wheel")
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = tuple(f"{p}-{k}-ubyte.gz" for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1"))
 
@@ -37,8 +43,13 @@ def canonical(name: str) -> str:
 
 def closure(roots: list[str], *, python: str, extras: tuple[str, ...] = ()) -> dict[str, str]:
     """``{canonical name: installed version}`` of ``roots`` and everything they require on Linux at ``python``."""
-    env = {**default_environment(), "python_version": python, "python_full_version": f"{python}.0", "platform_system": "Linux",
-           "sys_platform": "linux"}
+    env = {
+        **default_environment(),
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "platform_system": "Linux",
+        "sys_platform": "linux",
+    }
     found: dict[str, str] = {}
     todo = [(r, extras) for r in roots]
     while todo:
@@ -49,8 +60,9 @@ def closure(roots: list[str], *, python: str, extras: tuple[str, ...] = ()) -> d
         try:
             found[key] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"error: {name} is required but not installed here; "
-                             "pip install -e '.[dev]' -c constraints.txt first") from None
+            raise SystemExit(
+                f"error: {name} is required but not installed here; pip install -e '.[dev]' -c constraints.txt first"
+            ) from None
         for line in metadata.requires(name) or ():
             req = Requirement(line)
             if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *wanted)):
@@ -69,9 +81,31 @@ def have(path: str | None, python: str) -> set[str]:
 def download(name: str, version: str, *, python: str, out: Path) -> None:
     tag = python.replace(".", "")
     platforms = [a for p in PLATFORMS for a in ("--platform", p)]
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", python,
-           "--implementation", "cp", "--abi", f"cp{tag}", "--abi", "abi3", "--abi", "none", *platforms, "--platform", "any",
-           "-d", str(out), f"{name}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{tag}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *platforms,
+        "--platform",
+        "any",
+        "-d",
+        str(out),
+        f"{name}=={version}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
@@ -79,10 +113,16 @@ def download(name: str, version: str, *, python: str, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--python", default="3.12", help="the node's Python version, MAJOR.MINOR (default 3.12)")
-    parser.add_argument("--have", help="the node's `python3 -m pip list --format=freeze` (default: a plain CUDA PyTorch image)")
-    parser.add_argument("--extra", action="append", default=[], help="also prune-snr's extra (dev, postgres, dashboard)")
+    parser.add_argument(
+        "--have", help="the node's `python3 -m pip list --format=freeze` (default: a plain CUDA PyTorch image)"
+    )
+    parser.add_argument(
+        "--extra", action="append", default=[], help="also prune-snr's extra (dev, postgres, dashboard)"
+    )
     parser.add_argument("--out", default=".", help="where .whl/ and .data/ go (default: the repository root)")
     parser.add_argument("--data", default=str(FASHION_MNIST), help="a folder with Fashion-MNIST's four IDX .gz files")
     args = parser.parse_args(argv)
@@ -91,7 +131,9 @@ def main(argv=None) -> int:
     data = Path(args.data)
     missing = [f for f in FASHION_FILES if not (data / f).is_file()]
     if missing:
-        raise SystemExit(f"error: {data} lacks {', '.join(missing)}; apt-get install dataset-fashion-mnist or pass --data DIR")
+        raise SystemExit(
+            f"error: {data} lacks {', '.join(missing)}; apt-get install dataset-fashion-mnist or pass --data DIR"
+        )
     need = closure(["prune-snr"], python=args.python, extras=tuple(args.extra))
     node = have(args.have, args.python)
     wanted = {name: version for name, version in sorted(need.items()) if name not in node and name != "prune-snr"}
@@ -108,8 +150,12 @@ def main(argv=None) -> int:
     (out / ".data").mkdir(exist_ok=True)
     for f in FASHION_FILES:
         shutil.copyfile(data / f, out / ".data" / f)
-    size = sum(p.stat().st_size for p in wheels.glob("*.whl")) + sum((out / ".data" / f).stat().st_size for f in FASHION_FILES)
-    print(f"{len(wanted)} wheels for CPython {args.python} in {wheels}, Fashion-MNIST in {out / '.data'}: {size / 2**20:.1f} MiB")
+    size = sum(p.stat().st_size for p in wheels.glob("*.whl")) + sum(
+        (out / ".data" / f).stat().st_size for f in FASHION_FILES
+    )
+    print(
+        f"{len(wanted)} wheels for CPython {args.python} in {wheels}, Fashion-MNIST in {out / '.data'}: {size / 2**20:.1f} MiB"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ SHA-256 per artifact: ``measurement.json`` and ``report.json`` with their timing
     python scripts/same_outputs.py --out /tmp/before.json              # on the old commit
     python scripts/same_outputs.py --compare /tmp/before.json          # on the new one: exit 1 on any difference
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,17 +25,61 @@ from pathlib import Path
 import torch
 
 #: Keys whose values depend on the clock or the folder, not on behaviour.
-VOLATILE = re.compile(r"seconds|_s$|time|wall|elapsed|latency|path|dir$|out$|checkpoint|measurement$|created|host|machine"
-                      r"|version|rss|_mb$|^source$")
+VOLATILE = re.compile(
+    r"seconds|_s$|time|wall|elapsed|latency|path|dir$|out$|checkpoint|measurement$|created|host|machine"
+    r"|version|rss|_mb$|^source$"
+)
 COMMON = ["--dataset", "synthetic:4", "--device", "cpu", "--seed", "3"]
 SCENARIOS = {
-    "vgg": [["train", "--model", "vgg16", "--width-mult", "0.125", "--epochs", "1", "--out", "{run}", *COMMON],
-            ["measure", "{run}/model.pt", "--labels", "2,4", "--out", "{run}/m", "--device", "cpu", "--seed", "3"],
-            ["prune", "{run}/model.pt", "--measurement", "{run}/m", "--criterion", "snr", "--target", "0.5", "--metric", "macs",
-             "--truncate", "--delta", "0.05", "--finetune-epochs", "1", "--out", "{run}/p", "--device", "cpu", "--seed", "3"]],
-    "resnet": [["train", "--model", "timm:resnet18", "--epochs", "1", "--out", "{run}", *COMMON],
-               ["prune", "{run}/model.pt", "--criterion", "l1", "--target", "0.5", "--metric", "macs", "--drop-blocks",
-                "--finetune-epochs", "1", "--out", "{run}/p", "--device", "cpu", "--seed", "3"]],
+    "vgg": [
+        ["train", "--model", "vgg16", "--width-mult", "0.125", "--epochs", "1", "--out", "{run}", *COMMON],
+        ["measure", "{run}/model.pt", "--labels", "2,4", "--out", "{run}/m", "--device", "cpu", "--seed", "3"],
+        [
+            "prune",
+            "{run}/model.pt",
+            "--measurement",
+            "{run}/m",
+            "--criterion",
+            "snr",
+            "--target",
+            "0.5",
+            "--metric",
+            "macs",
+            "--truncate",
+            "--delta",
+            "0.05",
+            "--finetune-epochs",
+            "1",
+            "--out",
+            "{run}/p",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+        ],
+    ],
+    "resnet": [
+        ["train", "--model", "timm:resnet18", "--epochs", "1", "--out", "{run}", *COMMON],
+        [
+            "prune",
+            "{run}/model.pt",
+            "--criterion",
+            "l1",
+            "--target",
+            "0.5",
+            "--metric",
+            "macs",
+            "--drop-blocks",
+            "--finetune-epochs",
+            "1",
+            "--out",
+            "{run}/p",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+        ],
+    ],
 }
 
 
@@ -71,7 +116,11 @@ def fingerprints(run: Path) -> dict[str, str]:
             found[name] = digest("\n".join(lines).encode())
         elif path.name == "pruned.pt":
             for key, value in flat(torch.load(path, map_location="cpu", weights_only=True)):
-                data = value.contiguous().numpy().tobytes() if isinstance(value, torch.Tensor) else json.dumps(scrub(value)).encode()
+                data = (
+                    value.contiguous().numpy().tobytes()
+                    if isinstance(value, torch.Tensor)
+                    else json.dumps(scrub(value)).encode()
+                )
                 found[f"{name}:{key}"] = digest(data)
     return found
 

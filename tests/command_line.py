@@ -1,4 +1,5 @@
 """The command line run in-process, for the specs that go through it."""
+
 from typer.testing import CliRunner
 
 from prune_snr.cli import app

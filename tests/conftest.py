@@ -17,6 +17,9 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny_run")
     os.environ.setdefault("PRUNE_SNR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    cfg = resolve(TrainConfig, overrides=dict(dataset="synthetic", width_mult=0.125, epochs=3, batch_size=64, out=str(out), device="cpu"))
+    cfg = resolve(
+        TrainConfig,
+        overrides=dict(dataset="synthetic", width_mult=0.125, epochs=3, batch_size=64, out=str(out), device="cpu"),
+    )
     metrics = train(cfg)
     return out, metrics

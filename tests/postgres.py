@@ -7,6 +7,7 @@ installed here: :func:`why_unavailable` says in one line what is missing.
     >>> with throwaway_cluster() as pg:  # doctest: +SKIP
     ...     url = pg.create_database("study")
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,7 +79,9 @@ class Cluster:
         _as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-w", "-t", "60", *args])
 
     def start(self) -> None:
-        self.ctl("-l", str(self.root / "server.log"), "-o", f"-k {self.socket_dir} -p {self.port} -h 127.0.0.1", "start")
+        self.ctl(
+            "-l", str(self.root / "server.log"), "-o", f"-k {self.socket_dir} -p {self.port} -h 127.0.0.1", "start"
+        )
 
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every client connection is dropped."""
@@ -87,7 +90,9 @@ class Cluster:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -116,8 +121,21 @@ def throwaway_cluster():
     if os.geteuid() == 0:
         shutil.chown(pwfile, "postgres", "postgres")
     # local socket: trust; TCP: password (scram), so a wrong password is refused
-    _as_postgres([str(cluster.bin / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])
+    _as_postgres(
+        [
+            str(cluster.bin / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
+    )
     started = False
     try:
         cluster.start()

@@ -1,4 +1,5 @@
 """Specs of atomic.py: a write that fails leaves the previous file whole and no temp file."""
+
 import errno
 import json
 import os
@@ -9,10 +10,19 @@ from prune_snr.atomic import atomic_save_bytes, atomic_save_json
 from prune_snr.errors import PruneSnrError
 
 
-@pytest.mark.parametrize("write,old,new,read", [
-    (atomic_save_bytes, b"old", b"new", lambda path: path.read_bytes()),
-    (atomic_save_json, {"version": 1}, {"version": 2, "payload": list(range(1000))}, lambda path: json.loads(path.read_text())),
-], ids=["bytes", "json"])
+@pytest.mark.parametrize(
+    "write,old,new,read",
+    [
+        (atomic_save_bytes, b"old", b"new", lambda path: path.read_bytes()),
+        (
+            atomic_save_json,
+            {"version": 1},
+            {"version": 2, "payload": list(range(1000))},
+            lambda path: json.loads(path.read_text()),
+        ),
+    ],
+    ids=["bytes", "json"],
+)
 def test_a_full_disk_leaves_the_previous_file_whole_and_no_temp_file(tmp_path, monkeypatch, write, old, new, read):
     target = tmp_path / "artifact"
     write(target, old)

@@ -1,4 +1,5 @@
 """Specs of the checkpoint format: weights_only loads, the pruning-history rebuild, clear refusals."""
+
 import os
 
 import pytest
@@ -24,11 +25,15 @@ def test_a_truncated_or_corrupt_checkpoint_is_a_clear_error_and_one_line_at_ever
     out, _ = tiny_run
     data = (out / "model.pt").read_bytes()
     bad = tmp_path / "bad.pt"
-    bad.write_bytes({"half": data[: len(data) // 2], "first_kilobyte": data[:1000], "not_a_checkpoint": b"not a checkpoint"}[damage])
+    bad.write_bytes(
+        {"half": data[: len(data) // 2], "first_kilobyte": data[:1000], "not_a_checkpoint": b"not a checkpoint"}[damage]
+    )
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(bad)
     for command in ("measure", "prune"):
-        one_line_error(invoke(command, bad, "--dataset", "synthetic", "--out", tmp_path / command), "corrupt or truncated")
+        one_line_error(
+            invoke(command, bad, "--dataset", "synthetic", "--out", tmp_path / command), "corrupt or truncated"
+        )
         assert not (tmp_path / command).exists()
 
 
@@ -72,8 +77,15 @@ def test_weights_that_do_not_fit_the_recorded_architecture_are_refused(tmp_path)
 def test_pruned_models_reload_through_their_pruning_history(tmp_path, name):
     model = build_model(name, num_classes=10, **({"width_mult": 0.25} if name == "vgg16" else {})).eval()
     out = prune_to_target(model, lambda m: build_importance("l2", model=m), target=0.3)
-    save_checkpoint(tmp_path / "pruned.pt", {"kind": "pruned", "model": out.model.state_dict(), "pruning": out.history,
-                                             "config": {"model": out.model.spec}})
+    save_checkpoint(
+        tmp_path / "pruned.pt",
+        {
+            "kind": "pruned",
+            "model": out.model.state_dict(),
+            "pruning": out.history,
+            "config": {"model": out.model.spec},
+        },
+    )
     reloaded = prune_snr.load(tmp_path / "pruned.pt")
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(reloaded(x), out.model.eval()(x), atol=1e-5)

@@ -1,4 +1,5 @@
 """Specs of the choice tables: every row agrees with the registry, builder or search space it names."""
+
 import re
 
 import pytest
@@ -41,8 +42,9 @@ def test_every_criterion_row_has_a_builder_and_the_measured_ones_refuse_to_build
             build_importance(name, model=model)
 
 
-def test_an_unknown_criterion_is_one_error_listing_the_criteria_from_the_builder_the_options_and_the_command_line(tiny_run,
-                                                                                                                tmp_path):
+def test_an_unknown_criterion_is_one_error_listing_the_criteria_from_the_builder_the_options_and_the_command_line(
+    tiny_run, tmp_path
+):
     listed = ", ".join(choices.CRITERIA)
     with pytest.raises(ConfigError, match=listed):
         build_importance("magic", model=build_model("vgg16", num_classes=10, width_mult=0.125))
@@ -64,8 +66,15 @@ def test_every_space_row_has_its_parameters_and_every_parameter_is_a_fix_key_of_
     assert set(PARAMETERS) <= flat_keys(PruneConfig)
 
 
-@pytest.mark.parametrize("key,table", [("criterion", choices.CRITERIA), ("allocation", choices.ALLOCATIONS),
-                                       ("group_reduction", choices.GROUP_REDUCTIONS), ("cut", choices.CUTS)])
+@pytest.mark.parametrize(
+    "key,table",
+    [
+        ("criterion", choices.CRITERIA),
+        ("allocation", choices.ALLOCATIONS),
+        ("group_reduction", choices.GROUP_REDUCTIONS),
+        ("cut", choices.CUTS),
+    ],
+)
 def test_the_spaces_draw_the_rows_marked_searched_and_the_torch_pruning_space_those_marked_baseline(key, table):
     full, own = space_of("full"), space_of("torch-pruning")
     if table.searched:

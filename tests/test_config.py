@@ -1,4 +1,5 @@
 """Specs of recipes and option resolution."""
+
 import dataclasses
 from pathlib import Path
 
@@ -25,8 +26,10 @@ def test_unknown_recipe_key_is_an_error_naming_the_key(tmp_path):
         resolve(TrainConfig, recipe)
 
 
-@pytest.mark.parametrize("text,key", [("epochs: three\n", "epochs"), ("lr: -1\n", "lr"), ("amp: maybe\n", "amp"), ("schedule: step\n",
-    "schedule")])
+@pytest.mark.parametrize(
+    "text,key",
+    [("epochs: three\n", "epochs"), ("lr: -1\n", "lr"), ("amp: maybe\n", "amp"), ("schedule: step\n", "schedule")],
+)
 def test_bad_recipe_values_name_the_key(tmp_path, text, key):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(text)
@@ -55,7 +58,9 @@ def test_every_shipped_recipe_resolves_for_every_command(recipe):
         assert (cfg.pool, cfg.threshold) == (keys.get("pool", choices.POOL), keys.get("threshold", choices.THRESHOLD))
     for cfg in (prune, search.prune):
         assert cfg.target == keys.get("target", 0.5)
-        assert cfg.finetune.epochs == keys.get("finetune_epochs", 1) and cfg.finetune.lr == keys.get("finetune_lr", 0.01)
+        assert cfg.finetune.epochs == keys.get("finetune_epochs", 1) and cfg.finetune.lr == keys.get(
+            "finetune_lr", 0.01
+        )
 
 
 def test_a_recipe_key_reaches_every_nested_config_that_has_it_and_flags_win(tmp_path):
@@ -74,20 +79,30 @@ def test_configs_are_frozen_and_changed_only_by_replace():
     assert dataclasses.replace(cfg, target=0.9).target == 0.9 and cfg.target == 0.5
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("allocation", "knapsack", ", ".join(choices.ALLOCATIONS)),  # an unknown criterion: tests/test_choices.py
-    ("metric", "flops", ", ".join(choices.METRICS)), ("cut", "middle", ", ".join(choices.CUTS)),
-    ("target", 1.5, "between 0 and 1"), ("finetune_fraction", 0.0, "finetune_fraction"),
-    ("finetune_keep", "first", ", ".join(choices.FINETUNE_KEEP)),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("allocation", "knapsack", ", ".join(choices.ALLOCATIONS)),  # an unknown criterion: tests/test_choices.py
+        ("metric", "flops", ", ".join(choices.METRICS)),
+        ("cut", "middle", ", ".join(choices.CUTS)),
+        ("target", 1.5, "between 0 and 1"),
+        ("finetune_fraction", 0.0, "finetune_fraction"),
+        ("finetune_keep", "first", ", ".join(choices.FINETUNE_KEEP)),
+    ],
+)
 def test_a_bad_prune_option_is_one_error_listing_the_choices(key, value, needle):
     with pytest.raises(ConfigError, match=needle):
         resolve(PruneConfig, overrides={key: value})
 
 
 def test_every_choice_table_row_is_accepted_and_every_default_is_a_row():
-    for table, key in ((choices.CRITERIA, "criterion"), (choices.ALLOCATIONS, "allocation"), (choices.METRICS, "metric"),
-                       (choices.CUTS, "cut"), (choices.GROUP_REDUCTIONS, "group_reduction")):
+    for table, key in (
+        (choices.CRITERIA, "criterion"),
+        (choices.ALLOCATIONS, "allocation"),
+        (choices.METRICS, "metric"),
+        (choices.CUTS, "cut"),
+        (choices.GROUP_REDUCTIONS, "group_reduction"),
+    ):
         assert table.default in table
         for name in table:
             assert getattr(resolve(PruneConfig, overrides={key: name}), key) == name
@@ -99,15 +114,21 @@ def test_every_option_of_every_stage_is_a_recipe_key():
 
     for cls in (TrainConfig, MeasureConfig, PruneConfig, SearchConfig):
         assert flat_keys(cls) <= known_keys()
-    assert {"finetune_epochs", "finetune_lr", "finetune_fraction", "distill", "cut", "threshold", "pool"} <= flat_keys(PruneConfig)
+    assert {"finetune_epochs", "finetune_lr", "finetune_fraction", "distill", "cut", "threshold", "pool"} <= flat_keys(
+        PruneConfig
+    )
     assert {"trials", "fix", "pick"} <= flat_keys(SearchConfig) and "trials" not in flat_keys(PruneConfig)
 
 
-@pytest.mark.parametrize("overrides,message", [({"truncate": True, "cut": "budget", "metric": "latency"}, "--cut budget"),
-                                               ({"remeasure": True}, "--iterative-steps 2"),
-                                               ({"remeasure": True, "iterative_steps": 2, "criterion": "l1", "allocation": "uniform"},
-                                                "reads no measurement"),
-                                               ({"remeasure": True, "iterative_steps": 2, "metric": "latency"}, "params or macs")])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"truncate": True, "cut": "budget", "metric": "latency"}, "--cut budget"),
+        ({"remeasure": True}, "--iterative-steps 2"),
+        ({"remeasure": True, "iterative_steps": 2, "criterion": "l1", "allocation": "uniform"}, "reads no measurement"),
+        ({"remeasure": True, "iterative_steps": 2, "metric": "latency"}, "params or macs"),
+    ],
+)
 def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_out(overrides, message):
     """The depth baseline counts params or MACs; --remeasure needs steps, a measured choice and a params or MACs budget."""
     with pytest.raises(ConfigError, match=message):

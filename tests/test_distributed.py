@@ -6,6 +6,7 @@ gradient step is the single-process one except for BatchNorm, whose batch statis
 per-rank (SyncBatchNorm needs a GPU): weights agree closely, not bit for bit. The feature pass
 of ``measure`` runs in eval mode on disjoint shards, so its figures agree to float precision.
 """
+
 import json
 import os
 import shutil
@@ -24,14 +25,32 @@ from prune_snr.train.loop import GlobalBatchShards
 pytestmark = pytest.mark.slow  # torchrun processes: minutes; .ci/run runs them after the fast set
 
 TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-TRAIN = ["train", "--dataset", "synthetic", "--width-mult", "0.125", "--epochs", "2", "--batch-size", "32", "--lr", "0.01",
-         "--no-augment", "--device", "cpu"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "synthetic",
+    "--width-mult",
+    "0.125",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.01",
+    "--no-augment",
+    "--device",
+    "cpu",
+]
 
 
 def run(args, tmp_path, processes):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PRUNE_SNR_CACHE": str(tmp_path / f"cache{processes}")}
-    launcher = [sys.executable, "-m"] if processes == 1 else [TORCHRUN, "--standalone", f"--nproc_per_node={processes}", "-m"]
-    done = subprocess.run([*launcher, "prune_snr.cli", *map(str, args)], env=env, capture_output=True, text=True, timeout=600)
+    launcher = (
+        [sys.executable, "-m"] if processes == 1 else [TORCHRUN, "--standalone", f"--nproc_per_node={processes}", "-m"]
+    )
+    done = subprocess.run(
+        [*launcher, "prune_snr.cli", *map(str, args)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-3000:]
     return done
 
@@ -43,11 +62,44 @@ def runs(tmp_path_factory):
     for processes in (1, 2):
         folder = tmp / f"p{processes}"
         run([*TRAIN, "--out", folder / "train"], tmp, processes)
-        run(["measure", folder / "train" / "model.pt", "--head-epochs", "3", "--device", "cpu", "--out", folder / "measure"], tmp,
-            processes)
-        run(["prune", folder / "train" / "model.pt", "--target", "0.4", "--criterion", "l1", "--allocation", "uniform",
-             "--finetune-epochs", "3", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", folder / "prune"], tmp,
-             processes)
+        run(
+            [
+                "measure",
+                folder / "train" / "model.pt",
+                "--head-epochs",
+                "3",
+                "--device",
+                "cpu",
+                "--out",
+                folder / "measure",
+            ],
+            tmp,
+            processes,
+        )
+        run(
+            [
+                "prune",
+                folder / "train" / "model.pt",
+                "--target",
+                "0.4",
+                "--criterion",
+                "l1",
+                "--allocation",
+                "uniform",
+                "--finetune-epochs",
+                "3",
+                "--batch-size",
+                "32",
+                "--round-to",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                folder / "prune",
+            ],
+            tmp,
+            processes,
+        )
     return tmp / "p1", tmp / "p2"
 
 
@@ -73,8 +125,16 @@ def test_ranks_split_exactly_the_single_process_batches():
 def test_torchrun_measurement_matches_the_single_process_run(runs, tmp_path):
     # Measure the same weights both ways, so only the sharded feature pass differs.
     model = runs[0] / "train" / "model.pt"
-    run(["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "single", "--no-plots"], tmp_path, 1)
-    run(["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "ddp", "--no-plots"], tmp_path, 2)
+    run(
+        ["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "single", "--no-plots"],
+        tmp_path,
+        1,
+    )
+    run(
+        ["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "ddp", "--no-plots"],
+        tmp_path,
+        2,
+    )
     single, ddp = (json.loads((tmp_path / k / "measurement.json").read_text()) for k in ("single", "ddp"))
     for p, q in zip(single["points"], ddp["points"], strict=True):
         assert p["name"] == q["name"]
@@ -97,8 +157,32 @@ def test_torchrun_prunes_to_a_latency_target_with_one_architecture_on_every_rank
     """Rank 0 times every candidate and shares the figures: ranks that timed on their own would build different
     architectures, and DistributedDataParallel would refuse to start the fine-tuning."""
     out = tmp_path / "latency"
-    run(["prune", tiny_run[0] / "model.pt", "--target", "0.3", "--metric", "latency", "--criterion", "l1", "--allocation",
-         "uniform", "--finetune-epochs", "1", "--batch-size", "32", "--round-to", "1", "--device", "cpu", "--out", out], tmp_path, 2)
+    run(
+        [
+            "prune",
+            tiny_run[0] / "model.pt",
+            "--target",
+            "0.3",
+            "--metric",
+            "latency",
+            "--criterion",
+            "l1",
+            "--allocation",
+            "uniform",
+            "--finetune-epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--round-to",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+        ],
+        tmp_path,
+        2,
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["latency"]["batch_32"]["fraction"] < 1 and report["after"]["params"] < report["before"]["params"]
 
@@ -115,13 +199,41 @@ def test_two_node_torchrun_over_tcp_rendezvous_matches_the_single_process_measur
     """What a cluster user runs: the same torchrun command on each node, rendezvous over TCP (c10d);
     here two "nodes" on one machine sharing a filesystem, gloo on CPU."""
     model = runs[0] / "train" / "model.pt"
-    run(["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "single", "--no-plots"], tmp_path, 1)
+    run(
+        ["measure", model, "--head-epochs", "3", "--device", "cpu", "--out", tmp_path / "single", "--no-plots"],
+        tmp_path,
+        1,
+    )
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PRUNE_SNR_CACHE": str(tmp_path / "cache-nodes")}
-    command = [TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-               "--rdzv_id", "prune-snr-test", "-m", "prune_snr.cli", "measure", str(model), "--head-epochs", "3", "--device", "cpu",
-               "--out", str(tmp_path / "nodes"), "--no-plots"]
-    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    command = [
+        TORCHRUN,
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv_id",
+        "prune-snr-test",
+        "-m",
+        "prune_snr.cli",
+        "measure",
+        str(model),
+        "--head-epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "nodes"),
+        "--no-plots",
+    ]
+    nodes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
     assert all(node.returncode == 0 for node in nodes), "\n".join(o[-2000:] for o in outputs)
     single, nodes_result = (json.loads((tmp_path / k / "measurement.json").read_text()) for k in ("single", "nodes"))

@@ -1,4 +1,5 @@
 """Specs of latency.py: ONNX Runtime CPU latency, a pruned model timed against the original in turns."""
+
 import pytest
 
 from prune_snr.models import build_model
@@ -13,7 +14,9 @@ def test_the_latency_meter_times_a_pruned_model_against_the_original():
 
     model = build_model("vgg16", num_classes=10, width_mult=0.5).eval()  # wide enough to halve with 16-channel steps
     # channel counts aligned for ONNX Runtime's blocked kernels: unaligned ones can run no faster at all
-    slim = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=16).model
+    slim = prune_to_target(
+        model, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=16
+    ).model
     meter = LatencyMeter(model, batch=32)
     try:
         same, smaller = meter.seconds(model), meter.seconds(slim)
@@ -37,8 +40,10 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         if rank > 0:  # a rank that timed would fail here
+
             def refuse(*args, **kwargs):
                 raise AssertionError(f"rank {rank} timed a model")
+
             latency_module.latency_rounds = refuse
         torch.manual_seed(rank)  # the ranks' models differ: only a shared figure makes their fractions agree
         model = build_model("vgg16", num_classes=10, width_mult=0.125).eval()

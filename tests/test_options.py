@@ -1,4 +1,5 @@
 """Specs: an option is declared once, in its config field; the command line, the report and the resume checks read it."""
+
 import dataclasses
 from typing import Optional
 
@@ -41,22 +42,41 @@ def test_a_field_is_a_flag_with_its_help_choices_and_default_and_the_command_get
     shown = runner.invoke(toy_app(seen), ["run", "--help"], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     text = " ".join(shown.output.split())
-    for needle in ("--threshold", "θ for clusters and noise.", "0.3", "--clusters", "components", "--labels", "--plots", "--no-plots"):
+    for needle in (
+        "--threshold",
+        "θ for clusters and noise.",
+        "0.3",
+        "--clusters",
+        "components",
+        "--labels",
+        "--plots",
+        "--no-plots",
+    ):
         assert needle in text, needle
     assert "--internal" not in text, "a value the tool sets itself is no flag"
     done = runner.invoke(toy_app(seen), ["run", "x", "--threshold", "0.4", "--labels", "3,5", "--no-plots"])
     assert done.exit_code == 0, done.output
-    assert seen == {"name": "x", "threshold": 0.4, "sweep": "3,5", "plots": False}, "only the flags given, under their config keys"
+    assert seen == {"name": "x", "threshold": 0.4, "sweep": "3,5", "plots": False}, (
+        "only the flags given, under their config keys"
+    )
 
 
 def test_every_option_of_measure_and_prune_is_a_flag_spelled_and_explained_by_its_field():
     import typer.main
 
     commands = typer.main.get_command(app).commands
-    for name, config, nested in (("measure", MeasureConfig, ()), ("prune", PruneConfig, (PruneConfig.__dataclass_fields__["finetune"],))):
+    for name, config, nested in (
+        ("measure", MeasureConfig, ()),
+        ("prune", PruneConfig, (PruneConfig.__dataclass_fields__["finetune"],)),
+    ):
         params = {opt: p for p in commands[name].params for opt in getattr(p, "opts", [])}
-        fields = [f for f in dataclasses.fields(config) if not dataclasses.is_dataclass(f.type) and f.metadata.get("cli", True)
-                  and f.name not in ("finetune", "measure")]
+        fields = [
+            f
+            for f in dataclasses.fields(config)
+            if not dataclasses.is_dataclass(f.type)
+            and f.metadata.get("cli", True)
+            and f.name not in ("finetune", "measure")
+        ]
         fields += [f for n in nested for f in dataclasses.fields(n.default_factory())]
         for f in fields:
             flag = flag_of(f).split("/")[0]

@@ -1,5 +1,6 @@
 """Spec: under torchrun the decisions are made once. Rank 0 alone trains the measurement's heads and searches the
 pruning ratio; every rank gets the same measurement and the same architecture (two gloo processes on CPU)."""
+
 import json
 import os
 
@@ -45,16 +46,27 @@ def _rank(rank: int, world: int, init: str, out: str) -> None:
     def counted_attempt(*args, **kwargs):
         calls["attempts"] += 1
         return prune_at(*args, **kwargs)
+
     pipeline.train_heads, target_module.prune_at = counted_heads, counted_attempt
     try:
         train, test = _data()
         m = prune_snr.measure(_model(), train=train, test=test, head_epochs=2, device="cpu", cache_dir=f"{out}.cache")
-        outcome = target_module.prune_to_target(_model(), lambda net: build_importance("l1", model=net), target=0.5, metric="params",
-                                                round_to=1)
+        outcome = target_module.prune_to_target(
+            _model(), lambda net: build_importance("l1", model=net), target=0.5, metric="params", round_to=1
+        )
         widths = [c.out_channels for c in outcome.model.modules() if isinstance(c, torch.nn.Conv2d)]
         with open(f"{out}.{rank}", "w") as f:
-            json.dump({"calls": calls, "points": m.points, "snr": m.snr(m.points[-1]["name"]).tolist(), "widths": widths,
-                       "ratio": outcome.ratio}, f, default=float)
+            json.dump(
+                {
+                    "calls": calls,
+                    "points": m.points,
+                    "snr": m.snr(m.points[-1]["name"]).tolist(),
+                    "widths": widths,
+                    "ratio": outcome.ratio,
+                },
+                f,
+                default=float,
+            )
     finally:
         dist.destroy_process_group()
 

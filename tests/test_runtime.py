@@ -1,4 +1,5 @@
 """Specs of runtime.py: devices under torchrun."""
+
 import pytest
 
 

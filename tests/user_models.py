@@ -2,6 +2,7 @@
 
 ``tests.user_models:UserNet`` is also what the CLI's ``MODULE:CALLABLE`` tests name.
 """
+
 import torch
 from torch import nn
 
@@ -38,9 +39,13 @@ class UserNet(nn.Module):
 
     def __init__(self, width: int = 16, num_classes: int = 10, in_chans: int = 1):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.block1 = ResidualBlock(width)
-        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.down = nn.Sequential(
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU()
+        )
         self.block2 = ResidualBlock(2 * width)
         self.head = nn.Linear(2 * width, num_classes)
 

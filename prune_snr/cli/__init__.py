@@ -4,6 +4,7 @@ Commands only resolve options (defaults -> --recipe -> flags) and call one libra
 A :class:`PruneSnrError` becomes one red line on stderr and exit code 2 (``--debug`` shows the
 traceback instead).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,15 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ..choices import DATASETS
@@ -24,8 +33,12 @@ from ..errors import ConfigError, PruneSnrError
 from ..runtime import DIST_TIMEOUT, distributed, is_main
 from .flags import TrustModelCode, apply_trust, takes
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Measure per-filter label clusters and SNR in a trained CNN, then prune it with that measurement.",
+)
 # Not a terminal (CI logs, `| tee`): wide tables instead of rich's 80-column squeeze.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -37,9 +50,17 @@ OutFolder = Annotated[Path, typer.Option("--out", help="Output folder (required;
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
-          dist_timeout: Annotated[float, typer.Option("--dist-timeout", help="Under torchrun: seconds a rank waits for the others (rank 0 "
-              "alone trains the heads and joins the feature cache meanwhile) before the job stops.")] = DIST_TIMEOUT) -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    dist_timeout: Annotated[
+        float,
+        typer.Option(
+            "--dist-timeout",
+            help="Under torchrun: seconds a rank waits for the others (rank 0 "
+            "alone trains the heads and joins the feature cache meanwhile) before the job stops.",
+        ),
+    ] = DIST_TIMEOUT,
+) -> None:
     _state["debug"] = debug
     _state["dist_timeout"] = dist_timeout
     warnings.showwarning = _one_line_warning
@@ -58,8 +79,17 @@ def progress_bar():
         from ..progress import PlainProgress
 
         return PlainProgress(lambda line: err_console.print(line, highlight=False, markup=False) if is_main() else None)
-    return Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=not is_main())
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not is_main(),
+    )
 
 
 @contextlib.contextmanager
@@ -101,20 +131,29 @@ def _size(path: Path) -> str:
 @takes(TrainConfig)
 def train(
     old_labels: Annotated[Optional[str], typer.Option("--labels", hidden=True)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    *, options: dict, recipe: Optional[Path] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    *,
+    options: dict,
+    recipe: Optional[Path] = None,
 ) -> None:
     """Train a model; writes OUT/checkpoint.pt every epoch, then OUT/model.pt and OUT/metrics.json."""
     from ..train import train as run_train
+
     with user_errors():
         if old_labels is not None:  # the spelling before --num-labels (measure --labels is a label sweep)
-            raise ConfigError(f"train --labels is now --num-labels {old_labels} (keep the first K labels); "
-                              "--labels is measure's label sweep")
+            raise ConfigError(
+                f"train --labels is now --num-labels {old_labels} (keep the first K labels); "
+                "--labels is measure's label sweep"
+            )
         cfg = resolve(TrainConfig, recipe, options)
 
         def report(rec: dict) -> None:
-            console.print(f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
-                          f"test acc {rec['test_accuracy']:.4f} | {rec['seconds']:.1f} s ({rec['images_per_second']:.0f} img/s)")
+            console.print(
+                f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
+                f"test acc {rec['test_accuracy']:.4f} | {rec['seconds']:.1f} s ({rec['images_per_second']:.0f} img/s)"
+            )
 
         with torchrun(cfg.device), progress_bar() as progress:
             metrics = run_train(cfg, resume=resume, progress=progress, on_epoch=report)
@@ -130,19 +169,29 @@ def train(
 def import_(*, options: dict) -> None:
     """Bring your own model: write a prune-snr checkpoint from hub or state_dict weights, for measure/prune/search/export."""
     from ..train.importing import import_model
+
     with user_errors():
         cfg = resolve(ImportConfig, None, options)
         report = import_model(cfg)
         table = Table(title=f"import {cfg.model} ({report['source']})")
         for col in ("params", "MACs", "input", *(["test accuracy"] if "test_accuracy" in report else []), "checkpoint"):
             table.add_column(col)
-        table.add_row(f"{report['params']:,}", f"{report['macs']:,}", f"{report['input_size']} px",
-                      *([f"{report['test_accuracy']:.4f}"] if "test_accuracy" in report else []), str(Path(cfg.out) / "model.pt"))
+        table.add_row(
+            f"{report['params']:,}",
+            f"{report['macs']:,}",
+            f"{report['input_size']} px",
+            *([f"{report['test_accuracy']:.4f}"] if "test_accuracy" in report else []),
+            str(Path(cfg.out) / "model.pt"),
+        )
         console.print(table)
         if report["reset_classifier"]:
-            console.print(f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or train it before measuring")
-        console.print("its training data is unknown: measure and prune carve their validation split from the test split (--val-source "
-            "test)")
+            console.print(
+                f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or train it before measuring"
+            )
+        console.print(
+            "its training data is unknown: measure and prune carve their validation split from the test split (--val-source "
+            "test)"
+        )
 
 
 @app.command()
@@ -151,32 +200,42 @@ def measure(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt or pruned.pt written by prune-snr.")],
     out: OutFolder = ...,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
-    *, options: dict, recipe: Optional[Path] = None,
+    *,
+    options: dict,
+    recipe: Optional[Path] = None,
 ) -> None:
     """Measure layer accuracy, clusters, noise and SNR; writes measurement.json, fields.npz, heads.pt, PNGs."""
     from ..measure import measure_checkpoint
+
     with user_errors():
         cfg = resolve(MeasureConfig, recipe, options)
         with torchrun(cfg.device), progress_bar() as progress:
             result = measure_checkpoint(checkpoint, cfg, out=out, plots=plots, progress=progress)
         console.print(points_table(result))
         t = result.meta["timings"]
-        console.print(f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
-                      f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {out} "
-                      f"(fields.npz {_size(out / 'fields.npz')}; feature cache {result.meta['feature_cache_bytes'] / 1e6:.1f} MB)")
+        console.print(
+            f"wall {t['total_s']:.1f} s (features {t['features_train_s'] + t['features_test_s']:.1f} s, heads+fields "
+            f"{t['heads_and_fields_s']:.1f} s), peak RSS {t['peak_rss_mb']:.0f} MB -> {out} "
+            f"(fields.npz {_size(out / 'fields.npz')}; feature cache {result.meta['feature_cache_bytes'] / 1e6:.1f} MB)"
+        )
 
 
 @app.command()
 @takes(PruneConfig, nested=("finetune",), trust=True)
 def prune(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
-    global_: Annotated[Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")] = None,
+    global_: Annotated[
+        Optional[bool], typer.Option("--global/--per-layer", help="Shorthand for --allocation global / uniform.")
+    ] = None,
     out: OutFolder = ...,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fine-tuning in --out.")] = False,
-    *, options: dict, recipe: Optional[Path] = None,
+    *,
+    options: dict,
+    recipe: Optional[Path] = None,
 ) -> None:
     """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
     from ..prune import prune_checkpoint
+
     if global_ is not None and "allocation" not in options:
         options["allocation"] = "global" if global_ else "uniform"
     with user_errors():
@@ -192,15 +251,30 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="The .onnx file to write.")],
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: the exporter's).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="dynamic, or a fixed batch size.")] = "dynamic",
-    input_size: Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W (default: the model's).")] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Unpruned checkpoint to compare latency with (default: the one a "
-        "pruned.pt came from).")] = None,
+    input_size: Annotated[
+        Optional[tuple[int, int]], typer.Option("--input-size", help="H W (default: the model's).")
+    ] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline", help="Unpruned checkpoint to compare latency with (default: the one a pruned.pt came from)."
+        ),
+    ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Latency repeats (median reported).")] = 30,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write OUT.int8.onnx: static QDQ quantization calibrated on training images; "
-        "reports its test accuracy and latency.")] = False,
-    calibration_size: Annotated[int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate "
-        "--int8.")] = 512,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help=DATASETS.help("Images that calibrate --int8 and grade it:"))] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Also write OUT.int8.onnx: static QDQ quantization calibrated on training images; "
+            "reports its test accuracy and latency.",
+        ),
+    ] = False,
+    calibration_size: Annotated[
+        int, typer.Option("--calibration-size", help="Training images (seeded sample) that calibrate --int8.")
+    ] = 512,
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", help=DATASETS.help("Images that calibrate --int8 and grade it:"))
+    ] = None,
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help=DATA_DIR)] = None,
     trust_model_code: TrustModelCode = False,
 ) -> None:
@@ -209,44 +283,81 @@ def export(
 
     apply_trust(trust_model_code)
     with user_errors():
-        report = export_checkpoint(checkpoint, out, opset=opset, batch=batch, input_size=tuple(input_size) if input_size else None,
-                                   baseline=baseline, repeats=repeats, int8=int8, calibration_size=calibration_size, dataset=dataset,
-                                   data_dir=data_dir)
+        report = export_checkpoint(
+            checkpoint,
+            out,
+            opset=opset,
+            batch=batch,
+            input_size=tuple(input_size) if input_size else None,
+            baseline=baseline,
+            repeats=repeats,
+            int8=int8,
+            calibration_size=calibration_size,
+            dataset=dataset,
+            data_dir=data_dir,
+        )
         path = Path(report["onnx"])
         table = Table(title=f"ONNX export of {checkpoint} (onnxruntime CPU, median of {repeats} paired rounds)")
         for col in ("batch", "slimmed ms", "original ms", "speedup"):
             table.add_column(col, justify="right")
         for key, t in report["latency_s"].items():
             base = report.get("baseline", {}).get("latency_s", {}).get(key)
-            speedup = report.get("speedup", {}).get(key)  # the median of paired rounds, as in model.onnx.json, not base / t
-            table.add_row(key.removeprefix("batch_"), f"{t * 1e3:.2f}", f"{base * 1e3:.2f}" if base else "-",
-                          f"{speedup:.2f}x" if speedup else "-")
+            speedup = report.get("speedup", {}).get(
+                key
+            )  # the median of paired rounds, as in model.onnx.json, not base / t
+            table.add_row(
+                key.removeprefix("batch_"),
+                f"{t * 1e3:.2f}",
+                f"{base * 1e3:.2f}" if base else "-",
+                f"{speedup:.2f}x" if speedup else "-",
+            )
         console.print(table)
         if int8:
             q = report["int8"]
-            console.print(f"int8 {q['onnx']}: test accuracy {q['accuracy']:.4f} (fp32 {q['fp32_accuracy']:.4f}, "
-                          f"{100 * (q['accuracy'] - q['fp32_accuracy']):+.2f} pts); "
-                          + ", ".join(f"{k.replace('_', ' ')} {v * 1e3:.2f} ms ({q['speedup_over_fp32'][k]:.2f}x fp32)"
-                                      for k, v in q["latency_s"].items()))
+            console.print(
+                f"int8 {q['onnx']}: test accuracy {q['accuracy']:.4f} (fp32 {q['fp32_accuracy']:.4f}, "
+                f"{100 * (q['accuracy'] - q['fp32_accuracy']):+.2f} pts); "
+                + ", ".join(
+                    f"{k.replace('_', ' ')} {v * 1e3:.2f} ms ({q['speedup_over_fp32'][k]:.2f}x fp32)"
+                    for k, v in q["latency_s"].items()
+                )
+            )
         diffs = ", ".join(f"{k}: {v:.1e}" for k, v in report.items() if k.endswith("max_abs_diff"))
-        console.print(f"{path} ({report['bytes'] / 1e6:.2f} MB): onnx.checker OK; onnxruntime vs PyTorch max abs diff {diffs}")
+        console.print(
+            f"{path} ({report['bytes'] / 1e6:.2f} MB): onnx.checker OK; onnxruntime vs PyTorch max abs diff {diffs}"
+        )
         odd = report["unaligned_conv_channels"]
         if odd:
-            console.print(f"note: {len(odd)} convolutions have channel counts that are not multiples of 8 (e.g. {odd[0]}); onnxruntime "
-                          "runs them on a slower CPU path. Prune with --round-to 8 (the default; 16 on AVX-512 CPUs) for speed.")
+            console.print(
+                f"note: {len(odd)} convolutions have channel counts that are not multiples of 8 (e.g. {odd[0]}); onnxruntime "
+                "runs them on a slower CPU path. Prune with --round-to 8 (the default; 16 on AVX-512 CPUs) for speed."
+            )
 
 
 @app.command()
-@takes(SearchConfig, include=("metric", "measurement", "round_to", "bn_recalibrate", "dataset", "data_dir", "seed", "device"), trust=True)
+@takes(
+    SearchConfig,
+    include=("metric", "measurement", "round_to", "bn_recalibrate", "dataset", "data_dir", "seed", "device"),
+    trust=True,
+)
 def search(
     checkpoint: Annotated[Path, typer.Argument(help="model.pt written by prune-snr train.")],
     out: Annotated[Path, typer.Option("--out", help="Study folder: study.db, trials/, pareto.png.")] = ...,
-    worker_index: Annotated[Optional[int], typer.Option("--worker-index", help="This process's index when you start several workers on "
-        "one --storage yourself: its own random stream.")] = None,
-    *, options: dict, recipe: Optional[Path] = None,
+    worker_index: Annotated[
+        Optional[int],
+        typer.Option(
+            "--worker-index",
+            help="This process's index when you start several workers on "
+            "one --storage yourself: its own random stream.",
+        ),
+    ] = None,
+    *,
+    options: dict,
+    recipe: Optional[Path] = None,
 ) -> None:
     """Multi-objective Optuna search (validation accuracy vs params/MACs/latency) over pruning configurations."""
     from ..search import run_search, run_workers
+
     with user_errors():
         cfg = resolve(SearchConfig, recipe, options)
         with progress_bar() as progress:
@@ -258,7 +369,9 @@ def search(
         if cfg.workers > 1 and cfg.storage is None:
             console.print(f"dashboard: optuna-dashboard {(out / 'study.log').resolve()}  (binds 127.0.0.1:8080)")
         elif cfg.storage is None:
-            console.print(f"dashboard: optuna-dashboard sqlite:///{(out / 'study.db').resolve()}  (binds 127.0.0.1:8080)")
+            console.print(
+                f"dashboard: optuna-dashboard sqlite:///{(out / 'study.db').resolve()}  (binds 127.0.0.1:8080)"
+            )
         if cfg.pick:
             _pick(study, cfg.pick, out)
 
@@ -268,7 +381,8 @@ def search(
 def pick_cmd(
     out: Annotated[Path, typer.Argument(help="Study folder written by prune-snr search.")],
     rule: Annotated[str, typer.Option("--pick", help='Conditions, e.g. "params<=0.5,accuracy>=0.9".')],
-    *, options: dict,
+    *,
+    options: dict,
 ) -> None:
     """Write the most accurate Pareto trial meeting --pick to OUT/pruned.pt."""
     from ..search import load_study
@@ -284,8 +398,20 @@ def _show_pareto(study, out: Path) -> None:
     rows = pareto_rows(study)
     table = Table(title=f"Pareto front of {study.study_name} ({len(study.trials)} trials; val decides, test grades)")
     proxied = any(r["full_accuracy"] is not None for r in rows)
-    for col in ("#", "val (proxy)" if proxied else "val", "test (proxy)" if proxied else "test",
-                *(["val (full)", "test (full)"] if proxied else []), "kept", "criterion", "alloc", "target", "θ", "ft", "trunc", "afcc"):
+    for col in (
+        "#",
+        "val (proxy)" if proxied else "val",
+        "test (proxy)" if proxied else "test",
+        *(["val (full)", "test (full)"] if proxied else []),
+        "kept",
+        "criterion",
+        "alloc",
+        "target",
+        "θ",
+        "ft",
+        "trunc",
+        "afcc",
+    ):
         table.add_column(col, justify="right", no_wrap=True)
 
     def fmt(x):
@@ -293,10 +419,20 @@ def _show_pareto(study, out: Path) -> None:
 
     for r in rows:
         full = [fmt(r["full_val_accuracy"]), fmt(r["full_accuracy"])] if proxied else []
-        table.add_row(str(r["trial"]), fmt(r["val_accuracy"]), fmt(r["accuracy"]), *full, f"{r['kept']:.3f}", r["criterion"],
-                      r["allocation"], f"{r['target']:.2f}", str(r.get("threshold", "-")), str(r["finetune_epochs"]),
-                      "y" if r.get("truncate") else "n",
-                      "y" if r.get("afcc") else "n")
+        table.add_row(
+            str(r["trial"]),
+            fmt(r["val_accuracy"]),
+            fmt(r["accuracy"]),
+            *full,
+            f"{r['kept']:.3f}",
+            r["criterion"],
+            r["allocation"],
+            f"{r['target']:.2f}",
+            str(r.get("threshold", "-")),
+            str(r["finetune_epochs"]),
+            "y" if r.get("truncate") else "n",
+            "y" if r.get("afcc") else "n",
+        )
     console.print(table)
     if rows:
         console.print(f"Pareto plot: {save_pareto_plot(study, out / 'pareto.png')}")
@@ -306,14 +442,18 @@ def _pick(study, rule: str, out: Path) -> None:
     from ..search import write_pick
 
     trial, chosen, target = write_pick(study, rule, out)
-    console.print(f"picked trial {trial.number} (val accuracy {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}, "
-                  f"kept {trial.values[1]:.3f}) -> {target}")
+    console.print(
+        f"picked trial {trial.number} (val accuracy {chosen['val_accuracy']:.4f}, test {chosen['accuracy']:.4f}, "
+        f"kept {trial.values[1]:.3f}) -> {target}"
+    )
 
 
 def prune_table(report: dict) -> Table:
     before, after = report["before"], report["after"]
-    table = Table(title=f"prune --target {report['target']} ({report['metric']}), criterion {report['criterion']}, "
-                        f"allocation {report['allocation']} on {report['dataset']} (test split, seed {report['seed']})")
+    table = Table(
+        title=f"prune --target {report['target']} ({report['metric']}), criterion {report['criterion']}, "
+        f"allocation {report['allocation']} on {report['dataset']} (test split, seed {report['seed']})"
+    )
     for col in ("", "accuracy", "params", "MACs"):
         table.add_column(col, justify="right")
     table.add_row("before", f"{before['accuracy']:.4f}", f"{before['params']:,}", f"{before['macs']:,}")
@@ -321,21 +461,37 @@ def prune_table(report: dict) -> Table:
     if cut.get("cut_after"):
         table.add_row(f"cut after {cut['cut_after']}", f"{cut['accuracy_after_cut']:.4f}", "", "")
     if blocks.get("dropped"):
-        table.add_row(f"dropped {', '.join(blocks['dropped'])}", f"{blocks['accuracy_after_drop']:.4f}",
-                      f"{blocks['params']:,}", f"{blocks['macs']:,}")
+        table.add_row(
+            f"dropped {', '.join(blocks['dropped'])}",
+            f"{blocks['accuracy_after_drop']:.4f}",
+            f"{blocks['params']:,}",
+            f"{blocks['macs']:,}",
+        )
     mid, recal = report.get("pruned_before_finetune"), report.get("bn_recalibration")
     if recal:
         table.add_row("pruned, BatchNorm as before", f"{recal['without']['accuracy']:.4f}", "", "")
-        table.add_row(f"pruned, BatchNorm on {recal['batches']} batches", f"{mid['accuracy']:.4f}", f"{mid['params']:,}",
-            f"{mid['macs']:,}")
+        table.add_row(
+            f"pruned, BatchNorm on {recal['batches']} batches",
+            f"{mid['accuracy']:.4f}",
+            f"{mid['params']:,}",
+            f"{mid['macs']:,}",
+        )
     elif mid:
         table.add_row("pruned, no fine-tune", f"{mid['accuracy']:.4f}", f"{mid['params']:,}", f"{mid['macs']:,}")
     table.add_row("after", f"{after['accuracy']:.4f}", f"{after['params']:,}", f"{after['macs']:,}")
-    table.add_row("change", f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts",
-                  f"-{1 - after['params'] / before['params']:.1%}", f"-{1 - after['macs'] / before['macs']:.1%}")
+    table.add_row(
+        "change",
+        f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts",
+        f"-{1 - after['params'] / before['params']:.1%}",
+        f"-{1 - after['macs'] / before['macs']:.1%}",
+    )
     for key, t in report.get("latency", {}).items():
-        table.add_row(f"latency {key.replace('_', ' ')}", f"{t['original_s'] * 1e3:.2f} -> {t['pruned_s'] * 1e3:.2f} ms",
-                      f"{t['fraction']:.2f} of original", "")
+        table.add_row(
+            f"latency {key.replace('_', ' ')}",
+            f"{t['original_s'] * 1e3:.2f} -> {t['pruned_s'] * 1e3:.2f} ms",
+            f"{t['fraction']:.2f} of original",
+            "",
+        )
     return table
 
 
@@ -343,18 +499,27 @@ def points_table(result) -> Table:
     from ..measure.result import paper_accuracy
 
     split = result.config.fields_split
-    table = Table(title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "
-                        f"split, clusters as {result.clusters}; seed {result.meta['seed']})")
+    table = Table(
+        title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "
+        f"split, clusters as {result.clusters}; seed {result.meta['seed']})"
+    )
     table.add_column("point", no_wrap=True)
     for col in ("filters", "val acc", "test acc", "SNR", "noise/f", "clust/f", "clust size", "labels/f", "dead"):
         table.add_column(col, justify="right")
     for p in result.points:
         val = p.get("val_accuracy")
-        table.add_row(p["name"], str(p["n_filters"]), "-" if val is None else f"{val:.4f}", f"{paper_accuracy(p):.4f}",
-                      f"{p['snr']:.3f}", f"{p['noise_per_filter']:.2f}",
-                      f"{p['clusters_per_filter']:.2f}", f"{p['cluster_size']:.2f}",
-                      "-" if p.get("clustered_labels_per_filter") is None else f"{p['clustered_labels_per_filter']:.2f}",
-                      f"{p['dead_fraction']:.2f}")
+        table.add_row(
+            p["name"],
+            str(p["n_filters"]),
+            "-" if val is None else f"{val:.4f}",
+            f"{paper_accuracy(p):.4f}",
+            f"{p['snr']:.3f}",
+            f"{p['noise_per_filter']:.2f}",
+            f"{p['clusters_per_filter']:.2f}",
+            f"{p['cluster_size']:.2f}",
+            "-" if p.get("clustered_labels_per_filter") is None else f"{p['clustered_labels_per_filter']:.2f}",
+            f"{p['dead_fraction']:.2f}",
+        )
     return table
 
 

@@ -1,4 +1,5 @@
 """``python -m prune_snr.cli``: the ``prune-snr`` command."""
+
 from . import main
 
 main()

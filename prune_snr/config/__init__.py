@@ -18,6 +18,7 @@ Example:
     >>> cfg.target, cfg.finetune.epochs, cfg.measure.threshold
     (0.3, 3, 0.4)
 """
+
 from .fields import config, flag_of, key_of, option, shown_in_report
 from .recipes import dump_yaml, flat_keys, known_keys, load_recipe, resolve, to_dict
 from .stages import (
@@ -32,6 +33,25 @@ from .stages import (
     model_kwargs,
 )
 
-__all__ = ["FineTuneConfig", "ImportConfig", "MeasureConfig", "PruneConfig", "SearchConfig", "TrainConfig", "check_target", "config",
-           "dump_yaml", "fields_to_keep", "flag_of", "flat_keys", "key_of", "known_keys", "load_recipe", "model_kwargs", "option",
-           "resolve", "shown_in_report", "to_dict"]
+__all__ = [
+    "FineTuneConfig",
+    "ImportConfig",
+    "MeasureConfig",
+    "PruneConfig",
+    "SearchConfig",
+    "TrainConfig",
+    "check_target",
+    "config",
+    "dump_yaml",
+    "fields_to_keep",
+    "flag_of",
+    "flat_keys",
+    "key_of",
+    "known_keys",
+    "load_recipe",
+    "model_kwargs",
+    "option",
+    "resolve",
+    "shown_in_report",
+    "to_dict",
+]

@@ -14,6 +14,7 @@ Example:
     >>> spec["help"], flag_of(dataclasses.fields(Demo)[0])
     ('θ for clusters and noise.', '--threshold')
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,10 +36,24 @@ def config(cls):
     return cls
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable | None = None, flag: str | None = None,
-           choices=None, note: str = "", key: str | None = None, own: bool = False, cli: bool = True, argument: bool = False,
-           required: bool = False, hidden_default: bool = False, result: bool = False, recorded: bool = True,
-           report: str | Callable | None = None) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable | None = None,
+    flag: str | None = None,
+    choices=None,
+    note: str = "",
+    key: str | None = None,
+    own: bool = False,
+    cli: bool = True,
+    argument: bool = False,
+    required: bool = False,
+    hidden_default: bool = False,
+    result: bool = False,
+    recorded: bool = True,
+    report: str | Callable | None = None,
+) -> Any:
     """A config field and everything the tool says and checks about it.
 
     Args:
@@ -56,9 +71,19 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Calla
         report: when a pruning report shows it: ``ALWAYS``, ``GIVEN`` (not None), ``ON`` (truthy) or ``f(cfg) -> bool``.
     """
     text = " ".join(t for t in (choices.help(help) if choices is not None else help, note) if t)
-    spec = {"help": text, "flag": flag, "key": key, "own": own, "cli": cli,
-            "argument": argument, "required": required, "hidden_default": hidden_default, "result": result,
-            "recorded": recorded, "report": report}
+    spec = {
+        "help": text,
+        "flag": flag,
+        "key": key,
+        "own": own,
+        "cli": cli,
+        "argument": argument,
+        "required": required,
+        "hidden_default": hidden_default,
+        "result": result,
+        "recorded": recorded,
+        "report": report,
+    }
     spec = {k: v for k, v in spec.items() if v not in (None, False) or k in ("cli", "recorded")}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=spec)
@@ -96,7 +121,9 @@ def check_fraction(cfg, name: str, *, allow_zero: bool) -> None:
     value = getattr(cfg, name)
     low_ok = value >= 0 if allow_zero else value > 0
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low_ok and value < 1):
-        raise ConfigError(f"{name}={value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) (0.1 = 10 % of the training split)")
+        raise ConfigError(
+            f"{name}={value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) (0.1 = 10 % of the training split)"
+        )
 
 
 def check_workers(cfg) -> None:

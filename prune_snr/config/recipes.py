@@ -4,6 +4,7 @@ A recipe is one flat YAML mapping that may hold the options of several stages; e
 the keys it knows. A key no stage knows, or a value of the wrong type, is a :class:`ConfigError` naming the
 file and the key.
 """
+
 from __future__ import annotations
 
 import dataclasses

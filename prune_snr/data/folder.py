@@ -1,4 +1,5 @@
 """Datasets read from image folders: ImageNet and any ``imagefolder:PATH``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,7 @@ def native_size(root: str | Path, *, sample: int = 64) -> int | None:
         with Image.open(path) as image:
             sizes.add(image.size)
     if len(sizes) == 1:
-        (w, h), = sizes
+        ((w, h),) = sizes
         return w if w == h else None
     return None
 
@@ -37,8 +38,10 @@ def image_folder(root: str | Path, split: str, *, family: str, channels: int, si
     root = Path(root)
     folder = next((root / d for d in SPLIT_DIRS[split] if (root / d).is_dir()), None)
     if folder is None:
-        raise DataError(f"{root}: no {' or '.join(SPLIT_DIRS[split])}/ folder; expected ROOT/train/<class>/*.jpg and "
-            f"ROOT/val/<class>/*.jpg")
+        raise DataError(
+            f"{root}: no {' or '.join(SPLIT_DIRS[split])}/ folder; expected ROOT/train/<class>/*.jpg and "
+            f"ROOT/val/<class>/*.jpg"
+        )
     try:
         ds = ImageFolder(str(folder), transform=file_transform(family, channels, train=train_aug, size=size))
     except (FileNotFoundError, RuntimeError) as exc:

@@ -1,4 +1,5 @@
 """Small datasets held in memory as uint8 tensors: CIFAR, Fashion-MNIST, synthetic."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,8 +16,24 @@ from ..errors import DataError
 from .transforms import tensor_transform
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
-FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 class TensorImages(Dataset):
@@ -46,7 +63,12 @@ def _to_chw(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
         p = (size - h) // 2
         images = F.pad(images, (p, p, p, p))
     elif h != size:
-        images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+        images = (
+            F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
     return images.contiguous()
 
 
@@ -71,7 +93,9 @@ def _fashion_mnist_root(data_dir: str | None) -> Path | None:
             if all((folder / f).is_file() or (folder / f"{f}.gz").is_file() for f in FASHION_MNIST_FILES):
                 # one cache entry per source folder and file state: another copy of the files never reads this one's
                 sources = [folder / f if (folder / f).is_file() else folder / f"{f}.gz" for f in FASHION_MNIST_FILES]
-                key = hashlib.sha256(repr([(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]).encode())
+                key = hashlib.sha256(
+                    repr([(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sources]).encode()
+                )
                 root = _cache_dir() / "fashion-mnist" / key.hexdigest()[:16]
                 cache_raw = root / "FashionMNIST" / "raw"
                 for f, src in zip(FASHION_MNIST_FILES, sources):
@@ -88,22 +112,38 @@ def fashion_mnist(split: str, data_dir: str | None, *, channels: int, size: int,
     root = _fashion_mnist_root(data_dir)
     if root is None:  # nowhere on disk: torchvision's downloader, into the cache
         where = " or ".join(str(c) for c in ([Path(data_dir)] if data_dir else []) + list(FASHION_MNIST_DIRS))
-        return _fashion_mnist_tensors(_download(FashionMNIST, _cache_dir(), split, lambda why: DataError(
-            f"Fashion-MNIST IDX files not found in {where} and not downloaded ({why}); install Debian's package "
-            "(apt-get install dataset-fashion-mnist) or put train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir")),
-            channels=channels, size=size, train_aug=train_aug)
+        return _fashion_mnist_tensors(
+            _download(
+                FashionMNIST,
+                _cache_dir(),
+                split,
+                lambda why: DataError(
+                    f"Fashion-MNIST IDX files not found in {where} and not downloaded ({why}); install Debian's package "
+                    "(apt-get install dataset-fashion-mnist) or put train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir"
+                ),
+            ),
+            channels=channels,
+            size=size,
+            train_aug=train_aug,
+        )
     try:
         ds = FashionMNIST(str(root), train=(split == "train"), download=False)
     except RuntimeError as exc:
-        raise DataError(f"Fashion-MNIST files under {root} are unreadable ({exc}); delete {_cache_dir()} and retry") from exc
+        raise DataError(
+            f"Fashion-MNIST files under {root} are unreadable ({exc}); delete {_cache_dir()} and retry"
+        ) from exc
     return _fashion_mnist_tensors(ds, channels=channels, size=size, train_aug=train_aug)
 
 
 def _fashion_mnist_tensors(ds, *, channels: int, size: int, train_aug: bool) -> TensorImages:
     images = _to_chw(ds.data, channels, size)
     pad = 2 if size == 32 else 4
-    return TensorImages(images, ds.targets, FASHION_MNIST_CLASSES, tensor_transform("fashion-mnist", channels, train=train_aug, size=size,
-        pad=pad))
+    return TensorImages(
+        images,
+        ds.targets,
+        FASHION_MNIST_CLASSES,
+        tensor_transform("fashion-mnist", channels, train=train_aug, size=size, pad=pad),
+    )
 
 
 def cifar(name: str, split: str, data_dir: str | None, *, channels: int, size: int, train_aug: bool) -> TensorImages:
@@ -114,12 +154,20 @@ def cifar(name: str, split: str, data_dir: str | None, *, channels: int, size: i
     try:
         ds = cls(str(root), train=(split == "train"), download=False)
     except RuntimeError:
-        ds = _download(cls, root, split, lambda why: DataError(
-            f"{name} not found in {root / folder}/ and not downloaded ({why}): fetch {cls.url} (md5 {cls.tgz_md5}) and unpack it "
-            f"in {root} ({'data_batch_1..5, test_batch, batches.meta' if name == 'cifar10' else 'train, test, meta'}), "
-            "or pass the folder holding it as --data-dir"))
+        ds = _download(
+            cls,
+            root,
+            split,
+            lambda why: DataError(
+                f"{name} not found in {root / folder}/ and not downloaded ({why}): fetch {cls.url} (md5 {cls.tgz_md5}) and unpack it "
+                f"in {root} ({'data_batch_1..5, test_batch, batches.meta' if name == 'cifar10' else 'train, test, meta'}), "
+                "or pass the folder holding it as --data-dir"
+            ),
+        )
     images = _to_chw(torch.from_numpy(ds.data).permute(0, 3, 1, 2), channels, size)
-    return TensorImages(images, torch.tensor(ds.targets), ds.classes, tensor_transform(name, channels, train=train_aug, size=size))
+    return TensorImages(
+        images, torch.tensor(ds.targets), ds.classes, tensor_transform(name, channels, train=train_aug, size=size)
+    )
 
 
 def _download(cls, root: Path, split: str, error):
@@ -134,16 +182,25 @@ def _download(cls, root: Path, split: str, error):
         raise error(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no network'}") from exc
 
 
-def synthetic(split: str, *, num_classes: int = 10, channels: int = 3, size: int = 32, per_class: int | None = None,
-    train_aug: bool = False, seed: int = 0) -> TensorImages:
+def synthetic(
+    split: str,
+    *,
+    num_classes: int = 10,
+    channels: int = 3,
+    size: int = 32,
+    per_class: int | None = None,
+    train_aug: bool = False,
+    seed: int = 0,
+) -> TensorImages:
     """Images with learnable class structure: a smooth per-class prototype, shifted, plus noise.
 
     Prototypes depend only on ``seed`` and ``num_classes``, so train and test share classes;
     the noise differs by split. Small enough for unit tests (64 train / 32 test per class).
     """
     g = torch.Generator().manual_seed(seed)
-    prototypes = F.interpolate(torch.rand(num_classes, channels, 4, 4, generator=g), size=(size, size), mode="bilinear",
-        align_corners=False)
+    prototypes = F.interpolate(
+        torch.rand(num_classes, channels, 4, 4, generator=g), size=(size, size), mode="bilinear", align_corners=False
+    )
     n = per_class or (64 if split == "train" else 32)
     g.manual_seed(seed + (1 if split == "train" else 2))
     labels = torch.arange(num_classes).repeat_interleave(n)
@@ -151,5 +208,9 @@ def synthetic(split: str, *, num_classes: int = 10, channels: int = 3, size: int
     images = torch.stack([torch.roll(prototypes[c], tuple(s.tolist()), dims=(1, 2)) for c, s in zip(labels, shifts)])
     images = (images + 0.15 * torch.randn(images.shape, generator=g)).clamp(0, 1)
     images = (images * 255).round().to(torch.uint8)
-    return TensorImages(images, labels, [f"class{c}" for c in range(num_classes)], tensor_transform("synthetic", channels, train=train_aug,
-        size=size, pad=2))
+    return TensorImages(
+        images,
+        labels,
+        [f"class{c}" for c in range(num_classes)],
+        tensor_transform("synthetic", channels, train=train_aug, size=size, pad=2),
+    )

@@ -1,4 +1,5 @@
 """One entry point for every dataset: ``build_dataset(name, split, root, ...)``."""
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Sequence
@@ -56,12 +57,18 @@ def build_dataset(
     if split not in SPLITS:
         raise DataError(f"split {split!r}: use one of {', '.join(SPLITS)}")
     family, _, arg = name.partition(":")
-    size = input_size or (folder.native_size(arg) if family == "imagefolder" and arg else None) or DEFAULT_SIZE.get(family, 32)
+    size = (
+        input_size
+        or (folder.native_size(arg) if family == "imagefolder" and arg else None)
+        or DEFAULT_SIZE.get(family, 32)
+    )
     train_aug = (split == "train") if augment is None else augment
     entry = FAMILIES.get(family)
     if entry is None or (entry.arg == "required" and not arg) or (entry.arg == "none" and arg):
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS.names)}")
-    ds = entry.build(name=name, family=family, arg=arg, split=split, root=root, channels=channels, size=size, train_aug=train_aug)
+    ds = entry.build(
+        name=name, family=family, arg=arg, split=split, root=root, channels=channels, size=size, train_aug=train_aug
+    )
     if labels is not None:
         ds = LabelSubset(ds, choose_labels(len(ds.classes), labels, label_seed))
     if len(ds) == 0:

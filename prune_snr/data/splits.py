@@ -11,6 +11,7 @@ Example:
     >>> len(val), sorted(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])[val].tolist())
     (5, [0, 0, 1, 1, 1])
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ VALIDATION_SEED = 0
 DEFAULT_VAL_FRACTION = 0.1
 
 
-def validation_split(targets, fraction: float, *, seed: int = VALIDATION_SEED, split_seed: int | None = None,
-                     pool: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(
+    targets, fraction: float, *, seed: int = VALIDATION_SEED, split_seed: int | None = None, pool: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(rest, val)`` row indices (ascending) with ``round(fraction * n_label)`` rows of every label in ``val``.
 
     A smaller ``fraction`` gives a subset of a larger one's rows (the same seeded order per label), so a
@@ -48,8 +50,10 @@ def validation_split(targets, fraction: float, *, seed: int = VALIDATION_SEED, s
     if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
         raise DataError(f"--val-fraction {fraction}: use a fraction of the training split in [0, 1) (0.1 = 10 %)")
     if split_seed is not None and pool is not None and fraction > pool:
-        raise DataError(f"--val-fraction {fraction} with --split-seed: the validation split is drawn from the {pool:.0%} the "
-                        f"model's training held out; use --val-fraction {pool / 2:g} or less")
+        raise DataError(
+            f"--val-fraction {fraction} with --split-seed: the validation split is drawn from the {pool:.0%} the "
+            f"model's training held out; use --val-fraction {pool / 2:g} or less"
+        )
     targets = np.asarray(torch.as_tensor(targets).cpu().numpy())
     rng = np.random.default_rng(seed)
     redraw = np.random.default_rng(split_seed) if split_seed is not None else None
@@ -60,7 +64,7 @@ def validation_split(targets, fraction: float, *, seed: int = VALIDATION_SEED, s
         if redraw is not None:
             held = _take(len(rows), pool) if pool is not None else len(rows)
             order = np.concatenate([redraw.permutation(order[:held]), order[held:]])
-        val.append(order[:_take(len(rows), fraction)])
+        val.append(order[: _take(len(rows), fraction)])
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
     mask = np.ones(len(targets), dtype=bool)
     mask[val_idx] = False
@@ -92,7 +96,9 @@ class IndexSubset(Dataset):
         return self.dataset[int(self.indices[i])]
 
 
-def hold_out(dataset, fraction: float, *, split_seed: int | None = None, pool: float | None = None) -> tuple[Dataset, Dataset | None]:
+def hold_out(
+    dataset, fraction: float, *, split_seed: int | None = None, pool: float | None = None
+) -> tuple[Dataset, Dataset | None]:
     """``(training rows, validation rows)`` of a split; ``(dataset, None)`` when ``fraction`` is 0
     (``split_seed``, ``pool``: see :func:`validation_split`)."""
     if fraction == 0:

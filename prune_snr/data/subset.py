@@ -1,4 +1,5 @@
 """Label subsets: keep K of the labels and renumber them 0..K-1 (the label sweep needs it)."""
+
 from __future__ import annotations
 
 from typing import Sequence

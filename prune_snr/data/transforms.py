@@ -6,6 +6,7 @@
 - ImageNet / ImageFolder (files on disk): train = RandomResizedCrop(size) + flip;
   eval = Resize(size * 256/224) + CenterCrop(size). Then normalization.
 """
+
 from __future__ import annotations
 
 import torch

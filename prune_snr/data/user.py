@@ -15,6 +15,7 @@ Example:
     ...
     prune_snr.errors.DataError: train=: images of shape (8, 8); give C x H x W image tensors
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,15 +50,21 @@ def user_dataset(data, *, num_classes: int, role: str) -> UserDataset:
         return data
     source = data.dataset if isinstance(data, DataLoader) else data
     if not (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
-        raise DataError(f"{role}=: give a torch Dataset or DataLoader yielding (images, labels), not {type(data).__name__}")
+        raise DataError(
+            f"{role}=: give a torch Dataset or DataLoader yielding (images, labels), not {type(data).__name__}"
+        )
     if len(source) == 0:
         raise DataError(f"{role}=: the dataset is empty")
     try:
         first = source[0]
     except Exception as exc:  # the user's own __getitem__: one line
-        raise DataError(f"{role}=: reading its first item failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        raise DataError(
+            f"{role}=: reading its first item failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
     if isinstance(first, dict):
-        raise DataError(f"{role}=: items are dicts (keys {', '.join(map(str, first))}); give a dataset of (image, label) pairs")
+        raise DataError(
+            f"{role}=: items are dicts (keys {', '.join(map(str, first))}); give a dataset of (image, label) pairs"
+        )
     if not isinstance(first, (tuple, list)) or len(first) < 2:
         raise DataError(f"{role}=: items are {type(first).__name__}, not (image, label) pairs")
     image = first[0]
@@ -67,13 +74,19 @@ def user_dataset(data, *, num_classes: int, role: str) -> UserDataset:
     try:
         targets = _targets(source)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise DataError(f"{role}=: its labels are not integers ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        raise DataError(
+            f"{role}=: its labels are not integers ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+        ) from None
     if len(targets) != len(source):
-        raise DataError(f"{role}=: {len(targets)} labels for {len(source)} images; give one integer label per image "
-                        "(not one-hot rows)")
+        raise DataError(
+            f"{role}=: {len(targets)} labels for {len(source)} images; give one integer label per image "
+            "(not one-hot rows)"
+        )
     if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
-        raise DataError(f"{role}=: labels {int(targets.min())}..{int(targets.max())} but the classifier has {num_classes} outputs "
-                        f"(labels 0..{num_classes - 1})")
+        raise DataError(
+            f"{role}=: labels {int(targets.min())}..{int(targets.max())} but the classifier has {num_classes} outputs "
+            f"(labels 0..{num_classes - 1})"
+        )
     return UserDataset(source, targets, num_classes, tuple(image.shape))
 
 
@@ -99,11 +112,15 @@ def user_data(labels, *, dataset=None, train=None, val=None, test=None, command:
     if train is None or test is None:
         raise DataError(f"{command} needs train= and test= (a Dataset or DataLoader each; val= is optional)")
     count = labels() if callable(labels) else labels
-    out = {role: user_dataset(data, num_classes=count, role=role) if data is not None else None
-           for role, data in (("train", train), ("val", val), ("test", test))}
+    out = {
+        role: user_dataset(data, num_classes=count, role=role) if data is not None else None
+        for role, data in (("train", train), ("val", val), ("test", test))
+    }
     for role in ("val", "test"):
         if out[role] is not None and out[role].image_shape != out["train"].image_shape:
-            raise DataError(f"{role}=: images of shape {out[role].image_shape} but train='s are {out['train'].image_shape}")
+            raise DataError(
+                f"{role}=: images of shape {out[role].image_shape} but train='s are {out['train'].image_shape}"
+            )
     return out
 
 

@@ -1,4 +1,5 @@
 """``prune_snr.export``: any model to an ONNX file, checked against PyTorch with onnxruntime."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,14 @@ from ..onnx_io import export_onnx
 from .onnx import verify_onnx
 
 
-def export(model: nn.Module, path: str | Path, *, example_input: torch.Tensor | None = None, batch: int | str = "dynamic",
-           verify: bool = True) -> dict:
+def export(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    example_input: torch.Tensor | None = None,
+    batch: int | str = "dynamic",
+    verify: bool = True,
+) -> dict:
     """Write ``model`` to ``path`` as ONNX (atomically, a dynamic batch dimension by default) and, with ``verify``,
     compare onnxruntime's outputs with PyTorch's on random inputs of that shape (an error above rtol 1e-3 / atol 1e-4).
 

@@ -1,4 +1,5 @@
 """ONNX export with its checks: onnx.checker (in :func:`export_onnx`) and onnxruntime against PyTorch."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,15 @@ from ..onnx_io import input_chw, ort_session
 RTOL, ATOL = 1e-3, 1e-4
 
 
-def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input_size: tuple[int, int] | None = None, seed: int = 0,
-                image_shape: tuple[int, int, int] | None = None) -> dict:
+def verify_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    batch_sizes=(1, 8),
+    input_size: tuple[int, int] | None = None,
+    seed: int = 0,
+    image_shape: tuple[int, int, int] | None = None,
+) -> dict:
     """Compare onnxruntime (CPU) with PyTorch on random inputs; raise above rtol 1e-3 / atol 1e-4."""
     model = model.cpu().eval()
     c, h, w = image_shape or input_chw(model, input_size)
@@ -29,11 +37,15 @@ def verify_onnx(model: nn.Module, path: str | Path, *, batch_sizes=(1, 8), input
         try:
             got = session.run(None, {name: x.numpy()})[0]
         except Exception as exc:  # onnxruntime's own error types (e.g. InvalidArgument for a fixed batch)
-            raise ExportError(f"{path}: onnxruntime cannot run batch {n} ({str(exc).splitlines()[0][:160]}); "
-                              "export with --batch dynamic or that batch size") from None
+            raise ExportError(
+                f"{path}: onnxruntime cannot run batch {n} ({str(exc).splitlines()[0][:160]}); "
+                "export with --batch dynamic or that batch size"
+            ) from None
         diff = float(np.abs(got - expected).max())
         report[f"batch_{n}_max_abs_diff"] = diff
         if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
-            raise ExportError(f"{path}: onnxruntime differs from PyTorch at batch {n} (max abs diff {diff:.2e} > atol {ATOL} + rtol "
-                f"{RTOL})")
+            raise ExportError(
+                f"{path}: onnxruntime differs from PyTorch at batch {n} (max abs diff {diff:.2e} > atol {ATOL} + rtol "
+                f"{RTOL})"
+            )
     return report

@@ -10,6 +10,7 @@ share ``PRUNE_SNR_CACHE`` may compute the same entry at once, the first complete
 discards its own copy and reads the published one, and no reader ever opens a half-written file.
 A rerun with the same key reuses the published entry.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,6 +48,7 @@ def capture(model: nn.Module, points: list[str], pool: int):
         def fn(_module, _inputs, output):
             # pooled first, in the output's own dtype: under autocast never a float32 copy of a whole bfloat16 map
             store[name] = pooled(output, pool)
+
         return fn
 
     try:
@@ -86,12 +88,14 @@ def pooled(output: torch.Tensor, pool: int) -> torch.Tensor:
 def pooling_matrix(h: int, w: int, pool: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``H*W x pool*pool``: column ``i*pool + j`` averages adaptive pooling's bin ``(i, j)``, rows
     ``floor(i*H/pool)`` to ``ceil((i+1)*H/pool)`` and the same for columns."""
+
     def bins(size):
         m = torch.zeros(size, pool, dtype=torch.float64)
         for i in range(pool):
             start, end = (i * size) // pool, -(-(i + 1) * size // pool)
             m[start:end, i] = 1 / (end - start)
         return m
+
     return torch.kron(bins(h), bins(w)).to(device=device, dtype=dtype)
 
 
@@ -106,8 +110,9 @@ def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, d
 
 
 @torch.no_grad()
-def point_widths(model: nn.Module, sample: torch.Tensor, points: list[str], *, pool: int,
-                 device: torch.device = torch.device("cpu")) -> dict[str, int]:
+def point_widths(
+    model: nn.Module, sample: torch.Tensor, points: list[str], *, pool: int, device: torch.device = torch.device("cpu")
+) -> dict[str, int]:
     """``{point: C * p * p}``, the values one image adds to each point's cache: one forward pass of ``sample`` (one image)."""
     model.eval().to(device)
     with capture(model, points, pool) as store:
@@ -136,9 +141,11 @@ def check_disk(folder: Path, need: int) -> None:
         where = where.parent
     free = shutil.disk_usage(where).free
     if need > free:
-        raise DataError(f"the feature cache needs {need / 1e9:.2f} GB in {folder} but only {free / 1e9:.2f} GB are free there; "
-                        "shrink it with --train-per-class N (images per label), --pool 1, --cache-dtype float16 or fewer --points, "
-                        "or point PRUNE_SNR_CACHE at a larger disk")
+        raise DataError(
+            f"the feature cache needs {need / 1e9:.2f} GB in {folder} but only {free / 1e9:.2f} GB are free there; "
+            "shrink it with --train-per-class N (images per label), --pool 1, --cache-dtype float16 or fewer --points, "
+            "or point PRUNE_SNR_CACHE at a larger disk"
+        )
 
 
 def folder_bytes(folder: Path) -> int:
@@ -154,9 +161,22 @@ def load_cached(folder: Path, points: list[str]) -> tuple[dict[str, np.ndarray],
 
 
 @torch.no_grad()
-def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: Path, batch_size: int = 256,
-            device: torch.device = torch.device("cpu"), amp: bool = False, channels_last: bool = False, workers: int | None = None,
-            dtype: str = "float32", progress=None, description: str = "features") -> tuple[dict[str, np.ndarray], np.ndarray]:
+def extract(
+    model: nn.Module,
+    dataset,
+    points: list[str],
+    *,
+    pool: int,
+    folder: Path,
+    batch_size: int = 256,
+    device: torch.device = torch.device("cpu"),
+    amp: bool = False,
+    channels_last: bool = False,
+    workers: int | None = None,
+    dtype: str = "float32",
+    progress=None,
+    description: str = "features",
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Run ``model`` once over ``dataset`` and return ``({point: N x C x p*p}, targets)``.
 
     The arrays are memory-mapped ``.npy`` files in ``folder``; an existing complete cache there
@@ -171,19 +191,38 @@ def extract(model: nn.Module, dataset, points: list[str], *, pool: int, folder: 
         folder.parent.mkdir(parents=True, exist_ok=True)
         _drop_orphans(folder)
     # Every rank writes into the same private folder: rank 0 names it.
-    tmp = Path(broadcast_object(str(folder.parent / f".{folder.name}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}") if is_main() else None))
+    tmp = Path(
+        broadcast_object(
+            str(folder.parent / f".{folder.name}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}") if is_main() else None
+        )
+    )
     model.eval().to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     rank, size = world()
-    run = dict(pool=pool, batch_size=batch_size, device=device, amp=amp, channels_last=channels_last, workers=workers,
-               dtype=np.dtype(dtype), progress=progress, description=description)
+    run = dict(
+        pool=pool,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        workers=workers,
+        dtype=np.dtype(dtype),
+        progress=progress,
+        description=description,
+    )
     try:
         if size == 1:
             _pass(model, dataset, points, tmp, **run)
         else:
             n = len(dataset)
-            _pass(model, Subset(dataset, range(rank * n // size, (rank + 1) * n // size)), points, tmp / f"part{rank}", **run)
+            _pass(
+                model,
+                Subset(dataset, range(rank * n // size, (rank + 1) * n // size)),
+                points,
+                tmp / f"part{rank}",
+                **run,
+            )
             barrier()
             if is_main():
                 _join([tmp / f"part{r}" for r in range(size)], tmp, len(points))
@@ -243,11 +282,28 @@ def _npy_writer(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
     written page mapped into the process, so its RSS grew to the whole cache: 12 GB for EfficientNet-B0
     --expanded on Fashion-MNIST.)"""
     f = open(path, "wb")
-    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    )
     return f
 
 
-def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp, channels_last, workers, dtype, progress, description):
+def _pass(
+    model,
+    dataset,
+    points,
+    folder: Path,
+    *,
+    pool,
+    batch_size,
+    device,
+    amp,
+    channels_last,
+    workers,
+    dtype,
+    progress,
+    description,
+):
     """One pass of ``model`` over ``dataset`` into ``folder``: each point's pooled features cast to the cache dtype on
     the device, copied to the host without waiting, and written by a background thread while the next batch runs."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -264,7 +320,7 @@ def _pass(model, dataset, points, folder: Path, *, pool, batch_size, device, amp
             with autocast(device, amp):
                 model(x)
             writer.put([store[name].to(cast).to("cpu", non_blocking=True) for name in points])
-            targets[offset:offset + len(y)] = y.numpy()
+            targets[offset : offset + len(y)] = y.numpy()
             offset += len(y)
     np.save(folder / "targets.npy", targets)
 
@@ -325,8 +381,10 @@ def _join(parts: list[Path], folder: Path, n_points: int) -> None:
     they are joined: the disk holds at most one point twice (:func:`join_headroom`), never the whole cache."""
     missing = [p for p in parts if not (p / "targets.npy").is_file()]
     if missing:
-        raise DataError(f"feature shard {missing[0]} is not visible from rank 0: put the cache (PRUNE_SNR_CACHE) on a filesystem "
-                        "shared by every node")
+        raise DataError(
+            f"feature shard {missing[0]} is not visible from rank 0: put the cache (PRUNE_SNR_CACHE) on a filesystem "
+            "shared by every node"
+        )
     targets = [np.load(p / "targets.npy") for p in parts]
     np.save(folder / "targets.npy", np.concatenate(targets))
     total = sum(len(t) for t in targets)
@@ -335,7 +393,7 @@ def _join(parts: list[Path], folder: Path, n_points: int) -> None:
         with _npy_writer(folder / f"{i}.npy", pieces[0].dtype, (total, *pieces[0].shape[1:])) as joined:
             for piece in pieces:
                 for start in range(0, len(piece), 4096):  # bounded chunks: the shards stay on disk
-                    np.ascontiguousarray(piece[start:start + 4096]).tofile(joined)
+                    np.ascontiguousarray(piece[start : start + 4096]).tofile(joined)
         del pieces
         for p in parts:
             (p / f"{i}.npy").unlink()

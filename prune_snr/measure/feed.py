@@ -5,6 +5,7 @@ order, and placed at their positions in one seeded shuffle, so that a mini-batch
 streams them: every epoch reads its mini-batches chunk by chunk from the cache. Reads go through
 ``preadv`` in file order rather than through the memory mapping (see :func:`_gather_into`).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,8 @@ ROWS_PER_CHUNK = 8192  # rows per read of one point (statistics, class means)
 BYTES_PER_VALUE = 4
 #: Bytes per value of the widest point, read before it is copied in (its rows as cached, then as float32).
 BYTES_PER_READ_VALUE = 8
+
+
 @dataclass
 class Rows:
     """Some rows of a feature cache: ``features[point][index]`` with labels ``targets`` (0..L-1)."""
@@ -25,7 +28,6 @@ class Rows:
     features: dict[str, np.ndarray]  # point -> N x C x K (memory-mapped is fine)
     index: np.ndarray
     targets: torch.Tensor
-
 
 
 def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> None:
@@ -40,8 +42,13 @@ def _gather_into(out: torch.Tensor, features: np.ndarray, index: np.ndarray) -> 
     if not len(index):
         return
     mapped = isinstance(features, np.memmap) and features.filename
-    if (mapped and features.dtype == np.float32 and out.dtype == torch.float32 and out.is_contiguous()
-            and bool(np.all(np.diff(index) > 0))):
+    if (
+        mapped
+        and features.dtype == np.float32
+        and out.dtype == torch.float32
+        and out.is_contiguous()
+        and bool(np.all(np.diff(index) > 0))
+    ):
         _read_rows(features, index, into=out.numpy())  # already in file order: straight into place
         return
     order = np.argsort(index, kind="stable")
@@ -72,7 +79,9 @@ def _read_rows(features: np.memmap, wanted: np.ndarray, into: np.ndarray | None 
         for s, e in zip(starts.tolist(), ends.tolist()):
             position = features.offset + int(wanted[s]) * row_bytes
             if os.preadv(f.fileno(), [raw[s:e]], position) != (e - s) * row_bytes:
-                raise OSError(f"{features.filename}: short read; the feature cache is damaged, delete it and re-measure")
+                raise OSError(
+                    f"{features.filename}: short read; the feature cache is damaged, delete it and re-measure"
+                )
     return rows
 
 
@@ -103,7 +112,7 @@ def feature_stats(features: np.ndarray, index: np.ndarray) -> tuple[torch.Tensor
     """Per-feature mean and std over ``index`` rows, read chunk by chunk."""
     moments = Moments()
     for start in range(0, len(index), ROWS_PER_CHUNK):
-        moments.add(_rows(features, index[start:start + ROWS_PER_CHUNK]))
+        moments.add(_rows(features, index[start : start + ROWS_PER_CHUNK]))
     return moments.finish()
 
 
@@ -111,8 +120,8 @@ def class_means(features: np.ndarray, index: np.ndarray, targets: torch.Tensor, 
     """``mu[i]`` = mean feature over the rows of label i: ``L x C x K``."""
     sums = torch.zeros((num_classes, *features.shape[1:]), dtype=torch.float64)
     for start in range(0, len(index), ROWS_PER_CHUNK):
-        x = _rows(features, index[start:start + ROWS_PER_CHUNK]).double()
-        sums.index_add_(0, targets[start:start + ROWS_PER_CHUNK], x)
+        x = _rows(features, index[start : start + ROWS_PER_CHUNK]).double()
+        sums.index_add_(0, targets[start : start + ROWS_PER_CHUNK], x)
     counts = torch.bincount(targets, minlength=num_classes).clamp(min=1).double()
     return (sums / counts.view(-1, *([1] * (sums.ndim - 1)))).float()
 
@@ -125,7 +134,9 @@ def _width_classes(names: list[str], dims: dict[str, int]) -> list[list[str]]:
     return list(classes.values())
 
 
-def _standardized(rows: Rows, classes: list[list[str]], stats: dict, positions: np.ndarray | slice = slice(None)) -> list[torch.Tensor]:
+def _standardized(
+    rows: Rows, classes: list[list[str]], stats: dict, positions: np.ndarray | slice = slice(None)
+) -> list[torch.Tensor]:
     """Rows ``rows.index[positions]`` of the points of ``classes``, standardized with ``stats``: one ``k x n x d``
     float32 tensor per width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time)."""
     index = rows.index[positions]
@@ -134,14 +145,15 @@ def _standardized(rows: Rows, classes: list[list[str]], stats: dict, positions: 
         x = torch.empty(len(names), len(index), int(np.prod(rows.features[names[0]].shape[1:])))
         for j, n in enumerate(names):
             for s in range(0, len(index), ROWS_PER_CHUNK):
-                _gather_into(x[j, s:s + ROWS_PER_CHUNK], rows.features[n], index[s:s + ROWS_PER_CHUNK])
+                _gather_into(x[j, s : s + ROWS_PER_CHUNK], rows.features[n], index[s : s + ROWS_PER_CHUNK])
             x[j].sub_(stats[n][0].flatten()).div_(stats[n][1].flatten())
         out.append(x)
     return out
 
 
-def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor,
-                   dtypes: list[torch.dtype]) -> tuple[list[torch.Tensor], dict]:
+def _held_shuffled(
+    ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor, dtypes: list[torch.dtype]
+) -> tuple[list[torch.Tensor], dict]:
     """The rows of ``ordered`` standardized on their own statistics (returned; the same chunks, hence the same figures,
     as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the
     cache's order, a chunk at a
@@ -156,9 +168,9 @@ def _held_shuffled(ordered: Rows, classes: list[list[str]], shuffle: torch.Tenso
         for j, name in enumerate(names):
             moments = Moments()
             for s in range(0, n, ROWS_PER_CHUNK):
-                chunk = _rows(ordered.features[name], ordered.index[s:s + ROWS_PER_CHUNK]).flatten(1)
+                chunk = _rows(ordered.features[name], ordered.index[s : s + ROWS_PER_CHUNK]).flatten(1)
                 moments.add(chunk)
-                x[j].index_copy_(0, place[s:s + ROWS_PER_CHUNK], chunk)
+                x[j].index_copy_(0, place[s : s + ROWS_PER_CHUNK], chunk)
             stats[name] = moments.finish()
             x[j].sub_(stats[name][0].flatten()).div_(stats[name][1].flatten())
         out.append(x.to(dtype))
@@ -170,9 +182,25 @@ class _Source:
     """The standardized rows of one set for one group of heads, in ``rows.index`` order: held in memory
     (``held``, read once) or read from the cache chunk by chunk every time they are walked."""
 
-    def __init__(self, rows: Rows, classes, stats, *, chunk: int, device, held: list[torch.Tensor] | None = None,
-                 dtypes: list[torch.dtype] | None = None):
-        self.rows, self.classes, self.stats, self.chunk, self.device, self.held = rows, classes, stats, chunk, device, held
+    def __init__(
+        self,
+        rows: Rows,
+        classes,
+        stats,
+        *,
+        chunk: int,
+        device,
+        held: list[torch.Tensor] | None = None,
+        dtypes: list[torch.dtype] | None = None,
+    ):
+        self.rows, self.classes, self.stats, self.chunk, self.device, self.held = (
+            rows,
+            classes,
+            stats,
+            chunk,
+            device,
+            held,
+        )
         self.dtypes = dtypes or [torch.float32] * len(classes)
 
     def chunks(self):
@@ -180,11 +208,14 @@ class _Source:
         step = min(self.chunk, ROWS_PER_CHUNK) if self.held is not None else self.chunk
         for start in range(0, n, step):
             if self.held is not None:
-                xs = [x[:, start:start + step] for x in self.held]
+                xs = [x[:, start : start + step] for x in self.held]
             else:
                 xs = None  # free the previous chunk before the next is read
                 xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))
-            yield [x.to(self.device, d) for x, d in zip(xs, self.dtypes)], self.rows.targets[start:start + step].to(self.device)
+            yield (
+                [x.to(self.device, d) for x, d in zip(xs, self.dtypes)],
+                self.rows.targets[start : start + step].to(self.device),
+            )
 
 
 def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
@@ -193,7 +224,6 @@ def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
     torch.cuda.empty_cache()  # what the caching allocator still holds from the feature pass is free for the heads
     free, _ = torch.cuda.mem_get_info(device)
     return tensors_bytes < free // 2
-
 
 
 def chunk_rows(widths: list[int], *, batch_size: int, budget: int) -> int:
@@ -236,8 +266,11 @@ def plan_memory(dims: dict[str, int], *, rows: int, budget: int) -> tuple[list[l
         ...             + ROWS_PER_CHUNK * 10 * BYTES_PER_READ_VALUE)
         ([['a', 'b']], ['c'])
     """
+
     def cost(widths):
-        return (rows + ROWS_PER_CHUNK) * sum(widths) * BYTES_PER_VALUE + ROWS_PER_CHUNK * max(widths) * BYTES_PER_READ_VALUE
+        return (rows + ROWS_PER_CHUNK) * sum(widths) * BYTES_PER_VALUE + ROWS_PER_CHUNK * max(
+            widths
+        ) * BYTES_PER_READ_VALUE
 
     groups: list[list[str]] = []
     streamed: list[str] = []
@@ -254,9 +287,24 @@ def plan_memory(dims: dict[str, int], *, rows: int, budget: int) -> tuple[list[l
 class GroupFeed:
     """The rows one group of heads trains and is scored on: its statistics, its mini-batches, its scoring sources."""
 
-    def __init__(self, group: list[str], dims: dict[str, int], *, ordered: Rows, train: Rows, shuffle: torch.Tensor,
-                 held: bool, evaluate: dict[str, Rows], stop: tuple[str, Rows] | None, num_classes: int, dtype: torch.dtype,
-                 low_precision_min: int, batch_size: int, budget: int, device: torch.device):
+    def __init__(
+        self,
+        group: list[str],
+        dims: dict[str, int],
+        *,
+        ordered: Rows,
+        train: Rows,
+        shuffle: torch.Tensor,
+        held: bool,
+        evaluate: dict[str, Rows],
+        stop: tuple[str, Rows] | None,
+        num_classes: int,
+        dtype: torch.dtype,
+        low_precision_min: int,
+        batch_size: int,
+        budget: int,
+        device: torch.device,
+    ):
         self.classes = _width_classes(group, dims)
         self.order = [n for c in self.classes for n in c]  # the heads in width-class order
         self.layout, i = [], 0
@@ -264,7 +312,9 @@ class GroupFeed:
             self.layout.append(list(range(i, i + len(c))))
             i += len(c)
         self.chunk = chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
-        self.row_dtypes = dtypes = [dtype if dims[c[0]] * num_classes >= low_precision_min else torch.float32 for c in self.classes]
+        self.row_dtypes = dtypes = [
+            dtype if dims[c[0]] * num_classes >= low_precision_min else torch.float32 for c in self.classes
+        ]
         self.train, self.held, self.batch_size, self.device = train, held, batch_size, device
         train_x = stop_x = None
         if held:
@@ -276,9 +326,18 @@ class GroupFeed:
             self.stats = {n: feature_stats(ordered.features[n], ordered.index) for n in group}
         self.train_x, self.train_y = train_x, train.targets.to(device)
         # the training accuracy is scored in the precision the heads trained in, held or streamed
-        self.sources = {key: _Source(rows, self.classes, self.stats, chunk=chunk, device=device, held=train_x if key == "train" else None,
-                                     dtypes=dtypes if key == "train" else None)
-                        for key, rows in {"train": train if held else ordered, **evaluate}.items()}  # streamed: scored in file order
+        self.sources = {
+            key: _Source(
+                rows,
+                self.classes,
+                self.stats,
+                chunk=chunk,
+                device=device,
+                held=train_x if key == "train" else None,
+                dtypes=dtypes if key == "train" else None,
+            )
+            for key, rows in {"train": train if held else ordered, **evaluate}.items()
+        }  # streamed: scored in file order
         if stop is not None:
             self.sources[stop[0]] = _Source(stop[1], self.classes, self.stats, chunk=chunk, device=device, held=stop_x)
 
@@ -290,13 +349,15 @@ class GroupFeed:
             return
         per_chunk = max(1, self.chunk // self.batch_size)
         for c in range(0, len(visit), per_chunk):
-            spans = visit[c:c + per_chunk]
+            spans = visit[c : c + per_chunk]
             positions = np.concatenate([np.arange(start, end) for start, end in spans])
             x_chunk = None  # free the previous chunk before the next is read
-            x_chunk = [x.to(self.device, d) for x, d in zip(_standardized(self.train, self.classes, self.stats, positions),
-                                                             self.row_dtypes)]
+            x_chunk = [
+                x.to(self.device, d)
+                for x, d in zip(_standardized(self.train, self.classes, self.stats, positions), self.row_dtypes)
+            ]
             y_chunk = self.train.targets[positions].to(self.device)
             offset = 0
             for start, end in spans:
-                yield [x[:, offset:offset + end - start] for x in x_chunk], y_chunk[offset:offset + end - start]
+                yield [x[:, offset : offset + end - start] for x in x_chunk], y_chunk[offset : offset + end - start]
                 offset += end - start

@@ -13,6 +13,7 @@ Example:
     >>> filter_stats(M, threshold=0.3, clusters="components").n_clusters.tolist()
     [1]
 """
+
 from __future__ import annotations
 
 import math
@@ -45,15 +46,15 @@ def field_matrices(mu: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 class FilterStats:
     """Per-filter statistics of one layer (each tensor has one entry per filter)."""
 
-    dead: torch.Tensor        # bool: max(M_f) <= 0
-    signal: torch.Tensor      # sum of normalised fields inside clusters
-    noise: torch.Tensor       # sum of normalised above-threshold fields outside clusters
-    n_noise: torch.Tensor     # number of noise elements
+    dead: torch.Tensor  # bool: max(M_f) <= 0
+    signal: torch.Tensor  # sum of normalised fields inside clusters
+    noise: torch.Tensor  # sum of normalised above-threshold fields outside clusters
+    n_noise: torch.Tensor  # number of noise elements
     n_clusters: torch.Tensor  # clusters per filter
-    n_active: torch.Tensor    # active labels per filter (= labels in clusters: the clustered labels)
-    snr: torch.Tensor         # signal / (noise + threshold); 0 for dead filters
-    strength: torch.Tensor    # max(M_f) (clamped at 0): how strong the filter is before normalising
-    component: torch.Tensor   # F x L int32: cluster id of each label (its smallest label), L if inactive
+    n_active: torch.Tensor  # active labels per filter (= labels in clusters: the clustered labels)
+    snr: torch.Tensor  # signal / (noise + threshold); 0 for dead filters
+    strength: torch.Tensor  # max(M_f) (clamped at 0): how strong the filter is before normalising
+    component: torch.Tensor  # F x L int32: cluster id of each label (its smallest label), L if inactive
 
     def clusters(self, f: int) -> list[list[int]]:
         """Filter ``f``'s clusters as ascending label lists, ordered by first label."""
@@ -89,9 +90,9 @@ def _components(edges: torch.Tensor, active: torch.Tensor, memory_budget: int) -
     comp = torch.full((n, L), L, dtype=torch.int32)
     step = int(max(1, memory_budget // 2 // (L * L * BYTES_PER_EDGE)))
     for start in range(0, n, step):
-        act = active[start:start + step]
+        act = active[start : start + step]
         m = len(act)
-        pairs = edges[start:start + step].nonzero()  # E x 3: (filter, i, j); self-loops included, harmless
+        pairs = edges[start : start + step].nonzero()  # E x 3: (filter, i, j); self-loops included, harmless
         base = pairs[:, 0] * L
         rows, cols = (base + pairs[:, 1]).numpy().astype(np.int32), (base + pairs[:, 2]).numpy().astype(np.int32)
         del pairs, base
@@ -102,7 +103,7 @@ def _components(edges: torch.Tensor, active: torch.Tensor, memory_budget: int) -
         # a component's smallest node is where it first occurs; filters never share a component
         _, first = np.unique(ids, return_index=True)
         smallest = torch.from_numpy((first[ids] % L).astype(np.int32)).view(m, L)
-        comp[start:start + m] = torch.where(act, smallest, torch.tensor(L, dtype=torch.int32))
+        comp[start : start + m] = torch.where(act, smallest, torch.tensor(L, dtype=torch.int32))
     return comp.to(device)
 
 
@@ -131,8 +132,9 @@ def _blocks(mutual: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     return comp
 
 
-def _chunk_stats(M: torch.Tensor, threshold: float, memory_budget: int, *, owned: bool,
-                 clusters: str = CLUSTERS.default) -> dict[str, torch.Tensor]:
+def _chunk_stats(
+    M: torch.Tensor, threshold: float, memory_budget: int, *, owned: bool, clusters: str = CLUSTERS.default
+) -> dict[str, torch.Tensor]:
     """METHOD.md's per-filter statistics of a chunk ``M`` (``c x L x L``); ``owned``: ``M`` may be overwritten.
 
     Signal elements are the pairs of labels of one cluster. With ``components`` every above-θ element between
@@ -170,21 +172,40 @@ def _chunk_stats(M: torch.Tensor, threshold: float, memory_budget: int, *, owned
     del norm, noise_mask, above, signal_mask
     n_clusters = (comp == torch.arange(L, dtype=torch.int32, device=comp.device)).sum(1)
     snr = torch.where(dead, torch.zeros_like(signal), signal / (noise + threshold))
-    out = {"dead": dead, "signal": signal, "noise": noise, "n_noise": n_noise, "n_clusters": n_clusters,
-           "n_active": active.sum(1), "snr": snr, "strength": peak.clamp(min=0), "component": comp}
+    out = {
+        "dead": dead,
+        "signal": signal,
+        "noise": noise,
+        "n_noise": n_noise,
+        "n_clusters": n_clusters,
+        "n_active": active.sum(1),
+        "snr": snr,
+        "strength": peak.clamp(min=0),
+        "component": comp,
+    }
     return {k: v.cpu() for k, v in out.items()}
 
 
 def _gather(parts: list[dict[str, torch.Tensor]], L: int) -> FilterStats:
     if not parts:
         empty = torch.zeros(0)
-        return FilterStats(dead=empty.bool(), signal=empty, noise=empty, n_noise=empty.long(), n_clusters=empty.long(),
-                           n_active=empty.long(), snr=empty, strength=empty, component=torch.zeros(0, L, dtype=torch.int32))
+        return FilterStats(
+            dead=empty.bool(),
+            signal=empty,
+            noise=empty,
+            n_noise=empty.long(),
+            n_clusters=empty.long(),
+            n_active=empty.long(),
+            snr=empty,
+            strength=empty,
+            component=torch.zeros(0, L, dtype=torch.int32),
+        )
     return FilterStats(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
 
 
-def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD, memory_budget: int | None = None,
-                 clusters: str = CLUSTERS.default) -> FilterStats:
+def filter_stats(
+    M: torch.Tensor, *, threshold: float = THRESHOLD, memory_budget: int | None = None, clusters: str = CLUSTERS.default
+) -> FilterStats:
     """Clusters, signal, noise and SNR of every filter of a layer (METHOD.md, phase 3).
 
     Args:
@@ -197,12 +218,20 @@ def filter_stats(M: torch.Tensor, *, threshold: float = THRESHOLD, memory_budget
     F, L, _ = M.shape
     budget = DEFAULT_BUDGET if memory_budget is None else memory_budget
     step = chunk_filters(L, budget)
-    parts = [_chunk_stats(M[s:s + step], threshold, budget, owned=False, clusters=clusters) for s in range(0, F, step)]
+    parts = [
+        _chunk_stats(M[s : s + step], threshold, budget, owned=False, clusters=clusters) for s in range(0, F, step)
+    ]
     return _gather(parts, L)
 
 
-def layer_stats(mu: torch.Tensor, weight: torch.Tensor, *, threshold: float = THRESHOLD,
-                memory_budget: int | None = None, clusters: str = CLUSTERS.default) -> FilterStats:
+def layer_stats(
+    mu: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    threshold: float = THRESHOLD,
+    memory_budget: int | None = None,
+    clusters: str = CLUSTERS.default,
+) -> FilterStats:
     """:func:`filter_stats` of ``field_matrices(mu, weight)`` without ever holding the layer's ``F x L x L``
     matrices: each chunk of filters (sized so the pass fits ``memory_budget`` bytes, default 1 GiB) gets its
     matrices, its statistics, and is dropped; only the per-filter statistics stay.
@@ -221,7 +250,7 @@ def layer_stats(mu: torch.Tensor, weight: torch.Tensor, *, threshold: float = TH
     step = chunk_filters(L, budget)
     parts = []
     for s in range(0, F, step):
-        M = field_matrices(mu[:, s:s + step], weight[:, s:s + step])
+        M = field_matrices(mu[:, s : s + step], weight[:, s : s + step])
         parts.append(_chunk_stats(M, threshold, budget, owned=True, clusters=clusters))
         del M
     return _gather(parts, L)

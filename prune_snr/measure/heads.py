@@ -16,6 +16,7 @@ walks the same mini-batches in the same order, so grouping, chunking and memory 
 nothing in the result beyond float rounding: it equals training all heads together on one in-memory matrix.
 Early stopping (``patience``) reads only the validation rows; see :func:`train_heads`.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,16 +94,18 @@ def chunk_budget(process_budget: int) -> int:
     (at least ``MIN_CHUNK_BYTES``, with a warning when the process already holds the whole budget)."""
     held = resident_bytes()
     if process_budget - held < MIN_CHUNK_BYTES:
-        warnings.warn(f"--memory-budget {process_budget / 2**30:.2f} GiB: this process already holds {held / 2**30:.2f} GiB; "
-                      f"the heads read {MIN_CHUNK_BYTES >> 20} MiB chunks and the peak will exceed the budget. Give a larger budget.",
-                      stacklevel=2)
+        warnings.warn(
+            f"--memory-budget {process_budget / 2**30:.2f} GiB: this process already holds {held / 2**30:.2f} GiB; "
+            f"the heads read {MIN_CHUNK_BYTES >> 20} MiB chunks and the peak will exceed the budget. Give a larger budget.",
+            stacklevel=2,
+        )
     return max(process_budget - held, MIN_CHUNK_BYTES)
 
 
 @dataclass
 class Head:
     weight: torch.Tensor  # L x C x K, raw feature scale
-    bias: torch.Tensor    # L, raw feature scale
+    bias: torch.Tensor  # L, raw feature scale
     train_accuracy: float
     accuracies: dict[str, float] = field(default_factory=dict)  # evaluation set name -> accuracy
     epochs_used: int = 0  # epochs it trained: the cap, unless early stopping stopped it
@@ -127,7 +130,9 @@ def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[
         yield x, logits, [heads[j] for j in on]
 
 
-def _logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases) -> tuple[torch.Tensor, list[int]]:
+def _logits(
+    xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases
+) -> tuple[torch.Tensor, list[int]]:
     """Logits of the active heads, ``P x n x L``, and which heads they are."""
     parts, which = [], []
     for _, logits, heads in _class_logits(xs, layout, active, weights, biases):
@@ -162,7 +167,9 @@ def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None
         for x, logits, heads in _class_logits(xs, layout, active, weights, biases):
             g = _softmax(logits)
             if logits.shape[2] < SHORT_LABELS:
-                g.sub_(F.one_hot(y, logits.shape[2]).to(g.dtype))  # broadcast over heads: cheaper than an index at few labels
+                g.sub_(
+                    F.one_hot(y, logits.shape[2]).to(g.dtype)
+                )  # broadcast over heads: cheaper than an index at few labels
             else:
                 g[:, torch.arange(len(y), device=y.device), y] -= 1
             g /= len(y)
@@ -266,20 +273,51 @@ def train_heads(
     ordered = train
     shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
     train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])
-    batches = [(int(b[0]), int(b[-1]) + 1) for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
-               if len(b)]
+    batches = [
+        (int(b[0]), int(b[-1]) + 1)
+        for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
+        if len(b)
+    ]
     stop_rows = evaluate.get(stop_on) if patience > 0 else None
     stop = (stop_on, stop_rows) if stop_rows is not None and len(stop_rows.index) else None
     budget = memory_budget or chunk_budget(default_memory_budget())
     heads: dict[str, Head] = {}
-    for group, held in _plan(dims, rows=len(train.index) + (len(stop[1].index) if stop else 0), budget=budget, in_memory=in_memory,
-                             batch_size=batch_size):
+    for group, held in _plan(
+        dims,
+        rows=len(train.index) + (len(stop[1].index) if stop else 0),
+        budget=budget,
+        in_memory=in_memory,
+        batch_size=batch_size,
+    ):
         feed = trainer = None  # the previous group's rows go before these are read
-        feed = GroupFeed(group, dims, ordered=ordered, train=train, shuffle=shuffle, held=held, evaluate=evaluate, stop=stop,
-                         num_classes=num_classes, dtype=dtype, low_precision_min=LOW_PRECISION_MIN_WEIGHTS, batch_size=batch_size,
-                         budget=budget, device=device)
-        trainer = _GroupTrainer(feed, dims, num_classes=num_classes, optimizer_name=optimizer_name, lr=lr,
-                                steps=epochs * len(batches), epochs=epochs, patience=patience, min_epochs=min_epochs, device=device)
+        feed = GroupFeed(
+            group,
+            dims,
+            ordered=ordered,
+            train=train,
+            shuffle=shuffle,
+            held=held,
+            evaluate=evaluate,
+            stop=stop,
+            num_classes=num_classes,
+            dtype=dtype,
+            low_precision_min=LOW_PRECISION_MIN_WEIGHTS,
+            batch_size=batch_size,
+            budget=budget,
+            device=device,
+        )
+        trainer = _GroupTrainer(
+            feed,
+            dims,
+            num_classes=num_classes,
+            optimizer_name=optimizer_name,
+            lr=lr,
+            steps=epochs * len(batches),
+            epochs=epochs,
+            patience=patience,
+            min_epochs=min_epochs,
+            device=device,
+        )
         g = torch.Generator().manual_seed(seed)  # every group visits the mini-batches in the same orders
         label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
         for epoch in track(progress, range(1, epochs + 1), label, total=epochs):
@@ -293,7 +331,9 @@ def train_heads(
     return {n: heads[n] for n in names}
 
 
-def _plan(dims: dict[str, int], *, rows: int, budget: int, in_memory: bool | None, batch_size: int) -> list[tuple[list[str], bool]]:
+def _plan(
+    dims: dict[str, int], *, rows: int, budget: int, in_memory: bool | None, batch_size: int
+) -> list[tuple[list[str], bool]]:
     """``(group, held)`` in training order: groups held in memory within ``budget`` first, then the streamed ones."""
     names = list(dims)
     if in_memory is None:
@@ -301,20 +341,36 @@ def _plan(dims: dict[str, int], *, rows: int, budget: int, in_memory: bool | Non
     else:
         memory_groups, streamed = ([names], []) if in_memory else ([], names)
     plan = [(g, True) for g in memory_groups]
-    return plan + [(g, False) for g in plan_groups({n: dims[n] for n in streamed}, batch_size=batch_size, memory_budget=budget)
-                   if streamed]
+    return plan + [
+        (g, False)
+        for g in plan_groups({n: dims[n] for n in streamed}, batch_size=batch_size, memory_budget=budget)
+        if streamed
+    ]
 
 
 class _GroupTrainer:
     """The heads of one group: their weights, their optimiser and schedules, and each head's early stopping."""
 
-    def __init__(self, feed: GroupFeed, dims: dict[str, int], *, num_classes: int, optimizer_name: str, lr: float, steps: int,
-                 epochs: int, patience: int, min_epochs: int, device: torch.device):
+    def __init__(
+        self,
+        feed: GroupFeed,
+        dims: dict[str, int],
+        *,
+        num_classes: int,
+        optimizer_name: str,
+        lr: float,
+        steps: int,
+        epochs: int,
+        patience: int,
+        min_epochs: int,
+        device: torch.device,
+    ):
         k, self.layout, self.epochs, self.num_classes = len(feed.order), feed.layout, epochs, num_classes
         self.weights = [torch.zeros(num_classes, dims[n], device=device) for n in feed.order]
         self.biases = [torch.zeros(num_classes, device=device) for _ in feed.order]
-        self.optimizer, self.scheduler, self.per_epoch = _head_optimizer(optimizer_name, self.weights + self.biases, lr=lr, steps=steps,
-                                                                         device=device)
+        self.optimizer, self.scheduler, self.per_epoch = _head_optimizer(
+            optimizer_name, self.weights + self.biases, lr=lr, steps=steps, device=device
+        )
         self.active, self.epochs_used = [True] * k, [epochs] * k
         self.stoppers = [EarlyStopping(patience, min_epochs) for _ in range(k)]
         self.best = [None] * k
@@ -332,7 +388,9 @@ class _GroupTrainer:
             self.per_epoch.step()
         if stop_source is None:
             return
-        losses = _scores(stop_source, self.layout, self.active, self.weights, self.biases, len(self.weights))[0] / stop_count
+        losses = (
+            _scores(stop_source, self.layout, self.active, self.weights, self.biases, len(self.weights))[0] / stop_count
+        )
         for i in range(len(self.weights)):
             if not self.active[i]:
                 continue
@@ -352,16 +410,23 @@ class _GroupTrainer:
                         self.weights[i].copy_(kept[0])
                         self.biases[i].copy_(kept[1])
         everyone = [True] * len(self.weights)
-        correct = {key: _scores(feed.sources[key], self.layout, everyone, self.weights, self.biases, len(self.weights))[1]
-                   for key in rows_of}
+        correct = {
+            key: _scores(feed.sources[key], self.layout, everyone, self.weights, self.biases, len(self.weights))[1]
+            for key in rows_of
+        }
         heads = {}
         for i, n in enumerate(feed.order):
             mean, std = feed.stats[n][0].flatten().to(feed.device), feed.stats[n][1].flatten().to(feed.device)
             w_raw = self.weights[i].detach() / std
             b_raw = self.biases[i].detach() - w_raw @ mean
             acc = {key: correct[key][i].item() / max(1, len(rows_of[key].index)) for key in correct}
-            heads[n] = Head(weight=w_raw.reshape(self.num_classes, *shapes[n].shape[1:]).cpu(), bias=b_raw.cpu(),
-                            train_accuracy=acc.pop("train"), accuracies=acc, epochs_used=self.epochs_used[i],
-                            best_epoch=self.stoppers[i].best_epoch if stopped else self.epochs,
-                            stop_loss=self.stoppers[i].best_loss if stopped else None)
+            heads[n] = Head(
+                weight=w_raw.reshape(self.num_classes, *shapes[n].shape[1:]).cpu(),
+                bias=b_raw.cpu(),
+                train_accuracy=acc.pop("train"),
+                accuracies=acc,
+                epochs_used=self.epochs_used[i],
+                best_epoch=self.stoppers[i].best_epoch if stopped else self.epochs,
+                stop_loss=self.stoppers[i].best_loss if stopped else None,
+            )
         return heads

@@ -1,4 +1,5 @@
 """``measure``: phases 2 and 3 of METHOD.md for every point of a model, plus the label sweep."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -114,21 +115,48 @@ def measure(
     dataset = cfg.dataset if dataset is None and train is None else dataset
     device_t = resolve_device(cfg.device)
     tune_convolutions(device_t)
-    train_set, test_set, dataset_id, given_val = measured_data(model, dataset, cfg.data_dir, train=train, val=val, test=test)
+    train_set, test_set, dataset_id, given_val = measured_data(
+        model, dataset, cfg.data_dir, train=train, val=val, test=test
+    )
     num_classes = _check_label_count(model, dataset, train_set)
     names = resolve_points(model, cfg.points, expanded=bool(cfg.expanded))
     seed_everything(cfg.seed)
     val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
-    read, rest_rows, train_val_rows = plan_train_rows(train_set.targets, val_fraction=val_fraction, val_source=cfg.val_source or "train",
-                                                      per_class=cfg.train_per_class, seed=cfg.seed, split_seed=cfg.split_seed,
-                                                      pool=cfg.held_out, given_val=given_val)
-    cache = FeatureCache.plan(model, cfg, names, dataset_id, train_set, test_set, read=read, device=device_t,
-                              root=Path(cache_dir) if cache_dir else _default_cache())
+    read, rest_rows, train_val_rows = plan_train_rows(
+        train_set.targets,
+        val_fraction=val_fraction,
+        val_source=cfg.val_source or "train",
+        per_class=cfg.train_per_class,
+        seed=cfg.seed,
+        split_seed=cfg.split_seed,
+        pool=cfg.held_out,
+        given_val=given_val,
+    )
+    cache = FeatureCache.plan(
+        model,
+        cfg,
+        names,
+        dataset_id,
+        train_set,
+        test_set,
+        read=read,
+        device=device_t,
+        root=Path(cache_dir) if cache_dir else _default_cache(),
+    )
     feats, timings = cache.extract(model, cfg, names, device=device_t, progress=progress)
     if world()[0] > 0:  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
         return _from_rank_zero(None)
-    problem = HeadProblem.of(feats, cfg, names, num_classes, rest_rows=rest_rows, train_val_rows=train_val_rows,
-                             val_fraction=val_fraction, device=device_t, progress=progress)
+    problem = HeadProblem.of(
+        feats,
+        cfg,
+        names,
+        num_classes,
+        rest_rows=rest_rows,
+        train_val_rows=train_val_rows,
+        val_fraction=val_fraction,
+        device=device_t,
+        progress=progress,
+    )
     t0 = time.perf_counter()
     heads, records, fields = problem.solve(None, "heads")
     timings["heads_and_fields_s"] = time.perf_counter() - t0
@@ -138,12 +166,22 @@ def measure(
     sweep = _label_sweep(problem, cfg, heads, records, timings)
     timings["total_s"] = time.perf_counter() - t_start
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    meta = {**_meta(model, dataset, dataset_id, cfg, train_set, problem, val_fraction, names, device_t),
-            "timings": timings, **cache.meta(model)}
-    return _from_rank_zero(Measurement(meta=meta, points=records, fields={n: f[2] for n, f in fields.items()}, label_sweep=sweep,
-                                       heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
-                                       field_filters={n: f[1] for n, f in fields.items()},
-                                       filter_stats={n: f[0] for n, f in fields.items()}))
+    meta = {
+        **_meta(model, dataset, dataset_id, cfg, train_set, problem, val_fraction, names, device_t),
+        "timings": timings,
+        **cache.meta(model),
+    }
+    return _from_rank_zero(
+        Measurement(
+            meta=meta,
+            points=records,
+            fields={n: f[2] for n, f in fields.items()},
+            label_sweep=sweep,
+            heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
+            field_filters={n: f[1] for n, f in fields.items()},
+            filter_stats={n: f[0] for n, f in fields.items()},
+        )
+    )
 
 
 def _check_label_count(model: nn.Module, dataset, train_set) -> int:
@@ -151,12 +189,16 @@ def _check_label_count(model: nn.Module, dataset, train_set) -> int:
     num_classes = len(train_set.classes)
     out_features = _num_outputs(model)
     if out_features is not None and out_features != num_classes:
-        raise ModelError(f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
-                         f"has {num_classes} labels; measure it on the dataset it was trained on")
+        raise ModelError(
+            f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
+            f"has {num_classes} labels; measure it on the dataset it was trained on"
+        )
     return num_classes
 
 
-def _label_sweep(problem: HeadProblem, cfg: MeasureConfig, heads: dict, records: list[dict], timings: dict) -> list[dict]:
+def _label_sweep(
+    problem: HeadProblem, cfg: MeasureConfig, heads: dict, records: list[dict], timings: dict
+) -> list[dict]:
     """The measurement again on the first K labels (or K drawn with ``label_seed``) for each K of ``label_sweep``."""
     sweep = []
     for K in cfg.label_sweep or []:
@@ -164,24 +206,50 @@ def _label_sweep(problem: HeadProblem, cfg: MeasureConfig, heads: dict, records:
             raise DataError(f"--labels {K}: the dataset has only {problem.num_classes} labels")
         labels = choose_labels(problem.num_classes, K, cfg.label_seed)
         t0 = time.perf_counter()
-        if labels == list(range(problem.num_classes)):  # every label, in order: the very problem the measurement just solved
+        if labels == list(
+            range(problem.num_classes)
+        ):  # every label, in order: the very problem the measurement just solved
             sweep_heads, recs = heads, records
             problem.head_seconds[f"heads (K={K})"] = 0.0
         else:
             sweep_heads, recs, _ = problem.solve(labels, f"heads (K={K})")
         timings[f"sweep_{K}_s"] = time.perf_counter() - t0
         timings[f"sweep_{K}_heads_s"] = problem.head_seconds[f"heads (K={K})"]
-        sweep.append({"labels": K, "label_ids": labels, "points": [
-            {"name": r["name"], "val_accuracy": r.get("val_accuracy"), "test_accuracy": r["test_accuracy"],
-             "error_rate": 1 - r["test_accuracy"], "snr": r["snr"], "cluster_size": r["cluster_size"],
-             "clusters_per_filter": r["clusters_per_filter"], "noise_per_filter": r["noise_per_filter"],
-             "clustered_labels_per_filter": r["clustered_labels_per_filter"],
-             **_epochs_used(sweep_heads[r["name"]])} for r in recs]})
+        sweep.append(
+            {
+                "labels": K,
+                "label_ids": labels,
+                "points": [
+                    {
+                        "name": r["name"],
+                        "val_accuracy": r.get("val_accuracy"),
+                        "test_accuracy": r["test_accuracy"],
+                        "error_rate": 1 - r["test_accuracy"],
+                        "snr": r["snr"],
+                        "cluster_size": r["cluster_size"],
+                        "clusters_per_filter": r["clusters_per_filter"],
+                        "noise_per_filter": r["noise_per_filter"],
+                        "clustered_labels_per_filter": r["clustered_labels_per_filter"],
+                        **_epochs_used(sweep_heads[r["name"]]),
+                    }
+                    for r in recs
+                ],
+            }
+        )
     return sweep
 
 
-def _meta(model: nn.Module, dataset, dataset_id: str, cfg: MeasureConfig, train_set, problem: HeadProblem, val_fraction: float,
-          names: list[str], device: torch.device) -> dict:
+def _meta(
+    model: nn.Module,
+    dataset,
+    dataset_id: str,
+    cfg: MeasureConfig,
+    train_set,
+    problem: HeadProblem,
+    val_fraction: float,
+    names: list[str],
+    device: torch.device,
+) -> dict:
     """What ``measurement.json`` records of the model, the data, the splits and the options."""
     spec = getattr(model, "spec", None) or {}
     trunk = set(default_points(model, expanded=True)) if cfg.points == "groups" else set(names)
@@ -191,17 +259,26 @@ def _meta(model: nn.Module, dataset, dataset_id: str, cfg: MeasureConfig, train_
         "dataset": dataset if isinstance(dataset, str) else dataset_id,
         "num_classes": problem.num_classes,
         "classes": [str(c) for c in train_set.classes],
-        "split_sizes": {"train": int(len(problem.rest_rows)), "val": int(len(problem.val_rows)), "test": int(len(problem.test_rows))},
+        "split_sizes": {
+            "train": int(len(problem.rest_rows)),
+            "val": int(len(problem.val_rows)),
+            "test": int(len(problem.test_rows)),
+        },
         "val_source": cfg.val_source or "train",
         "seed": cfg.seed,
         "device": str(device),
         # every option a measurement records (``option(recorded=True)``), then what it resolved them to
-        "options": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("recorded")},
-                    "points": names, "side_points": [n for n in names if n not in trunk],
-                    "head_early_stopping": bool(cfg.head_patience and len(problem.val_rows)),
-                    "val_fraction": val_fraction, "val_source": cfg.val_source or "train",
-                    "memory_budget_gib": round(problem.process_budget / 2**30, 3),
-                    "head_bias_in_fields": False, "save_fields": "all" if keep_fields is None else keep_fields},
+        "options": {
+            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("recorded")},
+            "points": names,
+            "side_points": [n for n in names if n not in trunk],
+            "head_early_stopping": bool(cfg.head_patience and len(problem.val_rows)),
+            "val_fraction": val_fraction,
+            "val_source": cfg.val_source or "train",
+            "memory_budget_gib": round(problem.process_budget / 2**30, 3),
+            "head_bias_in_fields": False,
+            "save_fields": "all" if keep_fields is None else keep_fields,
+        },
     }
 
 
@@ -210,12 +287,15 @@ def _from_rank_zero(measurement: Measurement | None) -> Measurement:
     the kept field matrices: every decision reads the per-filter statistics, which it carries."""
     if world()[1] == 1:
         return measurement
-    shared = broadcast_object(None if measurement is None else dataclasses.replace(measurement, fields={}, field_filters={}))
+    shared = broadcast_object(
+        None if measurement is None else dataclasses.replace(measurement, fields={}, field_filters={})
+    )
     return measurement if measurement is not None else shared
 
 
-def measure_checkpoint(checkpoint: str | Path, cfg: MeasureConfig, *, out: str | Path, plots: bool = True,
-                       progress=None) -> Measurement:
+def measure_checkpoint(
+    checkpoint: str | Path, cfg: MeasureConfig, *, out: str | Path, plots: bool = True, progress=None
+) -> Measurement:
     """``prune-snr measure``: measure a checkpoint on the data it was trained on (unless ``cfg`` says
     otherwise) and write ``measurement.json``, ``fields.npz``, ``heads.pt``, ``config.yaml`` and the PNGs to ``out``.
 
@@ -252,17 +332,27 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     trained_val = (payload.get("config", {}).get("train") or {}).get("val_fraction")
     source = cfg.val_source or default_val_source(payload)
     used = cfg.val_fraction if cfg.val_fraction is not None else trained_val or DEFAULT_VAL_FRACTION
-    cfg = dataclasses.replace(cfg, val_source=source, val_fraction=used, held_out=trained_val or None)  # config.yaml: the split used
+    cfg = dataclasses.replace(
+        cfg, val_source=source, val_fraction=used, held_out=trained_val or None
+    )  # config.yaml: the split used
     if cfg.split_seed is not None and source == "train" and trained_val and used >= trained_val:
-        warnings.warn(f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held out, "
-                      f"all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. {trained_val / 2:g}) to vary it",
-                      stacklevel=2)
+        warnings.warn(
+            f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held out, "
+            f"all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. {trained_val / 2:g}) to vary it",
+            stacklevel=2,
+        )
     saw = source == "train" and (imported(payload) or not trained_val or used > trained_val)
     if saw:
-        why = ("its weights were imported (training data unknown)" if imported(payload) else
-               f"its training held out {trained_val or 0:.0%} of the training split, less than the {used:.0%} validated on")
-        warnings.warn(f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
-                      "trained on it; use --val-source test for decisions on unseen images", stacklevel=2)
+        why = (
+            "its weights were imported (training data unknown)"
+            if imported(payload)
+            else f"its training held out {trained_val or 0:.0%} of the training split, less than the {used:.0%} validated on"
+        )
+        warnings.warn(
+            f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
+            "trained on it; use --val-source test for decisions on unseen images",
+            stacklevel=2,
+        )
     return cfg, saw
 
 
@@ -281,8 +371,12 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
         remember_input_shape(model, train_set.image_shape)
         if val_set is not None:
             given_val = np.arange(len(train_set), len(train_set) + len(val_set))
-            train_set = UserDataset(ConcatDataset([train_set, val_set]), torch.cat([train_set.targets, val_set.targets]),
-                                    len(train_set.classes), train_set.image_shape)
+            train_set = UserDataset(
+                ConcatDataset([train_set, val_set]),
+                torch.cat([train_set.targets, val_set.targets]),
+                len(train_set.classes),
+                train_set.image_shape,
+            )
         dataset = (train_set, test_set)
     if dataset is None:
         raise DataError("measure needs data: a dataset name, (train_set, test_set), or train=/test= datasets")
@@ -300,9 +394,17 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
     return train_set, test_set, f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}", given_val
 
 
-def plan_train_rows(targets, *, val_fraction: float, val_source: str, per_class: int | None, seed: int,
-                    split_seed: int | None = None, pool: float | None = None,
-                    given_val: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+def plan_train_rows(
+    targets,
+    *,
+    val_fraction: float,
+    val_source: str,
+    per_class: int | None,
+    seed: int,
+    split_seed: int | None = None,
+    pool: float | None = None,
+    given_val: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(read, rest, val)``: the training images the feature pass reads (``None``: all of them), and the heads'
     rows and the validation rows as positions in what it reads (no validation rows when they come from the test split).
 

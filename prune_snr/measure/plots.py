@@ -1,4 +1,5 @@
 """PNG figures of a measurement (matplotlib, Agg backend)."""
+
 from __future__ import annotations
 
 import io
@@ -37,8 +38,11 @@ def save_plots(m: Measurement, out: str | Path, *, filters_per_layer: int = 4, m
 
     matplotlib.use("Agg")
     out = Path(out)
-    written = [save_figure(_by_layer(m, "accuracy"), out / "layers.png"), save_figure(_by_layer(m, "noise"), out / "noise.png"),
-               save_figure(_filters(m, filters_per_layer, max_layers), out / "filters.png")]
+    written = [
+        save_figure(_by_layer(m, "accuracy"), out / "layers.png"),
+        save_figure(_by_layer(m, "noise"), out / "noise.png"),
+        save_figure(_filters(m, filters_per_layer, max_layers), out / "filters.png"),
+    ]
     if m.label_sweep:
         written.append(save_figure(_label_sweep(m), out / "label_sweep.png"))
     return written
@@ -73,11 +77,16 @@ def _filters(m: Measurement, filters_per_layer: int, max_layers: int):
     """The normalised field matrices of the highest-SNR kept filters of up to ``max_layers`` points, clusters outlined."""
     import matplotlib.pyplot as plt
 
-    shown = m.points[::max(1, math.ceil(len(m.points) / max_layers))]
+    shown = m.points[:: max(1, math.ceil(len(m.points) / max_layers))]
     L = m.stats(shown[0]["name"]).component.shape[1]
     side = min(max(1.8, 0.22 * L), 6.0)  # a 1000-label matrix is drawn as an image, not cell by cell
-    fig, axes = plt.subplots(len(shown), filters_per_layer, figsize=(filters_per_layer * side + 1.2, len(shown) * side),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(shown),
+        filters_per_layer,
+        figsize=(filters_per_layer * side + 1.2, len(shown) * side),
+        squeeze=False,
+        constrained_layout=True,
+    )
     image = None
     for r, (row, p) in enumerate(zip(axes, shown)):
         stats = m.stats(p["name"])
@@ -87,15 +96,18 @@ def _filters(m: Measurement, filters_per_layer: int, max_layers: int):
         for ax, f in zip(row, order):
             image = _matrix(ax, m, p["name"], int(f), stats, first_column=ax is row[0], last_row=r == len(shown) - 1)
         row[0].set_ylabel(f"{_short(p['name'])}\ninput label", fontsize=7)
-        for ax in row[len(order):]:
+        for ax in row[len(order) :]:
             ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("output unit", fontsize=7)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="field / max field")
-    fig.suptitle(f"normalised field matrices of the top-SNR filters (θ = {m.threshold}; red: cluster cells"
-                 f"{'' if L <= OUTLINE_LABELS else f', not drawn above {OUTLINE_LABELS} labels'}; "
-                 f"fields on the {m.config.fields_split} split)", fontsize=8)
+    fig.suptitle(
+        f"normalised field matrices of the top-SNR filters (θ = {m.threshold}; red: cluster cells"
+        f"{'' if L <= OUTLINE_LABELS else f', not drawn above {OUTLINE_LABELS} labels'}; "
+        f"fields on the {m.config.fields_split} split)",
+        fontsize=8,
+    )
     return fig
 
 

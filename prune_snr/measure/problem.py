@@ -1,5 +1,6 @@
 """The two halves of a measurement around its one backbone pass: the feature cache it fills, and the problem the
 heads solve on those features (phases 2 and 3 of METHOD.md), for all labels or a label subset of the sweep."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,28 +34,57 @@ class FeatureCache:
     dtype: str
 
     @classmethod
-    def plan(cls, model: nn.Module, cfg: MeasureConfig, names: list[str], dataset_id: str, train_set, test_set, *,
-             read: np.ndarray | None, device: torch.device, root: Path) -> FeatureCache:
+    def plan(
+        cls,
+        model: nn.Module,
+        cfg: MeasureConfig,
+        names: list[str],
+        dataset_id: str,
+        train_set,
+        test_set,
+        *,
+        read: np.ndarray | None,
+        device: torch.device,
+        root: Path,
+    ) -> FeatureCache:
         """The cache of this measurement, its disk need checked before anything is read (a one-line error if short)."""
         key = cache_key(model, dataset_id, names, cfg.pool, cfg.cache_dtype)
         splits = {"train": train_set, "test": test_set}
         folders = {"train": root / key / "train", "test": root / key / "test"}
         if read is not None:  # only the selected training images are read; their cache is keyed by the selection
             splits["train"] = IndexSubset(train_set, read)
-            folders["train"] = root / key / f"train-{cfg.train_per_class}pc-{hashlib.sha256(read.tobytes()).hexdigest()[:12]}"
+            folders["train"] = (
+                root / key / f"train-{cfg.train_per_class}pc-{hashlib.sha256(read.tobytes()).hexdigest()[:12]}"
+            )
         widths = point_widths(model, test_set[0][0], names, pool=cfg.pool, device=device)
         rows_todo = sum(len(splits[s]) for s in splits if not (folders[s] / "done.json").is_file())
-        check_disk(root, projected_bytes(rows_todo, widths, cfg.cache_dtype) + join_headroom(rows_todo, widths, cfg.cache_dtype))
+        check_disk(
+            root,
+            projected_bytes(rows_todo, widths, cfg.cache_dtype) + join_headroom(rows_todo, widths, cfg.cache_dtype),
+        )
         return cls(root, key, splits, folders, widths, cfg.cache_dtype)
 
-    def extract(self, model: nn.Module, cfg: MeasureConfig, names: list[str], *, device: torch.device, progress) -> tuple[dict, dict]:
+    def extract(
+        self, model: nn.Module, cfg: MeasureConfig, names: list[str], *, device: torch.device, progress
+    ) -> tuple[dict, dict]:
         """``({split: (features, labels)}, {features_<split>_s: seconds})``: one hooked pass per split not cached yet."""
         feats, timings = {}, {}
         for split, ds in self.splits.items():
             t0 = time.perf_counter()
-            feats[split] = extract(model, ds, names, pool=cfg.pool, folder=self.folders[split], batch_size=cfg.batch_size,
-                                   workers=cfg.workers, device=device, amp=cfg.amp, dtype=cfg.cache_dtype, progress=progress,
-                                   description=f"features ({split})")
+            feats[split] = extract(
+                model,
+                ds,
+                names,
+                pool=cfg.pool,
+                folder=self.folders[split],
+                batch_size=cfg.batch_size,
+                workers=cfg.workers,
+                device=device,
+                amp=cfg.amp,
+                dtype=cfg.cache_dtype,
+                progress=progress,
+                description=f"features ({split})",
+            )
             timings[f"features_{split}_s"] = time.perf_counter() - t0
         return feats, timings
 
@@ -64,7 +94,9 @@ class FeatureCache:
             "unused_convs": unused_convs(model),  # convs an eval forward never runs (auxiliary heads): no points
             "feature_rows": {split: len(ds) for split, ds in self.splits.items()},
             "feature_cache_bytes": sum(folder_bytes(f) for f in self.folders.values()),
-            "feature_cache_projected_bytes": projected_bytes(sum(len(ds) for ds in self.splits.values()), self.widths, self.dtype),
+            "feature_cache_projected_bytes": projected_bytes(
+                sum(len(ds) for ds in self.splits.values()), self.widths, self.dtype
+            ),
         }
 
 
@@ -87,10 +119,23 @@ class HeadProblem:
     head_seconds: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, feats: dict, cfg: MeasureConfig, names: list[str], num_classes: int, *, rest_rows: np.ndarray,
-           train_val_rows: np.ndarray, val_fraction: float, device: torch.device, progress=None) -> HeadProblem:
+    def of(
+        cls,
+        feats: dict,
+        cfg: MeasureConfig,
+        names: list[str],
+        num_classes: int,
+        *,
+        rest_rows: np.ndarray,
+        train_val_rows: np.ndarray,
+        val_fraction: float,
+        device: torch.device,
+        progress=None,
+    ) -> HeadProblem:
         train, test = feats["train"], feats["test"]
-        if (cfg.val_source or "train") == "test":  # the backbone's training data is unknown: decide on part of the test split
+        if (
+            cfg.val_source or "train"
+        ) == "test":  # the backbone's training data is unknown: decide on part of the test split
             test_rows, val_rows = validation_split(test[1], val_fraction, split_seed=cfg.split_seed)
             val = test
         else:
@@ -114,10 +159,24 @@ class HeadProblem:
         if len(self.val_rows):
             scored["val"] = self._rows(self.val, self.val_rows, remap)
         t_heads = time.perf_counter()
-        heads = train_heads(train_rows, scored, num_classes=L, epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.head_batch_size,
-                            seed=cfg.seed, device=self.device, memory_budget=chunk_budget(self.process_budget), progress=self.progress,
-                            description=description, patience=cfg.head_patience, min_epochs=cfg.head_min_epochs, stop_on="val",
-                            dtype=getattr(torch, cfg.head_dtype), optimizer_name=cfg.head_optimizer)
+        heads = train_heads(
+            train_rows,
+            scored,
+            num_classes=L,
+            epochs=cfg.head_epochs,
+            lr=cfg.head_lr,
+            batch_size=cfg.head_batch_size,
+            seed=cfg.seed,
+            device=self.device,
+            memory_budget=chunk_budget(self.process_budget),
+            progress=self.progress,
+            description=description,
+            patience=cfg.head_patience,
+            min_epochs=cfg.head_min_epochs,
+            stop_on="val",
+            dtype=getattr(torch, cfg.head_dtype),
+            optimizer_name=cfg.head_optimizer,
+        )
         self.head_seconds[description] = time.perf_counter() - t_heads
         fields_rows = {"val": scored.get("val"), "test": scored["test"], "train": train_rows}[cfg.fields_split]
         records, fields = [], {}
@@ -138,6 +197,8 @@ class HeadProblem:
         record = point_record(name, stats, head.accuracies, cfg.threshold, head.train_accuracy)
         if cfg.fields_split != "test":
             test_mu = class_means(test.features[name], test.index, test.targets, L)
-            record["test"] = test_figures(layer_stats(test_mu, head.weight, threshold=cfg.threshold, memory_budget=budget,
-                                                      clusters=cfg.clusters), cfg.threshold)
+            record["test"] = test_figures(
+                layer_stats(test_mu, head.weight, threshold=cfg.threshold, memory_budget=budget, clusters=cfg.clusters),
+                cfg.threshold,
+            )
         return (stats, kept, field_matrices(mu[:, index], head.weight[:, index]).numpy()), record

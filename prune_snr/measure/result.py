@@ -17,6 +17,7 @@ Artifacts (all written atomically):
 - ``heads.pt``: each point's linear head on the raw feature scale (``weight`` L x C x p*p,
   ``bias`` L), loadable with ``weights_only=True``; truncation and AFCC use them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,18 +42,28 @@ HEADS = "heads.pt"
 #: What a measurement written before an option was recorded did: its fields on the test split, every head trained
 #: the full ``head_epochs`` (no early stopping), every filter's field matrices kept.
 UNRECORDED = {"fields_split": "test", "head_patience": 0, "save_fields": "all", "clusters": "components"}
-STATS = {"snr": np.float32, "signal": np.float32, "noise": np.float32, "strength": np.float32, "n_noise": np.int32,
-         "n_clusters": np.int32, "n_active": np.int32, "dead": np.bool_}
+STATS = {
+    "snr": np.float32,
+    "signal": np.float32,
+    "noise": np.float32,
+    "strength": np.float32,
+    "n_noise": np.int32,
+    "n_clusters": np.int32,
+    "n_active": np.int32,
+    "dead": np.bool_,
+}
 
 
 @dataclass
 class Measurement:
-    meta: dict                      # model, dataset, split sizes, seed, options, timings
-    points: list[dict]              # per-point figures, input to output
-    fields: dict[str, np.ndarray]   # point -> M of the stored filters (F' x L x L, rows as in field_filters)
+    meta: dict  # model, dataset, split sizes, seed, options, timings
+    points: list[dict]  # per-point figures, input to output
+    fields: dict[str, np.ndarray]  # point -> M of the stored filters (F' x L x L, rows as in field_filters)
     heads: dict[str, dict] = field(default_factory=dict)  # point -> {"weight", "bias"}
     label_sweep: list[dict] = field(default_factory=list)
-    field_filters: dict[str, np.ndarray] = field(default_factory=dict)  # point -> filter of each row of fields (absent: all)
+    field_filters: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # point -> filter of each row of fields (absent: all)
     filter_stats: dict[str, FilterStats] = field(default_factory=dict)  # point -> statistics (absent: from the fields)
 
     @property
@@ -84,16 +95,22 @@ class Measurement:
     def val_accuracies(self) -> list[float]:
         """Each point's validation head accuracy, input to output: what decisions read."""
         if not self.has_validation:
-            raise CheckpointError("this measurement has no validation figures (it predates --val-fraction); re-measure with "
-                                  "prune-snr measure CHECKPOINT --out DIR and pass that folder")
+            raise CheckpointError(
+                "this measurement has no validation figures (it predates --val-fraction); re-measure with "
+                "prune-snr measure CHECKPOINT --out DIR and pass that folder"
+            )
         return [p["val_accuracy"] for p in self.points]
 
     def restricted(self, keep) -> "Measurement":
         """This measurement with only the points for which ``keep(name)`` holds (the model lost the others)."""
-        return Measurement(meta=self.meta, points=[p for p in self.points if keep(p["name"])],
-                           fields={k: v for k, v in self.fields.items() if keep(k)}, heads=self.heads,
-                           field_filters={k: v for k, v in self.field_filters.items() if keep(k)},
-                           filter_stats={k: v for k, v in self.filter_stats.items() if keep(k)})
+        return Measurement(
+            meta=self.meta,
+            points=[p for p in self.points if keep(p["name"])],
+            fields={k: v for k, v in self.fields.items() if keep(k)},
+            heads=self.heads,
+            field_filters={k: v for k, v in self.field_filters.items() if keep(k)},
+            filter_stats={k: v for k, v in self.filter_stats.items() if keep(k)},
+        )
 
     def trunk(self) -> "Measurement":
         """This measurement without its side points (squeeze-excite gates measured only to score their channel
@@ -108,8 +125,12 @@ class Measurement:
         """Per-filter statistics of point ``name``: the stored ones, else recomputed from its field matrices."""
         if name not in self.filter_stats:
             if not self.keeps_every_matrix(name):
-                raise CheckpointError(f"measurement point {name} holds neither statistics nor every filter's fields; re-measure it")
-            self.filter_stats[name] = filter_stats(torch.from_numpy(self.fields[name]), threshold=self.threshold, clusters=self.clusters)
+                raise CheckpointError(
+                    f"measurement point {name} holds neither statistics nor every filter's fields; re-measure it"
+                )
+            self.filter_stats[name] = filter_stats(
+                torch.from_numpy(self.fields[name]), threshold=self.threshold, clusters=self.clusters
+            )
         return self.filter_stats[name]
 
     def keeps_every_matrix(self, name: str) -> bool:
@@ -132,7 +153,9 @@ class Measurement:
         """Filter ``f``'s un-normalised field matrix at point ``name`` (``L x L``), if it was kept."""
         rows = np.flatnonzero(self.stored_filters(name) == f)
         if not len(rows):
-            raise KeyError(f"{name}: the field matrix of filter {f} was not kept (measure with --save-fields all to keep every one)")
+            raise KeyError(
+                f"{name}: the field matrix of filter {f} was not kept (measure with --save-fields all to keep every one)"
+            )
         return self.fields[name][rows[0]]
 
     def to_json(self) -> dict:
@@ -155,7 +178,9 @@ class Measurement:
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_save_bytes(out / FIELDS, buf.getvalue())
-        save_checkpoint(out / HEADS, {"model": {n: {"weight": h["weight"], "bias": h["bias"]} for n, h in self.heads.items()}})
+        save_checkpoint(
+            out / HEADS, {"model": {n: {"weight": h["weight"], "bias": h["bias"]} for n, h in self.heads.items()}}
+        )
         atomic_save_json(out / MEASUREMENT, self.to_json())  # last: its presence means the set is complete
         return out
 
@@ -170,15 +195,24 @@ class Measurement:
             data = json.loads(path.read_text())
             with np.load(folder / FIELDS) as npz:
                 fields = {key[:-2]: npz[key] for key in npz.files if key.endswith("/M")}
-                field_filters = {key[:-10]: npz[key].astype(np.int64) for key in npz.files if key.endswith("/M_filters")}
+                field_filters = {
+                    key[:-10]: npz[key].astype(np.int64) for key in npz.files if key.endswith("/M_filters")
+                }
                 stats = {key[:-10]: _read_stats(npz, key[:-10]) for key in npz.files if key.endswith("/component")}
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"measurement in {folder} is damaged ({exc}); re-run prune-snr measure") from exc
         heads = load_checkpoint(folder / HEADS)["model"] if (folder / HEADS).is_file() else {}
         points = data.pop("points")
         sweep = data.pop("label_sweep", [])
-        return cls(meta=data, points=points, fields=fields, heads=heads, label_sweep=sweep, field_filters=field_filters,
-                   filter_stats=stats)
+        return cls(
+            meta=data,
+            points=points,
+            fields=fields,
+            heads=heads,
+            label_sweep=sweep,
+            field_filters=field_filters,
+            filter_stats=stats,
+        )
 
 
 def recorded_config(options: dict, *, seed: int | None = None) -> MeasureConfig:
@@ -207,7 +241,14 @@ def _read_stats(npz, name: str) -> FilterStats:
     return FilterStats(**read, component=torch.from_numpy(npz[f"{name}/component"].astype(np.int32)))
 
 
-FIGURES = ("snr", "noise_per_filter", "clusters_per_filter", "cluster_size", "clustered_labels_per_filter", "dead_fraction")
+FIGURES = (
+    "snr",
+    "noise_per_filter",
+    "clusters_per_filter",
+    "cluster_size",
+    "clustered_labels_per_filter",
+    "dead_fraction",
+)
 
 
 def test_figures(M: torch.Tensor | FilterStats, threshold: float) -> dict:
@@ -216,13 +257,21 @@ def test_figures(M: torch.Tensor | FilterStats, threshold: float) -> dict:
     return {k: summary[k] for k in FIGURES}
 
 
-def point_record(name: str, M: torch.Tensor | FilterStats, accuracies: dict[str, float], threshold: float,
-                 train_accuracy: float | None = None) -> dict:
+def point_record(
+    name: str,
+    M: torch.Tensor | FilterStats,
+    accuracies: dict[str, float],
+    threshold: float,
+    train_accuracy: float | None = None,
+) -> dict:
     """The per-point entry of ``measurement.json``: ``val_accuracy``, ``test_accuracy`` and the field figures of ``M``
     (the point's matrices or their statistics)."""
-    record = {"name": name, "n_filters": len(M.snr) if isinstance(M, FilterStats) else int(M.shape[0]),
+    record = {
+        "name": name,
+        "n_filters": len(M.snr) if isinstance(M, FilterStats) else int(M.shape[0]),
         "val_accuracy": accuracies.get("val"),
-              "test_accuracy": accuracies.get("test")}
+        "test_accuracy": accuracies.get("test"),
+    }
     record.update(test_figures(M, threshold))
     if train_accuracy is not None:
         record["train_accuracy"] = train_accuracy

@@ -27,6 +27,7 @@ Example:
     >>> type(adapter_for(TwoConvs())).__name__, default_points(TwoConvs())
     ('TwoConvsAdapter', ['b'])
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -151,5 +152,9 @@ class TorchvisionEfficientNet(Adapter):
         return points
 
     def droppable_blocks(self, model: nn.Module) -> list[str]:
-        return [f"features.{s}.{b}" for s, stage in model.features.named_children() for b, block in stage.named_children()
-                if getattr(block, "use_res_connect", False)]
+        return [
+            f"features.{s}.{b}"
+            for s, stage in model.features.named_children()
+            for b, block in stage.named_children()
+            if getattr(block, "use_res_connect", False)
+        ]

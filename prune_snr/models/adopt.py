@@ -1,4 +1,5 @@
 """A user's model as the stages read one: a copy that carries a ``spec``, the model handed in left as it was."""
+
 from __future__ import annotations
 
 import copy
@@ -28,7 +29,13 @@ def adopt(model: nn.Module, *, image_shape: tuple[int, ...] | None = None, class
         raise ModelError(f"{type(model).__name__} was not built by prune-snr: pass its data as train=/test= datasets")
     channels, height, width = image_shape
     cls = type(model)
-    copied.spec = {"name": f"{cls.__module__}:{cls.__qualname__}", "num_classes": num_outputs(model), "input_size": height,
-                   "in_chans": channels, "input_shape": [channels, height, width], "user_model": True,
-                   **({"classifier": classifier} if classifier else {})}
+    copied.spec = {
+        "name": f"{cls.__module__}:{cls.__qualname__}",
+        "num_classes": num_outputs(model),
+        "input_size": height,
+        "in_chans": channels,
+        "input_shape": [channels, height, width],
+        "user_model": True,
+        **({"classifier": classifier} if classifier else {}),
+    }
     return copied

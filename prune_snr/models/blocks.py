@@ -15,6 +15,7 @@ Example:
     >>> type(drop_blocks(m, ["layer3.1"]).layer3[1]).__name__
     'Identity'
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -33,8 +34,10 @@ def drop_blocks(model: nn.Module, names: list[str]) -> nn.Module:
     allowed = set(droppable_blocks(model))
     for name in names:
         if name not in allowed:
-            raise ModelError(f"cannot drop {name!r} from {type(model).__name__}: not a residual block with an identity shortcut "
-                             f"(droppable: {', '.join(sorted(allowed)) or 'none'})")
+            raise ModelError(
+                f"cannot drop {name!r} from {type(model).__name__}: not a residual block with an identity shortcut "
+                f"(droppable: {', '.join(sorted(allowed)) or 'none'})"
+            )
         stage_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(stage_name), child, nn.Identity())
     if hasattr(model, "spec"):  # so that build_model(**spec) rebuilds what is left

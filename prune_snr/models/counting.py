@@ -3,6 +3,7 @@
 Every stage counts with these: ``count`` for a report's ``params``/``macs``, ``prunable_base`` for
 what ``--target`` is a fraction of, ``point_macs`` for the gain-per-MAC allocation.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ Bare names are prune-snr's own registered constructors (:mod:`prune_snr.models.r
 ``torchvision.models.get_model``. Any other prefix is an error. Every built model carries
 ``model.spec``: the plain-data arguments that rebuild it, which checkpoints store.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,31 +62,47 @@ def build_model(
     dropped = list(arch.pop("dropped", None) or [])
     if is_user_code(name):
         if arch or width_mult not in (None, 1, 1.0) or pretrained:
-            raise ModelError(f"{name}: options {sorted(arch) or ['width_mult/pretrained']} apply to prune-snr's own models; "
-                             "pass --model-kwargs")
+            raise ModelError(
+                f"{name}: options {sorted(arch) or ['width_mult/pretrained']} apply to prune-snr's own models; "
+                "pass --model-kwargs"
+            )
         model = build_user_model(name, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs)
         arch["model_kwargs"] = dict(model_kwargs or {})
         _check_outputs(model, name, num_classes, in_chans, input_size)
     elif rest:
         if prefix not in PREFIXES:
-            raise ModelError(f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare "
-                f"name ({', '.join(list_models())})")
+            raise ModelError(
+                f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare "
+                f"name ({', '.join(list_models())})"
+            )
         if arch:
             raise ModelError(f"{name}: options {sorted(arch)} apply to prune-snr's own models only")
         if width_mult not in (None, 1, 1.0):
-            raise ModelError(f"--width-mult applies to prune-snr's own models ({', '.join(list_models())}), not to {name}")
+            raise ModelError(
+                f"--width-mult applies to prune-snr's own models ({', '.join(list_models())}), not to {name}"
+            )
         model = _external(prefix, rest, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained)
     else:
         constructor = model_entrypoint(name)
         if constructor is None:
-            raise ModelError(f"unknown model {name!r}; choose one of {', '.join(list_models())}, timm:NAME or torchvision:NAME")
+            raise ModelError(
+                f"unknown model {name!r}; choose one of {', '.join(list_models())}, timm:NAME or torchvision:NAME"
+            )
         try:
-            model = constructor(num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained, **arch)
+            model = constructor(
+                num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained, **arch
+            )
         except TypeError as exc:
             raise ModelError(f"{name}: unsupported option ({exc})") from exc
     if cut.get("cut_after"):
-        model = cut_after(model, cut["cut_after"], head_pool=cut.get("head_pool", 1), num_classes=num_classes, in_chans=in_chans,
-                          input_size=input_size)
+        model = cut_after(
+            model,
+            cut["cut_after"],
+            head_pool=cut.get("head_pool", 1),
+            num_classes=num_classes,
+            in_chans=in_chans,
+            input_size=input_size,
+        )
     if dropped:
         drop_blocks(model, dropped)
         arch["dropped"] = dropped
@@ -110,11 +127,15 @@ def _check_outputs(model: nn.Module, name: str, num_classes: int, in_chans: int,
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, in_chans, input_size, input_size))
     except Exception as exc:
-        raise ModelError(f"{name}: it cannot read {in_chans}x{input_size}x{input_size} images ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:160]})") from None
+        raise ModelError(
+            f"{name}: it cannot read {in_chans}x{input_size}x{input_size} images ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]})"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.shape != (1, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError(f"{name}: its output is {got}, not (batch, {num_classes}) logits; give it num_classes={num_classes}")
+        raise ModelError(
+            f"{name}: its output is {got}, not (batch, {num_classes}) logits; give it num_classes={num_classes}"
+        )
 
 
 def _external(prefix: str, name: str, *, num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
@@ -164,12 +185,16 @@ def check_input_size(model: nn.Module, name: str, *, in_chans: int, input_size: 
         return
     lo, hi = input_size, MAX_INPUT_SIZE
     if not _runs(model, in_chans, hi):
-        raise ModelError(f"{name} does not run on {in_chans}-channel inputs of {input_size} px (nor {hi} px); check --input-size "
-                         "and the dataset's channels")
+        raise ModelError(
+            f"{name} does not run on {in_chans}-channel inputs of {input_size} px (nor {hi} px); check --input-size "
+            "and the dataset's channels"
+        )
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if _runs(model, in_chans, mid) else (mid, hi)
-    error = ModelError(f"{name}: inputs of {input_size} px are too small for this architecture (its feature maps shrink to "
-                       f"nothing); use --input-size {hi} or more")
+    error = ModelError(
+        f"{name}: inputs of {input_size} px are too small for this architecture (its feature maps shrink to "
+        f"nothing); use --input-size {hi} or more"
+    )
     error.smallest_input_size = hi
     raise error

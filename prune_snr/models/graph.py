@@ -13,6 +13,7 @@ Example:
     >>> graph.groups  # the two convolutions: one channel group each
     2
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,15 @@ class ChannelGraph:
         ModelError: torch-pruning cannot trace or group the model, or takes longer than ``timeout`` seconds.
     """
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, *, ignored: list[str],
-                 timeout: float | None = DEFAULT_TIMEOUT, progress=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        example: torch.Tensor,
+        *,
+        ignored: list[str],
+        timeout: float | None = DEFAULT_TIMEOUT,
+        progress=None,
+    ):
         self.model, self.ignored, self.example = copy.deepcopy(model).cpu().eval(), list(ignored), example.cpu()
         example = self.example
         names = {m: n for n, m in self.model.named_modules()}
@@ -89,19 +97,37 @@ class ChannelGraph:
                 self.graph.get_pruning_group = grouping
                 self.members: list[list[str]] = []  # per channel group, the layers whose outputs it prunes
                 for group in self.graph.get_all_groups(ignored_layers=self._modules(self.model)):
-                    self.members.append([names[dep.target.module] for dep, _ in group
-                                         if self.graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names])
+                    self.members.append(
+                        [
+                            names[dep.target.module]
+                            for dep, _ in group
+                            if self.graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
+                        ]
+                    )
                     self.groups = len(self.members)
                     if task is not None:
                         progress.update(task, description=f"tracing channel dependencies: {self.groups} groups")
         except _OutOfTime:
-            raise ModelError(f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:g} s "
-                             f"(stuck at {current[0]}); raise prune's --graph-timeout, or measure it without pruning") from None
-        except (ZeroDivisionError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, ValueError, AssertionError) as exc:
+            raise ModelError(
+                f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:g} s "
+                f"(stuck at {current[0]}); raise prune's --graph-timeout, or measure it without pruning"
+            ) from None
+        except (
+            ZeroDivisionError,
+            IndexError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            RuntimeError,
+            ValueError,
+            AssertionError,
+        ) as exc:
             where = _failing_node(exc, names) or current[0]
-            raise ModelError(f"torch-pruning cannot map the channel dependencies of {type(model).__name__} at {where} "
-                             f"({type(exc).__name__}: {_first_line(exc)}): "
-                             "it can be measured, not pruned structurally") from exc
+            raise ModelError(
+                f"torch-pruning cannot map the channel dependencies of {type(model).__name__} at {where} "
+                f"({type(exc).__name__}: {_first_line(exc)}): "
+                "it can be measured, not pruned structurally"
+            ) from exc
         finally:
             if hasattr(self, "graph"):
                 vars(self.graph).pop("get_pruning_group", None)
@@ -121,7 +147,9 @@ class ChannelGraph:
         for node in self.graph.module2node.values():
             memo[id(node.grad_fn)] = node.grad_fn
         limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 20 * len(self.graph.module2node) + 1000))  # nodes link nodes: copied depth-first
+        sys.setrecursionlimit(
+            max(limit, 20 * len(self.graph.module2node) + 1000)
+        )  # nodes link nodes: copied depth-first
         try:
             return copy.deepcopy((self.model, self.graph), memo)
         finally:
@@ -135,8 +163,9 @@ class ChannelGraph:
         model, graph = self.copy()
         importance = importance_factory(model)
         with _prebuilt(graph):
-            pruner = tp.pruner.MetaPruner(model, None, importance=importance, ignored_layers=self._modules(model),
-                                          **kwargs_of(model), **kwargs)
+            pruner = tp.pruner.MetaPruner(
+                model, None, importance=importance, ignored_layers=self._modules(model), **kwargs_of(model), **kwargs
+            )
         return model, pruner, importance
 
     def step(self, model: nn.Module, pruner: tp.pruner.MetaPruner) -> None:
@@ -146,10 +175,21 @@ class ChannelGraph:
             pruner.step()
             with torch.no_grad():
                 model.eval()(self.example)  # a layer torch-pruning resized without its own parameters fails here
-        except (ZeroDivisionError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, ValueError, AssertionError) as exc:
+        except (
+            ZeroDivisionError,
+            IndexError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            RuntimeError,
+            ValueError,
+            AssertionError,
+        ) as exc:
             where = _failing_node(exc, {m: n for n, m in model.named_modules()}) or "a channel group"
-            raise ModelError(f"torch-pruning failed to prune {type(model).__name__} at {where} ({type(exc).__name__}: "
-                             f"{_first_line(exc)}): try another --criterion, or measure it without pruning") from exc
+            raise ModelError(
+                f"torch-pruning failed to prune {type(model).__name__} at {where} ({type(exc).__name__}: "
+                f"{_first_line(exc)}): try another --criterion, or measure it without pruning"
+            ) from exc
 
     def _modules(self, model: nn.Module) -> list[nn.Module]:
         named = dict(model.named_modules())

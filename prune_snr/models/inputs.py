@@ -1,4 +1,5 @@
 """The image shape a model takes, for the passes that need an example input (tracing, MACs, export)."""
+
 from __future__ import annotations
 
 import weakref
@@ -24,4 +25,3 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
         size = spec.get("input_size", 32)
         shape = (spec.get("in_chans", 3), size, size)
     return torch.zeros(batch_size, *shape, device=param.device)
-

@@ -18,6 +18,7 @@ names them:
 :func:`point_conv` names the convolution whose output channels are a point's filters (what
 pruning removes, what the gain-per-MAC allocation counts).
 """
+
 from __future__ import annotations
 
 import weakref

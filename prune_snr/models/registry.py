@@ -4,6 +4,7 @@ It imports nothing of the package, so every model file can register itself witho
 building a model by name (and the ``timm:``/``torchvision:`` prefixes) is
 :mod:`prune_snr.models.factory`'s job, as timm keeps ``_registry.py`` apart from ``_factory.py``.
 """
+
 from __future__ import annotations
 
 from typing import Callable

@@ -6,6 +6,7 @@ or a last conv with one output per label (:func:`structural_classifier`), unless
 a cut point is a boundary of the sequential stages of the feature path (:func:`stage_boundary`); a
 block with an identity shortcut can be dropped (:func:`identity_shortcut_blocks`).
 """
+
 from __future__ import annotations
 
 import weakref
@@ -16,8 +17,26 @@ from torch import nn
 from ..errors import ModelError
 from .inputs import example_input
 
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.Mish, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SELU, nn.CELU)
-PASS_THROUGH = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Identity, nn.Dropout)
+ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.GELU,
+    nn.Mish,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.PReLU,
+    nn.SELU,
+    nn.CELU,
+)
+PASS_THROUGH = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.Identity,
+    nn.Dropout,
+)
 POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -67,7 +86,7 @@ def traced_points(model: nn.Module, *, classifier: str | None) -> list[str]:
             continue
         width = shapes[name][:2]
         point = name
-        for follower in order[i + 1:]:
+        for follower in order[i + 1 :]:
             module = modules[follower]
             if shapes.get(follower, ())[:2] != width or calls[follower] != 1:
                 break
@@ -78,8 +97,12 @@ def traced_points(model: nn.Module, *, classifier: str | None) -> list[str]:
                 break
         if point == name:
             parent = name.rpartition(".")[0]
-            if parent and sum(isinstance(m, nn.Conv2d) for m in modules[parent].modules()) == 1 \
-                    and not isinstance(modules[parent], nn.Sequential) or _is_conv_norm_act(modules.get(parent)):
+            if (
+                parent
+                and sum(isinstance(m, nn.Conv2d) for m in modules[parent].modules()) == 1
+                and not isinstance(modules[parent], nn.Sequential)
+                or _is_conv_norm_act(modules.get(parent))
+            ):
                 point = parent
         points.append(point)
     return list(dict.fromkeys(points))
@@ -122,8 +145,10 @@ def structural_classifier(model: nn.Module) -> str:
     labels = (getattr(model, "spec", None) or {}).get("num_classes") or getattr(model, "num_classes", None)
     if convs and labels and convs[-1][1].out_channels == labels:
         return convs[-1][0]
-    raise ModelError(f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
-                     "name the layer that gives the logits with classifier=\"NAME\"")
+    raise ModelError(
+        f"{type(model).__name__} has no nn.Linear classifier and its last conv does not output the labels; "
+        'name the layer that gives the logits with classifier="NAME"'
+    )
 
 
 def head_names(model: nn.Module, classifier: str) -> tuple[str | None, str]:
@@ -163,5 +188,3 @@ def identity_shortcut_blocks(model: nn.Module) -> list[str]:
             if not isinstance(block, nn.Identity) and has_identity_shortcut(block):
                 names.append(f"{stage_name}.{child_name}")
     return names
-
-

@@ -19,6 +19,7 @@ Example:
     >>> m(torch.zeros(1, 3, 32, 32)).shape, type(m.layer3).__name__
     (torch.Size([1, 10]), 'Identity')
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,16 +48,22 @@ def cut_spec(model: nn.Module, point: str, head_pool: int) -> dict:
     """
     cut = adapter_for(model).cut_spec(model, point, head_pool=head_pool)
     if cut is None:
-        raise ModelError(f"cannot cut {type(model).__name__} after {point!r}: not one of its cut points (stage boundaries of "
-                         "the feature path: top-level stages or blocks of sequential stages, unless its adapter says otherwise)")
+        raise ModelError(
+            f"cannot cut {type(model).__name__} after {point!r}: not one of its cut points (stage boundaries of "
+            "the feature path: top-level stages or blocks of sequential stages, unless its adapter says otherwise)"
+        )
     return {**{k: v for k, v in model.spec.items() if k != "name"}, **cut}
 
 
-def cut_after(model: nn.Module, point: str, *, head_pool: int, num_classes: int, in_chans: int = 3, input_size: int = 32) -> nn.Module:
+def cut_after(
+    model: nn.Module, point: str, *, head_pool: int, num_classes: int, in_chans: int = 3, input_size: int = 32
+) -> nn.Module:
     """``model`` (changed in place and returned) cut after ``point``, with a fresh ``p x p`` linear head."""
     if not can_cut(model, point):
-        raise ModelError(f"cannot cut {type(model).__name__} after {point!r}: not a stage boundary of its feature path "
-                         "(cut points are top-level stages or blocks of sequential stages)")
+        raise ModelError(
+            f"cannot cut {type(model).__name__} after {point!r}: not a stage boundary of its feature path "
+            "(cut points are top-level stages or blocks of sequential stages)"
+        )
     parts = point.split(".")
     channels = _channels_at(model, point, in_chans, input_size)
     parent = model
@@ -71,7 +78,7 @@ def cut_after(model: nn.Module, point: str, *, head_pool: int, num_classes: int,
         parent = truncated
     pool, classifier = head_names(model, classifier_name(model))
     top = [n for n, _ in model.named_children()]
-    for name in top[top.index(parts[0]) + 1:]:
+    for name in top[top.index(parts[0]) + 1 :]:
         if name == pool:
             setattr(model, name, nn.Sequential(nn.AdaptiveAvgPool2d(head_pool), nn.Flatten(1)))
         elif name == classifier:

@@ -9,6 +9,7 @@ Example:
     >>> is_user_code("tests.user_models:UserNet"), is_user_code("timm:resnet18"), is_user_code("vgg16")
     (True, False, False)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,10 @@ def build_user_model(name: str, *, num_classes: int, in_chans: int = 3, model_kw
     try:
         target = importlib.import_module(module_name)
     except Exception as exc:  # any failure inside the user's module: one line
-        raise ModelError(f"--model {name}: module {module_name!r} does not import ({type(exc).__name__}: {exc}); run from "
-                         "the folder that holds it or add it to PYTHONPATH") from None
+        raise ModelError(
+            f"--model {name}: module {module_name!r} does not import ({type(exc).__name__}: {exc}); run from "
+            "the folder that holds it or add it to PYTHONPATH"
+        ) from None
     for part in attr.split("."):
         target = getattr(target, part, None)
         if target is None:

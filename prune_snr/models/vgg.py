@@ -1,4 +1,5 @@
 """VGG-16 in the CIFAR style: 13 conv3x3+BN+ReLU, 5 max-pools, one linear classifier."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -32,8 +33,16 @@ class VGG(nn.Module):
     five pools) and lets the same network take larger inputs.
     """
 
-    def __init__(self, cfg=VGG16_CFG, *, num_classes: int = 10, in_chans: int = 3, width_mult: float = 1.0,
-                 cut: int | None = None, head_pool: int = 1):
+    def __init__(
+        self,
+        cfg=VGG16_CFG,
+        *,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        width_mult: float = 1.0,
+        cut: int | None = None,
+        head_pool: int = 1,
+    ):
         """``cut=k`` keeps only the first k conv blocks (and the pools before them); the classifier
         then sees the last block's output pooled to ``head_pool x head_pool`` (truncation)."""
         super().__init__()
@@ -78,8 +87,22 @@ class VGGAdapter(Adapter):
 
 
 @register_model
-def vgg16(*, num_classes: int, in_chans: int = 3, width_mult: float | None = None, pretrained: bool = False,
-          cut: int | None = None, head_pool: int = 1) -> VGG:
+def vgg16(
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    width_mult: float | None = None,
+    pretrained: bool = False,
+    cut: int | None = None,
+    head_pool: int = 1,
+) -> VGG:
     if pretrained:
         raise ModelError("vgg16 (CIFAR style) has no pretrained weights; train it with prune-snr train")
-    return VGG(VGG16_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult or 1.0, cut=cut, head_pool=head_pool)
+    return VGG(
+        VGG16_CFG,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        width_mult=width_mult or 1.0,
+        cut=cut,
+        head_pool=head_pool,
+    )

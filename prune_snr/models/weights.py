@@ -12,6 +12,7 @@ Example:
     >>> list(read_state_dict(path))
     ['fc.weight']
 """
+
 from __future__ import annotations
 
 import pickle
@@ -38,7 +39,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"--weights {path}: no such file")
     if path.suffix not in SUFFIXES:
-        raise CheckpointError(f"--weights {path}: unknown format {path.suffix!r}; give a state_dict saved as {', '.join(SUFFIXES)}")
+        raise CheckpointError(
+            f"--weights {path}: unknown format {path.suffix!r}; give a state_dict saved as {', '.join(SUFFIXES)}"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -51,8 +54,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise CheckpointError(f"--weights {path} holds a pickled object, not a state_dict (refused: loading it could run code); "
-                                  "save it with torch.save(model.state_dict(), PATH) and pass that file") from exc
+            raise CheckpointError(
+                f"--weights {path} holds a pickled object, not a state_dict (refused: loading it could run code); "
+                "save it with torch.save(model.state_dict(), PATH) and pass that file"
+            ) from exc
         except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
             raise CheckpointError(f"--weights {path} is corrupt or not a torch file ({type(exc).__name__})") from exc
     return _unwrap(state, path)
@@ -66,8 +71,10 @@ def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
                 break
             state = inner
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"--weights {path} holds no tensors at its top level or under {'/'.join(_NESTING_KEYS)}; "
-                              "save model.state_dict()")
+        raise CheckpointError(
+            f"--weights {path} holds no tensors at its top level or under {'/'.join(_NESTING_KEYS)}; "
+            "save model.state_dict()"
+        )
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
@@ -80,7 +87,9 @@ def classifier_keys(model: nn.Module) -> tuple[str, str]:
     return f"{name}.weight", f"{name}.bias"
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, source: str, reset_classifier: bool = False) -> list[str]:
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], *, source: str, reset_classifier: bool = False
+) -> list[str]:
     """Load ``state`` into ``model`` strictly; with ``reset_classifier`` the classifier keeps its fresh
     initialisation whatever ``state`` holds for it. Returns the keys left at their initialisation.
 
@@ -95,9 +104,11 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, source: st
     else:
         for k in sorted(head, key=lambda k: not k.endswith("weight")):  # the weight first: its shape names both sizes
             if k in state and k in own and state[k].shape != own[k].shape:
-                raise ModelError(f"{source}: the classifier {k} has shape {tuple(state[k].shape)} but the model was built with "
-                                 f"shape {tuple(own[k].shape)} (--num-classes {own[k].shape[0]}); pass --num-classes "
-                                 f"{state[k].shape[0]}, or --reset-classifier to start a new classifier")
+                raise ModelError(
+                    f"{source}: the classifier {k} has shape {tuple(state[k].shape)} but the model was built with "
+                    f"shape {tuple(own[k].shape)} (--num-classes {own[k].shape[0]}); pass --num-classes "
+                    f"{state[k].shape[0]}, or --reset-classifier to start a new classifier"
+                )
     missing = [k for k in own if k not in state and not (reset_classifier and k in head)]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
@@ -110,8 +121,10 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, source: st
         if wrong:
             k = wrong[0]
             parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise ModelError(f"{source} does not fit this architecture: {', '.join(parts)} keys; check the architecture name "
-                         "and its options (e.g. vgg16 vs vgg16_bn)")
+        raise ModelError(
+            f"{source} does not fit this architecture: {', '.join(parts)} keys; check the architecture name "
+            "and its options (e.g. vgg16 vs vgg16_bn)"
+        )
     own.update(state)  # into the model's own state_dict: its per-module _metadata (versions, e.g. MNASNet's) stays
     model.load_state_dict(own)
     return sorted(head) if reset_classifier else []
@@ -136,8 +149,10 @@ def hub_state_dict(name: str, *, in_chans: int = 3) -> dict[str, torch.Tensor]:
         except Exception as exc:  # the hub client raises many types (OSError, HTTP, offline-mode errors)
             cfg = timm.models.get_pretrained_cfg(arch)
             where = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or arch
-            raise ModelError(f"--pretrained {name}: no cached weights and no network ({type(exc).__name__}); put {where}'s files "
-                             "in the Hugging Face cache (HF_HOME), or save the weights and pass --weights FILE") from exc
+            raise ModelError(
+                f"--pretrained {name}: no cached weights and no network ({type(exc).__name__}); put {where}'s files "
+                "in the Hugging Face cache (HF_HOME), or save the weights and pass --weights FILE"
+            ) from exc
     if prefix == "torchvision":
         import torchvision
 
@@ -148,6 +163,10 @@ def hub_state_dict(name: str, *, in_chans: int = 3) -> dict[str, torch.Tensor]:
             return torchvision.models.get_model(arch, weights=weights).state_dict()
         except Exception as exc:  # urllib raises URLError/OSError/HTTPError offline
             target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-            raise ModelError(f"--pretrained {name}: no cached weights and no network ({type(exc).__name__}); put {weights.url} "
-                             f"at {target}, or save the weights and pass --weights FILE") from exc
-    raise ModelError(f"--pretrained needs a hub model (timm:NAME or torchvision:NAME), not {name!r}; pass --weights FILE instead")
+            raise ModelError(
+                f"--pretrained {name}: no cached weights and no network ({type(exc).__name__}); put {weights.url} "
+                f"at {target}, or save the weights and pass --weights FILE"
+            ) from exc
+    raise ModelError(
+        f"--pretrained needs a hub model (timm:NAME or torchvision:NAME), not {name!r}; pass --weights FILE instead"
+    )

@@ -6,6 +6,7 @@ The clusters are those of the model's *own* classifier as the linear head: its f
 sees (the last conv block, pooled as the model pools it), computed in chunks of filters, so only
 each filter's cluster ids (``F x L``) are held. The mask zeroes weights in place.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,10 @@ def afcc_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     stats = apply_afcc(model, ctx.splits.plain, threshold=measured.threshold, clusters=measured.clusters)
     graded = grade(model, ctx.splits, ctx.cfg.device)
     after = ctx.report.get("after")
-    return model, {"afcc": {**stats, "accuracy_before": after["accuracy"], "accuracy_after": graded["accuracy"]},
-                   "after": {**after, **graded}}
+    return model, {
+        "afcc": {**stats, "accuracy_before": after["accuracy"], "accuracy_after": graded["accuracy"]},
+        "after": {**after, **graded},
+    }
 
 
 @torch.no_grad()
@@ -59,14 +62,18 @@ def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD, clust
     """Zero the classifier weights outside each filter's clusters; returns weight counts."""
     head = dict(model.named_modules())[classifier_name(model)]
     if not isinstance(head, torch.nn.Linear):
-        raise ConfigError(f"--afcc keeps a linear classifier's weights inside filter clusters; {type(model).__name__}'s classifier "
-                          "is a convolution: leave --afcc off")
+        raise ConfigError(
+            f"--afcc keeps a linear classifier's weights inside filter clusters; {type(model).__name__}'s classifier "
+            "is a convolution: leave --afcc off"
+        )
     L, D = head.weight.shape
     mu = classifier_class_means(model, dataset, L)
     n_filters = _filters_feeding(model, D)
     K = D // n_filters
     W = head.weight.detach().cpu().view(L, n_filters, K)
-    stats = layer_stats(mu.view(L, n_filters, K), W, threshold=threshold, clusters=clusters)  # in chunks of filters: no F x L x L at once
+    stats = layer_stats(
+        mu.view(L, n_filters, K), W, threshold=threshold, clusters=clusters
+    )  # in chunks of filters: no F x L x L at once
     in_cluster = stats.component < L  # F x L: label is in one of the filter's clusters
     mask = in_cluster.t()[:, :, None].expand(L, n_filters, K).reshape(L, D).to(head.weight.device, head.weight.dtype)
     before = int((head.weight != 0).sum())

@@ -5,6 +5,7 @@ accuracy (``A_l - A_{l-1}``, chance before the first point) clipped at 0,
 ``u_l = min(1, g_l / max_{l'>=2} g_l')`` and ``u_1 = 1``. Layers that add accuracy keep their
 filters; layers that add none give up the most. ``r_max`` is found by the target search.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -62,7 +63,8 @@ def layer_ratios(accuracies: list[float], num_classes: int, r_max: float) -> np.
 #: torch-pruning's own ratios and need no builder).
 ALLOCATION_BUILDERS: dict[str, Callable[..., np.ndarray]] = {
     "measured": lambda allocation, model: keep_weights(allocation.accuracies, allocation.num_classes),
-    "gain-per-mac": lambda allocation, model: gain_per_mac_keep_weights(allocation.accuracies, point_macs(model, allocation.points),
-                                                                        allocation.num_classes),
+    "gain-per-mac": lambda allocation, model: gain_per_mac_keep_weights(
+        allocation.accuracies, point_macs(model, allocation.points), allocation.num_classes
+    ),
     "snr": lambda allocation, model: snr_keep_weights(allocation.snrs),
 }

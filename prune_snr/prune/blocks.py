@@ -3,6 +3,7 @@
 The mechanics (which blocks have an identity shortcut, the model without them) live in
 :mod:`prune_snr.models.blocks`; this stage decides which to drop.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,14 +35,22 @@ def drop_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
         return model, {}
     names = droppable_blocks(model)
     if not names:
-        raise ConfigError(f"--drop-blocks: {model.spec['name']} has no residual block with an identity shortcut to drop; "
-                          "leave --drop-blocks off for this model")
+        raise ConfigError(
+            f"--drop-blocks: {model.spec['name']} has no residual block with an identity shortcut to drop; "
+            "leave --drop-blocks off for this model"
+        )
     full_val_accuracy, delta, device = ctx.report["before"]["val_accuracy"], cfg.delta, cfg.device
     rows, sized = [], size_metric(cfg.metric)
     for name in names:
         alone = drop_blocks(copy.deepcopy(model), [name])
-        rows.append({"block": name, **grade(alone, ctx.splits, device), **count(alone),
-                     "kept": prunable_base(alone, sized) / prunable_base(ctx.original, sized)})
+        rows.append(
+            {
+                "block": name,
+                **grade(alone, ctx.splits, device),
+                **count(alone),
+                "kept": prunable_base(alone, sized) / prunable_base(ctx.original, sized),
+            }
+        )
     dropped, result = [], None
     for row in sorted(rows, key=lambda r: -r["val_accuracy"]):
         if full_val_accuracy - row["val_accuracy"] >= delta:

@@ -8,6 +8,7 @@ Example:
     >>> imp = build_importance("snr", model=model, measurement=measurement)  # doctest: +SKIP
     >>> pruner = tp.pruner.MetaPruner(model, example_inputs, importance=imp, pruning_ratio=0.5)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -29,7 +30,9 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
     return (order.double() + 1) / len(values)
 
 
-def filter_scores(measurement: Measurement, saliency: str = "snr", model: nn.Module | None = None) -> dict[str, np.ndarray]:
+def filter_scores(
+    measurement: Measurement, saliency: str = "snr", model: nn.Module | None = None
+) -> dict[str, np.ndarray]:
     """Per-filter saliency of every measured point (higher = keep).
 
     ``snr``: METHOD's SNR_f. ``snr-strength``: SNR_f x max(M_f) / mean_f' max(M_f'), which gives
@@ -64,8 +67,15 @@ class SNRImportance(tp.importance.Importance):
     ``fallback_groups``.
     """
 
-    def __init__(self, model: nn.Module, measurement: Measurement, *, saliency: str = "snr", group_reduction: str = "mean",
-                 fallback: tp.importance.Importance | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        measurement: Measurement,
+        *,
+        saliency: str = "snr",
+        group_reduction: str = "mean",
+        fallback: tp.importance.Importance | None = None,
+    ):
         if group_reduction not in ("mean", "max", "sum"):
             raise ConfigError(f"group_reduction {group_reduction!r}: use mean, max or sum")
         scores = filter_scores(measurement, saliency, model)
@@ -74,8 +84,10 @@ class SNRImportance(tp.importance.Importance):
         for point, score in scores.items():
             conv = point_conv(model, point)
             if conv.out_channels != len(score):
-                raise ConfigError(f"measurement of {point} has {len(score)} filters but the model has {conv.out_channels}; "
-                                  "re-measure this model (was it pruned since?)")
+                raise ConfigError(
+                    f"measurement of {point} has {len(score)} filters but the model has {conv.out_channels}; "
+                    "re-measure this model (was it pruned since?)"
+                )
             self.by_module[id(conv)] = torch.from_numpy(score).float()
             self.names[id(conv)] = point
         self.group_reduction = group_reduction
@@ -145,7 +157,9 @@ def _random(seed: int = 0) -> tp.importance.Importance:
 #: ``--criterion`` name -> builder(model, measurement, seed). Baselines are torch-pruning's own.
 CRITERION_BUILDERS: dict[str, Callable[..., tp.importance.Importance]] = {
     "snr": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr", **kw),
-    "snr-strength": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-strength", **kw),
+    "snr-strength": lambda model, measurement, seed=0, **kw: SNRImportance(
+        model, measurement, saliency="snr-strength", **kw
+    ),
     "snr-x-l1": lambda model, measurement, seed=0, **kw: SNRImportance(model, measurement, saliency="snr-x-l1", **kw),
     "l1": lambda model, measurement, seed=0, **kw: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda model, measurement, seed=0, **kw: tp.importance.GroupMagnitudeImportance(p=2),

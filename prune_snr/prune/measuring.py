@@ -1,4 +1,5 @@
 """The measurement a pruning run decides on: the given one, or one made here when a stage needs it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,16 @@ from .plan import Context, reads_measurement
 MEASUREMENT_DIR, MADE_WITH = "measurement", "made_with.yaml"
 
 
-def measure_if_needed(model: nn.Module, measurement: Measurement | None, *, needed: bool, dataset: str | None, options: MeasureConfig,
-                      progress=None, **data) -> tuple[Measurement | None, dict | None]:
+def measure_if_needed(
+    model: nn.Module,
+    measurement: Measurement | None,
+    *,
+    needed: bool,
+    dataset: str | None,
+    options: MeasureConfig,
+    progress=None,
+    **data,
+) -> tuple[Measurement | None, dict | None]:
     """The given measurement, or one of ``model`` made here with ``options`` (settled by
     :func:`prune_snr.prune.plan.settle`) when ``needed``; and the report's part for one made here."""
     if measurement is not None or not needed:
@@ -37,8 +46,9 @@ def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     if made_of and ctx.resume and _kept(folder) == made_of:
         ctx.measurement = Measurement.load(folder)
         return model, {"measurement": {"made_here": True, "options": ctx.measurement.meta["options"]}}
-    ctx.measurement, made = measure_if_needed(model, ctx.measurement, needed=needed, options=ctx.cfg.measure,
-                                              progress=ctx.progress, **ctx.measure_data())
+    ctx.measurement, made = measure_if_needed(
+        model, ctx.measurement, needed=needed, options=ctx.cfg.measure, progress=ctx.progress, **ctx.measure_data()
+    )
     if made and folder:
         (folder / "measurement.json").unlink(missing_ok=True)  # an earlier measurement there is incomplete from now on
         atomic_save_text(folder / MADE_WITH, yaml.safe_dump(made_of, sort_keys=False))
@@ -49,9 +59,13 @@ def measure_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
 def _made_of(ctx: Context, model: nn.Module) -> dict:
     """What a kept measurement must have been made of to stand for this run's: options, weights and data."""
     data = ctx.measure_data()
-    where = data["dataset"] or "|".join(fingerprint(data[k]) for k in ("train", "val", "test") if data.get(k) is not None)
-    return {"options": yaml.safe_load(dump_yaml(ctx.cfg.measure)),
-            "weights_and_data": cache_key(model, str(where), points=[], pool=0)}  # the feature cache's digest of both
+    where = data["dataset"] or "|".join(
+        fingerprint(data[k]) for k in ("train", "val", "test") if data.get(k) is not None
+    )
+    return {
+        "options": yaml.safe_load(dump_yaml(ctx.cfg.measure)),
+        "weights_and_data": cache_key(model, str(where), points=[], pool=0),
+    }  # the feature cache's digest of both
 
 
 def _kept(folder: Path) -> dict | None:
@@ -65,13 +79,28 @@ def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureC
     """The options of ``previous`` (its points, pool, θ, heads), on prune's data, split and seed: a re-measurement like it."""
     o = previous.config
     points = "groups" if previous.meta["options"].get("side_points") else ",".join(p["name"] for p in previous.points)
-    return dataclasses.replace(options, points=points, pool=o.pool, threshold=o.threshold, clusters=o.clusters,
-                               head_epochs=o.head_epochs, head_lr=o.head_lr, head_batch_size=o.head_batch_size,
-                               head_patience=o.head_patience, head_min_epochs=o.head_min_epochs, head_optimizer=o.head_optimizer,
-                               fields_split=o.fields_split, label_sweep=None, label_seed=None, expanded=None)
+    return dataclasses.replace(
+        options,
+        points=points,
+        pool=o.pool,
+        threshold=o.threshold,
+        clusters=o.clusters,
+        head_epochs=o.head_epochs,
+        head_lr=o.head_lr,
+        head_batch_size=o.head_batch_size,
+        head_patience=o.head_patience,
+        head_min_epochs=o.head_min_epochs,
+        head_optimizer=o.head_optimizer,
+        fields_split=o.fields_split,
+        label_sweep=None,
+        label_seed=None,
+        expanded=None,
+    )
 
 
 def remeasure(ctx: Context, model: nn.Module, previous: Measurement) -> Measurement:
     """``model`` (pruned part-way) measured as ``previous`` was: what ``--remeasure``'s next step reads."""
     data = ctx.measure_data()
-    return measure(model, data.pop("dataset"), remeasure_options(previous, ctx.cfg.measure), progress=ctx.progress, **data)
+    return measure(
+        model, data.pop("dataset"), remeasure_options(previous, ctx.cfg.measure), progress=ctx.progress, **data
+    )

@@ -6,6 +6,7 @@
 and its part of the :class:`~prune_snr.prune.report.PruneReport`, written once, at the end, as ``report.json``.
 :func:`prune_checkpoint` is ``prune-snr prune``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,16 @@ from .truncate import truncate_stage
 #: cut it (``--truncate``), drop residual blocks (``--drop-blocks``), prune channels to the target,
 #: re-estimate BatchNorm statistics (``--bn-recalibrate``; before the refit, which reads the features they give),
 #: retrain the classifier (``--refit-epochs``), grade the pruned model.
-BEFORE_FINETUNE: tuple[Stage, ...] = (grade_original, measure_stage, truncate_stage, drop_stage, prune_stage, recalibrate_stage,
-                                      refit_stage, grade_pruned)
+BEFORE_FINETUNE: tuple[Stage, ...] = (
+    grade_original,
+    measure_stage,
+    truncate_stage,
+    drop_stage,
+    prune_stage,
+    recalibrate_stage,
+    refit_stage,
+    grade_pruned,
+)
 #: After fine-tuning (and ``--finetune-keep best``): time it against the original (``--metric latency``), AFCC.
 AFTER_FINETUNE: tuple[Stage, ...] = (latency_stage, afcc_stage)
 
@@ -117,13 +126,24 @@ def prune(
     data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="prune")
     # the caller's model stays as it was
     model = adopt(model, image_shape=data["train"].image_shape if data else None, classifier=classifier)
-    ctx = plan(model, cfg, dataset=dataset, measurement=measurement, backbone_saw_val=backbone_saw_val, progress=progress,
-               data=data, finetune=finetune)
-    return run(ctx, before_finetune=BEFORE_FINETUNE, after_finetune=AFTER_FINETUNE, out=out, resume=resume, config=config)
+    ctx = plan(
+        model,
+        cfg,
+        dataset=dataset,
+        measurement=measurement,
+        backbone_saw_val=backbone_saw_val,
+        progress=progress,
+        data=data,
+        finetune=finetune,
+    )
+    return run(
+        ctx, before_finetune=BEFORE_FINETUNE, after_finetune=AFTER_FINETUNE, out=out, resume=resume, config=config
+    )
 
 
-def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Path, resume: bool = False,
-                     progress=None) -> tuple[nn.Module, PruneReport]:
+def prune_checkpoint(
+    checkpoint: str | Path, cfg: PruneConfig, *, out: str | Path, resume: bool = False, progress=None
+) -> tuple[nn.Module, PruneReport]:
     """``prune-snr prune``: prune a checkpoint on the data it was trained on (unless ``cfg``, resolved, says
     otherwise); writes ``config.yaml``, ``pruned.pt``, ``report.json`` and ``kept_channels.png`` to ``out``."""
     from .plots import save_kept_channels
@@ -136,8 +156,16 @@ def prune_checkpoint(checkpoint: str | Path, cfg: PruneConfig, *, out: str | Pat
         cfg = with_trained_data(cfg, payload, checkpoint)
         measurement = Measurement.load(cfg.measurement)
         saw_val = measurement.meta.get("backbone_saw_val")
-    ctx = plan(build_from_checkpoint(payload), cfg, measurement=measurement, backbone_saw_val=saw_val, progress=progress)
-    pruned, report = run(ctx, before_finetune=BEFORE_FINETUNE, after_finetune=AFTER_FINETUNE, out=out, resume=resume,
-                         config={"source": str(Path(checkpoint).resolve())})
+    ctx = plan(
+        build_from_checkpoint(payload), cfg, measurement=measurement, backbone_saw_val=saw_val, progress=progress
+    )
+    pruned, report = run(
+        ctx,
+        before_finetune=BEFORE_FINETUNE,
+        after_finetune=AFTER_FINETUNE,
+        out=out,
+        resume=resume,
+        config={"source": str(Path(checkpoint).resolve())},
+    )
     save_kept_channels(report, Path(out) / "kept_channels.png")
     return pruned, report

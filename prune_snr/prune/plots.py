@@ -1,4 +1,5 @@
 """PNG of kept channels per conv layer, before -> after."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,8 @@ def save_kept_channels(report: dict, path: str | Path) -> Path:
     ax.bar(x, [after[n] for n in names], color="tab:blue", label="kept")
     ax.set_xticks(list(x), [n.replace("features.", "").replace(".conv", "") for n in names], rotation=70, fontsize=6)
     ax.set_ylabel("output channels")
-    ax.set_title(f"kept channels ({report['criterion']}, {report['allocation']}, target {report['target']} {report['metric']})")
+    ax.set_title(
+        f"kept channels ({report['criterion']}, {report['allocation']}, target {report['target']} {report['metric']})"
+    )
     ax.legend()
     return save_figure(fig, Path(path))

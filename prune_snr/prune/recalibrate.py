@@ -15,6 +15,7 @@ Example:
     >>> bool(net[1].running_var.mean() > 1.5), net.training
     (True, False)
 """
+
 from __future__ import annotations
 
 import torch

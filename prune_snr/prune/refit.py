@@ -11,6 +11,7 @@ Example:
     >>> pruned, report = prune(model, "fashion-mnist", target=0.5, refit_epochs=30)  # doctest: +SKIP
     >>> report["refit"]["val_accuracy"]  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,14 +34,33 @@ def refit_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     cfg = ctx.cfg
     if not cfg.refit_epochs:
         return model, {}
-    return model, {"refit": refit_classifier(model, ctx.splits, epochs=cfg.refit_epochs,
-                                             batch_size=cfg.measure.head_batch_size, patience=cfg.measure.head_patience,
-                                             seed=cfg.seed, device=cfg.device,
-                                             progress=ctx.progress)}
+    return model, {
+        "refit": refit_classifier(
+            model,
+            ctx.splits,
+            epochs=cfg.refit_epochs,
+            batch_size=cfg.measure.head_batch_size,
+            patience=cfg.measure.head_patience,
+            seed=cfg.seed,
+            device=cfg.device,
+            progress=ctx.progress,
+        )
+    }
 
 
-def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3, batch_size: int = 1024, patience: int = 3,
-                     min_epochs: int = 5, seed: int = 0, device: str = "auto", progress=None) -> dict:
+def refit_classifier(
+    model: nn.Module,
+    splits,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 1024,
+    patience: int = 3,
+    min_epochs: int = 5,
+    seed: int = 0,
+    device: str = "auto",
+    progress=None,
+) -> dict:
     """Train ``model``'s final ``nn.Linear``, from its current weights, on frozen features of ``splits.plain`` (Adam,
     early stopping on the ``splits.val`` loss, keeping the best epoch's weights, the starting ones included: epoch 0);
     returns the report's ``refit`` part.
@@ -51,12 +71,16 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
     name = classifier_name(model)
     classifier = model.get_submodule(name)
     if not isinstance(classifier, nn.Linear):
-        raise ModelError(f"--refit-epochs retrains an nn.Linear classifier; {type(model).__name__}'s is {type(classifier).__name__} "
-                         f"({name}): run without --refit-epochs")
+        raise ModelError(
+            f"--refit-epochs retrains an nn.Linear classifier; {type(model).__name__}'s is {type(classifier).__name__} "
+            f"({name}): run without --refit-epochs"
+        )
     device_t = resolve_device(device)
     model.to(device_t).eval()
-    (x, y), (val_x, val_y) = (classifier_inputs(model, classifier, getattr(splits, s), batch_size=256, device=device_t)
-                              for s in ("plain", "val"))
+    (x, y), (val_x, val_y) = (
+        classifier_inputs(model, classifier, getattr(splits, s), batch_size=256, device=device_t)
+        for s in ("plain", "val")
+    )
     x, y, val_x, val_y = x.to(device_t), y.to(device_t), val_x.to(device_t), val_y.to(device_t)
     before = _accuracy(classifier, val_x, val_y)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
@@ -80,12 +104,20 @@ def refit_classifier(model: nn.Module, splits, *, epochs: int, lr: float = 1e-3,
             break
     if patience:
         classifier.load_state_dict(best_state)
-    return {"classifier": name, "epochs": epochs, "epochs_used": used, "best_epoch": stopper.best_epoch if patience else used,
-            "val_accuracy_before": before, "val_accuracy": _accuracy(classifier, val_x, val_y)}
+    return {
+        "classifier": name,
+        "epochs": epochs,
+        "epochs_used": used,
+        "best_epoch": stopper.best_epoch if patience else used,
+        "val_accuracy_before": before,
+        "val_accuracy": _accuracy(classifier, val_x, val_y),
+    }
 
 
 @torch.no_grad()
-def classifier_inputs(model: nn.Module, classifier: nn.Linear, dataset, *, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def classifier_inputs(
+    model: nn.Module, classifier: nn.Linear, dataset, *, batch_size: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N x D features entering the classifier, labels)`` over ``dataset`` in order."""
     captured: list[torch.Tensor] = []
     hook = classifier.register_forward_pre_hook(lambda _, args: captured.append(args[0].flatten(1).float().cpu()))

@@ -3,6 +3,7 @@
 :class:`PruneReport` holds the options and each stage's part; callers read it as the mapping ``report.json``
 holds (``report["after"]["accuracy"]``), and :meth:`PruneReport.to_json` is that file.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,8 @@ if TYPE_CHECKING:  # the context holds a report: imported for the annotations on
 class Splits:
     """The data of one pruning run: decisions read ``val``; ``test`` grades; the rest trains."""
 
-    train: Dataset   # augmented, less the validation rows: fine-tuning
-    plain: Dataset   # un-augmented, less the validation rows: gradients, AFCC class means
+    train: Dataset  # augmented, less the validation rows: fine-tuning
+    plain: Dataset  # un-augmented, less the validation rows: gradients, AFCC class means
     val: Dataset
     test: Dataset
     num_classes: int
@@ -55,7 +56,10 @@ class PruneReport(Mapping):
     def from_json(cls, data: dict, *, options: Iterable[str]) -> "PruneReport":
         """The report ``data`` (a ``report.json``) whose ``options`` keys are options, the rest stages' parts."""
         options = set(options)
-        return cls(options={k: v for k, v in data.items() if k in options}, parts={k: v for k, v in data.items() if k not in options})
+        return cls(
+            options={k: v for k, v in data.items() if k in options},
+            parts={k: v for k, v in data.items() if k not in options},
+        )
 
     # Read as the mapping report.json holds (what callers index), without the copy to_json makes.
     def _view(self) -> dict:
@@ -75,8 +79,11 @@ def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | N
     """The head of ``report.json``: the splits and the settled options of the run that a report shows
     (each option's ``report`` rule in ``config/stages.py``: an option in use brings its companions, ``cut``
     with ``truncate``; one not in use leaves no key, so reports of runs without it read as before it existed)."""
-    part = {"split": "test", "decision_split": "val",
-            "split_sizes": {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)}}
+    part = {
+        "split": "test",
+        "decision_split": "val",
+        "split_sizes": {"train": len(splits.plain), "val": len(splits.val), "test": len(splits.test)},
+    }
     if backbone_saw_val is not None:
         part["backbone_saw_val"] = backbone_saw_val
     for owner in (cfg, cfg.finetune):
@@ -89,8 +96,10 @@ def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | N
 
 def grade(model: nn.Module, splits: Splits, device: str) -> dict:
     """Test accuracy (the grade) and validation accuracy (what a search decides on)."""
-    return {"accuracy": evaluate(model, splits.test, device=device)["accuracy"],
-            "val_accuracy": evaluate(model, splits.val, device=device)["accuracy"]}
+    return {
+        "accuracy": evaluate(model, splits.test, device=device)["accuracy"],
+        "val_accuracy": evaluate(model, splits.val, device=device)["accuracy"],
+    }
 
 
 def sized_and_graded(model: nn.Module, splits: Splits, device: str) -> dict:
@@ -100,7 +109,10 @@ def sized_and_graded(model: nn.Module, splits: Splits, device: str) -> dict:
 
 def grade_original(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     """The first stage: the unpruned model's size, accuracies and channels (what every later figure compares with)."""
-    return model, {"before": sized_and_graded(model, ctx.splits, ctx.cfg.device), "channels_before": kept_channels(model)}
+    return model, {
+        "before": sized_and_graded(model, ctx.splits, ctx.cfg.device),
+        "channels_before": kept_channels(model),
+    }
 
 
 def grade_pruned(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
@@ -118,8 +130,12 @@ def keep_better(pruned: nn.Module, unfinetuned: dict, *, before: dict, after: di
     accuracy (a decision on validation; test is only reported). ``before``/``after``: the figures of
     the model before and after fine-tuning. Returns the report's parts: ``finetune`` and ``after``."""
     kept = "after" if after["val_accuracy"] >= before["val_accuracy"] else "before"
-    part = {"keep": "best", "kept": kept, "val_accuracy_after_finetune": after["val_accuracy"],
-            "accuracy_after_finetune": after["accuracy"]}
+    part = {
+        "keep": "best",
+        "kept": kept,
+        "val_accuracy_after_finetune": after["val_accuracy"],
+        "accuracy_after_finetune": after["accuracy"],
+    }
     if kept == "before":
         pruned.load_state_dict(unfinetuned)
         after = dict(before)  # the same model: counts and grades as measured before fine-tuning

@@ -5,6 +5,7 @@ current model and returns the next model and its part of the :class:`PruneReport
 option is off). Fine-tuning is the one step the runner owns: it writes ``finetune.pt`` after every
 epoch, so a resumed run (``--resume``) skips the stages before it and continues from there.
 """
+
 from __future__ import annotations
 
 import time
@@ -30,8 +31,15 @@ CONFIG = "config.yaml"
 Stage = Callable[[Context, nn.Module], tuple[nn.Module, dict]]
 
 
-def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Sequence[Stage], out: str | Path | None = None,
-        resume: bool = False, config: dict | None = None) -> tuple[nn.Module, PruneReport]:
+def run(
+    ctx: Context,
+    *,
+    before_finetune: Sequence[Stage],
+    after_finetune: Sequence[Stage],
+    out: str | Path | None = None,
+    resume: bool = False,
+    config: dict | None = None,
+) -> tuple[nn.Module, PruneReport]:
     """Run ``before_finetune`` on ``ctx.original``, fine-tune, run ``after_finetune``; return the model and its report.
 
     With ``out``: writes ``config.yaml`` (the settled options) first, ``finetune.pt`` during fine-tuning, and at
@@ -41,15 +49,26 @@ def run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Seque
         ConfigError: ``out`` holds a run and ``resume`` is off, or the run there cannot resume with these options.
     """
     with loader_workers(ctx.cfg.workers):  # every stage's loaders
-        return _run(ctx, before_finetune=before_finetune, after_finetune=after_finetune, out=out, resume=resume, config=config)
+        return _run(
+            ctx, before_finetune=before_finetune, after_finetune=after_finetune, out=out, resume=resume, config=config
+        )
 
 
-def _run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Sequence[Stage], out: str | Path | None,
-         resume: bool, config: dict | None) -> tuple[nn.Module, PruneReport]:
+def _run(
+    ctx: Context,
+    *,
+    before_finetune: Sequence[Stage],
+    after_finetune: Sequence[Stage],
+    out: str | Path | None,
+    resume: bool,
+    config: dict | None,
+) -> tuple[nn.Module, PruneReport]:
     out = Path(out) if out else None
     checkpoint = out / FINETUNE if out else None
     if checkpoint and checkpoint.is_file() and not resume:
-        raise ConfigError(f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out")
+        raise ConfigError(
+            f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out"
+        )
     ctx.report = PruneReport(options=options_part(ctx.cfg, ctx.splits, backbone_saw_val=ctx.backbone_saw_val))
     resuming = bool(resume and checkpoint and checkpoint.is_file())
     ctx.out, ctx.resume = out, resume
@@ -61,15 +80,25 @@ def _run(ctx: Context, *, before_finetune: Sequence[Stage], after_finetune: Sequ
     if not resuming:
         model = _run_stages(ctx, ctx.original, before_finetune)
     payload = {"model": model.spec, "report": ctx.report.to_json(), "prune": to_dict(ctx.cfg), **(config or {})}
-    model, part = fine_tune_stage(ctx, model, checkpoint=checkpoint, payload=payload, resume=resume, unfinetuned=unfinetuned)
+    model, part = fine_tune_stage(
+        ctx, model, checkpoint=checkpoint, payload=payload, resume=resume, unfinetuned=unfinetuned
+    )
     ctx.report.add(part)
     model = _run_stages(ctx, model, after_finetune)
     report = ctx.report
     report.add({"channels_after": kept_channels(model), "seconds": time.perf_counter() - ctx.started})
     payload["report"] = report.to_json()  # pruned.pt carries the final report (finetune.pt the one before fine-tuning)
     if out:
-        save_checkpoint(out / PRUNED, {"kind": "pruned", "model": model.state_dict(), "pruning": ctx.history, "config": payload,
-                                       "widths": layer_widths(model)})
+        save_checkpoint(
+            out / PRUNED,
+            {
+                "kind": "pruned",
+                "model": model.state_dict(),
+                "pruning": ctx.history,
+                "config": payload,
+                "widths": layer_widths(model),
+            },
+        )
         atomic_save_json(out / REPORT, payload["report"])
     return model, report
 
@@ -87,14 +116,20 @@ def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
     state = load_checkpoint(checkpoint)
     recalibrated = (state["config"]["report"].get("bn_recalibration") or {}).get("batches", 0)
     if bool(recalibrated) != bool(ctx.cfg.bn_recalibrate):
-        raise ConfigError(f"{checkpoint} was pruned with --bn-recalibrate {recalibrated}; resume with that, or start again in "
-                          "another --out")
+        raise ConfigError(
+            f"{checkpoint} was pruned with --bn-recalibrate {recalibrated}; resume with that, or start again in "
+            "another --out"
+        )
     model, ctx.history = build_from_checkpoint(state), state["pruning"]
-    ctx.report = PruneReport.from_json({**ctx.report.to_json(), **state["config"]["report"]}, options=ctx.report.options)
+    ctx.report = PruneReport.from_json(
+        {**ctx.report.to_json(), **state["config"]["report"]}, options=ctx.report.options
+    )
     unfinetuned = state.get("before_finetune")
     if _keeps_best(ctx) and unfinetuned is None:
-        raise ConfigError(f"{checkpoint} was written without --finetune-keep best, so the weights before fine-tuning are gone; "
-                          "resume without it, or start again in another --out")
+        raise ConfigError(
+            f"{checkpoint} was written without --finetune-keep best, so the weights before fine-tuning are gone; "
+            "resume without it, or start again in another --out"
+        )
     return model, unfinetuned
 
 
@@ -108,13 +143,16 @@ def _user_finetune(finetune, model: nn.Module) -> nn.Module:
     if result is None:
         return model
     if not isinstance(result, nn.Module):
-        raise ConfigError(f"finetune= returned a {type(result).__name__}; return the fine-tuned nn.Module, or None after "
-                          "training the model in place")
+        raise ConfigError(
+            f"finetune= returned a {type(result).__name__}; return the fine-tuned nn.Module, or None after "
+            "training the model in place"
+        )
     return result
 
 
-def fine_tune_stage(ctx: Context, model: nn.Module, *, checkpoint: Path | None, payload: dict, resume: bool,
-                    unfinetuned: dict | None) -> tuple[nn.Module, dict]:
+def fine_tune_stage(
+    ctx: Context, model: nn.Module, *, checkpoint: Path | None, payload: dict, resume: bool, unfinetuned: dict | None
+) -> tuple[nn.Module, dict]:
     """Fine-tune ``model`` (checkpointed in ``checkpoint`` with ``payload`` as its config), grade it, and with
     ``--finetune-keep best`` undo fine-tuning that lowered validation accuracy (:func:`keep_better`)."""
     cfg = ctx.cfg
@@ -125,10 +163,23 @@ def fine_tune_stage(ctx: Context, model: nn.Module, *, checkpoint: Path | None, 
         model = _user_finetune(ctx.finetune, model)
     else:
         opts = finetune_options(cfg.finetune, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device, amp=cfg.amp)
-        fine_tune(model, ctx.splits.train, ctx.splits.test, opts, fraction=cfg.finetune.fraction, checkpoint=checkpoint,
-                  checkpoint_extra={"kind": "pruned", "config": payload, "pruning": ctx.history,
-                                    **({"before_finetune": unfinetuned} if keep_best else {})},
-                  resume=resume, teacher=ctx.original if cfg.finetune.distill else None, progress=ctx.progress)
+        fine_tune(
+            model,
+            ctx.splits.train,
+            ctx.splits.test,
+            opts,
+            fraction=cfg.finetune.fraction,
+            checkpoint=checkpoint,
+            checkpoint_extra={
+                "kind": "pruned",
+                "config": payload,
+                "pruning": ctx.history,
+                **({"before_finetune": unfinetuned} if keep_best else {}),
+            },
+            resume=resume,
+            teacher=ctx.original if cfg.finetune.distill else None,
+            progress=ctx.progress,
+        )
     model = model.cpu().eval()
     after = sized_and_graded(model, ctx.splits, cfg.device)
     if not keep_best:

@@ -1,4 +1,5 @@
 """Channel pruning to the target: torch-pruning's steps, or ``--remeasure``'s steps with a measurement between them."""
+
 from __future__ import annotations
 
 import time
@@ -44,18 +45,35 @@ def prune_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
         base_target = 1 - (1 - cfg.target) / cut_kept
         if base_target <= TOLERANCE:
             pruned, history, steps = model, [], None
-            search = {"ratio": 0.0, "removed": 1 - cut_kept, "trials": 0, "fallback_groups": [],
-                      "note": "truncation alone (or with dropped blocks) meets the target; no channel pruned"}
+            search = {
+                "ratio": 0.0,
+                "removed": 1 - cut_kept,
+                "trials": 0,
+                "fallback_groups": [],
+                "note": "truncation alone (or with dropped blocks) meets the target; no channel pruned",
+            }
         else:
             if cfg.remeasure:
-                outcome, steps = remeasured_steps(model, ctx.measurement, to_target, lambda m, previous: remeasure(ctx, m, previous),
-                                                  base_target=base_target, metric=cfg.metric, steps=cfg.iterative_steps)
+                outcome, steps = remeasured_steps(
+                    model,
+                    ctx.measurement,
+                    to_target,
+                    lambda m, previous: remeasure(ctx, m, previous),
+                    base_target=base_target,
+                    metric=cfg.metric,
+                    steps=cfg.iterative_steps,
+                )
             else:
                 outcome, steps = to_target(model, ctx.measurement, base_target, cfg.iterative_steps, meter), None
             pruned, history = outcome.model, outcome.history
-            search = {"ratio": outcome.ratio, "removed": 1 - (1 - outcome.removed) * cut_kept, "trials": outcome.trials,
-                      "fallback_groups": outcome.fallback_groups, **({"remeasured_steps": steps} if steps else {}),
-                      **({"unreached": outcome.unreached} if outcome.unreached else {})}
+            search = {
+                "ratio": outcome.ratio,
+                "removed": 1 - (1 - outcome.removed) * cut_kept,
+                "trials": outcome.trials,
+                "fallback_groups": outcome.fallback_groups,
+                **({"remeasured_steps": steps} if steps else {}),
+                **({"unreached": outcome.unreached} if outcome.unreached else {}),
+            }
     finally:
         if meter:
             meter.close()
@@ -77,20 +95,41 @@ def _to_target(ctx: Context) -> ToTarget:
 
     def to_target(model: nn.Module, m: Measurement | None, step_target: float, steps: int, meter=None) -> PruneOutcome:
         trunk = m.trunk() if m else None
-        alloc = Allocation(cfg.allocation, [p["name"] for p in trunk.points] if m else None, trunk.val_accuracies() if m else None,
-                           splits.num_classes, snrs=[p["snr"] for p in trunk.points] if m else None)
+        alloc = Allocation(
+            cfg.allocation,
+            [p["name"] for p in trunk.points] if m else None,
+            trunk.val_accuracies() if m else None,
+            splits.num_classes,
+            snrs=[p["snr"] for p in trunk.points] if m else None,
+        )
         return prune_to_target(
-            model, lambda pm: build_importance(cfg.criterion, model=pm, measurement=m, seed=cfg.seed, **reduction),
-            target=step_target, metric=cfg.metric, allocation=alloc, round_to=None if cfg.round_to == 1 else cfg.round_to,
-            iterative_steps=steps, gradient_batches=gradient_batches, latency=meter, progress=ctx.progress, exact=cfg.exact_target,
-            graph_timeout=cfg.graph_timeout)
+            model,
+            lambda pm: build_importance(cfg.criterion, model=pm, measurement=m, seed=cfg.seed, **reduction),
+            target=step_target,
+            metric=cfg.metric,
+            allocation=alloc,
+            round_to=None if cfg.round_to == 1 else cfg.round_to,
+            iterative_steps=steps,
+            gradient_batches=gradient_batches,
+            latency=meter,
+            progress=ctx.progress,
+            exact=cfg.exact_target,
+            graph_timeout=cfg.graph_timeout,
+        )
 
     return to_target
 
 
-def remeasured_steps(base: nn.Module, measurement: Measurement, to_target: ToTarget,
-                     remeasure: Callable[[nn.Module, Measurement], Measurement], *, base_target: float, metric: str,
-                     steps: int) -> tuple[PruneOutcome, list[dict]]:
+def remeasured_steps(
+    base: nn.Module,
+    measurement: Measurement,
+    to_target: ToTarget,
+    remeasure: Callable[[nn.Module, Measurement], Measurement],
+    *,
+    base_target: float,
+    metric: str,
+    steps: int,
+) -> tuple[PruneOutcome, list[dict]]:
     """``steps`` prunings of ``base``, each to ``base_target * step / steps`` of its prunable ``metric``, re-measuring between them."""
     total = prunable_base(base, metric)
     model, history, fallback, trials, rows = base, [], set(), 0, []
@@ -104,8 +143,21 @@ def remeasured_steps(base: nn.Module, measurement: Measurement, to_target: ToTar
         model, trials = outcome.model, trials + outcome.trials
         history += outcome.history
         fallback.update(outcome.fallback_groups)
-        rows.append({"step": step, "ratio": outcome.ratio, "removed": 1 - prunable_base(model, metric) / total,
-                     "filters": [p["n_filters"] for p in measurement.points], "val_accuracies": measurement.val_accuracies()})
+        rows.append(
+            {
+                "step": step,
+                "ratio": outcome.ratio,
+                "removed": 1 - prunable_base(model, metric) / total,
+                "filters": [p["n_filters"] for p in measurement.points],
+                "val_accuracies": measurement.val_accuracies(),
+            }
+        )
     removed = 1 - prunable_base(model, metric) / total
-    return PruneOutcome(model=model, ratio=outcome.ratio, removed=removed, history=history, fallback_groups=sorted(fallback),
-                        trials=trials), rows
+    return PruneOutcome(
+        model=model,
+        ratio=outcome.ratio,
+        removed=removed,
+        history=history,
+        fallback_groups=sorted(fallback),
+        trials=trials,
+    ), rows

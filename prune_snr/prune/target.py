@@ -6,6 +6,7 @@ classifier keeps its label outputs and is not counted), or 50 % of the whole mod
 original, median of repeated runs; it lands within 5 % of the target). One scalar is searched:
 the uniform/global ratio, or ``r_max`` of the measured allocation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,6 +34,8 @@ TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
 ALIGNED_SCAN = 8  # ratios tried below the largest when alignment keeps the target out of reach there
+
+
 def machine_round_to(cpuinfo: str | None = None) -> int:
     """The channel alignment ONNX Runtime's CPU convolutions want here: their blocked (NCHWc) kernels
     work on 16 floats with AVX-512 and 8 with AVX2; unaligned counts fall back to a slower path.
@@ -68,11 +71,11 @@ def size_metric(metric: str) -> str:
 class Allocation:
     """How the pruning budget is spread over layers."""
 
-    kind: str = "uniform"                 # a row of prune_snr.choices.ALLOCATIONS
-    points: list[str] | None = None       # measured kinds: the points, input to output
+    kind: str = "uniform"  # a row of prune_snr.choices.ALLOCATIONS
+    points: list[str] | None = None  # measured kinds: the points, input to output
     accuracies: list[float] | None = None  # measured kinds: their validation head accuracies
     num_classes: int = 10
-    snrs: list[float] | None = None       # snr: the layer SNRs
+    snrs: list[float] | None = None  # snr: the layer SNRs
 
     def __post_init__(self):
         ALLOCATION_CHOICES.check(self.kind)
@@ -87,26 +90,41 @@ class Allocation:
         if self.kind not in MEASURED_ALLOCATIONS:
             return {"pruning_ratio": ratio, "global_pruning": self.kind == "global"}
         ratios = ratio * (1.0 - self.keep_weights(model))
-        return {"pruning_ratio": 0.0,
-                "pruning_ratio_dict": {point_conv(model, p): float(min(r, MAX_RATIO)) for p, r in zip(self.points, ratios)}}
+        return {
+            "pruning_ratio": 0.0,
+            "pruning_ratio_dict": {point_conv(model, p): float(min(r, MAX_RATIO)) for p, r in zip(self.points, ratios)},
+        }
 
 
 @dataclass
 class PruneOutcome:
     model: nn.Module
-    ratio: float            # the searched scalar (uniform/global ratio or r_max)
-    removed: float          # fraction of the prunable metric removed
-    history: list           # torch-pruning pruning_history()
+    ratio: float  # the searched scalar (uniform/global ratio or r_max)
+    removed: float  # fraction of the prunable metric removed
+    history: list  # torch-pruning pruning_history()
     fallback_groups: list[str]
     trials: int
     unreached: str | None = None  # why the target was not met, when the closest reachable point was taken instead
 
 
-def prune_at(graph: ChannelGraph, importance_factory: Callable[[nn.Module], object], ratio: float, allocation: Allocation, *,
-             round_to: int | None = None, iterative_steps: int = 1, gradient_batches: list | None = None):
+def prune_at(
+    graph: ChannelGraph,
+    importance_factory: Callable[[nn.Module], object],
+    ratio: float,
+    allocation: Allocation,
+    *,
+    round_to: int | None = None,
+    iterative_steps: int = 1,
+    gradient_batches: list | None = None,
+):
     """Prune a fresh copy of ``graph``'s model at ``ratio``; returns (pruned copy, history, fallback groups)."""
-    m, pruner, importance = graph.pruner(importance_factory, lambda copy: allocation.pruner_kwargs(copy, ratio),
-                                         max_pruning_ratio=1.0, round_to=round_to, iterative_steps=iterative_steps)
+    m, pruner, importance = graph.pruner(
+        importance_factory,
+        lambda copy: allocation.pruner_kwargs(copy, ratio),
+        max_pruning_ratio=1.0,
+        round_to=round_to,
+        iterative_steps=iterative_steps,
+    )
     for _ in range(iterative_steps):
         if gradient_batches is not None:  # gradient-based criteria (taylor) read .grad
             m.zero_grad()
@@ -131,15 +149,38 @@ def tolerance(metric: str, target: float) -> float:
     return LATENCY_TOLERANCE * target if metric == "latency" else TOLERANCE
 
 
-def prune_to_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
-                    allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
-                    gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None,
-                    exact: bool = False, graph_timeout: float | None = DEFAULT_TIMEOUT) -> PruneOutcome:
+def prune_to_target(
+    model: nn.Module,
+    importance_factory,
+    *,
+    target: float,
+    metric: str = "params",
+    allocation: Allocation | None = None,
+    round_to: int | None = None,
+    iterative_steps: int = 1,
+    gradient_batches: list | None = None,
+    latency: LatencyMeter | None = None,
+    progress=None,
+    exact: bool = False,
+    graph_timeout: float | None = DEFAULT_TIMEOUT,
+) -> PruneOutcome:
     """:func:`search_target`, once: under torchrun rank 0 searches (timing alone, for a latency target) and the
     other ranks prune once at the ratio it found, so every rank holds the same architecture."""
-    search = functools.partial(search_target, model, importance_factory, target=target, metric=metric, allocation=allocation,
-                               round_to=round_to, iterative_steps=iterative_steps, gradient_batches=gradient_batches,
-                               latency=latency, progress=progress, exact=exact, graph_timeout=graph_timeout)
+    search = functools.partial(
+        search_target,
+        model,
+        importance_factory,
+        target=target,
+        metric=metric,
+        allocation=allocation,
+        round_to=round_to,
+        iterative_steps=iterative_steps,
+        gradient_batches=gradient_batches,
+        latency=latency,
+        progress=progress,
+        exact=exact,
+        graph_timeout=graph_timeout,
+    )
     if world()[1] == 1:
         return search()
     if world()[0] == 0:
@@ -149,23 +190,55 @@ def prune_to_target(model: nn.Module, importance_factory, *, target: float, metr
         except Exception as err:  # the other ranks wait for a ratio: hand them the error instead
             broadcast_object({"error": err})
             raise
-        broadcast_object({"ratio": outcome.ratio, "removed": outcome.removed, "trials": outcome.trials, "unreached": outcome.unreached})
+        broadcast_object(
+            {
+                "ratio": outcome.ratio,
+                "removed": outcome.removed,
+                "trials": outcome.trials,
+                "unreached": outcome.unreached,
+            }
+        )
         return outcome
     found = broadcast_object(None)
     if "error" in found:
         raise found["error"]
     allocation = allocation or Allocation()
     graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout)
-    m, history, fallback = prune_at(graph, importance_factory, found["ratio"], allocation, round_to=round_to,
-                                    iterative_steps=iterative_steps, gradient_batches=gradient_batches)
-    return PruneOutcome(model=m, ratio=found["ratio"], removed=found["removed"], history=history,
-                        fallback_groups=sorted(set(fallback)), trials=found["trials"], unreached=found["unreached"])
+    m, history, fallback = prune_at(
+        graph,
+        importance_factory,
+        found["ratio"],
+        allocation,
+        round_to=round_to,
+        iterative_steps=iterative_steps,
+        gradient_batches=gradient_batches,
+    )
+    return PruneOutcome(
+        model=m,
+        ratio=found["ratio"],
+        removed=found["removed"],
+        history=history,
+        fallback_groups=sorted(set(fallback)),
+        trials=found["trials"],
+        unreached=found["unreached"],
+    )
 
 
-def search_target(model: nn.Module, importance_factory, *, target: float, metric: str = "params",
-                  allocation: Allocation | None = None, round_to: int | None = None, iterative_steps: int = 1,
-                  gradient_batches: list | None = None, latency: LatencyMeter | None = None, progress=None,
-                  exact: bool = False, graph_timeout: float | None = DEFAULT_TIMEOUT) -> PruneOutcome:
+def search_target(
+    model: nn.Module,
+    importance_factory,
+    *,
+    target: float,
+    metric: str = "params",
+    allocation: Allocation | None = None,
+    round_to: int | None = None,
+    iterative_steps: int = 1,
+    gradient_batches: list | None = None,
+    latency: LatencyMeter | None = None,
+    progress=None,
+    exact: bool = False,
+    graph_timeout: float | None = DEFAULT_TIMEOUT,
+) -> PruneOutcome:
     """Bisect the pruning ratio so that ``target`` of the prunable ``metric`` is removed (±2 points;
     for ``latency``, ±5 % of the target, timed against ``model`` with ``latency`` or a new meter at batch 32).
 
@@ -182,42 +255,75 @@ def search_target(model: nn.Module, importance_factory, *, target: float, metric
     METRIC_CHOICES.check(metric)
     allocation = allocation or Allocation()
     tol, removed_of = tolerance(metric, target), _removed(model, metric, latency)
-    graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout, progress=progress)
+    graph = ChannelGraph(
+        model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout, progress=progress
+    )
     trials = 0
 
     def attempt(r: float) -> Attempt:
         nonlocal trials
         trials += 1
-        m, history, fallback = prune_at(graph, importance_factory, r, allocation, round_to=round_to,
-                                        iterative_steps=iterative_steps, gradient_batches=gradient_batches)
+        m, history, fallback = prune_at(
+            graph,
+            importance_factory,
+            r,
+            allocation,
+            round_to=round_to,
+            iterative_steps=iterative_steps,
+            gradient_batches=gradient_batches,
+        )
         return Attempt(m, history, fallback, removed_of(m), r)
 
     aligned = bool(round_to and round_to > 1)
     label = f"target search ({metric})"
     task = progress.add_task(label, total=None) if progress is not None else None
-    best = _most_removed(attempt, 1.0 if allocation.kind == "measured" else MAX_RATIO, enough=target - tol, aligned=aligned)
+    best = _most_removed(
+        attempt, 1.0 if allocation.kind == "measured" else MAX_RATIO, enough=target - tol, aligned=aligned
+    )
     unreached = None
     if best.removed < target - tol:  # the most that can be removed is then the closest point: no search
-        unreached = (f"--target {target:.4g}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
-                     f"--allocation {allocation.kind}" + (f" and --round-to {round_to} (channel counts kept multiples of "
-                                                          f"{round_to}; --round-to 1 frees them)" if aligned else ""))
+        unreached = (
+            f"--target {target:.4g}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
+            f"--allocation {allocation.kind}"
+            + (
+                f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)"
+                if aligned
+                else ""
+            )
+        )
         if exact:
             raise ConfigError(f"{unreached}; lower --target")
     else:
-        best = _bisect(attempt, best, target=target, tol=tol, step=lambda text: progress.update(task, description=f"{label}: {text}")
-                       if progress is not None else None)
+        best = _bisect(
+            attempt,
+            best,
+            target=target,
+            tol=tol,
+            step=lambda text: progress.update(task, description=f"{label}: {text}") if progress is not None else None,
+        )
     if progress is not None:
         progress.remove_task(task)
     removed = best.removed
     if unreached is None and abs(removed - target) > tol:
         unreached = f"--target {target:.4g}: the closest reachable is {removed:.1%} of {metric}" + (
-            f" with --round-to {round_to}; try --round-to 1" if aligned else "; try another target")
+            f" with --round-to {round_to}; try --round-to 1" if aligned else "; try another target"
+        )
         if exact:
             raise ConfigError(unreached)
     if unreached:
-        warnings.warn(f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)", stacklevel=2)
-    return PruneOutcome(model=best.model, ratio=best.ratio, removed=removed, history=best.history,
-                        fallback_groups=sorted(set(best.fallback_groups)), trials=trials, unreached=unreached)
+        warnings.warn(
+            f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)",
+            stacklevel=2,
+        )
+    return PruneOutcome(
+        model=best.model,
+        ratio=best.ratio,
+        removed=removed,
+        history=best.history,
+        fallback_groups=sorted(set(best.fallback_groups)),
+        trials=trials,
+        unreached=unreached,
+    )
 
 
 def _removed(model: nn.Module, metric: str, latency: LatencyMeter | None):

@@ -7,6 +7,7 @@ a stage boundary of its feature path (EfficientNet-B0: the stem or an MBConv blo
 residual block), see :mod:`prune_snr.models.truncation`. ``--cut`` picks between that measured
 cut and the deepest cut the budget alone asks for (:func:`pick_cut`).
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -84,8 +85,15 @@ def candidates(measurement: Measurement, full_val_accuracy: float, delta: float)
     """
     rows = []
     for p, val in zip(measurement.points, measurement.val_accuracies()):
-        rows.append({"point": p["name"], "val_accuracy": val, "test_accuracy": p.get("test_accuracy"),
-                     "adds_after": full_val_accuracy - val, "eligible": full_val_accuracy - val < delta})
+        rows.append(
+            {
+                "point": p["name"],
+                "val_accuracy": val,
+                "test_accuracy": p.get("test_accuracy"),
+                "adds_after": full_val_accuracy - val,
+                "eligible": full_val_accuracy - val < delta,
+            }
+        )
     return rows
 
 

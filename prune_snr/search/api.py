@@ -1,4 +1,5 @@
 """``prune_snr.search``: the study on any model and the user's data."""
+
 from __future__ import annotations
 
 import tempfile
@@ -13,8 +14,18 @@ from ..models import num_outputs
 from .study import run_search
 
 
-def search(model: nn.Module | str | Path, dataset: str | None = None, *, train=None, val=None, test=None, trials: int = 20,
-           out: str | Path | None = None, progress=None, **options) -> optuna.Study:
+def search(
+    model: nn.Module | str | Path,
+    dataset: str | None = None,
+    *,
+    train=None,
+    val=None,
+    test=None,
+    trials: int = 20,
+    out: str | Path | None = None,
+    progress=None,
+    **options,
+) -> optuna.Study:
     """Multi-objective Optuna search (validation accuracy vs size) over pruning options, on any model.
 
     Args:
@@ -33,7 +44,9 @@ def search(model: nn.Module | str | Path, dataset: str | None = None, *, train=N
         >>> [t.values for t in study.best_trials]  # doctest: +SKIP
     """
     if not isinstance(model, nn.Module) and (train is not None or test is not None or val is not None):
-        raise DataError("train=/test= go with a model object; a model.pt searches on the dataset it records (or dataset=NAME)")
+        raise DataError(
+            "train=/test= go with a model object; a model.pt searches on the dataset it records (or dataset=NAME)"
+        )
     data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="search")
     if dataset is not None:
         options["dataset"] = dataset

@@ -3,6 +3,7 @@
 Example:
     >>> run_workers("runs/fm/model.pt", cfg, out="runs/fm/search", workers=2)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,10 @@ def run_workers(checkpoint: str | Path, cfg, *, out: str | Path, workers: int, p
         measurement.save(out / "measurement")
         cfg = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, measurement=str(out / "measurement")))
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(str(checkpoint), cfg, str(out), i), name=f"prune-snr-worker-{i}")
-             for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(str(checkpoint), cfg, str(out), i), name=f"prune-snr-worker-{i}")
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     task = progress.add_task(f"search ({workers} workers)", total=cfg.trials) if progress is not None else None
@@ -68,6 +71,8 @@ def run_workers(checkpoint: str | Path, cfg, *, out: str | Path, workers: int, p
     study = optuna.load_study(study_name=cfg.study_name, storage=make_storage(cfg.storage, out))
     failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
     if len(counted_trials(study)) < cfg.trials:
-        raise PruneSnrError(f"workers {failed} stopped with an error (see above) and the study holds {len(counted_trials(study))} of "
-                            f"{cfg.trials} trials; fix the cause and run the same command again")
+        raise PruneSnrError(
+            f"workers {failed} stopped with an error (see above) and the study holds {len(counted_trials(study))} of "
+            f"{cfg.trials} trials; fix the cause and run the same command again"
+        )
     return study

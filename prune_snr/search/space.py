@@ -1,4 +1,5 @@
 """The search space: which pruning options a study draws, how Optuna draws each, and ``--fix`` pins."""
+
 from __future__ import annotations
 
 import optuna
@@ -29,8 +30,15 @@ SPACE_EDITS = {
     "full": {},
     # torch-pruning's own options, plus the depth cut that reads no measurement (--cut budget), so that a front
     # against this one isolates the measurement rather than truncation itself
-    "torch-pruning": {"criterion": CRITERIA.baseline, "allocation": ALLOCATIONS.baseline, "truncate": (False, True),
-                      "cut": CUTS.baseline, "afcc": (False,), "threshold": None, "group_reduction": None},
+    "torch-pruning": {
+        "criterion": CRITERIA.baseline,
+        "allocation": ALLOCATIONS.baseline,
+        "truncate": (False, True),
+        "cut": CUTS.baseline,
+        "afcc": (False,),
+        "threshold": None,
+        "group_reduction": None,
+    },
 }
 
 

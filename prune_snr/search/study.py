@@ -23,6 +23,7 @@ Example:
     >>> study = run_search("runs/fm/model.pt", trials=20, out="runs/fm/search")  # doctest: +SKIP
     >>> [t.values for t in study.best_trials]  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,22 +73,35 @@ def make_storage(storage: str | None, out: Path):
         for attempt in range(5):
             try:
                 # Heartbeats fail (and retry) the trials of a killed worker; see search/workers.py.
-                return optuna.storages.RDBStorage(storage, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
-                                                  grace_period=GRACE_PERIOD, heartbeat_stale_trial_callback=retry_callback())
+                return optuna.storages.RDBStorage(
+                    storage,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_INTERVAL,
+                    grace_period=GRACE_PERIOD,
+                    heartbeat_stale_trial_callback=retry_callback(),
+                )
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + attempt)  # workers starting at once race to create Optuna's tables: the first one does
     except storage_errors() as exc:
         cause = str(exc.__cause__ or exc).splitlines()[0]
-        raise StorageError(f"--storage {masked(storage)}: cannot connect ({cause}); check the host and port, that the server runs, "
-                           "the user, password and database name") from exc
+        raise StorageError(
+            f"--storage {masked(storage)}: cannot connect ({cause}); check the host and port, that the server runs, "
+            "the user, password and database name"
+        ) from exc
     except Exception as exc:  # sqlalchemy raises its own types for bad URLs/drivers
         raise ConfigError(f"--storage {masked(storage)}: {str(exc).splitlines()[0]}") from exc
 
 
-def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measurement: Measurement | None = None, progress=None,
-            data: dict | None = None):
+def prepare(
+    checkpoint: str | Path | nn.Module,
+    cfg: SearchConfig,
+    *,
+    measurement: Measurement | None = None,
+    progress=None,
+    data: dict | None = None,
+):
     """``(payload, prune options, model, measurement, seconds it took)`` of a study's checkpoint (or model, with
     ``data`` the user's datasets; no payload then): the prune options every trial starts from, settled
     (:func:`prune_snr.prune.plan.settle`), and the given measurement, ``cfg.prune.measurement``'s, or one made here
@@ -104,10 +118,11 @@ def prepare(checkpoint: str | Path | nn.Module, cfg: SearchConfig, *, measuremen
     base_cfg = settle(base_cfg, model, measurement=measurement, dataset=USER_DATA if data else None)
     t_measure = time.perf_counter()
     where = {"dataset": base_cfg.dataset} if data is None else {"dataset": None, **data}
-    searched = "threshold" in space_of(cfg.space)  # a measurement made here keeps every matrix, so trials may read it at any θ
+    searched = "threshold" in space_of(
+        cfg.space
+    )  # a measurement made here keeps every matrix, so trials may read it at any θ
     options = dataclasses.replace(base_cfg.measure, save_fields="all") if searched else base_cfg.measure
-    measurement, _ = measure_if_needed(model, measurement, needed=searched, options=options,
-                                       progress=progress, **where)
+    measurement, _ = measure_if_needed(model, measurement, needed=searched, options=options, progress=progress, **where)
     return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
 
 
@@ -147,33 +162,70 @@ def run_search(
     parameters = space_of(cfg.space)
     unknown = set(fixed) - set(parameters)
     if unknown:
-        raise ConfigError(f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from {', '.join(parameters)}")
+        raise ConfigError(
+            f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from {', '.join(parameters)}"
+        )
     out = Path(out)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials stay in the study (state FAIL, user attr "error")
+    optuna.logging.set_verbosity(
+        optuna.logging.ERROR
+    )  # failed trials stay in the study (state FAIL, user attr "error")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage_obj = make_storage(cfg.storage, out)  # an unreachable storage is one line before any work
-    payload, base_cfg, model, measurement, measure_seconds = prepare(checkpoint, cfg, measurement=measurement, progress=progress,
-                                                                     data=data)
-    if "threshold" in parameters and "threshold" not in fixed and measurement is not None and not rethresholdable(measurement):
-        warnings.warn(f"θ stays at the measurement's {measurement.threshold}: it keeps the field matrices of only some filters "
-                      "(measure with --save-fields all to search θ)", stacklevel=2)
+    payload, base_cfg, model, measurement, measure_seconds = prepare(
+        checkpoint, cfg, measurement=measurement, progress=progress, data=data
+    )
+    if (
+        "threshold" in parameters
+        and "threshold" not in fixed
+        and measurement is not None
+        and not rethresholdable(measurement)
+    ):
+        warnings.warn(
+            f"θ stays at the measurement's {measurement.threshold}: it keeps the field matrices of only some filters "
+            "(measure with --save-fields all to search θ)",
+            stacklevel=2,
+        )
         fixed["threshold"] = measurement.threshold
     if model.spec.get("user_model") and "truncate" in parameters:  # a cut rebuilds the architecture by name
         fixed.setdefault("truncate", False)
     atomic_save_text(out / "config.yaml", dump_yaml(dataclasses.replace(cfg, prune=base_cfg)))
-    study = open_study(cfg, storage_obj, fixed, worker=worker, base=count(model), measurement=measurement,
-                       measure_seconds=measure_seconds)
-    trials = Trials(cfg=cfg, base_cfg=base_cfg, model=model, payload=payload, measurement=measurement, data=data or {}, out=out,
-                    fixed=fixed, parameters=parameters,
-                    source=f"{type(model).__name__} object" if payload is None else str(Path(checkpoint).resolve()))
+    study = open_study(
+        cfg,
+        storage_obj,
+        fixed,
+        worker=worker,
+        base=count(model),
+        measurement=measurement,
+        measure_seconds=measure_seconds,
+    )
+    trials = Trials(
+        cfg=cfg,
+        base_cfg=base_cfg,
+        model=model,
+        payload=payload,
+        measurement=measurement,
+        data=data or {},
+        out=out,
+        fixed=fixed,
+        parameters=parameters,
+        source=f"{type(model).__name__} object" if payload is None else str(Path(checkpoint).resolve()),
+    )
     fill(study, trials, progress)
     if trials.proxied:
         reevaluate_pareto(study, trials, progress)
     return study
 
 
-def open_study(cfg: SearchConfig, storage, fixed: dict, *, worker: int | None, base: dict, measurement: Measurement | None,
-               measure_seconds: float) -> optuna.Study:
+def open_study(
+    cfg: SearchConfig,
+    storage,
+    fixed: dict,
+    *,
+    worker: int | None,
+    base: dict,
+    measurement: Measurement | None,
+    measure_seconds: float,
+) -> optuna.Study:
     """The study (created, or loaded to resume) with its sampler, metric names and attributes."""
     for attempt in range(3):  # workers starting at once may race to create the study or its attributes
         try:
@@ -182,13 +234,19 @@ def open_study(cfg: SearchConfig, storage, fixed: dict, *, worker: int | None, b
                 existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage).trials)
             # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters; so does each worker.
             sampler = optuna.samplers.NSGAIISampler(seed=cfg.prune.seed + existing + 1009 * (worker or 0))
-            study = optuna.create_study(study_name=cfg.study_name, storage=storage, load_if_exists=True,
-                                        directions=["maximize", "minimize"],
-                                        sampler=optuna.samplers.PartialFixedSampler(fixed, sampler))
+            study = optuna.create_study(
+                study_name=cfg.study_name,
+                storage=storage,
+                load_if_exists=True,
+                directions=["maximize", "minimize"],
+                sampler=optuna.samplers.PartialFixedSampler(fixed, sampler),
+            )
             study.set_metric_names(["val_accuracy", f"{cfg.prune.metric}_kept"])
             study.set_user_attr("base", base)
             study.set_user_attr("space", cfg.space)
-            if measurement is not None and "measurement_seconds" not in study.user_attrs:  # the measurement's cost, part of this arm's
+            if (
+                measurement is not None and "measurement_seconds" not in study.user_attrs
+            ):  # the measurement's cost, part of this arm's
                 recorded = measurement.meta.get("timings", {}).get("total_s")
                 study.set_user_attr("measurement_seconds", recorded if recorded is not None else measure_seconds)
             return study
@@ -201,8 +259,11 @@ def full_result(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     """The trial's ``val_accuracy`` (decides), ``accuracy`` (test: grades) and artifacts folder,
     from its full re-evaluation when it has one."""
     full = study.user_attrs.get(f"full:{trial.number:04d}")
-    return full or {"val_accuracy": trial.values[0], "accuracy": trial.user_attrs.get("accuracy"),
-                    "artifacts": trial.user_attrs.get("artifacts")}
+    return full or {
+        "val_accuracy": trial.values[0],
+        "accuracy": trial.user_attrs.get("accuracy"),
+        "artifacts": trial.user_attrs.get("artifacts"),
+    }
 
 
 def pareto_rows(study: optuna.Study) -> list[dict]:
@@ -212,12 +273,21 @@ def pareto_rows(study: optuna.Study) -> list[dict]:
         # studies before PartialFixedSampler
         fixed = {k.removeprefix("fixed_"): v for k, v in t.user_attrs.items() if k.startswith("fixed_")}
         full = study.user_attrs.get(f"full:{t.number:04d}")
-        rows.append({"trial": t.number, "val_accuracy": t.values[0], "accuracy": t.user_attrs.get("accuracy"), "kept": t.values[1],
-                     **fixed, **t.params,
-                     "full_val_accuracy": full.get("val_accuracy") if full else None,
-                     "full_accuracy": full["accuracy"] if full else None,
-                     "params": t.user_attrs.get("params"), "macs": t.user_attrs.get("macs"),
-                     "artifacts": full["artifacts"] if full else t.user_attrs.get("artifacts")})
+        rows.append(
+            {
+                "trial": t.number,
+                "val_accuracy": t.values[0],
+                "accuracy": t.user_attrs.get("accuracy"),
+                "kept": t.values[1],
+                **fixed,
+                **t.params,
+                "full_val_accuracy": full.get("val_accuracy") if full else None,
+                "full_accuracy": full["accuracy"] if full else None,
+                "params": t.user_attrs.get("params"),
+                "macs": t.user_attrs.get("macs"),
+                "artifacts": full["artifacts"] if full else t.user_attrs.get("artifacts"),
+            }
+        )
     return rows
 
 
@@ -279,7 +349,9 @@ def write_pick(study: optuna.Study, rule: str, out: str | Path) -> tuple[optuna.
     chosen = full_result(study, trial)
     source = Path(chosen["artifacts"]) / "pruned.pt"
     if not source.is_file():
-        raise ConfigError(f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here")
+        raise ConfigError(
+            f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here"
+        )
     return trial, chosen, atomic_copy(source, Path(out) / "pruned.pt")
 
 

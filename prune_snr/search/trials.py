@@ -1,5 +1,6 @@
 """A study's trials: each one a prune of the base options with the drawn ones, recorded in the study; the loop that
 fills the study beside other workers; the full re-evaluation of the Pareto trials of a proxy study."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,10 @@ def with_threshold(measurement: Measurement, threshold: float) -> Measurement:
     if threshold == measurement.threshold:
         return measurement
     if not rethresholdable(measurement):
-        raise ConfigError(f"θ = {threshold}: the measurement keeps only some filters' field matrices, so its SNR holds at its own "
-                          f"θ = {measurement.threshold} only; measure with --save-fields all")
+        raise ConfigError(
+            f"θ = {threshold}: the measurement keeps only some filters' field matrices, so its SNR holds at its own "
+            f"θ = {measurement.threshold} only; measure with --save-fields all"
+        )
     meta = {**measurement.meta, "options": {**measurement.meta["options"], "threshold": threshold}}
     return dataclasses.replace(measurement, meta=meta, filter_stats={})
 
@@ -86,10 +89,20 @@ class Trials:
             opts["truncate"] = opts.pop("truncate_layers")
         measurement = self.measurement
         theta = opts.get("threshold", measurement.threshold if measurement is not None else THRESHOLD)
-        trial_model = self.model if self.payload is None else build_from_checkpoint(self.payload)  # prune works on a copy either way
+        trial_model = (
+            self.model if self.payload is None else build_from_checkpoint(self.payload)
+        )  # prune works on a copy either way
         measured = with_threshold(measurement, theta) if measurement is not None else None
-        _, report = prune(trial_model, cfg=self.base_cfg, measurement=measured, seed=self.cfg.prune.seed + number, out=folder,
-                          config={"source": self.source, "trial": number}, **self.data, **opts)
+        _, report = prune(
+            trial_model,
+            cfg=self.base_cfg,
+            measurement=measured,
+            seed=self.cfg.prune.seed + number,
+            out=folder,
+            config={"source": self.source, "trial": number},
+            **self.data,
+            **opts,
+        )
         return report
 
     def objective(self, study: optuna.Study, trial: optuna.Trial) -> tuple[float, float]:
@@ -97,7 +110,10 @@ class Trials:
         trial.set_user_attr("worker", WORKER_ID)
         if not claim_slot(study, trial, self.cfg.trials):
             raise optuna.TrialPruned("surplus: the other workers' trials fill the study")
-        opts = {name: suggest(trial, name, self.fixed, self.cfg.max_finetune_epochs, self.parameters) for name in self.parameters}
+        opts = {
+            name: suggest(trial, name, self.fixed, self.cfg.max_finetune_epochs, self.parameters)
+            for name in self.parameters
+        }
         folder = (self.out / "trials" / f"{trial.number:04d}").resolve()
         trial.set_user_attr("artifacts", str(folder))
         trial.set_user_attr("options", opts)
@@ -134,8 +150,14 @@ def fill(study: optuna.Study, trials: Trials, progress=None) -> None:
         if trial.user_attrs.get("surplus"):
             study_.stop()  # the study is full or about to be: look again (below) instead of asking
         elif progress is not None:
-            state = "failed: " + str(trial.user_attrs.get("error", "")) if trial.state.name == "FAIL" else f"{trial.values[0]:.4f}"
-            progress.update(task, completed=len(counted_trials(study_)), description=f"search: trial {trial.number} {state}"[:100])
+            state = (
+                "failed: " + str(trial.user_attrs.get("error", ""))
+                if trial.state.name == "FAIL"
+                else f"{trial.values[0]:.4f}"
+            )
+            progress.update(
+                task, completed=len(counted_trials(study_)), description=f"search: trial {trial.number} {state}"[:100]
+            )
 
     outage = Outage(masked(cfg.storage) if cfg.storage else str(trials.out / "study.db"))
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
@@ -148,13 +170,22 @@ def fill(study: optuna.Study, trials: Trials, progress=None) -> None:
                 progress.update(task, completed=done)
             if done >= cfg.trials:
                 break
-            free = cfg.trials - done - sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
+            free = (
+                cfg.trials
+                - done
+                - sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
+            )
             if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
                 time.sleep(POLL_SECONDS)
                 continue
-            study.optimize(lambda trial: trials.objective(study, trial), n_trials=free,
-                           timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-                           n_jobs=min(cfg.n_jobs, free), callbacks=[after_trial], catch=(PruneSnrError, RuntimeError, ValueError))
+            study.optimize(
+                lambda trial: trials.objective(study, trial),
+                n_trials=free,
+                timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                n_jobs=min(cfg.n_jobs, free),
+                callbacks=[after_trial],
+                catch=(PruneSnrError, RuntimeError, ValueError),
+            )
     if task is not None:
         progress.remove_task(task)
 
@@ -162,15 +193,27 @@ def fill(study: optuna.Study, trials: Trials, progress=None) -> None:
 def reevaluate_pareto(study: optuna.Study, trials: Trials, progress=None) -> None:
     """Re-run each Pareto trial of a proxy study with its full fine-tuning under ``trials/NNNN/full``; its accuracies go
     to the study's user attribute ``full:NNNN``."""
-    todo = [t for t in study.best_trials if f"full:{t.number:04d}" not in study.user_attrs and "options" in t.user_attrs]
-    task = progress.add_task(f"re-evaluating {len(todo)} Pareto trials fully", total=len(todo)) if progress and todo else None
+    todo = [
+        t for t in study.best_trials if f"full:{t.number:04d}" not in study.user_attrs and "options" in t.user_attrs
+    ]
+    task = (
+        progress.add_task(f"re-evaluating {len(todo)} Pareto trials fully", total=len(todo))
+        if progress and todo
+        else None
+    )
     for t in todo:
         folder = Path(t.user_attrs["artifacts"]) / "full"
         if (folder / "finetune.pt").exists():  # a re-evaluation killed half-way starts again
             shutil.rmtree(folder)
         report = trials.run(t.number, t.user_attrs["options"], folder, full=True)
-        study.set_user_attr(f"full:{t.number:04d}", {"accuracy": report["after"]["accuracy"],
-                                                     "val_accuracy": report["after"]["val_accuracy"], "artifacts": str(folder)})
+        study.set_user_attr(
+            f"full:{t.number:04d}",
+            {
+                "accuracy": report["after"]["accuracy"],
+                "val_accuracy": report["after"]["val_accuracy"],
+                "artifacts": str(folder),
+            },
+        )
         if task is not None:
             progress.update(task, advance=1)
     if task is not None:

@@ -18,6 +18,7 @@ machines, a JournalStorage ``.log`` file on one machine); together they finish e
 
 ``--workers K`` on one machine is :func:`prune_snr.search.parallel.run_workers`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,7 +54,12 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     """Exceptions of a storage that is (for now) unreachable."""
     import sqlalchemy.exc
 
-    return optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError
+    return (
+        optuna.exceptions.StorageInternalError,
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        ConnectionError,
+    )
 
 
 def retry_callback():
@@ -155,8 +161,12 @@ class Outage:
             self.since, self.delay = None, 1.0
             return False
         if issubclass(kind, optuna.exceptions.UpdateFinishedTrialError):
-            warnings.warn(f"a trial of this worker was failed by another one meanwhile (no heartbeat during an outage?); "
-                          f"it is retried: {str(exc).splitlines()[0]}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"a trial of this worker was failed by another one meanwhile (no heartbeat during an outage?); "
+                f"it is retried: {str(exc).splitlines()[0]}",
+                UserWarning,
+                stacklevel=2,
+            )
             return True
         exc = _storage_error_in(exc)
         if exc is None:
@@ -165,9 +175,15 @@ class Outage:
         self.since = self.since or now
         cause = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else type(exc).__name__
         if now - self.since > RETRY_SECONDS:
-            raise StorageError(f"the study storage {self.where} has been unreachable for {RETRY_SECONDS} s ({cause}); check that "
-                               "the server runs and is reachable, then run the same command again: finished trials are kept") from exc
-        warnings.warn(f"study storage {self.where} unreachable ({cause}); retrying in {self.delay:.0f} s", UserWarning, stacklevel=2)
+            raise StorageError(
+                f"the study storage {self.where} has been unreachable for {RETRY_SECONDS} s ({cause}); check that "
+                "the server runs and is reachable, then run the same command again: finished trials are kept"
+            ) from exc
+        warnings.warn(
+            f"study storage {self.where} unreachable ({cause}); retrying in {self.delay:.0f} s",
+            UserWarning,
+            stacklevel=2,
+        )
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, 15.0)
         return True

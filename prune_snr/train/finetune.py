@@ -3,6 +3,7 @@
 The options are a :class:`TrainConfig` (so momentum, weight decay, label smoothing and the rest keep
 the defaults written once there); only what fine-tuning sets itself differs from training.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,9 @@ from .loop import fit
 def finetune_options(cfg: FineTuneConfig, *, batch_size: int, seed: int, device: str, amp: bool) -> TrainConfig:
     """The training options of fine-tuning: ``cfg``'s epochs and learning rate on a cosine schedule
     (the pruned model starts trained: no warm-up), every other option at :class:`TrainConfig`'s default."""
-    return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="cosine", batch_size=batch_size, seed=seed, device=device, amp=amp)
+    return TrainConfig(
+        epochs=cfg.epochs, lr=cfg.lr, schedule="cosine", batch_size=batch_size, seed=seed, device=device, amp=amp
+    )
 
 
 def seeded_part(dataset: Dataset, fraction: float, seed: int) -> Dataset:
@@ -29,9 +32,19 @@ def seeded_part(dataset: Dataset, fraction: float, seed: int) -> Dataset:
     return Subset(dataset, order[: max(1, round(fraction * len(dataset)))].tolist())
 
 
-def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset, opts: TrainConfig, *, fraction: float = 1.0,
-              checkpoint: Path | None = None, checkpoint_extra: dict | None = None, resume: bool = False,
-              teacher: nn.Module | None = None, progress=None) -> None:
+def fine_tune(
+    model: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    opts: TrainConfig,
+    *,
+    fraction: float = 1.0,
+    checkpoint: Path | None = None,
+    checkpoint_extra: dict | None = None,
+    resume: bool = False,
+    teacher: nn.Module | None = None,
+    progress=None,
+) -> None:
     """Fine-tune ``model`` in place with ``opts`` (:func:`finetune_options`) on a seeded ``fraction`` of
     ``train_set``; nothing at 0 epochs. ``checkpoint``, ``resume`` and ``teacher`` (distillation) are :func:`fit`'s.
 
@@ -43,5 +56,14 @@ def fine_tune(model: nn.Module, train_set: Dataset, test_set: Dataset, opts: Tra
     """
     if opts.epochs <= 0:
         return
-    fit(model, seeded_part(train_set, fraction, opts.seed), test_set, opts, checkpoint_path=checkpoint,
-        checkpoint_extra=checkpoint_extra, resume=resume, teacher=teacher, progress=progress)
+    fit(
+        model,
+        seeded_part(train_set, fraction, opts.seed),
+        test_set,
+        opts,
+        checkpoint_path=checkpoint,
+        checkpoint_extra=checkpoint_extra,
+        resume=resume,
+        teacher=teacher,
+        progress=progress,
+    )

@@ -10,6 +10,7 @@ Example:
     ...                                       "weights": "resnet18.pth", "out": "runs/r18"})  # doctest: +SKIP
     >>> import_model(cfg)["params"]  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,10 +50,17 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
     if cfg.dataset:
         test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, input_size=input_size, channels=cfg.in_chans)
         if len(test_set.classes) != cfg.num_classes:
-            raise ConfigError(f"--num-classes {cfg.num_classes} but {cfg.dataset} has {len(test_set.classes)} labels; "
-                              f"pass --num-classes {len(test_set.classes)}")
-    model = build_model(cfg.model, num_classes=cfg.num_classes, in_chans=cfg.in_chans, input_size=input_size,
-                        **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}))
+            raise ConfigError(
+                f"--num-classes {cfg.num_classes} but {cfg.dataset} has {len(test_set.classes)} labels; "
+                f"pass --num-classes {len(test_set.classes)}"
+            )
+    model = build_model(
+        cfg.model,
+        num_classes=cfg.num_classes,
+        in_chans=cfg.in_chans,
+        input_size=input_size,
+        **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}),
+    )
     if cfg.weights:
         source, state = f"--weights {cfg.weights}", read_state_dict(cfg.weights)
         digest = hashlib.sha256(Path(cfg.weights).read_bytes()).hexdigest()
@@ -63,14 +71,32 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
     reset = load_weights(model, state, source=source, reset_classifier=cfg.reset_classifier)
     model.eval()
     macs, params = count_macs_params(model)
-    report = {"model": cfg.model, "source": "pretrained" if cfg.pretrained else "weights", "weights": cfg.weights,
-              "weights_sha256": digest, "reset_classifier": reset, "num_classes": cfg.num_classes, "input_size": input_size,
-              "params": params, "macs": macs, "val_source": "test"}
+    report = {
+        "model": cfg.model,
+        "source": "pretrained" if cfg.pretrained else "weights",
+        "weights": cfg.weights,
+        "weights_sha256": digest,
+        "reset_classifier": reset,
+        "num_classes": cfg.num_classes,
+        "input_size": input_size,
+        "params": params,
+        "macs": macs,
+        "val_source": "test",
+    }
     if test_set is not None:
         graded = evaluate(model, test_set, device=cfg.device)
-        report.update({"dataset": cfg.dataset, "split": "test", "test_accuracy": graded["accuracy"],
-                       "note": "the whole test split; measure and prune carve their validation split from it"})
-    config = {"model": model.spec, "import": {**to_dict(cfg), **{k: report[k] for k in ("source", "weights_sha256", "reset_classifier")}}}
+        report.update(
+            {
+                "dataset": cfg.dataset,
+                "split": "test",
+                "test_accuracy": graded["accuracy"],
+                "note": "the whole test split; measure and prune carve their validation split from it",
+            }
+        )
+    config = {
+        "model": model.spec,
+        "import": {**to_dict(cfg), **{k: report[k] for k in ("source", "weights_sha256", "reset_classifier")}},
+    }
     if test_set is not None:
         config["classes"] = [str(c) for c in test_set.classes]
     save_checkpoint(out / MODEL, {"kind": "import", "model": model.state_dict(), "config": config})

@@ -4,6 +4,7 @@
 Every epoch reseeds the shuffle and augmentation RNGs from ``(seed, epoch)``, so a run
 resumed from its last checkpoint replays exactly the epochs it had left.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,15 +36,27 @@ class GlobalBatchShards(Sampler[list[int]]):
     """
 
     def __init__(self, dataset, *, batch_size: int, seed: int, rank: int, world_size: int):
-        self.dataset, self.batch_size, self.seed, self.rank, self.world_size = dataset, batch_size, seed, rank, world_size
+        self.dataset, self.batch_size, self.seed, self.rank, self.world_size = (
+            dataset,
+            batch_size,
+            seed,
+            rank,
+            world_size,
+        )
 
     def __iter__(self):
         # Shuffle indices through the very loader one process would use (same RNG draws).
-        indices = make_loader(range(len(self.dataset)), batch_size=self.batch_size, shuffle=True, seed=self.seed, drop_last=True,
-                              workers=0)
+        indices = make_loader(
+            range(len(self.dataset)),
+            batch_size=self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+            workers=0,
+        )
         share = self.batch_size // self.world_size
         for batch in indices:
-            yield batch[self.rank * share: (self.rank + 1) * share].tolist()
+            yield batch[self.rank * share : (self.rank + 1) * share].tolist()
 
     def __len__(self) -> int:
         return len(self.dataset) // self.batch_size
@@ -59,9 +72,13 @@ def train_loader(dataset, *, batch_size: int, seed: int, workers: int | None = N
     if size == 1:
         return make_loader(dataset, batch_size=batch_size, shuffle=True, workers=workers, seed=seed, drop_last=True)
     if batch_size % size:
-        raise ConfigError(f"--batch-size {batch_size} is not divisible by the {size} torchrun processes; use a multiple of {size}")
+        raise ConfigError(
+            f"--batch-size {batch_size} is not divisible by the {size} torchrun processes; use a multiple of {size}"
+        )
     if len(dataset) < batch_size:
-        raise ConfigError(f"the training set has {len(dataset)} images, fewer than --batch-size {batch_size}; lower --batch-size")
+        raise ConfigError(
+            f"the training set has {len(dataset)} images, fewer than --batch-size {batch_size}; lower --batch-size"
+        )
     sampler = GlobalBatchShards(dataset, batch_size=batch_size, seed=seed, rank=rank, world_size=size)
     return make_loader(dataset, batch_size=batch_size, shuffle=False, workers=workers, batch_sampler=sampler)
 
@@ -89,8 +106,17 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, device: str | torch.device = "cpu", amp: bool = False,
-             channels_last: bool = False, workers: int | None = None, progress=None) -> dict:
+def evaluate(
+    model: nn.Module,
+    dataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
+    workers: int | None = None,
+    progress=None,
+) -> dict:
     """Loss and top-1 accuracy of ``model`` on ``dataset`` (sharded over torchrun processes)."""
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)
@@ -119,7 +145,9 @@ def _scheduler(name: str, optimizer, *, lr: float, epochs: int, steps_per_epoch:
     total = epochs * steps_per_epoch
     if name == "onecycle" and total >= 3:
         # a warm-up of at least 2 steps: OneCycleLR divides by (warm-up steps - 1), so tiny runs need a longer share
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=max(0.25, 2 / total))
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total, pct_start=max(0.25, 2 / total)
+        )
     if name in ("onecycle", "cosine"):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
@@ -163,22 +191,59 @@ def fit(
     for epoch in range(start, opts.epochs):
         # Reseed per epoch: a resumed run sees the same shuffles and augmentations.
         torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * world()[0])
-        loader = train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers)
+        loader = train_loader(
+            train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers
+        )
         t0 = time.perf_counter()
-        loss_sum, correct, seen = _train_epoch(net, loader, optimizer, scheduler, loss_of, opts, device=device, progress=progress,
-                                               epoch=epoch, checkpoint_path=checkpoint_path)
+        loss_sum, correct, seen = _train_epoch(
+            net,
+            loader,
+            optimizer,
+            scheduler,
+            loss_of,
+            opts,
+            device=device,
+            progress=progress,
+            epoch=epoch,
+            checkpoint_path=checkpoint_path,
+        )
         seconds = time.perf_counter() - t0
         loss_sum, correct, seen = all_sum(loss_sum, correct, torch.tensor(seen))
         seen = round(seen.item())
-        test = evaluate(model, test_set, batch_size=max(256, opts.batch_size), device=device, amp=opts.amp,
-                        channels_last=opts.channels_last, workers=opts.workers, progress=progress)
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
-                        "test_loss": test["loss"], "test_accuracy": test["accuracy"], "seconds": seconds,
-                        "images_per_second": seen / seconds})
+        test = evaluate(
+            model,
+            test_set,
+            batch_size=max(256, opts.batch_size),
+            device=device,
+            amp=opts.amp,
+            channels_last=opts.channels_last,
+            workers=opts.workers,
+            progress=progress,
+        )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum.item() / seen,
+                "train_accuracy": correct.item() / seen,
+                "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"],
+                "seconds": seconds,
+                "images_per_second": seen / seconds,
+            }
+        )
         if checkpoint_path:
-            save_checkpoint(checkpoint_path, {**(checkpoint_extra or {}), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
-                                              "history": history})
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    **(checkpoint_extra or {}),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "rng": rng_state(),
+                    "history": history,
+                },
+            )
             barrier()  # every rank may read the checkpoint (resume) once it is complete
         if on_epoch:
             on_epoch(history[-1])
@@ -203,12 +268,18 @@ def _place(model: nn.Module, teacher: nn.Module | None, opts) -> tuple[torch.dev
 def _optimisation(model: nn.Module, train_set, opts):
     """SGD with Nesterov momentum, no weight decay on biases and norm parameters (timm's grouping), and its
     per-step learning-rate schedule."""
-    optimizer = torch.optim.SGD(param_groups_weight_decay(model, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
-                                nesterov=opts.momentum > 0)
+    optimizer = torch.optim.SGD(
+        param_groups_weight_decay(model, opts.weight_decay),
+        lr=opts.lr,
+        momentum=opts.momentum,
+        nesterov=opts.momentum > 0,
+    )
     steps = len(train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed))
     if steps == 0 and opts.epochs > 0:
-        raise ConfigError(f"the training set has {len(train_set)} images, fewer than one batch (--batch-size {opts.batch_size}); "
-                          "lower --batch-size")
+        raise ConfigError(
+            f"the training set has {len(train_set)} images, fewer than one batch (--batch-size {opts.batch_size}); "
+            "lower --batch-size"
+        )
     return optimizer, _scheduler(opts.schedule, optimizer, lr=opts.lr, epochs=opts.epochs, steps_per_epoch=steps)
 
 
@@ -222,8 +293,10 @@ def _resume(checkpoint_path: str | Path, model: nn.Module, optimizer, scheduler)
     try:
         optimizer.load_state_dict(state["optimizer"])
     except ValueError as err:  # parameter groups changed between prune-snr versions
-        raise CheckpointError(f"{checkpoint_path}: its optimizer state does not fit this version's parameter "
-                              f"groups ({err}); start the run again in a new --out") from None
+        raise CheckpointError(
+            f"{checkpoint_path}: its optimizer state does not fit this version's parameter "
+            f"groups ({err}); start the run again in a new --out"
+        ) from None
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state["epoch"], list(state.get("history", []))
@@ -245,8 +318,19 @@ class _Loss:
         return (1 - self.alpha) * loss + self.alpha * self.temperature**2 * kd
 
 
-def _train_epoch(net: nn.Module, loader, optimizer, scheduler, loss_of: _Loss, opts, *, device: torch.device, progress, epoch: int,
-                 checkpoint_path) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _train_epoch(
+    net: nn.Module,
+    loader,
+    optimizer,
+    scheduler,
+    loss_of: _Loss,
+    opts,
+    *,
+    device: torch.device,
+    progress,
+    epoch: int,
+    checkpoint_path,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One pass over ``loader``: ``(loss sum, correct, images)`` on this rank; a non-finite loss stops it in one line."""
     label = f"epoch {epoch + 1}/{opts.epochs}"
     net.train()
@@ -270,8 +354,13 @@ def _train_epoch(net: nn.Module, loader, optimizer, scheduler, loss_of: _Loss, o
             mean_loss = loss_sum.item() / seen
             if not math.isfinite(mean_loss):
                 kept = checkpoint_path and Path(checkpoint_path).exists()
-                raise TrainingError(f"loss became {mean_loss} in epoch {epoch + 1}, step {step}; lower --lr"
-                                    + (f" (last good checkpoint kept: {checkpoint_path})" if kept else ""))
-            describe(progress, f"{label} loss {mean_loss:.3f} acc {correct.item() / seen:.3f} "
-                               f"{seen / (time.perf_counter() - t0):.0f} img/s")
+                raise TrainingError(
+                    f"loss became {mean_loss} in epoch {epoch + 1}, step {step}; lower --lr"
+                    + (f" (last good checkpoint kept: {checkpoint_path})" if kept else "")
+                )
+            describe(
+                progress,
+                f"{label} loss {mean_loss:.3f} acc {correct.item() / seen:.3f} "
+                f"{seen / (time.perf_counter() - t0):.0f} img/s",
+            )
     return loss_sum, correct, seen

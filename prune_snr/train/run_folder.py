@@ -1,4 +1,5 @@
 """``prune-snr train``: a run folder with per-epoch checkpoints, final model and metrics."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,22 +52,38 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         changed = [k for k in _RESULT_KEYS if k in previous and previous[k] != getattr(cfg, k)]
         if changed:
             k = changed[0]
-            raise ConfigError(f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or "
-                f"another --out")
+            raise ConfigError(
+                f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or "
+                f"another --out"
+            )
     seed_everything(cfg.seed)
     common = dict(labels=cfg.labels, input_size=cfg.input_size)
     train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, augment=cfg.augment, **common)
     classes = train_set.classes
     train_set, _ = hold_out(train_set, cfg.val_fraction)  # the validation split is for decisions, never for training
     test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, **common)
-    model = build_model(cfg.model, num_classes=len(classes), input_size=test_set.input_size, width_mult=cfg.width_mult,
-                        **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}))
+    model = build_model(
+        cfg.model,
+        num_classes=len(classes),
+        input_size=test_set.input_size,
+        width_mult=cfg.width_mult,
+        **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}),
+    )
     config = {"model": model.spec, "train": to_dict(cfg), "classes": list(classes)}
     atomic_save_text(out / "config.yaml", dump_yaml(cfg))  # only once data and model are known good
 
     t0 = time.perf_counter()
-    history = fit(model, train_set, test_set, cfg, checkpoint_path=ckpt_path, checkpoint_extra={"kind": "train", "config": config},
-                  resume=resume, progress=progress, on_epoch=on_epoch)
+    history = fit(
+        model,
+        train_set,
+        test_set,
+        cfg,
+        checkpoint_path=ckpt_path,
+        checkpoint_extra={"kind": "train", "config": config},
+        resume=resume,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
     model.eval()
     final = history[-1] if history else evaluate(model, test_set, device=next(model.parameters()).device)
     macs, params = count_macs_params(model)
@@ -82,6 +99,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         "seconds_this_session": time.perf_counter() - t0,
         "device": str(next(model.parameters()).device),
     }
-    save_checkpoint(out / MODEL, {"kind": "train", "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config})
+    save_checkpoint(
+        out / MODEL, {"kind": "train", "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config}
+    )
     atomic_save_json(out / METRICS, metrics)
     return metrics

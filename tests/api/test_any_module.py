@@ -1,5 +1,6 @@
 """Specs of the library API on models and data prune-snr never built: the user's own class, a torchvision
 instance and a timm instance, the user's DataLoaders and fine-tuning, save/load in a fresh process, export."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,12 @@ def learnable(shape, n: int, seed: int) -> TensorDataset:
     return TensorDataset(torch.randn(n, *shape, generator=g) * 0.5 + y[:, None, None, None] / 5.0, y)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n != "user class" else []) for n in BUILDERS])
-def test_any_module_measures_prunes_with_the_users_finetune_saves_reloads_in_a_fresh_process_and_exports(name, tmp_path):
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.slow] if n != "user class" else []) for n in BUILDERS]
+)
+def test_any_module_measures_prunes_with_the_users_finetune_saves_reloads_in_a_fresh_process_and_exports(
+    name, tmp_path
+):
     model = build(name)
     shape = BUILDERS[name][1]
     train = DataLoader(learnable(shape, 300, 0), batch_size=50, shuffle=True)
@@ -54,8 +59,17 @@ def test_any_module_measures_prunes_with_the_users_finetune_saves_reloads_in_a_f
             torch.nn.functional.cross_entropy(pruned(images), labels).backward()
             optimizer.step()
 
-    slim, report = prune_snr.prune(model, train=train, test=test, target=0.5, metric="macs", measurement=measurement,
-                                   finetune=finetune, round_to=1, device="cpu")
+    slim, report = prune_snr.prune(
+        model,
+        train=train,
+        test=test,
+        target=0.5,
+        metric="macs",
+        measurement=measurement,
+        finetune=finetune,
+        round_to=1,
+        device="cpu",
+    )
     assert calls == [type(model)] and type(slim) is type(model)
     assert abs(report["after"]["macs"] / report["before"]["macs"] - 0.5) <= 0.02, "MACs within the landing rule"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the model handed in is unchanged"
@@ -63,9 +77,11 @@ def test_any_module_measures_prunes_with_the_users_finetune_saves_reloads_in_a_f
     prune_snr.save(slim, tmp_path / "slim.pt")
     x = torch.randn(4, *shape)
     torch.save(x, tmp_path / "x.pt")
-    fresh = (f"import torch, prune_snr; {BUILDERS[name][0]}; "
-             f"slim = prune_snr.load({str(tmp_path / 'slim.pt')!r}, model=model); "
-             f"torch.save(slim(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})")
+    fresh = (
+        f"import torch, prune_snr; {BUILDERS[name][0]}; "
+        f"slim = prune_snr.load({str(tmp_path / 'slim.pt')!r}, model=model); "
+        f"torch.save(slim(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})"
+    )
     subprocess.run([sys.executable, "-c", fresh], cwd=ROOT, check=True, timeout=300)
     with torch.no_grad():
         assert torch.equal(torch.load(tmp_path / "y.pt"), slim.eval()(x))
@@ -99,15 +115,36 @@ def test_a_finetune_that_returns_something_else_than_a_module_is_refused():
     model = UserNet()
     data = learnable((1, 16, 16), 60, 0)
     with pytest.raises(ConfigError, match="finetune= returned a float"):
-        prune_snr.prune(model, train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
-                        finetune=lambda m: 0.5, round_to=1, device="cpu")
+        prune_snr.prune(
+            model,
+            train=data,
+            test=data,
+            target=0.3,
+            metric="macs",
+            criterion="l1",
+            allocation="uniform",
+            finetune=lambda m: 0.5,
+            round_to=1,
+            device="cpu",
+        )
 
 
 def test_a_pruned_run_file_of_a_user_model_loads_into_its_instance(tmp_path):
     model = UserNet()
     data = learnable((1, 16, 16), 60, 0)
-    slim, _ = prune_snr.prune(model, train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
-                              finetune_epochs=0, round_to=1, device="cpu", out=tmp_path / "run")
+    slim, _ = prune_snr.prune(
+        model,
+        train=data,
+        test=data,
+        target=0.3,
+        metric="macs",
+        criterion="l1",
+        allocation="uniform",
+        finetune_epochs=0,
+        round_to=1,
+        device="cpu",
+        out=tmp_path / "run",
+    )
     back = prune_snr.load(tmp_path / "run" / "pruned.pt", model=UserNet())
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
@@ -118,8 +155,9 @@ def test_a_classifier_the_user_names_is_the_one_kept_whole():
     class TwoHeads(torch.nn.Module):  # the logits come from `logits`; `aux` is a Linear registered after it
         def __init__(self):
             super().__init__()
-            self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                            torch.nn.Flatten())
+            self.body = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+            )
             self.logits = torch.nn.Linear(16, 10)
             self.aux = torch.nn.Linear(16, 3)
 
@@ -129,8 +167,19 @@ def test_a_classifier_the_user_names_is_the_one_kept_whole():
     data = learnable((1, 16, 16), 60, 0)
     with pytest.raises(DataError, match="classifier has 3 outputs"):
         prune_snr.prune(TwoHeads(), train=data, test=data, target=0.3)
-    slim, _ = prune_snr.prune(TwoHeads(), train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
-                              classifier="logits", finetune_epochs=0, round_to=1, device="cpu")
+    slim, _ = prune_snr.prune(
+        TwoHeads(),
+        train=data,
+        test=data,
+        target=0.3,
+        metric="macs",
+        criterion="l1",
+        allocation="uniform",
+        classifier="logits",
+        finetune_epochs=0,
+        round_to=1,
+        device="cpu",
+    )
     assert slim.logits.out_features == 10 and slim.body[0].out_channels < 16
     with pytest.raises(prune_snr.errors.ModelError, match="classifier='head'"):
         prune_snr.measure(TwoHeads(), train=data, test=data, classifier="head")
@@ -138,10 +187,20 @@ def test_a_classifier_the_user_names_is_the_one_kept_whole():
 
 def test_search_runs_a_study_on_the_users_model_and_data(tmp_path):
     data = learnable((1, 16, 16), 120, 0)
-    study = prune_snr.search(UserNet(), train=data, test=data, trials=2, out=tmp_path / "study", space="torch-pruning",
-                             round_to=1, device="cpu")
+    study = prune_snr.search(
+        UserNet(),
+        train=data,
+        test=data,
+        trials=2,
+        out=tmp_path / "study",
+        space="torch-pruning",
+        round_to=1,
+        device="cpu",
+    )
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(finished) == 2 and all(0 < t.values[1] < 1 for t in finished), [t.user_attrs.get("error") for t in study.trials]
+    assert len(finished) == 2 and all(0 < t.values[1] < 1 for t in finished), [
+        t.user_attrs.get("error") for t in study.trials
+    ]
     assert (tmp_path / "study" / "study.db").is_file()
 
 
@@ -152,8 +211,11 @@ def test_a_saved_pruned_model_of_prune_snrs_own_loads_by_name_without_an_instanc
 
     model = build_model("vgg16", num_classes=10, width_mult=0.125)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model))
-    conv = model.features.conv3.conv if hasattr(model.features.conv3, "conv") else [m for m in model.modules()
-                                                                                   if isinstance(m, torch.nn.Conv2d)][2]
+    conv = (
+        model.features.conv3.conv
+        if hasattr(model.features.conv3, "conv")
+        else [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][2]
+    )
     graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=[0, 1]).prune()
     prune_snr.save(model, tmp_path / "slim.pt")
     back = prune_snr.load(tmp_path / "slim.pt")

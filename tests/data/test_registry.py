@@ -1,4 +1,5 @@
 """Specs of build_dataset: every registry entry, on small files made here."""
+
 import gzip
 import pickle
 import struct
@@ -87,7 +88,9 @@ def _write_cifar(root, name):
         folder.mkdir()
         for f in ("train", "test"):
             with open(folder / f, "wb") as fh:
-                pickle.dump({"data": rng.integers(0, 255, (6, 3072), dtype=np.uint8), "fine_labels": list(range(6))}, fh)
+                pickle.dump(
+                    {"data": rng.integers(0, 255, (6, 3072), dtype=np.uint8), "fine_labels": list(range(6))}, fh
+                )
         with open(folder / "meta", "wb") as fh:
             pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, fh)
 

@@ -1,4 +1,5 @@
 """Specs of the validation split: seeded, stratified, disjoint, the same in every command."""
+
 import numpy as np
 import pytest
 import torch

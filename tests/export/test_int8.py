@@ -1,4 +1,5 @@
 """Specs of int8 export: real onnxruntime static quantization, calibrated on training images."""
+
 import json
 
 import numpy as np
@@ -40,8 +41,20 @@ def test_calibration_images_of_the_wrong_shape_are_refused(fp32):
 
 def test_export_int8_reports_accuracy_and_latency_of_fp32_and_int8(fp32, tmp_path):
     out, _ = fp32
-    result = CliRunner().invoke(app, ["export", str(out / "model.pt"), "--out", str(tmp_path / "m.onnx"), "--int8",
-                                      "--calibration-size", "64", "--repeats", "3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(out / "model.pt"),
+            "--out",
+            str(tmp_path / "m.onnx"),
+            "--int8",
+            "--calibration-size",
+            "64",
+            "--repeats",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m.onnx.json").read_text())
     q = report["int8"]

@@ -1,4 +1,5 @@
 """Specs of ONNX export: checker, onnxruntime agreement, latency, CLI."""
+
 import json
 
 import onnx
@@ -62,11 +63,21 @@ def test_latency_times_every_model_at_the_batch(pruned_models, tmp_path):
 def test_export_cli_writes_onnx_and_a_report_with_speedup(pruned_models, tmp_path):
     model, outcome = pruned_models["vgg16"]
     save_checkpoint(tmp_path / "model.pt", {"model": model.state_dict(), "config": {"model": model.spec}})
-    save_checkpoint(tmp_path / "pruned.pt", {"model": outcome.model.state_dict(), "pruning": outcome.history,
-                                             "config": {"model": outcome.model.spec, "source": str(tmp_path / "model.pt")}})
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "pruned.pt"), "--out", str(tmp_path / "p.onnx"), "--repeats", "3"])
+    save_checkpoint(
+        tmp_path / "pruned.pt",
+        {
+            "model": outcome.model.state_dict(),
+            "pruning": outcome.history,
+            "config": {"model": outcome.model.spec, "source": str(tmp_path / "model.pt")},
+        },
+    )
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "pruned.pt"), "--out", str(tmp_path / "p.onnx"), "--repeats", "3"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p.onnx.json").read_text())
     assert set(report["speedup"]) == {"batch_1", "batch_32"} and report["batch_8_max_abs_diff"] < 1e-4
-    for key, speedup in report["speedup"].items():  # the table prints the report's paired-round speedup, not a ratio of medians
+    for key, speedup in report[
+        "speedup"
+    ].items():  # the table prints the report's paired-round speedup, not a ratio of medians
         assert f"{speedup:.2f}x" in result.output, (key, speedup, result.output)

@@ -1,4 +1,5 @@
 """Specs of the feature cache shared by concurrent processes: entries appear whole, by one rename."""
+
 import importlib
 import json
 import os
@@ -70,7 +71,9 @@ def test_temporary_folders_of_dead_processes_are_removed(tmp_path):
     import socket
 
     folder = tmp_path / "key" / "train"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     orphan = tmp_path / "key" / f".train.tmp-{socket.gethostname()}-{dead}-deadbeef"
     orphan.mkdir(parents=True)
     (orphan / "0.npy").write_bytes(b"partial")
@@ -82,16 +85,37 @@ def test_temporary_folders_of_dead_processes_are_removed(tmp_path):
 def test_three_processes_measuring_at_once_on_one_cache_agree(tiny_run, tmp_path):
     out, _ = tiny_run
     env = {**os.environ, "PRUNE_SNR_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "prune_snr.cli", "measure", str(out / "model.pt"), "--head-epochs", "3", "--device", "cpu",
-           "--no-plots", "--out"]
-    procs = [subprocess.Popen([*cmd, str(tmp_path / f"m{i}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(3)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prune_snr.cli",
+        "measure",
+        str(out / "model.pt"),
+        "--head-epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--no-plots",
+        "--out",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, str(tmp_path / f"m{i}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     assert all(rc == 0 for rc, _ in results), [err[-1500:] for _, err in results]
     first, *others = (measurement_without_timings(tmp_path / f"m{i}") for i in range(3))
     assert all(other == first for other in others)
-    entries = [p for p in (tmp_path / "cache" / "features").rglob("*") if p.is_dir() and p.parent.parent == tmp_path / "cache" / "features"]
-    assert sorted(p.name for p in entries) == ["test", "train"], "one published entry per split, no temporary folder left"
+    entries = [
+        p
+        for p in (tmp_path / "cache" / "features").rglob("*")
+        if p.is_dir() and p.parent.parent == tmp_path / "cache" / "features"
+    ]
+    assert sorted(p.name for p in entries) == ["test", "train"], (
+        "one published entry per split, no temporary folder left"
+    )
 
 
 @pytest.mark.parametrize("pool", [1, 2, 3])
@@ -131,6 +155,7 @@ def test_a_failed_write_of_the_features_is_raised_and_publishes_nothing(tmp_path
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(features, "_npy_writer", full_disk)
     with pytest.raises(OSError, match="No space left"):
         extract(Tiny(), _data(), ["conv"], pool=2, folder=tmp_path / "key" / "train", batch_size=4)
@@ -152,6 +177,7 @@ def test_the_torchrun_join_holds_at_most_one_point_twice_on_disk(tmp_path, monke
     def measured(path, dtype, shape):
         seen.append(sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file()))
         return writer(path, dtype, shape)
+
     monkeypatch.setattr(features, "_npy_writer", measured)
     features._join(parts, tmp_path / "cache", len(widths))
     assert max(seen) <= cache + 200 * max(widths) * 4 + 4096

@@ -1,4 +1,5 @@
 """METHOD.md's phase-3 formulas on hand-made matrices (shared worked examples)."""
+
 import json
 import math
 from pathlib import Path
@@ -55,7 +56,11 @@ def test_layer_without_noise_reports_infinite_snr_and_dead_layer_zero():
     clean = filter_stats(torch.eye(3)[None], threshold=0.3)
     assert math.isinf(layer_summary(clean)["snr"])
     dead = filter_stats(-torch.ones(2, 3, 3), threshold=0.3)
-    assert layer_summary(dead)["snr"] == 0 and layer_summary(dead)["dead_fraction"] == 1 and layer_summary(dead)["cluster_size"] == 0
+    assert (
+        layer_summary(dead)["snr"] == 0
+        and layer_summary(dead)["dead_fraction"] == 1
+        and layer_summary(dead)["cluster_size"] == 0
+    )
 
 
 def test_chain_of_one_way_edges_is_one_component_even_across_chunks(monkeypatch):

@@ -1,5 +1,6 @@
 """Specs of phase 3 at scale: statistics in filter chunks within a memory budget, and a fields.npz
 that keeps every filter's statistics but the matrices of only ``--save-fields`` filters."""
+
 import json
 from pathlib import Path
 
@@ -33,16 +34,27 @@ def reference_stats(M: torch.Tensor, theta: float) -> dict:
     adjacency = (above | above.transpose(1, 2)) & both
     comp = torch.where(active, torch.arange(L).expand(F, L), torch.tensor(L))
     for _ in range(L):
-        new = torch.where(active, torch.minimum(comp, torch.where(adjacency, comp[:, None, :], torch.tensor(L)).amin(-1)), torch.tensor(L))
+        new = torch.where(
+            active,
+            torch.minimum(comp, torch.where(adjacency, comp[:, None, :], torch.tensor(L)).amin(-1)),
+            torch.tensor(L),
+        )
         if torch.equal(new, comp):
             break
         comp = new
     same = (comp[:, :, None] == comp[:, None, :]) & both
     signal, noise = (norm * (above & same)).sum((1, 2)), (norm * (above & ~same)).sum((1, 2))
-    return {"dead": dead, "signal": signal, "noise": noise, "n_noise": (above & ~same).sum((1, 2)),
-            "n_clusters": (comp == torch.arange(L)).sum(1), "n_active": active.sum(1),
-            "snr": torch.where(dead, torch.zeros_like(signal), signal / (noise + theta)), "strength": peak.clamp(min=0),
-            "component": comp}
+    return {
+        "dead": dead,
+        "signal": signal,
+        "noise": noise,
+        "n_noise": (above & ~same).sum((1, 2)),
+        "n_clusters": (comp == torch.arange(L)).sum(1),
+        "n_active": active.sum(1),
+        "snr": torch.where(dead, torch.zeros_like(signal), signal / (noise + theta)),
+        "strength": peak.clamp(min=0),
+        "component": comp,
+    }
 
 
 def assert_same_stats(stats, want: dict):
@@ -76,10 +88,13 @@ def test_chunked_statistics_equal_the_unchunked_reference(chunks, theta):
     budget = 2 * L * L * BYTES_PER_ELEMENT * per_chunk
     assert -(-F // chunk_filters(L, budget)) == chunks
     want = reference_stats(field_matrices(mu, W), theta)
-    assert want["dead"].any() and (theta != 0.3 or (want["n_clusters"].max() > 1 and want["n_noise"].sum() > 0)), \
+    assert want["dead"].any() and (theta != 0.3 or (want["n_clusters"].max() > 1 and want["n_noise"].sum() > 0)), (
         "the layer exercises every case"
+    )
     assert_same_stats(layer_stats(mu, W, threshold=theta, memory_budget=budget, clusters="components"), want)
-    assert_same_stats(filter_stats(field_matrices(mu, W), threshold=theta, memory_budget=budget, clusters="components"), want)
+    assert_same_stats(
+        filter_stats(field_matrices(mu, W), threshold=theta, memory_budget=budget, clusters="components"), want
+    )
     # the authors' blocks: chunked as one filter at a time
     one_by_one = filter_stats(field_matrices(mu, W), threshold=theta, memory_budget=1)
     assert_same_stats(layer_stats(mu, W, threshold=theta, memory_budget=budget), vars(one_by_one))
@@ -88,7 +103,9 @@ def test_chunked_statistics_equal_the_unchunked_reference(chunks, theta):
 def test_a_budget_below_one_filter_still_runs_one_filter_at_a_time():
     mu, W = random_layer(L=30, F=7)
     assert chunk_filters(30, 1) == 1
-    assert_same_stats(layer_stats(mu, W, memory_budget=1, clusters="components"), reference_stats(field_matrices(mu, W), 0.3))
+    assert_same_stats(
+        layer_stats(mu, W, memory_budget=1, clusters="components"), reference_stats(field_matrices(mu, W), 0.3)
+    )
 
 
 def test_full_width_conv_head_at_1000_labels_fits_a_2_gib_budget_in_chunks():
@@ -127,8 +144,15 @@ def test_worked_filter_examples_hold_in_one_layer_chunked(clusters):
 def two_kept(tiny_run, tmp_path_factory):
     out, _ = tiny_run
     model = prune_snr.load(out / "model.pt")
-    result = measure(model, "synthetic", points=POINTS, head_epochs=3, device="cpu", save_fields=2,
-                     cache_dir=tmp_path_factory.mktemp("features"))
+    result = measure(
+        model,
+        "synthetic",
+        points=POINTS,
+        head_epochs=3,
+        device="cpu",
+        save_fields=2,
+        cache_dir=tmp_path_factory.mktemp("features"),
+    )
     folder = result.save(tmp_path_factory.mktemp("two"))
     return model, result, folder
 
@@ -144,7 +168,9 @@ def test_save_fields_2_keeps_two_matrices_per_point_and_every_filters_statistics
             assert snr.shape == (F,) and npz[f"{name}/component"].shape == (F, 10)
             for key in ("signal", "noise", "n_noise", "n_clusters", "n_active", "strength", "dead"):
                 assert npz[f"{name}/{key}"].shape == (F,), key
-            assert sorted(kept) == sorted(np.argsort(-snr, kind="stable")[:2]), "the kept matrices are the highest-SNR filters'"
+            assert sorted(kept) == sorted(np.argsort(-snr, kind="stable")[:2]), (
+                "the kept matrices are the highest-SNR filters'"
+            )
             # the kept matrices are those the statistics came from
             again = filter_stats(torch.from_numpy(npz[f"{name}/M"]), threshold=result.threshold)
             assert again.snr.numpy() == pytest.approx(snr[kept], rel=1e-5)
@@ -161,8 +187,13 @@ def test_scores_from_a_reloaded_measurement_equal_those_before_saving(two_kept):
             assert np.array_equal(before[name], after[name]), (saliency, name)
     for name in loaded.fields:
         a, b = result.stats(name), loaded.stats(name)
-        assert all(torch.equal(getattr(a, k).long() if k in EXACT else getattr(a, k),
-                               getattr(b, k).long() if k in EXACT else getattr(b, k)) for k in STATS), name
+        assert all(
+            torch.equal(
+                getattr(a, k).long() if k in EXACT else getattr(a, k),
+                getattr(b, k).long() if k in EXACT else getattr(b, k),
+            )
+            for k in STATS
+        ), name
         f = int(loaded.stored_filters(name)[0])
         assert a.clusters(f) == b.clusters(f)
         assert np.array_equal(loaded.matrix(name, f), result.matrix(name, f))
@@ -186,7 +217,9 @@ def test_a_filter_whose_matrix_was_not_kept_says_how_to_keep_it(two_kept):
 
 def test_old_fields_npz_with_only_matrices_and_snr_still_loads(two_kept, tmp_path):
     model, _, _ = two_kept
-    full = measure(model, "synthetic", points=POINTS, head_epochs=3, device="cpu", save_fields="all", cache_dir=tmp_path / "cache")
+    full = measure(
+        model, "synthetic", points=POINTS, head_epochs=3, device="cpu", save_fields="all", cache_dir=tmp_path / "cache"
+    )
     folder = full.save(tmp_path / "new")
     with np.load(folder / "fields.npz") as npz:
         old = {k: npz[k] for k in npz.files if k.endswith("/M") or k.endswith("/snr")}
@@ -201,9 +234,13 @@ def test_old_fields_npz_with_only_matrices_and_snr_still_loads(two_kept, tmp_pat
 
 def test_bad_save_fields_is_one_line(tmp_path):
     for bad in ("0", "some", "-3"):
-        result = CliRunner().invoke(app, ["measure", "missing.pt", "--save-fields", bad, "--out", str(tmp_path / "out")])
+        result = CliRunner().invoke(
+            app, ["measure", "missing.pt", "--save-fields", bad, "--out", str(tmp_path / "out")]
+        )
         lines = [line for line in result.output.splitlines() if line.strip()]
-        assert result.exit_code == 2 and len(lines) == 1 and "save_fields" in lines[0] and "Traceback" not in result.output, bad
+        assert (
+            result.exit_code == 2 and len(lines) == 1 and "save_fields" in lines[0] and "Traceback" not in result.output
+        ), bad
 
 
 def test_label_sweep_up_to_1000_labels_is_accepted():
@@ -219,7 +256,9 @@ def test_label_sweep_plot_uses_a_log_axis_above_100_labels(two_kept, tmp_path, m
 
     _, result, _ = two_kept
     drawn = {}
-    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig.axes[0].get_xscale()) and path)
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig.axes[0].get_xscale()) and path
+    )
     for ks, scale in (([3, 5, 10], "linear"), ([3, 10, 100, 1000], "log")):
         point = lambda r: {"name": r["name"], "error_rate": 0.5}
         sweep = [{"labels": k, "points": [point(r) for r in result.points]} for k in ks]

@@ -1,10 +1,19 @@
 """Specs of the streaming heads: chunking and grouping under a memory budget change nothing."""
+
 import numpy as np
 import pytest
 import torch
 
 from prune_snr.errors import DataError
-from prune_snr.measure.feed import BYTES_PER_READ_VALUE, BYTES_PER_VALUE, Moments, Rows, chunk_rows, class_means, plan_groups
+from prune_snr.measure.feed import (
+    BYTES_PER_READ_VALUE,
+    BYTES_PER_VALUE,
+    Moments,
+    Rows,
+    chunk_rows,
+    class_means,
+    plan_groups,
+)
 from prune_snr.measure.fields import field_matrices
 from prune_snr.measure.heads import _cross_entropy, _set_gradients, _softmax, train_heads
 
@@ -26,13 +35,13 @@ def cached_features(tmp_path, n=600, dtype=np.float32):
 def run(features, y, budget, epochs=4):
     rows = np.arange(len(y))
     train = Rows(features, rows[: len(y) * 3 // 4], torch.from_numpy(y[: len(y) * 3 // 4]))
-    held = Rows(features, rows[len(y) * 3 // 4:], torch.from_numpy(y[len(y) * 3 // 4:]))
+    held = Rows(features, rows[len(y) * 3 // 4 :], torch.from_numpy(y[len(y) * 3 // 4 :]))
     return train_heads(train, {"val": held}, num_classes=5, epochs=epochs, lr=0.05, batch_size=32, memory_budget=budget)
 
 
 def test_a_small_memory_budget_gives_the_heads_of_the_in_memory_path(tmp_path):
     features, y = cached_features(tmp_path)
-    whole = run(features, y, budget=1 << 30)                     # one chunk holds every row
+    whole = run(features, y, budget=1 << 30)  # one chunk holds every row
     small, tiny = 3 * 32 * (72 * BYTES_PER_VALUE + 32 * BYTES_PER_READ_VALUE), 32 * 40 * BYTES_PER_VALUE
     widths = {"p0": 16, "p1": 32, "p2": 24}
     assert chunk_rows(list(widths.values()), batch_size=32, budget=small) == 96  # 3 mini-batches per chunk
@@ -49,7 +58,9 @@ def test_memory_budget_splits_points_into_groups_that_fit():
     dims = {"a": 400, "b": 300, "c": 500}
     assert plan_groups(dims, batch_size=10, memory_budget=10 * 1000 * BYTES_PER_VALUE) == [["a", "b"], ["c"]]
     assert plan_groups(dims, batch_size=10, memory_budget=1 << 30) == [["a", "b", "c"]]
-    assert plan_groups(dims, batch_size=10, memory_budget=1) == [["a"], ["b"], ["c"]], "a point wider than the budget still gets a group"
+    assert plan_groups(dims, batch_size=10, memory_budget=1) == [["a"], ["b"], ["c"]], (
+        "a point wider than the budget still gets a group"
+    )
 
 
 def test_a_float16_cache_gives_fields_within_a_thousandth(tmp_path):
@@ -76,7 +87,9 @@ def test_a_budget_the_process_already_exceeds_warns_and_still_reads_bounded_chun
 
 def test_feature_statistics_merged_from_chunks_match_one_float64_pass():
     rng = np.random.default_rng(1)
-    x = torch.from_numpy((rng.standard_normal((20_000, 6)) * [1, 10, 1e-3, 5, 0, 2] + [0, 100, 3, -7, 1, 0]).astype(np.float32))
+    x = torch.from_numpy(
+        (rng.standard_normal((20_000, 6)) * [1, 10, 1e-3, 5, 0, 2] + [0, 100, 3, -7, 1, 0]).astype(np.float32)
+    )
     moments = Moments()
     for part in x.split(3_000):
         moments.add(part)
@@ -99,11 +112,20 @@ def test_every_epoch_trains_on_every_row_even_when_the_rows_are_not_a_whole_numb
     features, y = cached_features(tmp_path, n=1500)
     sizes = []
     real = module._set_gradients
-    monkeypatch.setattr(module, "_set_gradients", lambda xs, labels, *a: (sizes.append(len(labels)), real(xs, labels, *a)))
+    monkeypatch.setattr(
+        module, "_set_gradients", lambda xs, labels, *a: (sizes.append(len(labels)), real(xs, labels, *a))
+    )
     for in_memory in (True, False):
         sizes.clear()
-        train_heads(Rows(features, np.arange(1500), torch.from_numpy(y)), {}, num_classes=5, epochs=2, lr=0.05, batch_size=1024,
-                    in_memory=in_memory)
+        train_heads(
+            Rows(features, np.arange(1500), torch.from_numpy(y)),
+            {},
+            num_classes=5,
+            epochs=2,
+            lr=0.05,
+            batch_size=1024,
+            in_memory=in_memory,
+        )
         assert sizes == [750, 750, 750, 750], in_memory
 
 

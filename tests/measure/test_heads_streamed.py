@@ -1,4 +1,5 @@
 """Specs: heads from memory equal heads streamed, early stopping reads only validation rows."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +27,9 @@ def test_the_in_memory_path_gives_the_heads_of_the_streaming_path(tmp_path):
     train, scored = splits(features, y)
     options = dict(num_classes=5, epochs=6, lr=0.05, batch_size=32)
     held = train_heads(train, scored, in_memory=True, **options)
-    streamed = train_heads(train, scored, in_memory=False, memory_budget=3 * 32 * 72 * 12, **options)  # chunks of a few batches
+    streamed = train_heads(
+        train, scored, in_memory=False, memory_budget=3 * 32 * 72 * 12, **options
+    )  # chunks of a few batches
     for name in features:
         assert torch.allclose(held[name].weight, streamed[name].weight, rtol=1e-5, atol=1e-5), name
         assert torch.allclose(held[name].bias, streamed[name].bias, rtol=1e-5, atol=1e-5), name
@@ -57,8 +60,10 @@ def test_early_stopping_never_reads_the_test_rows(tmp_path):
     poisoned_features = {n: np.array(f) for n, f in features.items()}
     for f in poisoned_features.values():
         f[scored["test"].index] = 1e3 * np.random.default_rng(1).standard_normal(f[scored["test"].index].shape)
-    poisoned = {"val": Rows(poisoned_features, scored["val"].index, scored["val"].targets),
-                "test": Rows(poisoned_features, scored["test"].index, poisoned_labels)}
+    poisoned = {
+        "val": Rows(poisoned_features, scored["val"].index, scored["val"].targets),
+        "test": Rows(poisoned_features, scored["test"].index, poisoned_labels),
+    }
     dirty = train_heads(Rows(poisoned_features, train.index, train.targets), poisoned, **options)
     for name in features:
         assert dirty[name].epochs_used == clean[name].epochs_used
@@ -99,7 +104,9 @@ def test_bfloat16_heads_score_like_float32_heads_from_memory_or_stream(tmp_path,
         assert torch.equal(small[name].weight, full[name].weight), "heads too small to gain from bfloat16 stay float32"
     monkeypatch.setattr(heads_module, "LOW_PRECISION_MIN_WEIGHTS", 0)
     held = train_heads(train, scored, in_memory=True, dtype=torch.bfloat16, **options)
-    streamed = train_heads(train, scored, in_memory=False, memory_budget=3 * 32 * 72 * 12, dtype=torch.bfloat16, **options)
+    streamed = train_heads(
+        train, scored, in_memory=False, memory_budget=3 * 32 * 72 * 12, dtype=torch.bfloat16, **options
+    )
     for name in features:
         assert held[name].weight.dtype == torch.float32
         assert torch.allclose(held[name].weight, streamed[name].weight, rtol=1e-4, atol=1e-4), name

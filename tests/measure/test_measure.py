@@ -1,4 +1,5 @@
 """Specs of measure(): the fast path against a slow reference, artifacts, cache, label sweep."""
+
 import dataclasses
 import json
 import shutil
@@ -21,8 +22,16 @@ def measured(tiny_run, tmp_path_factory):
     out, _ = tiny_run
     model = prune_snr.load(out / "model.pt")
     cache = tmp_path_factory.mktemp("features")
-    result = measure(model, "synthetic", points=POINTS, head_epochs=15, label_sweep=[3, 5, 10], device="cpu", cache_dir=cache,
-                     save_fields="all")
+    result = measure(
+        model,
+        "synthetic",
+        points=POINTS,
+        head_epochs=15,
+        label_sweep=[3, 5, 10],
+        device="cpu",
+        cache_dir=cache,
+        save_fields="all",
+    )
     folder = result.save(tmp_path_factory.mktemp("measurement"))
     return model, result, folder, cache
 
@@ -65,10 +74,24 @@ def test_einsum_fields_agree_with_silencing_all_other_filters(measured):
 
 def test_fields_on_the_test_split_are_the_papers_figure(measured, tmp_path):
     model, _, _, cache = measured
-    on_test = measure(model, "synthetic", points="features.conv7", head_epochs=15, fields_split="test", device="cpu", cache_dir=cache,
-                      save_fields="all")
-    slow = slow_field_matrix(model, on_test.heads["features.conv7"], "features.conv7", 1, 10,
-                             images=build_dataset("synthetic", "test", augment=False))
+    on_test = measure(
+        model,
+        "synthetic",
+        points="features.conv7",
+        head_epochs=15,
+        fields_split="test",
+        device="cpu",
+        cache_dir=cache,
+        save_fields="all",
+    )
+    slow = slow_field_matrix(
+        model,
+        on_test.heads["features.conv7"],
+        "features.conv7",
+        1,
+        10,
+        images=build_dataset("synthetic", "test", augment=False),
+    )
     assert np.allclose(on_test.fields["features.conv7"][1], slow.numpy(), atol=1e-5)
     assert "test" not in on_test.points[0], "the test figures are the main ones then"
 
@@ -115,9 +138,14 @@ def _method_by_hand(M: np.ndarray, theta: float) -> dict:
         noise_counts.append(sum(1 for i, j in zip(*np.nonzero(b)) if not same(i, j)))
         snrs.append(signal / (noise + theta))
         signal_sum, noise_sum = signal_sum + signal, noise_sum + noise
-    return {"snr": signal_sum / noise_sum, "noise_per_filter": np.mean(noise_counts),
-            "clusters_per_filter": len(cluster_sizes) / len(M), "cluster_size": np.mean(cluster_sizes),
-            "dead_fraction": dead / len(M), "per_filter_snr": np.array(snrs)}
+    return {
+        "snr": signal_sum / noise_sum,
+        "noise_per_filter": np.mean(noise_counts),
+        "clusters_per_filter": len(cluster_sizes) / len(M),
+        "cluster_size": np.mean(cluster_sizes),
+        "dead_fraction": dead / len(M),
+        "per_filter_snr": np.array(snrs),
+    }
 
 
 def test_every_json_figure_is_what_method_md_gives_for_the_saved_fields(measured):
@@ -141,10 +169,26 @@ def test_measurement_json_has_the_documented_keys(measured):
     assert data["split_sizes"] == {"train": 580, "val": 60, "test": 320}
     assert data["options"]["fields_split"] == "val" and data["options"]["val_fraction"] == 0.1
     assert [p["name"] for p in data["points"]] == POINTS.split(",")
-    assert {"name", "n_filters", "val_accuracy", "test_accuracy", "snr", "noise_per_filter", "clusters_per_filter", "cluster_size",
-            "dead_fraction", "test"} <= set(data["points"][0])
-    assert set(data["points"][0]["test"]) == {"snr", "noise_per_filter", "clusters_per_filter", "cluster_size",
-                                              "clustered_labels_per_filter", "dead_fraction"}
+    assert {
+        "name",
+        "n_filters",
+        "val_accuracy",
+        "test_accuracy",
+        "snr",
+        "noise_per_filter",
+        "clusters_per_filter",
+        "cluster_size",
+        "dead_fraction",
+        "test",
+    } <= set(data["points"][0])
+    assert set(data["points"][0]["test"]) == {
+        "snr",
+        "noise_per_filter",
+        "clusters_per_filter",
+        "cluster_size",
+        "clustered_labels_per_filter",
+        "dead_fraction",
+    }
     assert data["options"]["clusters"] == "blocks"
 
 
@@ -162,8 +206,11 @@ def test_a_sweep_over_every_label_is_the_measurement_itself_and_trains_nothing(m
     every = result.label_sweep[-1]
     assert every["label_ids"] == list(range(10)) and result.meta["timings"]["sweep_10_heads_s"] == 0
     for swept, point in zip(every["points"], result.points):
-        assert (swept["test_accuracy"], swept["val_accuracy"], swept["snr"]) == (point["test_accuracy"], point["val_accuracy"],
-            point["snr"])
+        assert (swept["test_accuracy"], swept["val_accuracy"], swept["snr"]) == (
+            point["test_accuracy"],
+            point["val_accuracy"],
+            point["snr"],
+        )
     assert result.meta["timings"]["sweep_5_heads_s"] > 0  # a proper subset trains its own heads
 
 
@@ -179,8 +226,17 @@ def test_a_measurements_config_holds_the_options_it_recorded_and_survives_saving
     _, result, folder, _ = measured
     options, cfg = result.meta["options"], result.config
     recorded = {f.name for f in dataclasses.fields(MeasureConfig)} & set(options)
-    expected = {**{k: options[k] for k in recorded}, "points": ",".join(options["points"]), "save_fields": str(options["save_fields"])}
-    assert {k: getattr(cfg, k) for k in recorded} == expected and {"pool", "threshold", "fields_split", "split_seed"} <= recorded
+    expected = {
+        **{k: options[k] for k in recorded},
+        "points": ",".join(options["points"]),
+        "save_fields": str(options["save_fields"]),
+    }
+    assert {k: getattr(cfg, k) for k in recorded} == expected and {
+        "pool",
+        "threshold",
+        "fields_split",
+        "split_seed",
+    } <= recorded
     assert (cfg.points, cfg.head_epochs, cfg.save_fields, cfg.seed) == (POINTS, 15, "all", result.meta["seed"])
     assert resolve(MeasureConfig, base=cfg) == cfg, "a valid config"
     assert Measurement.load(folder).config == cfg
@@ -190,11 +246,20 @@ def test_a_measurement_json_written_before_the_newer_options_loads_with_what_it_
     _, result, folder, _ = measured
     shutil.copytree(folder, tmp_path / "old")
     data = json.loads((tmp_path / "old" / "measurement.json").read_text())
-    data["options"] = {k: data["options"][k] for k in ("points", "pool", "threshold", "head_epochs", "head_lr", "head_batch_size")}
+    data["options"] = {
+        k: data["options"][k] for k in ("points", "pool", "threshold", "head_epochs", "head_lr", "head_batch_size")
+    }
     (tmp_path / "old" / "measurement.json").write_text(json.dumps(data))
     cfg = Measurement.load(tmp_path / "old").config
-    assert (cfg.points, cfg.pool, cfg.threshold, cfg.head_epochs) == (POINTS, result.config.pool, result.config.threshold, 15)
-    assert (cfg.fields_split, cfg.head_patience, cfg.save_fields) == ("test", 0, "all"), "fields on test, no early stopping, all kept"
+    assert (cfg.points, cfg.pool, cfg.threshold, cfg.head_epochs) == (
+        POINTS,
+        result.config.pool,
+        result.config.threshold,
+        15,
+    )
+    assert (cfg.fields_split, cfg.head_patience, cfg.save_fields) == ("test", 0, "all"), (
+        "fields on test, no early stopping, all kept"
+    )
     assert (cfg.val_fraction, cfg.split_seed, cfg.held_out, cfg.train_per_class) == (None, None, None, None)
 
 
@@ -206,20 +271,25 @@ def test_a_rerun_reuses_cached_features_and_gives_the_same_result(measured):
     assert again.points == result.points
 
 
-
 def test_bfloat16_heads_measure_what_float32_heads_measure_from_the_same_cache(measured, monkeypatch):
     from prune_snr.measure import heads
 
     model, result, _, cache = measured
-    monkeypatch.setattr(heads, "LOW_PRECISION_MIN_WEIGHTS", 0)  # the tiny model's heads are below it: use bfloat16 for all
+    monkeypatch.setattr(
+        heads, "LOW_PRECISION_MIN_WEIGHTS", 0
+    )  # the tiny model's heads are below it: use bfloat16 for all
     written = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
-    low = measure(model, "synthetic", points=POINTS, head_epochs=15, device="cpu", cache_dir=cache, head_dtype="bfloat16")
+    low = measure(
+        model, "synthetic", points=POINTS, head_epochs=15, device="cpu", cache_dir=cache, head_dtype="bfloat16"
+    )
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == written, "the same cached features"
     assert low.meta["options"]["head_dtype"] == "bfloat16" and result.meta["options"]["head_dtype"] == "float32"
     for a, b in zip(result.points, low.points):
         assert a["name"] == b["name"]
         assert not torch.equal(low.heads[a["name"]]["weight"], result.heads[a["name"]]["weight"]), "trained in bfloat16"
-        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.03 and abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.03, a["name"]
+        assert (
+            abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.03 and abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.03
+        ), a["name"]
 
 
 def test_paper_preset_takes_the_authors_choices_flags_beside_it_win_and_prune_refuses_it(measured, tmp_path):
@@ -228,8 +298,13 @@ def test_paper_preset_takes_the_authors_choices_flags_beside_it_win_and_prune_re
     model, _, _, cache = measured
     paper = measure(model, "synthetic", preset="paper", points=POINTS, head_epochs=3, device="cpu", cache_dir=cache)
     options = paper.meta["options"]
-    assert (options["preset"], options["head_optimizer"], options["head_lr"], options["head_patience"], options["fields_split"]) \
-        == ("paper", "sgd", 0.01, 0, "test")
+    assert (
+        options["preset"],
+        options["head_optimizer"],
+        options["head_lr"],
+        options["head_patience"],
+        options["fields_split"],
+    ) == ("paper", "sgd", 0.01, 0, "test")
     assert all(p["val_accuracy"] > 0.5 for p in paper.points), "the SGD heads learn"
     mine = resolve(MeasureConfig, overrides={"preset": "paper", "head_lr": 0.05})
     assert (mine.head_lr, mine.head_optimizer) == (0.05, "sgd")

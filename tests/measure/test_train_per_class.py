@@ -1,5 +1,6 @@
 """Specs of ``measure --train-per-class``: a seeded, stratified cap on the training images read, the same
 validation images, the cache's size projected (and refused when the disk is short) and reported."""
+
 import json
 
 import numpy as np
@@ -22,7 +23,9 @@ def capped(tiny_run, tmp_path_factory):
     model = prune_snr.load(out / "model.pt")
     cache = tmp_path_factory.mktemp("features")
     full = measure(model, "synthetic", points=POINTS, head_epochs=3, device="cpu", cache_dir=cache)
-    capped = measure(model, "synthetic", points=POINTS, head_epochs=3, device="cpu", cache_dir=cache, train_per_class=20)
+    capped = measure(
+        model, "synthetic", points=POINTS, head_epochs=3, device="cpu", cache_dir=cache, train_per_class=20
+    )
     folder = capped.save(tmp_path_factory.mktemp("measurement"))
     return model, full, capped, folder, cache
 
@@ -54,7 +57,9 @@ def test_the_capped_measurement_reads_n_per_label_and_validates_on_the_same_imag
     _, full, capped_run, _, cache = capped
     targets = build_dataset("synthetic", "train").targets.numpy()
     _, val_all = validation_split(targets, 0.1)
-    assert capped_run.meta["split_sizes"] == {"train": 200, "val": 60, "test": 320}, "10 labels x 20, the same 6 x 10 validated"
+    assert capped_run.meta["split_sizes"] == {"train": 200, "val": 60, "test": 320}, (
+        "10 labels x 20, the same 6 x 10 validated"
+    )
     assert full.meta["split_sizes"]["val"] == 60
     key = cache / capped_run.meta["feature_cache"].split("/")[-1]
     (sub,) = [d for d in key.iterdir() if d.name.startswith("train-20pc-")]
@@ -73,8 +78,12 @@ def test_report_states_n_rows_and_the_cache_size_on_disk(capped):
     assert data["options"]["train_per_class"] == 20
     assert data["feature_rows"] == {"train": 260, "test": 320}
     key = cache / data["feature_cache"].split("/")[-1]
-    on_disk = sum(f.stat().st_size for d in key.iterdir() if d.name in ("test",) or d.name.startswith("train-20pc-")
-                  for f in d.iterdir())
+    on_disk = sum(
+        f.stat().st_size
+        for d in key.iterdir()
+        if d.name in ("test",) or d.name.startswith("train-20pc-")
+        for f in d.iterdir()
+    )
     assert data["feature_cache_bytes"] == on_disk > 0
     # projection = rows x sum over points of C x p x p x 4 bytes (+ 8-byte targets); aside: 3 .npy headers and a done.json per split
     assert 0 <= data["feature_cache_bytes"] - data["feature_cache_projected_bytes"] < 2 * (3 * 128 + 200)
@@ -87,7 +96,9 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_the_feature_pass(ca
     with pytest.raises(DataError) as info:
         measure(model, "synthetic", points=POINTS, head_epochs=1, device="cpu", cache_dir=tmp_path / "c")
     message = str(info.value)
-    assert "\n" not in message and all(o in message for o in ("--train-per-class", "--pool", "--cache-dtype float16", "--points"))
+    assert "\n" not in message and all(
+        o in message for o in ("--train-per-class", "--pool", "--cache-dtype float16", "--points")
+    )
     assert not (tmp_path / "c").exists(), "nothing written"
     widths = features.point_widths(model, build_dataset("synthetic", "test")[0][0], POINTS.split(","), pool=2)
     need = features.projected_bytes(640 + 320, widths)

@@ -1,4 +1,5 @@
 """Specs of models/adapters.py: one adapter per model family answers points, classifier, cuts and droppable blocks."""
+
 import timm
 import torch
 import torchvision
@@ -7,7 +8,16 @@ from torch.utils.data import TensorDataset
 
 import prune_snr
 from prune_snr import models
-from prune_snr.models import Adapter, adapter_for, build_model, cuttable, default_points, drop_blocks, droppable_blocks, register_adapter
+from prune_snr.models import (
+    Adapter,
+    adapter_for,
+    build_model,
+    cuttable,
+    default_points,
+    drop_blocks,
+    droppable_blocks,
+    register_adapter,
+)
 from prune_snr.models.truncation import cut_after
 from tests.user_models import UserNet
 
@@ -89,7 +99,11 @@ def test_a_cut_replaces_the_classifier_the_user_named_not_a_later_linear():
     models.name_classifier(model, "fc")
     assert models.classifier_name(model) == "fc"
     cut = cut_after(model, "features.1", head_pool=2, num_classes=10)
-    assert isinstance(cut.fc, nn.Linear) and cut.fc.in_features == 4 * 2 * 2 and cut(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+    assert (
+        isinstance(cut.fc, nn.Linear)
+        and cut.fc.in_features == 4 * 2 * 2
+        and cut(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+    )
 
 
 def test_a_model_that_names_its_own_points_and_cuts_by_method_is_still_asked():

@@ -1,4 +1,5 @@
 """Specs of models/blocks.py: which residual blocks can be dropped, and a dropped model that rebuilds from its spec."""
+
 import pytest
 import torch
 
@@ -9,10 +10,17 @@ def test_droppable_blocks_are_the_residual_blocks_with_an_identity_shortcut():
     from prune_snr.models import droppable_blocks
 
     effnet = build_model("efficientnet_b0", num_classes=10)
-    assert droppable_blocks(effnet) == [f"blocks.{i}.{j}" for i, j in ((1, 1), (2, 1), (3, 1), (3, 2), (4, 1), (4, 2),
-                                                                      (5, 1), (5, 2), (5, 3))]
+    assert droppable_blocks(effnet) == [
+        f"blocks.{i}.{j}" for i, j in ((1, 1), (2, 1), (3, 1), (3, 2), (4, 1), (4, 2), (5, 1), (5, 2), (5, 3))
+    ]
     assert all(effnet.get_submodule(b).has_skip for b in droppable_blocks(effnet))
-    assert droppable_blocks(build_model("timm:resnet18", num_classes=10)) == ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    assert droppable_blocks(build_model("timm:resnet18", num_classes=10)) == [
+        "layer1.0",
+        "layer1.1",
+        "layer2.1",
+        "layer3.1",
+        "layer4.1",
+    ]
     assert droppable_blocks(build_model("torchvision:resnet18", num_classes=10))[0] == "layer1.0"
     assert droppable_blocks(build_model("vgg16", num_classes=10, width_mult=0.125)) == []
 

@@ -1,4 +1,5 @@
 """torch-pruning's graph: traced once per prune, bounded in time, and its failures one line that names the layer."""
+
 import pytest
 import timm
 import torch
@@ -39,20 +40,31 @@ def test_copies_of_the_graph_prune_independently_of_each_other_and_of_the_model(
 
 
 def test_a_graph_whose_grouping_does_not_end_is_stopped_in_one_line_naming_the_layer():
-    rexnet = timm.create_model("rexnet_100", num_classes=10).eval()  # torch-pruning's walk over its partial residual adds
-    with pytest.raises(ModelError, match=r"did not finish grouping the channels of RexNet in 10 s \(stuck at the channel "
-                                         r"group of '[\w.]+'\); raise prune's --graph-timeout") as info:
+    rexnet = timm.create_model(
+        "rexnet_100", num_classes=10
+    ).eval()  # torch-pruning's walk over its partial residual adds
+    with pytest.raises(
+        ModelError,
+        match=r"did not finish grouping the channels of RexNet in 10 s \(stuck at the channel "
+        r"group of '[\w.]+'\); raise prune's --graph-timeout",
+    ) as info:
         ChannelGraph(rexnet, torch.randn(1, 3, 32, 32), ignored=["head.fc"], timeout=10)
     assert "\n" not in str(info.value)
 
 
 UNMAPPABLE = {  # a graph torch-pruning's tracer cannot map -> (the model, its classifier, the one line it gives)
-    "channel shuffle: a reshape": (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10), "fc",
-                                   r"cannot map the channel dependencies of ShuffleNetV2 at a reshape after "
-                                   r"'stage\d\.\d+\.branch2\.\d+' \(ZeroDivisionError"),
-    "concats that defeat the index mapping": (lambda: timm.create_model("cs3darknet_focus_s", num_classes=10), "head.fc",
-                                              r"cannot map the channel dependencies of CspNet at a concat after '[\w.]+' "
-                                              r"\(TypeError"),
+    "channel shuffle: a reshape": (
+        lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10),
+        "fc",
+        r"cannot map the channel dependencies of ShuffleNetV2 at a reshape after "
+        r"'stage\d\.\d+\.branch2\.\d+' \(ZeroDivisionError",
+    ),
+    "concats that defeat the index mapping": (
+        lambda: timm.create_model("cs3darknet_focus_s", num_classes=10),
+        "head.fc",
+        r"cannot map the channel dependencies of CspNet at a concat after '[\w.]+' "
+        r"\(TypeError",
+    ),
 }
 
 
@@ -67,13 +79,19 @@ def test_an_op_torch_pruning_cannot_map_is_one_line_named_by_the_layer_before_it
 def test_a_failure_inside_torch_pruning_s_pruning_is_one_line_naming_the_layer():
     poolformer = timm.create_model("poolformerv2_s12", num_classes=10).eval()  # a weightless norm its pruner indexes
     outcome = None
-    with pytest.raises(ModelError, match=r"torch-pruning failed to prune MetaFormer at '[\w.]+' \(AttributeError") as info:
-        outcome = prune_to_target(poolformer, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=1)
+    with pytest.raises(
+        ModelError, match=r"torch-pruning failed to prune MetaFormer at '[\w.]+' \(AttributeError"
+    ) as info:
+        outcome = prune_to_target(
+            poolformer, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=1
+        )
     assert outcome is None and "\n" not in str(info.value)
 
 
 def test_a_pruned_model_that_no_longer_runs_is_one_line_naming_the_layer():
     nfnet = timm.create_model("nf_regnet_b0", num_classes=10).eval()  # ScaledStdConv2d's gain is left unpruned
-    with pytest.raises(ModelError, match=r"torch-pruning failed to prune NormFreeNet at '[\w.]+' \(RuntimeError: weight should") as info:
+    with pytest.raises(
+        ModelError, match=r"torch-pruning failed to prune NormFreeNet at '[\w.]+' \(RuntimeError: weight should"
+    ) as info:
         prune_to_target(nfnet, lambda m: build_importance("l1", model=m), target=0.5, metric="macs", round_to=1)
     assert "\n" not in str(info.value)

@@ -1,4 +1,5 @@
 """Specs of models/points.py: the measurement points of every kind of model, and its classifier."""
+
 import pytest
 import torch
 from torch import nn
@@ -24,7 +25,11 @@ def test_efficientnet_points_are_stem_every_block_and_head():
 def test_generic_models_are_measured_once_per_conv_after_its_activation_where_it_has_its_own():
     model = build_model("timm:resnet18", num_classes=10)
     points = default_points(model)
-    assert points[:3] == ["act1", "layer1.0.act1", "layer1.0.act2"]  # stem conv -> bn1 -> act1; each block's own activations
+    assert points[:3] == [
+        "act1",
+        "layer1.0.act1",
+        "layer1.0.act2",
+    ]  # stem conv -> bn1 -> act1; each block's own activations
     assert "layer2.0.conv2" in points  # the downsample conv runs between conv2 and act2: the conv alone is its point
     torchvision_model = build_model("torchvision:resnet18", num_classes=10)
     # torchvision's blocks call one ReLU twice (after bn1 and after the residual add): its output is not the conv's
@@ -41,10 +46,13 @@ def test_points_by_name_are_checked_and_put_in_depth_order():
         resolve_points(model, "features.conv99")
 
 
-@pytest.mark.parametrize("arch, expected", [
-    ("torchvision:vgg16_bn", ["features.2", "features.5", "features.9"]),   # each ReLU after conv + BN
-    ("torchvision:vgg16", ["features.1", "features.3", "features.6"]),      # each ReLU after a conv
-])
+@pytest.mark.parametrize(
+    "arch, expected",
+    [
+        ("torchvision:vgg16_bn", ["features.2", "features.5", "features.9"]),  # each ReLU after conv + BN
+        ("torchvision:vgg16", ["features.1", "features.3", "features.6"]),  # each ReLU after a conv
+    ],
+)
 def test_torchvision_vgg_is_measured_after_each_activation(arch, expected):
     model = build_model(arch, num_classes=10, input_size=32)
     points = default_points(model)
@@ -67,7 +75,10 @@ def test_any_other_model_is_measured_at_the_activation_after_each_conv_and_skips
 
     googlenet = build_model("torchvision:googlenet", num_classes=10, input_size=64)
     points = default_points(googlenet)
-    assert not any(p.startswith("aux") for p in points) and unused_convs(googlenet) == ["aux1.conv.conv", "aux2.conv.conv"]
+    assert not any(p.startswith("aux") for p in points) and unused_convs(googlenet) == [
+        "aux1.conv.conv",
+        "aux2.conv.conv",
+    ]
     mobilenet = build_model("torchvision:mobilenet_v2", num_classes=10, input_size=32)
     modules = dict(mobilenet.named_modules())
     assert "features.0.2" in default_points(mobilenet)  # Conv2dNormActivation: conv, BN, ReLU6 -> the ReLU6
@@ -82,7 +93,10 @@ def test_a_conv_classifier_is_the_classifier_and_no_measurement_point():
     assert classifier_name(model) == "classifier.1"  # 1x1 conv to the 10 labels, then global pooling
     assert not any(p.startswith("classifier") for p in default_points(model))
     outcome = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.3, metric="params", round_to=1)
-    assert outcome.model.classifier[1].out_channels == 10 and outcome.model(example_input(outcome.model, 2)).shape == (2, 10)
+    assert outcome.model.classifier[1].out_channels == 10 and outcome.model(example_input(outcome.model, 2)).shape == (
+        2,
+        10,
+    )
 
 
 def test_a_squeeze_excite_activation_maps_to_the_bottleneck_conv_that_ran_before_it():

@@ -1,4 +1,5 @@
 """Specs of the model registry and build_model: registered names, timm:*, torchvision:*, and what is refused."""
+
 import pytest
 import torch
 
@@ -47,8 +48,12 @@ def test_the_models_modules_import_each_other_at_the_top_without_a_cycle():
         top = {id(node) for node in tree.body}
         local = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and id(n) not in top]
         assert not local, f"{path.name}:{local[0].lineno}: a package import inside a function"
-        graph[path.stem] = {n.module or alias.name for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1
-                            for alias in n.names} - {"__init__"}
+        graph[path.stem] = {
+            n.module or alias.name
+            for n in tree.body
+            if isinstance(n, ast.ImportFrom) and n.level == 1
+            for alias in n.names
+        } - {"__init__"}
     assert not graph["registry"], "the registry imports nothing of its package"
     del graph["__init__"]
     tuple(TopologicalSorter(graph).static_order())  # raises CycleError on a cycle

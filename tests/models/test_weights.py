@@ -1,4 +1,5 @@
 """Bring your own model: state_dict files in, a prune-snr checkpoint with the same logits out."""
+
 import json
 
 import pytest
@@ -12,15 +13,23 @@ from prune_snr.models.weights import load_weights, read_state_dict
 from tests.command_line import invoke
 
 
-@pytest.mark.parametrize("arch, suffix", [("timm:efficientnet_b0", ".safetensors"), ("torchvision:resnet18", ".pth"),
-                                         ("torchvision:mnasnet0_5", ".safetensors")])  # MNASNet checks its state_dict version
+@pytest.mark.parametrize(
+    "arch, suffix",
+    [
+        ("timm:efficientnet_b0", ".safetensors"),
+        ("torchvision:resnet18", ".pth"),
+        ("torchvision:mnasnet0_5", ".safetensors"),
+    ],
+)  # MNASNet checks its state_dict version
 def test_imported_weights_give_a_checkpoint_with_the_source_models_logits(tmp_path, arch, suffix):
     torch.manual_seed(0)
     source = build_model(arch, num_classes=7, input_size=32).eval()
     weights = tmp_path / f"w{suffix}"
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     save_file(state, weights) if suffix == ".safetensors" else torch.save(state, weights)
-    result = invoke("import", arch, "--num-classes", 7, "--weights", weights, "--input-size", 32, "--out", tmp_path / "run")
+    result = invoke(
+        "import", arch, "--num-classes", 7, "--weights", weights, "--input-size", 32, "--out", tmp_path / "run"
+    )
     assert result.exit_code == 0, result.output
     imported = prune_snr.load(tmp_path / "run" / "model.pt")
     x = torch.randn(4, 3, 32, 32)
@@ -32,7 +41,9 @@ def test_imported_weights_give_a_checkpoint_with_the_source_models_logits(tmp_pa
 
 def test_weights_nested_under_state_dict_with_a_module_prefix_load(tmp_path):
     model = build_model("vgg16", num_classes=3, width_mult=0.125)
-    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "ddp.pt")
+    torch.save(
+        {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "ddp.pt"
+    )
     state = read_state_dict(tmp_path / "ddp.pt")
     assert set(state) == set(model.state_dict())
 
@@ -55,13 +66,34 @@ def test_a_classifier_of_another_shape_names_both_shapes_unless_reset(tmp_path):
 def test_import_with_a_dataset_grades_it_and_later_steps_validate_on_the_test_split(tmp_path):
     source = build_model("torchvision:resnet18", num_classes=3, input_size=32)
     torch.save(source.state_dict(), tmp_path / "r18.pt")
-    result = invoke("import", "torchvision:resnet18", "--num-classes", 3, "--weights", tmp_path / "r18.pt", "--input-size", 32,
-                    "--dataset", "synthetic:3", "--out", tmp_path / "run")
+    result = invoke(
+        "import",
+        "torchvision:resnet18",
+        "--num-classes",
+        3,
+        "--weights",
+        tmp_path / "r18.pt",
+        "--input-size",
+        32,
+        "--dataset",
+        "synthetic:3",
+        "--out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["val_source"] == "test" and 0 <= metrics["test_accuracy"] <= 1
-    result = invoke("measure", tmp_path / "run" / "model.pt", "--head-epochs", 2, "--no-plots", "--device", "cpu",
-                    "--out", tmp_path / "m")
+    result = invoke(
+        "measure",
+        tmp_path / "run" / "model.pt",
+        "--head-epochs",
+        2,
+        "--no-plots",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "m",
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "m" / "measurement.json").read_text())
     assert meta["val_source"] == "test" and meta["backbone_saw_val"] is False
@@ -86,8 +118,18 @@ def test_pretrained_reads_the_hub_cache_offline(tmp_path, monkeypatch):
     cached.parent.mkdir(parents=True)
     hub_model = torchvision.models.resnet18()
     torch.save(hub_model.state_dict(), cached)
-    result = invoke("import", "torchvision:resnet18", "--num-classes", 10, "--pretrained", "--reset-classifier", "--input-size", 32,
-                    "--out", tmp_path / "run")
+    result = invoke(
+        "import",
+        "torchvision:resnet18",
+        "--num-classes",
+        10,
+        "--pretrained",
+        "--reset-classifier",
+        "--input-size",
+        32,
+        "--out",
+        tmp_path / "run",
+    )
     assert result.exit_code == 0, result.output
     assert "new classifier" in result.output
     imported = prune_snr.load(tmp_path / "run" / "model.pt")

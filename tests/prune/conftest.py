@@ -17,5 +17,7 @@ def vgg_measured(tiny_run, tmp_path_factory):
 def effnet_measured(tmp_path_factory):
     """An untrained EfficientNet-B0 measured at every prunable group (stem, depthwise, blocks, head)."""
     model = build_model("efficientnet_b0", num_classes=10).eval()
-    result = measure(model, "synthetic", expanded=True, head_epochs=2, device="cpu", cache_dir=tmp_path_factory.mktemp("effcache"))
+    result = measure(
+        model, "synthetic", expanded=True, head_epochs=2, device="cpu", cache_dir=tmp_path_factory.mktemp("effcache")
+    )
     return model, result

@@ -1,4 +1,5 @@
 """Specs of prune/blocks.py: the stage that drops residual blocks whose loss of validation accuracy stays within --delta."""
+
 import pytest
 import torch
 
@@ -12,9 +13,21 @@ def test_prune_drops_blocks_within_delta_reports_every_candidate_and_reloads(eff
     from prune_snr.prune import prune
 
     model, result = effnet_measured
-    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, metric="macs", criterion="snr", allocation="measured",
-                           drop_blocks=True, delta=delta, round_to=1, measurement=result, finetune_epochs=0, device="cpu",
-                           out=tmp_path)
+    pruned, report = prune(
+        copy.deepcopy(model),
+        "synthetic",
+        target=0.5,
+        metric="macs",
+        criterion="snr",
+        allocation="measured",
+        drop_blocks=True,
+        delta=delta,
+        round_to=1,
+        measurement=result,
+        finetune_epochs=0,
+        device="cpu",
+        out=tmp_path,
+    )
     blocks, full = report["blocks"], report["before"]["val_accuracy"]
     assert [c["block"] for c in blocks["candidates"]] == droppable_blocks(model)
     assert all({"val_accuracy", "accuracy", "params", "macs", "kept"} <= set(c) for c in blocks["candidates"])
@@ -44,5 +57,13 @@ def test_drop_blocks_on_a_model_without_residual_blocks_is_one_line(vgg_measured
 
     model, result = vgg_measured
     with pytest.raises(ConfigError, match="--drop-blocks: vgg16 has no residual block"):
-        prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", drop_blocks=True, measurement=result,
-              finetune_epochs=0, device="cpu")
+        prune(
+            copy.deepcopy(model),
+            "synthetic",
+            target=0.5,
+            criterion="l1",
+            drop_blocks=True,
+            measurement=result,
+            finetune_epochs=0,
+            device="cpu",
+        )

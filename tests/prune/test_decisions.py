@@ -7,6 +7,7 @@ allocation and the SNR criterion, fine-tuning kept or undone (``--finetune-keep 
 one of them must come out identical; only the test accuracies may change. The check can fail: the
 same runs with a leaking variant (the cut and the allocation reading test accuracies) decide differently.
 """
+
 import os
 import random
 import shutil
@@ -23,8 +24,19 @@ from prune_snr.measure import Measurement, measure
 from prune_snr.prune import prune
 from prune_snr.prune.truncate import pick_cut
 
-OPTIONS = dict(target=0.85, metric="macs", criterion="snr", allocation="measured", truncate=True, cut="measured", delta=0.01,
-               finetune_epochs=1, finetune_keep="best", round_to=1, device="cpu")
+OPTIONS = dict(
+    target=0.85,
+    metric="macs",
+    criterion="snr",
+    allocation="measured",
+    truncate=True,
+    cut="measured",
+    delta=0.01,
+    finetune_epochs=1,
+    finetune_keep="best",
+    round_to=1,
+    device="cpu",
+)
 TRAIN_PER_CLASS, TEST_PER_CLASS = 200, 60
 
 
@@ -38,7 +50,9 @@ def fashion(tmp_path_factory):
     from prune_snr.train import train
 
     try:
-        train_set, test_set = (build_dataset("fashion-mnist", split, augment=False, channels=1) for split in ("train", "test"))
+        train_set, test_set = (
+            build_dataset("fashion-mnist", split, augment=False, channels=1) for split in ("train", "test")
+        )
     except DataError as exc:
         missing = f"Fashion-MNIST is not on this machine (make data installs it): {exc}"
         if os.environ.get("CI") == "true":  # in CI a missing data set is a failure, never a skip
@@ -50,8 +64,18 @@ def fashion(tmp_path_factory):
         rows = torch.cat([(ds.targets == c).nonzero().flatten()[:n] for c in range(10)])
         subsets[split] = ds.images[rows, 0], ds.targets[rows]
     write_folder(root / "clean", subsets, None)
-    cfg = resolve(TrainConfig, overrides=dict(dataset=f"imagefolder:{root / 'clean'}", width_mult=0.125, epochs=3, batch_size=64,
-                                              input_size=32, out=str(root / "run"), device="cpu"))
+    cfg = resolve(
+        TrainConfig,
+        overrides=dict(
+            dataset=f"imagefolder:{root / 'clean'}",
+            width_mult=0.125,
+            epochs=3,
+            batch_size=64,
+            input_size=32,
+            out=str(root / "run"),
+            device="cpu",
+        ),
+    )
     accuracy = train(cfg)["test_accuracy"]
     assert accuracy > 0.5, f"the fixture's model did not train ({accuracy:.3f}): its decisions would test nothing"
     return root, subsets
@@ -92,8 +116,9 @@ def runs(fashion, tmp_path_factory):
 def test_the_decisions_are_real_not_forced_by_the_budget(runs):
     _, report, _ = runs[None]
     truncation = report["truncation"]
-    assert truncation["cut_after"] and report["search"]["ratio"] > 0, \
+    assert truncation["cut_after"] and report["search"]["ratio"] > 0, (
         f"a cut, then channels pruned by the measured allocation: {truncation['cut_after']}, {truncation['candidates']}"
+    )
     budget_cut = pick_cut(truncation["candidates"], None, "budget", target=OPTIONS["target"], metric="macs")
     assert truncation["cut_after"] != budget_cut, "the cut is read off validation accuracies, not implied by the target"
     assert len(set(report["channels_after"].values())) > 1
@@ -101,8 +126,12 @@ def test_the_decisions_are_real_not_forced_by_the_budget(runs):
 
 def decisions(report) -> dict:
     """What the pruning run decided: where to cut, how much to prune, which widths, whether fine-tuning was kept."""
-    return {"cut": report["truncation"]["cut_after"], "ratio": report["search"]["ratio"],
-            "channels": report["channels_after"], "finetune kept": report["finetune"]["kept"]}
+    return {
+        "cut": report["truncation"]["cut_after"],
+        "ratio": report["search"]["ratio"],
+        "channels": report["channels_after"],
+        "finetune kept": report["finetune"]["kept"],
+    }
 
 
 @pytest.mark.parametrize("poison", ["labels", "noise"])
@@ -111,7 +140,9 @@ def test_poisoning_the_test_split_changes_no_decision(runs, poison):
     assert decisions(clean) == decisions(poisoned)
     assert [p["val_accuracy"] for p in clean_m.points] == [p["val_accuracy"] for p in poisoned_m.points]
     for name in clean_m.fields:
-        assert np.array_equal(clean_m.stats(name).snr, poisoned_m.stats(name).snr), "saliency comes from the validation split"
+        assert np.array_equal(clean_m.stats(name).snr, poisoned_m.stats(name).snr), (
+            "saliency comes from the validation split"
+        )
     for (k, a), (_, b) in zip(clean_model.state_dict().items(), poisoned_model.state_dict().items()):
         assert torch.equal(a, b), f"pruned weights differ at {k}"
 
@@ -136,8 +167,12 @@ def test_the_check_fails_when_a_decision_reads_test(fashion, tmp_path, monkeypat
 
 def test_a_measurement_whose_fields_come_from_the_test_split_cannot_drive_decisions(runs, fashion):
     clean_m, _, _ = runs[None]
-    on_test = Measurement(meta={**clean_m.meta, "options": {**clean_m.meta["options"], "fields_split": "test"}},
-                          points=clean_m.points, fields=clean_m.fields, heads=clean_m.heads)
+    on_test = Measurement(
+        meta={**clean_m.meta, "options": {**clean_m.meta["options"], "fields_split": "test"}},
+        points=clean_m.points,
+        fields=clean_m.fields,
+        heads=clean_m.heads,
+    )
     model = prune_snr.load(fashion[0] / "run" / "model.pt")
     with pytest.raises(ConfigError, match="--fields-split val"):
         prune(model, f"imagefolder:{fashion[0] / 'clean'}", measurement=on_test, **OPTIONS)
@@ -158,8 +193,18 @@ def residual(fashion, tmp_path_factory):
     from prune_snr.train import train
 
     out = tmp_path_factory.mktemp("resnet")
-    cfg = resolve(TrainConfig, overrides=dict(model="timm:resnet18", dataset=f"imagefolder:{fashion[0] / 'clean'}", epochs=2,
-                                              batch_size=64, input_size=32, out=str(out), device="cpu"))
+    cfg = resolve(
+        TrainConfig,
+        overrides=dict(
+            model="timm:resnet18",
+            dataset=f"imagefolder:{fashion[0] / 'clean'}",
+            epochs=2,
+            batch_size=64,
+            input_size=32,
+            out=str(out),
+            device="cpu",
+        ),
+    )
     train(cfg)
     return out / "model.pt"
 
@@ -174,14 +219,26 @@ def test_poisoning_the_test_split_changes_no_dropped_block(fashion, residual, tm
             write_folder(root / "data", fashion[1], case)
         data = root / "data" if case is not None else fashion[0] / "clean"
         model = prune_snr.load(residual)
-        pruned, reports[case] = prune(model, f"imagefolder:{data}", target=0.3, metric="macs", criterion="l1", drop_blocks=True,
-                                      delta=0.02, finetune_epochs=0, round_to=1, device="cpu")
+        pruned, reports[case] = prune(
+            model,
+            f"imagefolder:{data}",
+            target=0.3,
+            metric="macs",
+            criterion="l1",
+            drop_blocks=True,
+            delta=0.02,
+            finetune_epochs=0,
+            round_to=1,
+            device="cpu",
+        )
         weights[case] = pruned.state_dict()
     clean, poisoned = reports[None]["blocks"], reports[poison]["blocks"]
     assert len(clean["candidates"]) > 1, "every residual block is a candidate the validation split grades"
     assert clean["dropped"] == poisoned["dropped"]
     assert [r["val_accuracy"] for r in clean["candidates"]] == [r["val_accuracy"] for r in poisoned["candidates"]]
-    assert [r["accuracy"] for r in clean["candidates"]] != [r["accuracy"] for r in poisoned["candidates"]], "the poison reached the grades"
+    assert [r["accuracy"] for r in clean["candidates"]] != [r["accuracy"] for r in poisoned["candidates"]], (
+        "the poison reached the grades"
+    )
     assert all(torch.equal(a, weights[poison][k]) for k, a in weights[None].items())
 
 
@@ -196,9 +253,19 @@ def test_poisoning_the_test_split_changes_no_search_trial_nor_the_pick(fashion, 
         if case is not None:
             write_folder(root / "data", fashion[1], case)
         data = root / "data" if case is not None else fashion[0] / "clean"
-        studies[case] = run_search(fashion[0] / "run" / "model.pt", out=root / "study", measurement=clean_m, trials=3,
-                                   dataset=f"imagefolder:{data}", max_finetune_epochs=1, round_to=1, device="cpu")
+        studies[case] = run_search(
+            fashion[0] / "run" / "model.pt",
+            out=root / "study",
+            measurement=clean_m,
+            trials=3,
+            dataset=f"imagefolder:{data}",
+            max_finetune_epochs=1,
+            round_to=1,
+            device="cpu",
+        )
+
     def trials(study):
         return [(t.params, t.values) for t in sorted(study.trials, key=lambda t: t.number)]
+
     assert trials(studies[None]) == trials(studies["labels"]), "trial parameters and objectives read validation only"
     assert pick(studies[None], "params<=1").number == pick(studies["labels"], "params<=1").number

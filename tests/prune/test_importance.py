@@ -1,4 +1,5 @@
 """Specs of SNRImportance: one score per channel for every kind of torch-pruning group."""
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,11 @@ def groups_of(model):
 
 
 def kinds(group):
-    layers = [dep.layer for dep, _ in group if isinstance(dep.layer, nn.Conv2d) and dep.pruning_fn.__name__ == "prune_out_channels"]
+    layers = [
+        dep.layer
+        for dep, _ in group
+        if isinstance(dep.layer, nn.Conv2d) and dep.pruning_fn.__name__ == "prune_out_channels"
+    ]
     found = set()
     for layer in layers:
         if layer.groups > 1:
@@ -41,8 +46,11 @@ def test_vgg_groups_get_one_snr_score_per_channel_equal_to_the_measured_snr(vgg_
         scores = imp(group)
         assert scores.shape == (len(group[0].idxs),) and torch.isfinite(scores).all()
     conv = point_conv(model, "features.conv5")
-    group = tp.DependencyGraph().build_dependency(model, example_input(model)).get_pruning_group(
-        conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+    group = (
+        tp.DependencyGraph()
+        .build_dependency(model, example_input(model))
+        .get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+    )
     assert torch.allclose(imp(group), torch.from_numpy(result.snr("features.conv5")).float())
     assert imp.fallback_groups == []
 
@@ -85,7 +93,8 @@ _GROUPS: dict[int, list] = {}  # building EfficientNet's dependency graph once, 
 @pytest.mark.parametrize("model_name", ["vgg16", "efficientnet_b0"])
 @pytest.mark.parametrize("name", sorted(CRITERIA))
 def test_every_criterion_gives_every_group_of_every_registered_model_one_finite_score_per_channel(
-        vgg_measured, effnet_measured, model_name, name):
+    vgg_measured, effnet_measured, model_name, name
+):
     from prune_snr.models import list_models
 
     assert set(list_models()) == {"vgg16", "efficientnet_b0"}, "a newly registered model belongs in this spec"
@@ -128,8 +137,16 @@ def test_snr_prunes_mobilenet_v3_and_only_its_linear_hidden_layer_falls_back():
     from prune_snr.models import build_model
 
     model = build_model("torchvision:mobilenet_v3_small", num_classes=10, input_size=32)
-    _, report = prune_snr.prune(model, "synthetic:10", target=0.5, metric="macs", criterion="snr", finetune_epochs=0,
-                                head_epochs=1, device="cpu")
+    _, report = prune_snr.prune(
+        model,
+        "synthetic:10",
+        target=0.5,
+        metric="macs",
+        criterion="snr",
+        finetune_epochs=0,
+        head_epochs=1,
+        device="cpu",
+    )
     fallback = report["search"]["fallback_groups"]
     assert [g.split(" ")[0] for g in fallback] == ["classifier.0"] and "a linear layer" in fallback[0]
     assert 0.45 <= report["after"]["macs"] / report["before"]["macs"] <= 0.55

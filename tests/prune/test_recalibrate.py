@@ -1,4 +1,5 @@
 """Specs of ``--bn-recalibrate N``: BatchNorm statistics re-estimated after pruning, graded both ways."""
+
 import copy
 
 import torch
@@ -33,8 +34,16 @@ def test_dropout_stays_off_while_the_statistics_are_read():
 
 def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration(vgg_measured):
     model, measurement = vgg_measured
-    common = dict(target=0.5, metric="params", criterion="l1", round_to=1, finetune_epochs=0, device="cpu",
-                  measurement=measurement, batch_size=32)
+    common = dict(
+        target=0.5,
+        metric="params",
+        criterion="l1",
+        round_to=1,
+        finetune_epochs=0,
+        device="cpu",
+        measurement=measurement,
+        batch_size=32,
+    )
     plain, plain_report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=0, **common)
     recalibrated, report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=3, **common)
     part = report["bn_recalibration"]
@@ -49,8 +58,16 @@ def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration
 
 def test_recalibration_is_on_by_default_and_leaves_the_fine_tuned_weights_as_they_were(vgg_measured):
     model, measurement = vgg_measured
-    common = dict(target=0.5, metric="params", criterion="l1", round_to=1, finetune_epochs=1, device="cpu",
-                  measurement=measurement, batch_size=32)
+    common = dict(
+        target=0.5,
+        metric="params",
+        criterion="l1",
+        round_to=1,
+        finetune_epochs=1,
+        device="cpu",
+        measurement=measurement,
+        batch_size=32,
+    )
     plain, _ = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=0, **common)
     recalibrated, report = prune(copy.deepcopy(model), "synthetic", **common)
     assert report["bn_recalibration"]["batches"] > 0

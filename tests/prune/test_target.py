@@ -1,4 +1,5 @@
 """Specs of prune/target.py: the bisection to --target, for every kind of model, and channel alignment (--round-to)."""
+
 import math
 
 import pytest
@@ -16,7 +17,9 @@ def removed(before, after, metric):
 @pytest.mark.parametrize("metric", ["params", "macs"])
 def test_vgg_snr_pruning_lands_within_two_points_of_the_target(vgg_measured, metric):
     model, result = vgg_measured
-    out = prune_to_target(model, lambda m: build_importance("snr", model=m, measurement=result), target=0.4, metric=metric)
+    out = prune_to_target(
+        model, lambda m: build_importance("snr", model=m, measurement=result), target=0.4, metric=metric
+    )
     assert abs(removed(model, out.model, metric) - 0.4) <= 0.02
     assert out.model(example_input(out.model, 2)).shape == (2, 10)
 
@@ -24,7 +27,9 @@ def test_vgg_snr_pruning_lands_within_two_points_of_the_target(vgg_measured, met
 @pytest.mark.parametrize("metric", ["params", "macs"])
 def test_efficientnet_pruning_lands_within_two_points_of_the_target(effnet_measured, metric):
     model, result = effnet_measured
-    out = prune_to_target(model, lambda m: build_importance("snr", model=m, measurement=result), target=0.5, metric=metric)
+    out = prune_to_target(
+        model, lambda m: build_importance("snr", model=m, measurement=result), target=0.5, metric=metric
+    )
     assert abs(out.removed - 0.5) <= 0.02 and abs(removed(model, out.model, metric) - 0.5) <= 0.02
     assert out.model(example_input(out.model, 2)).shape == (2, 10)
 
@@ -43,7 +48,9 @@ def test_targets_outside_zero_one_are_refused(vgg_measured, target):
 
 
 def test_an_exact_target_that_channel_alignment_blocks_names_round_to_in_its_error():
-    model = build_model("vgg16", num_classes=10, width_mult=0.25).eval()  # 16-channel layers: aligned to 16 they cannot shrink
+    model = build_model(
+        "vgg16", num_classes=10, width_mult=0.25
+    ).eval()  # 16-channel layers: aligned to 16 they cannot shrink
     l1 = lambda m: build_importance("l1", model=m)  # noqa: E731
     with pytest.raises(ConfigError, match="--round-to 16.*--round-to 1"):
         prune_to_target(model, l1, target=0.6, metric="macs", round_to=16, exact=True)
@@ -65,8 +72,16 @@ def test_alignment_that_would_empty_a_layer_at_the_largest_ratio_does_not_hide_t
     keeping 16 removes about 12 % of the prunable params."""
     model = build_model("vgg16", num_classes=10, width_mult=0.125).eval()
     points = ["features.conv7", "features.conv13"]
-    allocation = Allocation("measured", points, [0.9, 0.3], num_classes=100)  # conv13 adds nothing: it gives up the most
-    out = prune_to_target(model, lambda m: build_importance("l1", model=m), target=0.12, metric="params",
-                          allocation=allocation, round_to=16)
+    allocation = Allocation(
+        "measured", points, [0.9, 0.3], num_classes=100
+    )  # conv13 adds nothing: it gives up the most
+    out = prune_to_target(
+        model,
+        lambda m: build_importance("l1", model=m),
+        target=0.12,
+        metric="params",
+        allocation=allocation,
+        round_to=16,
+    )
     assert out.unreached is None and abs(out.removed - 0.12) <= 0.02, out.unreached
     assert point_conv(out.model, "features.conv13").out_channels % 16 == 0

@@ -1,5 +1,6 @@
 """Specs of prune/truncate.py: where the cut goes (measured, deeper, budget) and a cut model that computes exactly
 the measured head of its cut point, for VGG and beyond."""
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -27,14 +28,27 @@ def head_logits(model, measurement, point, x):
 @pytest.fixture(scope="module")
 def resnet_measured(tmp_path_factory):
     model = build_model("timm:resnet18", num_classes=10).eval()
-    result = measure(model, "synthetic", points="layer1.1,layer2.1,layer3.1", head_epochs=2, device="cpu",
-                     cache_dir=tmp_path_factory.mktemp("resnetcache"))
+    result = measure(
+        model,
+        "synthetic",
+        points="layer1.1,layer2.1,layer3.1",
+        head_epochs=2,
+        device="cpu",
+        cache_dir=tmp_path_factory.mktemp("resnetcache"),
+    )
     return model, result
 
 
-@pytest.mark.parametrize("measured,point", [("effnet_measured", "bn1"), ("effnet_measured", "blocks.1.0"),
-                                            ("effnet_measured", "blocks.3.2"), ("resnet_measured", "layer1.1"),
-                                            ("resnet_measured", "layer2.1")])
+@pytest.mark.parametrize(
+    "measured,point",
+    [
+        ("effnet_measured", "bn1"),
+        ("effnet_measured", "blocks.1.0"),
+        ("effnet_measured", "blocks.3.2"),
+        ("resnet_measured", "layer1.1"),
+        ("resnet_measured", "layer2.1"),
+    ],
+)
 def test_a_cut_model_computes_the_measured_head_of_its_cut_point(request, measured, point):
     model, result = request.getfixturevalue(measured)
     cut = truncate(model, result, point)
@@ -89,9 +103,22 @@ def test_with_truncation_the_target_still_counts_from_the_original_model(vgg_mea
     # Heads before `useful_from` made useless: the cut lands there (conv1: the cut alone removes
     # more than the target; conv12: channels must be pruned for the rest).
     names = [p["name"] for p in result.points]
-    points = [{**p, "val_accuracy": p["val_accuracy"] if i >= names.index(useful_from) else 0.1} for i, p in enumerate(result.points)]
-    pruned, report = prune(copy.deepcopy(model), "synthetic", target=0.5, criterion="l1", truncate=True, cut="measured", round_to=1,
-                           measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")
+    points = [
+        {**p, "val_accuracy": p["val_accuracy"] if i >= names.index(useful_from) else 0.1}
+        for i, p in enumerate(result.points)
+    ]
+    pruned, report = prune(
+        copy.deepcopy(model),
+        "synthetic",
+        target=0.5,
+        criterion="l1",
+        truncate=True,
+        cut="measured",
+        round_to=1,
+        measurement=dataclasses.replace(result, points=points),
+        finetune_epochs=0,
+        device="cpu",
+    )
     actually_removed = 1 - prunable_base(pruned, "params") / prunable_base(model, "params")
     assert report["truncation"]["cut_after"] == useful_from
     assert report["search"]["removed"] == pytest.approx(actually_removed, abs=1e-6)
@@ -111,11 +138,25 @@ def test_the_depth_baseline_cuts_as_deep_as_the_budget_allows_and_reads_no_accur
 
     model, result = vgg_measured
     shuffled = [{**p, "val_accuracy": a} for p, a in zip(result.points, reversed(result.val_accuracies()))]
-    runs = [prune(copy.deepcopy(model), "synthetic", target=0.6, metric=metric, truncate=True, cut="budget", round_to=1,
-                  measurement=dataclasses.replace(result, points=points), finetune_epochs=0, device="cpu")[1]
-            for points in (result.points, shuffled)]
+    runs = [
+        prune(
+            copy.deepcopy(model),
+            "synthetic",
+            target=0.6,
+            metric=metric,
+            truncate=True,
+            cut="budget",
+            round_to=1,
+            measurement=dataclasses.replace(result, points=points),
+            finetune_epochs=0,
+            device="cpu",
+        )[1]
+        for points in (result.points, shuffled)
+    ]
     report = runs[0]
-    assert runs[1]["truncation"]["cut_after"] == report["truncation"]["cut_after"], "accuracy does not move the budget cut"
+    assert runs[1]["truncation"]["cut_after"] == report["truncation"]["cut_after"], (
+        "accuracy does not move the budget cut"
+    )
     rows = [r for r in report["truncation"]["candidates"][:-1] if r["cuttable"]]
     meeting = [r["point"] for r in rows if r["kept"] <= 0.4 / 0.98]
     assert report["truncation"]["cut_after"] == meeting[-1] and report["cut"] == "budget"
@@ -131,8 +172,18 @@ def test_truncation_under_a_latency_budget_sizes_its_candidates_by_macs(vgg_meas
     from prune_snr.prune import prune
 
     model, result = vgg_measured
-    _, report = prune(copy.deepcopy(model), "synthetic", target=0.3, metric="latency", criterion="l1", truncate=True, round_to=1,
-                      measurement=result, finetune_epochs=0, device="cpu")
+    _, report = prune(
+        copy.deepcopy(model),
+        "synthetic",
+        target=0.3,
+        metric="latency",
+        criterion="l1",
+        truncate=True,
+        round_to=1,
+        measurement=result,
+        finetune_epochs=0,
+        device="cpu",
+    )
     t = report["truncation"]
     assert t["kept_of"] == "macs" and all(0 < c["kept"] <= 1 for c in t["candidates"] if c["cuttable"])
     assert report["latency"]["batch_32"]["fraction"] < 1
@@ -142,9 +193,21 @@ def test_truncation_under_a_latency_budget_sizes_its_candidates_by_macs(vgg_meas
 def test_the_deeper_cut_is_the_measured_one_unless_the_budget_allows_a_deeper_one(eligible_from, expected):
     from prune_snr.prune.truncate import pick_cut
 
-    kept = [0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0]  # what a cut after each point keeps; p3 is the deepest meeting a 50 % target
+    kept = [
+        0.1,
+        0.2,
+        0.35,
+        0.5,
+        0.7,
+        0.85,
+        1.0,
+    ]  # what a cut after each point keeps; p3 is the deepest meeting a 50 % target
     rows = [{"point": f"p{i}", "eligible": i >= eligible_from, "cuttable": True, "kept": k} for i, k in enumerate(kept)]
     assert pick_cut(rows, None, "budget", target=0.5, metric="macs") == "p3"
-    assert pick_cut(rows, None, "measured", target=0.5, metric="macs") == (f"p{eligible_from}" if eligible_from < 6 else None)
+    assert pick_cut(rows, None, "measured", target=0.5, metric="macs") == (
+        f"p{eligible_from}" if eligible_from < 6 else None
+    )
     assert pick_cut(rows, None, "deeper", target=0.5, metric="macs") == expected
-    assert pick_cut(rows, None, "deeper", target=0.5, metric="latency") == pick_cut(rows, None, "measured", target=0.5, metric="latency")
+    assert pick_cut(rows, None, "deeper", target=0.5, metric="latency") == pick_cut(
+        rows, None, "measured", target=0.5, metric="latency"
+    )

@@ -1,4 +1,5 @@
 """Specs of the Optuna search: real SQLite and JournalStorage files, resume, pick, dashboard."""
+
 import json
 import os
 import shutil
@@ -23,8 +24,13 @@ from prune_snr.search import counted_trials, pareto_rows, pick, run_search
 @pytest.fixture(scope="module")
 def study_inputs(tiny_run, tmp_path_factory):
     out, _ = tiny_run
-    result = measure(prune_snr.load(out / "model.pt"), "synthetic", head_epochs=3, device="cpu",
-                     cache_dir=tmp_path_factory.mktemp("searchcache"))
+    result = measure(
+        prune_snr.load(out / "model.pt"),
+        "synthetic",
+        head_epochs=3,
+        device="cpu",
+        cache_dir=tmp_path_factory.mktemp("searchcache"),
+    )
     return out / "model.pt", result
 
 
@@ -39,10 +45,28 @@ def finished(study):
 
 def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    first = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    first = run_search(
+        checkpoint,
+        round_to=1,
+        trials=2,
+        out=tmp_path,
+        measurement=result,
+        max_finetune_epochs=0,
+        device="cpu",
+        fixed=FIXED,
+    )
     before = [(t.number, t.state, t.values, t.params) for t in finished(first)]
     assert (tmp_path / "study.db").is_file() and len(before) == 2
-    again = run_search(checkpoint, round_to=1, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    again = run_search(
+        checkpoint,
+        round_to=1,
+        trials=3,
+        out=tmp_path,
+        measurement=result,
+        max_finetune_epochs=0,
+        device="cpu",
+        fixed=FIXED,
+    )
     after = [(t.number, t.state, t.values, t.params) for t in finished(again)]
     assert len(after) == 3 and after[:2] == before
     assert [state for _, state, _, _ in after] == [optuna.trial.TrialState.COMPLETE] * 3, "a failed trial is no result"
@@ -51,8 +75,17 @@ def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_
 
 def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, storage=str(tmp_path / "study.log"), measurement=result,
-                       max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    study = run_search(
+        checkpoint,
+        round_to=1,
+        trials=2,
+        out=tmp_path,
+        storage=str(tmp_path / "study.log"),
+        measurement=result,
+        max_finetune_epochs=0,
+        device="cpu",
+        fixed=FIXED,
+    )
     assert (tmp_path / "study.log").stat().st_size > 0 and len(finished(study)) == 2
     for trial in study.trials:
         if trial.state.name == "COMPLETE":
@@ -64,9 +97,27 @@ def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):
 def test_a_killed_search_resumes_to_the_requested_trial_count(study_inputs, tmp_path):
     checkpoint, result = study_inputs
     result.save(tmp_path / "measurement")
-    cmd = [sys.executable, "-m", "prune_snr.cli", "search", str(checkpoint), "--trials", "3", "--max-finetune-epochs", "0",
-           "--fix", "truncate=false,target=0.4", "--round-to", "1", "--measurement", str(tmp_path / "measurement"), "--device", "cpu",
-           "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prune_snr.cli",
+        "search",
+        str(checkpoint),
+        "--trials",
+        "3",
+        "--max-finetune-epochs",
+        "0",
+        "--fix",
+        "truncate=false,target=0.4",
+        "--round-to",
+        "1",
+        "--measurement",
+        str(tmp_path / "measurement"),
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -82,20 +133,34 @@ def test_a_killed_search_resumes_to_the_requested_trial_count(study_inputs, tmp_
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    done_before = {(t.number, tuple(t.values)) for t in finished(optuna.load_study(study_name="prune-snr", storage=storage))
-                   if t.state.name == "COMPLETE"}
+    done_before = {
+        (t.number, tuple(t.values))
+        for t in finished(optuna.load_study(study_name="prune-snr", storage=storage))
+        if t.state.name == "COMPLETE"
+    }
     assert len(done_before) >= 1
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     study = optuna.load_study(study_name="prune-snr", storage=storage)
     # The trial the kill interrupted never counts (RUNNING, or failed without an error of its own).
     assert len(counted_trials(study)) == 3
-    assert done_before <= {(t.number, tuple(t.values)) for t in study.trials if t.state.name == "COMPLETE"}, "no finished trial is redone"
+    assert done_before <= {(t.number, tuple(t.values)) for t in study.trials if t.state.name == "COMPLETE"}, (
+        "no finished trial is redone"
+    )
 
 
 def test_pick_returns_the_most_accurate_pareto_trial_meeting_the_rule(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    study = run_search(checkpoint, round_to=1, trials=3, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    study = run_search(
+        checkpoint,
+        round_to=1,
+        trials=3,
+        out=tmp_path,
+        measurement=result,
+        max_finetune_epochs=0,
+        device="cpu",
+        fixed=FIXED,
+    )
     chosen = pick(study, "params<=1.0")
     assert chosen in study.best_trials
     assert chosen.values[0] == max(t.values[0] for t in study.best_trials)
@@ -108,7 +173,9 @@ def test_pick_returns_the_most_accurate_pareto_trial_meeting_the_rule(study_inpu
 def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(study_inputs, tmp_path):
     checkpoint, result = study_inputs
     fixed = {**FIXED, "finetune_epochs": 1}
-    study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy=0.25)
+    study = run_search(
+        checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy=0.25
+    )
     proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
     assert proxy_report["finetune_fraction"] == 0.25
     for row in pareto_rows(study):
@@ -116,17 +183,34 @@ def test_a_proxy_study_re_evaluates_its_pareto_trials_with_full_fine_tuning(stud
         assert Path(row["artifacts"]).name == "full" and full["finetune_fraction"] == 1.0
         assert row["full_accuracy"] == full["after"]["accuracy"]
     chosen = pick(study, "params<=1.0")
-    assert study.user_attrs[f"full:{chosen.number:04d}"]["val_accuracy"] == max(r["full_val_accuracy"] for r in pareto_rows(study))
+    assert study.user_attrs[f"full:{chosen.number:04d}"]["val_accuracy"] == max(
+        r["full_val_accuracy"] for r in pareto_rows(study)
+    )
 
 
-def test_a_bn_proxy_study_grades_trials_right_after_pruning_and_fine_tunes_only_its_pareto_trials(study_inputs, tmp_path):
+def test_a_bn_proxy_study_grades_trials_right_after_pruning_and_fine_tunes_only_its_pareto_trials(
+    study_inputs, tmp_path
+):
     checkpoint, result = study_inputs
     fixed = {**FIXED, "finetune_epochs": 1, "afcc": False}  # AFCC would change the grade after the recalibrated one
-    study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=fixed, proxy="bn",
-                       bn_recalibrate=2)
+    study = run_search(
+        checkpoint,
+        round_to=1,
+        trials=2,
+        out=tmp_path,
+        measurement=result,
+        device="cpu",
+        fixed=fixed,
+        proxy="bn",
+        bn_recalibrate=2,
+    )
     proxy_report = json.loads((tmp_path / "trials" / "0000" / "report.json").read_text())
     assert proxy_report["finetune_epochs"] == 0 and proxy_report["bn_recalibration"]["batches"] == 2
-    assert study.trials[0].values[0] == proxy_report["after"]["val_accuracy"] == proxy_report["pruned_before_finetune"]["val_accuracy"]
+    assert (
+        study.trials[0].values[0]
+        == proxy_report["after"]["val_accuracy"]
+        == proxy_report["pruned_before_finetune"]["val_accuracy"]
+    )
     rows = pareto_rows(study)
     assert rows
     for row in rows:
@@ -144,12 +228,24 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_optuna_dashboard_serves_the_study_on_loopback(study_inputs, tmp_path):
     checkpoint, result = study_inputs
-    run_search(checkpoint, round_to=1, trials=1, out=tmp_path, measurement=result, max_finetune_epochs=0, device="cpu", fixed=FIXED)
+    run_search(
+        checkpoint,
+        round_to=1,
+        trials=1,
+        out=tmp_path,
+        measurement=result,
+        max_finetune_epochs=0,
+        device="cpu",
+        fixed=FIXED,
+    )
     port = _free_port()
     exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or shutil.which("optuna-dashboard")
     assert exe, "optuna-dashboard is a dev dependency (pyproject [dev])"
-    proc = subprocess.Popen([exe, f"sqlite:///{tmp_path / 'study.db'}", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, f"sqlite:///{tmp_path / 'study.db'}", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         status, deadline = None, time.time() + 60
         while time.time() < deadline and status is None:
@@ -171,16 +267,28 @@ def test_the_torch_pruning_space_draws_only_torch_prunings_options_and_the_budge
     from prune_snr.search.study import space_of
 
     rows = space_of("torch-pruning")
-    assert rows["truncate"][1] == (False, True) and rows["cut"][1] == ("budget",), "the baseline may cut, by the budget alone"
-    study = run_search(checkpoint, space="torch-pruning", round_to=1, trials=4, out=tmp_path, max_finetune_epochs=0, device="cpu",
-                       fixed={"target": 0.4, "truncate": False})
+    assert rows["truncate"][1] == (False, True) and rows["cut"][1] == ("budget",), (
+        "the baseline may cut, by the budget alone"
+    )
+    study = run_search(
+        checkpoint,
+        space="torch-pruning",
+        round_to=1,
+        trials=4,
+        out=tmp_path,
+        max_finetune_epochs=0,
+        device="cpu",
+        fixed={"target": 0.4, "truncate": False},
+    )
     for t in finished(study):
         assert t.params["criterion"] in BASELINE_CRITERIA and t.params["allocation"] in ("uniform", "global")
         assert t.params["afcc"] is False and t.params["cut"] == "budget" and "threshold" not in t.params
     assert "measurement_seconds" not in study.user_attrs and study.user_attrs["space"] == "torch-pruning"
     assert not list(tmp_path.glob("trials/*/measurement*")), "no measurement was made"
     with pytest.raises(ConfigError, match="threshold"):
-        run_search(checkpoint, space="torch-pruning", trials=1, out=tmp_path / "x", device="cpu", fixed={"threshold": 0.3})
+        run_search(
+            checkpoint, space="torch-pruning", trials=1, out=tmp_path / "x", device="cpu", fixed={"threshold": 0.3}
+        )
 
 
 def test_search_takes_a_recipe_whose_keys_reach_every_trial(study_inputs, tmp_path):
@@ -192,12 +300,27 @@ def test_search_takes_a_recipe_whose_keys_reach_every_trial(study_inputs, tmp_pa
     checkpoint, _ = study_inputs
     recipe = tmp_path / "r.yaml"
     recipe.write_text("batch_size: 32\nhead_epochs: 2\nround_to: 1\ndevice: cpu\nmax_finetune_epochs: 0\ntrials: 1\n")
-    result = CliRunner().invoke(app, ["search", str(checkpoint), "--recipe", str(recipe), "--space", "torch-pruning",
-                                      "--fix", "target=0.4", "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "search",
+            str(checkpoint),
+            "--recipe",
+            str(recipe),
+            "--space",
+            "torch-pruning",
+            "--fix",
+            "target=0.4",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     trial = load_checkpoint(tmp_path / "s" / "trials" / "0000" / "pruned.pt")["config"]["prune"]
     assert trial["batch_size"] == 32 and trial["round_to"] == 1 and trial["measure"]["head_epochs"] == 2
-    resolved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())  # the settled options, as every run folder has
+    resolved = yaml.safe_load(
+        (tmp_path / "s" / "config.yaml").read_text()
+    )  # the settled options, as every run folder has
     assert resolved["trials"] == 1 and resolved["prune"]["round_to"] == 1 and resolved["prune"]["val_fraction"] == 0.1
 
 
@@ -210,8 +333,11 @@ def test_a_trial_threshold_recomputes_the_snr_the_measurement_stored_at_its_own(
     from prune_snr.search.study import with_threshold
 
     M = np.random.default_rng(0).random((16, 10, 10)).astype(np.float32) ** 4
-    m = Measurement(meta={"options": {"threshold": 0.3, "clusters": "blocks"}}, points=[{"name": "conv", "n_filters": 16}],
-                    fields={"conv": M})
+    m = Measurement(
+        meta={"options": {"threshold": 0.3, "clusters": "blocks"}},
+        points=[{"name": "conv", "n_filters": 16}],
+        fields={"conv": M},
+    )
     stored = m.snr("conv").copy()  # as a saved measurement holds it: statistics at θ = 0.3
     assert "conv" in m.filter_stats
     at_06 = with_threshold(m, 0.6)
@@ -222,9 +348,19 @@ def test_a_trial_threshold_recomputes_the_snr_the_measurement_stored_at_its_own(
 
 
 def test_a_measurement_with_some_filters_matrices_keeps_its_own_threshold_in_every_trial(study_inputs, tmp_path):
-    checkpoint, result = study_inputs  # measured at the default --save-fields: the 16 highest-SNR filters' matrices per point
+    checkpoint, result = (
+        study_inputs  # measured at the default --save-fields: the 16 highest-SNR filters' matrices per point
+    )
     with pytest.warns(UserWarning, match="θ stays at the measurement's 0.3"):
-        study = run_search(checkpoint, round_to=1, trials=2, out=tmp_path, measurement=result, device="cpu", fixed=FIXED,
-                           max_finetune_epochs=0)
+        study = run_search(
+            checkpoint,
+            round_to=1,
+            trials=2,
+            out=tmp_path,
+            measurement=result,
+            device="cpu",
+            fixed=FIXED,
+            max_finetune_epochs=0,
+        )
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert {t.params["threshold"] for t in study.trials} == {0.3}

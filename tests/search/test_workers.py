@@ -1,4 +1,5 @@
 """Specs of several workers on one study: real PostgreSQL and JournalStorage, SIGKILL, a database restart."""
+
 import os
 import signal
 import subprocess
@@ -23,26 +24,72 @@ def inputs(tiny_run, tmp_path_factory):
     """The tiny checkpoint and a saved measurement of it, so workers start fast."""
     out, _ = tiny_run
     folder = tmp_path_factory.mktemp("workers") / "measurement"
-    done = subprocess.run([sys.executable, "-m", "prune_snr.cli", "measure", str(out / "model.pt"), "--head-epochs", "3", "--device",
-                           "cpu", "--no-plots", "--out", str(folder)], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prune_snr.cli",
+            "measure",
+            str(out / "model.pt"),
+            "--head-epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--no-plots",
+            "--out",
+            str(folder),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return out / "model.pt", folder
 
 
 def search_cmd(inputs, storage, out, trials=TRIALS, finetune=0):
     checkpoint, measurement = inputs
-    return [sys.executable, "-m", "prune_snr.cli", "search", str(checkpoint), "--trials", str(trials), "--storage", storage,
-            "--max-finetune-epochs", str(finetune), "--fix", f"truncate=false,target=0.4,finetune_epochs={finetune}", "--round-to", "1",
-            "--measurement", str(measurement), "--device", "cpu", "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "prune_snr.cli",
+        "search",
+        str(checkpoint),
+        "--trials",
+        str(trials),
+        "--storage",
+        storage,
+        "--max-finetune-epochs",
+        str(finetune),
+        "--fix",
+        f"truncate=false,target=0.4,finetune_epochs={finetune}",
+        "--round-to",
+        "1",
+        "--measurement",
+        str(measurement),
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def start_workers(inputs, storage, outs, **kw):
-    return [subprocess.Popen([*search_cmd(inputs, storage, out, **kw), "--worker-index", str(i)], env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True) for i, out in enumerate(outs)]
+    return [
+        subprocess.Popen(
+            [*search_cmd(inputs, storage, out, **kw), "--worker-index", str(i)],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for i, out in enumerate(outs)
+    ]
 
 
 def wait_all(procs, timeout=240):
@@ -73,7 +120,9 @@ def check_study(storage, trials=TRIALS):
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == trials, "no counted trial failed here"
     for t in counted:
         folder = Path(t.user_attrs["artifacts"])
-        assert (folder / "pruned.pt").is_file() and (folder / "report.json").is_file() and folder.parent.name == "trials"
+        assert (
+            (folder / "pruned.pt").is_file() and (folder / "report.json").is_file() and folder.parent.name == "trials"
+        )
     return study
 
 
@@ -98,8 +147,9 @@ def test_three_workers_on_postgresql_end_with_exactly_the_requested_trials(input
 @pytest.mark.slow
 def test_workers_option_runs_three_processes_on_one_journal_file(inputs, tmp_path):
     storage = str(tmp_path / "study.log")
-    done = subprocess.run([*search_cmd(inputs, storage, tmp_path), "--workers", "3"], env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [*search_cmd(inputs, storage, tmp_path), "--workers", "3"], env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     study = check_study(storage)
     assert len({t.user_attrs["worker"] for t in study.trials}) >= 2, "the trials were shared among the workers"
@@ -127,15 +177,21 @@ def kill_a_worker_mid_trial(procs, storage, timeout=180):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql", "journal"])
-def test_a_worker_killed_mid_trial_leaves_the_others_to_finish_exactly_the_requested_trials(inputs, backend, request, tmp_path):
+def test_a_worker_killed_mid_trial_leaves_the_others_to_finish_exactly_the_requested_trials(
+    inputs, backend, request, tmp_path
+):
     storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else str(tmp_path / "study.log")
-    procs = start_workers(inputs, storage, [tmp_path] * 3, finetune=1)  # 1 fine-tuning epoch: trials long enough to be killed in
+    procs = start_workers(
+        inputs, storage, [tmp_path] * 3, finetune=1
+    )  # 1 fine-tuning epoch: trials long enough to be killed in
     killed, victim = kill_a_worker_mid_trial(procs, storage)
     results = wait_all([p for p in procs if p is not victim])
     assert all(rc == 0 for rc, _ in results), [err[-1500:] for _, err in results]
     study = check_study(storage)
     trial = study.trials[killed]
-    assert trial.state.name == "FAIL" and "error" not in trial.user_attrs, "failed by the heartbeat/dead-worker check, not counted"
+    assert trial.state.name == "FAIL" and "error" not in trial.user_attrs, (
+        "failed by the heartbeat/dead-worker check, not counted"
+    )
     assert any(t.system_attrs.get("failed_trial") == killed for t in study.trials), "and retried"
 
 
@@ -162,7 +218,11 @@ def test_a_wrong_password_is_one_line_naming_the_masked_url(postgres_cluster, po
     url = postgres_cluster.tcp_url(postgres_url.split("/")[-1].split("?")[0], password="wrong-secret")
     result = CliRunner().invoke(app, ["search", str(tmp_path / "model.pt"), "--storage", url, "--out", str(tmp_path)])
     one_line_error(result, "password authentication failed")
-    assert "wrong-secret" not in result.output and "postgres:***@127.0.0.1" in result.output and "check the host" in result.output
+    assert (
+        "wrong-secret" not in result.output
+        and "postgres:***@127.0.0.1" in result.output
+        and "check the host" in result.output
+    )
 
 
 def test_an_unreachable_host_is_one_line_naming_the_url(tmp_path):

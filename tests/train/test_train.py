@@ -1,4 +1,5 @@
 """Specs of training: learning, resume, refusals, NaN handling."""
+
 import pytest
 import torch
 

@@ -63,7 +63,8 @@ def floats(text: str) -> list[float]:
 
 
 def machine_line(detail: str | None = None) -> str:
-    """``HOST (N CPU threads, DETAIL)``: where a result was measured; DETAIL defaults to the GPU (``CUDA NAME`` or ``no GPU``)."""
+    """``HOST (N CPU threads, DETAIL)``: where a result was measured; DETAIL defaults to the GPU
+    (``CUDA NAME`` or ``no GPU``)."""
     if detail is None:
         detail = "CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{platform.node()} ({torch.get_num_threads()} CPU threads, {detail})"
@@ -71,7 +72,8 @@ def machine_line(detail: str | None = None) -> str:
 
 @dataclass
 class Run:
-    """A checkpoint a script studies: its payload, the data it was trained on, and a measurement of it if one was given."""
+    """A checkpoint a script studies: its payload, the data it was trained on, and a measurement of
+    it if one was given."""
 
     checkpoint: str
     payload: dict
@@ -81,7 +83,8 @@ class Run:
 
 
 def load_run(checkpoint: str | Path, measurement: str | Path | None = None) -> Run:
-    """The checkpoint's payload and training data (:func:`prune_snr.checkpoint.trained_on`), and ``measurement``'s folder loaded."""
+    """The checkpoint's payload and training data (:func:`prune_snr.checkpoint.trained_on`), and
+    ``measurement``'s folder loaded."""
     payload = load_checkpoint(checkpoint)
     dataset, data_dir = trained_on(payload)
     return Run(str(checkpoint), payload, dataset, data_dir, Measurement.load(measurement) if measurement else None)

@@ -6,8 +6,8 @@ For each model, in its own process under ``--timeout`` seconds, as a user's scri
 -> ``prune_snr.export``. A row is ``ok``, ``refused`` (prune-snr's one-line error, kept whole), ``crash``
 (any other exception: a bug to fix) or ``hang`` (killed at the time limit). A timm family's model is its
 smallest (parameters counted on the meta device) with convolutions beyond a patch embedding and no
-attention or recurrent module; ``model_breadth.py``'s timm models (run there by name) are added. Rows accumulate in ``--out``, so a rerun
-continues where it stopped.
+attention or recurrent module; ``model_breadth.py``'s timm models (run there by name) are added. Rows accumulate in
+``--out``, so a rerun continues where it stopped.
 
     python benchmarks/api_breadth.py --out benchmarks/results/api_breadth/rows.json
     python benchmarks/api_breadth.py --models timm:rexnet_100,torchvision:resnet18 --out runs/breadth/rows.json
@@ -59,7 +59,8 @@ def is_cnn(model) -> bool:
 
 
 def timm_families() -> list[str]:
-    """``timm:NAME`` for the smallest CNN classifier of every timm module that has one (timm's ``test_`` models aside)."""
+    """``timm:NAME`` for the smallest CNN classifier of every timm module that has one (timm's
+    ``test_`` models aside)."""
     import timm
     import torch
 
@@ -189,7 +190,8 @@ def landed(row: dict) -> bool:
 
 
 def relative_diff(row: dict) -> float:
-    """The ONNX check's largest logit difference over the largest logit (random weights give logits from 1e-15 to 1e7)."""
+    """The ONNX check's largest logit difference over the largest logit (random weights give
+    logits from 1e-15 to 1e7)."""
     return row["onnx_max_abs_diff"] / max(row.get("logit_scale") or 0.0, 1e-30)
 
 
@@ -202,7 +204,8 @@ def table(rows: list[dict]) -> str:
         what = (
             r.get("error", "")
             if r["status"] != "ok"
-            else f"ONNX diff {r['onnx_max_abs_diff']:.1e} of logits up to {r.get('logit_scale', float('nan')):.1e} ({relative_diff(r):.0e})"
+            else f"ONNX diff {r['onnx_max_abs_diff']:.1e} of logits up to {r.get('logit_scale', float('nan')):.1e} "
+            f"({relative_diff(r):.0e})"
         )
         mark = ("yes" if landed(r) else "no") if r["status"] == "ok" else ""
         lines.append(
@@ -221,12 +224,13 @@ def summary(rows: list[dict], results: dict) -> str:
     command = results.get("command", "python benchmarks/api_breadth.py")
     return (
         f"`{command}` on {results['machine']}, {results['dataset']}, at most {results['timeout_s']:.0f} s a model: "
-        f"{len(rows)} models (one per timm family that is a CNN classifier, torchvision's CNNs, model_breadth.py's timm "
-        f'models) as instances through `prune_snr.measure` -> `prune(target=0.5, metric="macs")` at default flags -> '
+        f"{len(rows)} models (one per timm family that is a CNN classifier, torchvision's CNNs, "
+        "model_breadth.py's timm models) as instances through `prune_snr.measure` -> "
+        '`prune(target=0.5, metric="macs")` at default flags -> '
         f"`export`. **{count['ok']} go through, {sum(map(landed, ok))} of them within the landing rule** (MACs kept "
-        f"0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
-        f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time limit. "
-        f"Largest ONNX difference relative to the logits: {worst}. Time per model: median "
+        "0.5 ± 0.02; the others stop where the channel alignment or the architecture's coupled groups let them); "
+        f"**{count['refused']} refused in one line**, {count['crash']} crash, {count['hang']} killed at the time "
+        f"limit. Largest ONNX difference relative to the logits: {worst}. Time per model: median "
         f"{seconds[len(seconds) // 2]:.0f} s, {seconds[0]:.0f}-{seconds[-1]:.0f} s. {results.get('note', '')}\n\n"
     )
 

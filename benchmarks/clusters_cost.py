@@ -93,7 +93,10 @@ def main() -> None:
     for clusters, s in summary.items():
         print(f"{clusters:<12}{s['seconds_median']:>20.1f}{s['peak_rss_mb']:>14.0f}")
     print(f"blocks / components: time {ratio['seconds_median']:.2f}x, peak memory {ratio['peak_rss_mb']:.2f}x")
-    command = f"python benchmarks/clusters_cost.py --labels {args.labels} --repeats {args.repeats} --memory-budget {args.memory_budget}"
+    command = (
+        f"python benchmarks/clusters_cost.py --labels {args.labels} --repeats {args.repeats} "
+        f"--memory-budget {args.memory_budget}"
+    )
     save_results(
         args.out, {"machine": machine_line(), "command": command, "rows": rows, "summary": summary, "ratio": ratio}
     )

@@ -1,8 +1,8 @@
 """Are the measurement's heads converged? Each setting's heads against the optimum of the same problem.
 
 For each point of a checkpoint's (warm) feature cache, the linear head of the measurement is trained by
-``train_heads`` under each setting (30 fixed epochs at Adam lr 1e-3, the former default's cap and rate; today's default; any
-``--setting EPOCHS:LR``) on the training rows less the validation split, and compared with the optimum of
+``train_heads`` under each setting (30 fixed epochs at Adam lr 1e-3, the former default's cap and rate; today's default;
+any ``--setting EPOCHS:LR``) on the training rows less the validation split, and compared with the optimum of
 the same unregularized softmax regression, found by full-batch L-BFGS on the standardized rows
 (``--lbfgs-iters`` iterations, strong Wolfe line search). Printed per point: training loss, validation loss
 and validation accuracy of each. A head whose *training* loss is far above the optimum's is not converged;
@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         seconds[name] = time.perf_counter() - t0
     rows = []
     print(
-        f"{args.checkpoint} on {dataset}: {len(rest)} training rows, {len(val)} validation rows; {torch.get_num_threads()} threads"
+        f"{args.checkpoint} on {dataset}: {len(rest)} training rows, {len(val)} validation rows; "
+        f"{torch.get_num_threads()} threads"
     )
     print("| point | features | setting | train loss | val loss | val acc | epochs |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
                 "epochs_used": epochs,
             }
             print(
-                f"| {n} | {x.shape[1]} | {name} | {train_loss:.4f} | {val_loss:.4f} | {val_acc:.4f} | {epochs or '-'} |",
+                f"| {n} | {x.shape[1]} | {name} | {train_loss:.4f} | {val_loss:.4f} | "
+                f"{val_acc:.4f} | {epochs or '-'} |",
                 flush=True,
             )
         rows.append(row)

@@ -11,7 +11,8 @@ filter by its head's weights, so SNR moves with head training).
 
     python benchmarks/head_settings.py runs/demo/model.pt --out benchmarks/results/fmnist_vgg16_w025/head_settings.json
     python benchmarks/head_settings.py runs/effnet/model.pt --expanded --only 5 --out runs/effnet/head_settings.json
-    python benchmarks/head_settings.py runs/demo/model.pt --only 5,9 --out runs/demo/head_settings_bf16.json  # bfloat16 heads
+    python benchmarks/head_settings.py runs/demo/model.pt --only 5,9 \\
+        --out runs/demo/head_settings_bf16.json  # bfloat16 heads
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
     )[1]
     full_val = evaluate(model, val, device=args.device)["accuracy"]
     num_classes = model.spec["num_classes"]
-    feature_pass = {}  # train_per_class -> seconds of the backbone pass that fills its cache (cold, unless cached before)
+    # train_per_class -> seconds of the backbone pass that fills its cache (cold, unless cached before)
+    feature_pass = {}
     for per_class in sorted({o.get("train_per_class") for o in settings.values()}, key=lambda v: v or 0):
         t = measure(
             model,
@@ -173,8 +175,8 @@ def main(argv=None) -> int:
         f"\n{args.checkpoint} on {dataset}: full model val accuracy {full_val:.4f}; {torch.get_num_threads()} threads\n"
     )
     print(
-        "| setting | feature pass s | heads s | x reference | epochs used (min-max) | max abs Δ val acc | max abs Δ test acc | cut | "
-        "ratios | SNR ranking |"
+        "| setting | feature pass s | heads s | x reference | epochs used (min-max) | max abs Δ val acc | "
+        "max abs Δ test acc | cut | ratios | SNR ranking |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -194,9 +196,9 @@ def main(argv=None) -> int:
         )
         used = [e for e in r["epochs_used"] if e is not None] or [30]
         print(
-            f"| {r['setting']} | {r['feature_pass_s']:.1f} | {r['heads_s']:.1f} | {r['heads_s'] / ref['heads_s']:.2f} | "
-            f"{min(used)}-{max(used)} | {dv:.4f} | "
-            f"{dt:.4f} | {d['cut']} ({'same' if r['same_cut'] else 'differs'}) | max Δ {ratio_diff:.4f} | "
+            f"| {r['setting']} | {r['feature_pass_s']:.1f} | {r['heads_s']:.1f} | "
+            f"{r['heads_s'] / ref['heads_s']:.2f} | {min(used)}-{max(used)} | {dv:.4f} | {dt:.4f} | "
+            f"{d['cut']} ({'same' if r['same_cut'] else 'differs'}) | max Δ {ratio_diff:.4f} | "
             f"max Δ {snr_diff:.1f}, Spearman ≥ {rho:.3f}, top half kept ≥ {overlap:.0%} |"
         )
     atomic_save_json(

@@ -1,4 +1,5 @@
-"""ImageNet-shaped, on this CPU: 1000 labels at 224 px through import -> measure -> prune -> export, as a user runs them.
+"""ImageNet-shaped, on this CPU: 1000 labels at 224 px through import -> measure -> prune -> export,
+as a user runs them.
 
 Generates an ImageFolder (``train/`` and ``val/`` class folders of JPEGs: a smooth per-class pattern, shifted, plus
 noise), saves random weights of full-width ``timm:efficientnet_b0`` and ``torchvision:vgg16_bn`` to ``.safetensors``,
@@ -11,7 +12,7 @@ Per phase it prints wall time, peak RSS of that child (``wait4``'s ``ru_maxrss``
 (1,281,167 + 50,000 images) on one H100; the CPU -> H100 ratio is this CPU's measured FLOP/s against an assumed
 400 TFLOP/s (bf16, dense, realistic), printed with the result. A rerun skips finished phases (``OUT/results.json``).
 
-    OMP_NUM_THREADS=1 python benchmarks/imagenet_shape.py --out runs/imagenet_shape                       # 1000 x (20 + 5)
+    OMP_NUM_THREADS=1 python benchmarks/imagenet_shape.py --out runs/imagenet_shape  # 1000 x (20 + 5)
     OMP_NUM_THREADS=1 python benchmarks/imagenet_shape.py --out runs/in_small --classes 100 --train-per-class 4 \\
         --test-per-class 2 --size 112
 """
@@ -46,7 +47,7 @@ arch, classes, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 family, _, name = arch.partition(":")
 model = timm.create_model(name, num_classes=classes) if family == "timm" else torchvision.models.get_model(name, num_classes=classes)
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-"""
+"""  # noqa: E501 (a line of the child's script above: the string must stay as it is)
 
 INFERENCE = r"""
 import json, sys, time, torch
@@ -371,9 +372,10 @@ def derive(imp: dict, inf: dict, meas: dict) -> dict:
 def print_tables(results: dict, budget: float) -> None:
     s, ph = results["setting"], results["phases"]
     print(
-        f"\nsetting: {s['classes']} classes x ({s['train_per_class']} train + {s['test_per_class']} val) images of {s['size']} px "
-        f"({s['format']}), pool {s['pool']}, batch {s['batch_size']}, {results['threads']} thread(s); memory budget {budget:.1f} GiB; "
-        f"dataset {ph['generate']['disk_bytes'] / 1e6:.1f} MB, generated in {ph['generate']['wall_s']:.1f} s"
+        f"\nsetting: {s['classes']} classes x ({s['train_per_class']} train + {s['test_per_class']} val) images of "
+        f"{s['size']} px ({s['format']}), pool {s['pool']}, batch {s['batch_size']}, {results['threads']} thread(s); "
+        f"memory budget {budget:.1f} GiB; dataset {ph['generate']['disk_bytes'] / 1e6:.1f} MB, generated in "
+        f"{ph['generate']['wall_s']:.1f} s"
     )
     print(f"{'model':16} {'phase':15} {'wall s':>8} {'peak RSS MB':>12} {'of budget':>9}  disk / notes")
     for key, rec in ph.items():
@@ -382,19 +384,22 @@ def print_tables(results: dict, budget: float) -> None:
         model, name = key.split("/")
         note = ""
         if name == "import":
-            note = f"weights {rec['weights_bytes'] / 1e6:.0f} MB; {rec['params']:,} params, {rec['macs'] / 1e9:.2f} GMACs/img"
+            note = (
+                f"weights {rec['weights_bytes'] / 1e6:.0f} MB; {rec['params']:,} params, "
+                f"{rec['macs'] / 1e9:.2f} GMACs/img"
+            )
         elif name == "inference_pass":
             note = (
-                f"{rec['images']} images in {rec['pass_s']:.1f} s ({rec['pass_s'] / rec['images'] * 1e3:.0f} ms/img; forward only "
-                f"{rec['compute_img_s'] * 1e3:.0f} ms/img)"
+                f"{rec['images']} images in {rec['pass_s']:.1f} s ({rec['pass_s'] / rec['images'] * 1e3:.0f} ms/img; "
+                f"forward only {rec['compute_img_s'] * 1e3:.0f} ms/img)"
             )
         elif name == "measure":
             t = rec["timings"]
             note = (
-                f"feature cache {rec['feature_cache_bytes'] / 1e6:.1f} MB ({rec['bytes_per_row'] / 1e3:.1f} kB/img), fields.npz "
-                f"{rec['fields_npz_bytes'] / 1e6:.1f} MB; {rec['points']} points; features "
-                f"{t['features_train_s'] + t['features_test_s']:.1f} s, "
-                f"heads {t['heads_s']:.1f} s, all heads+fields {t['heads_and_fields_s']:.1f} s, sweep "
+                f"feature cache {rec['feature_cache_bytes'] / 1e6:.1f} MB ({rec['bytes_per_row'] / 1e3:.1f} kB/img), "
+                f"fields.npz {rec['fields_npz_bytes'] / 1e6:.1f} MB; {rec['points']} points; features "
+                f"{t['features_train_s'] + t['features_test_s']:.1f} s, heads {t['heads_s']:.1f} s, all heads+fields "
+                f"{t['heads_and_fields_s']:.1f} s, sweep "
                 f"{sum(v for k, v in t.items() if k.startswith('sweep_') and not k.endswith('heads_s')):.1f} s"
             )
         elif name == "prune":
@@ -402,7 +407,8 @@ def print_tables(results: dict, budget: float) -> None:
         elif name == "export":
             note = f"ONNX {rec['onnx_bytes'] / 1e6:.1f} MB"
         print(
-            f"{model:16} {name:15} {rec['wall_s']:8.1f} {rec['peak_rss_mb']:12.0f} {rec['peak_rss_mb'] / 1024 / budget:9.1%}  {note}"
+            f"{model:16} {name:15} {rec['wall_s']:8.1f} {rec['peak_rss_mb']:12.0f} "
+            f"{rec['peak_rss_mb'] / 1024 / budget:9.1%}  {note}"
         )
     for model, d in results.get("derived", {}).items():
         e = d["h100_estimate_s"]
@@ -411,17 +417,17 @@ def print_tables(results: dict, budget: float) -> None:
             f"(its feature pass alone {d['features_over_inference_pass']:.2f}x)"
         )
         print(
-            f"  ESTIMATE, ImageNet (1,281,167 + 50,000 images) measured on one H100: CPU->H100 ratio {d['cpu_to_h100_ratio']:.0f}x "
-            f"(forward {d['flops_here'] / 1e9:.1f} GFLOP/s here vs an assumed {H100_FLOPS / 1e12:.0f} TFLOP/s bf16 dense); JPEG decode "
-            f"{d['decode_img_s'] * 1e3:.1f} ms/img/core here, {LOADER_WORKERS} loader workers; cache read at {DISK_BPS / 1e9:.0f} GB/s"
+            "  ESTIMATE, ImageNet (1,281,167 + 50,000 images) measured on one H100: CPU->H100 ratio "
+            f"{d['cpu_to_h100_ratio']:.0f}x (forward {d['flops_here'] / 1e9:.1f} GFLOP/s here vs an assumed "
+            f"{H100_FLOPS / 1e12:.0f} TFLOP/s bf16 dense); JPEG decode {d['decode_img_s'] * 1e3:.1f} ms/img/core "
+            f"here, {LOADER_WORKERS} loader workers; cache read at {DISK_BPS / 1e9:.0f} GB/s"
         )
         print(
-            f"  features {e['features'] / 60:.1f} min, heads {e['heads'] / 60:.1f} min, fields+sweep {e['fields_and_sweep'] / 60:.1f} "
-            f"min "
-            f"(total {(e['features'] + e['heads'] + e['fields_and_sweep']) / 60:.1f} min; one plain pass "
-            f"{e['plain_inference_pass'] / 60:.1f} min); "
-            f"feature cache {d['imagenet_cache_bytes'] / 1e9:.0f} GB (with --train-per-class 100: "
-            f"{d['imagenet_cache_bytes_train_per_class_100'] / 1e9:.0f} GB)"
+            f"  features {e['features'] / 60:.1f} min, heads {e['heads'] / 60:.1f} min, fields+sweep "
+            f"{e['fields_and_sweep'] / 60:.1f} min (total "
+            f"{(e['features'] + e['heads'] + e['fields_and_sweep']) / 60:.1f} min; one plain pass "
+            f"{e['plain_inference_pass'] / 60:.1f} min); feature cache {d['imagenet_cache_bytes'] / 1e9:.0f} GB (with "
+            f"--train-per-class 100: {d['imagenet_cache_bytes_train_per_class_100'] / 1e9:.0f} GB)"
         )
 
 

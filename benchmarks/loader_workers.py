@@ -4,7 +4,8 @@ Each round measures the checkpoint once per setting, in turns (so load from else
 fresh feature cache; the ratios are medians over rounds of the paired times. The measurements must agree (same
 per-point accuracies): loader workers only move where images are decoded.
 
-    python benchmarks/loader_workers.py runs/demo/model.pt --workers 0,2 --rounds 2 --out benchmarks/results/loader_workers.json
+    python benchmarks/loader_workers.py runs/demo/model.pt --workers 0,2 --rounds 2 \\
+        --out benchmarks/results/loader_workers.json
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def main(argv=None) -> int:
                     }
                 )
                 print(
-                    f"round {r} --workers {w}: features {rows[-1]['features_s']:.1f} s, measurement {t['total_s']:.1f} s",
+                    f"round {r} --workers {w}: features {rows[-1]['features_s']:.1f} s, "
+                    f"measurement {t['total_s']:.1f} s",
                     flush=True,
                 )
     ref = settings[0]

@@ -6,7 +6,8 @@ then ``prune_snr.measure`` at its defaults on a fresh feature cache, without a l
 ratio is given against each of the three denominators (the pass before, the pass after, their mean) and the
 spread between them is the figure's own noise.
 
-    python benchmarks/measure_cost.py runs/demo/model.pt --labels 3,5,10 --out benchmarks/results/fmnist_vgg16_w025/measure_cost.json
+    python benchmarks/measure_cost.py runs/demo/model.pt --labels 3,5,10 \\
+        --out benchmarks/results/fmnist_vgg16_w025/measure_cost.json
 """
 
 from __future__ import annotations

@@ -162,10 +162,10 @@ def main(argv=None) -> int:
             r["us_per_row_per_epoch"] = 1e6 * r["heads_s"] / (rows * args.head_epochs)
             results.append(r)
             print(
-                f"{rows:>9,} rows ({r['cache_bytes'] / 2**30:.2f} GiB cache): peak RSS {r['peak_rss_mb']:.0f} MB, heads "
-                f"{r['heads_s']:.1f} s "
-                f"({r['us_per_row_per_epoch']:.2f} µs/row/epoch), fields {r['fields_s']:.1f} s, one sequential read "
-                f"{read_s:.2f} s, heads ÷ (epochs × read) {r['heads_over_read']:.1f}",
+                f"{rows:>9,} rows ({r['cache_bytes'] / 2**30:.2f} GiB cache): peak RSS {r['peak_rss_mb']:.0f} MB, "
+                f"heads {r['heads_s']:.1f} s ({r['us_per_row_per_epoch']:.2f} µs/row/epoch), fields "
+                f"{r['fields_s']:.1f} s, one sequential read {read_s:.2f} s, heads ÷ (epochs × read) "
+                f"{r['heads_over_read']:.1f}",
                 flush=True,
             )
             if folder is not real:

@@ -14,9 +14,10 @@ one plain inference pass over the same images (train + test): the feature pass, 
 they used), the fields and each label-sweep K, once with early stopping (``--head-patience``) and once with
 fixed epochs (patience 0) from the same feature cache.
 
-    python benchmarks/measure_speed.py runs/demo/model.pt --stages --head-epochs 30 --train-size 60000 --test-size 10000 --labels 3,5,10
-    python benchmarks/measure_speed.py vgg16_full.pt --dataset synthetic:100 --stages --points all --head-epochs 10 --head-dtypes
-    float32,bfloat16
+    python benchmarks/measure_speed.py runs/demo/model.pt --stages --head-epochs 30 --train-size 60000 \\
+        --test-size 10000 --labels 3,5,10
+    python benchmarks/measure_speed.py vgg16_full.pt --dataset synthetic:100 --stages --points all --head-epochs 10 \\
+        --head-dtypes float32,bfloat16
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, s
         w = torch.zeros(num_classes, len(mean), requires_grad=True)
         b = torch.zeros(num_classes, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=lr)
-        # train_heads' mini-batches: one seeded shuffle cut into ceil(n / batch_size) batches, visited in a new order each epoch
+        # train_heads' mini-batches: one seeded shuffle cut into ceil(n / batch_size) batches, visited in a new order
+        # each epoch
         shuffle = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
         batches = [
             shuffle[part].tolist()
@@ -205,7 +207,8 @@ def stages(model, train_set, test_set, args) -> dict:
             )
             runs.append(
                 (
-                    f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap {args.head_epochs}), {dtype} heads:",
+                    f"-- head patience {patience} (min {args.head_min_epochs} epochs, cap "
+                    f"{args.head_epochs}), {dtype} heads:",
                     rows,
                 )
             )
@@ -228,8 +231,8 @@ def stages(model, train_set, test_set, args) -> dict:
     overhead = feature_parts / plain_parts
     figures.update(interleaved_plain_s=plain_parts, interleaved_features_s=feature_parts)
     print(
-        f"feature pass vs plain pass, interleaved over {parts} parts of each split: {feature_parts:.1f} s vs {plain_parts:.1f} s "
-        f"= {overhead:.2f}x"
+        f"feature pass vs plain pass, interleaved over {parts} parts of each split: {feature_parts:.1f} s vs "
+        f"{plain_parts:.1f} s = {overhead:.2f}x"
     )
     for key in figures:
         if key.startswith("patience_"):
@@ -241,15 +244,16 @@ def stages(model, train_set, test_set, args) -> dict:
     if args.head_patience > 0:
         diff = max(abs(a["test_accuracy"][n] - b["test_accuracy"][n]) for n in a["test_accuracy"])
         print(
-            f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| over points: "
-            f"{100 * diff:.2f} points"
+            f"max |test accuracy (patience {args.head_patience}) - test accuracy (fixed {args.head_epochs} epochs)| "
+            f"over points: {100 * diff:.2f} points"
         )
     for dtype in dtypes[1:]:
         c = figures[f"patience_{args.head_patience}_{dtype}"]
         for split in ("val", "test"):
             d = max(abs(a[f"{split}_accuracy"][n] - c[f"{split}_accuracy"][n]) for n in a[f"{split}_accuracy"])
             print(
-                f"max |{split} accuracy ({dtype} heads) - {split} accuracy ({dtypes[0]} heads)| over points: {100 * d:.2f} points"
+                f"max |{split} accuracy ({dtype} heads) - {split} accuracy ({dtypes[0]} heads)| over "
+                f"points: {100 * d:.2f} points"
             )
     return figures
 
@@ -275,7 +279,8 @@ def main(argv=None):
     parser.add_argument(
         "--head-dtypes",
         default="float32",
-        help="with --stages: the heads' precisions to time, e.g. float32,bfloat16 (the first also runs with patience 0)",
+        help="with --stages: the heads' precisions to time, e.g. float32,bfloat16 (the first "
+        "also runs with patience 0)",
     )
     parser.add_argument("--head-min-epochs", type=int, default=choices.HEAD_MIN_EPOCHS)
     args = parser.parse_args(argv)
@@ -337,8 +342,8 @@ def main(argv=None):
     t_naive = time.perf_counter() - t0
 
     print(
-        f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), points {points}, "
-        f"p={args.pool}, {args.head_epochs} head epochs, {torch.get_num_threads()} CPU threads"
+        f"setting: {args.checkpoint} on {args.dataset} (train {len(train_set)}, test {len(test_set)} images), points "
+        f"{points}, p={args.pool}, {args.head_epochs} head epochs, {torch.get_num_threads()} CPU threads"
     )
     print(f"{'point':18} {'filters':>7} {'acc naive':>9} {'acc fast':>9} {'diff (pts)':>10} {'max |dM|/max|M|':>16}")
     rows = []
@@ -357,7 +362,8 @@ def main(argv=None):
             }
         )
         print(
-            f"{p['name']:18} {p['n_filters']:>7} {s['accuracy']:>9.4f} {p['test_accuracy']:>9.4f} {diff:>10.2f} {rel:>16.2e}"
+            f"{p['name']:18} {p['n_filters']:>7} {s['accuracy']:>9.4f} {p['test_accuracy']:>9.4f} "
+            f"{diff:>10.2f} {rel:>16.2e}"
         )
     ratio = t_naive / t_fast
     print(

@@ -4,8 +4,8 @@ For each model: random weights saved to a ``.safetensors`` file -> ``prune-snr i
 ``--input-size`` (64 px) -> ``measure`` on ``synthetic`` data (the model's default points) ->
 ``prune --target 0.5 --metric macs`` with that measurement and no fine-tuning -> ``export`` (ONNX,
 checked with onnxruntime); then ``prune --criterion snr`` at default flags (the column says whether it
-went through and how many channel groups fell back to L1, with the reason). Each model runs in its own processes, as a user would run the
-commands; a step that fails records its one-line error. Prints the table (model, measured points,
+went through and how many channel groups fell back to L1, with the reason). Each model runs in its own processes, as a
+user would run the commands; a step that fails records its one-line error. Prints the table (model, measured points,
 MACs and params kept, export OK, seconds, what went wrong) and keeps every row in ``--out``, so a
 rerun continues where it stopped.
 

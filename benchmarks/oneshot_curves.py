@@ -3,9 +3,9 @@
 Without recalibration a pruned network keeps the unpruned one's BatchNorm statistics and scores near
 chance whatever it kept; re-estimated on ``--batches`` training batches (``prune --bn-recalibrate``) its
 accuracy ranks the prunings, where fine-tuned arms sit within tenths of a point. Every cell is
-``prune_snr.prune(model, dataset, data_dir=data_dir, target=1 - kept, metric="macs", finetune_epochs=0, bn_recalibrate=N)``
-on one arm, one MACs level and one seed; it records validation and test accuracy with and without the
-recalibration, params and MACs kept, and (seed 0) the ONNX Runtime latency at batch 32 kept.
+``prune_snr.prune(model, dataset, data_dir=data_dir, target=1 - kept, metric="macs", finetune_epochs=0,
+bn_recalibrate=N)`` on one arm, one MACs level and one seed; it records validation and test accuracy with and without
+the recalibration, params and MACs kept, and (seed 0) the ONNX Runtime latency at batch 32 kept.
 
 Arms: every criterion with uniform allocation; ``l1`` and ``snr`` with the measured allocation
 (``+measured``); ``l1`` after the measured cut (``l1+cut``). Per arm and seed the area under the curve
@@ -139,8 +139,9 @@ def cells(rows: list[dict]) -> str:
                 for k in ("val", "test", "val_without", "test_without", "macs_kept", "params_kept", "latency_kept")
             }
             lines.append(
-                f"| {kept:g} | {arm} | {len(mine)} | {mean['val']:.4f} | {mean['test']:.4f} | {mean['val_without']:.4f} | "
-                f"{mean['test_without']:.4f} | {mean['macs_kept']:.3f} | {mean['params_kept']:.3f} | {mean['latency_kept']:.3f} |"
+                f"| {kept:g} | {arm} | {len(mine)} | {mean['val']:.4f} | {mean['test']:.4f} | "
+                f"{mean['val_without']:.4f} | {mean['test_without']:.4f} | {mean['macs_kept']:.3f} | "
+                f"{mean['params_kept']:.3f} | {mean['latency_kept']:.3f} |"
             )
     return "\n".join(lines)
 
@@ -162,7 +163,8 @@ def summary(rows: list[dict]) -> str:
         "mean ± seed std; paired differences with 95 % intervals; a win needs > 2 × pooled std and the interval "
         "excluding 0 on validation and test.",
         "",
-        "| arm | seeds | val AUC | test AUC | MACs kept | params kept | latency kept | vs l1 (test diff, 95 %) | vs random |",
+        "| arm | seeds | val AUC | test AUC | MACs kept | params kept | latency kept | "
+        "vs l1 (test diff, 95 %) | vs random |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in sorted(area, key=lambda a: -np.mean([x["val"] for x in area[a].values()])):

@@ -6,8 +6,8 @@ its latency (``prune --metric latency``), adds already pruned (e.g. fine-tuned) 
 with ``--pruned``, exports every model to ONNX, quantizes each to int8 (``--int8``: static QDQ,
 calibrated on training images; test accuracy of fp32 vs int8), and times each beside the original
 (and its int8 twin), interleaved, at batch 1 and 32. Every figure is a ratio to the original measured in the
-same run (median over rounds of the ratio within a round, so a drift of the machine speed cancels). Latency does not depend on fine-tuning,
-so the pruned-here models get none.
+same run (median over rounds of the ratio within a round, so a drift of the machine speed cancels). Latency does not
+depend on fine-tuning, so the pruned-here models get none.
 
     python benchmarks/onnx_speed.py runs/fm/model.pt --measurement runs/fm/measurement \\
         --round-to 1,default,16 --latency-target 0.5 --int8 \\
@@ -92,7 +92,10 @@ def main(argv=None) -> int:
         except ConfigError as exc:
             print(f"{allocation}, round_to={value}: skipped ({exc})")
     if args.latency_target:
-        key = f"{args.allocation.split(',')[0]}, latency {args.latency_target} at batch {args.latency_batch}, round_to={default_round_to()}"
+        key = (
+            f"{args.allocation.split(',')[0]}, latency {args.latency_target} at batch {args.latency_batch}, "
+            f"round_to={default_round_to()}"
+        )
         try:
             models[key] = prune(
                 prune_snr.load(args.checkpoint),
@@ -160,7 +163,10 @@ def main(argv=None) -> int:
         row["latency_fraction"] = {k: 1 / v for k, v in row["speedup"].items()}
         if args.int8:
             row["int8_speedup_over_fp32"] = {f"batch_{b}": 1 / ratio(rounds[b], f"{key} int8", key) for b in timings}
-    machine = f"{machine_line(platform.processor() or platform.machine())}, onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+    machine = (
+        f"{machine_line(platform.processor() or platform.machine())}, onnxruntime "
+        f"{onnxruntime.__version__} CPUExecutionProvider"
+    )
     result = {
         "checkpoint": args.checkpoint,
         "criterion": args.criterion,
@@ -172,15 +178,17 @@ def main(argv=None) -> int:
     }
     save_results(args.out, result)
     print(
-        "| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup/MAC b1 | speedup/MAC b32 | latency kept b1 |"
+        "| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup/MAC b1 | "
+        "speedup/MAC b32 | latency kept b1 |"
         + (" int8 vs fp32 b1 | int8 vs fp32 b32 | fp32 acc | int8 acc |" if args.int8 else "")
         + "\n|---|---|---|---|---|---|---|---|"
         + ("---|---|---|---|" if args.int8 else "")
     )
     for r in rows:
         line = (
-            f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | {r['speedup']['batch_32']:.2f}x | "
-            f"{r['mac_ratio']:.2f}x | {r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
+            f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}x | "
+            f"{r['speedup']['batch_32']:.2f}x | {r['mac_ratio']:.2f}x | "
+            f"{r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
             f"{r['latency_fraction']['batch_1']:.3f} |"
         )
         if args.int8:

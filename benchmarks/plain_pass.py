@@ -5,7 +5,8 @@ The training images are those the measurement's feature pass read (``--train-per
 seeded, beside the validation rows: the same selection, recomputed from the options it recorded), then
 the test split; one untimed warm-up batch first (CUDA context, cuDNN plans). Prints and writes the seconds.
 
-    python benchmarks/plain_pass.py RUN/model.pt RUN/measurement --data-dir .data --device cuda --out RUN/plain_pass.json
+    python benchmarks/plain_pass.py RUN/model.pt RUN/measurement --data-dir .data --device cuda \\
+        --out RUN/plain_pass.json
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
             f"{args.epochs} fine-tuning epochs",
             f"Spearman rho, one-shot (BatchNorm on {args.batches} batches) vs fine-tuned: validation "
             f"{spearman(ok, 'proxy_val', 'val'):.3f}, test {spearman(ok, 'proxy_test', 'test'):.3f}",
-            f"Spearman rho, one-shot without recalibration vs fine-tuned (validation): {spearman(ok, 'without_val', 'val'):.3f}",
+            "Spearman rho, one-shot without recalibration vs fine-tuned (validation): "
+            f"{spearman(ok, 'without_val', 'val'):.3f}",
         ]
         lines.append(f"seconds per configuration, pruned and fine-tuned: {sum(r['seconds'] for r in ok) / len(ok):.0f}")
         text = "\n".join(lines)

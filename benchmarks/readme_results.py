@@ -37,9 +37,8 @@ def section(folder: Path, target: Path) -> str:
         out += [
             "### Training",
             f"`prune-snr train --recipe recipes/fashion_mnist_vgg16_w025.yaml`: {metrics['model']} (width 1/4) on "
-            f"{metrics['dataset']}, seed {metrics['seed']}: test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} "
-            f"params, "
-            f"{metrics['macs']:,} MACs. Test accuracy (seconds) per epoch: {epochs}.",
+            f"{metrics['dataset']}, seed {metrics['seed']}: test accuracy {metrics['test_accuracy']:.4f}, "
+            f"{metrics['params']:,} params, {metrics['macs']:,} MACs. Test accuracy (seconds) per epoch: {epochs}.",
             "",
         ]
     m = load_results(folder / "measurement.json")
@@ -51,21 +50,20 @@ def section(folder: Path, target: Path) -> str:
             "### Measurement (`prune-snr measure`)",
             f"{m['model']} on {m['dataset']} (heads trained on {sizes['train']:,} images"
             + (f", validation {sizes['val']:,} (decides)" if sizes.get("val") else "")
-            + f", test {sizes['test']:,} (grades); seed "
-            f"{m['seed']}, "
-            f"p={o.pool}, θ={o.threshold}, {o.head_epochs} head epochs; field figures on the "
-            f"{o.fields_split} split): heads+fields {t['heads_and_fields_s']:.0f} s, peak RSS {t['peak_rss_mb']:.0f} MB.",
+            + f", test {sizes['test']:,} (grades); seed {m['seed']}, p={o.pool}, θ={o.threshold}, {o.head_epochs} "
+            f"head epochs; field figures on the {o.fields_split} split): heads+fields {t['heads_and_fields_s']:.0f} "
+            f"s, peak RSS {t['peak_rss_mb']:.0f} MB.",
             "",
-            "| point | filters | val accuracy | test accuracy | layer SNR | noise / filter | clusters / filter | cluster size | dead |",
+            "| point | filters | val accuracy | test accuracy | layer SNR | noise / filter | "
+            "clusters / filter | cluster size | dead |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for p in m["points"]:
             val = p.get("val_accuracy")
             out.append(
                 f"| {p['name']} | {p['n_filters']} | {'-' if val is None else f'{val:.4f}'} | "
-                f"{p.get('test_accuracy', p.get('accuracy')):.4f} | "
-                f"{p['snr']:.3f} | {p['noise_per_filter']:.2f} | {p['clusters_per_filter']:.2f} | {p['cluster_size']:.2f} | "
-                f"{p['dead_fraction']:.2f} |"
+                f"{p.get('test_accuracy', p.get('accuracy')):.4f} | {p['snr']:.3f} | {p['noise_per_filter']:.2f} | "
+                f"{p['clusters_per_filter']:.2f} | {p['cluster_size']:.2f} | {p['dead_fraction']:.2f} |"
             )
         if m.get("label_sweep"):
             out += [
@@ -82,29 +80,29 @@ def section(folder: Path, target: Path) -> str:
         a = speed["args"]
         out += [
             "### Measurement speed (`benchmarks/measure_speed.py`)",
-            f"Naive (backbone re-run every head epoch and every filter) {speed['naive_s']:.0f} s vs prune-snr {speed['fast_s']:.1f} s "
-            f"on "
-            f"{a['train_size']}/{a['test_size']} images, {len(speed['rows'])} points, {a['head_epochs']} head epochs: "
-            f"**{speed['ratio']:.0f}× faster**, max head-accuracy difference {diff:.2f} points, max relative field difference "
-            f"{max(r['field_rel_diff'] for r in speed['rows']):.1e}.",
+            f"Naive (backbone re-run every head epoch and every filter) {speed['naive_s']:.0f} s vs prune-snr "
+            f"{speed['fast_s']:.1f} s on {a['train_size']}/{a['test_size']} images, {len(speed['rows'])} points, "
+            f"{a['head_epochs']} head epochs: **{speed['ratio']:.0f}× faster**, max head-accuracy difference "
+            f"{diff:.2f} points, max relative field difference {max(r['field_rel_diff'] for r in speed['rows']):.1e}.",
             "",
         ]
     scale = load_results(folder / "measure_scale.json")
     if scale:
         out += [
             "### Measurement at scale: streaming heads (`benchmarks/measure_scale.py`)",
-            f"Heads ({scale['head_epochs']} epochs) + fields for points {', '.join(scale['points'])} at a memory budget of "
-            f"{scale['memory_budget_gib']} GiB, each size in a fresh process; caches beyond the real rows repeat them. "
-            f"Peak RSS max/min over sizes: {scale['rss_max_over_min']:.2f}.",
+            f"Heads ({scale['head_epochs']} epochs) + fields for points {', '.join(scale['points'])} at a memory "
+            f"budget of {scale['memory_budget_gib']} GiB, each size in a fresh process; caches beyond the real rows "
+            f"repeat them. Peak RSS max/min over sizes: {scale['rss_max_over_min']:.2f}.",
             "",
-            "| rows | cache | peak RSS | heads | µs / row / epoch | fields | one sequential read | heads ÷ (epochs × read) |",
+            "| rows | cache | peak RSS | heads | µs / row / epoch | fields | one sequential read | "
+            "heads ÷ (epochs × read) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in scale["rows"]:
             out.append(
-                f"| {r['rows']:,} | {r['cache_bytes'] / 2**30:.2f} GiB | {r['peak_rss_mb']:.0f} MB | {r['heads_s']:.1f} s | "
-                f"{r['us_per_row_per_epoch']:.2f} | {r['fields_s']:.1f} s | {r['sequential_read_s']:.2f} s | "
-                f"{r['heads_over_read']:.1f} |"
+                f"| {r['rows']:,} | {r['cache_bytes'] / 2**30:.2f} GiB | {r['peak_rss_mb']:.0f} MB | "
+                f"{r['heads_s']:.1f} s | {r['us_per_row_per_epoch']:.2f} | {r['fields_s']:.1f} s | "
+                f"{r['sequential_read_s']:.2f} s | {r['heads_over_read']:.1f} |"
             )
         out.append("")
     for path in sorted(
@@ -119,8 +117,9 @@ def section(folder: Path, target: Path) -> str:
         out += [
             f"### Measurement run: {path.stem.removeprefix('measure_run_')} (`prune-snr measure`, fresh feature cache)",
             f"{r['model']} on {r['dataset']}, {len(r['points'])} points, p = {o.pool}, {o.head_epochs} head epoch(s), "
-            f"{images:,} images: wall {t['total_s']:.0f} s (features {t['features_train_s'] + t['features_test_s']:.0f} s, "
-            f"heads + fields {t['heads_and_fields_s']:.0f} s), **peak RSS {t['peak_rss_mb']:,.0f} MB** against a memory budget of "
+            f"{images:,} images: wall {t['total_s']:.0f} s (features "
+            f"{t['features_train_s'] + t['features_test_s']:.0f} s, heads + fields {t['heads_and_fields_s']:.0f} s), "
+            f"**peak RSS {t['peak_rss_mb']:,.0f} MB** against a memory budget of "
             + (f"{budget} GiB" if budget else "a quarter of the RAM (default)")
             + f"; feature cache {cache_gib:.1f} GiB.",
             "",
@@ -129,15 +128,18 @@ def section(folder: Path, target: Path) -> str:
     if reports:
         out += [
             "### Pruning to 50 % of the parameters (`prune-snr prune --target 0.5`)",
-            "| run | criterion | allocation | accuracy before → after | pruned, before fine-tune | params | MACs | fine-tune |",
+            "| run | criterion | allocation | accuracy before → after | pruned, before fine-tune | "
+            "params | MACs | fine-tune |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for path in reports:
             r = load_results(path)
             out.append(
-                f"| {path.stem.removeprefix('prune_')} | {r['criterion']} | {r['allocation']} | {r['before']['accuracy']:.4f} → "
-                f"{r['after']['accuracy']:.4f} ({100 * (r['after']['accuracy'] - r['before']['accuracy']):+.2f} pts) | "
-                f"{r['pruned_before_finetune']['accuracy']:.4f} | {r['before']['params']:,} → {r['after']['params']:,} | "
+                f"| {path.stem.removeprefix('prune_')} | {r['criterion']} | {r['allocation']} | "
+                f"{r['before']['accuracy']:.4f} → {r['after']['accuracy']:.4f} "
+                f"({100 * (r['after']['accuracy'] - r['before']['accuracy']):+.2f} pts) | "
+                f"{r['pruned_before_finetune']['accuracy']:.4f} | "
+                f"{r['before']['params']:,} → {r['after']['params']:,} | "
                 f"{r['before']['macs']:,} → {r['after']['macs']:,} | {r['finetune_epochs']} epochs |"
             )
         out.append("")
@@ -191,8 +193,8 @@ def section(folder: Path, target: Path) -> str:
     for name, objective in (("search_compare", "MACs"), ("search_compare_params", "params")):
         if (folder / name / "table.md").exists():
             out += [
-                f"### Front against front, studies optimising {objective}: the full search space vs torch-pruning's own "
-                "(`benchmarks/search_compare.py`)",
+                f"### Front against front, studies optimising {objective}: the full search space vs torch-pruning's "
+                "own (`benchmarks/search_compare.py`)",
                 (folder / name / "table.md").read_text().strip(),
                 "",
                 f"![both fronts]({rel}/{name}/fronts.png)",
@@ -203,29 +205,31 @@ def section(folder: Path, target: Path) -> str:
         int8 = "int8_accuracy" in speed["rows"][0]
         out += [
             "### ONNX Runtime latency: channel alignment, a latency target, int8 (`benchmarks/onnx_speed.py`)",
-            f"{speed['machine']}; criterion {speed['criterion']}; each model timed beside the original (and its int8 twin), taking "
-            "turns (one untimed run, then 3 timed), speedups the median over rounds of the within-round ratio; "
-            f"original: {speed['original_latency_s']['batch_1'] * 1e3:.2f} ms at batch 1, "
-            f"{speed['original_latency_s']['batch_32'] * 1e3:.2f} ms at batch 32, test accuracy {speed['original_fp32_accuracy']:.4f}. "
-            "Models pruned here are not fine-tuned (latency does not depend on it); accuracies are on the test split. "
-            "Targets: speedup ≥ 0.8 × MAC ratio at batch 32 and ≥ 0.6 × at batch 1 with default flags; a latency target met "
-            "within ±5 %; int8 ≥ 1.5× faster than fp32 at batch 32 with ≤ 0.5 points lost.",
+            f"{speed['machine']}; criterion {speed['criterion']}; each model timed beside the original (and its int8 "
+            "twin), taking turns (one untimed run, then 3 timed), speedups the median over rounds of the within-round "
+            f"ratio; original: {speed['original_latency_s']['batch_1'] * 1e3:.2f} ms at batch 1, "
+            f"{speed['original_latency_s']['batch_32'] * 1e3:.2f} ms at batch 32, test accuracy "
+            f"{speed['original_fp32_accuracy']:.4f}. Models pruned here are not fine-tuned (latency does not depend "
+            "on it); accuracies are on the test split. Targets: speedup ≥ 0.8 × MAC ratio at batch 32 and ≥ 0.6 × at "
+            "batch 1 with default flags; a latency target met within ±5 %; int8 ≥ 1.5× faster than fp32 at batch 32 "
+            "with ≤ 0.5 points lost.",
             "",
-            "| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup / MAC ratio b1 | b32 | latency kept b1 |"
-            + (" int8 / fp32 speed b1 | b32 | fp32 acc | int8 acc |" if int8 else ""),
+            "| model | MACs kept | speedup b1 | speedup b32 | MAC ratio | speedup / MAC ratio b1 | "
+            "b32 | latency kept b1 |" + (" int8 / fp32 speed b1 | b32 | fp32 acc | int8 acc |" if int8 else ""),
             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |" if int8 else ""),
         ]
         for r in speed["rows"]:
             line = (
-                f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}× | {r['speedup']['batch_32']:.2f}× | "
-                f"{r['mac_ratio']:.2f}× | {r['speedup_over_mac_ratio']['batch_1']:.2f} | "
-                f"{r['speedup_over_mac_ratio']['batch_32']:.2f} | "
+                f"| {r['key']} | {r['macs_kept']:.3f} | {r['speedup']['batch_1']:.2f}× | "
+                f"{r['speedup']['batch_32']:.2f}× | {r['mac_ratio']:.2f}× | "
+                f"{r['speedup_over_mac_ratio']['batch_1']:.2f} | {r['speedup_over_mac_ratio']['batch_32']:.2f} | "
                 f"{r['latency_fraction']['batch_1']:.3f} |"
             )
             if int8:
                 line += (
-                    f" {r['int8_speedup_over_fp32']['batch_1']:.2f}× | {r['int8_speedup_over_fp32']['batch_32']:.2f}× | "
-                    f"{r['fp32_accuracy']:.4f} | {r['int8_accuracy']:.4f} |"
+                    f" {r['int8_speedup_over_fp32']['batch_1']:.2f}× | "
+                    f"{r['int8_speedup_over_fp32']['batch_32']:.2f}× | {r['fp32_accuracy']:.4f} | "
+                    f"{r['int8_accuracy']:.4f} |"
                 )
             out.append(line)
         for r in speed["rows"]:
@@ -233,11 +237,12 @@ def section(folder: Path, target: Path) -> str:
             if own:
                 out += [
                     "",
-                    f"`{r['key']}`: prune's own final timing (original and pruned taking turns, as in its target search): latency "
-                    "fraction "
+                    f"`{r['key']}`: prune's own final timing (original and pruned taking turns, as in its target "
+                    "search): latency fraction "
                     + ", ".join(f"{v['fraction']:.3f} at batch {k.removeprefix('batch_')}" for k, v in own.items())
                     + f" (target {1 - r['target']:.2f} of the original); the benchmark's separate timing above: "
-                    f"{r['latency_fraction']['batch_32'] if 'batch_32' in r['latency_fraction'] else float('nan'):.3f} at batch 32.",
+                    f"{r['latency_fraction']['batch_32'] if 'batch_32' in r['latency_fraction'] else float('nan'):.3f} "
+                    "at batch 32.",
                 ]
         out.append("")
     out += round_to_section(load_results(folder / "round_to_cost.json"))
@@ -271,8 +276,8 @@ def round_to_section(cost: dict | None) -> list[str]:
         groups.setdefault(value, {})[int(seed)] = cell
     out = [
         "### Accuracy cost of the default channel alignment (`benchmarks/round_to_cost.py`)",
-        f"{cost['target_macs_removed']:.0%} of MACs removed with prune's defaults, {cost['finetune_epochs']} fine-tuning epoch(s); "
-        "accuracy mean ± std over the seeds of each row (the same seeds in every row).",
+        f"{cost['target_macs_removed']:.0%} of MACs removed with prune's defaults, {cost['finetune_epochs']} "
+        "fine-tuning epoch(s); accuracy mean ± std over the seeds of each row (the same seeds in every row).",
         "",
         "| --round-to | seeds | val accuracy | test accuracy | params | MACs |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -281,8 +286,8 @@ def round_to_section(cost: dict | None) -> list[str]:
         first = next(iter(cells.values()))["after"]
         val, test = (mean_std([c["after"][k] for c in cells.values()]) for k in ("val_accuracy", "accuracy"))
         out.append(
-            f"| {value} | {len(cells)} | {val[0]:.4f} ± {val[1]:.4f} | {test[0]:.4f} ± {test[1]:.4f} | {first['params']:,} | "
-            f"{first['macs']:,} |"
+            f"| {value} | {len(cells)} | {val[0]:.4f} ± {val[1]:.4f} | {test[0]:.4f} ± {test[1]:.4f} | "
+            f"{first['params']:,} | {first['macs']:,} |"
         )
     for value, cells in groups.items():
         if value == "1" or "1" not in groups:
@@ -319,12 +324,12 @@ def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
     table = (header + "\n\n" if header else "") + summarise(results["rows"], metric)
     verdicts = verdict_lines(results["rows"], metric)
     rule = (
-        "Computed from the rows: each side's best arm chosen on validation accuracy after fine-tuning; a win or a loss only "
-        "beyond twice the pooled seed std *and* with a paired 95 % t-interval excluding 0, on validation and on test; a more "
-        "accurate arm that keeps > 10 % more of the other size metric is not comparable:"
+        "Computed from the rows: each side's best arm chosen on validation accuracy after fine-tuning; a win or a "
+        "loss only beyond twice the pooled seed std *and* with a paired 95 % t-interval excluding 0, on validation "
+        "and on test; a more accurate arm that keeps > 10 % more of the other size metric is not comparable:"
         if verdicts
-        else "No verdicts: the rows have no validation figures to choose each side's best arm by (made before the validation "
-        "split, their decisions read test)."
+        else "No verdicts: the rows have no validation figures to choose each side's best arm by (made before the "
+        "validation split, their decisions read test)."
     )
     return [
         f"### Saliency × allocation study: {title} (`benchmarks/saliency_compare.py`)",
@@ -349,25 +354,24 @@ def truncation_section(folder: Path) -> list[str]:
             f"### Truncation candidates: {path.stem.removeprefix('truncation_')} (`prune-snr prune --truncate --cut "
             f"{t.get('cut', 'measured')} "
             f"--target {r['target']} --metric {r['metric']}`)",
-            f"Full model: test {r['before']['accuracy']:.4f}, validation {r['before']['val_accuracy']:.4f}, {r['before']['params']:,} "
-            f"params, "
-            f"{r['before']['macs']:,} MACs; δ = {t['delta']}. Cut after **{t['cut_after']}**: test accuracy right after the cut "
+            f"Full model: test {r['before']['accuracy']:.4f}, validation {r['before']['val_accuracy']:.4f}, "
+            f"{r['before']['params']:,} params, {r['before']['macs']:,} MACs; δ = {t['delta']}. Cut after "
+            f"**{t['cut_after']}**: test accuracy right after the cut "
             f"{t.get('accuracy_after_cut', float('nan')):.4f}, after pruning the rest's channels "
-            f"{r['pruned_before_finetune']['accuracy']:.4f}, "
-            f"after {r['finetune_epochs']} fine-tuning epoch(s) **{r['after']['accuracy']:.4f}** ({r['after']['params']:,} params, "
-            f"{r['after']['macs']:,} MACs).",
+            f"{r['pruned_before_finetune']['accuracy']:.4f}, after {r['finetune_epochs']} fine-tuning epoch(s) "
+            f"**{r['after']['accuracy']:.4f}** ({r['after']['params']:,} params, {r['after']['macs']:,} MACs).",
             "",
             "| cut after | head val acc | head test acc | adds after (val) | within δ | cuttable | params | MACs |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for c in t["candidates"]:
             out.append(
-                f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | {100 * c['adds_after']:+.2f} pts | "
-                f"{'yes' if c['eligible'] else 'no'} | {'yes' if c['cuttable'] else 'no'} | "
-                f"{c['params']:,} | {c['macs']:,} |"
+                f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | "
+                f"{100 * c['adds_after']:+.2f} pts | {'yes' if c['eligible'] else 'no'} | "
+                f"{'yes' if c['cuttable'] else 'no'} | {c['params']:,} | {c['macs']:,} |"
                 if c.get("cuttable")
-                else f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | {100 * c['adds_after']:+.2f} pts | "
-                f"{'yes' if c['eligible'] else 'no'} | no | - | - |"
+                else f"| {c['point']} | {c['val_accuracy']:.4f} | {c['test_accuracy']:.4f} | "
+                f"{100 * c['adds_after']:+.2f} pts | {'yes' if c['eligible'] else 'no'} | no | - | - |"
             )
         out.append("")
     return out
@@ -382,18 +386,20 @@ def blocks_section(folder: Path) -> list[str]:
         b, before = r["blocks"], r["before"]
         dropped = ", ".join(b["dropped"]) or "none"
         after_drop = (
-            f"test accuracy right after dropping {b['accuracy_after_drop']:.4f} ({b['params']:,} params, {b['macs']:,} MACs), "
+            f"test accuracy right after dropping {b['accuracy_after_drop']:.4f} ({b['params']:,} "
+            f"params, {b['macs']:,} MACs), "
             if b["dropped"]
             else ""
         )
         out += [
-            f"### Dropping residual blocks: {path.stem.removeprefix('blocks_')} (`prune-snr prune --drop-blocks --target {r['target']} "
-            f"--metric {r['metric']} --criterion {r['criterion']} --allocation {r['allocation']}`)",
-            f"Full model: test {before['accuracy']:.4f}, validation {before['val_accuracy']:.4f}, {before['params']:,} params, "
-            f"{before['macs']:,} MACs; δ = {b['delta']}. Dropped: **{dropped}**; {after_drop}after pruning the channels "
-            f"{r['pruned_before_finetune']['accuracy']:.4f}, after {r['finetune_epochs']} fine-tuning epoch(s) "
-            f"**{r['after']['accuracy']:.4f}** "
-            f"({r['after']['params']:,} params, {r['after']['macs']:,} MACs).",
+            f"### Dropping residual blocks: {path.stem.removeprefix('blocks_')} (`prune-snr prune "
+            f"--drop-blocks --target {r['target']} --metric {r['metric']} --criterion {r['criterion']} "
+            f"--allocation {r['allocation']}`)",
+            f"Full model: test {before['accuracy']:.4f}, validation {before['val_accuracy']:.4f}, "
+            f"{before['params']:,} params, {before['macs']:,} MACs; δ = {b['delta']}. Dropped: **{dropped}**; "
+            f"{after_drop}after pruning the channels {r['pruned_before_finetune']['accuracy']:.4f}, after "
+            f"{r['finetune_epochs']} fine-tuning epoch(s) **{r['after']['accuracy']:.4f}** ({r['after']['params']:,} "
+            f"params, {r['after']['macs']:,} MACs).",
             "",
             "| block dropped alone | val acc | test acc | costs (val) | params | MACs | dropped |",
             "| --- | --- | --- | --- | --- | --- | --- |",

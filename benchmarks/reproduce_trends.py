@@ -16,9 +16,8 @@ the last measured point only, each draw saved as it finishes (a rerun skips fini
 cluster-size verdicts then read the range over K (max/min of the per-K means, with the spread
 over draws) and cluster size as a fraction of K, since with K ≤ 10 a cluster can hold at most K labels.
 
-Each finding gets a plain verdict ("constant" = within ±25 % from the smallest to the largest K). "Rises" is judged by Spearman's rank
-correlation with depth
-(ρ ≥ 0.6: yes, 0.2..0.6: weakly, below: no) and by last-vs-first.
+Each finding gets a plain verdict ("constant" = within ±25 % from the smallest to the largest K). "Rises" is judged by
+Spearman's rank correlation with depth (ρ ≥ 0.6: yes, 0.2..0.6: weakly, below: no) and by last-vs-first.
 
     python benchmarks/reproduce_trends.py runs/vgg/model.pt runs/effnet/model.pt \\
         --measurement runs/vgg/measurement,runs/effnet/measurement --out benchmarks/results/trends
@@ -213,11 +212,11 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
     lines = [
         "# Does Fashion-MNIST show the paper's trends?",
         "",
-        f"Machine: {machine}. Test split, θ and pool as recorded in each measurement; label sweep = first K labels, same "
-        f"backbone.",
+        f"Machine: {machine}. Test split, θ and pool as recorded in each measurement; label sweep = first "
+        "K labels, same backbone.",
         "",
-        "| model | points | head accuracy first → last (ρ) | rises? | layer SNR first → last (ρ) | rises? | noise/filter first → "
-        "last (ρ) | falls? |",
+        "| model | points | head accuracy first → last (ρ) | rises? | layer SNR first → last (ρ) | rises? | "
+        "noise/filter first → last (ρ) | falls? |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -232,7 +231,8 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
         "",
         "Label sweep at the last measured layer:",
         "",
-        "| model | K | error rate | linear fit: slope per label, R² | ~linear? | cluster size | clusters / filter | constant? |",
+        "| model | K | error rate | linear fit: slope per label, R² | ~linear? | cluster size | "
+        "clusters / filter | constant? |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -243,7 +243,8 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
         lines.append(
             f"| {r['model']} | {w['labels'][0]}..{w['labels'][-1]} | "
             + ", ".join(f"{e:.3f}" for e in w["error_rate"])
-            + f" | {w['slope']:.4f}, R² {w['r2']:.2f} | {'yes' if w['r2'] >= 0.8 else 'roughly' if w['r2'] >= 0.5 else 'no'} | "
+            + f" | {w['slope']:.4f}, R² {w['r2']:.2f} | "
+            f"{'yes' if w['r2'] >= 0.8 else 'roughly' if w['r2'] >= 0.5 else 'no'} | "
             + ", ".join(f"{c:.2f}" for c in w["cluster_size"])
             + " | "
             + ", ".join(f"{c:.2f}" for c in w["clusters_per_filter"])
@@ -258,8 +259,8 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
             "Label sweep over random label draws at the last measured point (mean ± std over draws per K; range = "
             "max/min over K of the means; 'constant' = range ≤ 1.25):",
             "",
-            "| model | draws | K | error rate | slope, R² | cluster size | cluster size / K | clusters / filter | size range | "
-            "per-filter range |",
+            "| model | draws | K | error rate | slope, R² | cluster size | cluster size / K | clusters / filter | "
+            "size range | per-filter range |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in drawn:
@@ -269,30 +270,32 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
                 f"| {r['model']} | {d['draws']} | {d['labels'][0]}..{d['labels'][-1]} | "
                 + ", ".join(f"{m:.3f}" for m in d["error_rate"]["mean"])
                 + f" | {d['slope']:.4f}, R² {d['r2']:.2f} | "
-                f"{fmt('cluster_size')} | " + ", ".join(f"{v:.2f}" for v in d["cluster_size_over_k"]["mean"]) + f" | "
-                f"{fmt('clusters_per_filter')} | {d['cluster_size_range']:.2f} (spread {d['cluster_size_spread']:.2f}) | "
+                f"{fmt('cluster_size')} | " + ", ".join(f"{v:.2f}" for v in d["cluster_size_over_k"]["mean"]) + " | "
+                f"{fmt('clusters_per_filter')} | "
+                f"{d['cluster_size_range']:.2f} (spread {d['cluster_size_spread']:.2f}) | "
                 f"{d['clusters_per_filter_range']:.2f} (spread {d['clusters_per_filter_spread']:.2f}) |"
             )
         lines += [
             "",
             "What K ≤ 10 cannot decide: a cluster holds at most K labels, so a cluster size that is constant for "
-            "large K (the paper's claim, up to K = 100 or 1000) and one that grows slowly look alike here; a range within "
-            "the spread over draws is no evidence either way.",
+            "large K (the paper's claim, up to K = 100 or 1000) and one that grows slowly look alike here; a range "
+            "within the spread over draws is no evidence either way.",
         ]
     lines += ["", "## Where this data agrees and disagrees with the paper", ""]
     for r in rows:
         a, s, n, w = r["accuracy"], r["snr"], r["noise"], r.get("sweep")
         agree, disagree = [], []
         (agree if trend_verdict(a["rho"], True) != "no" else disagree).append(
-            f"head accuracy {'rises' if a['rho'] > 0 else 'does not rise'} with depth ({a['first']:.3f} → {a['last']:.3f}, ρ "
-            f"{a['rho']:+.2f})"
+            f"head accuracy {'rises' if a['rho'] > 0 else 'does not rise'} with depth ({a['first']:.3f} → "
+            f"{a['last']:.3f}, ρ {a['rho']:+.2f})"
         )
         (agree if trend_verdict(s["rho"], True) != "no" else disagree).append(
-            f"layer SNR {'rises' if s['rho'] > 0 else 'does not rise'} with depth ({s['first']:.2f} → {s['last']:.2f}, ρ {s['rho']:+.2f})"
+            f"layer SNR {'rises' if s['rho'] > 0 else 'does not rise'} with depth ({s['first']:.2f} → "
+            f"{s['last']:.2f}, ρ {s['rho']:+.2f})"
         )
         (agree if trend_verdict(n["rho"], False) != "no" else disagree).append(
-            f"noise per filter {'falls' if n['rho'] < 0 else 'does not fall'} with depth ({n['first']:.2f} → {n['last']:.2f}, ρ "
-            f"{n['rho']:+.2f})"
+            f"noise per filter {'falls' if n['rho'] < 0 else 'does not fall'} with depth ({n['first']:.2f} → "
+            f"{n['last']:.2f}, ρ {n['rho']:+.2f})"
         )
         d = r.get("draws")
         if d:
@@ -302,8 +305,8 @@ def report(rows: list[dict], machine: str, pngs: list[Path]) -> str:
             ):
                 constant = d[f"{key}_range"] <= 1.25
                 (agree if constant else disagree).append(
-                    f"{name} over K={d['labels'][0]}..{d['labels'][-1]}, {d['draws']} random label draws: range {d[f'{key}_range']:.2f} "
-                    f"(spread over draws {d[f'{key}_spread']:.2f})"
+                    f"{name} over K={d['labels'][0]}..{d['labels'][-1]}, {d['draws']} random label draws: range "
+                    f"{d[f'{key}_range']:.2f} (spread over draws {d[f'{key}_spread']:.2f})"
                     + (" — nearly constant" if constant else " — not constant within K ≤ 10")
                 )
             w = None  # the first-K sweep is superseded by the draws

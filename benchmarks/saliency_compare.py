@@ -28,7 +28,8 @@ they finish (a rerun skips finished cells), then summarised as a Markdown table 
 seeds; a difference is a win only beyond twice the pooled seed std) and a PNG.
 
     python benchmarks/saliency_compare.py runs/demo/model.pt --refit-epochs 30 \\
-        --criteria l1,snr --allocations uniform,measured,uniform+truncate,uniform+depth --budgets 0.5 --seeds 0,1,2 --out runs/fair
+        --criteria l1,snr --allocations uniform,measured,uniform+truncate,uniform+depth --budgets 0.5 \\
+        --seeds 0,1,2 --out runs/fair
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ ARM_SUFFIXES = {
 
 
 def split_arm(arm: str) -> tuple[str, dict]:
-    """``"uniform+depth"`` -> ``("uniform", {"truncate": True, "cut": "budget"})``; ``"measured"`` -> ``("measured", {})``.
+    """``"uniform+depth"`` -> ``("uniform", {"truncate": True, "cut": "budget"})``; ``"measured"`` ->
+    ``("measured", {})``.
 
     Suffixes combine: ``"measured+truncate+remeasure"``.
     """
@@ -247,23 +249,23 @@ def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
         if c:
             other = c["other_metric"].removesuffix("_kept")
             out.append(
-                f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best torch-pruning "
-                f"{c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept {c['other_kept'][0]:.3f} vs "
-                f"{c['other_kept'][1]:.3f}): "
+                f"- {budget:.0%} removed: best measurement-driven {c['driven'][1]}/{c['driven'][0]} vs best "
+                f"torch-pruning {c['baseline'][1]}/{c['baseline'][0]} (each chosen on validation; {other} kept "
+                f"{c['other_kept'][0]:.3f} vs {c['other_kept'][1]:.3f}): "
                 + _splits(c)
-                + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both splits): "
-                f"**{c['verdict']}**"
+                + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both "
+                f"splits): **{c['verdict']}**"
             )
             for arm, twin in sorted(c["inert"].items()):
                 out.append(
-                    f"- {budget:.0%} removed: {arm[1]}/{arm[0]} is {twin[1]}/{twin[0]} at every seed (the same accuracies and "
-                    "sizes: the measurement did not act), so it is not a contender of its own"
+                    f"- {budget:.0%} removed: {arm[1]}/{arm[0]} is {twin[1]}/{twin[0]} at every seed (the same "
+                    "accuracies and sizes: the measurement did not act), so it is not a contender of its own"
                 )
         for q in contrasts(rows, budget, metric):
             other = q["other_metric"].removesuffix("_kept")
             out.append(
-                f"- {budget:.0%} removed, {q['question']}: {q['a'][1]}/{q['a'][0]} vs {q['b'][1]}/{q['b'][0]} ({other} kept "
-                f"{q['other_kept'][0]:.3f} vs {q['other_kept'][1]:.3f}): "
+                f"- {budget:.0%} removed, {q['question']}: {q['a'][1]}/{q['a'][0]} vs {q['b'][1]}/{q['b'][0]} "
+                f"({other} kept {q['other_kept'][0]:.3f} vs {q['other_kept'][1]:.3f}): "
                 + _splits(q)
                 + f"; verdict: **{q['verdict']}**"
             )
@@ -356,8 +358,8 @@ def main(argv=None) -> int:
         "--val-fraction",
         type=float,
         default=None,
-        help="validation split of the per-seed measurements, drawn with --split-seed S from what the checkpoint held out "
-        "(default: half of what it held out)",
+        help="validation split of the per-seed measurements, drawn with --split-seed S from what the checkpoint held "
+        "out (default: half of what it held out)",
     )
     parser.add_argument(
         "--refit-epochs",
@@ -419,7 +421,8 @@ def main(argv=None) -> int:
     points = args.points or ("groups" if measured else "all")
 
     def measurement_of(seed: int) -> Measurement:
-        """The shared measurement, or this seed's own (its heads' seed and its validation split), measured once and kept."""
+        """The shared measurement, or this seed's own (its heads' seed and its validation split),
+        measured once and kept."""
         if shared is not None:
             return shared
         folder = out / "measurements" / f"seed_{seed}"
@@ -436,7 +439,8 @@ def main(argv=None) -> int:
             points=points,
         )
         print(
-            f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation {val_fraction:g} of the training split)",
+            f"measuring seed {seed} (heads' seed and --split-seed {seed}, validation "
+            f"{val_fraction:g} of the training split)",
             flush=True,
         )
         return measure_checkpoint(args.checkpoint, cfg, out=folder, plots=False)
@@ -514,9 +518,9 @@ def main(argv=None) -> int:
                         rows.append(row)
                         save_results(results_path, {"machine": machine, "args": vars(args), "rows": rows})
                         print(
-                            f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft {row['before_finetune']:.4f} "
-                            f"after ft {row['after']:.4f}, params {row['params_kept']:.3f} MACs {row['macs_kept']:.3f} kept "
-                            f"({seconds:.0f} s)",
+                            f"{criterion:>12} {arm:>16} {budget:.0%} seed {seed}: before ft "
+                            f"{row['before_finetune']:.4f} after ft {row['after']:.4f}, params "
+                            f"{row['params_kept']:.3f} MACs {row['macs_kept']:.3f} kept ({seconds:.0f} s)",
                             flush=True,
                         )
     finally:
@@ -550,10 +554,10 @@ def main(argv=None) -> int:
     )
     header = (
         f"Model {args.checkpoint} ({dataset}; test split grades, validation split decides; baseline accuracy "
-        f"{rows[0]['baseline']:.4f}); fine-tuning: {args.finetune_epochs} epoch(s){fraction}, SGD lr {args.finetune_lr} "
-        f"cosine, batch 128, the same in every cell; seeds per cell: {'/'.join(map(str, counts))} (from {seeds}; {varied}); "
-        f"{classifiers}; latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction of the original's "
-        f"(median of paired rounds); machine: {machine}.\n\n"
+        f"{rows[0]['baseline']:.4f}); fine-tuning: {args.finetune_epochs} epoch(s){fraction}, SGD lr "
+        f"{args.finetune_lr} cosine, batch 128, the same in every cell; seeds per cell: {'/'.join(map(str, counts))} "
+        f"(from {seeds}; {varied}); {classifiers}; latency: ONNX Runtime CPU at batch {args.latency_batch}, fraction "
+        f"of the original's (median of paired rounds); machine: {machine}.\n\n"
     )
     verdicts = verdict_lines(rows, args.metric)
     atomic_save_text(out / "table.md", header + table + "\n\n" + "\n".join(verdicts) + "\n")

@@ -101,9 +101,10 @@ def table(rows: list[dict], args, reference: tuple[float, float]) -> list[str]:
     studies are paired by sampler seed)."""
     cell = {k: "HV (val / test acc, {} kept)".format(k) for k in ("MACs", "params")}
     lines = [
-        f"Reference point: accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, proxy "
-        f"{args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective **{args.metric}** (the plane to read "
-        f"from this study; the other plane's figures are from fronts optimised for {args.metric}); sampler seeds {args.seeds}.",
+        f"Reference point: accuracy {reference[0]}, kept fraction {reference[1]}; {args.trials} trials per study, "
+        f"proxy {args.proxy}, ≤ {args.max_finetune_epochs} fine-tuning epoch(s), size objective **{args.metric}** "
+        f"(the plane to read from this study; the other plane's figures are from fronts optimised for {args.metric}); "
+        f"sampler seeds {args.seeds}.",
         "",
         f"| arm | studies | {cell['MACs']} | {cell['params']} | trial time per study | measurement time |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -117,8 +118,9 @@ def table(rows: list[dict], args, reference: tuple[float, float]) -> list[str]:
             return f"{mean:.4f}" if len(mine) == 1 else f"{mean:.4f} ± {std:.4f}"
 
         lines.append(
-            f"| {arm} | {len(mine)} | {hv('val_hv_macs')} / {hv('hv_macs')} | {hv('val_hv_params')} / {hv('hv_params')} | "
-            f"{np.mean([r['trial_seconds'] for r in mine]):.0f} s | {np.mean([r['measurement_seconds'] for r in mine]):.0f} s |"
+            f"| {arm} | {len(mine)} | {hv('val_hv_macs')} / {hv('hv_macs')} | "
+            f"{hv('val_hv_params')} / {hv('hv_params')} | {np.mean([r['trial_seconds'] for r in mine]):.0f} s | "
+            f"{np.mean([r['measurement_seconds'] for r in mine]):.0f} s |"
         )
     if set(ARMS) <= set(arms):
         for size, name in (("macs", "MACs"), ("params", "params")):

@@ -133,20 +133,21 @@ def main() -> int:
         f"{cores} CPU cores, OMP_NUM_THREADS=1 per worker"
     )
     print(
-        f"{'workers':>7} {'wall s':>8} {'trials/min':>10} {'speed-up':>8} {'counted':>7} {'all trials':>10} {'surplus':>7}"
+        f"{'workers':>7} {'wall s':>8} {'trials/min':>10} {'speed-up':>8} {'counted':>7} "
+        f"{'all trials':>10} {'surplus':>7}"
     )
     for r in rows:
         print(
-            f"{r['workers']:>7} {r['wall_s']:>8.1f} {r['trials_per_min']:>10.2f} {r['speedup']:>8.2f} {r['counted']:>7} "
-            f"{r['all_trials']:>10} {r['surplus']:>7}"
+            f"{r['workers']:>7} {r['wall_s']:>8.1f} {r['trials_per_min']:>10.2f} {r['speedup']:>8.2f} "
+            f"{r['counted']:>7} {r['all_trials']:>10} {r['surplus']:>7}"
         )
     with contextlib.suppress(OSError):
         atomic_save_json(
             args.out / "search_workers.json", {"trials": args.trials, "fix": args.fix, "cpu_count": cores, "rows": rows}
         )
     print(
-        f"load average {os.getloadavg()[0]:.1f} at the end: K workers speed a study up at most min(K, idle cores) times, less "
-        "each worker's start (imports, checkpoint, ~8 s here) and the wait for the last running trials"
+        f"load average {os.getloadavg()[0]:.1f} at the end: K workers speed a study up at most min(K, idle cores) "
+        "times, less each worker's start (imports, checkpoint, ~8 s here) and the wait for the last running trials"
     )
     print(json.dumps(rows))
     return 0

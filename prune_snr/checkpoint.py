@@ -159,7 +159,8 @@ WIDTHS = (
 
 
 def layer_widths(model: torch.nn.Module) -> dict[str, dict]:
-    """Every layer's width attributes (:data:`WIDTHS`) as plain data: with the state_dict, what rebuilds a pruned model."""
+    """Every layer's width attributes (:data:`WIDTHS`) as plain data: with the state_dict, what
+    rebuilds a pruned model."""
     out = {}
     for name, module in model.named_modules():
         for kind, attrs in WIDTHS:
@@ -201,7 +202,8 @@ def save(model: torch.nn.Module, path: str | os.PathLike) -> Path:
 
 
 def reshape_into(model: torch.nn.Module, widths: dict[str, dict], state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Give ``model``'s layers the saved ``widths`` and tensors of ``state``'s shapes, then load ``state`` (in place)."""
+    """Give ``model``'s layers the saved ``widths`` and tensors of ``state``'s shapes, then load
+    ``state`` (in place)."""
     modules = dict(model.named_modules())
     missing = [name for name in widths if name not in modules]
     if missing:

@@ -174,7 +174,8 @@ CUTS = Choices(
             "after the deepest point whose cut alone meets --target, reading no accuracy (the depth baseline)",
             baseline=True,
         ),
-        "deeper": "the deeper of the two: the measured cut, but never shallower than the budget needs (a params/MACs target)",
+        "deeper": "the deeper of the two: the measured cut, but never shallower than the budget "
+        "needs (a params/MACs target)",
     },
     default="deeper",
 )
@@ -183,7 +184,8 @@ FINETUNE_KEEP = Choices(
     "--finetune-keep",
     {
         "last": "the model after the last fine-tuning epoch",
-        "best": "the model after fine-tuning only if it raised validation accuracy, else the one before (a pure cut often loses by it)",
+        "best": "the model after fine-tuning only if it raised validation accuracy, else the one before (a "
+        "pure cut often loses by it)",
     },
     default="last",
 )
@@ -192,8 +194,9 @@ SPACES = Choices(
     "--space",
     {
         "full": "every criterion, allocation, θ, truncation and AFCC",
-        "torch-pruning": f"torch-pruning's own options only: criteria {', '.join(CRITERIA.baseline)}; allocation "
-        f"{' or '.join(ALLOCATIONS.baseline)}; the depth cut that reads no accuracy (--cut budget); no AFCC, no measurement",
+        "torch-pruning": f"torch-pruning's own options only: criteria {', '.join(CRITERIA.baseline)}; "
+        f"allocation {' or '.join(ALLOCATIONS.baseline)}; the depth cut that reads no accuracy (--cut "
+        "budget); no AFCC, no measurement",
     },
     default="full",
 )
@@ -215,14 +218,17 @@ VAL_SOURCES = Choices(
     "--val-source",
     {
         "train": "held out of the training split (a model prune-snr trained, which never saw it)",
-        "test": "carved from the test split, the rest grades (a model whose training data is unknown: imported or pretrained)",
+        "test": "carved from the test split, the rest grades (a model whose training data is unknown: "
+        "imported or pretrained)",
     },
 )  # no default: each checkpoint says which applies (train's keep train, imported ones test)
 CLUSTERS = Choices(
     "--clusters",
     {
-        "blocks": "the paper authors' clusters: greedy complete blocks, both directions above θ (their code's return_squares)",
-        "components": "connected components, an edge where either direction is above θ (joins chains and one-way pairs)",
+        "blocks": "the paper authors' clusters: greedy complete blocks, both directions above θ "
+        "(their code's return_squares)",
+        "components": "connected components, an edge where either direction is above θ (joins "
+        "chains and one-way pairs)",
     },
     default="blocks",
 )
@@ -243,8 +249,8 @@ PRESETS = {
 PRESET_CHOICES = Choices(
     "--preset",
     {
-        "paper": "the paper authors' choices where they differ: SGD heads (momentum 0.975, lr 0.01 x0.975 per epoch, L2 1e-3), "
-        "no early stopping, fields from the test split (figures only: prune refuses it for decisions)",
+        "paper": "the paper authors' choices where they differ: SGD heads (momentum 0.975, lr 0.01 x0.975 per epoch, "
+        "L2 1e-3), no early stopping, fields from the test split (figures only: prune refuses it for decisions)",
     },
 )
 CACHE_DTYPES = Choices("--cache-dtype", {"float32": "", "float16": "half the disk and reads"}, default="float32")
@@ -270,7 +276,8 @@ MODELS = Choices(
         "efficientnet_b0": "timm's",
         "timm:NAME": "any timm model",
         "torchvision:NAME": "any torchvision classifier",
-        "MODULE:CALLABLE": "a class or factory of your own code (--model-kwargs JSON; reading its checkpoints needs --trust-model-code)",
+        "MODULE:CALLABLE": "a class or factory of your own code (--model-kwargs JSON; reading its checkpoints "
+        "needs --trust-model-code)",
     },
     default="vgg16",
 )

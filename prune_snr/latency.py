@@ -103,7 +103,8 @@ class LatencyMeter:
         self._count = 0
 
     def seconds(self, model: nn.Module, *, batch: int | None = None) -> dict[str, float]:
-        """Median seconds of ``model`` and of the reference, and their paired ratio: ``{"model", "reference", "fraction"}``."""
+        """Median seconds of ``model`` and of the reference, and their paired ratio:
+        ``{"model", "reference", "fraction"}``."""
         self._count += 1
         return broadcast_object(self._timed(model, batch or self.batch) if world()[0] == 0 else None)
 

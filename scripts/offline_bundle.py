@@ -154,7 +154,8 @@ def main(argv=None) -> int:
         (out / ".data" / f).stat().st_size for f in FASHION_FILES
     )
     print(
-        f"{len(wanted)} wheels for CPython {args.python} in {wheels}, Fashion-MNIST in {out / '.data'}: {size / 2**20:.1f} MiB"
+        f"{len(wanted)} wheels for CPython {args.python} in {wheels}, Fashion-MNIST in {out / '.data'}: "
+        f"{size / 2**20:.1f} MiB"
     )
     return 0
 

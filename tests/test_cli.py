@@ -216,7 +216,8 @@ def test_prune_end_to_end_writes_a_loadable_pruned_model_and_report(measured_run
 
 
 def test_a_split_seed_redraws_validation_from_the_held_out_images_and_prune_keeps_to_it(tiny_run, tmp_path):
-    """Repeated trials vary the validation split (``--split-seed``) without validating on images the model trained on."""
+    """Repeated trials vary the validation split (``--split-seed``) without validating on images
+    the model trained on."""
     out, metrics = tiny_run
     runs = {}
     for seed in (1, 2):

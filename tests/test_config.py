@@ -130,7 +130,8 @@ def test_every_option_of_every_stage_is_a_recipe_key():
     ],
 )
 def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_out(overrides, message):
-    """The depth baseline counts params or MACs; --remeasure needs steps, a measured choice and a params or MACs budget."""
+    """The depth baseline counts params or MACs; --remeasure needs steps, a measured choice and a
+    params or MACs budget."""
     with pytest.raises(ConfigError, match=message):
         resolve(PruneConfig, overrides=overrides)
 

@@ -1,4 +1,5 @@
-"""Specs: an option is declared once, in its config field; the command line, the report and the resume checks read it."""
+"""Specs: an option is declared once, in its config field; the command line, the report and the
+resume checks read it."""
 
 import dataclasses
 from typing import Optional

@@ -151,8 +151,9 @@ def train(
 
         def report(rec: dict) -> None:
             console.print(
-                f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
-                f"test acc {rec['test_accuracy']:.4f} | {rec['seconds']:.1f} s ({rec['images_per_second']:.0f} img/s)"
+                f"epoch {rec['epoch']}/{cfg.epochs}: train loss {rec['train_loss']:.4f} acc "
+                f"{rec['train_accuracy']:.4f} | test acc {rec['test_accuracy']:.4f} | {rec['seconds']:.1f} s "
+                f"({rec['images_per_second']:.0f} img/s)"
             )
 
         with torchrun(cfg.device), progress_bar() as progress:
@@ -167,7 +168,7 @@ def train(
 @app.command("import")
 @takes(ImportConfig, recipe=False)
 def import_(*, options: dict) -> None:
-    """Bring your own model: write a prune-snr checkpoint from hub or state_dict weights, for measure/prune/search/export."""
+    """Bring your own model: write a prune-snr checkpoint from hub or state_dict weights, for measure/prune/search/export."""  # noqa: E501
     from ..train.importing import import_model
 
     with user_errors():
@@ -186,11 +187,12 @@ def import_(*, options: dict) -> None:
         console.print(table)
         if report["reset_classifier"]:
             console.print(
-                f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or train it before measuring"
+                f"note: new classifier ({', '.join(report['reset_classifier'])}): fine-tune or "
+                "train it before measuring"
             )
         console.print(
-            "its training data is unknown: measure and prune carve their validation split from the test split (--val-source "
-            "test)"
+            "its training data is unknown: measure and prune carve their validation split from the test "
+            "split (--val-source test)"
         )
 
 
@@ -233,7 +235,7 @@ def prune(
     options: dict,
     recipe: Optional[Path] = None,
 ) -> None:
-    """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""
+    """Prune filters (torch-pruning) to --target, optionally truncate and apply AFCC, then fine-tune; writes pruned.pt and report.json."""  # noqa: E501
     from ..prune import prune_checkpoint
 
     if global_ is not None and "allocation" not in options:
@@ -329,8 +331,9 @@ def export(
         odd = report["unaligned_conv_channels"]
         if odd:
             console.print(
-                f"note: {len(odd)} convolutions have channel counts that are not multiples of 8 (e.g. {odd[0]}); onnxruntime "
-                "runs them on a slower CPU path. Prune with --round-to 8 (the default; 16 on AVX-512 CPUs) for speed."
+                f"note: {len(odd)} convolutions have channel counts that are not multiples of 8 (e.g. "
+                f"{odd[0]}); onnxruntime runs them on a slower CPU path. Prune with --round-to 8 (the "
+                "default; 16 on AVX-512 CPUs) for speed."
             )
 
 
@@ -500,8 +503,8 @@ def points_table(result) -> Table:
 
     split = result.config.fields_split
     table = Table(
-        title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the {split} "
-        f"split, clusters as {result.clusters}; seed {result.meta['seed']})"
+        title=f"{result.meta['model']} on {result.meta['dataset']} (heads: val and test accuracy; fields on the "
+        f"{split} split, clusters as {result.clusters}; seed {result.meta['seed']})"
     )
     table.add_column("point", no_wrap=True)
     for col in ("filters", "val acc", "test acc", "SNR", "noise/f", "clust/f", "clust size", "labels/f", "dead"):

@@ -82,7 +82,8 @@ def parameter(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
 
 
 def _cli_type(hint: Any) -> type:
-    """What typer parses a flag as: the field's type without ``Optional``; a list (a label sweep) as text, ``3,5,10``."""
+    """What typer parses a flag as: the field's type without ``Optional``; a list (a label sweep)
+    as text, ``3,5,10``."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     return str if typing.get_origin(hint) is list else hint
@@ -97,9 +98,9 @@ def takes(
     recipe: bool = True,
     trust: bool = False,
 ) -> Callable:
-    """Decorator: the command takes the flags of ``cls`` (:func:`flag_fields`), ``--recipe`` (unless ``recipe=False``) and,
-    with ``trust``, ``--trust-model-code`` (applied here, :func:`apply_trust`); it is called with the flags given as ``options``
-    beside ``recipe``."""
+    """Decorator: the command takes the flags of ``cls`` (:func:`flag_fields`), ``--recipe`` (unless ``recipe=False``)
+    and, with ``trust``, ``--trust-model-code`` (applied here, :func:`apply_trust`); it is called with the flags given
+    as ``options`` beside ``recipe``."""
     generated = [parameter(f, hint) for f, hint in flag_fields(cls, only=only, nested=nested, include=include)]
     keys = [p.name for p in generated]
     extra = ([inspect.Parameter("recipe", _KEYWORD, annotation=Recipe, default=None)] if recipe else []) + (

@@ -33,15 +33,15 @@ SEED = "Random seed."
 AMP = "bfloat16 autocast."
 BATCH = "Batch size."
 WORKERS = (
-    "DataLoader worker processes for every pass over images (default: none where no GPU is visible; on a GPU machine its "
-    "cores per torchrun rank less one, at most 8)."
+    "DataLoader worker processes for every pass over images (default: none where no GPU is visible; on a GPU machine "
+    "its cores per torchrun rank less one, at most 8)."
 )
 MODEL_KWARGS = "JSON keyword arguments of a MODULE:CALLABLE architecture, e.g. '{\"width\": 2}'."
 VAL_FRACTION = "Seeded, label-stratified part of the training split held out for decisions"
 VAL_SOURCE = "Where the validation split comes from:"
 SPLIT_SEED = (
-    "Redraw the validation split with this seed from the images the checkpoint's training held out (use a --val-fraction "
-    "below what it held out); varies the split between repeated trials."
+    "Redraw the validation split with this seed from the images the checkpoint's training held out (use a "
+    "--val-fraction below what it held out); varies the split between repeated trials."
 )
 CHECKPOINTS_DATA = "Default: the dataset the checkpoint was trained on."
 
@@ -294,8 +294,8 @@ class PruneConfig:
     afcc: bool = option(
         False, "Keep classifier weights inside filter clusters only.", report=ALWAYS
     )  # the AFCC stage's figures replace it
-    # on by default: fine-tuning reads batch statistics, so the fine-tuned weights are the same either way, while the grade
-    # right after pruning (what keep-best and a search's one-shot proxy compare) becomes one that ranks prunings
+    # on by default: fine-tuning reads batch statistics, so the fine-tuned weights are the same either way, while the
+    # grade right after pruning (what keep-best and a search's one-shot proxy compare) becomes one that ranks prunings
     bn_recalibrate: int = option(
         50,
         "After pruning, re-estimate every BatchNorm's running statistics on N training batches (no "
@@ -364,8 +364,8 @@ class PruneConfig:
                 raise ConfigError("--remeasure re-measures between pruning steps; add --iterative-steps 2 or more")
             if self.criterion not in choices.MEASURED_CRITERIA and self.allocation not in choices.MEASURED_ALLOCATIONS:
                 raise ConfigError(
-                    f"--remeasure: --criterion {self.criterion} with --allocation {self.allocation} reads no measurement; "
-                    f"use a measured criterion ({', '.join(choices.MEASURED_CRITERIA)}) or allocation "
+                    f"--remeasure: --criterion {self.criterion} with --allocation {self.allocation} reads no "
+                    f"measurement; use a measured criterion ({', '.join(choices.MEASURED_CRITERIA)}) or allocation "
                     f"({', '.join(choices.MEASURED_ALLOCATIONS)})"
                 )
             if self.metric == "latency":

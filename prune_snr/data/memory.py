@@ -118,8 +118,9 @@ def fashion_mnist(split: str, data_dir: str | None, *, channels: int, size: int,
                 _cache_dir(),
                 split,
                 lambda why: DataError(
-                    f"Fashion-MNIST IDX files not found in {where} and not downloaded ({why}); install Debian's package "
-                    "(apt-get install dataset-fashion-mnist) or put train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir"
+                    f"Fashion-MNIST IDX files not found in {where} and not downloaded ({why}); install Debian's "
+                    "package (apt-get install dataset-fashion-mnist) or put "
+                    "train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir"
                 ),
             ),
             channels=channels,
@@ -159,9 +160,10 @@ def cifar(name: str, split: str, data_dir: str | None, *, channels: int, size: i
             root,
             split,
             lambda why: DataError(
-                f"{name} not found in {root / folder}/ and not downloaded ({why}): fetch {cls.url} (md5 {cls.tgz_md5}) and unpack it "
-                f"in {root} ({'data_batch_1..5, test_batch, batches.meta' if name == 'cifar10' else 'train, test, meta'}), "
-                "or pass the folder holding it as --data-dir"
+                f"{name} not found in {root / folder}/ and not downloaded ({why}): fetch {cls.url} (md5 "
+                f"{cls.tgz_md5}) and unpack it in {root} "
+                f"({'data_batch_1..5, test_batch, batches.meta' if name == 'cifar10' else 'train, test, meta'}), or "
+                "pass the folder holding it as --data-dir"
             ),
         )
     images = _to_chw(torch.from_numpy(ds.data).permute(0, 3, 1, 2), channels, size)

@@ -72,7 +72,8 @@ def validation_split(
 
 
 def _take(n: int, fraction: float) -> int:
-    """Rows of a label with ``n`` rows that ``fraction`` holds out: every label validated, none emptied from training."""
+    """Rows of a label with ``n`` rows that ``fraction`` holds out: every label validated, none
+    emptied from training."""
     take = int(round(fraction * n))
     if fraction > 0 and n > 1:
         take = min(max(take, 1), n - 1)

@@ -7,7 +7,9 @@ dataset has them, else once, item by item.
 
 Example:
     >>> from torch.utils.data import TensorDataset
-    >>> data = user_dataset(TensorDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])), num_classes=3, role="train")
+    >>> data = user_dataset(
+    ...     TensorDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])), num_classes=3, role="train"
+    ... )
     >>> data.targets.tolist(), data.classes, data.image_shape
     ([0, 1, 2, 1], ['0', '1', '2'], (1, 8, 8))
     >>> user_dataset(TensorDataset(torch.zeros(2, 8, 8), torch.tensor([0, 1])), num_classes=3, role="train")
@@ -100,7 +102,8 @@ def _targets(source) -> torch.Tensor:
 
 def user_data(labels, *, dataset=None, train=None, val=None, test=None, command: str) -> dict | None:
     """The user's ``train``/``val``/``test`` checked and wrapped (``{"train", "val", "test"}``, ``val`` may be None), or
-    None when none is given; ``labels`` is the classifier's label count, or a callable giving it (read only when needed).
+    None when none is given; ``labels`` is the classifier's label count, or a callable giving it
+    (read only when needed).
 
     Raises:
         DataError: data given twice (a ``dataset`` name too), ``train`` or ``test`` missing, or unreadable (one line).

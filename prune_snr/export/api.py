@@ -31,7 +31,9 @@ def export(
 
     Example:
         >>> import tempfile, os
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+        >>> net = torch.nn.Sequential(
+        ...     torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
+        ... )
         >>> report = export(net, os.path.join(tempfile.mkdtemp(), "net.onnx"), example_input=torch.zeros(1, 1, 8, 8))
         >>> report["batch_8_max_abs_diff"] < 1e-4
         True

@@ -60,7 +60,8 @@ def capture(model: nn.Module, points: list[str], pool: int):
             h.remove()
 
 
-#: Largest ``--pool`` pooled by a matmul: its cost grows with ``pool**2`` multiply-adds per value, torch's kernel's does not.
+#: Largest ``--pool`` pooled by a matmul: its cost grows with ``pool**2`` multiply-adds per value,
+#: torch's kernel's does not.
 MATMUL_POOL = 4
 
 
@@ -113,7 +114,8 @@ def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, d
 def point_widths(
     model: nn.Module, sample: torch.Tensor, points: list[str], *, pool: int, device: torch.device = torch.device("cpu")
 ) -> dict[str, int]:
-    """``{point: C * p * p}``, the values one image adds to each point's cache: one forward pass of ``sample`` (one image)."""
+    """``{point: C * p * p}``, the values one image adds to each point's cache: one forward pass of
+    ``sample`` (one image)."""
     model.eval().to(device)
     with capture(model, points, pool) as store:
         model(sample.unsqueeze(0).to(device))
@@ -121,7 +123,8 @@ def point_widths(
 
 
 def projected_bytes(rows: int, widths: dict[str, int], dtype: str = "float32") -> int:
-    """Bytes a feature cache of ``rows`` images takes: rows x sum over points of ``C x p x p`` x bytes per value (+ the targets)."""
+    """Bytes a feature cache of ``rows`` images takes: rows x sum over points of ``C x p x p`` x bytes per
+    value (+ the targets)."""
     return rows * (sum(widths.values()) * np.dtype(dtype).itemsize + np.dtype(np.int64).itemsize)
 
 
@@ -134,7 +137,8 @@ def check_disk(folder: Path, need: int) -> None:
     """Refuse, in one line, a feature pass whose cache would not fit the free disk of ``folder``'s filesystem.
 
     Raises:
-        DataError: ``need`` bytes exceed what ``shutil.disk_usage`` reports free; the message names the options that shrink the cache.
+        DataError: ``need`` bytes exceed what ``shutil.disk_usage`` reports free; the message names the options that
+            shrink the cache.
     """
     where = Path(folder)
     while not where.exists() and where != where.parent:

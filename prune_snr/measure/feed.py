@@ -155,10 +155,10 @@ def _held_shuffled(
     ordered: Rows, classes: list[list[str]], shuffle: torch.Tensor, dtypes: list[torch.dtype]
 ) -> tuple[list[torch.Tensor], dict]:
     """The rows of ``ordered`` standardized on their own statistics (returned; the same chunks, hence the same figures,
-    as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row ``shuffle[k]``): read in the
-    cache's order, a chunk at a
-    time, and copied into place, so no second copy of a point's rows is ever made. Each class is then stored in its
-    ``dtypes`` entry (a lower precision copy is made while its float32 rows still exist: one class at a time)."""
+    as :func:`feature_stats`), each row placed at its position in the shuffle (row ``k`` is ``ordered``'s row
+    ``shuffle[k]``): read in the cache's order, a chunk at a time, and copied into place, so no second copy of a point's
+    rows is ever made. Each class is then stored in its ``dtypes`` entry (a lower precision copy is made while its
+    float32 rows still exist: one class at a time)."""
     n = len(ordered.index)
     place = torch.empty_like(shuffle)
     place[shuffle] = torch.arange(n)

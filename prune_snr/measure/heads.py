@@ -39,7 +39,8 @@ from .feed import (
 )
 
 MIN_CHUNK_BYTES = 64 << 20
-#: Early stopping: a validation loss counts as an improvement when it is lower than the last one that counted by this fraction.
+#: Early stopping: a validation loss counts as an improvement when it is lower than the last one that
+#: counted by this fraction.
 REL_IMPROVEMENT = 1e-3
 #: Below this many labels softmax and cross-entropy are written out: torch's CPU kernels take 4-7x longer on a
 #: last dimension this short (10 labels: 1.2 ms vs 0.16 ms for 4 x 1024 rows) and were a sixth of the heads' time.
@@ -95,8 +96,9 @@ def chunk_budget(process_budget: int) -> int:
     held = resident_bytes()
     if process_budget - held < MIN_CHUNK_BYTES:
         warnings.warn(
-            f"--memory-budget {process_budget / 2**30:.2f} GiB: this process already holds {held / 2**30:.2f} GiB; "
-            f"the heads read {MIN_CHUNK_BYTES >> 20} MiB chunks and the peak will exceed the budget. Give a larger budget.",
+            f"--memory-budget {process_budget / 2**30:.2f} GiB: this process already holds "
+            f"{held / 2**30:.2f} GiB; the heads read {MIN_CHUNK_BYTES >> 20} MiB chunks and the peak will "
+            "exceed the budget. Give a larger budget.",
             stacklevel=2,
         )
     return max(process_budget - held, MIN_CHUNK_BYTES)
@@ -114,7 +116,8 @@ class Head:
 
 
 def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):
-    """Per width class with active heads: (its rows ``k x n x d``, logits ``k x n x L`` by one ``baddbmm``, which heads)."""
+    """Per width class with active heads: (its rows ``k x n x d``, logits ``k x n x L`` by one
+    ``baddbmm``, which heads)."""
     for x, heads in zip(xs, layout):
         on = [j for j, i in enumerate(heads) if active[i]]
         if not on:
@@ -261,15 +264,17 @@ def train_heads(
         >>> feats = {"p": np.random.default_rng(0).standard_normal((40, 2, 1)).astype(np.float32)}
         >>> y = torch.tensor([0, 1] * 20); feats["p"][:, 0, 0] += 3 * y.numpy()
         >>> rows = Rows(feats, np.arange(40), y)
-        >>> train_heads(rows, {"val": rows}, num_classes=2, epochs=20, lr=0.1, batch_size=8)["p"].accuracies["val"] > 0.9
+        >>> train_heads(
+        ...     rows, {"val": rows}, num_classes=2, epochs=20, lr=0.1, batch_size=8
+        ... )["p"].accuracies["val"] > 0.9
         True
     """
     names = list(train.features)
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
     if not len(train.index):
         raise DataError("no training rows for the heads: every label of the measurement needs training images")
-    # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows used);
-    # held rows are read in the cache's order (long runs of adjacent rows) and shuffled in memory
+    # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows
+    # used); held rows are read in the cache's order (long runs of adjacent rows) and shuffled in memory
     ordered = train
     shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
     train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])

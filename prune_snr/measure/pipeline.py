@@ -85,8 +85,8 @@ def measure(
         head_dtype: ``float32`` or ``bfloat16``: precision of the heads' training rows and matmuls (weights, Adam
             and validation/test scores stay float32; bfloat16 trains wide heads 2.7-3.5x faster on an AMX CPU).
         train_per_class: read and train the heads on at most N training images per label (seeded, label-stratified;
-            the validation rows are carved first and stay the same). Before the feature pass the cache's size is projected
-            and a cache larger than the free disk is refused.
+            the validation rows are carved first and stay the same). Before the feature pass the cache's size is
+            projected and a cache larger than the free disk is refused.
         memory_budget: GiB the process may hold while the heads train (default: a quarter of the
             RAM); their chunks of rows get what it does not already hold, and so do phase 3's
             chunks of filters (no layer's ``F x L x L`` matrices are ever held at once).
@@ -104,7 +104,9 @@ def measure(
 
     Example:
         >>> from prune_snr import build_model
-        >>> m = measure(build_model("vgg16", num_classes=10, width_mult=0.125), "synthetic", head_epochs=2)  # doctest: +SKIP
+        >>> m = measure(  # doctest: +SKIP
+        ...     build_model("vgg16", num_classes=10, width_mult=0.125), "synthetic", head_epochs=2
+        ... )
         >>> [p["val_accuracy"] for p in m.points]  # doctest: +SKIP
     """
     t_start = time.perf_counter()
@@ -337,8 +339,9 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     )  # config.yaml: the split used
     if cfg.split_seed is not None and source == "train" and trained_val and used >= trained_val:
         warnings.warn(
-            f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held out, "
-            f"all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. {trained_val / 2:g}) to vary it",
+            f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held "
+            f"out, all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. "
+            f"{trained_val / 2:g}) to vary it",
             stacklevel=2,
         )
     saw = source == "train" and (imported(payload) or not trained_val or used > trained_val)
@@ -346,7 +349,8 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
         why = (
             "its weights were imported (training data unknown)"
             if imported(payload)
-            else f"its training held out {trained_val or 0:.0%} of the training split, less than the {used:.0%} validated on"
+            else f"its training held out {trained_val or 0:.0%} of the training split, less than the "
+            f"{used:.0%} validated on"
         )
         warnings.warn(
             f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
@@ -357,9 +361,9 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
 
 
 def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None, val=None, test=None):
-    """``(train_set, test_set, dataset_id, validation rows)`` of a measurement: a dataset name, ``(train_set, test_set)``,
-    or the user's ``train``/``val``/``test`` (``Dataset`` or ``DataLoader``). A given ``val`` is appended to the training
-    set and its rows returned (None: the validation split is carved as ``val_source`` says).
+    """``(train_set, test_set, dataset_id, validation rows)`` of a measurement: a dataset name,
+    ``(train_set, test_set)``, or the user's ``train``/``val``/``test`` (``Dataset`` or ``DataLoader``). A given ``val``
+    is appended to the training set and its rows returned (None: the validation split is carved as ``val_source`` says).
 
     Raises:
         DataError: no data, a name beside ``train=``/``test=``, or the user's data that cannot be read (one line).

@@ -74,7 +74,8 @@ def _by_layer(m: Measurement, which: str):
 
 
 def _filters(m: Measurement, filters_per_layer: int, max_layers: int):
-    """The normalised field matrices of the highest-SNR kept filters of up to ``max_layers`` points, clusters outlined."""
+    """The normalised field matrices of the highest-SNR kept filters of up to ``max_layers``
+    points, clusters outlined."""
     import matplotlib.pyplot as plt
 
     shown = m.points[:: max(1, math.ceil(len(m.points) / max_layers))]

@@ -67,7 +67,8 @@ class FeatureCache:
     def extract(
         self, model: nn.Module, cfg: MeasureConfig, names: list[str], *, device: torch.device, progress
     ) -> tuple[dict, dict]:
-        """``({split: (features, labels)}, {features_<split>_s: seconds})``: one hooked pass per split not cached yet."""
+        """``({split: (features, labels)}, {features_<split>_s: seconds})``: one hooked pass per
+        split not cached yet."""
         feats, timings = {}, {}
         for split, ds in self.splits.items():
             t0 = time.perf_counter()

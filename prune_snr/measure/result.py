@@ -72,7 +72,8 @@ class Measurement:
 
     @property
     def clusters(self) -> str:
-        """What a cluster is in this measurement: ``blocks`` or ``components`` (measurements that do not say: the latter)."""
+        """What a cluster is in this measurement: ``blocks`` or ``components`` (measurements that do
+        not say: the latter)."""
         return self.meta["options"].get("clusters", UNRECORDED["clusters"])
 
     @property
@@ -81,7 +82,9 @@ class Measurement:
         see :func:`recorded_config`.
 
         Example:
-            >>> m = Measurement(meta={"seed": 1, "options": {"points": ["features.conv1"], "pool": 1}}, points=[], fields={})
+            >>> m = Measurement(
+            ...     meta={"seed": 1, "options": {"points": ["features.conv1"], "pool": 1}}, points=[], fields={}
+            ... )
             >>> m.config.points, m.config.pool, m.config.seed, m.config.fields_split
             ('features.conv1', 1, 1, 'test')
         """
@@ -144,7 +147,8 @@ class Measurement:
         return self.stats(name).snr.numpy()
 
     def stored_filters(self, name: str) -> np.ndarray:
-        """The filters whose field matrices point ``name`` keeps (``fields[name][r]`` is filter ``stored_filters(name)[r]``'s)."""
+        """The filters whose field matrices point ``name`` keeps (``fields[name][r]`` is filter
+        ``stored_filters(name)[r]``'s)."""
         if name in self.field_filters:
             return self.field_filters[name]
         return np.arange(len(self.fields[name])) if name in self.fields else np.zeros(0, dtype=np.int64)
@@ -154,7 +158,8 @@ class Measurement:
         rows = np.flatnonzero(self.stored_filters(name) == f)
         if not len(rows):
             raise KeyError(
-                f"{name}: the field matrix of filter {f} was not kept (measure with --save-fields all to keep every one)"
+                f"{name}: the field matrix of filter {f} was not kept (measure with "
+                "--save-fields all to keep every one)"
             )
         return self.fields[name][rows[0]]
 
@@ -252,7 +257,8 @@ FIGURES = (
 
 
 def test_figures(M: torch.Tensor | FilterStats, threshold: float) -> dict:
-    """The field figures of one point (its ``F x L x L`` matrices, or their statistics) on another split's class means."""
+    """The field figures of one point (its ``F x L x L`` matrices, or their statistics) on another
+    split's class means."""
     summary = layer_summary(M if isinstance(M, FilterStats) else filter_stats(M, threshold=threshold))
     return {k: summary[k] for k in FIGURES}
 

@@ -60,7 +60,8 @@ class Adapter:
         return traced_points(model, classifier=classifier)
 
     def classifier(self, model: nn.Module) -> str:
-        """The layer whose outputs are the logits: the last ``nn.Linear``, else a last conv with one output per label."""
+        """The layer whose outputs are the logits: the last ``nn.Linear``, else a last conv with
+        one output per label."""
         return structural_classifier(model)
 
     def cut_spec(self, model: nn.Module, point: str, *, head_pool: int) -> dict | None:
@@ -79,7 +80,8 @@ class Adapter:
 
 
 def register_adapter(cls: type | str) -> Callable[[type[Adapter]], type[Adapter]]:
-    """Class decorator: serve models of class ``cls`` (or ``"module.QualifiedName"``), and its subclasses, with this adapter."""
+    """Class decorator: serve models of class ``cls`` (or ``"module.QualifiedName"``), and its
+    subclasses, with this adapter."""
     key = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
 
     def decorate(adapter: type[Adapter]) -> type[Adapter]:

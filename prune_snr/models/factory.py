@@ -72,8 +72,8 @@ def build_model(
     elif rest:
         if prefix not in PREFIXES:
             raise ModelError(
-                f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a bare "
-                f"name ({', '.join(list_models())})"
+                f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a "
+                f"bare name ({', '.join(list_models())})"
             )
         if arch:
             raise ModelError(f"{name}: options {sorted(arch)} apply to prune-snr's own models only")

@@ -44,7 +44,8 @@ _PRODUCERS: "weakref.WeakKeyDictionary[nn.Module, dict[str, str]]" = weakref.Wea
 
 def _producer(model: nn.Module, point: str) -> nn.Conv2d | None:
     """The conv that ran last before ``point``'s first call with as many output channels (None: no such conv, or
-    ``point`` is not a leaf the trace sees). Pruning keeps the call order, so the names stay right for a pruned model."""
+    ``point`` is not a leaf the trace sees). Pruning keeps the call order, so the names stay right
+    for a pruned model."""
     if model not in _PRODUCERS:
         order, shapes, _ = trace(model)
         modules = dict(model.named_modules())

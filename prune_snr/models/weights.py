@@ -82,7 +82,8 @@ def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
 
 
 def classifier_keys(model: nn.Module) -> tuple[str, str]:
-    """``(weight key, bias key)`` of the model's final classifier (:func:`prune_snr.models.adapters.classifier_name`)."""
+    """``(weight key, bias key)`` of the model's final classifier
+    (:func:`prune_snr.models.adapters.classifier_name`)."""
     name = classifier_name(model)
     return f"{name}.weight", f"{name}.bias"
 

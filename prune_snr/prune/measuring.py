@@ -15,7 +15,8 @@ from ..measure import Measurement, measure
 from ..measure.features import cache_key
 from .plan import Context, reads_measurement
 
-#: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and what it was made of (options, weights, data).
+#: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and what it was made of
+#: (options, weights, data).
 MEASUREMENT_DIR, MADE_WITH = "measurement", "made_with.yaml"
 
 
@@ -76,7 +77,8 @@ def _kept(folder: Path) -> dict | None:
 
 
 def remeasure_options(previous: Measurement, options: MeasureConfig) -> MeasureConfig:
-    """The options of ``previous`` (its points, pool, θ, heads), on prune's data, split and seed: a re-measurement like it."""
+    """The options of ``previous`` (its points, pool, θ, heads), on prune's data, split and seed: a
+    re-measurement like it."""
     o = previous.config
     points = "groups" if previous.meta["options"].get("side_points") else ",".join(p["name"] for p in previous.points)
     return dataclasses.replace(

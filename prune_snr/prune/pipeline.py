@@ -111,8 +111,9 @@ def prune(
 
     Returns:
         ``(pruned model, report)``: the :class:`PruneReport`, read as the mapping ``report.json`` holds
-        (``report["after"]["accuracy"]``; ``report.to_json()`` is the file). The decisions read the validation split (the measurement's
-        ``val_fraction``, else 0.1), fine-tuning the rest of the training split, and the test split grades.
+        (``report["after"]["accuracy"]``; ``report.to_json()`` is the file). The decisions read the validation split
+        (the measurement's ``val_fraction``, else 0.1), fine-tuning the rest of the training split, and the
+        test split grades.
 
     Raises:
         ConfigError: bad target/metric/criterion/allocation, or an unreachable target.

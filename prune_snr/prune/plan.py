@@ -53,7 +53,8 @@ class Context:
     resume: bool = False  # the run continues one that stopped: stages may read back what it kept
 
     def measure_data(self) -> dict:
-        """What :func:`prune_snr.measure.measure` reads this run's data from: the dataset name, or the user's datasets."""
+        """What :func:`prune_snr.measure.measure` reads this run's data from: the dataset name, or
+        the user's datasets."""
         return {"dataset": self.cfg.dataset} if self.data is None else {"dataset": None, **self.data}
 
 
@@ -142,7 +143,8 @@ def check_decisions(cfg: PruneConfig, measurement: Measurement) -> None:
 
 
 def check_split(cfg: PruneConfig, measurement: Measurement) -> None:
-    """Refuse a measurement whose validation split is not this run's (``cfg`` settled): another source, or another ``split_seed``."""
+    """Refuse a measurement whose validation split is not this run's (``cfg`` settled): another source, or
+    another ``split_seed``."""
     if measurement.meta.get("val_source", "train") != cfg.val_source:
         raise ConfigError(
             f"--val-source {cfg.val_source} but the measurement decided on a validation split from the "

@@ -103,7 +103,8 @@ def grade(model: nn.Module, splits: Splits, device: str) -> dict:
 
 
 def sized_and_graded(model: nn.Module, splits: Splits, device: str) -> dict:
-    """MACs, params, test and validation accuracy: the figures of ``before``, ``after`` and the model before fine-tuning."""
+    """MACs, params, test and validation accuracy: the figures of ``before``, ``after`` and the
+    model before fine-tuning."""
     return {**count(model), **grade(model, splits, device)}
 
 

@@ -130,7 +130,8 @@ def remeasured_steps(
     metric: str,
     steps: int,
 ) -> tuple[PruneOutcome, list[dict]]:
-    """``steps`` prunings of ``base``, each to ``base_target * step / steps`` of its prunable ``metric``, re-measuring between them."""
+    """``steps`` prunings of ``base``, each to ``base_target * step / steps`` of its prunable ``metric``,
+    re-measuring between them."""
     total = prunable_base(base, metric)
     model, history, fallback, trials, rows = base, [], set(), 0, []
     for step in range(1, steps + 1):

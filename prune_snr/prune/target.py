@@ -350,7 +350,8 @@ def _most_removed(attempt, hi: float, *, enough: float, aligned: bool) -> Attemp
 
 
 def _bisect(attempt, best: Attempt, *, target: float, tol: float, step) -> Attempt:
-    """Bisect the ratio between 0 and ``best``'s for the attempt closest to ``target``; ``step(text)`` tells progress."""
+    """Bisect the ratio between 0 and ``best``'s for the attempt closest to ``target``;
+    ``step(text)`` tells progress."""
     lo, hi = 0.0, best.ratio
     for _ in range(20):
         if abs(best.removed - target) <= tol / 4 or hi - lo < 1e-3:

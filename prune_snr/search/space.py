@@ -10,7 +10,8 @@ from ..errors import ConfigError
 
 #: The search space, one row per parameter: how Optuna draws it. Every name is a key of
 #: :class:`prune_snr.config.PruneConfig` and a ``--fix NAME=VALUE`` key; categorical rows come from
-#: the rows of :mod:`prune_snr.choices` marked ``searched``; ``None`` as an int upper bound means ``max_finetune_epochs``.
+#: the rows of :mod:`prune_snr.choices` marked ``searched``; ``None`` as an int upper bound means
+#: ``max_finetune_epochs``.
 PARAMETERS = {
     "target": ("float", (0.2, 0.8)),
     "criterion": ("categorical", CRITERIA.searched),
@@ -54,7 +55,8 @@ def space_of(name: str) -> dict:
 
 
 def suggest(trial: optuna.Trial, name: str, fixed: dict, max_finetune_epochs: int, parameters: dict | None = None):
-    """Draw parameter ``name`` (a fixed value comes through the sampler, see :func:`prune_snr.search.study.run_search`)."""
+    """Draw parameter ``name`` (a fixed value comes through the sampler, see
+    :func:`prune_snr.search.study.run_search`)."""
     kind, space = (parameters or PARAMETERS)[name]
     if kind == "categorical":
         choices = tuple(space) + ((fixed[name],) if name in fixed and fixed[name] not in space else ())

@@ -163,7 +163,8 @@ def run_search(
     unknown = set(fixed) - set(parameters)
     if unknown:
         raise ConfigError(
-            f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from {', '.join(parameters)}"
+            f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from "
+            f"{', '.join(parameters)}"
         )
     out = Path(out)
     optuna.logging.set_verbosity(
@@ -232,7 +233,8 @@ def open_study(
             existing = 0
             if cfg.study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
                 existing = len(optuna.load_study(study_name=cfg.study_name, storage=storage).trials)
-            # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters; so does each worker.
+            # A resumed study gets a fresh sampler stream, so it does not replay the first trials' parameters;
+            # so does each worker.
             sampler = optuna.samplers.NSGAIISampler(seed=cfg.prune.seed + existing + 1009 * (worker or 0))
             study = optuna.create_study(
                 study_name=cfg.study_name,
@@ -350,7 +352,8 @@ def write_pick(study: optuna.Study, rule: str, out: str | Path) -> tuple[optuna.
     source = Path(chosen["artifacts"]) / "pruned.pt"
     if not source.is_file():
         raise ConfigError(
-            f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy its trials/ folder here"
+            f"trial {trial.number}'s {source} is missing; was the study run on another machine? copy "
+            "its trials/ folder here"
         )
     return trial, chosen, atomic_copy(source, Path(out) / "pruned.pt")
 

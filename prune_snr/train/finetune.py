@@ -52,7 +52,9 @@ def fine_tune(
         >>> from prune_snr import build_dataset, build_model
         >>> model = build_model("vgg16", num_classes=10, width_mult=0.125)
         >>> opts = finetune_options(FineTuneConfig(epochs=1), batch_size=64, seed=0, device="cpu", amp=False)
-        >>> fine_tune(model, build_dataset("synthetic", "train"), build_dataset("synthetic", "test"), opts, fraction=0.2)
+        >>> fine_tune(
+        ...     model, build_dataset("synthetic", "train"), build_dataset("synthetic", "test"), opts, fraction=0.2
+        ... )
     """
     if opts.epochs <= 0:
         return

@@ -331,7 +331,8 @@ def _train_epoch(
     epoch: int,
     checkpoint_path,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over ``loader``: ``(loss sum, correct, images)`` on this rank; a non-finite loss stops it in one line."""
+    """One pass over ``loader``: ``(loss sum, correct, images)`` on this rank; a non-finite loss
+    stops it in one line."""
     label = f"epoch {epoch + 1}/{opts.epochs}"
     net.train()
     t0 = time.perf_counter()

@@ -38,7 +38,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
 
     Example:
         >>> from prune_snr.config import TrainConfig, resolve
-        >>> cfg = resolve(TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"})
+        >>> cfg = resolve(
+        ...     TrainConfig, overrides={"dataset": "synthetic", "width_mult": 0.125, "epochs": 1, "out": "runs/x"}
+        ... )
         >>> train(cfg)["test_accuracy"]  # doctest: +SKIP
     """
     if not cfg.out:

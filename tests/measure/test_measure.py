@@ -110,7 +110,8 @@ def test_heads_train_on_the_training_split_less_its_validation_part(measured):
 
 
 def _method_by_hand(M: np.ndarray, theta: float) -> dict:
-    """METHOD.md's per-layer figures (default clusters), written independently of prune_snr.measure.fields: plain loops."""
+    """METHOD.md's per-layer figures (default clusters), written independently of
+    prune_snr.measure.fields: plain loops."""
     signal_sum = noise_sum = 0.0
     noise_counts, cluster_sizes, dead, snrs = [], [], 0, []
     for m in M.astype(np.float64):

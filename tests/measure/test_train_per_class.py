@@ -18,7 +18,8 @@ POINTS = "features.conv2,features.conv13"
 
 @pytest.fixture(scope="module")
 def capped(tiny_run, tmp_path_factory):
-    """The tiny model measured with and without --train-per-class 20 from one cache folder (the test split's cache is shared)."""
+    """The tiny model measured with and without --train-per-class 20 from one cache folder (the test
+    split's cache is shared)."""
     out, _ = tiny_run
     model = prune_snr.load(out / "model.pt")
     cache = tmp_path_factory.mktemp("features")
@@ -85,7 +86,8 @@ def test_report_states_n_rows_and_the_cache_size_on_disk(capped):
         for f in d.iterdir()
     )
     assert data["feature_cache_bytes"] == on_disk > 0
-    # projection = rows x sum over points of C x p x p x 4 bytes (+ 8-byte targets); aside: 3 .npy headers and a done.json per split
+    # projection = rows x sum over points of C x p x p x 4 bytes (+ 8-byte targets); aside: 3 .npy headers and a
+    # done.json per split
     assert 0 <= data["feature_cache_bytes"] - data["feature_cache_projected_bytes"] < 2 * (3 * 128 + 200)
 
 

@@ -1,4 +1,5 @@
-"""Specs of prune/blocks.py: the stage that drops residual blocks whose loss of validation accuracy stays within --delta."""
+"""Specs of prune/blocks.py: the stage that drops residual blocks whose loss of validation accuracy
+stays within --delta."""
 
 import pytest
 import torch

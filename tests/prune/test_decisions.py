@@ -1,7 +1,7 @@
 """Spec: decisions read the validation split only; the test split grades (METHOD.md, "Splits").
 
-A small VGG trained on part of Fashion-MNIST is measured and pruned on that image folder and on copies whose *test* split is
-poisoned: labels shuffled, or images replaced by noise. The run makes real decisions — a cut that
+A small VGG trained on part of Fashion-MNIST is measured and pruned on that image folder and on copies whose *test*
+split is poisoned: labels shuffled, or images replaced by noise. The run makes real decisions — a cut that
 the budget does not force (``--cut measured``, small δ), channels pruned after it by the measured
 allocation and the SNR criterion, fine-tuning kept or undone (``--finetune-keep best``) — and every
 one of them must come out identical; only the test accuracies may change. The check can fail: the

@@ -65,5 +65,9 @@ def recalibrate_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     without = grade(model, ctx.splits, cfg.device)
     device = resolve_device(cfg.device)
     loader = make_loader(ctx.splits.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
-    read = recalibrate_batchnorm(model.to(device), loader, batches=cfg.bn_recalibrate, device=device)
+    # the batches' augmentation draws from the global generator, whose state here depends on what ran before and
+    # is not the same from run to run: seeding it for this pass alone makes the statistics the seed's
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        read = recalibrate_batchnorm(model.to(device), loader, batches=cfg.bn_recalibrate, device=device)
     return model.cpu(), {"bn_recalibration": {"batches": read, "without": without}}

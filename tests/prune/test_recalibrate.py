@@ -75,3 +75,23 @@ def test_recalibration_is_on_by_default_and_leaves_the_fine_tuned_weights_as_the
     stats = ("running_mean", "running_var", "num_batches_tracked")
     weights = {k for k in plain.state_dict() if not k.endswith(stats)}
     assert all(torch.equal(plain.state_dict()[k], recalibrated.state_dict()[k]) for k in weights)
+
+
+def test_the_recalibrated_statistics_depend_on_the_seed_not_on_what_ran_before(vgg_measured):
+    model, measurement = vgg_measured
+    common = dict(
+        target=0.5,
+        metric="params",
+        criterion="l1",
+        round_to=1,
+        finetune_epochs=0,
+        device="cpu",
+        measurement=measurement,
+        batch_size=32,
+        bn_recalibrate=3,
+    )
+    torch.manual_seed(1)  # the training split's augmentation draws from the global generator
+    first, _ = prune(copy.deepcopy(model), "synthetic", **common)
+    torch.manual_seed(2)
+    second, _ = prune(copy.deepcopy(model), "synthetic", **common)
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())

@@ -59,7 +59,7 @@ def prune(
     test=None,
     finetune: Callable[[nn.Module], nn.Module | None] | None = None,
     classifier: str | None = None,
-    measurement: Measurement | None = None,
+    measurement: Measurement | str | Path | None = None,
     out: str | Path | None = None,
     resume: bool = False,
     config: dict | None = None,
@@ -104,8 +104,8 @@ def prune(
               fine-tuning that lowered validation accuracy; the report's ``finetune`` says which was kept);
             - ``cfg.measure``: the options of the measurement made here when one is needed and
               ``measurement`` is not given.
-        measurement: reuse a measurement of ``model`` (default: ``cfg.measurement``'s folder, else
-            measured here when a stage needs one).
+        measurement: reuse a measurement of ``model``, or the folder a ``prune-snr measure`` run (or
+            ``Measurement.save``) wrote (default: ``cfg.measurement``'s folder, else measured here when a stage needs one).
         out: folder for ``config.yaml`` (the settled options), ``measurement/`` (a measurement made here; a resumed
             run reads it back), ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
 

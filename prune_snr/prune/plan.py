@@ -163,7 +163,7 @@ def plan(
     cfg: PruneConfig,
     *,
     dataset: str | None = None,
-    measurement: Measurement | None = None,
+    measurement: Measurement | str | Path | None = None,
     backbone_saw_val: bool | None = None,
     progress=None,
     data: dict | None = None,
@@ -172,7 +172,8 @@ def plan(
     """Settle ``cfg`` (a resolved config), check the measurement against it and load the splits: no other work.
 
     Args:
-        measurement: a measurement of ``model`` (default: ``cfg.measurement``'s folder, if any).
+        measurement: a measurement of ``model``, or the folder it was saved to (default: ``cfg.measurement``'s
+            folder, if any).
 
     Raises:
         ConfigError: see :func:`settle`, :func:`check_decisions` and :func:`check_split`.
@@ -183,7 +184,9 @@ def plan(
         dataset = USER_DATA
     _dataset(cfg, dataset)
     if measurement is None and cfg.measurement:
-        measurement = Measurement.load(cfg.measurement)
+        measurement = cfg.measurement
+    if isinstance(measurement, (str, Path)):
+        measurement = Measurement.load(measurement)
     if measurement is not None:
         check_decisions(cfg, measurement)
     cfg = settle(cfg, model, dataset=dataset, measurement=measurement)

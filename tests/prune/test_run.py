@@ -204,3 +204,12 @@ def test_a_run_stopped_after_its_measurement_resumes_from_the_measurement_it_kep
     pruned, resumed = prune(model, "synthetic", out=tmp_path / "stopped", resume=True, **options)
     assert len(made) == 3, "the resumed run read the kept measurement back instead of measuring again"
     assert resumed["search"]["removed"] == whole["search"]["removed"] and resumed["after"] == whole["after"]
+
+
+def test_prune_takes_the_folder_a_measurement_was_saved_to_as_well_as_the_measurement(vgg_measured, tmp_path):
+    model, measurement = vgg_measured
+    measurement.save(tmp_path / "m")
+    common = dict(target=0.5, metric="params", criterion="snr", round_to=1, finetune_epochs=0, device="cpu")
+    given, _ = prune(copy.deepcopy(model), "synthetic", measurement=measurement, **common)
+    read, _ = prune(copy.deepcopy(model), "synthetic", measurement=str(tmp_path / "m"), **common)
+    assert all(torch.equal(v, read.state_dict()[k]) for k, v in given.state_dict().items())

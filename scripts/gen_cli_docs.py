@@ -6,8 +6,8 @@
 Each command's list lies between ``<!-- cli:NAME:start -->`` and ``<!-- cli:NAME:end -->``
 (``NAME`` = ``prune-snr`` for the global options); everything outside the markers is written by
 hand and kept. A command without markers gets a new section at the end of the file. Defaults are
-the ones ``--help`` shows: a config option's from its field (``prune_snr/config/stages.py``), a command's
-own parameter's from its signature.
+the ones ``--help`` shows: a config option's from its field (``prune_snr/config/training.py``,
+``measuring.py``, ``pruning.py``), a command's own parameter's from its signature.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Typer options made from the config fields, so that each option is declared once (``config/stages.py``).
+"""Typer options made from the config fields, so that each option is declared once
+(``config/training.py``, ``measuring.py``, ``pruning.py``).
 
 ``@takes(MeasureConfig)`` gives a command every option of the config as a flag: its spelling, help, choices
 and shown default come from the field's :func:`prune_snr.config.option`; the command receives the flags

@@ -4,8 +4,9 @@ Each stage has one frozen dataclass of options (:class:`TrainConfig`, :class:`Me
 :class:`PruneConfig` with its nested :class:`FineTuneConfig` and the :class:`MeasureConfig` of
 the measurement it makes for itself, :class:`SearchConfig` around a :class:`PruneConfig`),
 built once by :func:`resolve` and handed to the library function of that stage. Every option is
-declared once, as a field made by :func:`option` (``config/stages.py``): its default, flag, help and
-choices, and whether a report shows it, a measurement records it or a resumed training must keep it;
+declared once, as a field made by :func:`option` (``config/training.py``, ``measuring.py``,
+``pruning.py``): its default, flag, help and choices, and whether a report shows it, a measurement
+records it or a resumed training must keep it;
 the command line, ``docs/cli.md``, the report's options and the resume checks are read from there.
 A recipe is one flat YAML mapping that may hold the options of several stages (a paper setting:
 model, dataset, epochs, pool, ...); every (nested) config takes the keys it knows, so a recipe's

@@ -1,7 +1,7 @@
 """Phase 2, step 1: one backbone pass per split captures the pooled output of every point.
 
-Forward hooks are installed in a context manager that removes them in ``finally``; each
-point's output is adaptive-average-pooled to ``p x p`` and stored as ``N x C x p*p`` float32 (or
+Forward hooks (:mod:`prune_snr.measure.pooling`) are installed in a context manager that removes them in
+``finally``; each point's output is adaptive-average-pooled to ``p x p`` and stored as ``N x C x p*p`` float32 (or
 float16 with ``cache_dtype="float16"``: half the disk and the reads).
 Features go straight into ``.npy`` files (memory-mapped, so a dataset larger than RAM streams to
 disk). An entry is written into a private temporary folder beside it (``.NAME.tmp-HOST-PID-...``)
@@ -14,7 +14,6 @@ A rerun with the same key reuses the published entry.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -28,76 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import Subset
 
 from ..atomic import atomic_save_json
 from ..errors import DataError
 from ..progress import track
 from ..runtime import autocast, barrier, broadcast_object, is_main, make_loader, world
-
-
-@contextlib.contextmanager
-def capture(model: nn.Module, points: list[str], pool: int):
-    """Yield a dict that each forward pass fills with ``{point: N x C x p*p}`` pooled outputs."""
-    modules = dict(model.named_modules())
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def hook(name):
-        def fn(_module, _inputs, output):
-            # pooled first, in the output's own dtype: under autocast never a float32 copy of a whole bfloat16 map
-            store[name] = pooled(output, pool)
-
-        return fn
-
-    try:
-        for name in points:
-            handles.append(modules[name].register_forward_hook(hook(name)))
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-#: Largest ``--pool`` pooled by a matmul: its cost grows with ``pool**2`` multiply-adds per value,
-#: torch's kernel's does not.
-MATMUL_POOL = 4
-
-
-def pooled(output: torch.Tensor, pool: int) -> torch.Tensor:
-    """``adaptive_avg_pool2d(output, pool)`` as ``N x C x pool*pool``: for a contiguous ``N x C x H x W`` output one
-    matmul with the pooling matrix (:func:`pooling_matrix`) when ``pool`` is at most ``MATMUL_POOL``: at ``pool`` 2
-    2-25x faster on CPU than torch's kernel, which cost 13 % of the feature pass of VGG-16 w/4 at 32 px (a
-    ``2 x 2`` output pooled to ``2 x 2`` took as long as a convolution), outside autocast. Anything else (autocast's
-    bfloat16 outputs included: their pooling matrix would round) goes through torch's kernel.
-
-    Example:
-        >>> x = torch.randn(2, 3, 7, 5)
-        >>> torch.allclose(pooled(x, 2), F.adaptive_avg_pool2d(x, 2).flatten(2), atol=1e-6)
-        True
-    """
-    if output.ndim != 4 or not output.is_contiguous() or pool > MATMUL_POOL or output.dtype != torch.float32:
-        return F.adaptive_avg_pool2d(output, pool).flatten(2)  # in bfloat16 too: it averages in float32, rounds once
-    n, c, h, w = output.shape
-    matrix = pooling_matrix(h, w, pool, output.device, output.dtype)
-    with torch.autocast(output.device.type, enabled=False):
-        return (output.view(n * c, h * w) @ matrix).view(n, c, pool * pool)
-
-
-@functools.lru_cache(maxsize=64)
-def pooling_matrix(h: int, w: int, pool: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``H*W x pool*pool``: column ``i*pool + j`` averages adaptive pooling's bin ``(i, j)``, rows
-    ``floor(i*H/pool)`` to ``ceil((i+1)*H/pool)`` and the same for columns."""
-
-    def bins(size):
-        m = torch.zeros(size, pool, dtype=torch.float64)
-        for i in range(pool):
-            start, end = (i * size) // pool, -(-(i + 1) * size // pool)
-            m[start:end, i] = 1 / (end - start)
-        return m
-
-    return torch.kron(bins(h), bins(w)).to(device=device, dtype=dtype)
+from .pooling import capture, pooled  # noqa: F401  (named here too)
 
 
 def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, dtype: str = "float32") -> str:
@@ -191,19 +127,10 @@ def extract(
     """
     if broadcast_object((folder / "done.json").is_file() if is_main() else None):  # rank 0 decides for every rank
         return load_cached(folder, points)
-    if is_main():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        _drop_orphans(folder)
-    # Every rank writes into the same private folder: rank 0 names it.
-    tmp = Path(
-        broadcast_object(
-            str(folder.parent / f".{folder.name}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}") if is_main() else None
-        )
-    )
+    tmp = _private_folder(folder)
     model.eval().to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    rank, size = world()
     run = dict(
         pool=pool,
         batch_size=batch_size,
@@ -216,20 +143,7 @@ def extract(
         description=description,
     )
     try:
-        if size == 1:
-            _pass(model, dataset, points, tmp, **run)
-        else:
-            n = len(dataset)
-            _pass(
-                model,
-                Subset(dataset, range(rank * n // size, (rank + 1) * n // size)),
-                points,
-                tmp / f"part{rank}",
-                **run,
-            )
-            barrier()
-            if is_main():
-                _join([tmp / f"part{r}" for r in range(size)], tmp, len(points))
+        _sharded_pass(model, dataset, points, tmp, run)
         if is_main():
             atomic_save_json(tmp / "done.json", {"points": points, "pool": pool, "n": len(dataset)})
             _publish(tmp, folder)
@@ -238,6 +152,39 @@ def extract(
             shutil.rmtree(tmp, ignore_errors=True)  # a loser's copy, or the pieces of a failed pass
     barrier()
     return load_cached(folder, points)
+
+
+def _private_folder(folder: Path) -> Path:
+    """The temporary folder every rank writes ``folder``'s entry into, named by rank 0 (which first makes the parent
+    and drops the orphans of killed processes)."""
+    if is_main():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _drop_orphans(folder)
+    return Path(
+        broadcast_object(
+            str(folder.parent / f".{folder.name}.tmp-{_owner()}-{uuid.uuid4().hex[:8]}") if is_main() else None
+        )
+    )
+
+
+def _sharded_pass(model: nn.Module, dataset, points: list[str], tmp: Path, run: dict) -> None:
+    """One pass over ``dataset`` into ``tmp``: the whole of it outside torchrun; under it each rank passes over a
+    contiguous shard into ``tmp/partRANK`` and rank 0 joins the shards."""
+    rank, size = world()
+    if size == 1:
+        _pass(model, dataset, points, tmp, **run)
+        return
+    n = len(dataset)
+    _pass(
+        model,
+        Subset(dataset, range(rank * n // size, (rank + 1) * n // size)),
+        points,
+        tmp / f"part{rank}",
+        **run,
+    )
+    barrier()
+    if is_main():
+        _join([tmp / f"part{r}" for r in range(size)], tmp, len(points))
 
 
 def _owner() -> str:

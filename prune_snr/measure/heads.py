@@ -19,13 +19,13 @@ Early stopping (``patience``) reads only the validation rows; see :func:`train_h
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .. import choices
 from ..errors import DataError
@@ -37,14 +37,12 @@ from .feed import (
     plan_groups,
     plan_memory,
 )
+from .head_math import _cross_entropy, _scores, _set_gradients, _softmax  # noqa: F401  (named here too)
 
 MIN_CHUNK_BYTES = 64 << 20
 #: Early stopping: a validation loss counts as an improvement when it is lower than the last one that
 #: counted by this fraction.
 REL_IMPROVEMENT = 1e-3
-#: Below this many labels softmax and cross-entropy are written out: torch's CPU kernels take 4-7x longer on a
-#: last dimension this short (10 labels: 1.2 ms vs 0.16 ms for 4 x 1024 rows) and were a sixth of the heads' time.
-SHORT_LABELS = 16
 #: A lower-precision ``dtype`` applies to a width class whose heads have at least this many weights (labels x
 #: features) each: below it the casts cost more than the matmuls save (2 AMX cores, 1024 rows per step: 10 labels
 #: x 512 features 0.75x the float32 step, 10 x 256 1.08x, 100 x 128 0.87x, 100 x 64 1.07x, 100 x 2048 0.30x).
@@ -113,87 +111,6 @@ class Head:
     epochs_used: int = 0  # epochs it trained: the cap, unless early stopping stopped it
     best_epoch: int = 0  # the epoch whose weights it keeps (the last one without early stopping)
     stop_loss: float | None = None  # its lowest mean cross-entropy on the early-stopping rows
-
-
-def _class_logits(xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases):
-    """Per width class with active heads: (its rows ``k x n x d``, logits ``k x n x L`` by one
-    ``baddbmm``, which heads)."""
-    for x, heads in zip(xs, layout):
-        on = [j for j, i in enumerate(heads) if active[i]]
-        if not on:
-            continue
-        if len(on) < len(heads):
-            x = x[on]
-        w = torch.stack([weights[heads[j]] for j in on])
-        b = torch.stack([biases[heads[j]] for j in on]).unsqueeze(1)
-        if x.dtype == w.dtype:
-            logits = torch.baddbmm(b, x, w.transpose(1, 2))
-        else:  # rows held in a lower precision: the matmul in it, the bias and everything after in float32
-            logits = torch.bmm(x, w.to(x.dtype).transpose(1, 2)).float().add_(b)
-        yield x, logits, [heads[j] for j in on]
-
-
-def _logits(
-    xs: list[torch.Tensor], layout: list[list[int]], active: list[bool], weights, biases
-) -> tuple[torch.Tensor, list[int]]:
-    """Logits of the active heads, ``P x n x L``, and which heads they are."""
-    parts, which = [], []
-    for _, logits, heads in _class_logits(xs, layout, active, weights, biases):
-        parts.append(logits)
-        which += heads
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)), which
-
-
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension of ``P x n x L`` logits, as a new tensor."""
-    if logits.shape[-1] >= SHORT_LABELS:
-        return torch.softmax(logits, dim=-1)
-    g = logits - logits.amax(-1, keepdim=True)
-    g.exp_()
-    return g.div_(g.sum(-1, keepdim=True))
-
-
-def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every head's logits ``P x n x L`` against the labels ``y`` (``n``): ``P x n``."""
-    P, n, L = logits.shape
-    if L >= SHORT_LABELS:
-        return F.cross_entropy(logits.reshape(P * n, L), y.repeat(P), reduction="none").view(P, n)
-    shifted = logits - logits.amax(-1, keepdim=True)
-    return shifted.exp().sum(-1).log_() - shifted.gather(-1, y.view(1, n, 1).expand(P, n, 1)).squeeze(-1)
-
-
-def _set_gradients(xs, y: torch.Tensor, layout, active, weights, biases) -> None:
-    """Gradients of the summed mean cross-entropies of the active heads, written into their ``.grad`` (inactive
-    heads get none, so Adam leaves them as they are). Written out rather than through autograd: the softmax
-    less the one-hot labels, then one ``bmm`` per width class (half the time of autograd's backward here)."""
-    with torch.no_grad():
-        for x, logits, heads in _class_logits(xs, layout, active, weights, biases):
-            g = _softmax(logits)
-            if logits.shape[2] < SHORT_LABELS:
-                g.sub_(
-                    F.one_hot(y, logits.shape[2]).to(g.dtype)
-                )  # broadcast over heads: cheaper than an index at few labels
-            else:
-                g[:, torch.arange(len(y), device=y.device), y] -= 1
-            g /= len(y)
-            grad_w = torch.bmm(g.transpose(1, 2).to(x.dtype), x).float()
-            grad_b = g.sum(1)
-            for j, i in enumerate(heads):
-                weights[i].grad, biases[i].grad = grad_w[j], grad_b[j]
-
-
-def _scores(source: _Source, layout, active, weights, biases, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and correct predictions of every head over ``source`` (inactive heads: 0)."""
-    loss = torch.zeros(count, dtype=torch.float64)
-    correct = torch.zeros(count, dtype=torch.long)
-    with torch.no_grad():
-        for xs, y in source.chunks():
-            logits, which = _logits(xs, layout, active, weights, biases)
-            ce = _cross_entropy(logits, y).sum(1)
-            hit = (logits.argmax(2) == y).sum(1)
-            loss[which] += ce.double().cpu()
-            correct[which] += hit.cpu()
-    return loss, correct
 
 
 def _head_optimizer(name: str, params: list[torch.Tensor], *, lr: float, steps: int, device: torch.device):
@@ -273,27 +190,15 @@ def train_heads(
     dims = {n: int(np.prod(train.features[n].shape[1:])) for n in names}
     if not len(train.index):
         raise DataError("no training rows for the heads: every label of the measurement needs training images")
-    # the training rows in one seeded shuffle, cut into contiguous mini-batches of at most batch_size rows (all rows
-    # used); held rows are read in the cache's order (long runs of adjacent rows) and shuffled in memory
     ordered = train
-    shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
-    train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])
-    batches = [
-        (int(b[0]), int(b[-1]) + 1)
-        for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
-        if len(b)
-    ]
-    stop_rows = evaluate.get(stop_on) if patience > 0 else None
-    stop = (stop_on, stop_rows) if stop_rows is not None and len(stop_rows.index) else None
+    train, shuffle, batches = _shuffled_batches(train, seed=seed, batch_size=batch_size)
+    stop = _stop_set(evaluate, stop_on=stop_on, patience=patience)
+    optimizer = functools.partial(_head_optimizer, optimizer_name, lr=lr, steps=epochs * len(batches), device=device)
+    stopper = functools.partial(EarlyStopping, patience, min_epochs)
     budget = memory_budget or chunk_budget(default_memory_budget())
+    rows = len(train.index) + (len(stop[1].index) if stop else 0)  # what a group held in memory holds of each point
     heads: dict[str, Head] = {}
-    for group, held in _plan(
-        dims,
-        rows=len(train.index) + (len(stop[1].index) if stop else 0),
-        budget=budget,
-        in_memory=in_memory,
-        batch_size=batch_size,
-    ):
+    for group, held in _plan(dims, rows=rows, budget=budget, in_memory=in_memory, batch_size=batch_size):
         feed = trainer = None  # the previous group's rows go before these are read
         feed = GroupFeed(
             group,
@@ -312,28 +217,57 @@ def train_heads(
             device=device,
         )
         trainer = _GroupTrainer(
-            feed,
-            dims,
-            num_classes=num_classes,
-            optimizer_name=optimizer_name,
-            lr=lr,
-            steps=epochs * len(batches),
-            epochs=epochs,
-            patience=patience,
-            min_epochs=min_epochs,
-            device=device,
+            feed, dims, num_classes=num_classes, optimizer=optimizer, stopper=stopper, epochs=epochs, device=device
         )
-        g = torch.Generator().manual_seed(seed)  # every group visits the mini-batches in the same orders
         label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
-        for epoch in track(progress, range(1, epochs + 1), label, total=epochs):
-            if not any(trainer.active):
-                continue
-            for xs, y in feed.minibatches([batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]):
-                trainer.step(xs, y)
-                del xs, y  # hold none of this chunk while the feed reads the next (and none of the group once it ends)
-            trainer.end_epoch(epoch, feed.sources[stop[0]] if stop else None, len(stop[1].index) if stop else 0)
+        _train_epochs(trainer, feed, batches, epochs=epochs, seed=seed, stop=stop, progress=progress, label=label)
         heads.update(trainer.heads(feed, {"train": train, **evaluate}, stopped=stop is not None, shapes=train.features))
     return {n: heads[n] for n in names}
+
+
+def _shuffled_batches(train: Rows, *, seed: int, batch_size: int) -> tuple[Rows, torch.Tensor, list[tuple[int, int]]]:
+    """``(the training rows in one seeded shuffle, that shuffle, its mini-batches as (start, end) positions)``.
+
+    The mini-batches are contiguous runs of at most ``batch_size`` shuffled rows and use every row; held rows are
+    read in the cache's order (long runs of adjacent rows) and shuffled in memory.
+    """
+    shuffle = torch.randperm(len(train.index), generator=torch.Generator().manual_seed(seed))
+    train = Rows(train.features, train.index[shuffle.numpy()], train.targets[shuffle])
+    batches = [
+        (int(b[0]), int(b[-1]) + 1)
+        for b in torch.arange(len(train.index)).tensor_split(-(-len(train.index) // batch_size))
+        if len(b)
+    ]
+    return train, shuffle, batches
+
+
+def _stop_set(evaluate: dict[str, Rows], *, stop_on: str, patience: int) -> tuple[str, Rows] | None:
+    """``(name, rows)`` of the early-stopping set; None where no head stops early (``patience`` 0, or no such rows)."""
+    stop_rows = evaluate.get(stop_on) if patience > 0 else None
+    return (stop_on, stop_rows) if stop_rows is not None and len(stop_rows.index) else None
+
+
+def _train_epochs(
+    trainer: _GroupTrainer,
+    feed: GroupFeed,
+    batches: list[tuple[int, int]],
+    *,
+    epochs: int,
+    seed: int,
+    stop: tuple[str, Rows] | None,
+    progress,
+    label: str,
+) -> None:
+    """Train one group's heads for at most ``epochs`` epochs, each visiting the mini-batches in a new seeded order;
+    an epoch left with no active head trains nothing."""
+    g = torch.Generator().manual_seed(seed)  # every group visits the mini-batches in the same orders
+    for epoch in track(progress, range(1, epochs + 1), label, total=epochs):
+        if not any(trainer.active):
+            continue
+        for xs, y in feed.minibatches([batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]):
+            trainer.step(xs, y)
+            del xs, y  # hold none of this chunk while the feed reads the next (and none of the group once it ends)
+        trainer.end_epoch(epoch, feed.sources[stop[0]] if stop else None, len(stop[1].index) if stop else 0)
 
 
 def _plan(
@@ -362,22 +296,19 @@ class _GroupTrainer:
         dims: dict[str, int],
         *,
         num_classes: int,
-        optimizer_name: str,
-        lr: float,
-        steps: int,
+        optimizer,
+        stopper,
         epochs: int,
-        patience: int,
-        min_epochs: int,
         device: torch.device,
     ):
+        """``optimizer(params)`` gives ``(optimizer, per-step schedule, per-epoch schedule)`` (:func:`_head_optimizer`);
+        ``stopper()`` one head's :class:`EarlyStopping`."""
         k, self.layout, self.epochs, self.num_classes = len(feed.order), feed.layout, epochs, num_classes
         self.weights = [torch.zeros(num_classes, dims[n], device=device) for n in feed.order]
         self.biases = [torch.zeros(num_classes, device=device) for _ in feed.order]
-        self.optimizer, self.scheduler, self.per_epoch = _head_optimizer(
-            optimizer_name, self.weights + self.biases, lr=lr, steps=steps, device=device
-        )
+        self.optimizer, self.scheduler, self.per_epoch = optimizer(self.weights + self.biases)
         self.active, self.epochs_used = [True] * k, [epochs] * k
-        self.stoppers = [EarlyStopping(patience, min_epochs) for _ in range(k)]
+        self.stoppers = [stopper() for _ in range(k)]
         self.best = [None] * k
 
     def step(self, xs: list[torch.Tensor], y: torch.Tensor) -> None:

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset
 
 from ..config import MeasureConfig, fields_to_keep, resolve
-from ..data import DEFAULT_VAL_FRACTION, build_dataset, choose_labels, per_class_subset, validation_split
-from ..data.user import UserDataset, fingerprint, user_data
-from ..errors import DataError, ModelError
-from ..models import default_points, name_classifier, num_outputs, remember_input_shape, resolve_points
+from ..data import DEFAULT_VAL_FRACTION, choose_labels
+from ..errors import DataError
+from ..models import default_points, name_classifier, resolve_points
 from ..runtime import broadcast_object, resolve_device, seed_everything, tune_convolutions, world
+from .inputs import check_label_count, measured_data, plan_train_rows
 from .problem import FeatureCache, HeadProblem
 from .result import Measurement
 
@@ -120,32 +119,14 @@ def measure(
     train_set, test_set, dataset_id, given_val = measured_data(
         model, dataset, cfg.data_dir, train=train, val=val, test=test
     )
-    num_classes = _check_label_count(model, dataset, train_set)
+    num_classes = check_label_count(model, dataset, train_set)
     names = resolve_points(model, cfg.points, expanded=bool(cfg.expanded))
     seed_everything(cfg.seed)
     val_fraction = DEFAULT_VAL_FRACTION if cfg.val_fraction is None else cfg.val_fraction
-    read, rest_rows, train_val_rows = plan_train_rows(
-        train_set.targets,
-        val_fraction=val_fraction,
-        val_source=cfg.val_source or "train",
-        per_class=cfg.train_per_class,
-        seed=cfg.seed,
-        split_seed=cfg.split_seed,
-        pool=cfg.held_out,
-        given_val=given_val,
+    read, rest_rows, train_val_rows = _train_rows(cfg, train_set.targets, val_fraction, given_val)
+    cache, feats, timings = _feature_pass(
+        model, cfg, names, dataset_id, train_set, test_set, read, device_t, cache_dir, progress
     )
-    cache = FeatureCache.plan(
-        model,
-        cfg,
-        names,
-        dataset_id,
-        train_set,
-        test_set,
-        read=read,
-        device=device_t,
-        root=Path(cache_dir) if cache_dir else _default_cache(),
-    )
-    feats, timings = cache.extract(model, cfg, names, device=device_t, progress=progress)
     if world()[0] > 0:  # under torchrun rank 0 alone trains the heads and computes the fields: one GPU's work, not N
         return _from_rank_zero(None)
     problem = HeadProblem.of(
@@ -159,13 +140,7 @@ def measure(
         device=device_t,
         progress=progress,
     )
-    t0 = time.perf_counter()
-    heads, records, fields = problem.solve(None, "heads")
-    timings["heads_and_fields_s"] = time.perf_counter() - t0
-    timings["heads_s"] = problem.head_seconds["heads"]
-    for r in records:
-        r.update(_epochs_used(heads[r["name"]]))
-    sweep = _label_sweep(problem, cfg, heads, records, timings)
+    heads, records, fields, sweep = _solve(problem, cfg, timings)
     timings["total_s"] = time.perf_counter() - t_start
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     meta = {
@@ -173,29 +148,76 @@ def measure(
         "timings": timings,
         **cache.meta(model),
     }
-    return _from_rank_zero(
-        Measurement(
-            meta=meta,
-            points=records,
-            fields={n: f[2] for n, f in fields.items()},
-            label_sweep=sweep,
-            heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
-            field_filters={n: f[1] for n, f in fields.items()},
-            filter_stats={n: f[0] for n, f in fields.items()},
-        )
+    return _from_rank_zero(_measurement(meta, heads, records, fields, sweep))
+
+
+def _train_rows(cfg: MeasureConfig, targets, val_fraction: float, given_val: np.ndarray | None) -> tuple:
+    """``(read, rest, val)`` of :func:`plan_train_rows` under ``cfg``'s split options."""
+    return plan_train_rows(
+        targets,
+        val_fraction=val_fraction,
+        val_source=cfg.val_source or "train",
+        per_class=cfg.train_per_class,
+        seed=cfg.seed,
+        split_seed=cfg.split_seed,
+        pool=cfg.held_out,
+        given_val=given_val,
     )
 
 
-def _check_label_count(model: nn.Module, dataset, train_set) -> int:
-    """The dataset's label count, which must be the model's output count."""
-    num_classes = len(train_set.classes)
-    out_features = _num_outputs(model)
-    if out_features is not None and out_features != num_classes:
-        raise ModelError(
-            f"the model has {out_features} outputs but {dataset if isinstance(dataset, str) else 'the dataset'} "
-            f"has {num_classes} labels; measure it on the dataset it was trained on"
-        )
-    return num_classes
+def _feature_pass(
+    model: nn.Module,
+    cfg: MeasureConfig,
+    names: list[str],
+    dataset_id: str,
+    train_set,
+    test_set,
+    read: np.ndarray | None,
+    device: torch.device,
+    cache_dir: str | Path | None,
+    progress,
+) -> tuple[FeatureCache, dict, dict]:
+    """``(the feature cache, its features per split, the seconds of each split's pass)``: the pooled features of the
+    training rows ``read`` (all where None) and of the test split, read from the cache or computed by one pass."""
+    cache = FeatureCache.plan(
+        model,
+        cfg,
+        names,
+        dataset_id,
+        train_set,
+        test_set,
+        read=read,
+        device=device,
+        root=Path(cache_dir) if cache_dir else _default_cache(),
+    )
+    feats, timings = cache.extract(model, cfg, names, device=device, progress=progress)
+    return cache, feats, timings
+
+
+def _solve(problem: HeadProblem, cfg: MeasureConfig, timings: dict) -> tuple[dict, list[dict], dict, list[dict]]:
+    """``(heads, point records, fields, label sweep)``: the heads and fields of every label, then of each K of
+    ``label_sweep``; the seconds they took go into ``timings``."""
+    t0 = time.perf_counter()
+    heads, records, fields = problem.solve(None, "heads")
+    timings["heads_and_fields_s"] = time.perf_counter() - t0
+    timings["heads_s"] = problem.head_seconds["heads"]
+    for r in records:
+        r.update(_epochs_used(heads[r["name"]]))
+    return heads, records, fields, _label_sweep(problem, cfg, heads, records, timings)
+
+
+def _measurement(meta: dict, heads: dict, records: list[dict], fields: dict, sweep: list[dict]) -> Measurement:
+    """The :class:`Measurement` of the solved heads and fields (``fields``: ``{point: (statistics, filters,
+    matrices)}``)."""
+    return Measurement(
+        meta=meta,
+        points=records,
+        fields={n: f[2] for n, f in fields.items()},
+        label_sweep=sweep,
+        heads={n: {"weight": h.weight, "bias": h.bias} for n, h in heads.items()},
+        field_filters={n: f[1] for n, f in fields.items()},
+        filter_stats={n: f[0] for n, f in fields.items()},
+    )
 
 
 def _label_sweep(
@@ -360,87 +382,6 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
     return cfg, saw
 
 
-def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None, val=None, test=None):
-    """``(train_set, test_set, dataset_id, validation rows)`` of a measurement: a dataset name,
-    ``(train_set, test_set)``, or the user's ``train``/``val``/``test`` (``Dataset`` or ``DataLoader``). A given ``val``
-    is appended to the training set and its rows returned (None: the validation split is carved as ``val_source`` says).
-
-    Raises:
-        DataError: no data, a name beside ``train=``/``test=``, or the user's data that cannot be read (one line).
-    """
-    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="measure")
-    given_val = None
-    if data is not None:
-        train_set, val_set, test_set = data["train"], data["val"], data["test"]
-        remember_input_shape(model, train_set.image_shape)
-        if val_set is not None:
-            given_val = np.arange(len(train_set), len(train_set) + len(val_set))
-            train_set = UserDataset(
-                ConcatDataset([train_set, val_set]),
-                torch.cat([train_set.targets, val_set.targets]),
-                len(train_set.classes),
-                train_set.image_shape,
-            )
-        dataset = (train_set, test_set)
-    if dataset is None:
-        raise DataError("measure needs data: a dataset name, (train_set, test_set), or train=/test= datasets")
-    if isinstance(dataset, str):
-        size = (getattr(model, "spec", None) or {}).get("input_size")
-        train_set = build_dataset(dataset, "train", data_dir, augment=False, input_size=size)
-        test_set = build_dataset(dataset, "test", data_dir, augment=False, input_size=size)
-        if getattr(model, "spec", None) is None:  # a user's model on a named dataset: trace it on that data's shape
-            remember_input_shape(model, tuple(test_set[0][0].shape))
-        return train_set, test_set, f"{dataset}|{data_dir}|{size}", None
-    train_set, test_set = dataset
-    if getattr(model, "spec", None) is None:  # a user's model on datasets given as (train_set, test_set)
-        remember_input_shape(model, tuple(train_set[0][0].shape))
-    digest = f"{fingerprint(train_set)}{fingerprint(test_set)}"
-    return train_set, test_set, f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}", given_val
-
-
-def plan_train_rows(
-    targets,
-    *,
-    val_fraction: float,
-    val_source: str,
-    per_class: int | None,
-    seed: int,
-    split_seed: int | None = None,
-    pool: float | None = None,
-    given_val: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """``(read, rest, val)``: the training images the feature pass reads (``None``: all of them), and the heads'
-    rows and the validation rows as positions in what it reads (no validation rows when they come from the test split).
-
-    The validation rows are carved from the whole training split first, so ``per_class`` (``--train-per-class``)
-    changes only which of the remaining images the heads train on (a seeded, label-stratified draw of at most
-    ``per_class`` per label), never which images are validated on.
-    """
-    if given_val is not None:  # the user's own validation set, appended to the training rows
-        rest, val = np.arange(given_val[0] if len(given_val) else len(targets)), given_val
-    elif val_source == "test":
-        rest, val = np.arange(len(targets)), np.zeros(0, dtype=np.int64)
-    else:
-        rest, val = validation_split(targets, val_fraction, split_seed=split_seed, pool=pool)
-    if per_class is None:
-        return None, rest, val
-    rest = per_class_subset(targets, rest, per_class, seed=seed)
-    read = np.union1d(rest, val)
-    return read, np.searchsorted(read, rest), np.searchsorted(read, val)
-
-
 def _epochs_used(head) -> dict:
     """What a point record says of its head's training: the epochs it trained and the epoch whose weights it kept."""
     return {"head_epochs_used": head.epochs_used, "head_best_epoch": head.best_epoch}
-
-
-def _num_outputs(model: nn.Module) -> int | None:
-    if getattr(model, "spec", None) is None and getattr(model, "num_classes", None) is None:
-        try:
-            return num_outputs(model)
-        except ModelError:
-            return None
-    spec = getattr(model, "spec", None)
-    if spec and "num_classes" in spec:
-        return spec["num_classes"]
-    return getattr(model, "num_classes", None)

@@ -61,39 +61,11 @@ def build_model(
     cut = {k: arch.pop(k) for k in ("cut_after", "head_pool") if k in arch and "cut" not in arch}
     dropped = list(arch.pop("dropped", None) or [])
     if is_user_code(name):
-        if arch or width_mult not in (None, 1, 1.0) or pretrained:
-            raise ModelError(
-                f"{name}: options {sorted(arch) or ['width_mult/pretrained']} apply to prune-snr's own models; "
-                "pass --model-kwargs"
-            )
-        model = build_user_model(name, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs)
-        arch["model_kwargs"] = dict(model_kwargs or {})
-        _check_outputs(model, name, num_classes, in_chans, input_size)
+        model = _user_model(name, arch, num_classes, in_chans, input_size, width_mult, pretrained, model_kwargs)
     elif rest:
-        if prefix not in PREFIXES:
-            raise ModelError(
-                f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a "
-                f"bare name ({', '.join(list_models())})"
-            )
-        if arch:
-            raise ModelError(f"{name}: options {sorted(arch)} apply to prune-snr's own models only")
-        if width_mult not in (None, 1, 1.0):
-            raise ModelError(
-                f"--width-mult applies to prune-snr's own models ({', '.join(list_models())}), not to {name}"
-            )
-        model = _external(prefix, rest, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained)
+        model = _prefixed_model(name, prefix, rest, arch, num_classes, in_chans, width_mult, pretrained)
     else:
-        constructor = model_entrypoint(name)
-        if constructor is None:
-            raise ModelError(
-                f"unknown model {name!r}; choose one of {', '.join(list_models())}, timm:NAME or torchvision:NAME"
-            )
-        try:
-            model = constructor(
-                num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained, **arch
-            )
-        except TypeError as exc:
-            raise ModelError(f"{name}: unsupported option ({exc})") from exc
+        model = _own_model(name, arch, num_classes, in_chans, width_mult, pretrained)
     if cut.get("cut_after"):
         model = cut_after(
             model,
@@ -119,6 +91,69 @@ def build_model(
         **arch,
     }
     return model
+
+
+def _user_model(
+    name: str,
+    arch: dict,
+    num_classes: int,
+    in_chans: int,
+    input_size: int,
+    width_mult: float | None,
+    pretrained: bool,
+    model_kwargs: dict | None,
+) -> nn.Module:
+    """The user's own ``MODULE:CALLABLE`` model, checked to give ``num_classes`` logits; records its
+    ``model_kwargs`` in ``arch``."""
+    if arch or width_mult not in (None, 1, 1.0) or pretrained:
+        raise ModelError(
+            f"{name}: options {sorted(arch) or ['width_mult/pretrained']} apply to prune-snr's own models; "
+            "pass --model-kwargs"
+        )
+    model = build_user_model(name, num_classes=num_classes, in_chans=in_chans, model_kwargs=model_kwargs)
+    arch["model_kwargs"] = dict(model_kwargs or {})
+    _check_outputs(model, name, num_classes, in_chans, input_size)
+    return model
+
+
+def _prefixed_model(
+    name: str,
+    prefix: str,
+    rest: str,
+    arch: dict,
+    num_classes: int,
+    in_chans: int,
+    width_mult: float | None,
+    pretrained: bool,
+) -> nn.Module:
+    """A ``timm:NAME`` or ``torchvision:NAME`` model, which takes none of prune-snr's architecture options."""
+    if prefix not in PREFIXES:
+        raise ModelError(
+            f"model {name!r}: unknown prefix {prefix!r}; use one of {', '.join(p + ':' for p in PREFIXES)} or a "
+            f"bare name ({', '.join(list_models())})"
+        )
+    if arch:
+        raise ModelError(f"{name}: options {sorted(arch)} apply to prune-snr's own models only")
+    if width_mult not in (None, 1, 1.0):
+        raise ModelError(f"--width-mult applies to prune-snr's own models ({', '.join(list_models())}), not to {name}")
+    return _external(prefix, rest, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained)
+
+
+def _own_model(
+    name: str, arch: dict, num_classes: int, in_chans: int, width_mult: float | None, pretrained: bool
+) -> nn.Module:
+    """One of prune-snr's registered models, built with the architecture options in ``arch``."""
+    constructor = model_entrypoint(name)
+    if constructor is None:
+        raise ModelError(
+            f"unknown model {name!r}; choose one of {', '.join(list_models())}, timm:NAME or torchvision:NAME"
+        )
+    try:
+        return constructor(
+            num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, pretrained=pretrained, **arch
+        )
+    except TypeError as exc:
+        raise ModelError(f"{name}: unsupported option ({exc})") from exc
 
 
 def _check_outputs(model: nn.Module, name: str, num_classes: int, in_chans: int, input_size: int) -> None:

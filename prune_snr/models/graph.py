@@ -31,6 +31,17 @@ from ..errors import ModelError
 
 _LOCK = threading.RLock()
 DEFAULT_TIMEOUT = 300.0  # s for tracing and grouping; torch-pruning takes seconds on every CNN of the breadth set
+#: what torch-pruning raises on a graph it cannot map or a layer it cannot resize
+_MAPPING_ERRORS = (
+    ZeroDivisionError,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    ValueError,
+    AssertionError,
+)
 
 
 class _OutOfTime(BaseException):  # not an Exception: torch-pruning's own ``except Exception`` must not swallow it
@@ -81,47 +92,18 @@ class ChannelGraph:
         progress=None,
     ):
         self.model, self.ignored, self.example = copy.deepcopy(model).cpu().eval(), list(ignored), example.cpu()
-        example = self.example
         names = {m: n for n, m in self.model.named_modules()}
         task = progress.add_task("tracing channel dependencies", total=None) if progress is not None else None
         started, current, self.groups = time.perf_counter(), ["the forward trace"], 0
         try:
             with _deadline(timeout):
-                self.graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=example)
-                group_of = self.graph.get_pruning_group
-
-                def grouping(module, *args, **kwargs):  # which layer the walk is on, for the messages
-                    current[0] = f"the channel group of '{names.get(module, type(module).__name__)}'"
-                    return group_of(module, *args, **kwargs)
-
-                self.graph.get_pruning_group = grouping
-                self.members: list[list[str]] = []  # per channel group, the layers whose outputs it prunes
-                for group in self.graph.get_all_groups(ignored_layers=self._modules(self.model)):
-                    self.members.append(
-                        [
-                            names[dep.target.module]
-                            for dep, _ in group
-                            if self.graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
-                        ]
-                    )
-                    self.groups = len(self.members)
-                    if task is not None:
-                        progress.update(task, description=f"tracing channel dependencies: {self.groups} groups")
+                self._trace(names, current, progress, task)
         except _OutOfTime:
             raise ModelError(
                 f"torch-pruning did not finish grouping the channels of {type(model).__name__} in {timeout:g} s "
                 f"(stuck at {current[0]}); raise prune's --graph-timeout, or measure it without pruning"
             ) from None
-        except (
-            ZeroDivisionError,
-            IndexError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            RuntimeError,
-            ValueError,
-            AssertionError,
-        ) as exc:
+        except _MAPPING_ERRORS as exc:
             where = _failing_node(exc, names) or current[0]
             raise ModelError(
                 f"torch-pruning cannot map the channel dependencies of {type(model).__name__} at {where} "
@@ -134,6 +116,30 @@ class ChannelGraph:
             if task is not None:
                 progress.remove_task(task)
         self.seconds = time.perf_counter() - started
+
+    def _trace(self, names: dict, current: list[str], progress, task) -> None:
+        """Build the dependency graph and walk its channel groups into ``self.members``, keeping ``current[0]`` on
+        the layer being grouped so that a timeout or failure can name it."""
+        self.graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example)
+        group_of = self.graph.get_pruning_group
+
+        def grouping(module, *args, **kwargs):  # which layer the walk is on, for the messages
+            current[0] = f"the channel group of '{names.get(module, type(module).__name__)}'"
+            return group_of(module, *args, **kwargs)
+
+        self.graph.get_pruning_group = grouping
+        self.members: list[list[str]] = []  # per channel group, the layers whose outputs it prunes
+        for group in self.graph.get_all_groups(ignored_layers=self._modules(self.model)):
+            self.members.append(
+                [
+                    names[dep.target.module]
+                    for dep, _ in group
+                    if self.graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
+                ]
+            )
+            self.groups = len(self.members)
+            if task is not None:
+                progress.update(task, description=f"tracing channel dependencies: {self.groups} groups")
 
     def copy(self) -> tuple[nn.Module, tp.DependencyGraph]:
         """A deep copy of the model and of its graph, pointing at each other; autograd nodes and torch-pruning's
@@ -175,16 +181,7 @@ class ChannelGraph:
             pruner.step()
             with torch.no_grad():
                 model.eval()(self.example)  # a layer torch-pruning resized without its own parameters fails here
-        except (
-            ZeroDivisionError,
-            IndexError,
-            KeyError,
-            TypeError,
-            AttributeError,
-            RuntimeError,
-            ValueError,
-            AssertionError,
-        ) as exc:
+        except _MAPPING_ERRORS as exc:
             where = _failing_node(exc, {m: n for n, m in model.named_modules()}) or "a channel group"
             raise ModelError(
                 f"torch-pruning failed to prune {type(model).__name__} at {where} ({type(exc).__name__}: "

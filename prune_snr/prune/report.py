@@ -77,7 +77,7 @@ class PruneReport(Mapping):
 
 def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None) -> dict:
     """The head of ``report.json``: the splits and the settled options of the run that a report shows
-    (each option's ``report`` rule in ``config/stages.py``: an option in use brings its companions, ``cut``
+    (each option's ``report`` rule in its field, ``config/pruning.py``: an option in use brings its companions, ``cut``
     with ``truncate``; one not in use leaves no key, so reports of runs without it read as before it existed)."""
     part = {
         "split": "test",

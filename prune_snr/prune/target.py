@@ -13,7 +13,7 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 from torch import nn
@@ -29,11 +29,11 @@ from ..models import classifier_name, count, example_input, point_conv, prunable
 from ..models.graph import DEFAULT_TIMEOUT, ChannelGraph
 from ..runtime import broadcast_object, rank_zero_alone, world
 from .allocation import ALLOCATION_BUILDERS
+from .bisection import Attempt, bisect, most_removed
 
 TOLERANCE = 0.02
 LATENCY_TOLERANCE = 0.05  # relative to the target: timings are medians of noisy runs
 MAX_RATIO = 0.8  # at most 80 % of a layer (torch-pruning floors kept channels: 0.9 of 8 would remove all)
-ALIGNED_SCAN = 8  # ratios tried below the largest when alignment keeps the target out of reach there
 
 
 def machine_round_to(cpuinfo: str | None = None) -> int:
@@ -135,16 +135,6 @@ def prune_at(
     return m, pruner.pruning_history(), list(getattr(importance, "fallback_groups", []))
 
 
-class Attempt(NamedTuple):
-    """One pruning of the bisection: the pruned copy at ``ratio`` and what it removed."""
-
-    model: nn.Module
-    history: list
-    fallback_groups: list[str]
-    removed: float  # fraction of the prunable metric (or of the latency) removed
-    ratio: float
-
-
 def tolerance(metric: str, target: float) -> float:
     return LATENCY_TOLERANCE * target if metric == "latency" else TOLERANCE
 
@@ -184,25 +174,53 @@ def prune_to_target(
     if world()[1] == 1:
         return search()
     if world()[0] == 0:
-        try:
-            with rank_zero_alone():
-                outcome = search()
-        except Exception as err:  # the other ranks wait for a ratio: hand them the error instead
-            broadcast_object({"error": err})
-            raise
-        broadcast_object(
-            {
-                "ratio": outcome.ratio,
-                "removed": outcome.removed,
-                "trials": outcome.trials,
-                "unreached": outcome.unreached,
-            }
-        )
-        return outcome
+        return _search_and_share(search)
     found = broadcast_object(None)
     if "error" in found:
         raise found["error"]
-    allocation = allocation or Allocation()
+    return _prune_at_found(
+        model,
+        importance_factory,
+        found,
+        allocation or Allocation(),
+        round_to=round_to,
+        iterative_steps=iterative_steps,
+        gradient_batches=gradient_batches,
+        graph_timeout=graph_timeout,
+    )
+
+
+def _search_and_share(search: Callable[[], PruneOutcome]) -> PruneOutcome:
+    """Rank 0's search, run alone, with what it found (or its error) broadcast to the ranks waiting for a ratio."""
+    try:
+        with rank_zero_alone():
+            outcome = search()
+    except Exception as err:  # the other ranks wait for a ratio: hand them the error instead
+        broadcast_object({"error": err})
+        raise
+    broadcast_object(
+        {
+            "ratio": outcome.ratio,
+            "removed": outcome.removed,
+            "trials": outcome.trials,
+            "unreached": outcome.unreached,
+        }
+    )
+    return outcome
+
+
+def _prune_at_found(
+    model: nn.Module,
+    importance_factory,
+    found: dict,
+    allocation: Allocation,
+    *,
+    round_to: int | None,
+    iterative_steps: int,
+    gradient_batches: list | None,
+    graph_timeout: float | None,
+) -> PruneOutcome:
+    """A non-zero rank's outcome: ``model`` pruned once at the ratio rank 0 ``found``, reported as rank 0 found it."""
     graph = ChannelGraph(model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout)
     m, history, fallback = prune_at(
         graph,
@@ -258,56 +276,33 @@ def search_target(
     graph = ChannelGraph(
         model, example_input(model), ignored=[classifier_name(model)], timeout=graph_timeout, progress=progress
     )
-    trials = 0
-
-    def attempt(r: float) -> Attempt:
-        nonlocal trials
-        trials += 1
-        m, history, fallback = prune_at(
-            graph,
-            importance_factory,
-            r,
-            allocation,
-            round_to=round_to,
-            iterative_steps=iterative_steps,
-            gradient_batches=gradient_batches,
-        )
-        return Attempt(m, history, fallback, removed_of(m), r)
-
+    attempt = _Attempts(
+        graph,
+        importance_factory,
+        allocation,
+        removed_of,
+        round_to=round_to,
+        iterative_steps=iterative_steps,
+        gradient_batches=gradient_batches,
+    )
     aligned = bool(round_to and round_to > 1)
     label = f"target search ({metric})"
     task = progress.add_task(label, total=None) if progress is not None else None
-    best = _most_removed(
+    best = most_removed(
         attempt, 1.0 if allocation.kind == "measured" else MAX_RATIO, enough=target - tol, aligned=aligned
     )
     unreached = None
     if best.removed < target - tol:  # the most that can be removed is then the closest point: no search
-        unreached = (
-            f"--target {target:.4g}: at most {best.removed:.1%} of the prunable {metric} can be removed with "
-            f"--allocation {allocation.kind}"
-            + (
-                f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)"
-                if aligned
-                else ""
-            )
-        )
+        unreached = _beyond_reach(target, best.removed, metric, allocation.kind, round_to if aligned else None)
         if exact:
             raise ConfigError(f"{unreached}; lower --target")
     else:
-        best = _bisect(
-            attempt,
-            best,
-            target=target,
-            tol=tol,
-            step=lambda text: progress.update(task, description=f"{label}: {text}") if progress is not None else None,
-        )
+        best = bisect(attempt, best, target=target, tol=tol, step=_progress_step(progress, task, label))
     if progress is not None:
         progress.remove_task(task)
     removed = best.removed
     if unreached is None and abs(removed - target) > tol:
-        unreached = f"--target {target:.4g}: the closest reachable is {removed:.1%} of {metric}" + (
-            f" with --round-to {round_to}; try --round-to 1" if aligned else "; try another target"
-        )
+        unreached = _missed(target, removed, metric, round_to if aligned else None)
         if exact:
             raise ConfigError(unreached)
     if unreached:
@@ -315,14 +310,77 @@ def search_target(
             f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)",
             stacklevel=2,
         )
+    return _outcome(best, attempt.trials, unreached)
+
+
+class _Attempts:
+    """Prunes a copy of ``graph``'s model at a given ratio, counting the trials."""
+
+    def __init__(
+        self,
+        graph: ChannelGraph,
+        importance_factory,
+        allocation: Allocation,
+        removed_of: Callable[[nn.Module], float],
+        *,
+        round_to: int | None,
+        iterative_steps: int,
+        gradient_batches: list | None,
+    ):
+        self.graph, self.importance_factory = graph, importance_factory
+        self.allocation, self.removed_of = allocation, removed_of
+        self.round_to, self.iterative_steps, self.gradient_batches = round_to, iterative_steps, gradient_batches
+        self.trials = 0
+
+    def __call__(self, r: float) -> Attempt:
+        """The pruned copy at ratio ``r`` and what it removed."""
+        self.trials += 1
+        m, history, fallback = prune_at(
+            self.graph,
+            self.importance_factory,
+            r,
+            self.allocation,
+            round_to=self.round_to,
+            iterative_steps=self.iterative_steps,
+            gradient_batches=self.gradient_batches,
+        )
+        return Attempt(m, history, fallback, self.removed_of(m), r)
+
+
+def _outcome(best: Attempt, trials: int, unreached: str | None) -> PruneOutcome:
+    """The search's outcome: the ``best`` attempt after ``trials`` of them, and why it missed the target if it did."""
     return PruneOutcome(
         model=best.model,
         ratio=best.ratio,
-        removed=removed,
+        removed=best.removed,
         history=best.history,
         fallback_groups=sorted(set(best.fallback_groups)),
         trials=trials,
         unreached=unreached,
+    )
+
+
+def _progress_step(progress, task, label: str):
+    """``text ->`` shows ``text`` on the search's progress line (nothing without ``progress``)."""
+    return lambda text: progress.update(task, description=f"{label}: {text}") if progress is not None else None
+
+
+def _beyond_reach(target: float, most: float, metric: str, kind: str, round_to: int | None) -> str:
+    """Why ``target`` is out of reach when the largest ratio removes only ``most`` (``round_to`` when aligned)."""
+    return (
+        f"--target {target:.4g}: at most {most:.1%} of the prunable {metric} can be removed with --allocation {kind}"
+        + (
+            f" and --round-to {round_to} (channel counts kept multiples of {round_to}; --round-to 1 frees them)"
+            if round_to
+            else ""
+        )
+    )
+
+
+def _missed(target: float, removed: float, metric: str, round_to: int | None) -> str:
+    """Why the bisection's closest attempt, which removes ``removed``, misses ``target`` (``round_to`` when aligned)."""
+    return f"--target {target:.4g}: the closest reachable is {removed:.1%} of {metric}" + (
+        f" with --round-to {round_to}; try --round-to 1" if round_to else "; try another target"
     )
 
 
@@ -333,33 +391,3 @@ def _removed(model: nn.Module, metric: str, latency: LatencyMeter | None):
         return lambda m: 1 - meter.fraction(m)
     total, base = count(model)[metric], prunable_base(model, metric)
     return lambda m: (total - count(m)[metric]) / base
-
-
-def _most_removed(attempt, hi: float, *, enough: float, aligned: bool) -> Attempt:
-    """The attempt at the largest ratio ``hi``; when it removes less than ``enough`` under channel alignment, the one
-    that removes most along the way down: alignment can round a layer's kept channels down to 0, and torch-pruning then
-    leaves that layer whole, so the most that can be removed may lie below the largest ratio."""
-    best = attempt(hi)
-    if best.removed >= enough or not aligned:
-        return best
-    for r in np.linspace(hi, 0.0, ALIGNED_SCAN + 1)[1:-1]:
-        result = attempt(float(r))
-        if result.removed > best.removed:
-            best = result
-    return best
-
-
-def _bisect(attempt, best: Attempt, *, target: float, tol: float, step) -> Attempt:
-    """Bisect the ratio between 0 and ``best``'s for the attempt closest to ``target``;
-    ``step(text)`` tells progress."""
-    lo, hi = 0.0, best.ratio
-    for _ in range(20):
-        if abs(best.removed - target) <= tol / 4 or hi - lo < 1e-3:
-            break
-        mid = (lo + hi) / 2
-        result = attempt(mid)
-        step(f"ratio {mid:.3f} removes {result.removed:.1%}")
-        if abs(result.removed - target) < abs(best.removed - target):
-            best = result
-        lo, hi = (mid, hi) if result.removed < target else (lo, mid)
-    return best

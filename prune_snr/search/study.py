@@ -158,37 +158,14 @@ def run_search(
             ``workers.RETRY_SECONDS`` later on).
     """
     cfg = resolve(SearchConfig, overrides=options, base=cfg)
-    fixed = {**parse_fix(cfg.fix), **(fixed or {})}
-    parameters = space_of(cfg.space)
-    unknown = set(fixed) - set(parameters)
-    if unknown:
-        raise ConfigError(
-            f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from "
-            f"{', '.join(parameters)}"
-        )
+    fixed, parameters = _fixed_and_searched(cfg, fixed)
     out = Path(out)
-    optuna.logging.set_verbosity(
-        optuna.logging.ERROR
-    )  # failed trials stay in the study (state FAIL, user attr "error")
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    _quiet_optuna()
     storage_obj = make_storage(cfg.storage, out)  # an unreachable storage is one line before any work
     payload, base_cfg, model, measurement, measure_seconds = prepare(
         checkpoint, cfg, measurement=measurement, progress=progress, data=data
     )
-    if (
-        "threshold" in parameters
-        and "threshold" not in fixed
-        and measurement is not None
-        and not rethresholdable(measurement)
-    ):
-        warnings.warn(
-            f"θ stays at the measurement's {measurement.threshold}: it keeps the field matrices of only some filters "
-            "(measure with --save-fields all to search θ)",
-            stacklevel=2,
-        )
-        fixed["threshold"] = measurement.threshold
-    if model.spec.get("user_model") and "truncate" in parameters:  # a cut rebuilds the architecture by name
-        fixed.setdefault("truncate", False)
+    _pin_unsearchable(fixed, parameters, measurement, model)
     atomic_save_text(out / "config.yaml", dump_yaml(dataclasses.replace(cfg, prune=base_cfg)))
     study = open_study(
         cfg,
@@ -215,6 +192,45 @@ def run_search(
     if trials.proxied:
         reevaluate_pareto(study, trials, progress)
     return study
+
+
+def _fixed_and_searched(cfg: SearchConfig, fixed: dict | None) -> tuple[dict, dict]:
+    """``(the pinned parameters: cfg.fix then fixed, the space's parameters)``; a pin outside the space is an error."""
+    fixed = {**parse_fix(cfg.fix), **(fixed or {})}
+    parameters = space_of(cfg.space)
+    unknown = set(fixed) - set(parameters)
+    if unknown:
+        raise ConfigError(
+            f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from "
+            f"{', '.join(parameters)}"
+        )
+    return fixed, parameters
+
+
+def _quiet_optuna() -> None:
+    """Silence Optuna's per-trial log and its experimental-feature warnings."""
+    # failed trials stay in the study (state FAIL, user attr "error")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _pin_unsearchable(fixed: dict, parameters: dict, measurement: Measurement | None, model: nn.Module) -> None:
+    """Pin, in ``fixed``, what this study cannot search: θ where the measurement kept only some filters' field
+    matrices (with a warning), truncation for a user's model."""
+    if (
+        "threshold" in parameters
+        and "threshold" not in fixed
+        and measurement is not None
+        and not rethresholdable(measurement)
+    ):
+        warnings.warn(
+            f"θ stays at the measurement's {measurement.threshold}: it keeps the field matrices of only some filters "
+            "(measure with --save-fields all to search θ)",
+            stacklevel=3,  # run_search's caller, as the user sees it
+        )
+        fixed["threshold"] = measurement.threshold
+    if model.spec.get("user_model") and "truncate" in parameters:  # a cut rebuilds the architecture by name
+        fixed.setdefault("truncate", False)
 
 
 def open_study(

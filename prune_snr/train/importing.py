@@ -46,14 +46,7 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
         raise ConfigError(f"{out / MODEL} exists; choose another --out or delete it")
     external = ":" in cfg.model
     input_size = cfg.input_size or (HUB_INPUT_SIZE if external else 32)
-    test_set = None
-    if cfg.dataset:
-        test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, input_size=input_size, channels=cfg.in_chans)
-        if len(test_set.classes) != cfg.num_classes:
-            raise ConfigError(
-                f"--num-classes {cfg.num_classes} but {cfg.dataset} has {len(test_set.classes)} labels; "
-                f"pass --num-classes {len(test_set.classes)}"
-            )
+    test_set = _test_set(cfg, input_size) if cfg.dataset else None
     model = build_model(
         cfg.model,
         num_classes=cfg.num_classes,
@@ -61,28 +54,10 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
         input_size=input_size,
         **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}),
     )
-    if cfg.weights:
-        source, state = f"--weights {cfg.weights}", read_state_dict(cfg.weights)
-        digest = hashlib.sha256(Path(cfg.weights).read_bytes()).hexdigest()
-    elif cfg.pretrained:
-        source, state, digest = f"--pretrained {cfg.model}", hub_state_dict(cfg.model, in_chans=cfg.in_chans), None
-    else:
-        raise ModelError("import needs weights: --pretrained (timm/torchvision hub) or --weights FILE (a state_dict)")
+    source, state, digest = _weights(cfg)
     reset = load_weights(model, state, source=source, reset_classifier=cfg.reset_classifier)
     model.eval()
-    macs, params = count_macs_params(model)
-    report = {
-        "model": cfg.model,
-        "source": "pretrained" if cfg.pretrained else "weights",
-        "weights": cfg.weights,
-        "weights_sha256": digest,
-        "reset_classifier": reset,
-        "num_classes": cfg.num_classes,
-        "input_size": input_size,
-        "params": params,
-        "macs": macs,
-        "val_source": "test",
-    }
+    report = _report(cfg, model, input_size, digest, reset)
     if test_set is not None:
         graded = evaluate(model, test_set, device=cfg.device)
         report.update(
@@ -104,3 +79,43 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
     if test_set is not None:
         atomic_save_json(out / METRICS, report)
     return report
+
+
+def _test_set(cfg: ImportConfig, input_size: int):
+    """The test split of ``cfg.dataset`` the import is graded on, whose labels must match ``--num-classes``."""
+    test_set = build_dataset(cfg.dataset, "test", cfg.data_dir, input_size=input_size, channels=cfg.in_chans)
+    if len(test_set.classes) != cfg.num_classes:
+        raise ConfigError(
+            f"--num-classes {cfg.num_classes} but {cfg.dataset} has {len(test_set.classes)} labels; "
+            f"pass --num-classes {len(test_set.classes)}"
+        )
+    return test_set
+
+
+def _weights(cfg: ImportConfig) -> tuple[str, dict, str | None]:
+    """``(source, state_dict, sha256)`` of the weights to import: the user's file (hashed) or the hub's (not)."""
+    if cfg.weights:
+        source, state = f"--weights {cfg.weights}", read_state_dict(cfg.weights)
+        digest = hashlib.sha256(Path(cfg.weights).read_bytes()).hexdigest()
+    elif cfg.pretrained:
+        source, state, digest = f"--pretrained {cfg.model}", hub_state_dict(cfg.model, in_chans=cfg.in_chans), None
+    else:
+        raise ModelError("import needs weights: --pretrained (timm/torchvision hub) or --weights FILE (a state_dict)")
+    return source, state, digest
+
+
+def _report(cfg: ImportConfig, model, input_size: int, digest: str | None, reset: list[str]) -> dict:
+    """The import report before grading: where the weights came from and the model's size."""
+    macs, params = count_macs_params(model)
+    return {
+        "model": cfg.model,
+        "source": "pretrained" if cfg.pretrained else "weights",
+        "weights": cfg.weights,
+        "weights_sha256": digest,
+        "reset_classifier": reset,
+        "num_classes": cfg.num_classes,
+        "input_size": input_size,
+        "params": params,
+        "macs": macs,
+        "val_source": "test",
+    }

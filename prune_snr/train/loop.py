@@ -189,11 +189,7 @@ def fit(
         start, history = _resume(checkpoint_path, model, optimizer, scheduler)
     loss_of = _Loss(opts.label_smoothing, teacher, distill_temperature, distill_alpha)
     for epoch in range(start, opts.epochs):
-        # Reseed per epoch: a resumed run sees the same shuffles and augmentations.
-        torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * world()[0])
-        loader = train_loader(
-            train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers
-        )
+        loader = _epoch_loader(train_set, opts, epoch)
         t0 = time.perf_counter()
         loss_sum, correct, seen = _train_epoch(
             net,
@@ -208,47 +204,75 @@ def fit(
             checkpoint_path=checkpoint_path,
         )
         seconds = time.perf_counter() - t0
-        loss_sum, correct, seen = all_sum(loss_sum, correct, torch.tensor(seen))
-        seen = round(seen.item())
-        test = evaluate(
-            model,
-            test_set,
-            batch_size=max(256, opts.batch_size),
-            device=device,
-            amp=opts.amp,
-            channels_last=opts.channels_last,
-            workers=opts.workers,
-            progress=progress,
-        )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum.item() / seen,
-                "train_accuracy": correct.item() / seen,
-                "test_loss": test["loss"],
-                "test_accuracy": test["accuracy"],
-                "seconds": seconds,
-                "images_per_second": seen / seconds,
-            }
-        )
+        history.append(_record(model, test_set, opts, epoch, loss_sum, correct, seen, seconds, device, progress))
         if checkpoint_path:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    **(checkpoint_extra or {}),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "rng": rng_state(),
-                    "history": history,
-                },
-            )
-            barrier()  # every rank may read the checkpoint (resume) once it is complete
+            _save_epoch(checkpoint_path, checkpoint_extra, model, optimizer, scheduler, epoch, history)
         if on_epoch:
             on_epoch(history[-1])
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _epoch_loader(train_set, opts, epoch: int) -> DataLoader:
+    """This epoch's training batches, after reseeding from ``(seed, epoch)``: a resumed run sees the same shuffles and
+    augmentations (the loader's workers are seeded from the reseeded RNG, so the seed must come first)."""
+    torch.manual_seed(opts.seed * 100_003 + epoch + 7919 * world()[0])
+    return train_loader(train_set, batch_size=opts.batch_size, seed=opts.seed * 100_003 + epoch, workers=opts.workers)
+
+
+def _record(
+    model: nn.Module,
+    test_set,
+    opts,
+    epoch: int,
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+    seen: int,
+    seconds: float,
+    device: torch.device,
+    progress,
+) -> dict:
+    """The epoch's record: its training loss and accuracy summed over the ranks, and the test split's."""
+    loss_sum, correct, seen = all_sum(loss_sum, correct, torch.tensor(seen))
+    seen = round(seen.item())
+    test = evaluate(
+        model,
+        test_set,
+        batch_size=max(256, opts.batch_size),
+        device=device,
+        amp=opts.amp,
+        channels_last=opts.channels_last,
+        workers=opts.workers,
+        progress=progress,
+    )
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum.item() / seen,
+        "train_accuracy": correct.item() / seen,
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "seconds": seconds,
+        "images_per_second": seen / seconds,
+    }
+
+
+def _save_epoch(
+    checkpoint_path: str | Path, extra: dict | None, model: nn.Module, optimizer, scheduler, epoch: int, history: list
+) -> None:
+    """Write the resumable checkpoint after ``epoch``, then wait for every rank."""
+    save_checkpoint(
+        checkpoint_path,
+        {
+            **(extra or {}),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch + 1,
+            "rng": rng_state(),
+            "history": history,
+        },
+    )
+    barrier()  # every rank may read the checkpoint (resume) once it is complete
 
 
 def _place(model: nn.Module, teacher: nn.Module | None, opts) -> tuple[torch.device, nn.Module]:

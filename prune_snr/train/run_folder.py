@@ -48,16 +48,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
-        if not resume:
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        previous = load_checkpoint(ckpt_path).get("config", {}).get("train", {})
-        changed = [k for k in _RESULT_KEYS if k in previous and previous[k] != getattr(cfg, k)]
-        if changed:
-            k = changed[0]
-            raise ConfigError(
-                f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or "
-                f"another --out"
-            )
+        _check_resumable(cfg, out, resume=resume)
     seed_everything(cfg.seed)
     common = dict(labels=cfg.labels, input_size=cfg.input_size)
     train_set = build_dataset(cfg.dataset, "train", cfg.data_dir, augment=cfg.augment, **common)
@@ -87,9 +78,34 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         on_epoch=on_epoch,
     )
     model.eval()
+    metrics = _metrics(cfg, model, test_set, history, started=t0)
+    save_checkpoint(
+        out / MODEL, {"kind": "train", "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config}
+    )
+    atomic_save_json(out / METRICS, metrics)
+    return metrics
+
+
+def _check_resumable(cfg: TrainConfig, out: Path, *, resume: bool) -> None:
+    """The run folder ``out`` already holds a run: it may only be resumed, with the options that change its result."""
+    if not resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    ckpt_path = out / CHECKPOINT
+    previous = load_checkpoint(ckpt_path).get("config", {}).get("train", {})
+    changed = [k for k in _RESULT_KEYS if k in previous and previous[k] != getattr(cfg, k)]
+    if changed:
+        k = changed[0]
+        raise ConfigError(
+            f"--resume: {k} was {previous[k]!r} in {ckpt_path}, now {getattr(cfg, k)!r}; use the same options or "
+            f"another --out"
+        )
+
+
+def _metrics(cfg: TrainConfig, model, test_set, history: list[dict], *, started: float) -> dict:
+    """What ``metrics.json`` holds: the final test accuracy (graded anew when no epoch ran), size and history."""
     final = history[-1] if history else evaluate(model, test_set, device=next(model.parameters()).device)
     macs, params = count_macs_params(model)
-    metrics = {
+    return {
         "model": cfg.model,
         "dataset": cfg.dataset,
         "seed": cfg.seed,
@@ -98,11 +114,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress=None, on_epoch=Non
         "params": params,
         "macs": macs,
         "epochs": history,
-        "seconds_this_session": time.perf_counter() - t0,
+        "seconds_this_session": time.perf_counter() - started,
         "device": str(next(model.parameters()).device),
     }
-    save_checkpoint(
-        out / MODEL, {"kind": "train", "model": {k: v.cpu() for k, v in model.state_dict().items()}, "config": config}
-    )
-    atomic_save_json(out / METRICS, metrics)
-    return metrics

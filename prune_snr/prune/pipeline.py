@@ -105,7 +105,8 @@ def prune(
             - ``cfg.measure``: the options of the measurement made here when one is needed and
               ``measurement`` is not given.
         measurement: reuse a measurement of ``model``, or the folder a ``prune-snr measure`` run (or
-            ``Measurement.save``) wrote (default: ``cfg.measurement``'s folder, else measured here when a stage needs one).
+            ``Measurement.save``) wrote (default: ``cfg.measurement``'s folder, else measured here when a stage
+            needs one).
         out: folder for ``config.yaml`` (the settled options), ``measurement/`` (a measurement made here; a resumed
             run reads it back), ``finetune.pt`` (resumable fine-tuning), ``pruned.pt`` and ``report.json``.
 

@@ -22,6 +22,7 @@ from .fields import (
 )
 from .measuring import MeasureConfig
 from .texts import AMP, BATCH, CHECKPOINTS_DATA, DATA_DIR, DEVICE, SEED, SPLIT_SEED, VAL_FRACTION, VAL_SOURCE, WORKERS
+from .training import TrainConfig
 
 
 @config
@@ -36,6 +37,10 @@ class FineTuneConfig:
         key="finetune_fraction",
         report=ALWAYS,
     )
+    # a pruned network is smaller than the one the training's decay was tuned for; a user may want less of it
+    weight_decay: float = option(
+        TrainConfig.weight_decay, "L2 weight decay while fine-tuning.", key="finetune_weight_decay"
+    )
     distill: bool = option(False, "Distill from the unpruned model while fine-tuning.")
     keep: str = option(
         choices.FINETUNE_KEEP.default,
@@ -49,6 +54,8 @@ class FineTuneConfig:
         if self.epochs < 0:
             raise ConfigError(f"finetune_epochs={self.epochs}: use 0 or more")
         check_positive(self, "lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"finetune_weight_decay={self.weight_decay}: use 0 or more")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"finetune_fraction={self.fraction}: use a fraction in (0, 1]")
 

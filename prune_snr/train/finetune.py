@@ -17,10 +17,17 @@ from .loop import fit
 
 
 def finetune_options(cfg: FineTuneConfig, *, batch_size: int, seed: int, device: str, amp: bool) -> TrainConfig:
-    """The training options of fine-tuning: ``cfg``'s epochs and learning rate on a cosine schedule
+    """The training options of fine-tuning: ``cfg``'s epochs, learning rate and weight decay on a cosine schedule
     (the pruned model starts trained: no warm-up), every other option at :class:`TrainConfig`'s default."""
     return TrainConfig(
-        epochs=cfg.epochs, lr=cfg.lr, schedule="cosine", batch_size=batch_size, seed=seed, device=device, amp=amp
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        schedule="cosine",
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        amp=amp,
     )
 
 

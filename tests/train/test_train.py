@@ -100,3 +100,17 @@ def test_a_checkpoint_whose_optimizer_groups_do_not_fit_is_refused_with_one_line
     save_checkpoint(tmp_path / "r" / "checkpoint.pt", state)
     with pytest.raises(CheckpointError, match="new --out"):
         train(config(tmp_path / "r"), resume=True)
+
+
+def test_fine_tuning_takes_its_own_weight_decay_the_trainings_by_default():
+    from prune_snr.config import PruneConfig
+    from prune_snr.train.finetune import finetune_options
+
+    def options(**given):
+        cfg = resolve(PruneConfig, overrides=given)
+        return finetune_options(cfg.finetune, batch_size=8, seed=0, device="cpu", amp=False)
+
+    assert options().weight_decay == TrainConfig().weight_decay
+    assert options(finetune_weight_decay=0.0).weight_decay == 0.0
+    with pytest.raises(ConfigError, match="finetune_weight_decay"):
+        options(finetune_weight_decay=-1e-4)

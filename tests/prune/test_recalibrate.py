@@ -32,66 +32,53 @@ def test_dropout_stays_off_while_the_statistics_are_read():
     assert seen == [False, False, False]
 
 
-def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration(vgg_measured):
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def pruned(vgg_measured, **options):
+    """The measured tiny VGG pruned to half its params by L1 (``options`` added), and the report."""
     model, measurement = vgg_measured
-    common = dict(
-        target=0.5,
-        metric="params",
-        criterion="l1",
-        round_to=1,
-        finetune_epochs=0,
-        device="cpu",
-        measurement=measurement,
-        batch_size=32,
+    options = (
+        dict(
+            target=0.5,
+            metric="params",
+            criterion="l1",
+            round_to=1,
+            finetune_epochs=0,
+            device="cpu",
+            measurement=measurement,
+            batch_size=32,
+        )
+        | options
     )
-    plain, plain_report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=0, **common)
-    recalibrated, report = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=3, **common)
+    return prune(copy.deepcopy(model), "synthetic", **options)
+
+
+def test_prune_reports_the_accuracy_after_pruning_with_and_without_recalibration(vgg_measured):
+    plain, plain_report = pruned(vgg_measured, bn_recalibrate=0)
+    recalibrated, report = pruned(vgg_measured, bn_recalibrate=3)
     part = report["bn_recalibration"]
     assert part["batches"] == 3 and report["bn_recalibrate"] == 3
     # without: the pruned model as plain pruning leaves it; with: the grade the report carries from then on
     assert part["without"] == {k: plain_report["pruned_before_finetune"][k] for k in ("accuracy", "val_accuracy")}
     assert report["pruned_before_finetune"]["accuracy"] != part["without"]["accuracy"]
     changed = {k for k, v in recalibrated.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
-    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert changed and all(k.endswith(STATISTICS) for k in changed)
     assert "bn_recalibration" not in plain_report and "bn_recalibrate" not in plain_report
 
 
 def test_recalibration_is_on_by_default_and_leaves_the_fine_tuned_weights_as_they_were(vgg_measured):
-    model, measurement = vgg_measured
-    common = dict(
-        target=0.5,
-        metric="params",
-        criterion="l1",
-        round_to=1,
-        finetune_epochs=1,
-        device="cpu",
-        measurement=measurement,
-        batch_size=32,
-    )
-    plain, _ = prune(copy.deepcopy(model), "synthetic", bn_recalibrate=0, **common)
-    recalibrated, report = prune(copy.deepcopy(model), "synthetic", **common)
+    plain, _ = pruned(vgg_measured, bn_recalibrate=0, finetune_epochs=1)
+    recalibrated, report = pruned(vgg_measured, finetune_epochs=1)
     assert report["bn_recalibration"]["batches"] > 0
     # fine-tuning trains on batch statistics and draws the same batches: only the running statistics may differ
-    stats = ("running_mean", "running_var", "num_batches_tracked")
-    weights = {k for k in plain.state_dict() if not k.endswith(stats)}
+    weights = {k for k in plain.state_dict() if not k.endswith(STATISTICS)}
     assert all(torch.equal(plain.state_dict()[k], recalibrated.state_dict()[k]) for k in weights)
 
 
 def test_the_recalibrated_statistics_depend_on_the_seed_not_on_what_ran_before(vgg_measured):
-    model, measurement = vgg_measured
-    common = dict(
-        target=0.5,
-        metric="params",
-        criterion="l1",
-        round_to=1,
-        finetune_epochs=0,
-        device="cpu",
-        measurement=measurement,
-        batch_size=32,
-        bn_recalibrate=3,
-    )
     torch.manual_seed(1)  # the training split's augmentation draws from the global generator
-    first, _ = prune(copy.deepcopy(model), "synthetic", **common)
+    first, _ = pruned(vgg_measured, bn_recalibrate=3)
     torch.manual_seed(2)
-    second, _ = prune(copy.deepcopy(model), "synthetic", **common)
+    second, _ = pruned(vgg_measured, bn_recalibrate=3)
     assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())

@@ -259,6 +259,12 @@ def load(
     if model is None:
         with trusting(trust_model_code):
             return build_from_checkpoint(payload)
+    return into_instance(payload, model)
+
+
+def into_instance(payload: dict, model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` (an unpruned instance of the saved class) reshaped to ``payload``'s widths, with its
+    weights, in eval mode."""
     import copy
 
     copied = copy.deepcopy(model).cpu()

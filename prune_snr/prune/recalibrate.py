@@ -27,12 +27,21 @@ from .plan import Context
 from .report import grade
 
 
+def _norms(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm with running statistics to re-estimate."""
+    return bool(_norms(model))
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, data, *, batches: int, device: str | torch.device = "cpu") -> int:
     """Reset every BatchNorm's running statistics and re-estimate them as the plain average over ``batches``
     batches of ``data`` (an iterable of ``(images, labels)``); the rest of the model stays in eval mode (no
     dropout). Leaves ``model`` in eval mode; returns the number of batches read (0: no BatchNorm, nothing read)."""
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = _norms(model)
     if not norms or batches < 1:
         return 0
     momenta = [m.momentum for m in norms]
@@ -60,7 +69,7 @@ def recalibrate_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     batches of the training split (validation rows excluded), and report both; the grade after pruning
     (``pruned_before_finetune``, what keep-best compares with) is then the recalibrated one."""
     cfg = ctx.cfg
-    if not cfg.bn_recalibrate:
+    if not cfg.bn_recalibrate or not has_batchnorm(model):
         return model, {}
     without = grade(model, ctx.splits, cfg.device)
     device = resolve_device(cfg.device)
@@ -68,6 +77,6 @@ def recalibrate_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     # the batches' augmentation draws from the global generator, whose state here depends on what ran before and
     # is not the same from run to run: seeding it for this pass alone makes the statistics the seed's
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.default_generator.manual_seed(cfg.seed)
         read = recalibrate_batchnorm(model.to(device), loader, batches=cfg.bn_recalibrate, device=device)
     return model.cpu(), {"bn_recalibration": {"batches": read, "without": without}}

@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 from torch import nn
 
 from ..atomic import atomic_save_json, atomic_save_text
-from ..checkpoint import build_from_checkpoint, layer_widths, load_checkpoint, save_checkpoint
+from ..checkpoint import build_from_checkpoint, into_instance, layer_widths, load_checkpoint, save_checkpoint
 from ..config import dump_yaml, to_dict
 from ..errors import ConfigError
+from ..models.user_code import is_user_code
 from ..runtime import loader_workers
 from ..train import fine_tune, finetune_options
 from .plan import Context
@@ -114,13 +115,18 @@ def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
     """The pruned model, history and report parts an interrupted run saved before fine-tuning, and its
     weights before fine-tuning (``--finetune-keep best``)."""
     state = load_checkpoint(checkpoint)
-    recalibrated = (state["config"]["report"].get("bn_recalibration") or {}).get("batches", 0)
-    if bool(recalibrated) != bool(ctx.cfg.bn_recalibrate):
+    # the grade before fine-tuning (which keep-best compares with) was taken at the saved run's setting
+    saved = state["config"].get("prune", {}).get("bn_recalibrate")
+    if saved is None:  # a run that recorded only what it read
+        saved = (state["config"]["report"].get("bn_recalibration") or {}).get("batches", 0)
+    if saved != ctx.cfg.bn_recalibrate:
         raise ConfigError(
-            f"{checkpoint} was pruned with --bn-recalibrate {recalibrated}; resume with that, or start again in "
-            "another --out"
+            f"{checkpoint} was pruned with --bn-recalibrate {saved}; resume with that, or start again in another --out"
         )
-    model, ctx.history = build_from_checkpoint(state), state["pruning"]
+    # a user's class is not rebuilt from its name (that would import their code): their instance is reshaped
+    user_class = is_user_code(state["config"]["model"]["name"])
+    model = into_instance(state, ctx.original) if user_class else build_from_checkpoint(state)
+    ctx.history = state["pruning"]
     ctx.report = PruneReport.from_json(
         {**ctx.report.to_json(), **state["config"]["report"]}, options=ctx.report.options
     )

@@ -2,9 +2,12 @@
 
 import copy
 
+import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
+from prune_snr.errors import ConfigError
 from prune_snr.prune import prune
 from prune_snr.prune.recalibrate import recalibrate_batchnorm
 
@@ -82,3 +85,19 @@ def test_the_recalibrated_statistics_depend_on_the_seed_not_on_what_ran_before(v
     torch.manual_seed(2)
     second, _ = pruned(vgg_measured, bn_recalibrate=3)
     assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+
+
+def test_a_model_without_batchnorm_is_not_recalibrated_and_its_run_resumes_at_the_default(tmp_path):
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(40, 1, 8, 8, generator=g), torch.arange(40) % 10)
+    options = dict(train=data, test=data, target=0.3, metric="macs", criterion="l1", allocation="uniform",
+                   finetune_epochs=1, round_to=1, device="cpu", out=tmp_path)  # fmt: skip
+    _, report = prune(copy.deepcopy(net), **options)
+    _, resumed = prune(copy.deepcopy(net), resume=True, **options)
+    assert "bn_recalibration" not in report and resumed["after"] == report["after"]
+    with pytest.raises(ConfigError, match="was pruned with --bn-recalibrate 50"):  # its grades were taken at 50
+        prune(copy.deepcopy(net), resume=True, bn_recalibrate=0, **options)

@@ -127,7 +127,8 @@ def section(folder: Path, target: Path) -> str:
     reports = sorted(folder.glob("prune_*.json"))
     if reports:
         out += [
-            "### Pruning to 50 % of the parameters (`prune-snr prune --target 0.5`)",
+            "### Pruning to 50 % of the parameters (`prune-snr prune --target 0.5"
+            + ("`)" if any("bn_recalibrate" in load_results(p) for p in reports) else " --bn-recalibrate 0`)"),
             "| run | criterion | allocation | accuracy before → after | pruned, before fine-tune | "
             "params | MACs | fine-tune |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",

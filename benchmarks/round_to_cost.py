@@ -54,6 +54,7 @@ def main(argv=None) -> int:
                 round_to=default_round_to() if value == "default" else int(value),
                 measurement=measurement,
                 finetune_epochs=args.finetune_epochs,
+                bn_recalibrate=0,  # the cells' grade before fine-tuning is the model as pruned
                 seed=int(seed),
                 device="cpu",
                 out=Path(args.keep) / f"round_to_{key.split('|')[0].split('=')[1]}_seed_{seed}" if args.keep else None,

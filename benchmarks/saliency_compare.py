@@ -482,6 +482,8 @@ def main(argv=None) -> int:
                                 round_to=args.round_to,
                                 seed=seed,
                                 refit_epochs=args.refit_epochs,
+                                # "before ft" is the model as pruned (fine-tuning is the same either way)
+                                bn_recalibrate=0,
                                 device=args.device,
                             )
                         except PruneSnrError as exc:  # e.g. a budget this allocation cannot reach: say so, go on

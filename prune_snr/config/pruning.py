@@ -37,9 +37,11 @@ class FineTuneConfig:
         key="finetune_fraction",
         report=ALWAYS,
     )
-    # a pruned network is smaller than the one the training's decay was tuned for; a user may want less of it
+    # a pruned network is smaller than the one a decay was tuned for; a user may want less of it
     weight_decay: float = option(
-        TrainConfig.weight_decay, "L2 weight decay while fine-tuning.", key="finetune_weight_decay"
+        TrainConfig.weight_decay,
+        "L2 weight decay while fine-tuning (train's default; a checkpoint's own training decay is not carried over).",
+        key="finetune_weight_decay",
     )
     distill: bool = option(False, "Distill from the unpruned model while fine-tuning.")
     keep: str = option(
@@ -107,8 +109,9 @@ class PruneConfig:
     afcc: bool = option(
         False, "Keep classifier weights inside filter clusters only.", report=ALWAYS
     )  # the AFCC stage's figures replace it
-    # on by default: fine-tuning reads batch statistics, so the fine-tuned weights are the same either way, while the
-    # grade right after pruning (what keep-best and a search's one-shot proxy compare) becomes one that ranks prunings
+    # on by default: fine-tuning reads batch statistics, so the fine-tuned weights are the same either way (unless
+    # --refit-epochs retrains the classifier first), while the grade right after pruning (what keep-best and a
+    # search's one-shot proxy compare) becomes one that ranks prunings
     bn_recalibrate: int = option(
         50,
         "After pruning, re-estimate every BatchNorm's running statistics on N training batches (no "

@@ -98,7 +98,7 @@ def prepare(
     checkpoint: str | Path | nn.Module,
     cfg: SearchConfig,
     *,
-    measurement: Measurement | None = None,
+    measurement: Measurement | str | Path | None = None,
     progress=None,
     data: dict | None = None,
 ):
@@ -114,13 +114,14 @@ def prepare(
         base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
         model = build_from_checkpoint(payload)
     if measurement is None and base_cfg.measurement:
-        measurement = Measurement.load(base_cfg.measurement)
+        measurement = base_cfg.measurement
+    if isinstance(measurement, (str, Path)):  # a measurement's folder, as prune takes
+        measurement = Measurement.load(measurement)
     base_cfg = settle(base_cfg, model, measurement=measurement, dataset=USER_DATA if data else None)
     t_measure = time.perf_counter()
     where = {"dataset": base_cfg.dataset} if data is None else {"dataset": None, **data}
-    searched = "threshold" in space_of(
-        cfg.space
-    )  # a measurement made here keeps every matrix, so trials may read it at any θ
+    # a measurement made here keeps every matrix, so trials may read it at any θ
+    searched = "threshold" in space_of(cfg.space)
     options = dataclasses.replace(base_cfg.measure, save_fields="all") if searched else base_cfg.measure
     measurement, _ = measure_if_needed(model, measurement, needed=searched, options=options, progress=progress, **where)
     return payload, base_cfg, model, measurement, time.perf_counter() - t_measure
@@ -131,7 +132,7 @@ def run_search(
     cfg: SearchConfig | None = None,
     *,
     out: str | Path,
-    measurement: Measurement | None = None,
+    measurement: Measurement | str | Path | None = None,
     fixed: dict | None = None,
     progress=None,
     worker: int | None = None,
@@ -146,8 +147,8 @@ def run_search(
             starts, the drawn parameters replace its values). Keyword ``options`` (flat keys:
             ``trials``, ``metric``, ``round_to``, ``seed``, ``finetune_lr``, ...) override it.
         out: the study folder (``study.db``, ``trials/NNNN``).
-        measurement: reuse a measurement of the checkpoint (default: ``cfg.prune.measurement``'s
-            folder, else measured here once with ``cfg.prune.measure``).
+        measurement: reuse a measurement of the checkpoint, or the folder it was saved to (default:
+            ``cfg.prune.measurement``'s folder, else measured here once with ``cfg.prune.measure``).
         fixed: pin parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``
             (added to ``cfg.fix``).
         worker: this process's index among several running the study (gives it its own sampler

@@ -21,7 +21,7 @@ from ..prune import prune
 from .space import suggest
 from .workers import POLL_SECONDS, WORKER_ID, Outage, claim_slot, counts, fail_dead_trials, masked, may_count
 
-#: BatchNorm recalibration batches of a ``proxy="bn"`` trial when ``bn_recalibrate`` is not set (EagleEye's 50)
+#: BatchNorm recalibration batches of a ``proxy="bn"`` trial when ``bn_recalibrate`` is 0 (EagleEye's 50)
 BN_PROXY_BATCHES = 50
 
 

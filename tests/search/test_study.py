@@ -364,3 +364,14 @@ def test_a_measurement_with_some_filters_matrices_keeps_its_own_threshold_in_eve
         )
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert {t.params["threshold"] for t in study.trials} == {0.3}
+
+
+def test_a_study_takes_the_folder_a_measurement_was_saved_to(study_inputs, tmp_path):
+    from prune_snr.config import SearchConfig, resolve
+    from prune_snr.search.study import prepare
+
+    checkpoint, result = study_inputs
+    result.save(tmp_path / "m")
+    cfg = resolve(SearchConfig, overrides={"device": "cpu"})
+    _, _, _, measurement, _ = prepare(checkpoint, cfg, measurement=str(tmp_path / "m"))
+    assert measurement.points == result.points

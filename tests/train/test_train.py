@@ -102,7 +102,7 @@ def test_a_checkpoint_whose_optimizer_groups_do_not_fit_is_refused_with_one_line
         train(config(tmp_path / "r"), resume=True)
 
 
-def test_fine_tuning_takes_its_own_weight_decay_the_trainings_by_default():
+def test_fine_tuning_takes_its_own_weight_decay_trains_default_unless_given():
     from prune_snr.config import PruneConfig
     from prune_snr.train.finetune import finetune_options
 

@@ -181,6 +181,11 @@ def section(folder: Path, target: Path) -> str:
             "split and fine-tuning, VGG-16 w/4",
         ),
         (
+            "fair_macs_8090",
+            "80 % and 90 % of MACs removed with 3 fine-tuning epochs (high compression), seeds that vary the heads, "
+            "the validation split and fine-tuning, VGG-16 w/4",
+        ),
+        (
             "fair_macs_eff",
             "50 % of MACs removed, EfficientNet-B0 (8-epoch recipe), seeds that vary the heads, "
             "the validation split and fine-tuning",

@@ -87,7 +87,9 @@ def test_any_module_measures_prunes_with_the_users_finetune_saves_reloads_in_a_f
         assert torch.equal(torch.load(tmp_path / "y.pt"), slim.eval()(x))
 
     exported = prune_snr.export(slim, tmp_path / "slim.onnx", example_input=x[:1])
-    assert exported["batch_8_max_abs_diff"] <= 1e-4
+    with torch.no_grad():
+        scale = slim.eval()(x).abs().max().item()
+    assert exported["batch_8_max_abs_diff"] <= 1e-4 + 1e-3 * scale  # export's own rule: atol 1e-4, rtol 1e-3
 
 
 def test_the_subpackages_hold_their_functions_beside_the_top_level_names():

@@ -190,6 +190,14 @@ class Measurement:
         return out
 
     @classmethod
+    def given(cls, measurement: "Measurement | str | Path | None", folder: str | None) -> "Measurement | None":
+        """``measurement`` (a Measurement, or the folder one was saved to), else the one saved in ``folder`` (a
+        config's ``measurement`` option), else None."""
+        if measurement is None and folder:
+            measurement = folder
+        return cls.load(measurement) if isinstance(measurement, (str, Path)) else measurement
+
+    @classmethod
     def load(cls, folder: str | Path) -> "Measurement":
         """Read a measurement folder written by :meth:`save` (``prune-snr measure --out``)."""
         folder = Path(folder)

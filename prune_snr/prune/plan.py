@@ -183,10 +183,7 @@ def plan(
     if data is not None:
         dataset = USER_DATA
     _dataset(cfg, dataset)
-    if measurement is None and cfg.measurement:
-        measurement = cfg.measurement
-    if isinstance(measurement, (str, Path)):
-        measurement = Measurement.load(measurement)
+    measurement = Measurement.given(measurement, cfg.measurement)
     if measurement is not None:
         check_decisions(cfg, measurement)
     cfg = settle(cfg, model, dataset=dataset, measurement=measurement)

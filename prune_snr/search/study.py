@@ -113,10 +113,7 @@ def prepare(
         payload = load_checkpoint(checkpoint)
         base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
         model = build_from_checkpoint(payload)
-    if measurement is None and base_cfg.measurement:
-        measurement = base_cfg.measurement
-    if isinstance(measurement, (str, Path)):  # a measurement's folder, as prune takes
-        measurement = Measurement.load(measurement)
+    measurement = Measurement.given(measurement, base_cfg.measurement)  # a folder too, as prune takes
     base_cfg = settle(base_cfg, model, measurement=measurement, dataset=USER_DATA if data else None)
     t_measure = time.perf_counter()
     where = {"dataset": base_cfg.dataset} if data is None else {"dataset": None, **data}

@@ -135,14 +135,15 @@ def _width_classes(names: list[str], dims: dict[str, int]) -> list[list[str]]:
 
 
 def _standardized(
-    rows: Rows, classes: list[list[str]], stats: dict, positions: np.ndarray | slice = slice(None)
+    rows: Rows, classes: list[list[str]], stats: dict, positions: np.ndarray | slice = slice(None), *, pin=False
 ) -> list[torch.Tensor]:
     """Rows ``rows.index[positions]`` of the points of ``classes``, standardized with ``stats``: one ``k x n x d``
-    float32 tensor per width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time)."""
+    float32 tensor per width class, filled in place point by point (read ``ROWS_PER_CHUNK`` rows at a time); in
+    page-locked memory with ``pin``, so that its copy to the GPU runs without a staging copy and without blocking."""
     index = rows.index[positions]
     out = []
     for names in classes:
-        x = torch.empty(len(names), len(index), int(np.prod(rows.features[names[0]].shape[1:])))
+        x = torch.empty(len(names), len(index), int(np.prod(rows.features[names[0]].shape[1:])), pin_memory=pin)
         for j, n in enumerate(names):
             for s in range(0, len(index), ROWS_PER_CHUNK):
                 _gather_into(x[j, s : s + ROWS_PER_CHUNK], rows.features[n], index[s : s + ROWS_PER_CHUNK])
@@ -202,6 +203,7 @@ class _Source:
             held,
         )
         self.dtypes = dtypes or [torch.float32] * len(classes)
+        self.pin = device.type == "cuda"
 
     def chunks(self):
         n = len(self.rows.index)
@@ -211,19 +213,33 @@ class _Source:
                 xs = [x[:, start : start + step] for x in self.held]
             else:
                 xs = None  # free the previous chunk before the next is read
-                xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step))
+                xs = _standardized(self.rows, self.classes, self.stats, slice(start, start + step), pin=self.pin)
             yield (
-                [x.to(self.device, d) for x, d in zip(xs, self.dtypes)],
+                [x.to(self.device, d, non_blocking=self.pin) for x, d in zip(xs, self.dtypes)],
                 self.rows.targets[start : start + step].to(self.device),
             )
 
 
-def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
+def device_budget(device: torch.device) -> int | None:
+    """Bytes of a GPU's memory the heads' rows may take at once: half of what is free (the heads' weights, their
+    gradients and the matmuls' workspace take the rest); None on the CPU, where the memory budget decides."""
     if device.type != "cuda":
-        return True
+        return None
     torch.cuda.empty_cache()  # what the caching allocator still holds from the feature pass is free for the heads
     free, _ = torch.cuda.mem_get_info(device)
-    return tensors_bytes < free // 2
+    return free // 2
+
+
+def _fits_device(tensors_bytes: int, device: torch.device) -> bool:
+    budget = device_budget(device)
+    return budget is None or tensors_bytes < budget
+
+
+def _gathered(x: torch.Tensor, positions: torch.Tensor, *, pin: bool) -> torch.Tensor:
+    """Rows ``positions`` of a ``k x n x d`` tensor, contiguous (and page-locked with ``pin``): one copy per chunk
+    to the GPU rather than one per mini-batch and head."""
+    out = torch.empty(x.shape[0], len(positions), x.shape[2], dtype=x.dtype, pin_memory=pin)
+    return torch.index_select(x, 1, positions, out=out)
 
 
 def chunk_rows(widths: list[int], *, batch_size: int, budget: int) -> int:
@@ -311,19 +327,24 @@ class GroupFeed:
         for c in self.classes:
             self.layout.append(list(range(i, i + len(c))))
             i += len(c)
-        self.chunk = chunk = chunk_rows([dims[n] for n in group], batch_size=batch_size, budget=budget)
         self.row_dtypes = dtypes = [
             dtype if dims[c[0]] * num_classes >= low_precision_min else torch.float32 for c in self.classes
         ]
         self.train, self.held, self.batch_size, self.device = train, held, batch_size, device
+        self.pin, self.sliced = device.type == "cuda", False  # sliced: mini-batches are views of rows on the device
         train_x = stop_x = None
         if held:
             train_x, self.stats = _held_shuffled(ordered, self.classes, shuffle, dtypes)
-            on_device = _fits_device(sum(x.numel() * x.element_size() for x in train_x), device)
-            train_x = [x.to(device) for x in train_x] if on_device else train_x
+            self.sliced = _fits_device(sum(x.numel() * x.element_size() for x in train_x), device)
+            train_x = [x.to(device) for x in train_x] if self.sliced else train_x
             stop_x = _standardized(stop[1], self.classes, self.stats) if stop is not None else None
         else:
             self.stats = {n: feature_stats(ordered.features[n], ordered.index) for n in group}
+        # chunks sized by what the GPU has left once held rows are on it, as well as by the memory budget
+        on_gpu = device_budget(device)
+        self.chunk = chunk = chunk_rows(
+            [dims[n] for n in group], batch_size=batch_size, budget=budget if on_gpu is None else min(budget, on_gpu)
+        )
         self.train_x, self.train_y = train_x, train.targets.to(device)
         # the training accuracy is scored in the precision the heads trained in, held or streamed
         self.sources = {
@@ -343,19 +364,21 @@ class GroupFeed:
 
     def minibatches(self, visit: list[tuple[int, int]]):
         """``(rows per width class, labels)`` of each mini-batch ``(start, end)`` of the shuffle, in ``visit`` order."""
-        if self.held:
+        if self.sliced:
             for start, end in visit:
-                yield [x[:, start:end].to(self.device) for x in self.train_x], self.train_y[start:end]
+                yield [x[:, start:end] for x in self.train_x], self.train_y[start:end]
             return
         per_chunk = max(1, self.chunk // self.batch_size)
         for c in range(0, len(visit), per_chunk):
             spans = visit[c : c + per_chunk]
             positions = np.concatenate([np.arange(start, end) for start, end in spans])
             x_chunk = None  # free the previous chunk before the next is read
-            x_chunk = [
-                x.to(self.device, d)
-                for x, d in zip(_standardized(self.train, self.classes, self.stats, positions), self.row_dtypes)
-            ]
+            if self.held:  # held in host memory, the GPU too small for them: copied a chunk at a time
+                rows = [_gathered(x, torch.from_numpy(positions), pin=self.pin) for x in self.train_x]
+            else:
+                rows = _standardized(self.train, self.classes, self.stats, positions, pin=self.pin)
+            x_chunk = [x.to(self.device, d, non_blocking=self.pin) for x, d in zip(rows, self.row_dtypes)]
+            rows = None
             y_chunk = self.train.targets[positions].to(self.device)
             offset = 0
             for start, end in spans:

@@ -32,11 +32,13 @@ def cached_features(tmp_path, n=600, dtype=np.float32):
     return features, y
 
 
-def run(features, y, budget, epochs=4):
+def run(features, y, budget, epochs=4, **options):
     rows = np.arange(len(y))
     train = Rows(features, rows[: len(y) * 3 // 4], torch.from_numpy(y[: len(y) * 3 // 4]))
     held = Rows(features, rows[len(y) * 3 // 4 :], torch.from_numpy(y[len(y) * 3 // 4 :]))
-    return train_heads(train, {"val": held}, num_classes=5, epochs=epochs, lr=0.05, batch_size=32, memory_budget=budget)
+    return train_heads(
+        train, {"val": held}, num_classes=5, epochs=epochs, lr=0.05, batch_size=32, memory_budget=budget, **options
+    )
 
 
 def test_a_small_memory_budget_gives_the_heads_of_the_in_memory_path(tmp_path):
@@ -52,6 +54,26 @@ def test_a_small_memory_budget_gives_the_heads_of_the_in_memory_path(tmp_path):
             assert torch.allclose(whole[name].weight, other[name].weight, rtol=1e-5, atol=1e-6), name
             assert whole[name].accuracies == other[name].accuracies
     assert min(h.accuracies["val"] for h in whole.values()) > 0.5
+
+
+def test_held_rows_the_device_cannot_take_are_copied_a_chunk_at_a_time_to_the_same_heads(tmp_path, monkeypatch):
+    """Rows held in host memory but too many for the GPU reach it a chunk of mini-batches at a time."""
+    from prune_snr.measure import feed
+
+    features, y = cached_features(tmp_path)
+    sliced = run(features, y, budget=1 << 30)
+    monkeypatch.setattr(feed, "_fits_device", lambda nbytes, device: False)
+    chunks = []
+    real = feed._gathered
+    monkeypatch.setattr(
+        feed, "_gathered", lambda x, positions, **kw: chunks.append(len(positions)) or real(x, positions, **kw)
+    )
+    small = 3 * 32 * (72 * BYTES_PER_VALUE + 32 * BYTES_PER_READ_VALUE)  # 3 mini-batches per chunk
+    gathered = run(features, y, budget=small, in_memory=True)
+    assert set(chunks) == {90}, "the held rows go through the copy in chunks of 3 mini-batches of 30 rows"
+    for name in features:
+        assert torch.allclose(sliced[name].weight, gathered[name].weight, rtol=1e-5, atol=1e-6), name
+        assert sliced[name].accuracies == gathered[name].accuracies
 
 
 def test_memory_budget_splits_points_into_groups_that_fit():

@@ -3,7 +3,8 @@
 # EfficientNet-B0 on Fashion-MNIST, each trained in bf16, measured at every point (EfficientNet --expanded),
 # pruned to half its MACs, fine-tuned, exported to ONNX. Prints every phase's wall time and the measurement's
 # in-process time divided by one warm inference pass over the images it read, at its batch size; writes gpu_paper.json (rewritten
-# after every phase, so a run cut short still reports what finished) and gpu_paper.log flat into $OUT.
+# after every phase, so a run cut short still reports what finished), gpu_paper.log and heads_feed.json (the
+# heads' three feeds compared on the device: benchmarks/heads_feed_check.py) flat into $OUT.
 #
 #   bash benchmarks/gpu_paper.sh                      # on the GPU machine, from the repository root
 #   DEVICE=cpu SUBSET=600 VGG_EPOCHS=1 EFF_EPOCHS=1 FINETUNE_EPOCHS=1 MEASURE_PER_CLASS=20 HEAD_EPOCHS=3 \
@@ -174,5 +175,8 @@ analyse() {  # analyse NAME TRAIN_FLAGS -- MEASURE_FLAGS
   cp "$dir/pruned/report.json" "$OUT/$name-report.json"
 }
 
+# the heads' host-held feed, which only a GPU short of memory takes, against the device-held one (seconds; not fatal)
+phase checks heads_feed python3 benchmarks/heads_feed_check.py --device "$DEVICE" --rows "$([ -n "$SUBSET" ] && echo 3000 || echo 30000)" \
+  --out "$OUT/heads_feed.json" || echo "error: the heads' feeds disagree on $DEVICE: see heads_feed.json"
 analyse vgg16 --model vgg16 --epochs "$VGG_EPOCHS" --batch-size 256 --lr 0.05
 analyse efficientnet_b0 --recipe recipes/fashion_mnist_efficientnet_b0.yaml --epochs "$EFF_EPOCHS" --batch-size 256 -- --expanded

@@ -36,6 +36,7 @@ from .feed import (
     _Source,
     plan_groups,
     plan_memory,
+    release_pinned,
 )
 from .head_math import _cross_entropy, _scores, _set_gradients, _softmax  # noqa: F401  (named here too)
 
@@ -222,6 +223,7 @@ def train_heads(
         label = description if len(group) == len(names) else f"{description} ({group[0]}..)"
         _train_epochs(trainer, feed, batches, epochs=epochs, seed=seed, stop=stop, progress=progress, label=label)
         heads.update(trainer.heads(feed, {"train": train, **evaluate}, stopped=stop is not None, shapes=train.features))
+        release_pinned(device)
     return {n: heads[n] for n in names}
 
 

@@ -66,7 +66,7 @@ def test_held_rows_the_device_cannot_take_are_copied_a_chunk_at_a_time_to_the_sa
     chunks = []
     real = feed._gathered
     monkeypatch.setattr(
-        feed, "_gathered", lambda x, positions, **kw: chunks.append(len(positions)) or real(x, positions, **kw)
+        feed, "_gathered", lambda x, spans, **kw: chunks.append(sum(e - s for s, e in spans)) or real(x, spans, **kw)
     )
     small = 3 * 32 * (72 * BYTES_PER_VALUE + 32 * BYTES_PER_READ_VALUE)  # 3 mini-batches per chunk
     gathered = run(features, y, budget=small, in_memory=True)

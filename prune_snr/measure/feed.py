@@ -388,7 +388,8 @@ class GroupFeed:
                 rows = [_gathered(x, spans, pin=self.pin) for x in self.train_x]
             else:
                 rows = _standardized(self.train, self.classes, self.stats, positions)
-            x_chunk = [x.to(self.device, d, non_blocking=self.pin) for x, d in zip(rows, self.row_dtypes)]
+            pinned = self.pin and self.held  # streamed chunks stay pageable: sized by the budget, read every epoch
+            x_chunk = [x.to(self.device, d, non_blocking=pinned) for x, d in zip(rows, self.row_dtypes)]
             rows = None
             y_chunk = self.train.targets[positions].to(self.device)
             offset = 0

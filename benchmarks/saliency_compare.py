@@ -100,6 +100,14 @@ def baseline(allocation: str, criterion: str) -> bool:
 COMPARABLE = 0.10
 
 
+def missed(rows: list[dict], budget: float, metric: str) -> float | None:
+    """The fraction of ``metric`` a cell keeps where it is more than 10 % above what ``budget`` leaves (an allocation
+    that cannot remove that much stops short of it): not a cell at this budget. None where it reached it."""
+    values = [r[f"{metric}_kept"] for r in rows if r.get(f"{metric}_kept") is not None]
+    kept = float(np.mean(values)) if values else None
+    return kept if kept is not None and kept > (1 - budget) * (1 + COMPARABLE) else None
+
+
 def binomial_se(rows: list[dict]) -> float:
     """The test split's own sampling noise of an accuracy near the rows' mean: sqrt(p (1 - p) / n)."""
     p = float(np.mean([r["after"] for r in rows]))
@@ -167,6 +175,8 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
         >>> c["driven"], c["baseline"], c["val"]["verdict"], c["test"]["verdict"], c["verdict"]  # doctest: +SKIP
     """
     cells = cells_at(rows, budget)
+    short = {k: kept for k in cells if (kept := missed(cells[k], budget, metric)) is not None}
+    cells = {k: v for k, v in cells.items() if k not in short}
     base = [k for k in cells if baseline(*k)]
     inert = {k: twin for k in cells if measurement_driven(*k) for twin in base if same_rows(cells[k], cells[twin])}
     driven = [k for k in cells if measurement_driven(*k) and k not in inert]
@@ -177,6 +187,7 @@ def compare(rows: list[dict], budget: float, metric: str = "macs") -> dict | Non
         "driven": best["driven"],
         "baseline": best["base"],
         "inert": inert,
+        "missed": short,
         **judge(cells[best["driven"]], cells[best["base"]], metric),
     }
 
@@ -256,6 +267,11 @@ def verdict_lines(rows: list[dict], metric: str = "macs") -> list[str]:
                 + f"; test split's binomial SE {100 * c['test_binomial_se']:.2f} pts; verdict (a win needs both "
                 f"splits): **{c['verdict']}**"
             )
+            for arm, kept in sorted(c["missed"].items()):
+                out.append(
+                    f"- {budget:.0%} removed: {arm[1]}/{arm[0]} stops at {kept:.3f} of the {metric} kept (the budget "
+                    f"leaves {1 - budget:.3f}), so it is not a contender at this budget"
+                )
             for arm, twin in sorted(c["inert"].items()):
                 out.append(
                     f"- {budget:.0%} removed: {arm[1]}/{arm[0]} is {twin[1]}/{twin[0]} at every seed (the same "

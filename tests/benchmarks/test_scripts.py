@@ -284,6 +284,18 @@ def test_an_arm_the_measurement_did_not_act_on_is_no_contender_against_its_twin(
     assert c["val"]["diff"] < 0
 
 
+def test_an_arm_that_stops_short_of_the_budget_is_no_contender_at_it():
+    compare = script("saliency_compare").compare
+    rows = [
+        _cell(a, "l1", seed, v + 0.001 * seed, v + 0.001 * seed, macs=m)
+        for seed in range(3)
+        for a, v, m in (("measured", 0.95, 0.70), ("uniform+truncate", 0.91, 0.52), ("uniform", 0.90, 0.50))
+    ]
+    c = compare(rows, 0.5, "macs")
+    assert c["missed"] == {("measured", "l1"): pytest.approx(0.70)}, "0.70 of the MACs kept where 0.5 is the budget"
+    assert c["driven"] == ("uniform+truncate", "l1"), "0.52 is within 10 % of the budget: a contender"
+
+
 def test_a_win_bought_with_the_other_size_metric_is_not_comparable():
     compare = script("saliency_compare").compare
     rows = [

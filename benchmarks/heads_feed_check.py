@@ -53,6 +53,9 @@ def check(*, device: str, rows: int, labels: int, epochs: int) -> dict:
         train = Rows(features, index[:cut], torch.from_numpy(y[:cut]))
         val = Rows(features, index[cut:], torch.from_numpy(y[cut:]))
         fits = feed._fits_device
+        train_heads(
+            train, {}, num_classes=labels, epochs=1, batch_size=512, device=dev
+        )  # warm-up (CUDA, cuBLAS): untimed
         results, seconds = {}, {}
         for name, in_memory, on_device in (("device", True, True), ("host", True, False), ("streamed", False, True)):
             feed._fits_device = fits if on_device else (lambda nbytes, device: False)

@@ -21,6 +21,7 @@ rows accumulate in ``--out``/rows.json, so a rerun continues where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -85,9 +86,10 @@ def cell(
     return row
 
 
-def grade_original_once() -> None:
-    """Grade the unpruned model once per set of validation and test rows rather than in every cell (about 40 % of an
-    EfficientNet-B0 cell on CPU): one process prunes one checkpoint, so its grade and size repeat."""
+@contextlib.contextmanager
+def grade_original_once(checkpoint: str):
+    """Within the block, prune grades the unpruned ``checkpoint`` once per set of validation and test rows rather
+    than in every cell (about 40 % of an EfficientNet-B0 cell on CPU): its grade and size repeat from cell to cell."""
     import copy
 
     from prune_snr.prune import pipeline
@@ -96,15 +98,22 @@ def grade_original_once() -> None:
     parts: dict = {}
 
     def key(dataset) -> tuple:
+        if dataset is None:
+            return ()
         return type(dataset).__name__, len(dataset), hash(tuple(np.asarray(getattr(dataset, "indices", [])).tolist()))
 
     def once(ctx, model):
-        rows = (key(ctx.splits.val), key(ctx.splits.test), ctx.cfg.device)
+        rows = (checkpoint, key(ctx.splits.val), key(ctx.splits.test), ctx.cfg.device)
         if rows not in parts:
             parts[rows] = grade_original(ctx, model)[1]
         return model, copy.deepcopy(parts[rows])
 
-    pipeline.BEFORE_FINETUNE = tuple(once if stage is grade_original else stage for stage in pipeline.BEFORE_FINETUNE)
+    stages = pipeline.BEFORE_FINETUNE
+    pipeline.BEFORE_FINETUNE = tuple(once if stage is grade_original else stage for stage in stages)
+    try:
+        yield
+    finally:
+        pipeline.BEFORE_FINETUNE = stages
 
 
 def auc(rows: list[dict], key: str, levels: list[float]) -> float:
@@ -259,24 +268,24 @@ def main(argv=None) -> int:
     done = {(r["arm"], r["kept"], r["seed"]) for r in results["rows"]}
     run = load_run(args.checkpoint, args.measurement)
     model, dataset = prune_snr.load(args.checkpoint), args.dataset or run.dataset
-    grade_original_once()
     command = "python benchmarks/oneshot_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for seed in ints(args.seeds):
-        for kept in floats(args.kept):
-            for arm in args.arms.split(","):
-                if (arm, kept, seed) in done:
-                    continue
-                row = cell(
-                    model, run.measurement, dataset, run.data_dir, arm, kept, seed, args.batches, timed=seed == 0
-                )
-                results["rows"].append(row)
-                results.update(machine=machine_line(), command=command, batches=args.batches)
-                save_results(out / "rows.json", results)
-                shown = (
-                    row.get("error")
-                    or f"val {row['val']:.4f} (without {row['val_without']:.4f}) test {row['test']:.4f}"
-                )
-                print(f"seed {seed} kept {kept} {arm}: {shown}", flush=True)
+    with grade_original_once(args.checkpoint):
+        for seed in ints(args.seeds):
+            for kept in floats(args.kept):
+                for arm in args.arms.split(","):
+                    if (arm, kept, seed) in done:
+                        continue
+                    row = cell(
+                        model, run.measurement, dataset, run.data_dir, arm, kept, seed, args.batches, timed=seed == 0
+                    )
+                    results["rows"].append(row)
+                    results.update(machine=machine_line(), command=command, batches=args.batches)
+                    save_results(out / "rows.json", results)
+                    shown = (
+                        row.get("error")
+                        or f"val {row['val']:.4f} (without {row['val_without']:.4f}) test {row['test']:.4f}"
+                    )
+                    print(f"seed {seed} kept {kept} {arm}: {shown}", flush=True)
     (out / "summary.md").write_text(
         f"{summary(results['rows'])}\n\nMachine: {results.get('machine')}\nCommand: {command}\n"
     )

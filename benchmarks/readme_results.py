@@ -332,7 +332,8 @@ def saliency_section(folder: Path, rel: Path, title: str) -> list[str]:
     rule = (
         "Computed from the rows: each side's best arm chosen on validation accuracy after fine-tuning; a win or a "
         "loss only beyond twice the pooled seed std *and* with a paired 95 % t-interval excluding 0, on validation "
-        "and on test; a more accurate arm that keeps > 10 % more of the other size metric is not comparable:"
+        "and on test; a more accurate arm that keeps > 10 % more of the other size metric is not comparable, and "
+        "an arm that keeps > 10 % more of the budget's metric than the budget leaves is no contender:"
         if verdicts
         else "No verdicts: the rows have no validation figures to choose each side's best arm by (made before the "
         "validation split, their decisions read test)."

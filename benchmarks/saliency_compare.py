@@ -103,7 +103,8 @@ COMPARABLE = 0.10
 def missed(rows: list[dict], budget: float, metric: str) -> float | None:
     """The fraction of ``metric`` a cell keeps where it is more than 10 % above what ``budget`` leaves (an allocation
     that cannot remove that much stops short of it): not a cell at this budget. None where it reached it."""
-    values = [r[f"{metric}_kept"] for r in rows if r.get(f"{metric}_kept") is not None]
+    key = "latency_b32_kept" if metric == "latency" else f"{metric}_kept"
+    values = [r[key] for r in rows if r.get(key) is not None]
     kept = float(np.mean(values)) if values else None
     return kept if kept is not None and kept > (1 - budget) * (1 + COMPARABLE) else None
 

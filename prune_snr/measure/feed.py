@@ -376,8 +376,8 @@ class GroupFeed:
             for start, end in visit:
                 yield [x[:, start:end] for x in self.train_x], self.train_y[start:end]
             return
-        # a gathered chunk stays within the ROWS_PER_CHUNK rows plan_memory reserves, at half of them because a
-        # page-locked block may be rounded up to twice its size
+        # a gathered chunk stays within the ROWS_PER_CHUNK rows plan_memory reserves (or one mini-batch), at half of
+        # them because a page-locked block may be rounded up to twice its size
         rows_per_chunk = min(self.chunk, ROWS_PER_CHUNK // 2) if self.held else self.chunk
         per_chunk = max(1, rows_per_chunk // self.batch_size)
         for c in range(0, len(visit), per_chunk):

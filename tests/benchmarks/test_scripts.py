@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import prune_snr
 from prune_snr.measure import measure
@@ -380,3 +381,25 @@ def test_a_win_on_one_split_and_nothing_on_the_other_is_no_significant_differenc
     j = judge(a, b)
     assert j["test"]["verdict"].startswith("not comparable") and j["val"]["verdict"] == "no significant difference"
     assert j["verdict"] == "no significant difference", "not comparable needs the same win on both splits"
+
+
+def test_one_shot_cells_grade_the_unpruned_model_once_per_validation_rows_and_leave_prune_as_it_was(monkeypatch):
+    from types import SimpleNamespace
+
+    from prune_snr.prune import pipeline, report
+
+    graded = []
+    monkeypatch.setattr(
+        report, "sized_and_graded", lambda model, splits, device: graded.append(1) or {"n": len(graded)}
+    )
+    stages, model = pipeline.BEFORE_FINETUNE, torch.nn.Conv2d(1, 2, 1)
+
+    def ctx(indices):
+        val = torch.utils.data.Subset(list(range(10)), indices)
+        return SimpleNamespace(splits=SimpleNamespace(val=val, test=list(range(5))), cfg=SimpleNamespace(device="cpu"))
+
+    with script("oneshot_curves").grade_original_once("model.pt"):
+        first = pipeline.BEFORE_FINETUNE[0]
+        parts = [first(ctx(indices), model)[1]["before"] for indices in ([0, 1, 2], [0, 1, 2], [3, 4, 5])]
+    assert parts == [{"n": 1}, {"n": 1}, {"n": 2}], "graded once per validation rows, again for other rows"
+    assert pipeline.BEFORE_FINETUNE is stages, "prune grades every run again after the block"

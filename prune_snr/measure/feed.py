@@ -246,7 +246,7 @@ def _gathered(x: torch.Tensor, spans: list[tuple[int, int]], *, pin: bool) -> to
 
 def release_pinned(device: torch.device) -> None:
     """Give the page-locked chunks of a group back to the system: PyTorch keeps freed ones until the process ends."""
-    if device.type == "cuda" and hasattr(torch, "accelerator") and hasattr(torch.accelerator, "empty_host_cache"):
+    if device.type == "cuda":
         torch.accelerator.empty_host_cache()
 
 

@@ -339,7 +339,9 @@ class GroupFeed:
             dtype if dims[c[0]] * num_classes >= low_precision_min else torch.float32 for c in self.classes
         ]
         self.train, self.held, self.batch_size, self.device = train, held, batch_size, device
-        self.pin, self.sliced = device.type == "cuda", False  # sliced: mini-batches are views of rows on the device
+        # sliced: mini-batches are views of rows on the device; pin: held rows the GPU cannot take go through pinned
+        # chunks (streamed chunks stay pageable: sized by the budget, read every epoch)
+        self.sliced, self.pin = False, device.type == "cuda" and held
         train_x = stop_x = None
         if held:
             train_x, self.stats = _held_shuffled(ordered, self.classes, shuffle, dtypes)
@@ -388,8 +390,7 @@ class GroupFeed:
                 rows = [_gathered(x, spans, pin=self.pin) for x in self.train_x]
             else:
                 rows = _standardized(self.train, self.classes, self.stats, positions)
-            pinned = self.pin and self.held  # streamed chunks stay pageable: sized by the budget, read every epoch
-            x_chunk = [x.to(self.device, d, non_blocking=pinned) for x, d in zip(rows, self.row_dtypes)]
+            x_chunk = [x.to(self.device, d, non_blocking=self.pin) for x, d in zip(rows, self.row_dtypes)]
             rows = None
             y_chunk = self.train.targets[positions].to(self.device)
             offset = 0

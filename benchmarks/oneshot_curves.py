@@ -177,20 +177,44 @@ def cells(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def complete(rows: list[dict]) -> tuple[list[dict], list[int], int]:
+    """The rows of the seeds that hold every (arm, MACs kept) any seed holds, those seeds, and how many rows are left
+    out: a seed still running would otherwise cut every arm's area down to the levels it has reached."""
+    want = {(r["arm"], r["kept"]) for r in rows}
+    seeds = sorted(
+        s for s in {r["seed"] for r in rows} if {(r["arm"], r["kept"]) for r in rows if r["seed"] == s} >= want
+    )
+    kept = [r for r in rows if r["seed"] in seeds]
+    return kept, seeds, len(rows) - len(kept)
+
+
 def summary(rows: list[dict]) -> str:
+    rows, seeds, left = complete(rows)
+    head = f"Seeds {', '.join(map(str, seeds))} complete (every arm at every MACs level)"
+    head += f"; rows.json also holds {left} rows of a seed still running, left out here." if left else "."
+    head += (
+        " Latency kept: seed 0's ONNX Runtime time at batch 32 over the unpruned model's, channel counts not rounded"
+        " (unaligned counts can take a slower path), so it is no figure of speed.\n\n"
+    )
     area, levels = areas(rows)
     if not area:
-        return "No arm has two MACs levels on every seed yet: no area under the curve, no verdict.\n\n" + cells(rows)
+        return (
+            head
+            + "No arm has two MACs levels on every seed yet: no area under the curve, no verdict.\n\n"
+            + cells(rows)
+        )
     vs_l1, vs_random = verdicts(area, "l1"), verdicts(area, "random")
     size = {
         a: {
-            k: np.mean([r[k] for r in rows if r["arm"] == a and "error" not in r and k in r])
+            k: np.mean(have)
+            if (have := [r[k] for r in rows if r["arm"] == a and "error" not in r and k in r])
+            else np.nan
             for k in ("macs_kept", "params_kept", "latency_kept")
         }
         for a in area
     }
     lines = [
-        f"Area under the one-shot curve over MACs kept {levels[0]:g}–{levels[-1]:g} ({len(levels)} levels), "
+        head + f"Area under the one-shot curve over MACs kept {levels[0]:g}–{levels[-1]:g} ({len(levels)} levels), "
         "mean ± seed std; paired differences with 95 % intervals; a win needs > 2 × pooled std and the interval "
         "excluding 0 on validation and test.",
         "",
@@ -222,7 +246,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    ok = [r for r in rows if "error" not in r]
+    ok = [r for r in complete(rows)[0] if "error" not in r]
     for i, arm in enumerate(sorted({r["arm"] for r in ok})):
         for ax, split in zip(axes, ("val", "test")):
             levels = sorted({r["kept"] for r in ok if r["arm"] == arm})

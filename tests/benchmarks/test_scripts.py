@@ -403,3 +403,18 @@ def test_one_shot_cells_grade_the_unpruned_model_once_per_validation_rows_and_le
         parts = [first(ctx(indices), model)[1]["before"] for indices in ([0, 1, 2], [0, 1, 2], [3, 4, 5])]
     assert parts == [{"n": 1}, {"n": 1}, {"n": 2}], "graded once per validation rows, again for other rows"
     assert pipeline.BEFORE_FINETUNE is stages, "prune grades every run again after the block"
+
+
+def test_one_shot_areas_read_only_the_seeds_that_hold_every_cell():
+    oneshot = script("oneshot_curves")
+
+    def row(arm, kept, seed, acc):
+        return {"arm": arm, "kept": kept, "seed": seed, "val": acc, "test": acc, "macs_kept": kept, "params_kept": kept}
+
+    rows = [row(a, k, s, k + (0.1 if a == "l1" else 0)) for s in (0, 1) for a in ("l1", "random") for k in (0.8, 0.4)]
+    running = [row("l1", 0.8, 2, 0.9)]
+    kept, seeds, left = oneshot.complete(rows + running)
+    assert seeds == [0, 1] and left == 1 and kept == rows
+    text = oneshot.summary(rows + running)
+    assert "Seeds 0, 1 complete" in text and "1 rows of a seed still running" in text
+    assert "over MACs kept 0.4–0.8 (2 levels)" in text, "the running seed's single level does not shrink the area"

@@ -418,3 +418,19 @@ def test_one_shot_areas_read_only_the_seeds_that_hold_every_cell():
     text = oneshot.summary(rows + running)
     assert "Seeds 0, 1 complete" in text and "1 rows of a seed still running" in text
     assert "over MACs kept 0.4–0.8 (2 levels)" in text, "the running seed's single level does not shrink the area"
+
+
+def test_one_shot_cells_past_the_first_seed_can_skip_the_grade_without_recalibration_and_score_the_same(
+    measured, tmp_path
+):
+    checkpoint, folder = measured
+    oneshot = script("oneshot_curves")
+    common = [str(checkpoint), "--measurement", str(folder), "--arms", "l1", "--kept", "0.5", "--batches", "2"]
+    assert oneshot.main([*common, "--seeds", "0,1", "--without", "seed0", "--out", str(tmp_path / "first")]) == 0
+    assert oneshot.main([*common, "--seeds", "1", "--out", str(tmp_path / "all")]) == 0
+    first = json.loads((tmp_path / "first" / "rows.json").read_text())["rows"]
+    every = json.loads((tmp_path / "all" / "rows.json").read_text())["rows"]
+    assert all(("val_without" in r) == (r["seed"] == 0) for r in first), "graded without on seed 0 only"
+    skipped = [r for r in first if r["seed"] == 1]
+    assert [(r["val"], r["test"]) for r in skipped] == [(r["val"], r["test"]) for r in every]
+    assert all("val_without" in r for r in every)

@@ -98,7 +98,7 @@ def cell(
 
 @contextlib.contextmanager
 def no_grade_without():
-    """Within the block, prune skips the grade before the recalibration (a third of an EfficientNet-B0 cell on CPU):
+    """Within the block, prune skips the grade before the recalibration (a quarter of an EfficientNet-B0 cell on CPU):
     it shows what the recalibration changes, which seed 0 shows well enough (``--without seed0``)."""
     from prune_snr.prune import recalibrate
 

@@ -218,8 +218,12 @@ def summary(rows: list[dict]) -> str:
     head += f"; rows.json also holds {left} rows of a seed still running, left out here." if left else "."
     head += (
         " Latency kept: seed 0's ONNX Runtime time at batch 32 over the unpruned model's, channel counts not rounded"
-        " (unaligned counts can take a slower path), so it is no figure of speed.\n\n"
+        " (unaligned counts can take a slower path), so it is no figure of speed."
     )
+    below = sorted({r["arm"] for r in rows if "error" not in r and r["macs_kept"] < r["kept"] - 0.05})
+    if below:  # the measured cut alone can remove more than a level asks: that arm's curve is not at its levels
+        head += f" Below their target MACs at some level (the cut removes more): {', '.join(below)}."
+    head += "\n\n"
     area, levels = areas(rows)
     if not area:
         return (

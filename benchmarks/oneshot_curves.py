@@ -214,15 +214,18 @@ def complete(rows: list[dict]) -> tuple[list[dict], list[int], int]:
 
 def summary(rows: list[dict]) -> str:
     rows, seeds, left = complete(rows)
-    head = f"Seeds {', '.join(map(str, seeds))} complete (every arm at every MACs level)"
-    head += f"; rows.json also holds {left} rows of a seed still running, left out here." if left else "."
+    head = f"Seeds {', '.join(map(str, seeds)) or '(none)'} complete (every arm at every MACs level)"
+    head += f"; rows.json also holds {left} row(s) of seeds not yet complete, left out here." if left else "."
+    graded = sorted({r["seed"] for r in rows if "val_without" in r})
+    if graded != seeds:
+        head += f" The BatchNorm-as-before columns are of seed(s) {', '.join(map(str, graded)) or '(none)'} only."
     head += (
         " Latency kept: seed 0's ONNX Runtime time at batch 32 over the unpruned model's, channel counts not rounded"
         " (unaligned counts can take a slower path), so it is no figure of speed."
     )
     below = sorted({r["arm"] for r in rows if "error" not in r and r["macs_kept"] < r["kept"] - 0.05})
-    if below:  # the measured cut alone can remove more than a level asks: that arm's curve is not at its levels
-        head += f" Below their target MACs at some level (the cut removes more): {', '.join(below)}."
+    if below:  # e.g. a measured cut that alone removes more than a level asks: not a curve at its levels
+        head += f" More than 0.05 below their target MACs kept at some level: {', '.join(below)}."
     head += "\n\n"
     area, levels = areas(rows)
     if not area:

@@ -412,11 +412,13 @@ def test_one_shot_areas_read_only_the_seeds_that_hold_every_cell():
         return {"arm": arm, "kept": kept, "seed": seed, "val": acc, "test": acc, "macs_kept": kept, "params_kept": kept}
 
     rows = [row(a, k, s, k + (0.1 if a == "l1" else 0)) for s in (0, 1) for a in ("l1", "random") for k in (0.8, 0.4)]
+    rows[-1]["macs_kept"] = 0.3  # random at 0.4 on seed 1 removes more than asked
     running = [row("l1", 0.8, 2, 0.9)]
     kept, seeds, left = oneshot.complete(rows + running)
     assert seeds == [0, 1] and left == 1 and kept == rows
     text = oneshot.summary(rows + running)
-    assert "Seeds 0, 1 complete" in text and "1 rows of a seed still running" in text
+    assert "Seeds 0, 1 complete" in text and "1 row(s) of seeds not yet complete" in text
+    assert "below their target MACs kept at some level: random." in text
     assert "over MACs kept 0.4–0.8 (2 levels)" in text, "the running seed's single level does not shrink the area"
 
 

@@ -177,6 +177,13 @@ def verdicts(area: dict, baseline: str) -> dict:
     return result
 
 
+def mean_of(rows: list[dict], key: str) -> float:
+    """The mean of ``key`` over the rows that hold it (not every seed grades without recalibration or times
+    latency); nan when none does."""
+    have = [r[key] for r in rows if key in r]
+    return float(np.mean(have)) if have else float("nan")
+
+
 def cells(rows: list[dict]) -> str:
     """Every cell: the mean over its seeds, with and without the recalibration, and its size."""
     ok = [r for r in rows if "error" not in r]
@@ -190,7 +197,7 @@ def cells(rows: list[dict]) -> str:
         for arm in sorted({r["arm"] for r in here}, key=lambda a: -np.mean([r["val"] for r in here if r["arm"] == a])):
             mine = [r for r in here if r["arm"] == arm]
             mean = {
-                k: np.mean([r[k] for r in mine if k in r]) if any(k in r for r in mine) else float("nan")
+                k: mean_of(mine, k)
                 for k in ("val", "test", "val_without", "test_without", "macs_kept", "params_kept", "latency_kept")
             }
             lines.append(
@@ -235,13 +242,9 @@ def summary(rows: list[dict]) -> str:
             + cells(rows)
         )
     vs_l1, vs_random = verdicts(area, "l1"), verdicts(area, "random")
+    ok = [r for r in rows if "error" not in r]
     size = {
-        a: {
-            k: np.mean(have)
-            if (have := [r[k] for r in rows if r["arm"] == a and "error" not in r and k in r])
-            else np.nan
-            for k in ("macs_kept", "params_kept", "latency_kept")
-        }
+        a: {k: mean_of([r for r in ok if r["arm"] == a], k) for k in ("macs_kept", "params_kept", "latency_kept")}
         for a in area
     }
     lines = [

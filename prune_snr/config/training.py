@@ -49,9 +49,13 @@ class TrainConfig:
         check_fraction(self, "val_fraction", allow_zero=True)
         check_device(self)
         choices.SCHEDULES.check(self.schedule)
-        if self.width_mult is not None and not 0 < self.width_mult <= 4:
-            raise ConfigError(f"width_mult={self.width_mult}: use a value in (0, 4]")
+        check_width_mult(self)
         check_workers(self)
+
+
+def check_width_mult(cfg) -> None:
+    if cfg.width_mult is not None and not 0 < cfg.width_mult <= 4:
+        raise ConfigError(f"--width-mult {cfg.width_mult}: use a value in (0, 4]")
 
 
 def model_kwargs(cfg) -> dict | None:
@@ -77,6 +81,7 @@ class ImportConfig:
 
     model: str = option(choices.MODELS.default, "Architecture:", choices=choices.MODELS, argument=True)
     model_kwargs: Optional[str] = option(None, MODEL_KWARGS)
+    width_mult: Optional[float] = option(None, "Conv width scale the weights were trained at (vgg16).")
     num_classes: Optional[int] = option(None, "Output labels of the model.", required=True)
     pretrained: bool = option(False, "Hub weights (timm/torchvision; their cache when offline).", flag="--pretrained")
     weights: Optional[str] = option(None, "A state_dict: .safetensors, or .pt/.pth read with weights_only=True.")
@@ -104,4 +109,5 @@ class ImportConfig:
             raise ConfigError(f"--input-size {self.input_size}: give the image side in pixels")
         check_positive(self, "batch_size", "in_chans")
         check_device(self)
+        check_width_mult(self)
         model_kwargs(self)

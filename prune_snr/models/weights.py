@@ -104,6 +104,12 @@ def load_weights(
         state = {k: v for k, v in state.items() if k not in head}
     else:
         for k in sorted(head, key=lambda k: not k.endswith("weight")):  # the weight first: its shape names both sizes
+            if k in state and k in own and state[k].shape[1:] != own[k].shape[1:]:
+                raise ModelError(
+                    f"{source}: the classifier {k} takes {state[k].shape[1]} input features but this model gives it "
+                    f"{own[k].shape[1]}: build the architecture the weights were trained with (its width, "
+                    "e.g. --width-mult)"
+                )
             if k in state and k in own and state[k].shape != own[k].shape:
                 raise ModelError(
                     f"{source}: the classifier {k} has shape {tuple(state[k].shape)} but the model was built with "

@@ -52,6 +52,7 @@ def import_model(cfg: ImportConfig, *, progress=None) -> dict:
         num_classes=cfg.num_classes,
         in_chans=cfg.in_chans,
         input_size=input_size,
+        width_mult=cfg.width_mult,
         **({"model_kwargs": model_kwargs(cfg)} if cfg.model_kwargs else {}),
     )
     source, state, digest = _weights(cfg)

@@ -39,6 +39,21 @@ def test_imported_weights_give_a_checkpoint_with_the_source_models_logits(tmp_pa
     assert payload["kind"] == "import" and payload["config"]["import"]["source"] == "weights"
 
 
+def test_a_width_reduced_vgg16_imports_at_its_width_and_a_wrong_width_names_the_option(tmp_path):
+    torch.manual_seed(0)
+    source = build_model("vgg16", num_classes=10, width_mult=0.25).eval()
+    torch.save(source.state_dict(), tmp_path / "w4.pt")
+    args = ("import", "vgg16", "--num-classes", 10, "--weights", tmp_path / "w4.pt")
+    refused = invoke(*args, "--out", tmp_path / "full")
+    assert refused.exit_code != 0 and "128 input features" in refused.output and "--width-mult" in refused.output
+    assert "--num-classes" not in refused.output  # the label count is right; the width is not
+    result = invoke(*args, "--width-mult", 0.25, "--out", tmp_path / "w4")
+    assert result.exit_code == 0, result.output
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(prune_snr.load(tmp_path / "w4" / "model.pt")(x), source(x))
+
+
 def test_weights_nested_under_state_dict_with_a_module_prefix_load(tmp_path):
     model = build_model("vgg16", num_classes=3, width_mult=0.125)
     torch.save(

@@ -48,6 +48,19 @@ def test_label_sweep_accepts_a_comma_list():
     assert resolve(MeasureConfig, overrides={"label_sweep": "3,5,10"}).label_sweep == [3, 5, 10]
 
 
+@pytest.mark.parametrize("cls", [MeasureConfig, PruneConfig, SearchConfig])
+def test_a_python_list_of_points_is_the_comma_list_in_every_stage_that_measures(cls):
+    cfg = resolve(cls, overrides={"points": ["features.3", "features.7"]})
+    measure_cfg = {
+        MeasureConfig: lambda c: c,
+        PruneConfig: lambda c: c.measure,
+        SearchConfig: lambda c: c.prune.measure,
+    }
+    assert measure_cfg[cls](cfg).points == "features.3,features.7"
+    with pytest.raises(ConfigError, match=r"^options: points=\[1, 2\] is not a valid str$"):
+        resolve(cls, overrides={"points": [1, 2]})
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
 def test_every_shipped_recipe_resolves_for_every_command(recipe):
     keys = load_recipe(recipe)

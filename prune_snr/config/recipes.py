@@ -89,6 +89,8 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
                 raise ValueError
             return float(value)
         if hint is str:
+            if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+                return ",".join(value)  # a comma-separated option (points) given as a Python list
             if not isinstance(value, (str, int, float)):
                 raise ValueError
             return str(value)
@@ -107,7 +109,7 @@ def resolve(cls, recipe: str | Path | None = None, overrides: dict[str, Any] | N
     if unknown:
         raise ConfigError(f"option {unknown[0]!r} does not apply to this command")
     values = load_recipe(recipe) if recipe else {}
-    sources = [(values, f"recipe {recipe}"), (overrides, "command line")]
+    sources = [(values, f"recipe {recipe}"), (overrides, "options")]
     preset = overrides.get("preset", values.get("preset", getattr(base, "preset", None)))
     if preset is not None:  # a preset's options come before the recipe's and the flags, which win
         choices.PRESET_CHOICES.check(preset)

@@ -110,8 +110,6 @@ def measure(
     """
     t_start = time.perf_counter()
     name_classifier(model, classifier)
-    if isinstance(options.get("points"), (list, tuple)):
-        options["points"] = ",".join(options["points"])
     cfg = resolve(MeasureConfig, overrides=options, base=cfg)
     dataset = cfg.dataset if dataset is None and train is None else dataset
     device_t = resolve_device(cfg.device)

@@ -2,6 +2,9 @@
 
 python examples/prune_your_own_model.py            # ~12k Fashion-MNIST images, 3 epochs
 python examples/prune_your_own_model.py --fast     # a quick run (what the tests run)
+
+The data are Fashion-MNIST's IDX files (train-images-idx3-ubyte.gz, ...) in $FASHION_MNIST, by default
+Debian's /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist).
 """
 
 import argparse
@@ -51,6 +54,8 @@ class MyNet(nn.Module):
 
 def fashion_mnist(split, n):
     prefix = "train" if split == "train" else "t10k"
+    if not os.path.isfile(f"{FASHION_MNIST}/{prefix}-images-idx3-ubyte.gz"):
+        sys.exit(f"no Fashion-MNIST IDX files in {FASHION_MNIST}: set FASHION_MNIST to the folder holding them")
     with gzip.open(f"{FASHION_MNIST}/{prefix}-images-idx3-ubyte.gz") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
     with gzip.open(f"{FASHION_MNIST}/{prefix}-labels-idx1-ubyte.gz") as f:

@@ -46,8 +46,8 @@ SAVE_FIELDS = 16
 class Option:
     """One row of a choice table: its help line and what the rest of the tool needs to know of it.
 
-    Every property that used to live in a parallel tuple is a field here, so a new row states them
-    all in one place (and a derived tuple cannot forget it).
+    Every property of a choice is a field here, so a new row states them all in one place (and a
+    derived tuple cannot forget it).
     """
 
     help: str = ""

@@ -62,7 +62,7 @@ def test_train_num_labels_keeps_the_first_k_labels(tmp_path):
         (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["train", "--dataset", "synthetic", "--epochs", "-1"], "epochs=-1"),
         (["train", "--dataset", "synthetic", "--device", "tpu"], "--device 'tpu'"),
-        (["train", "--dataset", "synthetic", "--labels", "3"], "train --labels is now --num-labels 3"),
+        (["train", "--dataset", "synthetic", "--labels", "3"], "train keeps the first K labels with --num-labels 3"),
         (["measure", "missing.pt", "--dataset", "synthetic"], "missing.pt does not exist"),
     ],
 )

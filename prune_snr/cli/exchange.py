@@ -64,7 +64,8 @@ def export(
         bool,
         typer.Option(
             "--int8",
-            help="Also write OUT.int8.onnx: static QDQ quantization calibrated on training images; "
+            help="Also write an int8 model beside OUT (model.onnx: model.int8.onnx): static QDQ quantization "
+            "calibrated on training images; "
             "reports its test accuracy and latency.",
         ),
     ] = False,

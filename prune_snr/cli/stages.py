@@ -41,10 +41,9 @@ def train(
     from ..train import train as run_train
 
     with user_errors():
-        if old_labels is not None:  # the spelling before --num-labels (measure --labels is a label sweep)
+        if old_labels is not None:  # measure's --labels is a label sweep; train's K labels are --num-labels
             raise ConfigError(
-                f"train --labels is now --num-labels {old_labels} (keep the first K labels); "
-                "--labels is measure's label sweep"
+                f"train keeps the first K labels with --num-labels {old_labels}; --labels is measure's label sweep"
             )
         cfg = resolve(TrainConfig, recipe, options)
 

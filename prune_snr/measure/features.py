@@ -201,7 +201,7 @@ def _publish(tmp: Path, folder: Path) -> None:
         except OSError:
             if (folder / "done.json").is_file():
                 return  # another process published first: ours is discarded, theirs is read
-            # an entry left by an older prune-snr that wrote in place: move it aside whole, then drop it
+            # an entry written in place (not through a temporary folder): move it aside whole, then drop it
             stale = folder.parent / f".{folder.name}.stale-{uuid.uuid4().hex[:8]}"
             with contextlib.suppress(FileNotFoundError):
                 os.rename(folder, stale)

@@ -99,7 +99,7 @@ class Measurement:
         """Each point's validation head accuracy, input to output: what decisions read."""
         if not self.has_validation:
             raise CheckpointError(
-                "this measurement has no validation figures (it predates --val-fraction); re-measure with "
+                "this measurement has no validation figures (its heads were graded on test only); re-measure with "
                 "prune-snr measure CHECKPOINT --out DIR and pass that folder"
             )
         return [p["val_accuracy"] for p in self.points]

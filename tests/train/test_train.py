@@ -95,7 +95,7 @@ def test_a_checkpoint_whose_optimizer_groups_do_not_fit_is_refused_with_one_line
         train(config(tmp_path / "r"), on_epoch=crash)
     state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     groups = state["optimizer"]["param_groups"]
-    groups[0]["params"] = groups[0]["params"] + groups[1]["params"]  # the grouping of an older version: one group
+    groups[0]["params"] = groups[0]["params"] + groups[1]["params"]  # a checkpoint with one parameter group
     del groups[1:]
     save_checkpoint(tmp_path / "r" / "checkpoint.pt", state)
     with pytest.raises(CheckpointError, match="new --out"):

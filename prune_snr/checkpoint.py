@@ -60,7 +60,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
             "(weights_only=True); re-save it as a state_dict"
         ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, LookupError, TypeError) as exc:
+        # LookupError, TypeError: text or other bytes that the unpickler reads as unknown opcodes
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-run the step that wrote it"
         ) from exc
@@ -114,6 +115,11 @@ def build_from_checkpoint(payload: dict) -> torch.nn.Module:
     """Rebuild the architecture recorded in a loaded checkpoint and load its weights."""
     spec = payload.get("config", {}).get("model")
     if not isinstance(spec, dict) or "name" not in spec:
+        if payload.get("kind") == "module":  # prune_snr.save: the layer widths of a class it does not name
+            raise CheckpointError(
+                "this checkpoint was saved by prune_snr.save from a model of your own class, which it does not "
+                "name: read it in Python with prune_snr.load(path, model=YourClass())"
+            )
         raise CheckpointError("checkpoint has no config['model'] spec; it was not written by prune-snr train or prune")
     spec = dict(spec)
     if is_user_code(spec["name"]) and not trusted():

@@ -20,14 +20,14 @@ def test_load_rebuilds_a_trained_model_in_eval_mode(tiny_run):
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("damage", ["half", "first_kilobyte", "not_a_checkpoint"])
+@pytest.mark.parametrize("damage", ["half", "first_kilobyte", "not_a_checkpoint", "text", "lfs_pointer"])
 def test_a_truncated_or_corrupt_checkpoint_is_a_clear_error_and_one_line_at_every_command(tiny_run, tmp_path, damage):
     out, _ = tiny_run
     data = (out / "model.pt").read_bytes()
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(
-        {"half": data[: len(data) // 2], "first_kilobyte": data[:1000], "not_a_checkpoint": b"not a checkpoint"}[damage]
-    )
+    lfs_pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n"  # a weights file not pulled
+    damaged = {"half": data[: len(data) // 2], "first_kilobyte": data[:1000], "not_a_checkpoint": b"not a checkpoint"}
+    bad.write_bytes({**damaged, "text": b"hello\n", "lfs_pointer": lfs_pointer}[damage])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(bad)
     for command in ("measure", "prune"):
@@ -58,6 +58,11 @@ def test_foreign_state_dict_is_not_taken_for_a_prune_snr_checkpoint(tmp_path):
     torch.save(build_model("vgg16", num_classes=10, width_mult=0.125).state_dict(), path)
     with pytest.raises(CheckpointError, match="not a prune-snr checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_model_saved_by_prune_snr_save_given_to_a_command_says_how_to_read_it(tmp_path):
+    prune_snr.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), tmp_path / "mine.pt")
+    one_line_error(invoke("export", tmp_path / "mine.pt", "--out", tmp_path / "m.onnx"), "model=YourClass()")
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):

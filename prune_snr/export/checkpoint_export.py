@@ -45,6 +45,8 @@ def export_checkpoint(
     """
     if batch != "dynamic" and not str(batch).isdigit():
         raise ConfigError(f"--batch {batch!r}: use dynamic or a positive integer")
+    if baseline is not None and not Path(baseline).is_file():
+        raise ConfigError(f"--baseline {baseline}: no such checkpoint; pass the unpruned model.pt or leave it out")
     payload = load_checkpoint(checkpoint)
     model = build_from_checkpoint(payload)
     path = export_onnx(model, out, input_size=input_size, batch=batch, opset=opset)

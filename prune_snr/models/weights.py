@@ -54,11 +54,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
+            if "global" not in str(exc).lower():  # not an object being refused: the bytes are not a pickle at all
+                raise CheckpointError(f"--weights {path} is corrupt or not a torch file (not a pickle)") from exc
             raise CheckpointError(
                 f"--weights {path} holds a pickled object, not a state_dict (refused: loading it could run code); "
                 "save it with torch.save(model.state_dict(), PATH) and pass that file"
             ) from exc
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        except (
+            RuntimeError,
+            EOFError,
+            OSError,
+            zipfile.BadZipFile,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+        ) as exc:
             raise CheckpointError(f"--weights {path} is corrupt or not a torch file ({type(exc).__name__})") from exc
     return _unwrap(state, path)
 

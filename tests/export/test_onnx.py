@@ -81,3 +81,14 @@ def test_export_cli_writes_onnx_and_a_report_with_speedup(pruned_models, tmp_pat
         "speedup"
     ].items():  # the table prints the report's paired-round speedup, not a ratio of medians
         assert f"{speedup:.2f}x" in result.output, (key, speedup, result.output)
+
+
+def test_a_baseline_that_does_not_exist_is_refused_before_anything_is_written(pruned_models, tmp_path):
+    model, _ = pruned_models["vgg16"]
+    save_checkpoint(tmp_path / "model.pt", {"model": model.state_dict(), "config": {"model": model.spec}})
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "model.pt"), "--out", str(out), "--baseline", str(tmp_path / "typo.pt")]
+    )
+    assert result.exit_code != 0 and "--baseline" in result.output and "typo.pt" in result.output
+    assert not out.exists()

@@ -149,6 +149,13 @@ def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_ou
         resolve(PruneConfig, overrides=overrides)
 
 
+@pytest.mark.parametrize("rule", ["size<5", "params<=0.5.5", "params<=", " , "])
+def test_a_search_pick_rule_that_cannot_be_read_is_refused_before_any_trial_runs(rule):
+    with pytest.raises(ConfigError, match=r"^--pick .*(KEY OP VALUE|at least one condition)"):
+        resolve(SearchConfig, overrides={"pick": rule})
+    assert resolve(SearchConfig, overrides={"pick": "params<=0.5, accuracy>=.9"}).pick
+
+
 def test_a_searchs_worker_processes_are_its_own_and_do_not_become_its_trials_loader_workers():
     cfg = resolve(SearchConfig, overrides={"workers": 3, "threshold": 0.4})
     assert cfg.workers == 3 and cfg.prune.workers is None and cfg.prune.measure.workers is None

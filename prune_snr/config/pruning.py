@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional
 
 from .. import choices
@@ -236,10 +237,34 @@ class SearchConfig:
             raise ConfigError(f"--workers {self.workers}: use 1 or more")
         if self.max_finetune_epochs < 0:
             raise ConfigError(f"--max-finetune-epochs {self.max_finetune_epochs}: use 0 or more")
+        if self.pick is not None:
+            pick_conditions(self.pick)
         if self.prune.metric == "latency" and self.n_jobs > 1:
             raise ConfigError(
                 "--metric latency times trials on this machine: use --n-jobs 1 so they do not disturb each other"
             )
+
+
+def pick_conditions(rule: str) -> list[tuple[str, str, float]]:
+    """``--pick``'s comma-separated ``KEY OP VALUE`` conditions as ``(key, op, value)``, checked before a search
+    runs (see :func:`prune_snr.search.study.pick`).
+
+    Example:
+        >>> pick_conditions("params<=0.5, accuracy>=0.9")
+        [('params', '<=', 0.5), ('accuracy', '>=', 0.9)]
+    """
+    conditions = []
+    for part in filter(None, (p.strip() for p in rule.split(","))):
+        m = re.fullmatch(r"(accuracy|params|macs)\s*(<=|>=|<|>)\s*(\S+)", part)
+        try:
+            conditions.append((m.group(1), m.group(2), float(m.group(3))))
+        except (AttributeError, ValueError):
+            raise ConfigError(
+                f"--pick {part!r}: write KEY OP VALUE with KEY accuracy|params|macs, e.g. params<=0.5"
+            ) from None
+    if not conditions:
+        raise ConfigError(f"--pick {rule!r}: give at least one condition, e.g. params<=0.5")
+    return conditions
 
 
 def check_target(target) -> None:

@@ -38,6 +38,7 @@ from torch import nn
 from ..atomic import atomic_copy, atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import SearchConfig, dump_yaml, resolve
+from ..config.pruning import pick_conditions
 from ..errors import ConfigError
 from ..measure import Measurement
 from ..models import adopt, count
@@ -330,15 +331,9 @@ def pick(study: optuna.Study, rule: str) -> optuna.trial.FrozenTrial:
     Example: ``"params<=0.5,accuracy>=0.9"``.
     """
     import operator
-    import re
 
     ops = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-    conditions = []
-    for part in filter(None, (p.strip() for p in rule.split(","))):
-        m = re.fullmatch(r"(accuracy|params|macs)\s*(<=|>=|<|>)\s*([0-9.eE+-]+)", part)
-        if not m:
-            raise ConfigError(f"--pick {part!r}: write KEY OP VALUE with KEY accuracy|params|macs, e.g. params<=0.5")
-        conditions.append((m.group(1), ops[m.group(2)], float(m.group(3))))
+    conditions = [(key, ops[op], limit) for key, op, limit in pick_conditions(rule)]
     base = study.user_attrs.get("base", {})
 
     def value(t, key, limit):

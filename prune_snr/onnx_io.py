@@ -45,6 +45,8 @@ def export_onnx(
     """
     import onnx
 
+    if batch != "dynamic" and not (str(batch).isdigit() and int(batch) > 0):
+        raise ExportError(f"batch {batch!r}: use 'dynamic' or a positive integer")
     model = model.cpu().eval()
     c, h, w = image_shape or input_chw(model, input_size)
     example_batch = 2 if batch == "dynamic" else int(batch)
@@ -71,7 +73,8 @@ def export_onnx(
             program.save(str(tmp_path), external_data=large)
         except Exception as exc:  # torch.export raises many types; report one line
             raise ExportError(
-                f"torch.onnx.export failed for {type(model).__name__}: {str(exc).splitlines()[0]}"
+                f"torch.onnx.export failed for {type(model).__name__} on {c}x{h}x{w} inputs "
+                f"(example_input= or --input-size give another shape): {str(exc).splitlines()[0]}"
             ) from exc
         onnx.checker.check_model(str(tmp_path), full_check=True)
         for f in Path(tmp).iterdir():

@@ -206,6 +206,8 @@ class Measurement:
             raise CheckpointError(f"{folder} holds no {MEASUREMENT}; run prune-snr measure --out {folder} first")
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+                raise ValueError(f"{MEASUREMENT} holds no list of points")
             with np.load(folder / FIELDS) as npz:
                 fields = {key[:-2]: npz[key] for key in npz.files if key.endswith("/M")}
                 field_filters = {

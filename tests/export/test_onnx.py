@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import prune_snr
 from prune_snr.checkpoint import save_checkpoint
 from prune_snr.cli import app
 from prune_snr.export import ExportError, export_onnx, latency, verify_onnx
@@ -92,3 +93,13 @@ def test_a_baseline_that_does_not_exist_is_refused_before_anything_is_written(pr
     )
     assert result.exit_code != 0 and "--baseline" in result.output and "typo.pt" in result.output
     assert not out.exists()
+
+
+def test_the_python_export_refuses_a_bad_batch_and_names_example_input_when_the_shape_is_wrong(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ExportError, match=r"batch 'abc'"):
+        prune_snr.export(net, tmp_path / "a.onnx", batch="abc")
+    with pytest.raises(ExportError, match=r"3x32x32 inputs \(example_input="):  # a 1-channel model, no example_input
+        prune_snr.export(net, tmp_path / "b.onnx")
+    assert not list(tmp_path.iterdir())

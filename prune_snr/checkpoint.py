@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from .atomic import atomic_save_bytes
 from .errors import CheckpointError, ConfigError
 from .models import build_model, drop_blocks, example_input, name_classifier, remember_input_shape
 from .models.user_code import TRUST_ENV, is_user_code, trusted, trusting
+from .models.weights import load_plain
 
 FORMAT_VERSION = 1
 
@@ -49,22 +48,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the model.pt or pruned.pt that prune-snr wrote")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "global" not in str(exc).lower():  # not an object being refused: the bytes are not a pickle at all
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt or truncated (not a torch file); re-run the step that wrote it"
-            ) from exc
-        raise CheckpointError(
-            f"checkpoint {path} holds objects other than tensors and plain data and was refused "
-            "(weights_only=True); re-save it as a state_dict"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, LookupError, TypeError) as exc:
-        # LookupError, TypeError: text or other bytes that the unpickler reads as unknown opcodes
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}); re-run the step that wrote it"
-        ) from exc
+    payload = load_plain(
+        path,
+        name=f"checkpoint {path}",
+        damaged="is corrupt or truncated ({why}); re-run the step that wrote it",
+        refused="holds objects other than tensors and plain data and was refused (weights_only=True); "
+        "re-save it as a state_dict",
+    )
     if not isinstance(payload, dict) or "format_version" not in payload or "model" not in payload:
         raise CheckpointError(
             f"{path} is not a prune-snr checkpoint (no format_version/model keys); pass a file written by prune-snr "

@@ -72,9 +72,10 @@ def export_onnx(
             )
             program.save(str(tmp_path), external_data=large)
         except Exception as exc:  # torch.export raises many types; report one line
+            guessed = "" if image_shape or input_size else " (guessed: example_input= or --input-size give the shape)"
             raise ExportError(
-                f"torch.onnx.export failed for {type(model).__name__} on {c}x{h}x{w} inputs "
-                f"(example_input= or --input-size give another shape): {str(exc).splitlines()[0]}"
+                f"torch.onnx.export failed for {type(model).__name__} on {c}x{h}x{w} inputs{guessed}: "
+                f"{str(exc).splitlines()[0]}"
             ) from exc
         onnx.checker.check_model(str(tmp_path), full_check=True)
         for f in Path(tmp).iterdir():

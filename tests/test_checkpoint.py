@@ -9,6 +9,7 @@ import prune_snr
 from prune_snr.checkpoint import load_checkpoint, save_checkpoint
 from prune_snr.errors import CheckpointError
 from prune_snr.models import build_model, count
+from prune_snr.models.weights import read_state_dict
 from prune_snr.prune import build_importance, prune_to_target
 from tests.command_line import invoke, one_line_error
 
@@ -20,14 +21,14 @@ def test_load_rebuilds_a_trained_model_in_eval_mode(tiny_run):
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("damage", ["half", "first_kilobyte", "not_a_checkpoint", "text", "lfs_pointer"])
+@pytest.mark.parametrize("damage", ["half", "first_kilobyte", "not_a_checkpoint", "text", "config_text"])
 def test_a_truncated_or_corrupt_checkpoint_is_a_clear_error_and_one_line_at_every_command(tiny_run, tmp_path, damage):
     out, _ = tiny_run
     data = (out / "model.pt").read_bytes()
     bad = tmp_path / "bad.pt"
-    lfs_pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n"  # a weights file not pulled
     damaged = {"half": data[: len(data) // 2], "first_kilobyte": data[:1000], "not_a_checkpoint": b"not a checkpoint"}
-    bad.write_bytes({**damaged, "text": b"hello\n", "lfs_pointer": lfs_pointer}[damage])
+    # text whose first byte the unpickler reads as an opcode: 'h' (a memo lookup), 'c' (a global it would refuse)
+    bad.write_bytes({**damaged, "text": b"hello\n", "config_text": b"config:\n  lr: 0.1\n"}[damage])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(bad)
     for command in ("measure", "prune"):
@@ -63,6 +64,14 @@ def test_foreign_state_dict_is_not_taken_for_a_prune_snr_checkpoint(tmp_path):
 def test_a_model_saved_by_prune_snr_save_given_to_a_command_says_how_to_read_it(tmp_path):
     prune_snr.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), tmp_path / "mine.pt")
     one_line_error(invoke("export", tmp_path / "mine.pt", "--out", tmp_path / "m.onnx"), "model=YourClass()")
+
+
+def test_a_git_lfs_pointer_in_place_of_a_checkpoint_or_weights_says_to_fetch_it(tmp_path):
+    pointer = tmp_path / "model.pt"
+    pointer.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n")
+    for load in (load_checkpoint, read_state_dict):
+        with pytest.raises(CheckpointError, match=r"model.pt is a Git LFS pointer.*git lfs pull"):
+            load(pointer)
 
 
 def test_missing_checkpoint_names_the_path(tmp_path):

@@ -59,6 +59,8 @@ def test_a_python_list_of_points_is_the_comma_list_in_every_stage_that_measures(
     assert measure_cfg[cls](cfg).points == "features.3,features.7"
     with pytest.raises(ConfigError, match=r"^options: points=\[1, 2\] is not a valid str$"):
         resolve(cls, overrides={"points": [1, 2]})
+    with pytest.raises(ConfigError, match=r"data_dir=\['a', 'b'\] is not a valid str"):  # one path, not a list
+        resolve(cls, overrides={"data_dir": ["a", "b"]})
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
@@ -149,7 +151,7 @@ def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_ou
         resolve(PruneConfig, overrides=overrides)
 
 
-@pytest.mark.parametrize("rule", ["size<5", "params<=0.5.5", "params<=", " , "])
+@pytest.mark.parametrize("rule", ["size<5", "params<=0.5.5", "params<=", "accuracy>=nan", " , "])
 def test_a_search_pick_rule_that_cannot_be_read_is_refused_before_any_trial_runs(rule):
     with pytest.raises(ConfigError, match=r"^--pick .*(KEY OP VALUE|at least one condition)"):
         resolve(SearchConfig, overrides={"pick": rule})

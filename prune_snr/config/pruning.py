@@ -237,7 +237,7 @@ class SearchConfig:
             raise ConfigError(f"--workers {self.workers}: use 1 or more")
         if self.max_finetune_epochs < 0:
             raise ConfigError(f"--max-finetune-epochs {self.max_finetune_epochs}: use 0 or more")
-        if self.pick is not None:
+        if self.pick:  # empty: no pick, as on the command line
             pick_conditions(self.pick)
         if self.prune.metric == "latency" and self.n_jobs > 1:
             raise ConfigError(
@@ -256,12 +256,10 @@ def pick_conditions(rule: str) -> list[tuple[str, str, float]]:
     conditions = []
     for part in filter(None, (p.strip() for p in rule.split(","))):
         m = re.fullmatch(r"(accuracy|params|macs)\s*(<=|>=|<|>)\s*(\S+)", part)
-        try:
-            conditions.append((m.group(1), m.group(2), float(m.group(3))))
-        except (AttributeError, ValueError):
-            raise ConfigError(
-                f"--pick {part!r}: write KEY OP VALUE with KEY accuracy|params|macs, e.g. params<=0.5"
-            ) from None
+        value = as_number(m.group(3)) if m else math.nan
+        if not math.isfinite(value):
+            raise ConfigError(f"--pick {part!r}: write KEY OP VALUE with KEY accuracy|params|macs, e.g. params<=0.5")
+        conditions.append((m.group(1), m.group(2), value))
     if not conditions:
         raise ConfigError(f"--pick {rule!r}: give at least one condition, e.g. params<=0.5")
     return conditions

@@ -57,6 +57,10 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
+#: Text options that hold comma-separated items, which Python callers and recipes may give as a list.
+COMMA_LISTS = frozenset({"points", "fix", "pick"})
+
+
 def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -89,8 +93,8 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
                 raise ValueError
             return float(value)
         if hint is str:
-            if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-                return ",".join(value)  # a comma-separated option (points) given as a Python list
+            if name in COMMA_LISTS and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return ",".join(value)
             if not isinstance(value, (str, int, float)):
                 raise ValueError
             return str(value)

@@ -43,7 +43,7 @@ def export_checkpoint(
     Raises:
         ConfigError / ExportError / QuantizationError: bad ``batch``, a failed check, an unusable calibration set.
     """
-    if batch != "dynamic" and not str(batch).isdigit():
+    if batch != "dynamic" and not (str(batch).isdigit() and int(batch) > 0):
         raise ConfigError(f"--batch {batch!r}: use dynamic or a positive integer")
     if baseline is not None and not Path(baseline).is_file():
         raise ConfigError(f"--baseline {baseline}: no such checkpoint; pass the unpruned model.pt or leave it out")

@@ -26,6 +26,7 @@ from ..errors import CheckpointError, ModelError
 from .adapters import classifier_name
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+WIDTH_OPTIONS = "vgg16's --width-mult, --input-size, --model-kwargs"
 _NESTING_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net")
 
 
@@ -51,27 +52,34 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"--weights {path}: not a readable safetensors file ({exc})") from exc
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            if "global" not in str(exc).lower():  # not an object being refused: the bytes are not a pickle at all
-                raise CheckpointError(f"--weights {path} is corrupt or not a torch file (not a pickle)") from exc
-            raise CheckpointError(
-                f"--weights {path} holds a pickled object, not a state_dict (refused: loading it could run code); "
-                "save it with torch.save(model.state_dict(), PATH) and pass that file"
-            ) from exc
-        except (
-            RuntimeError,
-            EOFError,
-            OSError,
-            zipfile.BadZipFile,
-            ValueError,
-            KeyError,
-            TypeError,
-            IndexError,
-        ) as exc:
-            raise CheckpointError(f"--weights {path} is corrupt or not a torch file ({type(exc).__name__})") from exc
+        state = load_plain(
+            path,
+            name=f"--weights {path}",
+            damaged="is corrupt or not a torch file ({why})",
+            refused="holds a pickled object, not a state_dict (refused: loading it could run code); "
+            "save it with torch.save(model.state_dict(), PATH) and pass that file",
+        )
     return _unwrap(state, path)
+
+
+def load_plain(path: Path, *, name: str, damaged: str, refused: str):
+    """``torch.load(path, weights_only=True)`` with every failure one :class:`CheckpointError` starting with ``name``:
+    ``damaged`` (its ``{why}`` filled in) for bytes that are no complete torch file, ``refused`` for a pickle of
+    objects other than tensors and plain data; a Git LFS pointer says so."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise CheckpointError(f"{name} is a Git LFS pointer, not the file: fetch it (git lfs pull) and pass it again")
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch.save writes a zip, or a pickle (legacy)
+        raise CheckpointError(f"{name} {damaged.format(why='not a torch file')}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # an object the weights-only unpickler refuses to build
+            raise CheckpointError(f"{name} {refused}") from exc
+        raise CheckpointError(f"{name} {damaged.format(why='not a pickle')}") from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, LookupError, TypeError) as exc:
+        raise CheckpointError(f"{name} {damaged.format(why=type(exc).__name__)}") from exc
 
 
 def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
@@ -115,11 +123,10 @@ def load_weights(
         state = {k: v for k, v in state.items() if k not in head}
     else:
         for k in sorted(head, key=lambda k: not k.endswith("weight")):  # the weight first: its shape names both sizes
-            if k in state and k in own and state[k].shape[1:] != own[k].shape[1:]:
+            if k in state and k in own and state[k].ndim > 1 and state[k].shape[1] != own[k].shape[1]:
                 raise ModelError(
                     f"{source}: the classifier {k} takes {state[k].shape[1]} input features but this model gives it "
-                    f"{own[k].shape[1]}: build the architecture the weights were trained with (its width, "
-                    "e.g. --width-mult)"
+                    f"{own[k].shape[1]}: build the architecture the weights were trained with ({WIDTH_OPTIONS})"
                 )
             if k in state and k in own and state[k].shape != own[k].shape:
                 raise ModelError(
@@ -141,7 +148,7 @@ def load_weights(
             parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise ModelError(
             f"{source} does not fit this architecture: {', '.join(parts)} keys; check the architecture name "
-            "and its options (e.g. vgg16 vs vgg16_bn)"
+            f"(e.g. vgg16 vs vgg16_bn) and its options ({WIDTH_OPTIONS})"
         )
     own.update(state)  # into the model's own state_dict: its per-module _metadata (versions, e.g. MNASNet's) stays
     model.load_state_dict(own)

@@ -318,6 +318,7 @@ def test_paper_preset_takes_the_authors_choices_flags_beside_it_win_and_prune_re
 @pytest.mark.parametrize("text", ["[1, 2]", "{}", '{"points": 3}'])
 def test_a_measurement_json_without_its_points_is_called_damaged_in_one_line(tmp_path, text):
     (tmp_path / "measurement.json").write_text(text)
+    np.savez(tmp_path / "fields.npz")  # the statistics are there: only the JSON is wrong
     with pytest.raises(
         prune_snr.errors.CheckpointError, match=r"measurement in .* is damaged .*re-run prune-snr measure"
     ):

@@ -72,7 +72,8 @@ def export_onnx(
             )
             program.save(str(tmp_path), external_data=large)
         except Exception as exc:  # torch.export raises many types; report one line
-            guessed = "" if image_shape or input_size else " (guessed: example_input= or --input-size give the shape)"
+            known = image_shape or input_size or getattr(model, "spec", None)  # else 3x32x32, a guess
+            guessed = "" if known else " (guessed: example_input= or --input-size give the shape)"
             raise ExportError(
                 f"torch.onnx.export failed for {type(model).__name__} on {c}x{h}x{w} inputs{guessed}: "
                 f"{str(exc).splitlines()[0]}"

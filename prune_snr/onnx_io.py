@@ -29,6 +29,11 @@ def input_chw(model: nn.Module, input_size: tuple[int, int] | None = None) -> tu
     return spec.get("in_chans", 3), h, w
 
 
+def is_batch(batch) -> bool:
+    """Whether ``batch`` names an export batch: ``"dynamic"`` or a positive integer (also as text)."""
+    return batch == "dynamic" or (str(batch).isdigit() and int(batch) > 0)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -45,7 +50,7 @@ def export_onnx(
     """
     import onnx
 
-    if batch != "dynamic" and not (str(batch).isdigit() and int(batch) > 0):
+    if not is_batch(batch):
         raise ExportError(f"batch {batch!r}: use 'dynamic' or a positive integer")
     model = model.cpu().eval()
     c, h, w = image_shape or input_chw(model, input_size)

@@ -17,7 +17,7 @@ from ..atomic import atomic_save_json
 from ..checkpoint import build_from_checkpoint, load_checkpoint, trained_on
 from ..errors import ConfigError
 from ..latency import latency_rounds, ratio
-from ..onnx_io import export_onnx
+from ..onnx_io import export_onnx, is_batch
 from .onnx import verify_onnx
 
 
@@ -43,7 +43,7 @@ def export_checkpoint(
     Raises:
         ConfigError / ExportError / QuantizationError: bad ``batch``, a failed check, an unusable calibration set.
     """
-    if batch != "dynamic" and not (str(batch).isdigit() and int(batch) > 0):
+    if not is_batch(batch):
         raise ConfigError(f"--batch {batch!r}: use dynamic or a positive integer")
     if baseline is not None and not Path(baseline).is_file():
         raise ConfigError(f"--baseline {baseline}: no such checkpoint; pass the unpruned model.pt or leave it out")

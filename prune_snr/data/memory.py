@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..atomic import atomic_save_bytes
 from ..errors import DataError
-from .transforms import tensor_transform
+from .transforms import RANDOM_STEPS, tensor_transform
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
 FASHION_MNIST_FILES = (
@@ -48,6 +48,16 @@ class TensorImages(Dataset):
     def __getitem__(self, i):
         x = self.images[i]
         return (self.transform(x) if self.transform else x), int(self.targets[i])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A DataLoader's batch at once: a transform without random steps (evaluation's: scale and normalize) runs
+        on the whole batch, where one call per image would cost as much as the forward pass of a small model."""
+        if self.transform is not None and any(isinstance(t, RANDOM_STEPS) for t in self.transform.transforms):
+            return [self[i] for i in indices]
+        index = torch.as_tensor(indices, dtype=torch.long)
+        x = self.images[index]
+        x = self.transform(x) if self.transform else x
+        return list(zip(x.unbind(0), self.targets[index].tolist()))
 
 
 def _to_chw(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:

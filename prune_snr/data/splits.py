@@ -96,6 +96,12 @@ class IndexSubset(Dataset):
     def __getitem__(self, i):
         return self.dataset[int(self.indices[i])]
 
+    def __getitems__(self, indices: list[int]) -> list:
+        """A batch at once, where the dataset fetches batches (:meth:`TensorImages.__getitems__`)."""
+        rows = self.indices[torch.as_tensor(indices, dtype=torch.long)].tolist()
+        fetch = getattr(self.dataset, "__getitems__", None)
+        return fetch(rows) if fetch else [self.dataset[i] for i in rows]
+
 
 def hold_out(
     dataset, fraction: float, *, split_seed: int | None = None, pool: float | None = None

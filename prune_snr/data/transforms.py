@@ -29,6 +29,10 @@ def stats(family: str, channels: int) -> tuple[list[float], list[float]]:
     return list(mean), list(std)
 
 
+#: The steps of :func:`tensor_transform` that differ from image to image (augmentation).
+RANDOM_STEPS = (v2.RandomCrop, v2.RandomHorizontalFlip)
+
+
 def tensor_transform(family: str, channels: int, *, train: bool, size: int, pad: int = 4) -> v2.Compose:
     """For uint8 C x H x W tensors already at ``size``."""
     steps = [v2.RandomCrop(size, padding=pad), v2.RandomHorizontalFlip()] if train else []

@@ -70,7 +70,9 @@ def _run(
         raise ConfigError(
             f"{out} already holds a pruning run; pass --resume to continue its fine-tuning or choose another --out"
         )
-    ctx.report = PruneReport(options=options_part(ctx.cfg, ctx.splits, backbone_saw_val=ctx.backbone_saw_val))
+    ctx.report = PruneReport(
+        options=options_part(ctx.cfg, ctx.splits, backbone_saw_val=ctx.backbone_saw_val, callback=ctx.finetune)
+    )
     resuming = bool(resume and checkpoint and checkpoint.is_file())
     ctx.out, ctx.resume = out, resume
     unfinetuned = None  # the pruned weights before fine-tuning, for --finetune-keep best
@@ -187,7 +189,10 @@ def fine_tune_stage(
             progress=ctx.progress,
         )
     model = model.cpu().eval()
-    after = sized_and_graded(model, ctx.splits, cfg.device)
+    graded = ctx.report.get("pruned_before_finetune")
+    tuned = ctx.finetune is not None or cfg.finetune.epochs > 0
+    # untouched since it was graded (0 epochs): grading it again would only repeat a pass over validation and test
+    after = sized_and_graded(model, ctx.splits, cfg.device) if tuned or graded is None else dict(graded)
     if not keep_best:
         return model, {"after": after}
     return model, keep_better(model, unfinetuned, before=ctx.report.get("pruned_before_finetune"), after=after)

@@ -229,3 +229,20 @@ def test_missing_cifar_is_downloaded_into_the_cache_with_its_checksum_verified(t
             assert (cache / "datasets" / "cifar-10-batches-py" / "test_batch").is_file()
     finally:
         server.shutdown()
+
+
+def test_an_evaluation_batch_is_the_images_item_by_item_and_augmentation_still_draws_per_image():
+    from torch.utils.data import DataLoader
+
+    from prune_snr.data.splits import IndexSubset
+
+    plain = build_dataset("synthetic", "test", augment=False)
+    part = IndexSubset(plain, [5, 3, 200, 7])
+    images, labels = next(iter(DataLoader(part, batch_size=4)))
+    assert torch.equal(images, torch.stack([part[i][0] for i in range(4)])) and labels.tolist() == [
+        part[i][1] for i in range(4)
+    ]
+    augmented = build_dataset("synthetic", "train", augment=True)
+    torch.manual_seed(0)
+    batch = augmented.__getitems__([0] * 16)  # one image, sixteen draws of crop and flip
+    assert len({tuple(x.flatten()[:64].tolist()) for x, _ in batch}) > 1

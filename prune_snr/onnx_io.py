@@ -7,9 +7,12 @@ target. Both convert with :func:`export_onnx`, so what is timed is what is shipp
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -42,8 +45,11 @@ def export_onnx(
     batch: int | str = "dynamic",
     opset: int | None = None,
     image_shape: tuple[int, int, int] | None = None,
+    check: Callable[[Path], object] | None = None,
 ) -> Path:
-    """Export ``model`` to ``path`` (atomically), with a dynamic batch dimension by default.
+    """Export ``model`` to ``path`` (atomically), with a dynamic batch dimension by default. ``check`` runs on the
+    written file before it replaces ``path``: a check that raises leaves ``path`` as it was. The model is exported on
+    the CPU in eval mode and handed back on its device, in its mode.
 
     Example:
         >>> export_onnx(prune_snr.load("runs/fm/pruned/pruned.pt"), "model.onnx")  # doctest: +SKIP
@@ -52,15 +58,19 @@ def export_onnx(
 
     if not is_batch(batch):
         raise ExportError(f"batch {batch!r}: use 'dynamic' or a positive integer")
-    model = model.cpu().eval()
     c, h, w = image_shape or input_chw(model, input_size)
-    example_batch = 2 if batch == "dynamic" else int(batch)
-    x = torch.randn(example_batch, c, h, w)
+    guessed = (
+        ""
+        if image_shape or input_size or getattr(model, "spec", None)
+        else " (guessed: example_input= or --input-size give the shape)"
+    )
+    x = torch.randn(2 if batch == "dynamic" else int(batch), c, h, w)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if batch == "dynamic" else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     large = sum(p.numel() * p.element_size() for p in model.parameters()) > SINGLE_FILE_LIMIT
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    with on_cpu(model), tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        _logits_of(model, x, guessed)
         tmp_path = Path(tmp) / path.name
         kwargs = {"opset_version": opset} if opset else {}
         try:
@@ -77,16 +87,57 @@ def export_onnx(
             )
             program.save(str(tmp_path), external_data=large)
         except Exception as exc:  # torch.export raises many types; report one line
-            known = image_shape or input_size or getattr(model, "spec", None)  # else 3x32x32, a guess
-            guessed = "" if known else " (guessed: example_input= or --input-size give the shape)"
             raise ExportError(
-                f"torch.onnx.export failed for {type(model).__name__} on {c}x{h}x{w} inputs{guessed}: "
-                f"{str(exc).splitlines()[0]}"
+                f"torch.onnx.export failed for {type(model).__name__} on {c}x{h}x{w} inputs{guessed}: {cause(exc)}"
             ) from exc
         onnx.checker.check_model(str(tmp_path), full_check=True)
+        if check is not None:
+            try:
+                check(tmp_path)
+            except ExportError as exc:  # it names the file the user asked for, not the temporary one
+                raise ExportError(str(exc).replace(str(tmp_path), str(path))) from None
         for f in Path(tmp).iterdir():
             os.replace(f, path.parent / f.name)
     return path
+
+
+@contextlib.contextmanager
+def on_cpu(model: nn.Module):
+    """Within the block ``model`` is on the CPU in eval mode; after it, back on its device in its mode."""
+    param = next(model.parameters(), None)
+    device, training = (param.device if param is not None else None), model.training
+    model.cpu().eval()
+    try:
+        yield model
+    finally:
+        if device is not None:
+            model.to(device)
+        model.train(training)
+
+
+def _logits_of(model: nn.Module, x: torch.Tensor, guessed: str) -> None:
+    """One forward before exporting: a model that cannot run on ``x``, or gives no logits tensor, says so in one
+    line (torch.export's own message would bury it)."""
+    shape = "x".join(map(str, x.shape[1:]))
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:  # the user's forward: whatever it raises, one line
+        raise ExportError(f"the model cannot run on {shape} inputs{guessed}: {cause(exc)}") from None
+    if not isinstance(out, torch.Tensor):
+        raise ExportError(
+            f"the model returns a {type(out).__name__}, not a tensor of logits; export a module whose forward returns "
+            "the logits tensor"
+        )
+
+
+def cause(exc: BaseException) -> str:
+    """The first line of the innermost cause of ``exc``, as ``Type: message`` (torch.export wraps the real error in
+    a generic, coloured one)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()[:200] if lines else ''}"
 
 
 def ort_session(path: Path):

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..onnx_io import export_onnx
+from ..errors import ExportError
+from ..onnx_io import export_onnx, is_batch
 from .onnx import verify_onnx
 
 
@@ -20,7 +21,8 @@ def export(
     verify: bool = True,
 ) -> dict:
     """Write ``model`` to ``path`` as ONNX (atomically, a dynamic batch dimension by default) and, with ``verify``,
-    compare onnxruntime's outputs with PyTorch's on random inputs of that shape (an error above rtol 1e-3 / atol 1e-4).
+    compare onnxruntime's outputs with PyTorch's on random inputs of that shape (an error above rtol 1e-3 / atol 1e-4,
+    and ``path`` is left as it was). ``model`` stays on its device, in its mode.
 
     Args:
         example_input: a batch of the images the model reads (only its ``C x H x W`` is used); default: the shape a
@@ -38,10 +40,16 @@ def export(
         >>> report["batch_8_max_abs_diff"] < 1e-4
         True
     """
+    if example_input is not None and example_input.dim() != 4:
+        raise ExportError(
+            f"example_input of shape {tuple(example_input.shape)}: give a batch N x C x H x W (e.g. x.unsqueeze(0))"
+        )
     shape = tuple(example_input.shape[1:]) if example_input is not None else None
-    written = export_onnx(model, path, batch=batch, image_shape=shape)
-    report = {"path": str(written)}
-    if verify:
-        sizes = (1, 8) if batch == "dynamic" else (int(batch),)
+    sizes = (1, 8) if batch == "dynamic" else (int(batch) if is_batch(batch) else 1,)
+    report = {}
+
+    def checked(written: Path) -> None:  # before the file replaces ``path``: a failed check leaves it as it was
         report.update(verify_onnx(model, written, batch_sizes=sizes, image_shape=shape))
-    return report
+
+    written = export_onnx(model, path, batch=batch, image_shape=shape, check=checked if verify else None)
+    return {"path": str(written), **report}

@@ -49,13 +49,14 @@ def export_checkpoint(
         raise ConfigError(f"--baseline {baseline}: no such checkpoint; pass the unpruned model.pt or leave it out")
     payload = load_checkpoint(checkpoint)
     model = build_from_checkpoint(payload)
-    path = export_onnx(model, out, input_size=input_size, batch=batch, opset=opset)
     batches = (1, 8) if batch == "dynamic" else (int(batch),)
-    report = {
-        "onnx": str(path),
-        "bytes": path.stat().st_size,
-        **verify_onnx(model, path, batch_sizes=batches, input_size=input_size),
-    }
+    diffs = {}
+
+    def checked(written: Path) -> None:  # before the file replaces ``out``: a failed check leaves it as it was
+        diffs.update(verify_onnx(model, written, batch_sizes=batches, input_size=input_size))
+
+    path = export_onnx(model, out, input_size=input_size, batch=batch, opset=opset, check=checked)
+    report = {"onnx": str(path), "bytes": path.stat().st_size, **diffs}
     source = baseline or payload.get("config", {}).get("source")
     shape = (model.spec.get("in_chans", 3), *(input_size or (model.spec["input_size"],) * 2))
     timing_batches = (1, 32) if batch == "dynamic" else (int(batch),)

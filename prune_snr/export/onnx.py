@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..onnx_io import input_chw, ort_session
+from ..onnx_io import input_chw, on_cpu, ort_session
 
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -23,8 +23,8 @@ def verify_onnx(
     seed: int = 0,
     image_shape: tuple[int, int, int] | None = None,
 ) -> dict:
-    """Compare onnxruntime (CPU) with PyTorch on random inputs; raise above rtol 1e-3 / atol 1e-4."""
-    model = model.cpu().eval()
+    """Compare onnxruntime (CPU) with PyTorch on random inputs; raise above rtol 1e-3 / atol 1e-4. ``model`` is left
+    on its device, in its mode."""
     c, h, w = image_shape or input_chw(model, input_size)
     session = ort_session(Path(path))
     name = session.get_inputs()[0].name
@@ -32,7 +32,7 @@ def verify_onnx(
     report = {}
     for n in batch_sizes:
         x = torch.randn(n, c, h, w, generator=g)
-        with torch.no_grad():
+        with torch.no_grad(), on_cpu(model):
             expected = model(x).numpy()
         try:
             got = session.run(None, {name: x.numpy()})[0]

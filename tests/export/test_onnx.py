@@ -104,3 +104,40 @@ def test_the_python_export_refuses_a_bad_batch_and_names_example_input_when_the_
     with pytest.raises(ExportError, match=r"3x32x32 inputs \(guessed: example_input="):
         prune_snr.export(net, tmp_path / "b.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_export_leaves_the_file_as_it_was_and_the_model_as_it_was(tmp_path):
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
+    )
+    path, x = tmp_path / "net.onnx", torch.zeros(1, 1, 8, 8)
+    prune_snr.export(net, path, example_input=x)
+    assert net.training, "the model is handed back in its mode"
+    good = path.read_bytes()
+
+    class Noisy(torch.nn.Module):  # PyTorch and onnxruntime disagree: eager runs draw new noise
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            noise = 0 if torch.compiler.is_compiling() else torch.rand(1)
+            return self.net(x) + noise
+
+    class Dict(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return {"logits": self.net(x)}
+
+    with pytest.raises(ExportError, match=f"{path}: onnxruntime differs from PyTorch"):
+        prune_snr.export(Noisy(), path, example_input=x)
+    with pytest.raises(ExportError, match="returns a dict, not a tensor of logits"):
+        prune_snr.export(Dict(), path, example_input=x)
+    with pytest.raises(ExportError, match=r"cannot run on 3x8x8 inputs: RuntimeError: .*3 channels"):
+        prune_snr.export(net, path, example_input=torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ExportError, match=r"example_input of shape \(1, 8, 8\): give a batch N x C x H x W"):
+        prune_snr.export(net, path, example_input=torch.zeros(1, 8, 8))
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]

@@ -21,7 +21,17 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+    default_collate,
+    default_convert,
+)
 
 from ..errors import DataError
 
@@ -41,19 +51,22 @@ class UserDataset(Dataset):
         return image, int(label)
 
 
-def user_dataset(data, *, num_classes: int, role: str) -> UserDataset:
-    """``data`` (a ``Dataset`` or a ``DataLoader``) checked and wrapped; ``role`` names the argument in errors.
+def user_dataset(data, *, num_classes: int | None, role: str) -> UserDataset:
+    """``data`` (a ``Dataset`` or a ``DataLoader``) checked and wrapped; ``role`` names the argument in errors;
+    ``num_classes`` None leaves the labels' range to :func:`check_labels`.
 
     Raises:
-        DataError: not a dataset, an item that is no ``(image, label)`` pair, an image that is not ``C x H x W``,
-            or labels outside the classifier's ``0..num_classes-1``.
+        DataError: not a map-style dataset, a loader whose sampler or collate_fn the stages would drop, an item that
+            is no ``(image, label)`` pair, an image that is not a ``C x H x W`` tensor, or labels outside the
+            classifier's ``0..num_classes-1``.
     """
     if isinstance(data, UserDataset):
-        return data
-    source = data.dataset if isinstance(data, DataLoader) else data
-    if not (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
+        return check_labels(data, num_classes, role)
+    source = _loader_dataset(data, role) if isinstance(data, DataLoader) else data
+    if isinstance(source, IterableDataset) or not (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
         raise DataError(
-            f"{role}=: give a torch Dataset or DataLoader yielding (images, labels), not {type(data).__name__}"
+            f"{role}=: give a map-style torch Dataset (with __getitem__ and __len__), or a DataLoader of one, yielding "
+            f"(images, labels); not {type(source).__name__}"
         )
     if len(source) == 0:
         raise DataError(f"{role}=: the dataset is empty")
@@ -69,10 +82,7 @@ def user_dataset(data, *, num_classes: int, role: str) -> UserDataset:
         )
     if not isinstance(first, (tuple, list)) or len(first) < 2:
         raise DataError(f"{role}=: items are {type(first).__name__}, not (image, label) pairs")
-    image = first[0]
-    if not isinstance(image, torch.Tensor) or image.dim() != 3:
-        shape = tuple(image.shape) if hasattr(image, "shape") else type(image).__name__
-        raise DataError(f"{role}=: images of shape {shape}; give C x H x W image tensors")
+    _check_image(first[0], role)
     try:
         targets = _targets(source)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -84,12 +94,56 @@ def user_dataset(data, *, num_classes: int, role: str) -> UserDataset:
             f"{role}=: {len(targets)} labels for {len(source)} images; give one integer label per image "
             "(not one-hot rows)"
         )
+    return check_labels(UserDataset(source, targets, num_classes or 0, tuple(first[0].shape)), num_classes, role)
+
+
+def check_labels(data: UserDataset, num_classes: int | None, role: str) -> UserDataset:
+    """``data`` with ``num_classes`` labels, once its labels are known to lie in ``0..num_classes-1``."""
+    if num_classes is None:
+        return data
+    targets = data.targets
     if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise DataError(
             f"{role}=: labels {int(targets.min())}..{int(targets.max())} but the classifier has {num_classes} outputs "
             f"(labels 0..{num_classes - 1})"
         )
-    return UserDataset(source, targets, num_classes, tuple(image.shape))
+    data.classes = [str(c) for c in range(num_classes)]
+    return data
+
+
+def _loader_dataset(loader: DataLoader, role: str):
+    """A loader's dataset, where reading the dataset alone reads what the loader would yield: the stages build their
+    own loaders (batch size, workers, order), so a sampler that picks a part, or a collate_fn that changes the
+    batch, would be dropped without a word."""
+    if isinstance(loader.dataset, IterableDataset):
+        return loader.dataset
+    if not isinstance(loader.sampler, (SequentialSampler, RandomSampler)) or type(loader.batch_sampler) not in (
+        BatchSampler,
+        type(None),
+    ):
+        raise DataError(
+            f"{role}=: the DataLoader has its own sampler ({type(loader.sampler).__name__}), which the stages would "
+            "not use (they read its dataset); give torch.utils.data.Subset(dataset, indices) for a part of it"
+        )
+    if loader.collate_fn not in (default_collate, default_convert):
+        raise DataError(
+            f"{role}=: the DataLoader has its own collate_fn, which the stages would not use (they read its dataset); "
+            "do that work in the dataset (a transform)"
+        )
+    return loader.dataset
+
+
+def _check_image(image, role: str) -> None:
+    if isinstance(image, torch.Tensor) and image.dim() == 3:
+        return
+    if isinstance(image, torch.Tensor):
+        raise DataError(f"{role}=: images of shape {tuple(image.shape)}; give C x H x W image tensors")
+    shape = f" of shape {tuple(image.shape)}" if hasattr(image, "shape") else ""
+    kind = f"{type(image).__module__.split('.')[0]}.{type(image).__name__}"
+    raise DataError(
+        f"{role}=: images are {kind}{shape}, not torch tensors; give C x H x W tensors (e.g. the dataset's transform "
+        "ending in transforms.ToTensor(), or torch.from_numpy)"
+    )
 
 
 def _targets(source) -> torch.Tensor:
@@ -102,8 +156,8 @@ def _targets(source) -> torch.Tensor:
 
 def user_data(labels, *, dataset=None, train=None, val=None, test=None, command: str) -> dict | None:
     """The user's ``train``/``val``/``test`` checked and wrapped (``{"train", "val", "test"}``, ``val`` may be None), or
-    None when none is given; ``labels`` is the classifier's label count, or a callable giving it
-    (read only when needed).
+    None when none is given; ``labels`` is the classifier's label count, or a callable that gives it from one
+    training image (where the model is run once on it, see :func:`prune_snr.models.logits_width`).
 
     Raises:
         DataError: data given twice (a ``dataset`` name too), ``train`` or ``test`` missing, or unreadable (one line).
@@ -114,9 +168,8 @@ def user_data(labels, *, dataset=None, train=None, val=None, test=None, command:
         raise DataError("give the data once: a dataset name, or train=/test= (val= optional)")
     if train is None or test is None:
         raise DataError(f"{command} needs train= and test= (a Dataset or DataLoader each; val= is optional)")
-    count = labels() if callable(labels) else labels
     out = {
-        role: user_dataset(data, num_classes=count, role=role) if data is not None else None
+        role: user_dataset(data, num_classes=None, role=role) if data is not None else None
         for role, data in (("train", train), ("val", val), ("test", test))
     }
     for role in ("val", "test"):
@@ -124,7 +177,8 @@ def user_data(labels, *, dataset=None, train=None, val=None, test=None, command:
             raise DataError(
                 f"{role}=: images of shape {out[role].image_shape} but train='s are {out['train'].image_shape}"
             )
-    return out
+    count = labels(out["train"][0][0]) if callable(labels) else labels
+    return {role: data if data is None else check_labels(data, count, role) for role, data in out.items()}
 
 
 def fingerprint(dataset) -> str:

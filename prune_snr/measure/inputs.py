@@ -11,7 +11,7 @@ from torch.utils.data import ConcatDataset
 from ..data import build_dataset, per_class_subset, validation_split
 from ..data.user import UserDataset, fingerprint, user_data
 from ..errors import DataError, ModelError
-from ..models import num_outputs, remember_input_shape
+from ..models import logits_width, num_outputs, remember_input_shape
 
 
 def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None, val=None, test=None):
@@ -22,9 +22,14 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
     Raises:
         DataError: no data, a name beside ``train=``/``test=``, or the user's data that cannot be read (one line).
     """
-    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="measure")
+    if isinstance(dataset, (tuple, list)) and not all(hasattr(d, "targets") and hasattr(d, "classes") for d in dataset):
+        (train, test), dataset = dataset, None  # plain datasets: checked as the user's own
+    data = user_data(
+        lambda image: logits_width(model, image), dataset=dataset, train=train, val=val, test=test, command="measure"
+    )
     given_val = None
     if data is not None:
+        _every_label_seen(data["train"], data["val"])
         train_set, val_set, test_set = data["train"], data["val"], data["test"]
         remember_input_shape(model, train_set.image_shape)
         if val_set is not None:
@@ -50,6 +55,19 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
         remember_input_shape(model, tuple(train_set[0][0].shape))
     digest = f"{fingerprint(train_set)}{fingerprint(test_set)}"
     return train_set, test_set, f"{type(train_set).__name__}|{len(train_set)}|{len(test_set)}|{digest}", given_val
+
+
+def _every_label_seen(train_set: UserDataset, val_set: UserDataset | None) -> None:
+    """The field matrices are label x label over the classifier's outputs: a label without a training image would be
+    a row of zeros in every one of them."""
+    seen = set(train_set.targets.tolist()) | (set(val_set.targets.tolist()) if val_set is not None else set())
+    missing = [c for c in range(len(train_set.classes)) if c not in seen]
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        raise DataError(
+            f"train=: no image of label(s) {shown} among the classifier's {len(train_set.classes)} outputs; measure "
+            "needs every label (or a model with one output per label the data has)"
+        )
 
 
 def plan_train_rows(

@@ -8,7 +8,7 @@ from .blocks import drop_blocks, droppable_blocks
 from .counting import count, count_macs_params, prunable_base
 from .factory import build_model
 from .inputs import example_input, remember_input_shape
-from .points import default_points, expanded_by_default, num_outputs, point_conv, resolve_points
+from .points import default_points, expanded_by_default, logits_width, num_outputs, point_conv, resolve_points
 from .registry import list_models, register_model
 from .structure import name_classifier
 from .truncation import cut_spec, cuttable
@@ -29,6 +29,7 @@ __all__ = [
     "example_input",
     "expanded_by_default",
     "list_models",
+    "logits_width",
     "name_classifier",
     "num_outputs",
     "point_conv",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import weakref
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
@@ -112,6 +113,9 @@ def resolve_points(model: nn.Module, points: str | list[str] | None = "all", *, 
     if unknown:
         hint = ", ".join(default_points(model)[:6])
         raise ModelError(f"--points: no module named {unknown[0]!r} in this model; valid names include {hint}, ...")
+    flat = [p for p in wanted if isinstance(modules[p], (nn.Linear, nn.Flatten))]
+    if flat:
+        raise ModelError(f"--points: {flat[0]} gives flat features; points are modules with C x H x W outputs")
     idle = set(unused_convs(model)) if any(isinstance(modules[p], nn.Conv2d) for p in wanted) else set()  # one trace
     idle = [p for p in wanted if p in idle]
     if idle:
@@ -153,3 +157,56 @@ def point_conv(model: nn.Module, point: str) -> nn.Conv2d:
     if previous is None:
         raise ConfigError(f"point {point!r} has no convolution before it; measure a conv layer instead")
     return previous
+
+
+def logits_width(model: nn.Module, image: torch.Tensor, *, role: str = "train") -> int:
+    """The label count of ``model``, checked on one of its images: a forward of that image must give a ``(1, K)``
+    tensor of logits, and ``K`` must be its classifier's outputs (``classifier=`` names another layer).
+
+    Raises:
+        ModelError: the model cannot run on the image, returns no logits tensor, or its classifier is another layer
+            (one line each).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+        >>> logits_width(net, torch.zeros(3, 8, 8))
+        5
+        >>> logits_width(net, torch.zeros(1, 8, 8))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        prune_snr.errors.ModelError: the model cannot read train='s images (1x8x8 float32): RuntimeError: ...
+    """
+    param = next(model.parameters(), None)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(image.unsqueeze(0).to(param.device if param is not None else "cpu"))
+    except Exception as exc:  # the user's forward: whatever it raises, one line
+        shape = "x".join(map(str, image.shape))
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelError(
+            f"the model cannot read {role}='s images ({shape} {str(image.dtype).removeprefix('torch.')}): "
+            f"{type(exc).__name__}: {first}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(
+            f"the model returns a {type(out).__name__}, not a tensor of logits; wrap it in a module whose forward "
+            "returns the logits tensor"
+        )
+    if out.dim() != 2 or out.shape[0] != 1:
+        raise ModelError(
+            f"the model returns shape {tuple(out.shape)} for one image; logits of shape (1, labels) needed"
+        )
+    try:
+        head, width = classifier_name(model), num_outputs(model)
+    except ModelError:
+        return out.shape[1]  # no classifier layer: what needs one names it
+    if width != out.shape[1]:
+        raise ModelError(
+            f"the classifier {head!r} has {width} outputs but the model returns {out.shape[1]} logits; name the layer "
+            'that gives them with classifier="NAME"'
+        )
+    return width

@@ -17,16 +17,17 @@ from torch import nn
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import PruneConfig, resolve
 from ..data.user import user_data
+from ..errors import ConfigError
 from ..measure import Measurement
 from ..measure.pipeline import plan_validation
-from ..models import adopt, name_classifier, num_outputs
+from ..models import adopt, logits_width, name_classifier
 from .afcc import afcc_stage
 from .blocks import drop_stage
 from .measuring import measure_stage
 from .plan import plan
 from .recalibrate import recalibrate_stage
 from .refit import refit_stage
-from .report import PruneReport, grade_original, grade_pruned, latency_stage
+from .report import PruneReport, built_in_finetune_keys, grade_original, grade_pruned, latency_stage
 from .run import Stage, run
 from .steps import prune_stage
 from .truncate import truncate_stage
@@ -123,9 +124,17 @@ def prune(
         >>> pruned, report = prune(prune_snr.load("runs/fm/model.pt"), "fashion-mnist", target=0.5)  # doctest: +SKIP
         >>> report["after"]["accuracy"]  # doctest: +SKIP
     """
+    given = sorted(built_in_finetune_keys() & set(options)) if finetune is not None else []
+    if given:
+        raise ConfigError(
+            f"{given[0]}= sets the built-in fine-tuning, which finetune= replaces: give one of them "
+            "(finetune_keep applies to both)"
+        )
     cfg = resolve(PruneConfig, overrides=options, base=cfg)
     name_classifier(model, classifier)  # before the label count is read from it
-    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="prune")
+    data = user_data(
+        lambda image: logits_width(model, image), dataset=dataset, train=train, val=val, test=test, command="prune"
+    )
     # the caller's model stays as it was
     model = adopt(model, image_shape=data["train"].image_shape if data else None, classifier=classifier)
     ctx = plan(

@@ -75,10 +75,17 @@ class PruneReport(Mapping):
         return len(self._view())
 
 
-def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None) -> dict:
+def built_in_finetune_keys() -> set[str]:
+    """The options of the built-in fine-tuning loop (``finetune_epochs``, ``finetune_lr``, ...), which a user's
+    ``finetune=`` function replaces; ``finetune_keep`` applies to both."""
+    return {key_of(f) for f in dataclasses.fields(PruneConfig().finetune) if f.name != "keep"}
+
+
+def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None, callback=None) -> dict:
     """The head of ``report.json``: the splits and the settled options of the run that a report shows
     (each option's ``report`` rule in its field, ``config/pruning.py``: an option in use brings its companions, ``cut``
-    with ``truncate``; one not in use leaves no key, so reports of runs without it read as before it existed)."""
+    with ``truncate``; one not in use leaves no key, so reports of runs without it read as before it existed).
+    With a ``finetune=`` ``callback`` the report names it instead of the built-in loop's options."""
     part = {
         "split": "test",
         "decision_split": "val",
@@ -91,6 +98,9 @@ def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | N
             value = getattr(owner, f.name)
             if shown_in_report(f, value, cfg):
                 part[key_of(f)] = value
+    if callback is not None:
+        part = {k: v for k, v in part.items() if k not in built_in_finetune_keys()}
+        part["finetune_callback"] = getattr(callback, "__qualname__", type(callback).__name__)
     return part
 
 

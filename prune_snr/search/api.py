@@ -10,7 +10,7 @@ from torch import nn
 
 from ..data.user import user_data
 from ..errors import DataError
-from ..models import num_outputs
+from ..models import logits_width, name_classifier
 from .study import run_search
 
 
@@ -23,6 +23,7 @@ def search(
     test=None,
     trials: int = 20,
     out: str | Path | None = None,
+    classifier: str | None = None,
     progress=None,
     **options,
 ) -> optuna.Study:
@@ -33,8 +34,10 @@ def search(
             the path of a ``model.pt``.
         train, val, test: your own data (a ``Dataset`` or ``DataLoader`` of ``(image, label)`` each; ``val`` optional).
         trials: finished trials the study should hold (a rerun on the same ``out`` resumes).
+        classifier: the name of the layer that gives the logits, where it is not the last ``Linear``.
         out: the study folder (``study.db``, ``trials/NNNN``); default a new temporary folder.
-        options: :class:`prune_snr.config.SearchConfig`'s flat keys (``metric``, ``space``, ``round_to``, ``fix``, ...).
+        options: :class:`prune_snr.config.SearchConfig`'s flat keys (``metric``, ``space``, ``round_to``, ``fix``, ...);
+            a searched parameter given here (``target=0.3``, ``criterion="l1"``) is pinned, as ``fix=`` pins it.
 
     Returns:
         The ``optuna.Study`` (its Pareto trials: ``study.best_trials``; open ``out/study.db`` in optuna-dashboard).
@@ -47,8 +50,12 @@ def search(
         raise DataError(
             "train=/test= go with a model object; a model.pt searches on the dataset it records (or dataset=NAME)"
         )
-    data = user_data(lambda: num_outputs(model), dataset=dataset, train=train, val=val, test=test, command="search")
+    if isinstance(model, nn.Module):
+        name_classifier(model, classifier)  # before the label count is read from it
+    data = user_data(
+        lambda image: logits_width(model, image), dataset=dataset, train=train, val=val, test=test, command="search"
+    )
     if dataset is not None:
         options["dataset"] = dataset
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="prune-snr-search-"))
-    return run_search(model, out=out, trials=trials, data=data, progress=progress, **options)
+    return run_search(model, out=out, trials=trials, data=data, classifier=classifier, progress=progress, **options)

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..atomic import atomic_copy, atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
-from ..config import SearchConfig, dump_yaml, resolve
+from ..config import SearchConfig, dump_yaml, key_of, resolve
 from ..config.pruning import pick_conditions
 from ..errors import ConfigError
 from ..measure import Measurement
@@ -102,6 +102,7 @@ def prepare(
     measurement: Measurement | str | Path | None = None,
     progress=None,
     data: dict | None = None,
+    classifier: str | None = None,
 ):
     """``(payload, prune options, model, measurement, seconds it took)`` of a study's checkpoint (or model, with
     ``data`` the user's datasets; no payload then): the prune options every trial starts from, settled
@@ -109,7 +110,7 @@ def prepare(
     (None where the space needs none)."""
     if isinstance(checkpoint, nn.Module):
         payload, base_cfg = None, cfg.prune
-        model = adopt(checkpoint, image_shape=data["train"].image_shape if data else None)
+        model = adopt(checkpoint, image_shape=data["train"].image_shape if data else None, classifier=classifier)
     else:
         payload = load_checkpoint(checkpoint)
         base_cfg = with_trained_data(cfg.prune, payload, checkpoint)
@@ -135,6 +136,7 @@ def run_search(
     progress=None,
     worker: int | None = None,
     data: dict | None = None,
+    classifier: str | None = None,
     **options,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds ``cfg.trials`` finished trials; return it.
@@ -149,6 +151,7 @@ def run_search(
             ``cfg.prune.measurement``'s folder, else measured here once with ``cfg.prune.measure``).
         fixed: pin parameters instead of searching them, e.g. ``{"truncate": False, "target": 0.5}``
             (added to ``cfg.fix``).
+        classifier: a model object's layer that gives the logits, where it is not the last ``Linear``.
         worker: this process's index among several running the study (gives it its own sampler
             stream); any number of processes may run one study, see :mod:`prune_snr.search.workers`.
 
@@ -157,12 +160,12 @@ def run_search(
             ``workers.RETRY_SECONDS`` later on).
     """
     cfg = resolve(SearchConfig, overrides=options, base=cfg)
-    fixed, parameters = _fixed_and_searched(cfg, fixed)
+    fixed, parameters = _fixed_and_searched(cfg, fixed, given=options)
     out = Path(out)
     _quiet_optuna()
     storage_obj = make_storage(cfg.storage, out)  # an unreachable storage is one line before any work
     payload, base_cfg, model, measurement, measure_seconds = prepare(
-        checkpoint, cfg, measurement=measurement, progress=progress, data=data
+        checkpoint, cfg, measurement=measurement, progress=progress, data=data, classifier=classifier
     )
     _pin_unsearchable(fixed, parameters, measurement, model)
     atomic_save_text(out / "config.yaml", dump_yaml(dataclasses.replace(cfg, prune=base_cfg)))
@@ -193,17 +196,39 @@ def run_search(
     return study
 
 
-def _fixed_and_searched(cfg: SearchConfig, fixed: dict | None) -> tuple[dict, dict]:
-    """``(the pinned parameters: cfg.fix then fixed, the space's parameters)``; a pin outside the space is an error."""
-    fixed = {**parse_fix(cfg.fix), **(fixed or {})}
+def _fixed_and_searched(cfg: SearchConfig, fixed: dict | None, *, given: dict) -> tuple[dict, dict]:
+    """``(the pinned parameters, the space's parameters)``. Pinned: the searched parameters among the ``given``
+    keyword options (``target=0.3`` pins the target; a trial's draw would replace it), then ``cfg.fix``, then
+    ``fixed``; a pin outside the space, or one pinned twice to different values, is an error."""
+    values = _flat(cfg)
     parameters = space_of(cfg.space)
-    unknown = set(fixed) - set(parameters)
+    pins = [
+        ({k: values[k] for k in given if k in parameters}, "options"),
+        (parse_fix(cfg.fix), "--fix"),
+        (fixed, "fixed"),
+    ]
+    merged: dict = {}
+    for pinned, where in pins:
+        for name, value in (pinned or {}).items():
+            if name in merged and merged[name] != value:
+                raise ConfigError(f"{name} pinned twice ({merged[name]!r}, then {value!r} in {where}): give it once")
+            merged[name] = value
+    unknown = set(merged) - set(parameters)
     if unknown:
         raise ConfigError(
             f"--fix: unknown parameter {sorted(unknown)[0]!r} in --space {cfg.space}; choose from "
             f"{', '.join(parameters)}"
         )
-    return fixed, parameters
+    return merged, parameters
+
+
+def _flat(cfg) -> dict:
+    """A config's values by flat key (``finetune_epochs`` for ``cfg.prune.finetune.epochs``)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out.update(_flat(value) if dataclasses.is_dataclass(value) else {key_of(f): value})
+    return out
 
 
 def _quiet_optuna() -> None:

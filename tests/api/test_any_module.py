@@ -167,7 +167,7 @@ def test_a_classifier_the_user_names_is_the_one_kept_whole():
             return self.logits(self.body(x))
 
     data = learnable((1, 16, 16), 60, 0)
-    with pytest.raises(DataError, match="classifier has 3 outputs"):
+    with pytest.raises(prune_snr.errors.ModelError, match="classifier 'aux' has 3 outputs but the model returns 10"):
         prune_snr.prune(TwoHeads(), train=data, test=data, target=0.3)
     slim, _ = prune_snr.prune(
         TwoHeads(),
@@ -237,3 +237,131 @@ def test_a_preset_given_in_a_base_config_applies_where_the_base_keeps_the_defaul
 
     cfg = resolve(MeasureConfig, base=MeasureConfig(preset="paper", head_lr=0.05))
     assert (cfg.head_optimizer, cfg.fields_split, cfg.head_lr) == ("sgd", "test", 0.05)
+
+
+def test_a_loader_whose_sampler_or_collate_fn_the_stages_would_drop_is_refused():
+    from torch.utils.data import IterableDataset, SubsetRandomSampler
+
+    model, good = UserNet(), learnable((1, 16, 16), 20, 0)
+    with pytest.raises(DataError, match=r"its own sampler \(SubsetRandomSampler\).*Subset\(dataset, indices\)"):
+        prune_snr.measure(model, train=DataLoader(good, sampler=SubsetRandomSampler(range(10))), test=good)
+    with pytest.raises(DataError, match="its own collate_fn"):
+        prune_snr.measure(model, train=DataLoader(good, collate_fn=lambda batch: batch), test=good)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(1, 16, 16), 0
+
+    with pytest.raises(DataError, match="map-style torch Dataset"):
+        prune_snr.measure(model, train=DataLoader(Stream()), test=good)
+    with pytest.raises(DataError, match=r"images are numpy\.ndarray of shape \(1, 16, 16\), not torch tensors"):
+        prune_snr.measure(model, train=[(x.numpy(), int(y)) for x, y in good], test=good)
+    # a plain loader (shuffled, batched) is its dataset
+    assert (
+        prune_snr.prune(
+            model,
+            train=DataLoader(good, batch_size=4, shuffle=True),
+            test=good,
+            criterion="l1",
+            target=0.3,
+            round_to=1,
+            finetune_epochs=0,
+            device="cpu",
+        )[1]["split_sizes"]["train"]
+        > 0
+    )
+
+
+def test_a_model_that_cannot_read_its_data_or_gives_no_logits_says_so_in_one_line():
+    good = learnable((1, 16, 16), 20, 0)
+    with pytest.raises(prune_snr.errors.ModelError, match=r"cannot read train='s images \(1x16x16 float32\)"):
+        prune_snr.measure(UserNet(in_chans=3), train=good, test=good)
+    with pytest.raises(prune_snr.errors.ModelError, match=r"cannot read .*float32\): RuntimeError: .*Double"):
+        prune_snr.prune(UserNet().double(), train=good, test=good, target=0.3)
+
+    class Dict(UserNet):
+        def forward(self, x):
+            return {"logits": super().forward(x)}
+
+    with pytest.raises(prune_snr.errors.ModelError, match="returns a dict, not a tensor of logits"):
+        prune_snr.prune(Dict(), train=good, test=good, target=0.3)
+
+
+def test_measure_refuses_a_classifier_with_labels_its_training_data_never_shows():
+    four = TensorDataset(torch.randn(40, 1, 16, 16), torch.arange(40) % 4)
+    with pytest.raises(DataError, match=r"no image of label\(s\) 4, 5, 6, 7, 8, 9 among the classifier's 10"):
+        prune_snr.measure(UserNet(num_classes=10), train=four, test=four)
+
+
+def test_plain_datasets_as_a_pair_are_measured_as_train_and_test():
+    data = learnable((1, 16, 16), 60, 0)
+    model = UserNet()
+    as_pair = prune_snr.measure(model, (data, data), head_epochs=1, device="cpu")
+    as_keywords = prune_snr.measure(model, train=data, test=data, head_epochs=1, device="cpu")
+    assert [p["snr"] for p in as_pair.points] == [p["snr"] for p in as_keywords.points]
+
+
+def test_search_pins_a_searched_parameter_given_as_an_option_and_takes_the_classifier(tmp_path):
+    data = learnable((1, 16, 16), 60, 0)
+    options = dict(train=data, test=data, space="torch-pruning", round_to=1, device="cpu")
+    study = prune_snr.search(
+        UserNet(), trials=2, out=tmp_path / "a", target=0.3, criterion="l1", finetune_epochs=0, **options
+    )
+    assert [(t.params["target"], t.params["criterion"], t.params["finetune_epochs"]) for t in study.trials] == [
+        (0.3, "l1", 0)
+    ] * 2
+    with pytest.raises(ConfigError, match=r"target pinned twice \(0\.3, then 0\.5"):
+        prune_snr.search(UserNet(), trials=1, out=tmp_path / "b", target=0.3, fix="target=0.5", **options)
+
+    class ConvHead(UserNet):  # a spare Linear after the real classifier: classifier= names the real one
+        def __init__(self):
+            super().__init__()
+            self.spare = torch.nn.Linear(4, 3)
+
+    with pytest.raises(prune_snr.errors.ModelError, match="classifier 'spare' has 3 outputs"):
+        prune_snr.search(ConvHead(), trials=1, out=tmp_path / "c", **options)
+    study = prune_snr.search(
+        ConvHead(), trials=1, out=tmp_path / "d", classifier="head", target=0.3, finetune_epochs=0, **options
+    )
+    assert study.trials[0].state.name == "COMPLETE", study.trials[0].user_attrs.get("error")
+
+
+def test_a_finetune_function_replaces_the_built_in_loop_and_the_report_says_so():
+    data = learnable((1, 16, 16), 60, 0)
+    options = dict(train=data, test=data, target=0.3, criterion="l1", round_to=1, device="cpu")
+
+    def my_finetune(model):
+        return None
+
+    with pytest.raises(ConfigError, match="finetune_epochs= sets the built-in fine-tuning, which finetune= replaces"):
+        prune_snr.prune(UserNet(), finetune=my_finetune, finetune_epochs=5, **options)
+    _, report = prune_snr.prune(UserNet(), finetune=my_finetune, **options)
+    assert report["finetune_callback"].endswith("<locals>.my_finetune")
+    assert "finetune_epochs" not in report and "finetune_lr" not in report
+
+
+def test_without_fine_tuning_the_pruned_model_is_graded_once(monkeypatch):
+    from prune_snr.prune import report as reports
+
+    data = learnable((1, 16, 16), 60, 0)
+    passes = []
+    evaluate = reports.evaluate
+
+    def counted(model, dataset, **kwargs):
+        passes.append(len(dataset))
+        return evaluate(model, dataset, **kwargs)
+
+    monkeypatch.setattr(reports, "evaluate", counted)
+    _, report = prune_snr.prune(
+        UserNet(),
+        train=data,
+        test=data,
+        target=0.3,
+        criterion="l1",
+        finetune_epochs=0,
+        bn_recalibrate=0,
+        round_to=1,
+        device="cpu",
+    )
+    assert len(passes) == 4, passes  # the original and the pruned model, each on validation and test
+    assert report["after"] == report["pruned_before_finetune"]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError
+from .models import handed_back
 
 #: Above this, weights go to an external data file next to the .onnx (protobuf's 2 GB limit).
 SINGLE_FILE_LIMIT = 1 << 30
@@ -104,15 +105,8 @@ def export_onnx(
 @contextlib.contextmanager
 def on_cpu(model: nn.Module):
     """Within the block ``model`` is on the CPU in eval mode; after it, back on its device in its mode."""
-    param = next(model.parameters(), None)
-    device, training = (param.device if param is not None else None), model.training
-    model.cpu().eval()
-    try:
-        yield model
-    finally:
-        if device is not None:
-            model.to(device)
-        model.train(training)
+    with handed_back(model):
+        yield model.cpu().eval()
 
 
 def _logits_of(model: nn.Module, x: torch.Tensor, guessed: str) -> None:

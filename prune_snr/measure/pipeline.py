@@ -16,7 +16,7 @@ from torch import nn
 from ..config import MeasureConfig, fields_to_keep, resolve
 from ..data import DEFAULT_VAL_FRACTION, choose_labels
 from ..errors import DataError
-from ..models import default_points, name_classifier, resolve_points
+from ..models import default_points, handed_back, name_classifier, resolve_points
 from ..runtime import broadcast_object, resolve_device, seed_everything, tune_convolutions, world
 from .inputs import check_label_count, measured_data, plan_train_rows
 from .problem import FeatureCache, HeadProblem
@@ -108,6 +108,11 @@ def measure(
         ... )
         >>> [p["val_accuracy"] for p in m.points]  # doctest: +SKIP
     """
+    with handed_back(model):  # the feature pass moves the model and sets eval: the caller's is handed back as it was
+        return _measure(model, dataset, cfg, train, val, test, classifier, cache_dir, progress, options)
+
+
+def _measure(model, dataset, cfg, train, val, test, classifier, cache_dir, progress, options) -> Measurement:
     t_start = time.perf_counter()
     name_classifier(model, classifier)
     cfg = resolve(MeasureConfig, overrides=options, base=cfg)

@@ -7,7 +7,7 @@ from .adopt import adopt
 from .blocks import drop_blocks, droppable_blocks
 from .counting import count, count_macs_params, prunable_base
 from .factory import build_model
-from .inputs import example_input, remember_input_shape
+from .inputs import example_input, handed_back, remember_input_shape
 from .points import default_points, expanded_by_default, logits_width, num_outputs, point_conv, resolve_points
 from .registry import list_models, register_model
 from .structure import name_classifier
@@ -27,6 +27,7 @@ __all__ = [
     "drop_blocks",
     "droppable_blocks",
     "example_input",
+    "handed_back",
     "expanded_by_default",
     "list_models",
     "logits_width",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -25,3 +26,17 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
         size = spec.get("input_size", 32)
         shape = (spec.get("in_chans", 3), size, size)
     return torch.zeros(batch_size, *shape, device=param.device)
+
+
+@contextlib.contextmanager
+def handed_back(model: nn.Module):
+    """Within the block a stage may move the caller's ``model`` and switch it to eval; after it, the model is back on
+    its device, in its mode."""
+    param = next(model.parameters(), None)
+    device, training = (param.device if param is not None else None), model.training
+    try:
+        yield model
+    finally:
+        if device is not None:
+            model.to(device)
+        model.train(training)

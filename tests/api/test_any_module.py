@@ -299,6 +299,7 @@ def test_plain_datasets_as_a_pair_are_measured_as_train_and_test():
     as_pair = prune_snr.measure(model, (data, data), head_epochs=1, device="cpu")
     as_keywords = prune_snr.measure(model, train=data, test=data, head_epochs=1, device="cpu")
     assert [p["snr"] for p in as_pair.points] == [p["snr"] for p in as_keywords.points]
+    assert model.training, "measure hands the model back in its mode"
 
 
 def test_search_pins_a_searched_parameter_given_as_an_option_and_takes_the_classifier(tmp_path):

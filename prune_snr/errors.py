@@ -6,6 +6,7 @@ and what to do. The CLI (and :func:`run_script` for the benchmark scripts) print
 exits with code 2; nothing else in the package prints or exits.
 """
 
+import re
 import sys
 
 
@@ -39,6 +40,15 @@ class TrainingError(PruneSnrError):
 
 class ExportError(PruneSnrError):
     """The exported model is invalid or disagrees with PyTorch."""
+
+
+def cause(exc: BaseException) -> str:
+    """The first line of the innermost cause of ``exc``, as ``Type: message`` (torch.export wraps the real error in
+    a generic, coloured one)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()[:200] if lines else ''}"
 
 
 def run_script(main) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -17,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import ExportError
+from .errors import ExportError, cause
 from .models import handed_back
 
 #: Above this, weights go to an external data file next to the .onnx (protobuf's 2 GB limit).
@@ -123,15 +122,6 @@ def _logits_of(model: nn.Module, x: torch.Tensor, guessed: str) -> None:
             f"the model returns a {type(out).__name__}, not a tensor of logits; export a module whose forward returns "
             "the logits tensor"
         )
-
-
-def cause(exc: BaseException) -> str:
-    """The first line of the innermost cause of ``exc``, as ``Type: message`` (torch.export wraps the real error in
-    a generic, coloured one)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    lines = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0].strip()[:200] if lines else ''}"
 
 
 def ort_session(path: Path):

@@ -117,12 +117,11 @@ def _loader_dataset(loader: DataLoader, role: str):
     batch, would be dropped without a word."""
     if isinstance(loader.dataset, IterableDataset):
         return loader.dataset
-    if not isinstance(loader.sampler, (SequentialSampler, RandomSampler)) or type(loader.batch_sampler) not in (
-        BatchSampler,
-        type(None),
-    ):
+    batches = loader.batch_sampler
+    sampler = batches.sampler if type(batches) is BatchSampler else batches if batches is not None else loader.sampler
+    if not _whole(sampler, len(loader.dataset)):
         raise DataError(
-            f"{role}=: the DataLoader has its own sampler ({type(loader.sampler).__name__}), which the stages would "
+            f"{role}=: the DataLoader has its own sampler ({type(sampler).__name__}), which the stages would "
             "not use (they read its dataset); give torch.utils.data.Subset(dataset, indices) for a part of it"
         )
     if loader.collate_fn not in (default_collate, default_convert):
@@ -131,6 +130,13 @@ def _loader_dataset(loader: DataLoader, role: str):
             "do that work in the dataset (a transform)"
         )
     return loader.dataset
+
+
+def _whole(sampler, size: int) -> bool:
+    """Whether ``sampler`` reads every item once (in order or shuffled): what the stages' own loaders read."""
+    if isinstance(sampler, SequentialSampler):
+        return True
+    return isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == size
 
 
 def _check_image(image, role: str) -> None:

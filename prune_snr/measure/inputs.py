@@ -22,7 +22,11 @@ def measured_data(model: nn.Module, dataset, data_dir: str | None, *, train=None
     Raises:
         DataError: no data, a name beside ``train=``/``test=``, or the user's data that cannot be read (one line).
     """
-    if isinstance(dataset, (tuple, list)) and not all(hasattr(d, "targets") and hasattr(d, "classes") for d in dataset):
+    if (
+        (train, test) == (None, None)
+        and isinstance(dataset, (tuple, list))
+        and not all(hasattr(d, "targets") and hasattr(d, "classes") for d in dataset)
+    ):
         (train, test), dataset = dataset, None  # plain datasets: checked as the user's own
     data = user_data(
         lambda image: logits_width(model, image), dataset=dataset, train=train, val=val, test=test, command="measure"

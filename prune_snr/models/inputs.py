@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import weakref
 
 import torch
@@ -32,11 +33,13 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
 def handed_back(model: nn.Module):
     """Within the block a stage may move the caller's ``model`` and switch it to eval; after it, the model is back on
     its device, in its mode."""
-    param = next(model.parameters(), None)
-    device, training = (param.device if param is not None else None), model.training
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = tensor.device if tensor is not None else None
+    modes = [(m, m.training) for m in model.modules()]  # each its own: a frozen BatchNorm stays in eval
     try:
         yield model
     finally:
         if device is not None:
             model.to(device)
-        model.train(training)
+        for m, training in modes:
+            m.training = training

@@ -26,10 +26,10 @@ import weakref
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, cause
 from .adapters import adapter_for, classifier_name
 from .graph import ChannelGraph
-from .inputs import example_input
+from .inputs import example_input, handed_back
 from .structure import trace, traced_points
 
 
@@ -177,20 +177,14 @@ def logits_width(model: nn.Module, image: torch.Tensor, *, role: str = "train") 
         prune_snr.errors.ModelError: the model cannot read train='s images (1x8x8 float32): RuntimeError: ...
     """
     param = next(model.parameters(), None)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            out = model(image.unsqueeze(0).to(param.device if param is not None else "cpu"))
+        with torch.no_grad(), handed_back(model):
+            out = model.eval()(image.unsqueeze(0).to(param.device if param is not None else "cpu"))
     except Exception as exc:  # the user's forward: whatever it raises, one line
         shape = "x".join(map(str, image.shape))
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelError(
-            f"the model cannot read {role}='s images ({shape} {str(image.dtype).removeprefix('torch.')}): "
-            f"{type(exc).__name__}: {first}"
+            f"the model cannot read {role}='s images ({shape} {str(image.dtype).removeprefix('torch.')}): {cause(exc)}"
         ) from None
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor):
         raise ModelError(
             f"the model returns a {type(out).__name__}, not a tensor of logits; wrap it in a module whose forward "

@@ -190,7 +190,7 @@ def fine_tune_stage(
         )
     model = model.cpu().eval()
     graded = ctx.report.get("pruned_before_finetune")
-    tuned = ctx.finetune is not None or cfg.finetune.epochs > 0
+    tuned = resume or ctx.finetune is not None or cfg.finetune.epochs > 0  # a resumed model may be fine-tuned
     # untouched since it was graded (0 epochs): grading it again would only repeat a pass over validation and test
     after = sized_and_graded(model, ctx.splits, cfg.device) if tuned or graded is None else dict(graded)
     if not keep_best:

@@ -46,6 +46,8 @@ def search(
         >>> study = prune_snr.search(MyNet(), train=train_data, test=test_data, trials=20)  # doctest: +SKIP
         >>> [t.values for t in study.best_trials]  # doctest: +SKIP
     """
+    if not isinstance(model, nn.Module) and classifier is not None:
+        raise DataError("classifier= goes with a model object; a model.pt records its classifier")
     if not isinstance(model, nn.Module) and (train is not None or test is not None or val is not None):
         raise DataError(
             "train=/test= go with a model object; a model.pt searches on the dataset it records (or dataset=NAME)"

@@ -145,7 +145,8 @@ def run_search(
         checkpoint: the trained model (``model.pt``), or a model object with ``data`` (the user's checked datasets).
         cfg: the options (:class:`prune_snr.config.SearchConfig`; ``cfg.prune`` is where every trial
             starts, the drawn parameters replace its values). Keyword ``options`` (flat keys:
-            ``trials``, ``metric``, ``round_to``, ``seed``, ``finetune_lr``, ...) override it.
+            ``trials``, ``metric``, ``round_to``, ``seed``, ...) override it; a searched parameter among them
+            (``target``, ``finetune_lr``, ...) is pinned, as ``fix`` pins it.
         out: the study folder (``study.db``, ``trials/NNNN``).
         measurement: reuse a measurement of the checkpoint, or the folder it was saved to (default:
             ``cfg.prune.measurement``'s folder, else measured here once with ``cfg.prune.measure``).
@@ -204,7 +205,7 @@ def _fixed_and_searched(cfg: SearchConfig, fixed: dict | None, *, given: dict) -
     parameters = space_of(cfg.space)
     pins = [
         ({k: values[k] for k in given if k in parameters}, "options"),
-        (parse_fix(cfg.fix), "--fix"),
+        (parse_fix(cfg.fix), "fix"),
         (fixed, "fixed"),
     ]
     merged: dict = {}

@@ -245,6 +245,13 @@ def test_a_loader_whose_sampler_or_collate_fn_the_stages_would_drop_is_refused()
     model, good = UserNet(), learnable((1, 16, 16), 20, 0)
     with pytest.raises(DataError, match=r"its own sampler \(SubsetRandomSampler\).*Subset\(dataset, indices\)"):
         prune_snr.measure(model, train=DataLoader(good, sampler=SubsetRandomSampler(range(10))), test=good)
+    with pytest.raises(DataError, match=r"its own sampler \(SubsetRandomSampler\)"):  # inside a batch sampler
+        batches = torch.utils.data.BatchSampler(SubsetRandomSampler(range(10)), 2, False)
+        prune_snr.measure(model, train=DataLoader(good, batch_sampler=batches), test=good)
+    with pytest.raises(DataError, match=r"its own sampler \(RandomSampler\)"):  # 3 draws, not every item
+        prune_snr.measure(
+            model, train=DataLoader(good, sampler=torch.utils.data.RandomSampler(good, num_samples=3)), test=good
+        )
     with pytest.raises(DataError, match="its own collate_fn"):
         prune_snr.measure(model, train=DataLoader(good, collate_fn=lambda batch: batch), test=good)
 
@@ -300,6 +307,9 @@ def test_plain_datasets_as_a_pair_are_measured_as_train_and_test():
     as_keywords = prune_snr.measure(model, train=data, test=data, head_epochs=1, device="cpu")
     assert [p["snr"] for p in as_pair.points] == [p["snr"] for p in as_keywords.points]
     assert model.training, "measure hands the model back in its mode"
+    model.stem[1].eval()  # a frozen BatchNorm stays frozen
+    prune_snr.measure(model, train=data, test=data, head_epochs=1, device="cpu")
+    assert model.training and not model.stem[1].training
 
 
 def test_search_pins_a_searched_parameter_given_as_an_option_and_takes_the_classifier(tmp_path):
@@ -366,3 +376,11 @@ def test_without_fine_tuning_the_pruned_model_is_graded_once(monkeypatch):
     )
     assert len(passes) == 4, passes  # the original and the pruned model, each on validation and test
     assert report["after"] == report["pruned_before_finetune"]
+
+
+def test_a_resumed_run_grades_the_model_it_resumed_even_without_more_epochs(tmp_path):
+    data = learnable((1, 16, 16), 60, 0)
+    options = dict(train=data, test=data, target=0.3, criterion="l1", round_to=1, device="cpu", out=tmp_path / "run")
+    tuned, first = prune_snr.prune(UserNet(), finetune_epochs=1, finetune_lr=0.05, **options)
+    _, again = prune_snr.prune(UserNet(), finetune_epochs=0, resume=True, **options)
+    assert again["after"] == first["after"] != first["pruned_before_finetune"]

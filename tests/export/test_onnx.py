@@ -141,3 +141,4 @@ def test_a_failed_export_leaves_the_file_as_it_was_and_the_model_as_it_was(tmp_p
     with pytest.raises(ExportError, match=r"example_input of shape \(1, 8, 8\): give a batch N x C x H x W"):
         prune_snr.export(net, path, example_input=torch.zeros(1, 8, 8))
     assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
+    assert net.training, "a failed export hands the model back in its mode too"

@@ -38,12 +38,22 @@ from .pooling import capture, pooled  # noqa: F401  (named here too)
 
 def cache_key(model: nn.Module, dataset_id: str, points: list[str], pool: int, dtype: str = "float32") -> str:
     """Hash of everything the features depend on: the weights, the data and the points."""
+    h = _weights_hash(model)
+    h.update(json.dumps([dataset_id, points, pool] + ([dtype] if dtype != "float32" else [])).encode())
+    return h.hexdigest()[:16]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A digest of ``model``'s weights alone: what a measurement records of the model it measured."""
+    return _weights_hash(model).hexdigest()[:16]
+
+
+def _weights_hash(model: nn.Module):
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([dataset_id, points, pool] + ([dtype] if dtype != "float32" else [])).encode())
-    return h.hexdigest()[:16]
+    return h
 
 
 @torch.no_grad()

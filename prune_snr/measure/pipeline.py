@@ -18,6 +18,7 @@ from ..data import DEFAULT_VAL_FRACTION, choose_labels
 from ..errors import DataError
 from ..models import default_points, handed_back, name_classifier, resolve_points
 from ..runtime import broadcast_object, resolve_device, seed_everything, tune_convolutions, world
+from .features import weights_digest
 from .inputs import check_label_count, measured_data, plan_train_rows
 from .problem import FeatureCache, HeadProblem
 from .result import Measurement
@@ -283,6 +284,7 @@ def _meta(
     keep_fields = fields_to_keep(cfg.save_fields)
     return {
         "model": spec.get("name", type(model).__name__),
+        "weights": weights_digest(model),
         "dataset": dataset if isinstance(dataset, str) else dataset_id,
         "num_classes": problem.num_classes,
         "classes": [str(c) for c in train_set.classes],

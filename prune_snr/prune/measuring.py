@@ -11,8 +11,9 @@ from torch import nn
 from ..atomic import atomic_save_text
 from ..config import MeasureConfig, dump_yaml
 from ..data.user import fingerprint
+from ..errors import ConfigError
 from ..measure import Measurement, measure
-from ..measure.features import cache_key
+from ..measure.features import cache_key, weights_digest
 from .plan import Context, reads_measurement
 
 #: Where a pruning run keeps the measurement it made (beside ``pruned.pt``), and what it was made of
@@ -32,7 +33,15 @@ def measure_if_needed(
 ) -> tuple[Measurement | None, dict | None]:
     """The given measurement, or one of ``model`` made here with ``options`` (settled by
     :func:`prune_snr.prune.plan.settle`) when ``needed``; and the report's part for one made here."""
-    if measurement is not None or not needed:
+    if measurement is not None:
+        made_of, mine = measurement.meta.get("weights"), weights_digest(model)
+        if made_of is not None and made_of != mine:  # a measurement without the digest predates it: taken as is
+            raise ConfigError(
+                f"the measurement was made of other weights than this model's (digest {made_of}, this model {mine}): "
+                "measure this model, or give no measurement"
+            )
+        return measurement, None
+    if not needed:
         return measurement, None
     made = measure(model, dataset, options, progress=progress, **data)
     return made, {"made_here": True, "options": made.meta["options"]}

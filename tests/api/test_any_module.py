@@ -384,3 +384,14 @@ def test_a_resumed_run_grades_the_model_it_resumed_even_without_more_epochs(tmp_
     tuned, first = prune_snr.prune(UserNet(), finetune_epochs=1, finetune_lr=0.05, **options)
     _, again = prune_snr.prune(UserNet(), finetune_epochs=0, resume=True, **options)
     assert again["after"] == first["after"] != first["pruned_before_finetune"]
+
+
+def test_a_measurement_of_other_weights_is_refused():
+    data = learnable((1, 16, 16), 60, 0)
+    torch.manual_seed(0)
+    measured, other = UserNet(), UserNet()
+    measurement = prune_snr.measure(measured, train=data, test=data, head_epochs=1, device="cpu")
+    options = dict(train=data, test=data, target=0.3, criterion="snr", finetune_epochs=0, round_to=1, device="cpu")
+    with pytest.raises(ConfigError, match=r"made of other weights than this model's \(digest [0-9a-f]{16}"):
+        prune_snr.prune(other, measurement=measurement, **options)
+    assert prune_snr.prune(measured, measurement=measurement, **options)[1]["after"]["params"] > 0

@@ -21,7 +21,7 @@ Example:
 """
 
 from .fields import config, flag_of, key_of, option, shown_in_report
-from .recipes import dump_yaml, flat_keys, known_keys, load_recipe, resolve, to_dict
+from .recipes import dump_yaml, flat_keys, flat_values, known_keys, load_recipe, resolve, to_dict
 from .stages import (
     FineTuneConfig,
     ImportConfig,
@@ -47,6 +47,7 @@ __all__ = [
     "fields_to_keep",
     "flag_of",
     "flat_keys",
+    "flat_values",
     "key_of",
     "known_keys",
     "load_recipe",

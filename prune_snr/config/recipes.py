@@ -33,6 +33,16 @@ def flat_keys(cls) -> set[str]:
     return keys
 
 
+def flat_values(cfg) -> dict[str, Any]:
+    """A config's values by flat key (``finetune_epochs`` for ``cfg.prune.finetune.epochs``), as :func:`flat_keys`
+    names them."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out.update(flat_values(value) if dataclasses.is_dataclass(value) else {key_of(f): value})
+    return out
+
+
 def known_keys() -> set[str]:
     return set().union(*(flat_keys(cls) for cls in _CONFIGS)) | {"recipe"}
 

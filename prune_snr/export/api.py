@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..onnx_io import export_onnx, is_batch
+from ..onnx_io import export_onnx
 from .onnx import verify_onnx
 
 
@@ -45,10 +45,10 @@ def export(
             f"example_input of shape {tuple(example_input.shape)}: give a batch N x C x H x W (e.g. x.unsqueeze(0))"
         )
     shape = tuple(example_input.shape[1:]) if example_input is not None else None
-    sizes = (1, 8) if batch == "dynamic" else (int(batch) if is_batch(batch) else 1,)
     report = {}
 
     def checked(written: Path) -> None:  # before the file replaces ``path``: a failed check leaves it as it was
+        sizes = (1, 8) if batch == "dynamic" else (int(batch),)  # export_onnx has checked the batch by now
         report.update(verify_onnx(model, written, batch_sizes=sizes, image_shape=shape))
 
     written = export_onnx(model, path, batch=batch, image_shape=shape, check=checked if verify else None)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import PruneConfig, key_of, shown_in_report
+from ..config import FineTuneConfig, PruneConfig, key_of, shown_in_report
 from ..latency import LatencyMeter
 from ..models import count
 from ..train.loop import evaluate
@@ -78,7 +78,7 @@ class PruneReport(Mapping):
 def built_in_finetune_keys() -> set[str]:
     """The options of the built-in fine-tuning loop (``finetune_epochs``, ``finetune_lr``, ...), which a user's
     ``finetune=`` function replaces; ``finetune_keep`` applies to both."""
-    return {key_of(f) for f in dataclasses.fields(PruneConfig().finetune) if f.name != "keep"}
+    return {key_of(f) for f in dataclasses.fields(FineTuneConfig) if f.name != "keep"}
 
 
 def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | None, callback=None) -> dict:
@@ -99,7 +99,8 @@ def options_part(cfg: PruneConfig, splits: Splits, *, backbone_saw_val: bool | N
             if shown_in_report(f, value, cfg):
                 part[key_of(f)] = value
     if callback is not None:
-        part = {k: v for k, v in part.items() if k not in built_in_finetune_keys()}
+        replaced = built_in_finetune_keys()
+        part = {k: v for k, v in part.items() if k not in replaced}
         part["finetune_callback"] = getattr(callback, "__qualname__", type(callback).__name__)
     return part
 

@@ -141,8 +141,13 @@ def _resume(ctx: Context, checkpoint: Path) -> tuple[nn.Module, dict | None]:
     return model, unfinetuned
 
 
+def _fine_tunes(ctx: Context) -> bool:
+    """Whether this run fine-tunes: the built-in loop for 1 or more epochs, or the user's ``finetune=``."""
+    return ctx.cfg.finetune.epochs > 0 or ctx.finetune is not None
+
+
 def _keeps_best(ctx: Context) -> bool:
-    return ctx.cfg.finetune.keep == "best" and (ctx.cfg.finetune.epochs > 0 or ctx.finetune is not None)
+    return ctx.cfg.finetune.keep == "best" and _fine_tunes(ctx)
 
 
 def _user_finetune(finetune, model: nn.Module) -> nn.Module:
@@ -190,9 +195,10 @@ def fine_tune_stage(
         )
     model = model.cpu().eval()
     graded = ctx.report.get("pruned_before_finetune")
-    tuned = resume or ctx.finetune is not None or cfg.finetune.epochs > 0  # a resumed model may be fine-tuned
-    # untouched since it was graded (0 epochs): grading it again would only repeat a pass over validation and test
-    after = sized_and_graded(model, ctx.splits, cfg.device) if tuned or graded is None else dict(graded)
+    # untouched since it was graded (no fine-tuning, not resumed: a resumed model may be fine-tuned): grading it
+    # again would only repeat a pass over validation and test
+    untouched = graded is not None and not resume and not _fine_tunes(ctx)
+    after = dict(graded) if untouched else sized_and_graded(model, ctx.splits, cfg.device)
     if not keep_best:
         return model, {"after": after}
-    return model, keep_better(model, unfinetuned, before=ctx.report.get("pruned_before_finetune"), after=after)
+    return model, keep_better(model, unfinetuned, before=graded, after=after)

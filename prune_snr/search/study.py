@@ -37,7 +37,7 @@ from torch import nn
 
 from ..atomic import atomic_copy, atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
-from ..config import SearchConfig, dump_yaml, key_of, resolve
+from ..config import SearchConfig, dump_yaml, flat_values, resolve
 from ..config.pruning import pick_conditions
 from ..errors import ConfigError
 from ..measure import Measurement
@@ -201,7 +201,7 @@ def _fixed_and_searched(cfg: SearchConfig, fixed: dict | None, *, given: dict) -
     """``(the pinned parameters, the space's parameters)``. Pinned: the searched parameters among the ``given``
     keyword options (``target=0.3`` pins the target; a trial's draw would replace it), then ``cfg.fix``, then
     ``fixed``; a pin outside the space, or one pinned twice to different values, is an error."""
-    values = _flat(cfg)
+    values = flat_values(cfg)
     parameters = space_of(cfg.space)
     pins = [
         ({k: values[k] for k in given if k in parameters}, "options"),
@@ -221,15 +221,6 @@ def _fixed_and_searched(cfg: SearchConfig, fixed: dict | None, *, given: dict) -
             f"{', '.join(parameters)}"
         )
     return merged, parameters
-
-
-def _flat(cfg) -> dict:
-    """A config's values by flat key (``finetune_epochs`` for ``cfg.prune.finetune.epochs``)."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        out.update(_flat(value) if dataclasses.is_dataclass(value) else {key_of(f): value})
-    return out
 
 
 def _quiet_optuna() -> None:

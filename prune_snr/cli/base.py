@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..config.spelling import COMMAND_LINE
 from ..errors import PruneSnrError
 from ..runtime import DIST_TIMEOUT, distributed, is_main
 
@@ -93,7 +94,8 @@ def torchrun(device: str | None):
 
 @contextlib.contextmanager
 def user_errors():
-    """Turn the project's errors into one line and exit code 2."""
+    """Turn the project's errors into one line and exit code 2 (the line names options by their flags)."""
+    spelling = COMMAND_LINE.set(True)
     try:
         yield
     except PruneSnrError as exc:
@@ -104,3 +106,5 @@ def user_errors():
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]; the last finished epoch/step is saved, re-run with --resume")
         raise typer.Exit(130) from None
+    finally:
+        COMMAND_LINE.reset(spelling)

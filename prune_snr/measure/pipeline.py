@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import MeasureConfig, fields_to_keep, resolve
+from ..config.spelling import keyword_spelling
 from ..data import DEFAULT_VAL_FRACTION, choose_labels
 from ..errors import DataError
 from ..models import default_points, handed_back, name_classifier, resolve_points
@@ -28,6 +29,7 @@ def _default_cache() -> Path:
     return Path(os.environ.get("PRUNE_SNR_CACHE", Path.home() / ".cache" / "prune-snr")) / "features"
 
 
+@keyword_spelling
 def measure(
     model: nn.Module,
     dataset: str | tuple | None = None,

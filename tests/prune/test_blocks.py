@@ -57,7 +57,7 @@ def test_drop_blocks_on_a_model_without_residual_blocks_is_one_line(vgg_measured
     from prune_snr.prune import prune
 
     model, result = vgg_measured
-    with pytest.raises(ConfigError, match="--drop-blocks: vgg16 has no residual block"):
+    with pytest.raises(ConfigError, match="drop_blocks=True: vgg16 has no residual block"):
         prune(
             copy.deepcopy(model),
             "synthetic",

@@ -99,5 +99,5 @@ def test_a_model_without_batchnorm_is_not_recalibrated_and_its_run_resumes_at_th
     _, report = prune(copy.deepcopy(net), **options)
     _, resumed = prune(copy.deepcopy(net), resume=True, **options)
     assert "bn_recalibration" not in report and resumed["after"] == report["after"]
-    with pytest.raises(ConfigError, match="was pruned with --bn-recalibrate 50"):  # its grades were taken at 50
+    with pytest.raises(ConfigError, match="was pruned with bn_recalibrate=50"):  # its grades were taken at 50
         prune(copy.deepcopy(net), resume=True, bn_recalibrate=0, **options)

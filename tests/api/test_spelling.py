@@ -1,0 +1,48 @@
+"""A message names options as its caller gives them: keywords from Python, flags on the command line."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import prune_snr
+from prune_snr.errors import ConfigError, ModelError
+from tests.command_line import invoke
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )  # fmt: skip
+
+
+DATA = TensorDataset(torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 10)
+
+
+def test_a_python_caller_reads_the_keyword_it_passed_in_an_error():
+    with pytest.raises(ConfigError, match=r"^allocation='knapsack': choose one of") as caught:
+        prune_snr.prune(tiny_net(), train=DATA, test=DATA, target=0.5, allocation="knapsack")
+    assert "--" not in str(caught.value)
+    with pytest.raises(ModelError, match=r"^points: no module named 'nosuch'"):
+        prune_snr.measure(tiny_net(), train=DATA, test=DATA, points=["nosuch"])
+
+
+def test_a_python_caller_reads_keywords_in_the_warning_of_an_unreachable_target():
+    # 8-channel layers kept multiples of 8 cannot shrink: the closest reachable point is the model itself
+    with pytest.warns(UserWarning) as caught:
+        prune_snr.prune(
+            tiny_net(), train=DATA, test=DATA, target=0.5, metric="macs", criterion="l1", allocation="uniform",
+            finetune_epochs=0, bn_recalibrate=0, round_to=8, device="cpu",
+        )  # fmt: skip
+    closest = [str(w.message) for w in caught if "closest" in str(w.message)]
+    assert closest and "target=0.5" in closest[0] and "round_to=8" in closest[0]
+    assert "exact_target=True makes this an error" in closest[0] and "--" not in closest[0]
+
+
+def test_the_command_line_reads_its_flags_in_the_same_error(tiny_run, tmp_path):
+    out, _ = tiny_run
+    result = invoke("measure", out / "model.pt", "--points", "nosuch", "--device", "cpu", "--out", tmp_path / "m")
+    assert result.exit_code == 2 and "--points: no module named 'nosuch'" in result.output

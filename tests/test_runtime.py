@@ -1,6 +1,9 @@
-"""Specs of runtime.py: devices under torchrun."""
+"""Specs of runtime.py: devices under torchrun, loaders, the CPU's memory layout."""
 
 import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
 
 def test_a_numbered_gpu_under_torchrun_is_refused_in_one_line(monkeypatch):
@@ -45,3 +48,66 @@ def test_cudnn_picks_its_fastest_convolutions_on_a_gpu_only(monkeypatch):
     tune_convolutions(torch.device("cuda", 0))
     assert torch.backends.cudnn.benchmark is True
     assert torch.backends.cuda.matmul.allow_tf32 is False, "heads and fields keep float32 matmuls"
+
+
+class _Layout(nn.Module):
+    """Records whether the feature maps reaching it are channels-last (and, with ``view``, flattens them by a view,
+    which channels-last maps cannot take)."""
+
+    def __init__(self, view: bool = False):
+        super().__init__()
+        self.view, self.seen = view, []
+
+    def forward(self, x):
+        self.seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return x.view(len(x), -1) if self.view else x.flatten(1)
+
+
+def _net(view: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+        _Layout(view),
+        nn.Linear(256, 5),
+    ).eval()
+
+
+DATA = TensorDataset(torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(40) % 5)
+
+
+def test_evaluation_on_the_cpu_runs_channels_last_with_the_same_grade_and_hands_the_weights_back_as_they_were():
+    from prune_snr.train.loop import evaluate
+
+    net = _net()
+    strides = [p.stride() for p in net.parameters()]
+    with torch.no_grad():
+        expected = (net(DATA.tensors[0]).argmax(1) == DATA.tensors[1]).float().mean().item()
+    net[4].seen.clear()
+    assert evaluate(net, DATA, batch_size=16)["accuracy"] == expected
+    # one image each way (the outputs compared), then the 3 batches channels-last
+    assert net[4].seen == [False, True, True, True, True]
+    assert [p.stride() for p in net.parameters()] == strides
+
+
+def test_a_model_that_views_its_feature_maps_is_evaluated_in_its_own_layout():
+    from prune_snr.train.loop import evaluate
+
+    net = _net(view=True)
+    with torch.no_grad():
+        expected = (net(DATA.tensors[0]).argmax(1) == DATA.tensors[1]).float().mean().item()
+    net[4].seen.clear()
+    assert evaluate(net, DATA, batch_size=16)["accuracy"] == expected
+    assert net[4].seen == [False, True, False, False, False]  # its view failed on the one image: batches as they are
+
+
+def test_batchnorm_recalibration_runs_channels_last_on_the_cpu():
+    from prune_snr.prune.recalibrate import recalibrate_batchnorm
+
+    net = _net()
+    net[4].seen.clear()
+    batches = [(DATA.tensors[0][i : i + 8], DATA.tensors[1][i : i + 8]) for i in range(0, 40, 8)]
+    assert recalibrate_batchnorm(net, batches, batches=5) == 5
+    assert net[4].seen == [False, True] + [True] * 5

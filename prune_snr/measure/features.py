@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 from ..atomic import atomic_save_json
 from ..errors import DataError
 from ..progress import track
-from ..runtime import autocast, barrier, broadcast_object, is_main, make_loader, world
+from ..runtime import autocast, barrier, broadcast_object, cpu_channels_last, first_image, is_main, make_loader, world
 from .pooling import capture, pooled  # noqa: F401  (named here too)
 
 
@@ -153,7 +153,8 @@ def extract(
         description=description,
     )
     try:
-        _sharded_pass(model, dataset, points, tmp, run)
+        with cpu_channels_last(model, first_image(dataset)):  # before the pass's hooks: the probe is not a batch
+            _sharded_pass(model, dataset, points, tmp, run)
         if is_main():
             atomic_save_json(tmp / "done.json", {"points": points, "pool": pool, "n": len(dataset)})
             _publish(tmp, folder)

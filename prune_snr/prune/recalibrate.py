@@ -18,11 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..runtime import make_loader, resolve_device
+from ..runtime import cpu_channels_last, make_loader, resolve_device
 from .plan import Context
 from .report import grade
 
@@ -51,12 +53,15 @@ def recalibrate_batchnorm(model: nn.Module, data, *, batches: int, device: str |
         m.momentum = None  # a cumulative average: every batch weighs the same
         m.train()
     seen = 0
+    batches_read = iter(data)
+    first = next(batches_read, None)
     try:
-        for images, _ in data:
-            if seen == batches:
-                break
-            model(images.to(device))
-            seen += 1
+        with cpu_channels_last(model, first[0][0] if first is not None else None):
+            for images, _ in itertools.chain([first] if first is not None else [], batches_read):
+                if seen == batches:
+                    break
+                model(images.to(device))
+                seen += 1
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

@@ -23,7 +23,18 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..progress import describe, track
-from ..runtime import autocast, barrier, make_loader, resolve_device, rng_state, set_rng_state, tune_convolutions, world
+from ..runtime import (
+    autocast,
+    barrier,
+    cpu_channels_last,
+    first_image,
+    make_loader,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+    tune_convolutions,
+    world,
+)
 
 LOSS_CHECK_EVERY = 20
 
@@ -127,13 +138,14 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     loader = make_loader(shard(dataset), batch_size=batch_size, shuffle=False, workers=workers)
-    for x, y in track(progress, loader, "evaluate"):
-        x, y = _to(x, device, channels_last), y.to(device)
-        with autocast(device, amp):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+    with cpu_channels_last(model, first_image(dataset)):
+        for x, y in track(progress, loader, "evaluate"):
+            x, y = _to(x, device, channels_last), y.to(device)
+            with autocast(device, amp):
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
     loss_sum, correct = loss_sum.item(), correct.item()
     model.train(was_training)
     if world()[1] > 1:

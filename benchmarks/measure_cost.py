@@ -25,13 +25,13 @@ def plain_pass(model, dataset: str, size) -> float:
     import torch
 
     from prune_snr.data import build_dataset
-    from prune_snr.runtime import make_loader
+    from prune_snr.runtime import cpu_channels_last, first_image, make_loader
 
     seconds = 0.0
     for split in ("train", "test"):
         images = build_dataset(dataset, split, augment=False, input_size=size)
         started = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), cpu_channels_last(model, first_image(images)):  # the layout the feature pass runs in
             for x, _ in make_loader(images, batch_size=256, shuffle=False):
                 model(x)
         seconds += time.perf_counter() - started

@@ -42,6 +42,7 @@ from prune_snr.errors import run_script
 from prune_snr.measure import measure
 from prune_snr.measure.features import extract
 from prune_snr.measure.feed import Moments
+from prune_snr.runtime import cpu_channels_last, first_image
 
 
 def subset(ds, n, seed):
@@ -56,11 +57,12 @@ def pooled(model, loader, point, pool):
     store = {}
     handle = dict(model.named_modules())[point].register_forward_hook(lambda m, i, o: store.update(x=o))
     try:
-        for x, y in loader:
-            with torch.no_grad():  # only the backbone: the caller may train a head on what is yielded
-                model(x)
-                features = F.adaptive_avg_pool2d(store["x"].float(), pool).flatten(1)
-            yield features, y
+        with cpu_channels_last(model, first_image(loader.dataset)):  # the layout the tool's feature pass runs in
+            for x, y in loader:
+                with torch.no_grad():  # only the backbone: the caller may train a head on what is yielded
+                    model(x)
+                    features = F.adaptive_avg_pool2d(store["x"].float(), pool).flatten(1)
+                yield features, y
     finally:
         handle.remove()
 
@@ -117,10 +119,10 @@ def naive(model, train_set, test_set, points, *, pool, epochs, lr, batch_size, s
 
 
 def plain_pass(model, datasets, batch_size: int) -> float:
-    """Seconds of one inference pass over ``datasets`` (no hooks, no pooling)."""
+    """Seconds of one inference pass over ``datasets`` (no hooks, no pooling), in the feature pass's layout."""
     model.eval()
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), cpu_channels_last(model, first_image(datasets[0])):
         for ds in datasets:
             for x, _ in torch.utils.data.DataLoader(ds, batch_size=batch_size):
                 model(x)

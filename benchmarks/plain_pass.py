@@ -26,7 +26,7 @@ def plain_pass(model_pt: str, measurement: str, *, data_dir: str | None, device:
     from prune_snr.data import DEFAULT_VAL_FRACTION, IndexSubset, build_dataset
     from prune_snr.measure.pipeline import plan_train_rows
     from prune_snr.measure.result import Measurement
-    from prune_snr.runtime import autocast, make_loader, resolve_device
+    from prune_snr.runtime import autocast, cpu_channels_last, first_image, make_loader, resolve_device
 
     m = Measurement.load(measurement)
     cfg = m.config
@@ -53,7 +53,7 @@ def plain_pass(model_pt: str, measurement: str, *, data_dir: str | None, device:
         )
     batch, amp = cfg.batch_size, bool(cfg.amp) and dev.type == "cuda"
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    with torch.no_grad():
+    with torch.no_grad(), cpu_channels_last(model, first_image(test)):  # the feature pass's layout (CPU only)
         with autocast(dev, amp):
             model(next(iter(make_loader(test, batch_size=batch, shuffle=False)))[0].to(dev))
         sync()

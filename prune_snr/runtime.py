@@ -152,15 +152,19 @@ def cpu_channels_last(model: nn.Module, image: torch.Tensor | None):
 
 
 def first_image(dataset) -> torch.Tensor | None:
-    """The first image of a dataset of ``(image, label)`` (None when it is empty): what :func:`cpu_channels_last`
-    compares outputs on."""
-    if not len(dataset):
-        return None
-    state = rng_state()  # a random transform's draw here must not move what the caller draws next
+    """The first image of a dataset of ``(image, label)``, or None where there is none to read (an empty or
+    unindexable dataset, an item of another shape): what :func:`cpu_channels_last` compares outputs on."""
+    # a random transform's draw here must not move what the caller draws next (transforms draw on the host)
+    python, numpy, host = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        return dataset[0][0]
+        image = dataset[0][0] if len(dataset) else None
+    except Exception:  # the pass itself reads the data its own way, and says what is wrong with it
+        return None
     finally:
-        set_rng_state(state)
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(host)
+    return image if isinstance(image, torch.Tensor) and image.dim() == 3 else None
 
 
 def _one_output(model: nn.Module, image: torch.Tensor):

@@ -111,3 +111,25 @@ def test_batchnorm_recalibration_runs_channels_last_on_the_cpu():
     batches = [(DATA.tensors[0][i : i + 8], DATA.tensors[1][i : i + 8]) for i in range(0, 40, 8)]
     assert recalibrate_batchnorm(net, batches, batches=5) == 5
     assert net[4].seen == [False, True] + [True] * 5
+
+
+def test_the_image_the_layouts_are_compared_on_draws_nothing_the_caller_would_draw_next():
+    import random
+
+    import numpy as np
+
+    from prune_snr.runtime import first_image
+
+    class Noisy(torch.utils.data.Dataset):  # a random transform drawing from all three generators
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(3, 4, 4) + random.random() + np.random.rand(), 0
+
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    expected = torch.rand(1), random.random(), np.random.rand()
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    assert first_image(Noisy()).shape == (3, 4, 4)
+    assert (torch.rand(1), random.random(), np.random.rand()) == expected
+    assert first_image([({"image": 1}, 0)]) is None and first_image([]) is None  # nothing to compare on: no switch

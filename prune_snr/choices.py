@@ -14,7 +14,7 @@ Example:
     >>> ALLOCATIONS.check("knapsack")
     Traceback (most recent call last):
     ...
-    prune_snr.errors.ConfigError: --allocation 'knapsack': choose one of uniform, measured, global, gain-per-mac, snr
+    prune_snr.errors.ConfigError: allocation='knapsack': choose one of uniform, measured, global, gain-per-mac, snr
 """
 
 from __future__ import annotations

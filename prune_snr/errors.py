@@ -11,7 +11,26 @@ import sys
 
 
 class PruneSnrError(Exception):
-    """Root of every error the user can act on."""
+    """Root of every error the user can act on.
+
+    Its message is written naming options by their command-line flags (``--round-to 1``); it is stored in its
+    caller's spelling (``round_to=1`` from Python), which ``prune_snr.config.spelling`` decides.
+    """
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str):
+            args = (_spelling[0](args[0]), *args[1:])
+        super().__init__(*args)
+
+
+# the rewrite of a message into its caller's spelling: installed by prune_snr.config.spelling (errors imports
+# nothing of the package); the identity until then
+_spelling = [lambda message: message]
+
+
+def spell_with(rewrite) -> None:
+    """Make ``rewrite(message)`` the spelling of every :class:`PruneSnrError` made from now on."""
+    _spelling[0] = rewrite
 
 
 class ConfigError(PruneSnrError):

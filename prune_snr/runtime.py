@@ -128,12 +128,12 @@ def cpu_channels_last(model: nn.Module, image: torch.Tensor | None):
     faster there (``benchmarks/channels_last.py``). A model that cannot (a ``view`` of its feature maps) or that is
     on a GPU runs as it is; after the block its 4-D weights are back in their own layout."""
     weights = {p: p.data for p in model.parameters() if p.dim() == 4}
-    last = {p: w.to(memory_format=torch.channels_last) for p, w in weights.items()}
-    # a 1x1 or depthwise weight is "contiguous" in either layout; what oneDNN reads is its strides
-    if image is None or not weights or all(last[p].stride() == w.stride() for p, w in weights.items()):
+    if image is None or not weights or next(iter(weights)).device.type != "cpu":
         yield
         return
-    if next(iter(weights)).device.type != "cpu":
+    last = {p: w.to(memory_format=torch.channels_last) for p, w in weights.items()}
+    # a 1x1 or depthwise weight is "contiguous" in either layout; what oneDNN reads is its strides
+    if all(last[p].stride() == w.stride() for p, w in weights.items()):
         yield
         return
     before = _one_output(model, image)
@@ -168,12 +168,13 @@ def first_image(dataset) -> torch.Tensor | None:
 
 
 def _one_output(model: nn.Module, image: torch.Tensor):
-    """``model``'s output for one image, in eval mode (no BatchNorm statistics move); each module's mode is kept."""
+    """``model``'s output for a batch of two copies of one image (a view that holds for one image alone fails here
+    too), in eval mode (no BatchNorm statistics move); each module's mode is kept."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            return model(image.unsqueeze(0).to(next(model.parameters()).device))
+            return model(torch.stack([image, image]).to(next(model.parameters()).device))
     except Exception:  # e.g. a view that needs contiguous feature maps: the model runs as it is, and says so itself
         return None
     finally:

@@ -153,7 +153,7 @@ def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_ou
 
 @pytest.mark.parametrize("rule", ["size<5", "params<=0.5.5", "params<=", "accuracy>=nan", " , "])
 def test_a_search_pick_rule_that_cannot_be_read_is_refused_before_any_trial_runs(rule):
-    with pytest.raises(ConfigError, match=r"^--pick .*(KEY OP VALUE|at least one condition)"):
+    with pytest.raises(ConfigError, match=r"^pick=.*(KEY OP VALUE|at least one condition)"):
         resolve(SearchConfig, overrides={"pick": rule})
     assert resolve(SearchConfig, overrides={"pick": "params<=0.5, accuracy>=.9"}).pick
 

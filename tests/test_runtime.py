@@ -33,7 +33,7 @@ def test_a_bad_workers_count_is_one_line():
     from prune_snr.errors import ConfigError
 
     for kind in (MeasureConfig, PruneConfig):
-        with pytest.raises(ConfigError, match="--workers -1: use 0"):
+        with pytest.raises(ConfigError, match="workers=-1: use 0"):
             resolve(kind, overrides={"workers": -1})
 
 
@@ -133,3 +133,31 @@ def test_the_image_the_layouts_are_compared_on_draws_nothing_the_caller_would_dr
     assert first_image(Noisy()).shape == (3, 4, 4)
     assert (torch.rand(1), random.random(), np.random.rand()) == expected
     assert first_image([({"image": 1}, 0)]) is None and first_image([]) is None  # nothing to compare on: no switch
+
+
+def test_a_model_whose_view_holds_for_one_image_alone_is_evaluated_in_its_own_layout():
+    from prune_snr.train.loop import evaluate
+
+    class ByChannel(nn.Module):  # a view a single channels-last image can take and a batch cannot
+        def forward(self, x):
+            n, c, h, w = x.shape
+            return x.view(n * c, h * w).mean(1).view(n, c)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1), ByChannel(), nn.Linear(4, 5))
+    with torch.no_grad():
+        expected = (net(DATA.tensors[0]).argmax(1) == DATA.tensors[1]).sum().item() / len(DATA)
+    assert evaluate(net.eval(), DATA, batch_size=16)["accuracy"] == expected
+
+
+def test_recalibration_leaves_batchnorm_as_it_was_when_the_data_cannot_be_read():
+    from prune_snr.prune.recalibrate import recalibrate_batchnorm
+
+    def broken():
+        raise OSError("disk gone")
+        yield
+
+    net = _net()
+    with pytest.raises(OSError, match="disk gone"):
+        recalibrate_batchnorm(net, broken(), batches=2)
+    assert net[1].momentum == 0.1 and not net[1].training

@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..config.spelling import COMMAND_LINE
+from ..config.spelling import command_line
 from ..errors import PruneSnrError
 from ..runtime import DIST_TIMEOUT, distributed, is_main
 
@@ -95,9 +95,9 @@ def torchrun(device: str | None):
 @contextlib.contextmanager
 def user_errors():
     """Turn the project's errors into one line and exit code 2 (the line names options by their flags)."""
-    spelling = COMMAND_LINE.set(True)
     try:
-        yield
+        with command_line():
+            yield
     except PruneSnrError as exc:
         if _state["debug"]:
             raise
@@ -106,5 +106,3 @@ def user_errors():
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]; the last finished epoch/step is saved, re-run with --resume")
         raise typer.Exit(130) from None
-    finally:
-        COMMAND_LINE.reset(spelling)

@@ -20,6 +20,7 @@ Example:
     (0.3, 3, 0.4)
 """
 
+from . import spelling  # noqa: F401  (installs the spelling of every error)
 from .fields import config, flag_of, key_of, option, shown_in_report
 from .recipes import dump_yaml, flat_keys, flat_values, known_keys, load_recipe, resolve, to_dict
 from .stages import (

@@ -1,43 +1,69 @@
 """A message in its caller's spelling: the command line reads ``--round-to 1``, Python ``round_to=1``.
 
-Each message is written once, naming options by their flags; the Python entry points (``measure``, ``prune``,
-``search``, ``export``) are wrapped in :func:`keyword_spelling`, which rewrites the flags an error names to the
-keywords a Python caller gives, unless the command line called them.
+Each message is written once, naming options by their flags. Every :class:`prune_snr.errors.PruneSnrError` and
+every warning the package gives (:func:`warn`) is spelled by :func:`spelled`: as written while the command line
+runs (:func:`command_line`, for the whole process and the search workers it starts), else with the flags it names
+rewritten to the keywords a Python caller passes (:func:`in_keywords`).
 
 Example:
     >>> in_keywords("--width-mult 5: use a value in (0, 4]")
     'width_mult=5: use a value in (0, 4]'
     >>> in_keywords("--remeasure needs --iterative-steps 2 or more; --closest-target warns instead")
     'remeasure=True needs iterative_steps=2 or more; exact_target=False warns instead'
+    >>> in_keywords("--metric params or macs; run prune-snr measure --out DIR first")
+    "metric='params' or macs; run prune-snr measure --out DIR first"
 """
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import dataclasses
 import functools
 import re
 import typing
 import warnings
-from pathlib import Path
 
-from .. import choices
-from ..errors import PruneSnrError
+from .. import choices, errors
 from .fields import _CONFIGS, flag_of, key_of
 
-_PACKAGE = str(Path(__file__).resolve().parents[1])
+# one switch for the process, not a context variable: a search's trials run on threads of their own
+_state = {"command_line": False}
 
-#: True while the command line runs: its messages keep the flags it was given.
-COMMAND_LINE = contextvars.ContextVar("prune_snr_command_line", default=False)
+# a flag not inside a word, then what may be its value (the next token, up to a second flag: "--a x/--b y")
+_FLAG = re.compile(r"(?<![\w.-])(--[a-z][a-z0-9-]*)(?: ((?:(?!/--)[^\s:;,)])+))?")
+# a command line quoted in a message keeps its flags
+_COMMAND = re.compile(r"(prune-snr [^;()]*)")
 
-# a flag, then what may be its value: a number, a quoted text, or a word (a choice's name, or one before a colon)
-_FLAG = re.compile(r"(--[a-z][a-z0-9-]*)(?: ([-+]?\d[^\s:;,)]*|'[^']*'|[a-z][\w.+-]*))?")
+
+@contextlib.contextmanager
+def command_line(on: bool = True):
+    """Within the block, messages keep the flags they name (the command line, or a worker it started)."""
+    before = _state["command_line"]
+    _state["command_line"] = on
+    try:
+        yield
+    finally:
+        _state["command_line"] = before
+
+
+def is_command_line() -> bool:
+    return _state["command_line"]
+
+
+def spelled(message: str) -> str:
+    """``message`` in its caller's spelling."""
+    return message if _state["command_line"] else in_keywords(message)
+
+
+def warn(message: str, category: type[Warning] = UserWarning, *, stacklevel: int = 1) -> None:
+    """``warnings.warn`` of a message in its caller's spelling (``stacklevel`` as ``warnings.warn`` counts it)."""
+    warnings.warn(spelled(message), category, stacklevel=stacklevel + 1)
 
 
 @functools.cache
 def _keywords() -> dict[str, tuple[str, bool | None]]:
     """Each flag -> (its keyword, the value a bare boolean flag sets, or None for an option that takes a value)."""
-    table: dict[str, tuple[str, bool | None]] = {"--resume": ("resume", True)}  # prune's own keyword
+    table: dict[str, tuple[str, bool | None]] = {"--resume": ("resume", True), "--batch": ("batch", None)}
     for cls in _CONFIGS:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -57,48 +83,27 @@ def _choice_names() -> frozenset[str]:
     return frozenset(name for table in vars(choices).values() if isinstance(table, choices.Choices) for name in table)
 
 
+def _swap(m: re.Match) -> str:
+    flag, token = m.group(1), m.group(2)
+    if flag not in _keywords():
+        return m.group(0)
+    key, sets = _keywords()[flag]
+    rest = f" {token}" if token else ""
+    if sets is not None:
+        return f"{key}={sets}{rest}"
+    if token and token in _choice_names():
+        return f"{key}={token!r}"
+    # a value: a number, a quoted text, a path or a pattern, or a word right before a colon ("--pick acc>0.9:")
+    if token and (not token[0].isalpha() or m.string.startswith(":", m.end()) or not token.isidentifier()):
+        return f"{key}={token}"
+    return f"{key}{rest}"  # prose follows: "split_seed draws ..."
+
+
 def in_keywords(message: str) -> str:
-    """``message`` with every option flag it names spelled as the keyword a Python caller passes."""
-
-    def swap(m: re.Match) -> str:
-        flag, word = m.group(1), m.group(2)
-        if flag not in _keywords():
-            return m.group(0)
-        key, sets = _keywords()[flag]
-        rest = f" {word}" if word else ""
-        if sets is not None:
-            return f"{key}={sets}{rest}"
-        if word and (not word[0].isalpha() or word in _choice_names() or m.string.startswith(":", m.end())):
-            return f"{key}={word}"
-        return key if not word and m.string.startswith(":", m.end()) else f"{key}={rest}"
-
-    return _FLAG.sub(swap, message)
+    """``message`` with every option flag it names spelled as the keyword a Python caller passes (a command line it
+    quotes, ``prune-snr measure --out DIR``, stays as it is)."""
+    parts = _COMMAND.split(message)  # odd parts are quoted command lines
+    return "".join(part if i % 2 else _FLAG.sub(_swap, part) for i, part in enumerate(parts))
 
 
-def keyword_spelling(fn):
-    """Wrap a Python entry point: the errors it raises and the package's warnings it shows name options as keywords
-    (not when the command line called it)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if COMMAND_LINE.get():
-            return fn(*args, **kwargs)
-        try:
-            with warnings.catch_warnings():  # puts showwarning back, however the call ends
-                warnings.showwarning = _showing_keywords(warnings.showwarning)
-                return fn(*args, **kwargs)
-        except PruneSnrError as exc:
-            if exc.args and isinstance(exc.args[0], str):
-                exc.args = (in_keywords(exc.args[0]), *exc.args[1:])
-            raise
-
-    return wrapper
-
-
-def _showing_keywords(show):
-    def showwarning(message, category, filename, lineno, file=None, line=None):
-        if str(filename).startswith(_PACKAGE):  # another library's warning is shown as it was written
-            message = category(in_keywords(str(message)))
-        show(message, category, filename, lineno, file, line)
-
-    return showwarning
+errors.spell_with(spelled)

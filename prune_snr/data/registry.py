@@ -72,7 +72,7 @@ def build_dataset(
     if labels is not None:
         ds = LabelSubset(ds, choose_labels(len(ds.classes), labels, label_seed))
     if len(ds) == 0:
-        raise DataError(f"dataset {name!r} ({split}) is empty; check --data-dir and --labels")
+        raise DataError(f"dataset {name!r} ({split}) is empty; check --data-dir and --num-labels")
     if len(set(ds.targets.tolist())) < 2:
         raise DataError(f"dataset {name!r} ({split}) holds a single label; a classifier needs at least 2")
     ds.input_size = size

@@ -7,13 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config.spelling import keyword_spelling
 from ..errors import ExportError
 from ..onnx_io import export_onnx
 from .onnx import verify_onnx
 
 
-@keyword_spelling
 def export(
     model: nn.Module,
     path: str | Path,

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .. import choices
+from ..config import spelling
 from ..errors import DataError
 from ..progress import track
 from .feed import (
@@ -94,7 +94,7 @@ def chunk_budget(process_budget: int) -> int:
     (at least ``MIN_CHUNK_BYTES``, with a warning when the process already holds the whole budget)."""
     held = resident_bytes()
     if process_budget - held < MIN_CHUNK_BYTES:
-        warnings.warn(
+        spelling.warn(
             f"--memory-budget {process_budget / 2**30:.2f} GiB: this process already holds "
             f"{held / 2**30:.2f} GiB; the heads read {MIN_CHUNK_BYTES >> 20} MiB chunks and the peak will "
             "exceed the budget. Give a larger budget.",

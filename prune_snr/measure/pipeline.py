@@ -6,15 +6,13 @@ import dataclasses
 import os
 import resource
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import MeasureConfig, fields_to_keep, resolve
-from ..config.spelling import keyword_spelling
+from ..config import MeasureConfig, fields_to_keep, resolve, spelling
 from ..data import DEFAULT_VAL_FRACTION, choose_labels
 from ..errors import DataError
 from ..models import default_points, handed_back, name_classifier, resolve_points
@@ -29,7 +27,6 @@ def _default_cache() -> Path:
     return Path(os.environ.get("PRUNE_SNR_CACHE", Path.home() / ".cache" / "prune-snr")) / "features"
 
 
-@keyword_spelling
 def measure(
     model: nn.Module,
     dataset: str | tuple | None = None,
@@ -367,7 +364,7 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
         cfg, val_source=source, val_fraction=used, held_out=trained_val or None
     )  # config.yaml: the split used
     if cfg.split_seed is not None and source == "train" and trained_val and used >= trained_val:
-        warnings.warn(
+        spelling.warn(
             f"{checkpoint}: --split-seed draws the validation split from the {trained_val:.0%} its training held "
             f"out, all of which --val-fraction {used:g} takes; pass a smaller --val-fraction (e.g. "
             f"{trained_val / 2:g}) to vary it",
@@ -381,7 +378,7 @@ def plan_validation(cfg, payload: dict, checkpoint) -> tuple:
             else f"its training held out {trained_val or 0:.0%} of the training split, less than the "
             f"{used:.0%} validated on"
         )
-        warnings.warn(
+        spelling.warn(
             f"{checkpoint}: the validation split comes from the training split but {why}, so the backbone may have "
             "trained on it; use --val-source test for decisions on unseen images",
             stacklevel=2,

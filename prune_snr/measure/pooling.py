@@ -51,11 +51,14 @@ def pooled(output: torch.Tensor, pool: int) -> torch.Tensor:
         >>> torch.allclose(pooled(x, 2), F.adaptive_avg_pool2d(x, 2).flatten(2), atol=1e-6)
         True
     """
-    if output.ndim != 4 or not output.is_contiguous() or pool > MATMUL_POOL or output.dtype != torch.float32:
+    last = output.ndim == 4 and not output.is_contiguous() and output.is_contiguous(memory_format=torch.channels_last)
+    if output.ndim != 4 or not (output.is_contiguous() or last) or pool > MATMUL_POOL or output.dtype != torch.float32:
         return F.adaptive_avg_pool2d(output, pool).flatten(2)  # in bfloat16 too: it averages in float32, rounds once
     n, c, h, w = output.shape
     matrix = pooling_matrix(h, w, pool, output.device, output.dtype)
     with torch.autocast(output.device.type, enabled=False):
+        if last:  # channels-last maps (the CPU's passes): N x HW x C, pooled from the left
+            return (matrix.t() @ output.permute(0, 2, 3, 1).reshape(n, h * w, c)).transpose(1, 2).contiguous()
         return (output.view(n * c, h * w) @ matrix).view(n, c, pool * pool)
 
 

@@ -16,7 +16,6 @@ from torch import nn
 
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
 from ..config import PruneConfig, resolve
-from ..config.spelling import keyword_spelling
 from ..data.user import user_data
 from ..errors import ConfigError
 from ..measure import Measurement
@@ -51,7 +50,6 @@ BEFORE_FINETUNE: tuple[Stage, ...] = (
 AFTER_FINETUNE: tuple[Stage, ...] = (latency_stage, afcc_stage)
 
 
-@keyword_spelling
 def prune(
     model: nn.Module,
     dataset: str | None = None,

@@ -48,15 +48,16 @@ def recalibrate_batchnorm(model: nn.Module, data, *, batches: int, device: str |
         return 0
     momenta = [m.momentum for m in norms]
     model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: every batch weighs the same
-        m.train()
     seen = 0
-    batches_read = iter(data)
-    first = next(batches_read, None)
     try:
+        batches_read = iter(data)
+        first = next(batches_read, None)
+        # the layouts are compared on the statistics as they were, before the reset
         with cpu_channels_last(model, first[0][0] if first is not None else None):
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: every batch weighs the same
+                m.train()
             for images, _ in itertools.chain([first] if first is not None else [], batches_read):
                 if seen == batches:
                     break

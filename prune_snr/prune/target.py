@@ -10,7 +10,6 @@ the uniform/global ratio, or ``r_max`` of the measured allocation.
 from __future__ import annotations
 
 import functools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,7 +21,7 @@ from torch.nn import functional as F
 from ..choices import ALLOCATIONS as ALLOCATION_CHOICES
 from ..choices import MEASURED_ALLOCATIONS
 from ..choices import METRICS as METRIC_CHOICES
-from ..config import check_target
+from ..config import check_target, spelling
 from ..errors import ConfigError
 from ..latency import LatencyMeter
 from ..models import classifier_name, count, example_input, point_conv, prunable_base
@@ -306,7 +305,7 @@ def search_target(
         if exact:
             raise ConfigError(unreached)
     if unreached:
-        warnings.warn(
+        spelling.warn(
             f"{unreached}; pruned to that closest point, {removed:.1%} (--exact-target makes this an error)",
             stacklevel=2,
         )

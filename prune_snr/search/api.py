@@ -8,14 +8,12 @@ from pathlib import Path
 import optuna
 from torch import nn
 
-from ..config.spelling import keyword_spelling
 from ..data.user import user_data
 from ..errors import DataError
 from ..models import logits_width, name_classifier
 from .study import run_search
 
 
-@keyword_spelling
 def search(
     model: nn.Module | str | Path,
     dataset: str | None = None,

@@ -16,17 +16,20 @@ from pathlib import Path
 
 import optuna
 
+from ..config.spelling import command_line, is_command_line
 from ..errors import PruneSnrError
 from .study import make_storage, prepare, run_search
 from .trials import counted_trials
 from .workers import POLL_SECONDS
 
 
-def _worker_main(checkpoint: str, cfg, out: str, index: int) -> None:
-    """One ``--workers`` process: run the study with its own sampler stream; an error is one line and exit 2."""
+def _worker_main(checkpoint: str, cfg, out: str, index: int, flags: bool) -> None:
+    """One ``--workers`` process: run the study with its own sampler stream; an error is one line and exit 2 (its
+    messages spelled as its starter's: ``flags`` for the command line)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        run_search(checkpoint, cfg, out=out, worker=index)
+        with command_line(flags):
+            run_search(checkpoint, cfg, out=out, worker=index)
     except PruneSnrError as exc:
         print(f"error: worker {index}: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -48,7 +51,11 @@ def run_workers(checkpoint: str | Path, cfg, *, out: str | Path, workers: int, p
         cfg = dataclasses.replace(cfg, prune=dataclasses.replace(cfg.prune, measurement=str(out / "measurement")))
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_main, args=(str(checkpoint), cfg, str(out), i), name=f"prune-snr-worker-{i}")
+        ctx.Process(
+            target=_worker_main,
+            args=(str(checkpoint), cfg, str(out), i, is_command_line()),
+            name=f"prune-snr-worker-{i}",
+        )
         for i in range(workers)
     ]
     for p in procs:

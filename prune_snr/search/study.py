@@ -37,7 +37,7 @@ from torch import nn
 
 from ..atomic import atomic_copy, atomic_save_text
 from ..checkpoint import build_from_checkpoint, load_checkpoint, with_trained_data
-from ..config import SearchConfig, dump_yaml, flat_values, resolve
+from ..config import SearchConfig, dump_yaml, flat_values, resolve, spelling
 from ..config.pruning import pick_conditions
 from ..errors import ConfigError
 from ..measure import Measurement
@@ -239,7 +239,7 @@ def _pin_unsearchable(fixed: dict, parameters: dict, measurement: Measurement | 
         and measurement is not None
         and not rethresholdable(measurement)
     ):
-        warnings.warn(
+        spelling.warn(
             f"θ stays at the measurement's {measurement.threshold}: it keeps the field matrices of only some filters "
             "(measure with --save-fields all to search θ)",
             stacklevel=3,  # run_search's caller, as the user sees it

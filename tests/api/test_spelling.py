@@ -46,3 +46,25 @@ def test_the_command_line_reads_its_flags_in_the_same_error(tiny_run, tmp_path):
     out, _ = tiny_run
     result = invoke("measure", out / "model.pt", "--points", "nosuch", "--device", "cpu", "--out", tmp_path / "m")
     assert result.exit_code == 2 and "--points: no module named 'nosuch'" in result.output
+
+
+def test_the_command_line_spelling_holds_for_the_whole_process_while_it_runs_threads_included():
+    import threading
+
+    from prune_snr.config.spelling import command_line
+
+    made = []
+    with command_line():  # a search's trials run on threads of their own
+        worker = threading.Thread(target=lambda: made.append(str(ConfigError("--round-to 8: x"))))
+        worker.start()
+        worker.join()
+    assert made == ["--round-to 8: x"] and str(ConfigError("--round-to 8: x")) == "round_to=8: x"
+
+
+def test_a_quoted_command_line_and_a_path_keep_their_dashes():
+    from prune_snr.config.spelling import in_keywords
+
+    message = "runs/a--out/model.pt: no measurement; run prune-snr measure --out DIR first (--val-fraction 0.1)"
+    assert in_keywords(message) == (
+        "runs/a--out/model.pt: no measurement; run prune-snr measure --out DIR first (val_fraction=0.1)"
+    )

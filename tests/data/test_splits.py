@@ -29,7 +29,7 @@ def test_every_label_keeps_a_validation_row_and_a_training_row():
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, float("nan")])
 def test_a_fraction_outside_0_1_is_refused(fraction):
-    with pytest.raises(DataError, match="--val-fraction"):
+    with pytest.raises(DataError, match="val_fraction="):
         validation_split(torch.tensor([0, 1, 0, 1]), fraction)
 
 
@@ -64,5 +64,5 @@ def test_a_split_seed_without_a_pool_redraws_from_every_row():
 
 
 def test_a_split_seed_cannot_validate_on_more_than_was_held_out():
-    with pytest.raises(DataError, match="--val-fraction 0.05 or less"):
+    with pytest.raises(DataError, match="val_fraction=0.05 or less"):
         validation_split(torch.arange(100) % 2, 0.2, split_seed=0, pool=0.1)

@@ -34,7 +34,7 @@ def test_too_few_calibration_images_is_a_one_line_error():
 
 def test_calibration_images_of_the_wrong_shape_are_refused(fp32):
     _, path = fp32
-    with pytest.raises(QuantizationError, match="--input-size"):
+    with pytest.raises(QuantizationError, match="input_size"):
         quantize_int8(path, path.with_name("bad.onnx"), np.zeros((64, 3, 16, 16), dtype=np.float32))
     assert not path.with_name("bad.onnx").exists()
 

@@ -184,3 +184,12 @@ def test_the_torchrun_join_holds_at_most_one_point_twice_on_disk(tmp_path, monke
     joined = np.load(tmp_path / "cache" / "1.npy")
     assert joined.shape == (200, 64) and joined[:100].max() == 0 and joined[100:].min() == 1
     assert not any(p.exists() for p in parts)
+
+
+def test_channels_last_feature_maps_pool_to_the_same_values_as_contiguous_ones():
+    import torch
+
+    from prune_snr.measure.pooling import pooled
+
+    x = torch.randn(4, 16, 7, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pooled(x.contiguous(memory_format=torch.channels_last), 2), pooled(x, 2))

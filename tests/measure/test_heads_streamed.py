@@ -119,5 +119,5 @@ def test_bfloat16_heads_score_like_float32_heads_from_memory_or_stream(tmp_path,
 def test_the_head_dtype_is_validated():
     assert resolve(MeasureConfig).head_dtype == "float32"
     assert resolve(MeasureConfig, overrides={"head_dtype": "bfloat16"}).head_dtype == "bfloat16"
-    with pytest.raises(ConfigError, match="--head-dtype"):
+    with pytest.raises(ConfigError, match="head_dtype="):
         resolve(MeasureConfig, overrides={"head_dtype": "float16"})

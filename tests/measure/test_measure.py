@@ -311,7 +311,7 @@ def test_paper_preset_takes_the_authors_choices_flags_beside_it_win_and_prune_re
     assert (mine.head_lr, mine.head_optimizer) == (0.05, "sgd")
     with pytest.raises(ConfigError, match="test split"):
         prune_snr.prune(model, "synthetic", measurement=paper, criterion="snr", finetune_epochs=0, device="cpu")
-    with pytest.raises(ConfigError, match="--preset 'papers'"):
+    with pytest.raises(ConfigError, match="preset='papers'"):
         resolve(MeasureConfig, overrides={"preset": "papers"})
 
 

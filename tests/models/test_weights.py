@@ -79,7 +79,7 @@ def test_a_pickled_model_object_is_refused_with_the_fix(tmp_path):
 def test_a_classifier_of_another_shape_names_both_shapes_unless_reset(tmp_path):
     hub = build_model("torchvision:resnet18", num_classes=1000, input_size=32).state_dict()
     mine = build_model("torchvision:resnet18", num_classes=10, input_size=32)
-    with pytest.raises(ModelError, match=r"fc.weight has shape \(1000, 512\).*\(10, 512\).*--reset-classifier"):
+    with pytest.raises(ModelError, match=r"fc.weight has shape \(1000, 512\).*\(10, 512\).*reset_classifier=True"):
         load_weights(mine, hub, source="--weights hub.pth")
     assert load_weights(mine, hub, source="--weights hub.pth", reset_classifier=True) == ["fc.bias", "fc.weight"]
     assert torch.equal(mine.layer1[0].conv1.weight, hub["layer1.0.conv1.weight"])
@@ -160,5 +160,5 @@ def test_pretrained_reads_the_hub_cache_offline(tmp_path, monkeypatch):
 
 
 def test_a_too_small_input_names_the_smallest_input_size_that_works():
-    with pytest.raises(ModelError, match=r"torchvision:alexnet: inputs of 32 px are too small.*--input-size 63"):
+    with pytest.raises(ModelError, match=r"torchvision:alexnet: inputs of 32 px are too small.*input_size=63"):
         build_model("torchvision:alexnet", num_classes=10, input_size=32)

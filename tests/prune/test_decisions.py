@@ -174,7 +174,7 @@ def test_a_measurement_whose_fields_come_from_the_test_split_cannot_drive_decisi
         heads=clean_m.heads,
     )
     model = prune_snr.load(fashion[0] / "run" / "model.pt")
-    with pytest.raises(ConfigError, match="fields_split=val"):
+    with pytest.raises(ConfigError, match="fields_split='val'"):
         prune(model, f"imagefolder:{fashion[0] / 'clean'}", measurement=on_test, **OPTIONS)
 
 

@@ -166,7 +166,7 @@ def test_finetune_keep_best_keeps_fine_tuning_only_when_it_raises_validation_acc
         expected == "after"
     ):  # a run fine-tuned without it cannot be resumed with it: its pre-fine-tuning weights are gone
         prune(copy.deepcopy(model), "synthetic", finetune_epochs=1, finetune_lr=lr, out=tmp_path / "last", **common)
-        with pytest.raises(ConfigError, match="without finetune_keep=best"):
+        with pytest.raises(ConfigError, match="without finetune_keep='best'"):
             prune(
                 copy.deepcopy(model),
                 "synthetic",

@@ -52,7 +52,7 @@ def test_an_exact_target_that_channel_alignment_blocks_names_round_to_in_its_err
         "vgg16", num_classes=10, width_mult=0.25
     ).eval()  # 16-channel layers: aligned to 16 they cannot shrink
     l1 = lambda m: build_importance("l1", model=m)  # noqa: E731
-    with pytest.raises(ConfigError, match="--round-to 16.*--round-to 1"):
+    with pytest.raises(ConfigError, match="round_to=16.*round_to=1"):
         prune_to_target(model, l1, target=0.6, metric="macs", round_to=16, exact=True)
     assert abs(prune_to_target(model, l1, target=0.6, metric="macs", round_to=1).removed - 0.6) <= 0.02
 
@@ -60,7 +60,7 @@ def test_an_exact_target_that_channel_alignment_blocks_names_round_to_in_its_err
 def test_an_unreachable_target_lands_on_the_closest_reachable_point_with_a_warning_naming_it():
     model = build_model("vgg16", num_classes=10, width_mult=0.25).eval()
     l1 = lambda m: build_importance("l1", model=m)  # noqa: E731
-    with pytest.warns(UserWarning, match=r"--round-to 16.*pruned to that closest point, (\d+\.\d)%"):
+    with pytest.warns(UserWarning, match=r"round_to=16.*pruned to that closest point, (\d+\.\d)%"):
         outcome = prune_to_target(model, l1, target=0.6, metric="macs", round_to=16)
     assert outcome.unreached and outcome.removed < 0.6 - 0.02  # what alignment allows, short of the target
     assert count(outcome.model)["macs"] < count(model)["macs"]

@@ -138,10 +138,10 @@ def test_every_option_of_every_stage_is_a_recipe_key():
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"truncate": True, "cut": "budget", "metric": "latency"}, "--cut budget"),
-        ({"remeasure": True}, "--iterative-steps 2"),
+        ({"truncate": True, "cut": "budget", "metric": "latency"}, "cut='budget'"),
+        ({"remeasure": True}, "iterative_steps=2"),
         ({"remeasure": True, "iterative_steps": 2, "criterion": "l1", "allocation": "uniform"}, "reads no measurement"),
-        ({"remeasure": True, "iterative_steps": 2, "metric": "latency"}, "params or macs"),
+        ({"remeasure": True, "iterative_steps": 2, "metric": "latency"}, "metric='params' or metric='macs'"),
     ],
 )
 def test_prune_options_that_do_not_work_together_are_one_error_naming_the_way_out(overrides, message):

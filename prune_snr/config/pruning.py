@@ -174,7 +174,7 @@ class PruneConfig:
         choices.GROUP_REDUCTIONS.check(self.group_reduction)
         choices.CUTS.check(self.cut)
         if self.truncate and self.cut == "budget" and self.metric == "latency":
-            raise ConfigError("--cut budget counts params or MACs; use --metric params or macs with it")
+            raise ConfigError("--cut budget counts params or MACs; use --metric params or --metric macs with it")
         check_positive(self, "iterative_steps", "batch_size", "latency_batch")
         if self.remeasure:
             if self.iterative_steps < 2:
@@ -187,7 +187,8 @@ class PruneConfig:
                 )
             if self.metric == "latency":
                 raise ConfigError(
-                    "--remeasure splits a params or MACs budget into steps; use --metric params or macs with it"
+                    "--remeasure splits a params or MACs budget into steps; "
+                    "use --metric params or --metric macs with it"
                 )
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"round_to={self.round_to}: use 1 or more")

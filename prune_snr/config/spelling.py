@@ -93,8 +93,10 @@ def _swap(m: re.Match) -> str:
         return f"{key}={sets}{rest}"
     if token and token in _choice_names():
         return f"{key}={token!r}"
-    # a value: a number, a quoted text, a path or a pattern, or a word right before a colon ("--pick acc>0.9:")
-    if token and (not token[0].isalpha() or m.string.startswith(":", m.end()) or not token.isidentifier()):
+    # a value: a number, a quoted text, a path, a pattern, a placeholder (N) or a word before a colon ("--pick a:")
+    if token and (
+        not token[0].isalpha() or not token.isidentifier() or token.isupper() or m.string.startswith(":", m.end())
+    ):
         return f"{key}={token}"
     return f"{key}{rest}"  # prose follows: "split_seed draws ..."
 

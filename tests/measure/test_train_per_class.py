@@ -99,7 +99,7 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_the_feature_pass(ca
         measure(model, "synthetic", points=POINTS, head_epochs=1, device="cpu", cache_dir=tmp_path / "c")
     message = str(info.value)
     assert "\n" not in message and all(
-        o in message for o in ("--train-per-class", "--pool", "--cache-dtype float16", "--points")
+        o in message for o in ("train_per_class=N", "pool=1", "cache_dtype='float16'", "fewer points")
     )
     assert not (tmp_path / "c").exists(), "nothing written"
     widths = features.point_widths(model, build_dataset("synthetic", "test")[0][0], POINTS.split(","), pool=2)

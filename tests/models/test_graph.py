@@ -46,7 +46,7 @@ def test_a_graph_whose_grouping_does_not_end_is_stopped_in_one_line_naming_the_l
     with pytest.raises(
         ModelError,
         match=r"did not finish grouping the channels of RexNet in 10 s \(stuck at the channel "
-        r"group of '[\w.]+'\); raise prune's --graph-timeout",
+        r"group of '[\w.]+'\); raise prune's graph_timeout",
     ) as info:
         ChannelGraph(rexnet, torch.randn(1, 3, 32, 32), ignored=["head.fc"], timeout=10)
     assert "\n" not in str(info.value)

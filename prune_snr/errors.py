@@ -19,7 +19,10 @@ class PruneSnrError(Exception):
 
     def __init__(self, *args):
         if args and isinstance(args[0], str):
-            args = (_spelling[0](args[0]), *args[1:])
+            try:
+                args = (_spelling[0](args[0]), *args[1:])
+            except Exception:  # a message as written beats none
+                pass
         super().__init__(*args)
 
 

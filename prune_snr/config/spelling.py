@@ -29,8 +29,9 @@ from .fields import _CONFIGS, flag_of, key_of
 # one switch for the process, not a context variable: a search's trials run on threads of their own
 _state = {"command_line": False}
 
-# a flag not inside a word, then what may be its value (the next token, up to a second flag: "--a x/--b y")
-_FLAG = re.compile(r"(?<![\w.-])(--[a-z][a-z0-9-]*)(?: ((?:(?!/--)[^\s:;,)])+))?")
+# a flag not inside a word, then what may be its value (the next token, up to a second flag: "--a x/--b y"; a
+# bracketed note is no value)
+_FLAG = re.compile(r"(?<![\w.-])(--[a-z][a-z0-9-]*)(?: ((?:(?!/--)[^\s:;,()])+))?")
 # a command line quoted in a message keeps its flags
 _COMMAND = re.compile(r"(prune-snr [^;()]*)")
 

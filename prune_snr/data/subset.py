@@ -14,7 +14,7 @@ def choose_labels(num_classes: int, labels: int | Sequence[int], seed: int | Non
     """``K`` -> the first K labels, or K labels drawn with ``seed``; a list is used as given."""
     if isinstance(labels, int):
         if not 2 <= labels <= num_classes:
-            raise DataError(f"--labels {labels}: need 2..{num_classes} labels for this dataset")
+            raise DataError(f"{labels} labels asked for: this dataset has {num_classes}; give 2 to {num_classes}")
         if seed is None:
             return list(range(labels))
         g = torch.Generator().manual_seed(seed)
@@ -22,7 +22,7 @@ def choose_labels(num_classes: int, labels: int | Sequence[int], seed: int | Non
     chosen = list(labels)
     bad = [c for c in chosen if not 0 <= c < num_classes]
     if bad or len(set(chosen)) != len(chosen) or len(chosen) < 2:
-        raise DataError(f"--labels {chosen}: need 2+ distinct labels in 0..{num_classes - 1}")
+        raise DataError(f"labels {chosen}: give 2 or more distinct labels in 0..{num_classes - 1}")
     return chosen
 
 

@@ -19,7 +19,18 @@ from ..errors import ConfigError, PruneSnrError
 from ..measure import Measurement
 from ..prune import prune
 from .space import suggest
-from .workers import POLL_SECONDS, WORKER_ID, Outage, claim_slot, counts, fail_dead_trials, masked, may_count
+from .workers import (
+    POLL_SECONDS,
+    WORKER_ID,
+    Outage,
+    claim_slot,
+    counts,
+    fail_dead_trials,
+    fail_orphans,
+    heartbeat_failures_warn,
+    masked,
+    may_count,
+)
 
 #: BatchNorm recalibration batches of a ``proxy="bn"`` trial when ``bn_recalibrate`` is 0 (EagleEye's 50)
 BN_PROXY_BATCHES = 50
@@ -71,6 +82,7 @@ class Trials:
     fixed: dict
     parameters: dict
     source: str
+    started: set[int] = dataclasses.field(default_factory=set)  # ids of the trials this worker asked for
 
     @property
     def fraction(self) -> float:
@@ -107,6 +119,7 @@ class Trials:
 
     def objective(self, study: optuna.Study, trial: optuna.Trial) -> tuple[float, float]:
         """Draw, prune, record: ``(validation accuracy, kept fraction of the metric)``; NaN where it is not finite."""
+        self.started.add(trial._trial_id)
         trial.set_user_attr("worker", WORKER_ID)
         if not claim_slot(study, trial, self.cfg.trials):
             raise optuna.TrialPruned("surplus: the other workers' trials fill the study")
@@ -159,33 +172,36 @@ def fill(study: optuna.Study, trials: Trials, progress=None) -> None:
                 task, completed=len(counted_trials(study_)), description=f"search: trial {trial.number} {state}"[:100]
             )
 
-    outage = Outage(masked(cfg.storage) if cfg.storage else str(trials.out / "study.db"))
+    where = masked(cfg.storage) if cfg.storage else str(trials.out / "study.db")
+    outage = Outage(where)
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    while deadline is None or time.monotonic() < deadline:
-        with outage:
-            fail_dead_trials(study)  # a killed worker's RUNNING trial: failed, retried, and not counted
-            existing = study.get_trials(deepcopy=False)
-            done = sum(map(counts, existing))
-            if progress is not None:
-                progress.update(task, completed=done)
-            if done >= cfg.trials:
-                break
-            free = (
-                cfg.trials
-                - done
-                - sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
-            )
-            if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
-                time.sleep(POLL_SECONDS)
-                continue
-            study.optimize(
-                lambda trial: trials.objective(study, trial),
-                n_trials=free,
-                timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-                n_jobs=min(cfg.n_jobs, free),
-                callbacks=[after_trial],
-                catch=(PruneSnrError, RuntimeError, ValueError),
-            )
+    with heartbeat_failures_warn(where):
+        while deadline is None or time.monotonic() < deadline:
+            with outage:
+                fail_orphans(study, trials.started)  # none of this worker's trials runs here
+                fail_dead_trials(study)  # a killed worker's RUNNING trial: failed, retried, and not counted
+                existing = study.get_trials(deepcopy=False)
+                done = sum(map(counts, existing))
+                if progress is not None:
+                    progress.update(task, completed=done)
+                if done >= cfg.trials:
+                    break
+                free = (
+                    cfg.trials
+                    - done
+                    - sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
+                )
+                if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
+                    time.sleep(POLL_SECONDS)
+                    continue
+                study.optimize(
+                    lambda trial: trials.objective(study, trial),
+                    n_trials=free,
+                    timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                    n_jobs=min(cfg.n_jobs, free),
+                    callbacks=[after_trial],
+                    catch=(PruneSnrError, RuntimeError, ValueError),
+                )
     if task is not None:
         progress.remove_task(task)
 

@@ -14,7 +14,10 @@ machines, a JournalStorage ``.log`` file on one machine); together they finish e
   ``worker``: host, pid, start time) is gone from this host is failed and retried the same way.
   Such a failed trial has no ``error`` of its own and is not counted.
 - **Outages.** A storage call that fails (the database restarts, the network drops) is retried with
-  a one-line warning for up to ``RETRY_SECONDS``; finished trials are in the storage already.
+  a one-line warning for up to ``RETRY_SECONDS``; finished trials are in the storage already. A
+  trial the outage left RUNNING in the worker that started it (its final state never written, and
+  maybe no heartbeat ever recorded, which Optuna's check never fails) is failed and retried by that
+  worker as soon as none of its trials runs.
 
 ``--workers K`` on one machine is :func:`prune_snr.search.parallel.run_workers`.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -104,16 +108,30 @@ def fail_dead_trials(study: optuna.Study) -> None:
     if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None:  # RDBStorage with heartbeats
         optuna.storages.fail_stale_trials(study)
         return
-    retry = retry_callback()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
-        if worker is None or _alive(worker) is not False:
-            continue
-        try:
-            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                retry(study, study._storage.get_trial(t._trial_id))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another worker failed it first (and queued the retry)
+        if worker is not None and _alive(worker) is False:
+            _fail_and_retry(study, t._trial_id)
+
+
+def fail_orphans(study: optuna.Study, started: set[int]) -> None:
+    """Fail (and queue a retry of) the trials of ``started`` (ids this worker asked for) still RUNNING; forget them all.
+
+    Call it only while none of this worker's trials runs: one still RUNNING then was left so by a storage
+    outage, its final state never written, and with no heartbeat recorded Optuna's check would never fail it.
+    """
+    for trial_id in sorted(started):
+        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
+            _fail_and_retry(study, trial_id)
+        started.discard(trial_id)
+
+
+def _fail_and_retry(study: optuna.Study, trial_id: int) -> None:
+    try:
+        if study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            retry_callback()(study, study._storage.get_trial(trial_id))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # another worker failed it first (and queued the retry)
 
 
 def counts(t: optuna.trial.FrozenTrial) -> bool:
@@ -145,6 +163,33 @@ def _storage_error_in(exc: BaseException | None) -> BaseException | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextlib.contextmanager
+def heartbeat_failures_warn(where: str):
+    """While inside, a storage error that ends Optuna's heartbeat thread is a one-line warning, not a traceback.
+
+    The trial runs on without heartbeats; the other workers may fail and retry it meanwhile (see :class:`Outage`).
+    """
+    previous = threading.excepthook
+
+    def hook(args):
+        exc = _storage_error_in(args.exc_value)
+        if exc is None or args.thread is None or "heartbeat" not in args.thread.name:
+            previous(args)
+            return
+        cause = str(exc.__cause__ or exc).splitlines()[0] or type(exc).__name__
+        warnings.warn(
+            f"study storage {where} unreachable ({cause}); the running trial's heartbeat stopped",
+            UserWarning,
+            stacklevel=1,
+        )
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 class Outage:

@@ -73,6 +73,56 @@ def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_
     assert pareto_rows(again), "the Pareto set is never empty once a trial completed"
 
 
+def test_a_trial_an_outage_left_running_with_no_heartbeat_is_failed_and_retried_by_its_worker(
+    study_inputs, tmp_path, monkeypatch
+):
+    # The outage: the first trial's heartbeat and its final state are never written, so it stays
+    # RUNNING with no heartbeat, which Optuna's stale-trial check never fails.
+    import sqlalchemy.exc
+
+    storage = optuna.storages.RDBStorage
+    lost, told = [], []
+
+    def down(*_):
+        raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    def heartbeat(self, trial_id):
+        if not lost:
+            lost.append(trial_id)
+            down()
+        return beat(self, trial_id)
+
+    def set_state(self, trial_id, state, values=None):
+        if trial_id in lost and not told:  # its final state, once: the worker's own retry later goes through
+            told.append(trial_id)
+            down()
+        return write(self, trial_id, state, values)
+
+    beat, write = storage.record_heartbeat, storage.set_trial_state_values
+    monkeypatch.setattr(storage, "record_heartbeat", heartbeat)
+    monkeypatch.setattr(storage, "set_trial_state_values", set_state)
+    checkpoint, result = study_inputs
+    with pytest.warns(UserWarning) as caught:
+        study = run_search(
+            checkpoint,
+            round_to=1,
+            trials=2,
+            out=tmp_path,
+            measurement=result,
+            max_finetune_epochs=0,
+            device="cpu",
+            fixed=FIXED,
+            timeout=120,  # without the worker's own check it waits on the lost trial until this passes
+        )
+    said = [str(w.message) for w in caught]
+    assert any("heartbeat stopped" in m for m in said), "the heartbeat thread's end is one line, not a traceback"
+    assert any("unreachable" in m and "retrying" in m for m in said)
+    assert len(counted_trials(study)) == 2
+    first = study.trials[0]
+    assert first.state.name == "FAIL" and "error" not in first.user_attrs, "failed, not counted"
+    assert any(t.system_attrs.get("failed_trial") == 0 for t in study.trials), "and retried"
+
+
 def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):
     checkpoint, result = study_inputs
     study = run_search(

@@ -33,6 +33,10 @@ def _norms(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
+def _statistics(m: _BatchNorm) -> list[torch.Tensor]:
+    return [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether ``model`` has a BatchNorm with running statistics to re-estimate."""
     return bool(_norms(model))
@@ -42,11 +46,13 @@ def has_batchnorm(model: nn.Module) -> bool:
 def recalibrate_batchnorm(model: nn.Module, data, *, batches: int, device: str | torch.device = "cpu") -> int:
     """Reset every BatchNorm's running statistics and re-estimate them as the plain average over ``batches``
     batches of ``data`` (an iterable of ``(images, labels)``); the rest of the model stays in eval mode (no
-    dropout). Leaves ``model`` in eval mode; returns the number of batches read (0: no BatchNorm, nothing read)."""
+    dropout). Leaves ``model`` in eval mode; returns the number of batches read (0: no BatchNorm, nothing read).
+    A pass that fails (a bad batch, an interrupt) leaves the statistics as they were."""
     norms = _norms(model)
     if not norms or batches < 1:
         return 0
     momenta = [m.momentum for m in norms]
+    before = [[b.clone() for b in _statistics(m)] for m in norms]
     model.eval()
     seen = 0
     try:
@@ -63,6 +69,11 @@ def recalibrate_batchnorm(model: nn.Module, data, *, batches: int, device: str |
                     break
                 model(images.to(device))
                 seen += 1
+    except BaseException:
+        for m, saved in zip(norms, before):
+            for buffer, value in zip(_statistics(m), saved):
+                buffer.copy_(value)
+        raise
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

@@ -35,6 +35,18 @@ def test_dropout_stays_off_while_the_statistics_are_read():
     assert seen == [False, False, False]
 
 
+def test_a_pass_that_fails_after_its_first_batch_leaves_the_statistics_as_they_were():
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2))
+    net[1].running_mean.fill_(3.0)
+    net[1].num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batches = [(torch.randn(4, 1, 3, 3), None), (torch.randn(4, 2, 3, 3), None)]  # the second has a wrong shape
+    with pytest.raises(RuntimeError):
+        recalibrate_batchnorm(net, batches, batches=2)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and net[1].momentum == 0.1 and not net.training
+
+
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -110,11 +110,15 @@ def shown_in_report(f: dataclasses.Field, value: Any, cfg) -> bool:
     return {ALWAYS: True, GIVEN: value is not None, ON: bool(value)}[rule]
 
 
+def _flag(cfg, name: str) -> str:
+    return flag_of(next(f for f in dataclasses.fields(cfg) if f.name == name)).split("/")[0]
+
+
 def check_positive(cfg, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name}={value}: must be a positive number")
+            raise ConfigError(f"{_flag(cfg, name)} {value}: must be a positive number")
 
 
 def check_fraction(cfg, name: str, *, allow_zero: bool) -> None:
@@ -122,7 +126,8 @@ def check_fraction(cfg, name: str, *, allow_zero: bool) -> None:
     low_ok = value >= 0 if allow_zero else value > 0
     if not (isinstance(value, (int, float)) and math.isfinite(value) and low_ok and value < 1):
         raise ConfigError(
-            f"{name}={value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) (0.1 = 10 % of the training split)"
+            f"{_flag(cfg, name)} {value}: use a fraction in {'[0' if allow_zero else '(0'}, 1) "
+            "(0.1 = 10 % of the training split)"
         )
 
 

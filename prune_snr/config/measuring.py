@@ -87,9 +87,7 @@ class MeasureConfig:
         if not (
             isinstance(self.head_patience, int) and not isinstance(self.head_patience, bool) and self.head_patience >= 0
         ):
-            raise ConfigError(
-                f"head_patience={self.head_patience}: use 0 (train every head head_epochs epochs) or more"
-            )
+            raise ConfigError(f"--head-patience {self.head_patience}: use 0 (train every head all its epochs) or more")
         check_device(self)
         choices.FIELDS_SPLITS.check(self.fields_split)
         choices.CLUSTERS.check(self.clusters)
@@ -103,13 +101,13 @@ class MeasureConfig:
         if self.val_fraction is not None:
             check_fraction(self, "val_fraction", allow_zero=self.fields_split != "val")
         if self.memory_budget is not None and not self.memory_budget > 0:
-            raise ConfigError(f"memory_budget={self.memory_budget}: give GiB > 0")
+            raise ConfigError(f"--memory-budget {self.memory_budget}: give GiB > 0")
         if self.train_per_class is not None and not self.train_per_class >= 1:
-            raise ConfigError(f"train_per_class={self.train_per_class}: give 1 or more training images per label")
+            raise ConfigError(f"--train-per-class {self.train_per_class}: give 1 or more training images per label")
         if not 0 <= self.threshold < 1:
-            raise ConfigError(f"threshold={self.threshold}: use a value in [0, 1)")
+            raise ConfigError(f"--threshold {self.threshold}: use a value in [0, 1)")
         if self.label_sweep is not None and any(k < 2 for k in self.label_sweep):
-            raise ConfigError(f"labels={self.label_sweep}: every label count must be >= 2")
+            raise ConfigError(f"--labels {','.join(map(str, self.label_sweep))}: every label count must be >= 2")
         fields_to_keep(self.save_fields)
 
 
@@ -120,4 +118,4 @@ def fields_to_keep(value) -> int | None:
         return None
     if not isinstance(value, bool) and text.isdigit() and int(text) > 0:
         return int(text)
-    raise ConfigError(f"save_fields={value!r}: give a positive number of filters per point, or all")
+    raise ConfigError(f"--save-fields {value}: give a positive number of filters per point, or all")

@@ -55,12 +55,12 @@ class FineTuneConfig:
     def validate(self) -> None:
         choices.FINETUNE_KEEP.check(self.keep)
         if self.epochs < 0:
-            raise ConfigError(f"finetune_epochs={self.epochs}: use 0 or more")
+            raise ConfigError(f"--finetune-epochs {self.epochs}: use 0 or more")
         check_positive(self, "lr")
         if self.weight_decay < 0:
-            raise ConfigError(f"finetune_weight_decay={self.weight_decay}: use 0 or more")
+            raise ConfigError(f"--finetune-weight-decay {self.weight_decay}: use 0 or more")
         if not 0 < self.fraction <= 1:
-            raise ConfigError(f"finetune_fraction={self.fraction}: use a fraction in (0, 1]")
+            raise ConfigError(f"--finetune-fraction {self.fraction}: use a fraction in (0, 1]")
 
 
 @config
@@ -162,9 +162,9 @@ class PruneConfig:
         if self.val_fraction is not None:
             check_fraction(self, "val_fraction", allow_zero=False)
         if self.bn_recalibrate < 0:
-            raise ConfigError(f"bn_recalibrate={self.bn_recalibrate}: use a number of batches, 0 (off) or more")
+            raise ConfigError(f"--bn-recalibrate {self.bn_recalibrate}: use a number of batches, 0 (off) or more")
         if self.graph_timeout <= 0:
-            raise ConfigError(f"graph_timeout={self.graph_timeout}: use a number of seconds above 0")
+            raise ConfigError(f"--graph-timeout {self.graph_timeout}: use a number of seconds above 0")
         check_target(self.target)
         if self.val_source is not None:
             choices.VAL_SOURCES.check(self.val_source)
@@ -191,9 +191,9 @@ class PruneConfig:
                     "use --metric params or --metric macs with it"
                 )
         if self.round_to is not None and self.round_to < 1:
-            raise ConfigError(f"round_to={self.round_to}: use 1 or more")
+            raise ConfigError(f"--round-to {self.round_to}: use 1 or more")
         if not (isinstance(self.refit_epochs, int) and self.refit_epochs >= 0):
-            raise ConfigError(f"refit_epochs={self.refit_epochs}: use 0 (keep the classifier) or more epochs")
+            raise ConfigError(f"--refit-epochs {self.refit_epochs}: use 0 (keep the classifier) or more epochs")
         check_device(self)
 
 

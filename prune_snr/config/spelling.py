@@ -64,7 +64,14 @@ def warn(message: str, category: type[Warning] = UserWarning, *, stacklevel: int
 @functools.cache
 def _keywords() -> dict[str, tuple[str, bool | None]]:
     """Each flag -> (its keyword, the value a bare boolean flag sets, or None for an option that takes a value)."""
-    table: dict[str, tuple[str, bool | None]] = {"--resume": ("resume", True), "--batch": ("batch", None)}
+    # besides the configs: flags whose options are a function's keywords (export_checkpoint's)
+    table: dict[str, tuple[str, bool | None]] = {
+        "--resume": ("resume", True),
+        "--batch": ("batch", None),
+        "--baseline": ("baseline", None),
+        "--int8": ("int8", True),
+        "--calibration-size": ("calibration_size", None),
+    }
     for cls in _CONFIGS:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):

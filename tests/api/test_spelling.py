@@ -68,3 +68,29 @@ def test_a_quoted_command_line_and_a_path_keep_their_dashes():
     assert in_keywords(message) == (
         "runs/a--out/model.pt: no measurement; run prune-snr measure --out DIR first (val_fraction=0.1)"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "keyword", "flag"),
+    [
+        ({"batch_size": 0}, "batch_size=0", "--batch-size 0"),
+        ({"finetune_lr": 0.0}, "finetune_lr=0.0", "--finetune-lr 0.0"),  # a nested option: named by its flat key
+        ({"round_to": 0}, "round_to=0", "--round-to 0"),
+    ],
+)
+def test_a_bad_value_is_named_by_its_keyword_from_python_and_by_its_flag_on_the_command_line(options, keyword, flag):
+    from prune_snr.config import PruneConfig, resolve
+    from prune_snr.config.spelling import command_line
+
+    with pytest.raises(ConfigError) as caught:
+        resolve(PruneConfig, overrides=options)
+    with command_line(), pytest.raises(ConfigError) as on_command_line:
+        resolve(PruneConfig, overrides=options)
+    assert str(caught.value).startswith(keyword + ":") and str(on_command_line.value).startswith(flag + ":")
+
+
+def test_exports_flags_read_as_the_keywords_of_export_checkpoint():
+    from prune_snr.config.spelling import in_keywords
+
+    assert in_keywords("--calibration-size 8: use at least 32 images") == "calibration_size=8: use at least 32 images"
+    assert in_keywords("--int8 needs calibration images") == "int8=True needs calibration images"

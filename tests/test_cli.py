@@ -60,7 +60,7 @@ def test_train_num_labels_keeps_the_first_k_labels(tmp_path):
     [
         (["train", "--model", "resnet9", "--dataset", "synthetic"], "unknown model 'resnet9'"),
         (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
-        (["train", "--dataset", "synthetic", "--epochs", "-1"], "epochs=-1"),
+        (["train", "--dataset", "synthetic", "--epochs", "-1"], "--epochs -1"),
         (["train", "--dataset", "synthetic", "--device", "tpu"], "--device 'tpu'"),
         (["train", "--dataset", "synthetic", "--labels", "3"], "train keeps the first K labels with --num-labels 3"),
         (["measure", "missing.pt", "--dataset", "synthetic"], "missing.pt does not exist"),

@@ -239,7 +239,10 @@ def test_bad_save_fields_is_one_line(tmp_path):
         )
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert (
-            result.exit_code == 2 and len(lines) == 1 and "save_fields" in lines[0] and "Traceback" not in result.output
+            result.exit_code == 2
+            and len(lines) == 1
+            and f"--save-fields {bad}:" in lines[0]
+            and "Traceback" not in result.output
         ), bad
 
 

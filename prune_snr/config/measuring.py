@@ -118,4 +118,4 @@ def fields_to_keep(value) -> int | None:
         return None
     if not isinstance(value, bool) and text.isdigit() and int(text) > 0:
         return int(text)
-    raise ConfigError(f"--save-fields {value}: give a positive number of filters per point, or all")
+    raise ConfigError(f"--save-fields {value!r}: give a positive number of filters per point, or all")

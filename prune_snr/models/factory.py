@@ -56,7 +56,7 @@ def build_model(
         torch.Size([1, 10])
     """
     if num_classes < 2:
-        raise ModelError(f"--num-classes {num_classes}: a classifier needs at least 2 labels")
+        raise ModelError(f"{num_classes} label(s): a classifier needs at least 2")
     prefix, _, rest = name.partition(":")
     cut = {k: arch.pop(k) for k in ("cut_after", "head_pool") if k in arch and "cut" not in arch}
     dropped = list(arch.pop("dropped", None) or [])

@@ -49,6 +49,7 @@ from .trials import Trials, counted_trials, fill, reevaluate_pareto, rethreshold
 from .workers import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
+    RDBStorage,
     StorageError,
     masked,
     retry_callback,
@@ -74,7 +75,7 @@ def make_storage(storage: str | None, out: Path):
         for attempt in range(5):
             try:
                 # Heartbeats fail (and retry) the trials of a killed worker; see search/workers.py.
-                return optuna.storages.RDBStorage(
+                return RDBStorage(
                     storage,
                     engine_kwargs=engine,
                     heartbeat_interval=HEARTBEAT_INTERVAL,

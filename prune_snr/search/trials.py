@@ -3,6 +3,7 @@ fills the study beside other workers; the full re-evaluation of the Pareto trial
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -27,9 +28,9 @@ from .workers import (
     counts,
     fail_dead_trials,
     fail_orphans,
-    heartbeat_failures_warn,
     masked,
     may_count,
+    storage_errors,
 )
 
 #: BatchNorm recalibration batches of a ``proxy="bn"`` trial when ``bn_recalibrate`` is 0 (EagleEye's 50)
@@ -82,7 +83,6 @@ class Trials:
     fixed: dict
     parameters: dict
     source: str
-    started: set[int] = dataclasses.field(default_factory=set)  # ids of the trials this worker asked for
 
     @property
     def fraction(self) -> float:
@@ -119,7 +119,6 @@ class Trials:
 
     def objective(self, study: optuna.Study, trial: optuna.Trial) -> tuple[float, float]:
         """Draw, prune, record: ``(validation accuracy, kept fraction of the metric)``; NaN where it is not finite."""
-        self.started.add(trial._trial_id)
         trial.set_user_attr("worker", WORKER_ID)
         if not claim_slot(study, trial, self.cfg.trials):
             raise optuna.TrialPruned("surplus: the other workers' trials fill the study")
@@ -172,38 +171,47 @@ def fill(study: optuna.Study, trials: Trials, progress=None) -> None:
                 task, completed=len(counted_trials(study_)), description=f"search: trial {trial.number} {state}"[:100]
             )
 
-    where = masked(cfg.storage) if cfg.storage else str(trials.out / "study.db")
-    outage = Outage(where)
+    outage = Outage(masked(cfg.storage) if cfg.storage else str(trials.out / "study.db"))
+    started: set[int] = set()  # the ids of the trials this worker asked for, until seen ended
+
+    def objective(trial):
+        started.add(trial._trial_id)
+        return trials.objective(study, trial)
+
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    with heartbeat_failures_warn(where):
-        while deadline is None or time.monotonic() < deadline:
-            with outage:
-                fail_orphans(study, trials.started)  # none of this worker's trials runs here
-                fail_dead_trials(study)  # a killed worker's RUNNING trial: failed, retried, and not counted
-                existing = study.get_trials(deepcopy=False)
-                done = sum(map(counts, existing))
-                if progress is not None:
-                    progress.update(task, completed=done)
-                if done >= cfg.trials:
-                    break
-                free = (
-                    cfg.trials
-                    - done
-                    - sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
-                )
-                if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
-                    time.sleep(POLL_SECONDS)
-                    continue
-                study.optimize(
-                    lambda trial: trials.objective(study, trial),
-                    n_trials=free,
-                    timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-                    n_jobs=min(cfg.n_jobs, free),
-                    callbacks=[after_trial],
-                    catch=(PruneSnrError, RuntimeError, ValueError),
-                )
+    while deadline is None or time.monotonic() < deadline:
+        with outage:
+            done, running = _slots(study, started)
+            if progress is not None:
+                progress.update(task, completed=done)
+            if done >= cfg.trials:
+                break
+            free = cfg.trials - done - running
+            if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
+                time.sleep(POLL_SECONDS)
+                continue
+            study.optimize(
+                objective,
+                n_trials=free,
+                timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                n_jobs=min(cfg.n_jobs, free),
+                callbacks=[after_trial],
+                catch=(PruneSnrError, RuntimeError, ValueError),
+            )
+    with contextlib.suppress(*storage_errors()):  # at a --timeout: a trial the last outage left is not left RUNNING
+        fail_orphans(study, started)
     if task is not None:
         progress.remove_task(task)
+
+
+def _slots(study: optuna.Study, started: set[int]) -> tuple[int, int]:
+    """``(counted trials, running trials that hold a slot)``, once the lost trials are ended: this worker's own
+    (:func:`fail_orphans`; called between ``study.optimize`` calls, when none of them runs) and dead workers'."""
+    fail_orphans(study, started)
+    fail_dead_trials(study)  # a killed worker's RUNNING trial: failed, retried, and not counted
+    existing = study.get_trials(deepcopy=False)
+    running = sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))
+    return sum(map(counts, existing)), running
 
 
 def reevaluate_pareto(study: optuna.Study, trials: Trials, progress=None) -> None:

@@ -15,9 +15,11 @@ machines, a JournalStorage ``.log`` file on one machine); together they finish e
   Such a failed trial has no ``error`` of its own and is not counted.
 - **Outages.** A storage call that fails (the database restarts, the network drops) is retried with
   a one-line warning for up to ``RETRY_SECONDS``; finished trials are in the storage already. A
+  heartbeat that fails is missed, not the end of the trial's heartbeats (:class:`RDBStorage`). A
   trial the outage left RUNNING in the worker that started it (its final state never written, and
-  maybe no heartbeat ever recorded, which Optuna's check never fails) is failed and retried by that
-  worker as soon as none of its trials runs.
+  maybe no heartbeat ever recorded, which Optuna's check never fails) is ended by that worker as
+  soon as none of its trials runs; a lost trial that had ended on its own (an error of its own, a
+  surplus) is not retried.
 
 ``--workers K`` on one machine is :func:`prune_snr.search.parallel.run_workers`.
 """
@@ -27,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -67,9 +68,32 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 
 
 def retry_callback():
-    """Optuna's retry of a heartbeat-stale trial (its name since Optuna 4.9, and before)."""
+    """Optuna's retry of a failed lost trial (its name since Optuna 4.9, and before), for one that had not ended on
+    its own: one with an error of its own counts as failed, a surplus never counts, and a retry would inherit both."""
     cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    return cls(max_retry=MAX_RETRY)
+    retry = cls(max_retry=MAX_RETRY)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "error" not in trial.user_attrs and not trial.user_attrs.get("surplus"):
+            retry(study, trial)
+
+    return callback
+
+
+class RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose heartbeat thread outlives an outage: a failed heartbeat is missed and warned about
+    in one line, where Optuna's thread would end with a traceback and leave the trial without heartbeats."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except storage_errors() as exc:
+            cause = str(exc.__cause__ or exc).splitlines()[0] or type(exc).__name__
+            warnings.warn(
+                f"study storage {masked(self.url)} unreachable ({cause}); a heartbeat of trial id {trial_id} missed",
+                UserWarning,
+                stacklevel=1,
+            )
 
 
 def _start_time(pid: int) -> str:
@@ -102,16 +126,15 @@ def _alive(worker: str) -> bool | None:
 def fail_dead_trials(study: optuna.Study) -> None:
     """Fail (and queue a retry of) the RUNNING trials whose worker is gone.
 
-    RDB storages: Optuna's heartbeat check. Other storages (JournalStorage): trials whose worker
-    process of this host has exited.
+    RDB storages: Optuna's heartbeat check. Any storage: trials whose worker process of this host has exited
+    (on an RDB storage one killed before its first heartbeat, which Optuna's check never fails).
     """
     if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None:  # RDBStorage with heartbeats
         optuna.storages.fail_stale_trials(study)
-        return
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
         if worker is not None and _alive(worker) is False:
-            _fail_and_retry(study, t._trial_id)
+            _fail_lost(study, t._trial_id)
 
 
 def fail_orphans(study: optuna.Study, started: set[int]) -> None:
@@ -122,11 +145,12 @@ def fail_orphans(study: optuna.Study, started: set[int]) -> None:
     """
     for trial_id in sorted(started):
         if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
-            _fail_and_retry(study, trial_id)
+            _fail_lost(study, trial_id)
         started.discard(trial_id)
 
 
-def _fail_and_retry(study: optuna.Study, trial_id: int) -> None:
+def _fail_lost(study: optuna.Study, trial_id: int) -> None:
+    """Fail a trial no process runs any more, and queue its retry (:func:`retry_callback`)."""
     try:
         if study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
             retry_callback()(study, study._storage.get_trial(trial_id))
@@ -163,33 +187,6 @@ def _storage_error_in(exc: BaseException | None) -> BaseException | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-@contextlib.contextmanager
-def heartbeat_failures_warn(where: str):
-    """While inside, a storage error that ends Optuna's heartbeat thread is a one-line warning, not a traceback.
-
-    The trial runs on without heartbeats; the other workers may fail and retry it meanwhile (see :class:`Outage`).
-    """
-    previous = threading.excepthook
-
-    def hook(args):
-        exc = _storage_error_in(args.exc_value)
-        if exc is None or args.thread is None or "heartbeat" not in args.thread.name:
-            previous(args)
-            return
-        cause = str(exc.__cause__ or exc).splitlines()[0] or type(exc).__name__
-        warnings.warn(
-            f"study storage {where} unreachable ({cause}); the running trial's heartbeat stopped",
-            UserWarning,
-            stacklevel=1,
-        )
-
-    threading.excepthook = hook
-    try:
-        yield
-    finally:
-        threading.excepthook = previous
 
 
 class Outage:

@@ -241,7 +241,7 @@ def test_bad_save_fields_is_one_line(tmp_path):
         assert (
             result.exit_code == 2
             and len(lines) == 1
-            and f"--save-fields {bad}:" in lines[0]
+            and f"--save-fields {bad!r}:" in lines[0]
             and "Traceback" not in result.output
         ), bad
 

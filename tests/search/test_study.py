@@ -89,6 +89,7 @@ def test_a_trial_an_outage_left_running_with_no_heartbeat_is_failed_and_retried_
     def heartbeat(self, trial_id):
         if not lost:
             lost.append(trial_id)
+        if trial_id in lost:
             down()
         return beat(self, trial_id)
 
@@ -112,15 +113,30 @@ def test_a_trial_an_outage_left_running_with_no_heartbeat_is_failed_and_retried_
             max_finetune_epochs=0,
             device="cpu",
             fixed=FIXED,
-            timeout=120,  # without the worker's own check it waits on the lost trial until this passes
+            timeout=30,  # without the worker's own check it waits on the lost trial until this passes
         )
     said = [str(w.message) for w in caught]
-    assert any("heartbeat stopped" in m for m in said), "the heartbeat thread's end is one line, not a traceback"
+    assert any("heartbeat of trial id" in m and "missed" in m for m in said), "one line, not the thread's traceback"
     assert any("unreachable" in m and "retrying" in m for m in said)
     assert len(counted_trials(study)) == 2
     first = study.trials[0]
     assert first.state.name == "FAIL" and "error" not in first.user_attrs, "failed, not counted"
     assert any(t.system_attrs.get("failed_trial") == 0 for t in study.trials), "and retried"
+
+
+def test_a_lost_trial_is_retried_unless_it_had_ended_on_its_own(tmp_path):
+    from prune_snr.search.study import make_storage
+    from prune_snr.search.workers import counts, fail_orphans
+
+    study = optuna.create_study(storage=make_storage(None, tmp_path), directions=["maximize", "minimize"])
+    plain, failed, surplus = study.ask(), study.ask(), study.ask()
+    failed.set_user_attr("error", "out of memory")  # its objective failed; the outage lost the FAIL
+    surplus.set_user_attr("surplus", True)  # the outage lost the PRUNED
+    fail_orphans(study, {plain._trial_id, failed._trial_id, surplus._trial_id})
+    trials = study.get_trials()
+    assert [t.state.name for t in trials[:3]] == ["FAIL"] * 3
+    assert [counts(t) for t in trials[:3]] == [False, True, False], "an error of its own counts, a surplus never"
+    assert [t.system_attrs.get("failed_trial") for t in trials[3:]] == [plain.number], "only the plain one is retried"
 
 
 def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):

@@ -88,7 +88,9 @@ def _keywords() -> dict[str, tuple[str, bool | None]]:
 
 @functools.cache
 def _choice_names() -> frozenset[str]:
-    return frozenset(name for table in vars(choices).values() if isinstance(table, choices.Choices) for name in table)
+    """The words that are an option's value after a flag: every choice, and the free-text options' usual words."""
+    named = {name for table in vars(choices).values() if isinstance(table, choices.Choices) for name in table}
+    return frozenset(named | {"cpu", "auto", "all", "dynamic"})
 
 
 def _swap(m: re.Match) -> str:

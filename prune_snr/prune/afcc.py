@@ -64,7 +64,7 @@ def apply_afcc(model: nn.Module, dataset, *, threshold: float = THRESHOLD, clust
     if not isinstance(head, torch.nn.Linear):
         raise ConfigError(
             f"--afcc keeps a linear classifier's weights inside filter clusters; {type(model).__name__}'s classifier "
-            "is a convolution: leave --afcc off"
+            "is a convolution: use --no-afcc"
         )
     L, D = head.weight.shape
     mu = classifier_class_means(model, dataset, L)

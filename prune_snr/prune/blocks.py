@@ -37,7 +37,7 @@ def drop_stage(ctx: Context, model: nn.Module) -> tuple[nn.Module, dict]:
     if not names:
         raise ConfigError(
             f"--drop-blocks: {model.spec['name']} has no residual block with an identity shortcut to drop; "
-            "leave --drop-blocks off for this model"
+            "use --no-drop-blocks for this model"
         )
     full_val_accuracy, delta, device = ctx.report["before"]["val_accuracy"], cfg.delta, cfg.device
     rows, sized = [], size_metric(cfg.metric)

@@ -94,3 +94,14 @@ def test_exports_flags_read_as_the_keywords_of_export_checkpoint():
 
     assert in_keywords("--calibration-size 8: use at least 32 images") == "calibration_size=8: use at least 32 images"
     assert in_keywords("--int8 needs calibration images") == "int8=True needs calibration images"
+
+
+def test_a_word_after_a_flag_is_its_value_where_it_is_one():
+    from prune_snr.config.spelling import in_keywords
+
+    assert in_keywords("no CUDA device is visible here; use --device cpu or auto") == (
+        "no CUDA device is visible here; use device='cpu' or auto"
+    )
+    assert in_keywords("its classifier is a convolution: use --no-afcc") == (
+        "its classifier is a convolution: use afcc=False"
+    )

@@ -49,6 +49,7 @@ from .trials import Trials, counted_trials, fill, reevaluate_pareto, rethreshold
 from .workers import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
+    JournalStorage,
     RDBStorage,
     StorageError,
     masked,
@@ -63,7 +64,7 @@ def make_storage(storage: str | None, out: Path):
         out.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(out / 'study.db').resolve()}"
     if storage.startswith("journal:") or storage.endswith(".log"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend
 
         path = storage.removeprefix("journal:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)

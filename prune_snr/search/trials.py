@@ -172,42 +172,38 @@ def fill(study: optuna.Study, trials: Trials, progress=None) -> None:
             )
 
     outage = Outage(masked(cfg.storage) if cfg.storage else str(trials.out / "study.db"))
-    started: set[int] = set()  # the ids of the trials this worker asked for, until seen ended
-
-    def objective(trial):
-        started.add(trial._trial_id)
-        return trials.objective(study, trial)
-
     deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
-    while deadline is None or time.monotonic() < deadline:
-        with outage:
-            done, running = _slots(study, started)
-            if progress is not None:
-                progress.update(task, completed=done)
-            if done >= cfg.trials:
-                break
-            free = cfg.trials - done - running
-            if free <= 0:  # every open slot is another worker's running trial: wait for it to finish or be failed
-                time.sleep(POLL_SECONDS)
-                continue
-            study.optimize(
-                objective,
-                n_trials=free,
-                timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-                n_jobs=min(cfg.n_jobs, free),
-                callbacks=[after_trial],
-                catch=(PruneSnrError, RuntimeError, ValueError),
-            )
-    with contextlib.suppress(*storage_errors()):  # at a --timeout: a trial the last outage left is not left RUNNING
-        fail_orphans(study, started)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            with outage:
+                done, running = _slots(study)
+                if progress is not None:
+                    progress.update(task, completed=done)
+                if done >= cfg.trials:
+                    break
+                free = cfg.trials - done - running
+                if free <= 0:  # every open slot is another worker's running trial: wait for it to end or be failed
+                    time.sleep(POLL_SECONDS)
+                    continue
+                study.optimize(
+                    lambda trial: trials.objective(study, trial),
+                    n_trials=free,
+                    timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                    n_jobs=min(cfg.n_jobs, free),
+                    callbacks=[after_trial],
+                    catch=(PruneSnrError, RuntimeError, ValueError),
+                )
+    finally:  # however it ends (--timeout, an error, Ctrl-C), no trial the last outage lost is left RUNNING
+        with contextlib.suppress(*storage_errors()):
+            fail_orphans(study)
     if task is not None:
         progress.remove_task(task)
 
 
-def _slots(study: optuna.Study, started: set[int]) -> tuple[int, int]:
+def _slots(study: optuna.Study) -> tuple[int, int]:
     """``(counted trials, running trials that hold a slot)``, once the lost trials are ended: this worker's own
     (:func:`fail_orphans`; called between ``study.optimize`` calls, when none of them runs) and dead workers'."""
-    fail_orphans(study, started)
+    fail_orphans(study)
     fail_dead_trials(study)  # a killed worker's RUNNING trial: failed, retried, and not counted
     existing = study.get_trials(deepcopy=False)
     running = sum(1 for t in existing if t.state == optuna.trial.TrialState.RUNNING and may_count(t))

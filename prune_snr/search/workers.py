@@ -10,16 +10,18 @@ machines, a JournalStorage ``.log`` file on one machine); together they finish e
   includes every earlier trial that can still count, so no two workers both take the last slot.
 - **Dead workers.** On an RDB storage Optuna's heartbeat fails a trial whose worker stopped
   beating (``HEARTBEAT_INTERVAL``, ``GRACE_PERIOD``) and a retry of it is queued (WAITING);
-  JournalStorage has no heartbeat, so a RUNNING trial whose worker process (user attribute
-  ``worker``: host, pid, start time) is gone from this host is failed and retried the same way.
-  Such a failed trial has no ``error`` of its own and is not counted.
+  on any storage (JournalStorage has no heartbeat; a worker may die before its first) a RUNNING
+  trial whose worker process (user attribute ``worker``: host, pid, start time) is gone from this
+  host is failed and retried the same way. Such a failed trial has no ``error`` of its own and is
+  not counted.
 - **Outages.** A storage call that fails (the database restarts, the network drops) is retried with
   a one-line warning for up to ``RETRY_SECONDS``; finished trials are in the storage already. A
   heartbeat that fails is missed, not the end of the trial's heartbeats (:class:`RDBStorage`). A
   trial the outage left RUNNING in the worker that started it (its final state never written, and
-  maybe no heartbeat ever recorded, which Optuna's check never fails) is ended by that worker as
-  soon as none of its trials runs; a lost trial that had ended on its own (an error of its own, a
-  surplus) is not retried.
+  maybe no heartbeat ever recorded, which Optuna's check never fails; lost even inside
+  ``study.ask``) is ended by that worker as soon as none of its trials runs. A lost trial that had
+  ended on its own (an error of its own, a surplus) is not retried; a retry is nobody's trial until
+  a worker takes it (no ``worker`` inherited).
 
 ``--workers K`` on one machine is :func:`prune_snr.search.parallel.run_workers`.
 """
@@ -27,6 +29,7 @@ machines, a JournalStorage ``.log`` file on one machine); together they finish e
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import socket
 import time
@@ -34,6 +37,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalStorage as _OptunaJournal
 from optuna.trial import TrialState
 
 from ..errors import StorageError
@@ -67,22 +71,65 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def retry_callback():
+_Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+
+
+class RetryLost(_Retry):
     """Optuna's retry of a failed lost trial (its name since Optuna 4.9, and before), for one that had not ended on
-    its own: one with an error of its own counts as failed, a surplus never counts, and a retry would inherit both."""
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    retry = cls(max_retry=MAX_RETRY)
+    its own: one with an error of its own counts as failed, a surplus never counts, and a retry would inherit both.
+    The retry does not inherit the lost trial's ``worker`` either: until its own worker names itself, the retry would
+    read as a trial of that dead process, and be failed again."""
 
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if "error" not in trial.user_attrs and not trial.user_attrs.get("surplus"):
-            retry(study, trial)
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "error" in trial.user_attrs or trial.user_attrs.get("surplus"):
+            return
+        trial = copy.copy(trial)  # the caller's (maybe cached) trial stays as it is
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "worker"}
+        super().__call__(study, trial)
 
-    return callback
+
+def retry_callback() -> RetryLost:
+    return RetryLost(max_retry=MAX_RETRY)
 
 
-class RDBStorage(optuna.storages.RDBStorage):
-    """Optuna's RDBStorage whose heartbeat thread outlives an outage: a failed heartbeat is missed and warned about
-    in one line, where Optuna's thread would end with a traceback and leave the trial without heartbeats."""
+class _Tracked:
+    """A storage that keeps the ids of the trials this process set RUNNING (asked for, or popped from the queue):
+    one still RUNNING while none of this worker's trials runs was lost to an outage (:func:`fail_orphans`), even
+    before its objective started."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: set[int] = set()
+
+    def create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        self._created(trial_id, template_trial)
+        return trial_id
+
+    def _created(self, trial_id: int, template_trial: optuna.trial.FrozenTrial | None) -> None:
+        if template_trial is None or template_trial.state == TrialState.RUNNING:
+            self.started.add(trial_id)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            self.started.add(trial_id)
+        return changed
+
+
+class JournalStorage(_Tracked, _OptunaJournal):
+    """Optuna's JournalStorage, keeping the trials this process started."""
+
+
+class RDBStorage(_Tracked, optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, keeping the trials this process started, whose heartbeat thread outlives an outage: a
+    failed heartbeat is missed and warned about in one line, where Optuna's thread would end with a traceback and
+    leave the trial without heartbeats."""
+
+    def _create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None):
+        trial = super()._create_new_trial(study_id, template_trial)  # what Optuna's cache in front of it calls
+        self._created(trial._trial_id, template_trial)
+        return trial
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -137,12 +184,14 @@ def fail_dead_trials(study: optuna.Study) -> None:
             _fail_lost(study, t._trial_id)
 
 
-def fail_orphans(study: optuna.Study, started: set[int]) -> None:
-    """Fail (and queue a retry of) the trials of ``started`` (ids this worker asked for) still RUNNING; forget them all.
+def fail_orphans(study: optuna.Study) -> None:
+    """Fail (and queue a retry of) the trials this process started (on a storage of :func:`make_storage`) that are
+    still RUNNING; forget them all.
 
     Call it only while none of this worker's trials runs: one still RUNNING then was left so by a storage
     outage, its final state never written, and with no heartbeat recorded Optuna's check would never fail it.
     """
+    started = getattr(getattr(study._storage, "_backend", study._storage), "started", set())
     for trial_id in sorted(started):
         if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
             _fail_lost(study, trial_id)

@@ -129,14 +129,92 @@ def test_a_lost_trial_is_retried_unless_it_had_ended_on_its_own(tmp_path):
     from prune_snr.search.workers import counts, fail_orphans
 
     study = optuna.create_study(storage=make_storage(None, tmp_path), directions=["maximize", "minimize"])
-    plain, failed, surplus = study.ask(), study.ask(), study.ask()
+    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna's: trials asked for outside study.optimize
+        plain, failed, surplus = study.ask(), study.ask(), study.ask()
+    plain.set_user_attr("worker", "elsewhere:1:1")
     failed.set_user_attr("error", "out of memory")  # its objective failed; the outage lost the FAIL
     surplus.set_user_attr("surplus", True)  # the outage lost the PRUNED
-    fail_orphans(study, {plain._trial_id, failed._trial_id, surplus._trial_id})
+    fail_orphans(study)
     trials = study.get_trials()
     assert [t.state.name for t in trials[:3]] == ["FAIL"] * 3
     assert [counts(t) for t in trials[:3]] == [False, True, False], "an error of its own counts, a surplus never"
-    assert [t.system_attrs.get("failed_trial") for t in trials[3:]] == [plain.number], "only the plain one is retried"
+    retries = trials[3:]
+    assert [t.system_attrs.get("failed_trial") for t in retries] == [plain.number], "only the plain one is retried"
+    assert "worker" not in retries[0].user_attrs, "the retry is nobody's until a worker takes it"
+
+
+def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_failed_and_retried(tmp_path):
+    from prune_snr.search.workers import RDBStorage, fail_dead_trials, retry_callback
+
+    storage = RDBStorage(
+        f"sqlite:///{tmp_path / 'study.db'}",
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=retry_callback(),
+    )
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        trial = study.ask()
+    trial.set_user_attr("worker", "another-machine:4242:1")  # no process of this host to look for
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)
+    fail_dead_trials(study)
+    trials = study.get_trials()
+    assert trials[0].state.name == "FAIL" and trials[1].system_attrs.get("failed_trial") == 0
+
+
+def test_a_missed_heartbeat_is_a_warning_and_the_heartbeat_thread_beats_on(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+
+    from prune_snr.search.study import make_storage
+
+    storage = make_storage(None, tmp_path)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        trial = study.ask()
+
+    def down(*_):
+        raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    with monkeypatch.context() as m, pytest.warns(UserWarning, match="heartbeat of trial id .* missed"):
+        m.setattr(optuna.storages.RDBStorage, "record_heartbeat", down)
+        storage.record_heartbeat(trial._trial_id)  # Optuna's thread ends on an exception; there is none
+    storage.record_heartbeat(trial._trial_id)
+    assert storage.get_heartbeat_interval() and not storage._get_stale_trial_ids(study._study_id)
+
+
+def test_a_trial_lost_before_its_objective_started_is_failed_and_retried_by_its_worker(
+    study_inputs, tmp_path, monkeypatch
+):
+    # The outage strikes inside study.ask(): the trial is RUNNING, with no heartbeat and no attribute of ours yet.
+    import sqlalchemy.exc
+
+    sampler, hit = optuna.samplers.NSGAIISampler, []
+
+    def before_trial(self, study, trial):
+        if not hit:
+            hit.append(trial.number)
+            raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return original(self, study, trial)
+
+    original = sampler.before_trial
+    monkeypatch.setattr(sampler, "before_trial", before_trial)
+    checkpoint, result = study_inputs
+    with pytest.warns(UserWarning, match="unreachable"):
+        study = run_search(
+            checkpoint,
+            round_to=1,
+            trials=2,
+            out=tmp_path,
+            measurement=result,
+            max_finetune_epochs=0,
+            device="cpu",
+            fixed=FIXED,
+            timeout=30,  # without the worker's own check it waits on the lost trial until this passes
+        )
+    assert hit == [0] and len(counted_trials(study)) == 2
+    assert study.trials[0].state.name == "FAIL" and not study.trials[0].user_attrs
+    assert any(t.system_attrs.get("failed_trial") == 0 for t in study.trials), "and retried"
 
 
 def test_journal_file_storage_holds_the_study(study_inputs, tmp_path):

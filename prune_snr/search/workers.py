@@ -83,7 +83,7 @@ class RetryLost(_Retry):
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if "error" in trial.user_attrs or trial.user_attrs.get("surplus"):
             return
-        trial = copy.copy(trial)  # the caller's (maybe cached) trial stays as it is
+        trial = copy.copy(trial)  # the caller's (maybe cached) trial keeps its user attributes
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "worker"}
         super().__call__(study, trial)
 
@@ -191,11 +191,15 @@ def fail_orphans(study: optuna.Study) -> None:
     Call it only while none of this worker's trials runs: one still RUNNING then was left so by a storage
     outage, its final state never written, and with no heartbeat recorded Optuna's check would never fail it.
     """
-    started = getattr(getattr(study._storage, "_backend", study._storage), "started", set())
-    for trial_id in sorted(started):
-        if study._storage.get_trial(trial_id).state == TrialState.RUNNING:
-            _fail_lost(study, trial_id)
-        started.discard(trial_id)
+    storage = study._storage
+    if not isinstance(storage, _Tracked):  # Optuna's cache in front of an RDB storage
+        storage = getattr(storage, "_backend", None)
+    if not isinstance(storage, _Tracked):
+        return  # a storage made elsewhere keeps no record of its trials
+    running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    for trial_id in sorted(storage.started & running):
+        _fail_lost(study, trial_id)
+    storage.started.clear()
 
 
 def _fail_lost(study: optuna.Study, trial_id: int) -> None:

@@ -73,6 +73,15 @@ def test_sqlite_study_resumes_without_redoing_finished_trials(study_inputs, tmp_
     assert pareto_rows(again), "the Pareto set is never empty once a trial completed"
 
 
+def search_through_an_outage(study_inputs, out):
+    """Two trials; without a worker's own check of its lost trials it waits on one until the timeout passes."""
+    checkpoint, result = study_inputs
+    return run_search(
+        checkpoint, round_to=1, trials=2, out=out, measurement=result, max_finetune_epochs=0, device="cpu",
+        fixed=FIXED, timeout=120,
+    )  # fmt: skip
+
+
 def test_a_trial_an_outage_left_running_with_no_heartbeat_is_failed_and_retried_by_its_worker(
     study_inputs, tmp_path, monkeypatch
 ):
@@ -102,19 +111,8 @@ def test_a_trial_an_outage_left_running_with_no_heartbeat_is_failed_and_retried_
     beat, write = storage.record_heartbeat, storage.set_trial_state_values
     monkeypatch.setattr(storage, "record_heartbeat", heartbeat)
     monkeypatch.setattr(storage, "set_trial_state_values", set_state)
-    checkpoint, result = study_inputs
     with pytest.warns(UserWarning) as caught:
-        study = run_search(
-            checkpoint,
-            round_to=1,
-            trials=2,
-            out=tmp_path,
-            measurement=result,
-            max_finetune_epochs=0,
-            device="cpu",
-            fixed=FIXED,
-            timeout=120,  # without the worker's own check it waits on the lost trial until this passes
-        )
+        study = search_through_an_outage(study_inputs, tmp_path)
     said = [str(w.message) for w in caught]
     assert any("heartbeat of trial id" in m and "missed" in m for m in said), "one line, not the thread's traceback"
     assert any("unreachable" in m and "retrying" in m for m in said)
@@ -204,19 +202,8 @@ def test_a_trial_lost_before_its_objective_started_is_failed_and_retried_by_its_
 
     original = sampler.before_trial
     monkeypatch.setattr(sampler, "before_trial", before_trial)
-    checkpoint, result = study_inputs
     with pytest.warns(UserWarning, match="unreachable"):
-        study = run_search(
-            checkpoint,
-            round_to=1,
-            trials=2,
-            out=tmp_path,
-            measurement=result,
-            max_finetune_epochs=0,
-            device="cpu",
-            fixed=FIXED,
-            timeout=120,  # without the worker's own check it waits on the lost trial until this passes
-        )
+        study = search_through_an_outage(study_inputs, tmp_path)
     assert hit == [0] and len(counted_trials(study)) == 2
     assert study.trials[0].state.name == "FAIL" and not study.trials[0].user_attrs
     assert any(t.system_attrs.get("failed_trial") == 0 for t in study.trials), "and retried"

@@ -153,7 +153,8 @@ def extract(
         description=description,
     )
     try:
-        with cpu_channels_last(model, first_image(dataset)):  # before the pass's hooks: the probe is not a batch
+        probe = first_image(dataset) if torch.device(device).type == "cpu" else None  # a GPU runs as it is: no read
+        with cpu_channels_last(model, probe):  # before the pass's hooks: the probe is not a batch
             _sharded_pass(model, dataset, points, tmp, run)
         if is_main():
             atomic_save_json(tmp / "done.json", {"points": points, "pool": pool, "n": len(dataset)})

@@ -138,7 +138,7 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     loader = make_loader(shard(dataset), batch_size=batch_size, shuffle=False, workers=workers)
-    with cpu_channels_last(model, first_image(dataset)):
+    with cpu_channels_last(model, first_image(dataset) if device.type == "cpu" else None):  # no read for a GPU
         for x, y in track(progress, loader, "evaluate"):
             x, y = _to(x, device, channels_last), y.to(device)
             with autocast(device, amp):

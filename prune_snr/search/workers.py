@@ -75,8 +75,9 @@ _Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or o
 
 
 class RetryLost(_Retry):
-    """Optuna's retry of a failed lost trial (its name since Optuna 4.9, and before), for one that had not ended on
-    its own: one with an error of its own counts as failed, a surplus never counts, and a retry would inherit both.
+    """Optuna's retry of a failed lost trial (``RetryHeartbeatStaleTrialCallback`` since Optuna 4.9, before it
+    ``RetryFailedTrialCallback``), for one that had not ended on its own: one with an error of its own counts as
+    failed, a surplus never counts, and a retry would inherit both.
     The retry does not inherit the lost trial's ``worker`` either: until its own worker names itself, the retry would
     read as a trial of that dead process, and be failed again."""
 

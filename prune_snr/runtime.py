@@ -167,19 +167,27 @@ def first_image(dataset) -> torch.Tensor | None:
     return image if isinstance(image, torch.Tensor) and image.dim() == 3 else None
 
 
-def _one_output(model: nn.Module, image: torch.Tensor):
-    """``model``'s output for a batch of two copies of one image (a view that holds for one image alone fails here
-    too), in eval mode (no BatchNorm statistics move); each module's mode is kept."""
+@contextlib.contextmanager
+def modes_kept(model: nn.Module):
+    """After the block every module of ``model`` is back in its own mode (each its own: a frozen BatchNorm stays in
+    eval inside a model that trains)."""
     modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
-        with torch.no_grad():
-            return model(torch.stack([image, image]).to(next(model.parameters()).device))
-    except Exception:  # e.g. a view that needs contiguous feature maps: the model runs as it is, and says so itself
-        return None
+        yield model
     finally:
         for m, training in modes:
             m.training = training
+
+
+def _one_output(model: nn.Module, image: torch.Tensor):
+    """``model``'s output for a batch of two copies of one image (a view that holds for one image alone fails here
+    too), in eval mode (no BatchNorm statistics move); each module's mode is kept."""
+    with modes_kept(model), torch.no_grad():
+        model.eval()
+        try:
+            return model(torch.stack([image, image]).to(next(model.parameters()).device))
+        except Exception:  # e.g. a view that needs contiguous feature maps: the model runs as it is, and says so itself
+            return None
 
 
 def seed_everything(seed: int) -> None:

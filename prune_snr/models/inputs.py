@@ -9,6 +9,8 @@ import weakref
 import torch
 from torch import nn
 
+from ..runtime import modes_kept
+
 #: A user's model (no ``spec``) -> the ``C x H x W`` of its images, as its data showed them.
 _INPUT_SHAPES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
@@ -35,11 +37,9 @@ def handed_back(model: nn.Module):
     its device, in its mode."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     device = tensor.device if tensor is not None else None
-    modes = [(m, m.training) for m in model.modules()]  # each its own: a frozen BatchNorm stays in eval
-    try:
-        yield model
-    finally:
-        if device is not None:
-            model.to(device)
-        for m, training in modes:
-            m.training = training
+    with modes_kept(model):
+        try:
+            yield model
+        finally:
+            if device is not None:
+                model.to(device)
